@@ -1,0 +1,34 @@
+//! The IOMMU live-update FLB handover format.
+//!
+//! In a Linux live update the outgoing kernel keeps IOMMU translations
+//! running across kexec and hands the next kernel one physical address: the
+//! root [`abi::v1::IommuFlbSer`]. From it hang three chains of 4 KiB array
+//! pages holding the preserved IOMMUs, domains and devices. This crate is the
+//! single source of truth for that format: the wire types ([`abi`]), from
+//! which the C header `include/iommu_flb.h` is generated.
+#![no_std]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::as_conversions,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+    )
+)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod abi;
+mod addr;
+pub mod mem;
+
+pub use addr::PhysAddr;
+#[cfg(feature = "alloc")]
+pub use mem::PageMap;
+pub use mem::{FlatMemory, Memory};

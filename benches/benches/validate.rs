@@ -1,0 +1,265 @@
+//! The validation benchmarks of issue 8; see `BENCHMARKS.md` at the
+//! repository root. Run with `cargo bench -p iommu-flb-bench`.
+//!
+//! For each image, (a) 64K devices and (b) 1M devices, five ways to get from
+//! the handed-over bytes to every live object, in one run:
+//! 1. `1_memcpy`: copy the image's bytes (the memory-bandwidth floor);
+//! 2. `2_kernel_walk_c`: the kernel's unchecked walk, C at -O2;
+//! 3. `3_validate_visit`: `reader::validate` (handover mode, scratch allocated
+//!    once outside the loop) plus a visit of every live object;
+//! 4. `4_kho_check_visit`: upstream's chained-block check plus the visit;
+//! 5. `5_rkyv_access_visit`: rkyv 0.8 validated access plus the visit of the
+//!    same logical records serialized with rkyv.
+//!
+//! Then the writer: `preserve_device` for every device of the image (IOMMUs
+//! and domains already preserved), reported per device. The ratios the issue
+//! sets targets for are printed at the end.
+
+mod report;
+mod rkyv_image;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use iommu_flb_abi::reader::ScratchElem;
+use iommu_flb_abi::writer::SliceIndex;
+use iommu_flb_bench::image::{self, Built, Prepared};
+use iommu_flb_bench::plan::{IMAGE_A, IMAGE_B, Plan, Shape};
+use iommu_flb_bench::pool::ScrambledPool;
+use iommu_flb_bench::{kernel_walk, kho, validate};
+
+/// The block limit passed to the upstream-style check: upstream's 10,000
+/// would refuse image (b)'s 19,017-page device chain, so use the reader's
+/// default page limit instead.
+const KHO_LIMIT: u64 = 1 << 20;
+
+const IDS: [&str; 5] = [
+    "1_memcpy",
+    "2_kernel_walk_c",
+    "3_validate_visit",
+    "4_kho_check_visit",
+    "5_rkyv_access_visit",
+];
+
+fn readers(c: &mut Criterion, shape: Shape) {
+    let built = Built::new(shape);
+    let mem = built.memory();
+    let root = built.root();
+    let bytes = mem.bytes();
+
+    // The five agree before anything is timed.
+    let mut scratch = validate::scratch_for(&built);
+    let want = kernel_walk(&built);
+    assert_eq!(
+        validate::validate_and_visit(&mem, root, &mut scratch),
+        Ok(want)
+    );
+    assert_eq!(kho::check_and_visit(&mem, root, KHO_LIMIT), Ok(want));
+    let rkyv_bytes = rkyv_image::serialize(&rkyv_image::records(&built));
+    assert_eq!(
+        rkyv_image::access_and_visit(&rkyv_bytes).expect("rkyv accepts its own bytes"),
+        want
+    );
+    self_check(&built, &mut scratch);
+    println!(
+        "{}: {} pages ({} MiB), {} live objects in {} slots; rkyv image {} MiB",
+        shape.name,
+        bytes.len() / 4096,
+        bytes.len() >> 20,
+        shape.live_objects(),
+        built.slots(),
+        rkyv_bytes.len() >> 20,
+    );
+
+    let mut g = c.benchmark_group(shape.name);
+    g.throughput(Throughput::Elements(shape.live_objects() as u64));
+    g.sampling_mode(SamplingMode::Flat);
+    if shape.devices > 100_000 {
+        g.sample_size(30).measurement_time(Duration::from_secs(8));
+    } else {
+        g.sample_size(60).measurement_time(Duration::from_secs(4));
+    }
+    let mut dst = vec![0u8; bytes.len()];
+    g.bench_function(IDS[0], |b| {
+        b.iter(|| {
+            dst.copy_from_slice(black_box(bytes));
+            black_box(&mut dst);
+        })
+    });
+    drop(dst);
+    g.bench_function(IDS[1], |b| b.iter(|| kernel_walk(black_box(&built))));
+    g.bench_function(IDS[2], |b| {
+        b.iter(|| validate::validate_and_visit(black_box(&mem), root, &mut scratch))
+    });
+    g.bench_function(IDS[3], |b| {
+        b.iter(|| kho::check_and_visit(black_box(&mem), root, KHO_LIMIT))
+    });
+    g.bench_function(IDS[4], |b| {
+        b.iter(|| rkyv_image::access_and_visit(black_box(&rkyv_bytes)))
+    });
+    g.finish();
+}
+
+/// The reference checks really check: a cycle and an over-full page are
+/// refused by both the upstream-style check and `validate`.
+fn self_check(built: &Built, scratch: &mut [ScratchElem]) {
+    let mem = built.memory();
+    let root = built.root();
+    for corrupt in [
+        image::Corruption::Cycle,
+        image::Corruption::CountOverCapacity,
+    ] {
+        let bytes = image::corrupted(built, corrupt);
+        let bad = iommu_flb_abi::FlatMemory::new(mem.base(), &bytes);
+        assert!(
+            kho::check_and_visit(&bad, root, KHO_LIMIT).is_err(),
+            "upstream-style check refuses {corrupt:?}"
+        );
+        assert!(
+            validate::validate_and_visit(&bad, root, scratch).is_err(),
+            "validate refuses {corrupt:?}"
+        );
+    }
+}
+
+/// The writer's cost per preserved device: a fresh pool with the image's
+/// IOMMUs and domains preserved (not timed), then every device (timed).
+fn writer(c: &mut Criterion, shape: Shape) {
+    let plan = Plan::new(shape);
+    let mut g = c.benchmark_group("writer");
+    g.throughput(Throughput::Elements(shape.devices as u64));
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(if shape.devices > 100_000 {
+            10
+        } else {
+            3
+        }));
+    g.bench_function(BenchmarkId::new("preserve_device", shape.name), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let mut pool =
+                    ScrambledPool::new(image::BASE, image::pages_for(shape), image::SEED);
+                let mut slots = image::index_slots(shape);
+                let mut prepared = Prepared::new(&plan, &mut pool, SliceIndex::new(&mut slots))
+                    .expect("the plan is valid");
+                let t = Instant::now();
+                prepared.preserve_devices(&plan).expect("the plan is valid");
+                total += t.elapsed();
+                black_box(prepared.finish());
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn main() {
+    let start = SystemTime::now();
+    let dir = report::criterion_dir();
+    let mut c = Criterion::default()
+        .output_directory(&dir)
+        .configure_from_args();
+    for shape in [IMAGE_A, IMAGE_B] {
+        readers(&mut c, shape);
+    }
+    for shape in [IMAGE_A, IMAGE_B] {
+        writer(&mut c, shape);
+    }
+    c.final_summary();
+    print!("{}", summary(&dir, start));
+}
+
+/// The figures and ratios of this run, as Markdown.
+fn summary(dir: &std::path::Path, since: SystemTime) -> String {
+    use report::{Estimate, load, ratio, target_line, time, times};
+    use std::fmt::Write as _;
+    let mut out = String::from("\n## Results of this run\n\n");
+    let get = |shape: Shape, id: &str| load(dir, shape.name, id, since);
+    let _ = writeln!(
+        out,
+        "| image | benchmark | time [95% CI] | per live object |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
+    for shape in [IMAGE_A, IMAGE_B] {
+        for id in IDS {
+            if let Some(e) = get(shape, id) {
+                let per = e.per(shape.live_objects() as f64);
+                let _ = writeln!(
+                    out,
+                    "| {} | {id} | {} | {} |",
+                    shape.name,
+                    times(e),
+                    time(per.point)
+                );
+            }
+        }
+    }
+    for shape in [IMAGE_A, IMAGE_B] {
+        let id = format!("preserve_device/{}", shape.name);
+        if let Some(e) = load(dir, "writer", &id, since) {
+            let per = e.per(shape.devices as f64);
+            let _ = writeln!(
+                out,
+                "| {} | writer {id} | {} | {} per device |",
+                shape.name,
+                times(e),
+                times(per)
+            );
+        }
+    }
+    let _ = writeln!(out, "\n| ratio | measured [interval] | target | |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    let r = |shape: Shape, x: &str, y: &str| -> Option<Estimate> {
+        Some(get(shape, x)?.ratio(get(shape, y)?))
+    };
+    for shape in [IMAGE_A, IMAGE_B] {
+        let n = shape.name;
+        target_line(
+            &mut out,
+            &format!("{n}: (3) validate / (2) kernel walk"),
+            r(shape, IDS[2], IDS[1]),
+            1.5,
+        );
+        target_line(
+            &mut out,
+            &format!("{n}: (3) validate / (1) memcpy"),
+            r(shape, IDS[2], IDS[0]),
+            3.0,
+        );
+        target_line(
+            &mut out,
+            &format!("{n}: (3) validate / (4) upstream check"),
+            r(shape, IDS[2], IDS[3]),
+            1.0,
+        );
+        match r(shape, IDS[2], IDS[4]) {
+            Some(e) => {
+                let _ = writeln!(
+                    out,
+                    "| {n}: (3) validate / (5) rkyv | {} | (report) | |",
+                    ratio(e)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "| {n}: (3) validate / (5) rkyv | not measured in this run | (report) | |"
+                );
+            }
+        }
+    }
+    let per_object = |shape: Shape| Some(get(shape, IDS[2])?.per(shape.live_objects() as f64));
+    let growth = per_object(IMAGE_B)
+        .zip(per_object(IMAGE_A))
+        .map(|(b, a)| b.ratio(a));
+    target_line(
+        &mut out,
+        "(3) per object, image (b) / image (a)",
+        growth,
+        1.5,
+    );
+    out
+}

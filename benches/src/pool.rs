@@ -1,0 +1,106 @@
+//! A page allocator over one flat buffer that hands pages out in scrambled
+//! physical order, so the image's chains jump around memory as they do in a
+//! kernel that allocated its pages over time.
+
+use iommu_flb_abi::abi::PAGE_SIZE;
+use iommu_flb_abi::writer::PageAlloc;
+use iommu_flb_abi::{FlatMemory, PhysAddr};
+
+/// [`PAGE_SIZE`] as a `u64`.
+const PAGE: u64 = 4096;
+const _: () = assert!(PAGE_SIZE == 4096);
+
+/// `pages` pages at `base..base + pages * 4096`, zeroed, handed out in a
+/// pseudo-random permutation chosen by a seed.
+#[derive(Debug)]
+pub struct ScrambledPool {
+    base: PhysAddr,
+    bytes: Vec<u8>,
+    /// Page indices in the order they are handed out.
+    order: Vec<u32>,
+    next: usize,
+    /// Whether each page is handed out (and not given back).
+    taken: Vec<bool>,
+}
+
+impl ScrambledPool {
+    /// A pool of `pages` zeroed pages starting at `base` (page-aligned).
+    pub fn new(base: PhysAddr, pages: usize, seed: u64) -> ScrambledPool {
+        assert!(base.is_page_aligned() && !base.is_null());
+        let n = u32::try_from(pages).expect("fewer than 2^32 pages");
+        let mut order: Vec<u32> = (0..n).collect();
+        let mut state = seed | 1;
+        // Fisher-Yates with xorshift64*.
+        for i in (1..order.len()).rev() {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            let j = usize::try_from(r % (u64::try_from(i).expect("fits") + 1)).expect("fits");
+            order.swap(i, j);
+        }
+        ScrambledPool {
+            base,
+            bytes: vec![0; pages * PAGE_SIZE],
+            order,
+            next: 0,
+            taken: vec![false; pages],
+        }
+    }
+
+    /// How many pages were handed out (given-back ones included).
+    pub fn handed_out(&self) -> usize {
+        self.next
+    }
+
+    /// The whole buffer as the physical memory the reader and the C walk read.
+    pub fn memory(&self) -> FlatMemory<'_> {
+        FlatMemory::new(self.base, &self.bytes)
+    }
+
+    /// The physical address of the first byte.
+    pub fn base(&self) -> PhysAddr {
+        self.base
+    }
+
+    /// The buffer.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn index(&self, phys: PhysAddr) -> Option<usize> {
+        if !phys.is_page_aligned() {
+            return None;
+        }
+        let off = phys.checked_offset_from(self.base)?;
+        let i = usize::try_from(off / PAGE).ok()?;
+        (i < self.taken.len()).then_some(i)
+    }
+}
+
+impl PageAlloc for ScrambledPool {
+    fn alloc_page(&mut self) -> Option<PhysAddr> {
+        let i = *self.order.get(self.next)?;
+        self.next += 1;
+        let i = usize::try_from(i).ok()?;
+        self.taken[i] = true;
+        self.base.checked_add(u64::try_from(i).ok()? * PAGE)
+    }
+
+    fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8; PAGE_SIZE]> {
+        let i = self.index(phys)?;
+        if !self.taken[i] {
+            return None;
+        }
+        let start = i * PAGE_SIZE;
+        <&mut [u8; PAGE_SIZE]>::try_from(&mut self.bytes[start..start + PAGE_SIZE]).ok()
+    }
+
+    fn free_page(&mut self, phys: PhysAddr) {
+        if let Some(i) = self.index(phys) {
+            self.taken[i] = false;
+            let start = i * PAGE_SIZE;
+            self.bytes[start..start + PAGE_SIZE].fill(0);
+        }
+    }
+}

@@ -5,114 +5,16 @@ mod common;
 
 use std::cell::Cell;
 
-use common::{INTEL, Img, SMMUV3, Spec, off};
+use common::{Spec, off};
 use iommu_flb_abi::abi::PAGE_SIZE;
 use iommu_flb_abi::abi::v1::{IOMMU_SER_FLAG_DELETED, IOMMU_SER_FLAG_INCOMING, IommuTypeSer};
 use iommu_flb_abi::error::Chain;
 use iommu_flb_abi::reader::{
-    self, DevicePayload, Image, IommuPayload, Mode, Options, RestoreError, ScratchElem,
+    self, DevicePayload, IommuPayload, Mode, Options, RestoreError, ScratchElem,
 };
 use iommu_flb_abi::{FlatMemory, Memory, PageMap, PhysAddr};
 
-fn ty(raw: u64) -> IommuTypeSer {
-    IommuTypeSer::from_wire(raw).unwrap()
-}
-
-/// Validates `img` and checks the view against `spec`: live records in
-/// chain order with their fields, every device's domain and IOMMU, every
-/// lookup, and the page order.
-fn accept(spec: &Spec, img: &Img) {
-    accept_with(spec, img, &Options::default());
-}
-
-fn accept_with(spec: &Spec, img: &Img, opts: &Options) {
-    let n = reader::scratch_len(&img.mem, img.root, opts).expect("scratch_len");
-    let mut scratch = vec![ScratchElem::default(); n];
-    let image = reader::validate(&img.mem, img.root, opts, &mut scratch).expect("valid");
-    check_view(spec, img, &image);
-}
-
-fn check_view<M: Memory>(spec: &Spec, img: &Img, image: &Image<'_, '_, M>) {
-    assert_eq!(image.version(), 1);
-    assert_eq!(image.root_phys(), img.root);
-
-    let live_iommus: Vec<usize> = (0..spec.iommus.len())
-        .filter(|&i| !spec.iommus[i].deleted)
-        .collect();
-    let got: Vec<PhysAddr> = image.iommus().map(|m| m.phys()).collect();
-    let want: Vec<PhysAddr> = live_iommus
-        .iter()
-        .map(|&i| img.record(Chain::Iommu, i))
-        .collect();
-    assert_eq!(got, want, "live IOMMUs in chain order");
-    assert_eq!(image.live_iommus(), live_iommus.len());
-    for &i in &live_iommus {
-        let s = &spec.iommus[i];
-        let m = image.find_iommu(s.token, ty(s.ty)).expect("find_iommu");
-        assert_eq!(m.phys(), img.record(Chain::Iommu, i));
-        assert_eq!(
-            (m.token(), m.iommu_type(), m.is_deleted()),
-            (s.token, ty(s.ty), false)
-        );
-        let refs = spec
-            .devices
-            .iter()
-            .filter(|d| !d.deleted && d.iommu == i)
-            .count();
-        assert_eq!(m.ref_count() as usize, refs);
-        match (m.payload(), s.ty) {
-            (IommuPayload::Intel(p), INTEL) => assert_eq!(p.phys_addr.get(), s.token),
-            (IommuPayload::Smmuv3(p), SMMUV3) => assert_eq!(p.phys_addr.get(), s.token),
-            (p, t) => panic!("payload {p:?} for type {t}"),
-        }
-    }
-    assert_eq!(image.all_iommus().count(), spec.iommus.len());
-
-    let got: Vec<PhysAddr> = image.domains().map(|d| d.phys()).collect();
-    let want: Vec<PhysAddr> = (0..spec.domains.len())
-        .filter(|&i| !spec.domains[i].deleted)
-        .map(|i| img.record(Chain::Domain, i))
-        .collect();
-    assert_eq!(got, want, "live domains in chain order");
-    assert_eq!(image.all_domains().count(), spec.domains.len());
-
-    let live_devices: Vec<usize> = (0..spec.devices.len())
-        .filter(|&i| !spec.devices[i].deleted)
-        .collect();
-    let devices: Vec<_> = image.devices().collect();
-    assert_eq!(devices.len(), live_devices.len());
-    assert_eq!(image.live_devices(), live_devices.len());
-    for (d, &i) in devices.iter().zip(&live_devices) {
-        let s = &spec.devices[i];
-        assert_eq!(d.phys(), img.record(Chain::Device, i));
-        assert_eq!((d.segment(), d.devid()), (s.segment, s.devid));
-        assert_eq!(d.domain().phys(), img.record(Chain::Domain, s.domain));
-        assert_eq!(
-            d.domain().top_table_phys().get(),
-            spec.domains[s.domain].top
-        );
-        assert_eq!(d.iommu().phys(), img.record(Chain::Iommu, s.iommu));
-        match (d.payload(), spec.iommus[s.iommu].ty) {
-            (DevicePayload::Intel(p), INTEL) => assert_eq!(p.max_pasid.get(), 1 << 20),
-            (DevicePayload::Smmuv3(p), SMMUV3) => assert_eq!(p.num_l2_cdtables.get(), 2),
-            (p, t) => panic!("device payload {p:?} for IOMMU type {t}"),
-        }
-        let found = image.find_device(s.segment, s.devid).expect("find_device");
-        assert_eq!(found.phys(), d.phys());
-    }
-    assert_eq!(image.all_devices().count(), spec.devices.len());
-
-    let mut want = vec![img.root.page_base()];
-    for c in common::CHAINS {
-        want.extend_from_slice(img.chain(c));
-    }
-    assert_eq!(
-        image.pages().collect::<Vec<_>>(),
-        want,
-        "root, then each chain in order"
-    );
-    assert_eq!(image.page_count(), want.len());
-}
+use common::{accept, accept_with, check_view};
 
 #[test]
 fn empty_handover_is_accepted() {

@@ -5,7 +5,8 @@
 //! root [`abi::v1::IommuFlbSer`]. From it hang three chains of 4 KiB array
 //! pages holding the preserved IOMMUs, domains and devices. This crate is the
 //! single source of truth for that format: the wire types ([`abi`]), from
-//! which the C header `include/iommu_flb.h` is generated.
+//! which the C header `include/iommu_flb.h` is generated, and the
+//! [`writer`] that builds images the way the outgoing kernel does.
 #![no_std]
 #![cfg_attr(
     not(test),
@@ -27,6 +28,7 @@ extern crate std;
 pub mod abi;
 mod addr;
 pub mod mem;
+pub mod writer;
 
 pub use addr::PhysAddr;
 #[cfg(feature = "alloc")]

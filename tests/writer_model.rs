@@ -524,7 +524,7 @@ fn run<X: DeviceIndex, F: FnMut(u64) -> bool>(
     Ok(pages.failures())
 }
 
-const CASES: u32 = if cfg!(miri) { 4 } else { 64 };
+const CASES: u32 = if cfg!(miri) { 4 } else { 48 };
 const OPS: usize = if cfg!(miri) { 30 } else { 700 };
 
 fn alloc_for(scatter: Option<u64>) -> MapAlloc {

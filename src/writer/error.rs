@@ -287,10 +287,11 @@ impl fmt::Display for WriteError {
                 pci_domain_nr,
                 devid,
                 existing,
-            } => write!(
-                f,
-                "device {pci_domain_nr:04x}:{devid:#06x} is already preserved at {existing}"
-            ),
+            } => {
+                write!(f, "device ")?;
+                pci_name(f, pci_domain_nr, devid)?;
+                write!(f, " is already preserved at {existing}")
+            }
             WriteError::DuplicateIommu {
                 token,
                 iommu_type,
@@ -331,6 +332,16 @@ impl fmt::Display for WriteError {
             }
         }
     }
+}
+
+/// Writes a device as the kernel names it, `ssss:bb:dd.f`; a devid wider
+/// than a PCI requester ID is shown as a number.
+fn pci_name(f: &mut fmt::Formatter<'_>, seg: u32, devid: u32) -> fmt::Result {
+    if devid > 0xffff {
+        return write!(f, "{seg:04x}:devid {devid:#x}");
+    }
+    let (bus, dev, func) = (devid >> 8, (devid >> 3) & 0x1f, devid & 7);
+    write!(f, "{seg:04x}:{bus:02x}:{dev:02x}.{func}")
 }
 
 #[cfg(feature = "std")]

@@ -154,14 +154,16 @@ impl Chain {
         })
     }
 
-    /// The address of the next free slot, linking a new zeroed tail page
-    /// first if the tail is full (as the kernel does, only when needed).
-    /// Nothing is counted until [`Chain::commit`]; if a later step fails,
-    /// the image is still valid (a full page followed by an empty tail).
-    pub(crate) fn next_slot<A: PageAlloc>(
+    /// Appends one record: links a new zeroed tail page first if the tail
+    /// is full (as the kernel does, only when needed), lets `write` fill the
+    /// free slot, and only then counts it in the tail's `nr_objects`. If
+    /// `write` fails the slot is not counted, so readers never see it; the
+    /// image is still valid (at worst a full page followed by an empty tail).
+    pub(crate) fn append<A: PageAlloc>(
         &mut self,
         alloc: &mut A,
         in_use: &[PhysAddr],
+        write: impl FnOnce(&mut Rec<'_>) -> Result<(), WriteError>,
     ) -> Result<PhysAddr, WriteError> {
         if self.tail_len >= self.kind.capacity() {
             let new = take_page(alloc, PagePurpose::Chain(self.kind), in_use)?;
@@ -171,21 +173,26 @@ impl Chain {
             self.tail_len = 0;
             self.pages = self.pages.saturating_add(1);
         }
-        slot_offset(self.kind, self.tail_len)
-            .and_then(|off| self.tail.checked_add(off))
-            .ok_or(WriteError::Inconsistent {
-                phys: self.tail,
-                what: "slot address overflows",
-            })
-    }
-
-    /// Counts the slot [`Chain::next_slot`] returned, now that its record
-    /// is written.
-    pub(crate) fn commit<A: PageAlloc>(&mut self, alloc: &mut A) -> Result<(), WriteError> {
+        let bad = |what| WriteError::Inconsistent {
+            phys: self.tail,
+            what,
+        };
+        let start = slot_offset(self.kind, self.tail_len).ok_or(bad("slot offset overflows"))?;
+        let phys = self
+            .tail
+            .checked_add(start)
+            .ok_or(bad("slot address overflows"))?;
+        let tail = page(alloc, self.tail)?;
+        let bytes = usize::try_from(start)
+            .ok()
+            .and_then(|s| Some(s..s.checked_add(self.kind.record_size())?))
+            .and_then(|r| tail.get_mut(r))
+            .ok_or(bad("record does not fit its page"))?;
+        write(&mut Rec { phys, bytes })?;
         let len = self.tail_len.saturating_add(1);
-        set_array_hdr(page(alloc, self.tail)?, PhysAddr::NULL, len);
+        set_array_hdr(tail, PhysAddr::NULL, len);
         self.tail_len = len;
-        Ok(())
+        Ok(phys)
     }
 
     /// Calls `f` on every record of the chain, head to tail, until it

@@ -28,8 +28,9 @@ pub enum Lookup {
 pub trait DeviceIndex {
     /// Where the live device with `key` is, if the index knows.
     fn lookup(&self, key: DeviceKey) -> Lookup;
-    /// Records a new live device. Fails only with
-    /// [`WriteError::IndexFull`], before the writer changes the image.
+    /// Records a new live device. May fail only with
+    /// [`WriteError::IndexFull`]; the writer then does not count the record,
+    /// so the image is as before.
     fn insert(&mut self, key: DeviceKey, device: PhysAddr) -> Result<(), WriteError>;
     /// Forgets a device that was unpreserved.
     fn remove(&mut self, key: DeviceKey);

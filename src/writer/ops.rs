@@ -90,13 +90,9 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             });
         }
         let in_use = self.in_use();
-        let phys = self.iommus.next_slot(&mut self.alloc, &in_use)?;
-        record(&mut self.alloc, ObjectKind::Iommu, phys)?.write_iommu(
-            token,
-            &payload,
-            hdr(0, IOMMU_SER_FLAG_DELETED),
-        )?;
-        self.iommus.commit(&mut self.alloc)?;
+        let phys = self.iommus.append(&mut self.alloc, &in_use, |rec| {
+            rec.write_iommu(token, &payload, hdr(0, IOMMU_SER_FLAG_DELETED))
+        })?;
         self.counts.iommus = self.counts.iommus.saturating_add(1);
         Ok(IommuHandle::new(phys, self.id))
     }
@@ -114,9 +110,9 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             return invalid(DomainField::SignExtend, u64::from(d.sign_extend));
         }
         let in_use = self.in_use();
-        let phys = self.domains.next_slot(&mut self.alloc, &in_use)?;
-        record(&mut self.alloc, ObjectKind::Domain, phys)?.write_domain(&d, hdr(1, 0))?;
-        self.domains.commit(&mut self.alloc)?;
+        let phys = self.domains.append(&mut self.alloc, &in_use, |rec| {
+            rec.write_domain(&d, hdr(1, 0))
+        })?;
         self.counts.domains = self.counts.domains.saturating_add(1);
         Ok(DomainHandle::new(phys, self.id))
     }
@@ -194,15 +190,12 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             });
         }
         let in_use = self.in_use();
-        let phys = self.devices.next_slot(&mut self.alloc, &in_use)?;
-        self.index.insert(key, phys)?;
-        let written = record(&mut self.alloc, ObjectKind::Device, phys)
-            .and_then(|mut rec| rec.write_device(&d, domain.phys(), iommu.phys(), hdr(1, 0)))
-            .and_then(|()| self.devices.commit(&mut self.alloc));
-        if let Err(e) = written {
-            self.index.remove(key);
-            return Err(e);
-        }
+        let index = &mut self.index;
+        let phys = self.devices.append(&mut self.alloc, &in_use, |rec| {
+            rec.write_device(&d, domain.phys(), iommu.phys(), hdr(1, 0))?;
+            // Last: the only step that can fail leaves the index unchanged.
+            index.insert(key, rec.phys)
+        })?;
         record(&mut self.alloc, ObjectKind::Iommu, iommu.phys())?.set_hdr(new_count, 0)?;
         if new_count == 1 {
             self.counts.live_iommus = self.counts.live_iommus.saturating_add(1);

@@ -1,4 +1,5 @@
 //! Misuse is a typed error naming the object, and leaves the image as it was.
+#![cfg(feature = "alloc")] // The tests allocate from MapAlloc.
 
 mod writer_support;
 

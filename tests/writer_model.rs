@@ -2,6 +2,7 @@
 //! image's bytes hold exactly the model's objects, flags, reference counts
 //! and links; abort gives back every page in the promised order. The same
 //! with an allocator that fails at random steps.
+#![cfg(feature = "alloc")] // The tests allocate from MapAlloc.
 
 mod writer_support;
 

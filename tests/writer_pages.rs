@@ -1,6 +1,7 @@
 //! Pages: what `start` takes and writes, the exact bytes of each record,
 //! which pages the writer refuses, allocation failure at every page a
 //! chain needs, and the order `abort` gives pages back in.
+#![cfg(feature = "alloc")] // The tests allocate from MapAlloc.
 
 mod writer_support;
 

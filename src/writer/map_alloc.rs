@@ -13,6 +13,7 @@ use crate::abi::PAGE_SIZE;
 /// call, failed or not). Needs no heap.
 ///
 /// ```
+/// # #[cfg(feature = "alloc")] {
 /// use iommu_flb_abi::writer::{FailingAlloc, MapAlloc, Writer, WriteError, PagePurpose};
 /// use iommu_flb_abi::PhysAddr;
 ///
@@ -20,6 +21,7 @@ use crate::abi::PAGE_SIZE;
 /// let mut pages = FailingAlloc::new(MapAlloc::sequential(PhysAddr::new(0x10_0000)), |s| s == 1);
 /// assert!(Writer::start(&mut pages).is_err());
 /// assert!(pages.inner().map().is_empty(), "the root was given back");
+/// # }
 /// ```
 #[derive(Debug)]
 pub struct FailingAlloc<A, F> {

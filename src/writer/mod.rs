@@ -45,6 +45,8 @@
 //! attached to it.
 //!
 //! ```
+//! # #[cfg(feature = "alloc")]
+//! # fn main() -> Result<(), iommu_flb_abi::writer::WriteError> {
 //! use iommu_flb_abi::PhysAddr;
 //! use iommu_flb_abi::writer::*;
 //!
@@ -64,7 +66,10 @@
 //! let (root, pages) = w.finish();
 //! assert_eq!(root, PhysAddr::new(0x10_0000));
 //! assert_eq!(pages.map().len(), 4);
-//! # Ok::<(), WriteError>(())
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "alloc"))]
+//! # fn main() {}
 //! ```
 
 mod alloc;

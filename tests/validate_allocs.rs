@@ -163,7 +163,7 @@ fn validation_and_visit_allocate_nothing_and_scratch_is_at_most_16_bytes_per_rec
     // Under miri the image is small; natively it is benchmark image (a)'s
     // device count with 1 domain per 2 devices.
     let (iommus, domains, devices) = if cfg!(miri) {
-        (4, 40, 120)
+        (2, 8, 40)
     } else {
         (64, 1 << 15, 1 << 16)
     };

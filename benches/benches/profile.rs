@@ -48,7 +48,7 @@ fn main() {
     let mut scratch = validate::scratch_for(&built);
     let mut sum = 0u64;
     for _ in 0..times {
-        sum ^= match what {
+        sum = match what {
             "validate" => validate::validate_and_visit(&mem, root, &mut scratch).expect("valid"),
             "kho" => kho::check_and_visit(&mem, root, 1 << 20).expect("valid"),
             "kernel" => kernel_walk(&built),

@@ -11,6 +11,9 @@
 //! 5. `5_rkyv_access_visit`: rkyv 0.8 validated access plus the visit of the
 //!    same logical records serialized with rkyv.
 //!
+//! and `3a_validate_only`, (3) without the visit, to split (3) into the
+//! validation and the visit through the view.
+//!
 //! Then the writer: `preserve_device` for every device of the image (IOMMUs
 //! and domains already preserved), reported per device. The ratios the issue
 //! sets targets for are printed at the end.
@@ -34,12 +37,13 @@ use iommu_flb_bench::{kernel_walk, kho, validate};
 /// default page limit instead.
 const KHO_LIMIT: u64 = 1 << 20;
 
-const IDS: [&str; 5] = [
+const IDS: [&str; 6] = [
     "1_memcpy",
     "2_kernel_walk_c",
     "3_validate_visit",
     "4_kho_check_visit",
     "5_rkyv_access_visit",
+    "3a_validate_only",
 ];
 
 fn readers(c: &mut Criterion, shape: Shape) {
@@ -97,6 +101,9 @@ fn readers(c: &mut Criterion, shape: Shape) {
     });
     g.bench_function(IDS[4], |b| {
         b.iter(|| rkyv_image::access_and_visit(black_box(&rkyv_bytes)))
+    });
+    g.bench_function(IDS[5], |b| {
+        b.iter(|| validate::validate_only(black_box(&mem), root, &mut scratch))
     });
     g.finish();
 }

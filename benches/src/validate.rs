@@ -35,3 +35,12 @@ pub fn validate_and_visit<M: Memory>(
     }
     Ok(sum)
 }
+
+/// [`validate_and_visit`] without the visit: what validation alone costs.
+pub fn validate_only<M: Memory>(
+    mem: &M,
+    root: PhysAddr,
+    scratch: &mut [ScratchElem],
+) -> Result<usize, Error> {
+    reader::validate(mem, root, &Options::default(), scratch).map(|image| image.live_devices())
+}

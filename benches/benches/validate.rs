@@ -66,13 +66,21 @@ fn readers(c: &mut Criterion, shape: Shape) {
         want
     );
     self_check(&built, &mut scratch);
+    let scratch_bytes = std::mem::size_of_val(scratch.as_slice());
+    assert!(
+        scratch_bytes <= 16 * built.slots(),
+        "scratch is at most 16 bytes per record"
+    );
     println!(
-        "{}: {} pages ({} MiB), {} live objects in {} slots; rkyv image {} MiB",
+        "{}: {} pages ({} MiB), {} live objects in {} record slots; \
+         scratch {} KiB ({:.2} bytes per record); rkyv image {} MiB",
         shape.name,
         bytes.len() / 4096,
         bytes.len() >> 20,
         shape.live_objects(),
         built.slots(),
+        scratch_bytes >> 10,
+        scratch_bytes as f64 / built.slots() as f64,
         rkyv_bytes.len() >> 20,
     );
 

@@ -5,7 +5,8 @@
 //! valgrind --tool=callgrind target/release/deps/profile-* validate b 3
 //! ```
 //!
-//! Arguments: what to run (`validate`, `kho`, `kernel`, `writer`), the image
+//! Arguments: what to run (`validate`, `validate_only`, `kho`, `kernel`,
+//! `writer`), the image
 //! (`a` or `b`), and how many times. Without arguments (as `cargo bench` runs
 //! it, passing only `--bench`) it does nothing.
 
@@ -47,13 +48,18 @@ fn main() {
     let root = built.root();
     let mut scratch = validate::scratch_for(&built);
     let mut sum = 0u64;
+    let start = std::time::Instant::now();
     for _ in 0..times {
         sum = match what {
             "validate" => validate::validate_and_visit(&mem, root, &mut scratch).expect("valid"),
+            "validate_only" => validate::validate_only(&mem, root, &mut scratch)
+                .map(|n| n as u64)
+                .expect("valid"),
             "kho" => kho::check_and_visit(&mem, root, 1 << 20).expect("valid"),
             "kernel" => kernel_walk(&built),
-            other => panic!("unknown benchmark {other:?}: validate, kho, kernel or writer"),
+            other => panic!("unknown benchmark {other:?}: see the module docs"),
         };
     }
-    println!("{what} on {}: checksum {sum:#x}", shape.name);
+    let each = start.elapsed() / u32::try_from(times.max(1)).unwrap_or(u32::MAX);
+    println!("{what} on {}: checksum {sum:#x}, {each:?} each", shape.name);
 }

@@ -14,7 +14,7 @@
 //!
 //! A standard ELF note (`Elf64_Nhdr`: `n_namesz`, `n_descsz`, `n_type`, all
 //! 32-bit, 4-byte alignment) with name `"IOMMUFLB"` (`n_namesz` = 9,
-//! including the NUL), `n_type` = [`NT_IOMMU_FLB_ROOT`] (1), and an 8-byte
+//! including the NUL), `n_type` = [`NT_IOMMU_FLB_ROOT`] (`0x524f4f54`, "ROOT"), and an 8-byte
 //! descriptor: the physical address of the root `iommu_flb_ser`, as a u64 in
 //! the file's byte order. It stands in for the u64 `data` LUO hands the next
 //! kernel, which a memory dump does not otherwise record. Readers look for
@@ -33,7 +33,10 @@ use object::{LittleEndian as LE, U16, U32, U64, bytes_of};
 pub const NOTE_NAME: &[u8] = b"IOMMUFLB";
 
 /// `n_type` of the root note: the descriptor is the root's physical address.
-pub const NT_IOMMU_FLB_ROOT: u32 = 1;
+/// The value spells `"ROOT"` in ASCII, in the way Linux's `NT_FILE`
+/// (`"FILE"`) and `NT_SIGINFO` (`"SIGI"`) do, so tools that print core-file
+/// notes by type number (`readelf -n`) do not mistake it for a core note.
+pub const NT_IOMMU_FLB_ROOT: u32 = 0x524f_4f54;
 
 /// Why a core file could not be written.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -25,3 +25,4 @@
 pub mod elfcore;
 pub mod load;
 pub mod num;
+pub mod rng;

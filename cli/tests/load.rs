@@ -3,7 +3,7 @@
 
 use iommu_flb_abi::abi::PAGE_SIZE;
 use iommu_flb_abi::{Memory, PhysAddr};
-use iommu_flb_cli::elfcore::write_core;
+use iommu_flb_cli::elfcore::{NT_IOMMU_FLB_ROOT, write_core};
 use iommu_flb_cli::load::{Format, LoadError, LoadOptions, SegmentProblem, load};
 use object::elf::{self, FileHeader64, Ident, NoteHeader64, ProgramHeader64};
 use object::{BigEndian, Endian, Endianness, LittleEndian, U16, U32, U64, bytes_of};
@@ -525,7 +525,12 @@ fn root_note_is_read_in_the_files_byte_order() {
     let p = page(1);
     for big in [false, true] {
         let (n, bytes) = if big {
-            let n = note(BigEndian, b"IOMMUFLB", 1, &0x1234_5000u64.to_be_bytes());
+            let n = note(
+                BigEndian,
+                b"IOMMUFLB",
+                NT_IOMMU_FLB_ROOT,
+                &0x1234_5000u64.to_be_bytes(),
+            );
             let payload = [n.clone(), vec![0; 0x1000 - n.len()], p.to_vec()].concat();
             let phdrs = [
                 note_seg(n.len()),
@@ -533,7 +538,12 @@ fn root_note_is_read_in_the_files_byte_order() {
             ];
             (n, hand_made(BigEndian, 4, &phdrs, &payload))
         } else {
-            let n = note(LittleEndian, b"IOMMUFLB", 1, &0x1234_5000u64.to_le_bytes());
+            let n = note(
+                LittleEndian,
+                b"IOMMUFLB",
+                NT_IOMMU_FLB_ROOT,
+                &0x1234_5000u64.to_le_bytes(),
+            );
             let payload = [n.clone(), vec![0; 0x1000 - n.len()], p.to_vec()].concat();
             let phdrs = [
                 note_seg(n.len()),
@@ -574,7 +584,8 @@ fn other_notes_are_ignored_when_looking_for_the_root() {
     let notes = [
         note(LittleEndian, b"CORE", 1, &[0; 20]),
         note(LittleEndian, b"IOMMUFLB", 2, &[1; 8]),
-        note(LittleEndian, b"IOMMUFL", 1, &[1; 8]),
+        note(LittleEndian, b"IOMMUFL", NT_IOMMU_FLB_ROOT, &[1; 8]),
+        note(LittleEndian, b"CORE", NT_IOMMU_FLB_ROOT, &[1; 8]),
     ]
     .concat();
     let bytes = core_with_notes(&notes);
@@ -584,7 +595,12 @@ fn other_notes_are_ignored_when_looking_for_the_root() {
 
 #[test]
 fn two_root_notes_are_refused() {
-    let n = note(LittleEndian, b"IOMMUFLB", 1, &0x1000u64.to_le_bytes());
+    let n = note(
+        LittleEndian,
+        b"IOMMUFLB",
+        NT_IOMMU_FLB_ROOT,
+        &0x1000u64.to_le_bytes(),
+    );
     let bytes = core_with_notes(&[n.clone(), n].concat());
     let dump = load(&bytes, AUTO).unwrap();
     assert_eq!(dump.root_note(), Err(LoadError::TwoRootNotes));
@@ -592,7 +608,12 @@ fn two_root_notes_are_refused() {
 
 #[test]
 fn root_note_with_a_short_descriptor_is_refused() {
-    let n = note(LittleEndian, b"IOMMUFLB", 1, &[0x10, 0, 0, 0]);
+    let n = note(
+        LittleEndian,
+        b"IOMMUFLB",
+        NT_IOMMU_FLB_ROOT,
+        &[0x10, 0, 0, 0],
+    );
     let bytes = core_with_notes(&n);
     let dump = load(&bytes, AUTO).unwrap();
     assert_eq!(
@@ -606,7 +627,12 @@ fn root_note_with_a_short_descriptor_is_refused() {
 
 #[test]
 fn malformed_note_segment_is_refused_only_when_the_root_is_needed() {
-    let mut n = note(LittleEndian, b"IOMMUFLB", 1, &0x1000u64.to_le_bytes());
+    let mut n = note(
+        LittleEndian,
+        b"IOMMUFLB",
+        NT_IOMMU_FLB_ROOT,
+        &0x1000u64.to_le_bytes(),
+    );
     n[4..8].copy_from_slice(&0xffff_fff0u32.to_le_bytes()); // n_descsz
     let bytes = core_with_notes(&n);
     let dump = load(&bytes, AUTO).expect("memory is still readable");

@@ -26,9 +26,13 @@ extern crate std;
 
 pub mod abi;
 mod addr;
+mod chain;
+pub mod error;
 pub mod mem;
+pub mod reader;
 
 pub use addr::PhysAddr;
+pub use error::Error;
 #[cfg(feature = "alloc")]
 pub use mem::PageMap;
 pub use mem::{FlatMemory, Memory};

@@ -1,0 +1,304 @@
+//! The chain walk: the only code that follows `next_array_phys`.
+//!
+//! [`ChainWalk`] yields the pages of one chain in order, checking each
+//! pointer (non-zero head, page alignment, readability) and each array header
+//! (`nr_objects` within the page capacity, every page but the last full)
+//! before it hands the page out. It stops for good after the first error, and
+//! it always ends: a hop limit bounds the number of pages, and Brent's cycle
+//! detection (constant memory) finds a loop as soon as it closes, so a cycle
+//! is reported as [`ErrorKind::Cycle`] naming the first page that repeats,
+//! not as an exceeded limit.
+
+use zerocopy::FromBytes;
+
+use crate::PhysAddr;
+use crate::abi::PAGE_SIZE;
+use crate::abi::v1::{
+    IOMMU_DEVICE_ARRAY_CAPACITY, IOMMU_DOMAIN_ARRAY_CAPACITY, IOMMU_HW_ARRAY_CAPACITY,
+    IommuArrayHdrSer,
+};
+use crate::error::{Chain, Error, ErrorKind, Limit, Location};
+
+/// The three array chains, in the order the root lists them and the reader
+/// walks them.
+pub(crate) const ARRAYS: [Chain; 3] = [Chain::Iommu, Chain::Domain, Chain::Device];
+
+/// Records per page of `chain` (0 for the root).
+pub(crate) const fn capacity(chain: Chain) -> u64 {
+    match chain {
+        Chain::Root => 0,
+        Chain::Iommu => IOMMU_HW_ARRAY_CAPACITY,
+        Chain::Domain => IOMMU_DOMAIN_ARRAY_CAPACITY,
+        Chain::Device => IOMMU_DEVICE_ARRAY_CAPACITY,
+    }
+}
+
+/// The root field that holds the head of `chain`.
+pub(crate) const fn head_field(chain: Chain) -> &'static str {
+    match chain {
+        Chain::Root => "version",
+        Chain::Iommu => "iommu_array_phys",
+        Chain::Domain => "iommu_domain_array_phys",
+        Chain::Device => "device_array_phys",
+    }
+}
+
+/// One page of a chain, checked.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ChainPage {
+    /// Its physical address (page-aligned).
+    pub phys: PhysAddr,
+    /// Its `nr_objects`, at most the chain's capacity.
+    pub nr_objects: u64,
+}
+
+/// The array header of a page.
+fn header(bytes: &[u8; PAGE_SIZE]) -> (PhysAddr, u64) {
+    match IommuArrayHdrSer::read_from_prefix(bytes) {
+        Ok((h, _)) => (PhysAddr::new(h.next_array_phys.get()), h.nr_objects.get()),
+        // Unreachable: a page is longer than the 16-byte header.
+        Err(_) => (PhysAddr::NULL, 0),
+    }
+}
+
+/// Walks one chain from its head; see the module documentation.
+pub(crate) struct ChainWalk<'m, M: ?Sized> {
+    mem: &'m M,
+    chain: Chain,
+    head: PhysAddr,
+    max_pages: u64,
+    /// The objects limit, and how many objects earlier chains used of it.
+    max_objects: u64,
+    objects: u64,
+    /// The page to visit next (`NULL`: the chain ended).
+    next: PhysAddr,
+    /// Its index.
+    index: u64,
+    /// Where the pointer to `next` is stored.
+    holder: Location,
+    /// Brent's cycle detection: the saved page, the power of two, and the
+    /// distance from the saved page to `next`.
+    tortoise: PhysAddr,
+    power: u64,
+    lam: u64,
+    done: bool,
+}
+
+impl<'m, M: crate::Memory + ?Sized> ChainWalk<'m, M> {
+    /// A walk of `chain`, whose head `head` is stored in the root at
+    /// `root_phys`. `objects_before` objects of `max_objects` are already
+    /// used by earlier chains.
+    pub(crate) fn new(
+        mem: &'m M,
+        root_phys: PhysAddr,
+        chain: Chain,
+        head: PhysAddr,
+        max_pages: u64,
+        max_objects: u64,
+        objects_before: u64,
+    ) -> Self {
+        ChainWalk {
+            mem,
+            chain,
+            head,
+            max_pages,
+            max_objects,
+            objects: objects_before,
+            next: head,
+            index: 0,
+            holder: Location::root(root_phys, Some(head_field(chain))),
+            tortoise: head,
+            power: 1,
+            lam: 0,
+            done: false,
+        }
+    }
+
+    /// Objects seen so far, those of earlier chains included.
+    pub(crate) fn objects(&self) -> u64 {
+        self.objects
+    }
+
+    /// The next page, `Ok(None)` at the end of the chain. After an error
+    /// every further call returns `Ok(None)`.
+    pub(crate) fn next_page(&mut self) -> Result<Option<ChainPage>, Error> {
+        if self.done {
+            return Ok(None);
+        }
+        let r = self.step();
+        if !matches!(r, Ok(Some(_))) {
+            self.done = true;
+        }
+        r
+    }
+
+    fn err(&self, kind: ErrorKind) -> Error {
+        Error::new(kind, self.holder)
+    }
+
+    fn step(&mut self) -> Result<Option<ChainPage>, Error> {
+        let target = self.next;
+        if target.is_null() {
+            if self.index == 0 {
+                return Err(self.err(ErrorKind::NullPointer));
+            }
+            return Ok(None);
+        }
+        if !target.is_page_aligned() {
+            return Err(self.err(ErrorKind::Unaligned { value: target }));
+        }
+        if self.index > 0 {
+            if target == self.tortoise {
+                return Err(self.cycle_of_length(self.lam));
+            }
+            if self.index >= self.max_pages {
+                return Err(self.over_page_limit(target));
+            }
+            if self.power == self.lam {
+                self.tortoise = target;
+                self.power = self.power.saturating_mul(2);
+                self.lam = 0;
+            }
+        } else if self.max_pages == 0 {
+            return Err(self.over_page_limit(target));
+        }
+        self.lam = self.lam.saturating_add(1);
+        let Some(bytes) = self.mem.page(target) else {
+            return Err(self.err(ErrorKind::Unreadable { target }));
+        };
+        let here = Location::page(self.chain, self.index, target);
+        let (next, nr_objects) = header(bytes);
+        let cap = capacity(self.chain);
+        if nr_objects > cap {
+            return Err(Error::new(
+                ErrorKind::CountOverCapacity {
+                    nr_objects,
+                    capacity: cap,
+                },
+                here.field("nr_objects"),
+            ));
+        }
+        if !next.is_null() && nr_objects != cap {
+            return Err(Error::new(
+                ErrorKind::PartialPage {
+                    nr_objects,
+                    capacity: cap,
+                },
+                here.field("nr_objects"),
+            ));
+        }
+        match self.objects.checked_add(nr_objects) {
+            Some(n) if n <= self.max_objects => self.objects = n,
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::LimitExceeded {
+                        what: Limit::Objects,
+                        limit: self.max_objects,
+                    },
+                    here.field("nr_objects"),
+                ));
+            }
+        }
+        let page = ChainPage {
+            phys: target,
+            nr_objects,
+        };
+        self.holder = here.field("next_array_phys");
+        self.next = next;
+        self.index = self.index.saturating_add(1);
+        Ok(Some(page))
+    }
+
+    /// The page after `phys`, re-read for the cycle search. Every page it is
+    /// asked about was read and checked before.
+    fn follow(&self, phys: PhysAddr) -> Option<PhysAddr> {
+        self.mem.page(phys).map(|b| header(b).0)
+    }
+
+    /// The page `n` hops from the head.
+    fn nth(&self, n: u64) -> Option<PhysAddr> {
+        let mut p = self.head;
+        for _ in 0..n {
+            p = self.follow(p)?;
+        }
+        Some(p)
+    }
+
+    /// The chain is known to loop with period `lam` (a page `lam` hops on is
+    /// the same page). Finds the first page that repeats, index `mu + lam`,
+    /// and reports the pointer to it, stored in page `mu + lam - 1`.
+    fn cycle_of_length(&self, lam: u64) -> Error {
+        let fallback = self.err(ErrorKind::LimitExceeded {
+            what: Limit::PagesPerChain,
+            limit: self.max_pages,
+        });
+        let Some(mut b) = self.nth(lam) else {
+            return fallback;
+        };
+        let mut a = self.head;
+        let mut b_prev = PhysAddr::NULL;
+        let mut mu = 0u64;
+        // mu + lam <= self.index, so this ends within `index` hops.
+        while a != b {
+            if mu >= self.index {
+                return fallback;
+            }
+            let (Some(a2), Some(b2)) = (self.follow(a), self.follow(b)) else {
+                return fallback;
+            };
+            b_prev = b;
+            (a, b) = (a2, b2);
+            mu = mu.saturating_add(1);
+        }
+        let repeat = mu.saturating_add(lam);
+        let holder_phys = if mu > 0 {
+            b_prev
+        } else {
+            // The head repeats: the pointer is in page lam - 1.
+            match self.nth(lam.saturating_sub(1)) {
+                Some(p) => p,
+                None => return fallback,
+            }
+        };
+        Error::new(
+            ErrorKind::Cycle {
+                target: a,
+                earlier: mu,
+            },
+            Location::page(self.chain, repeat.saturating_sub(1), holder_phys)
+                .field("next_array_phys"),
+        )
+    }
+
+    /// Page `index == max_pages` would be visited: a limit error, unless the
+    /// chain already looped (the target is one of the pages seen).
+    fn over_page_limit(&self, target: PhysAddr) -> Error {
+        let mut p = self.head;
+        for _ in 0..self.index {
+            if p == target {
+                // `target` is on the loop: its period is the hops back to it.
+                let mut q = target;
+                let mut lam = 0u64;
+                while lam < self.index {
+                    match self.follow(q) {
+                        Some(n) => q = n,
+                        None => break,
+                    }
+                    lam = lam.saturating_add(1);
+                    if q == target {
+                        return self.cycle_of_length(lam);
+                    }
+                }
+                break;
+            }
+            match self.follow(p) {
+                Some(n) => p = n,
+                None => break,
+            }
+        }
+        self.err(ErrorKind::LimitExceeded {
+            what: Limit::PagesPerChain,
+            limit: self.max_pages,
+        })
+    }
+}

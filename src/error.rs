@@ -1,0 +1,527 @@
+//! The one error type of the reader: what is wrong ([`ErrorKind`]) and where
+//! ([`Location`]: chain, page, object, field).
+//!
+//! Every refusal names the place that holds the offending bytes: a bad
+//! pointer is reported at the root or array header that stores it (the
+//! unreadable or misplaced target address is carried in the kind), a bad
+//! record field at the record. [`Error::errno`] maps each kind to a stable
+//! negative Linux errno for C callers; the table is on [`ErrorKind::errno`].
+
+use core::fmt;
+
+use crate::PhysAddr;
+
+/// Which part of the image an error is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Chain {
+    /// The root `iommu_flb_ser`.
+    Root = 0,
+    /// The chain of `iommu_hw_ser` array pages.
+    Iommu = 1,
+    /// The chain of `iommu_domain_ser` array pages.
+    Domain = 2,
+    /// The chain of `iommu_device_ser` array pages.
+    Device = 3,
+}
+
+impl Chain {
+    /// A short lower-case name (`"root"`, `"iommu"`, `"domain"`, `"device"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Chain::Root => "root",
+            Chain::Iommu => "iommu",
+            Chain::Domain => "domain",
+            Chain::Device => "device",
+        }
+    }
+}
+
+impl fmt::Display for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which configurable limit was exceeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// `Limits::max_pages_per_chain`.
+    PagesPerChain,
+    /// `Limits::max_objects` (all three chains together).
+    Objects,
+}
+
+/// How a device's `domain_phys` or `iommu_phys` fails to name a live record
+/// of the right kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefFault {
+    /// The address is not inside a page of the expected chain.
+    NotInChain,
+    /// The address is inside such a page but not at the start of a record.
+    NotRecordStart,
+    /// The address names a slot at or past the page's `nr_objects`.
+    BeyondCount,
+    /// The record it names is deleted.
+    Deleted,
+}
+
+impl fmt::Display for RefFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RefFault::NotInChain => "not in a page of that chain",
+            RefFault::NotRecordStart => "not the start of a record",
+            RefFault::BeyondCount => "past the page's nr_objects",
+            RefFault::Deleted => "the record is deleted",
+        })
+    }
+}
+
+/// What is wrong. The variants are stable; new ones may be added
+/// (`#[non_exhaustive]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The page holding the root cannot be read through the `Memory`.
+    RootUnreadable,
+    /// The root struct starts at `offset` in its page and would cross the
+    /// page end.
+    RootCrossesPage {
+        /// Offset of the root inside its page.
+        offset: usize,
+    },
+    /// The root's `version` is not one this reader supports.
+    UnsupportedVersion {
+        /// The stored version.
+        found: u64,
+    },
+    /// A pointer that must be non-zero is zero (a chain head,
+    /// `top_table_phys`).
+    NullPointer,
+    /// A pointer that must be page-aligned is not.
+    Unaligned {
+        /// The stored address.
+        value: PhysAddr,
+    },
+    /// A chain page cannot be read through the `Memory`.
+    Unreadable {
+        /// The address of the page that could not be read.
+        target: PhysAddr,
+    },
+    /// `nr_objects` is above what one page holds.
+    CountOverCapacity {
+        /// The stored count.
+        nr_objects: u64,
+        /// Records per page for this chain.
+        capacity: u64,
+    },
+    /// A page that is not the chain's last is not full.
+    PartialPage {
+        /// The stored count.
+        nr_objects: u64,
+        /// Records per page for this chain.
+        capacity: u64,
+    },
+    /// `next_array_phys` leads back to a page already in the same chain:
+    /// the page it names is the one at index `earlier`.
+    Cycle {
+        /// The page this pointer names again.
+        target: PhysAddr,
+        /// Its first position in the chain.
+        earlier: u64,
+    },
+    /// The page this pointer names is also used by an earlier chain (or
+    /// holds the root).
+    PageReused {
+        /// The page used twice.
+        target: PhysAddr,
+        /// The chain that uses the page first (in walk order: root, IOMMU,
+        /// domain, device).
+        other_chain: Chain,
+        /// The page's index there (`None` for the root's page).
+        other_page: Option<u64>,
+    },
+    /// A configurable limit is exceeded.
+    LimitExceeded {
+        /// Which limit.
+        what: Limit,
+        /// Its value.
+        limit: u64,
+    },
+    /// `flags` has a bit version 1 does not define.
+    UnknownFlags {
+        /// The stored flags.
+        flags: u32,
+    },
+    /// A live record has `ref_count` 0.
+    ZeroRefCount,
+    /// A live IOMMU's `ref_count` differs from the number of live devices
+    /// that name it.
+    RefCountMismatch {
+        /// The stored `ref_count`.
+        stored: u32,
+        /// Live devices naming this IOMMU.
+        counted: u64,
+    },
+    /// A live IOMMU's `type` is neither Intel nor SMMUv3.
+    UnknownIommuType {
+        /// The stored type.
+        raw: u64,
+    },
+    /// Two live IOMMUs have the same (token, type).
+    DuplicateIommu {
+        /// Page index of the earlier one.
+        other_page: u64,
+        /// Its slot in that page.
+        other_object: u64,
+    },
+    /// Two live devices have the same (PCI segment, devid).
+    DuplicateDevice {
+        /// Page index of the earlier one.
+        other_page: u64,
+        /// Its slot in that page.
+        other_object: u64,
+    },
+    /// A live device's `domain_phys` or `iommu_phys` does not name the start
+    /// of a live record of the right kind.
+    BadReference {
+        /// The stored address.
+        target: PhysAddr,
+        /// Why it does not.
+        fault: RefFault,
+    },
+    /// A domain's `vasz` is above 64.
+    VaszTooLarge {
+        /// The stored value.
+        vasz: u32,
+    },
+    /// A domain's `sign_extend` is neither 0 nor 1.
+    SignExtendInvalid {
+        /// The stored value.
+        value: u8,
+    },
+    /// A padding field is not zero.
+    NonZeroPadding,
+    /// In handover mode, a field the next kernel writes only after restore
+    /// (`INCOMING`, `restored`, `restored_domain`) is set.
+    AlreadyRestored,
+    /// The caller's scratch slice is shorter than `scratch_len` said.
+    ScratchTooSmall {
+        /// Elements this image needs.
+        needed: usize,
+        /// Elements supplied.
+        got: usize,
+    },
+}
+
+/// Linux errno values, numbered explicitly (asm-generic/errno-base.h and
+/// errno.h, identical on x86-64 and arm64).
+mod errno {
+    pub(super) const ENOENT: i32 = 2;
+    pub(super) const E2BIG: i32 = 7;
+    pub(super) const EFAULT: i32 = 14;
+    pub(super) const EEXIST: i32 = 17;
+    pub(super) const EINVAL: i32 = 22;
+    pub(super) const ENOSPC: i32 = 28;
+    pub(super) const ERANGE: i32 = 34;
+    pub(super) const ELOOP: i32 = 40;
+    pub(super) const EBADMSG: i32 = 74;
+    pub(super) const EOVERFLOW: i32 = 75;
+    pub(super) const EPROTONOSUPPORT: i32 = 93;
+    pub(super) const EOPNOTSUPP: i32 = 95;
+    pub(super) const EADDRINUSE: i32 = 98;
+    pub(super) const EALREADY: i32 = 114;
+}
+
+impl ErrorKind {
+    /// The stable negative errno for this kind:
+    ///
+    /// | kind | errno |
+    /// |---|---|
+    /// | `RootUnreadable`, `Unreadable` | `-EFAULT` (-14) |
+    /// | `RootCrossesPage`, `NullPointer`, `Unaligned` | `-EINVAL` (-22) |
+    /// | `UnsupportedVersion` | `-EPROTONOSUPPORT` (-93) |
+    /// | `CountOverCapacity` | `-EOVERFLOW` (-75) |
+    /// | `PartialPage`, `ZeroRefCount`, `RefCountMismatch`, `NonZeroPadding` | `-EBADMSG` (-74) |
+    /// | `Cycle` | `-ELOOP` (-40) |
+    /// | `PageReused` | `-EADDRINUSE` (-98) |
+    /// | `LimitExceeded` | `-E2BIG` (-7) |
+    /// | `UnknownFlags`, `UnknownIommuType` | `-EOPNOTSUPP` (-95) |
+    /// | `DuplicateIommu`, `DuplicateDevice` | `-EEXIST` (-17) |
+    /// | `BadReference` | `-ENOENT` (-2) |
+    /// | `VaszTooLarge`, `SignExtendInvalid` | `-ERANGE` (-34) |
+    /// | `AlreadyRestored` | `-EALREADY` (-114) |
+    /// | `ScratchTooSmall` | `-ENOSPC` (-28) |
+    pub const fn errno(&self) -> i32 {
+        use errno::*;
+        let e = match self {
+            ErrorKind::RootUnreadable | ErrorKind::Unreadable { .. } => EFAULT,
+            ErrorKind::RootCrossesPage { .. }
+            | ErrorKind::NullPointer
+            | ErrorKind::Unaligned { .. } => EINVAL,
+            ErrorKind::UnsupportedVersion { .. } => EPROTONOSUPPORT,
+            ErrorKind::CountOverCapacity { .. } => EOVERFLOW,
+            ErrorKind::PartialPage { .. }
+            | ErrorKind::ZeroRefCount
+            | ErrorKind::RefCountMismatch { .. }
+            | ErrorKind::NonZeroPadding => EBADMSG,
+            ErrorKind::Cycle { .. } => ELOOP,
+            ErrorKind::PageReused { .. } => EADDRINUSE,
+            ErrorKind::LimitExceeded { .. } => E2BIG,
+            ErrorKind::UnknownFlags { .. } | ErrorKind::UnknownIommuType { .. } => EOPNOTSUPP,
+            ErrorKind::DuplicateIommu { .. } | ErrorKind::DuplicateDevice { .. } => EEXIST,
+            ErrorKind::BadReference { .. } => ENOENT,
+            ErrorKind::VaszTooLarge { .. } | ErrorKind::SignExtendInvalid { .. } => ERANGE,
+            ErrorKind::AlreadyRestored => EALREADY,
+            ErrorKind::ScratchTooSmall { .. } => ENOSPC,
+        };
+        // The constants are small positive numbers: negation is exact.
+        e.wrapping_neg()
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ErrorKind::RootUnreadable => f.write_str("root page unreadable"),
+            ErrorKind::RootCrossesPage { offset } => {
+                write!(f, "root at page offset {offset:#x} crosses the page end")
+            }
+            ErrorKind::UnsupportedVersion { found } => write!(f, "unsupported version {found}"),
+            ErrorKind::NullPointer => f.write_str("is zero"),
+            ErrorKind::Unaligned { value } => write!(f, "{value} is not page-aligned"),
+            ErrorKind::Unreadable { target } => write!(f, "page {target} unreadable"),
+            ErrorKind::CountOverCapacity {
+                nr_objects,
+                capacity,
+            } => write!(f, "nr_objects {nr_objects} above page capacity {capacity}"),
+            ErrorKind::PartialPage {
+                nr_objects,
+                capacity,
+            } => write!(f, "not the last page but holds {nr_objects} of {capacity}"),
+            ErrorKind::Cycle { target, earlier } => {
+                write!(f, "cycle: {target} is page {earlier} of this chain again")
+            }
+            ErrorKind::PageReused {
+                target,
+                other_chain,
+                other_page: Some(p),
+            } => write!(f, "{target} is also {other_chain} chain page {p}"),
+            ErrorKind::PageReused {
+                target,
+                other_chain,
+                other_page: None,
+            } => write!(f, "{target} is also the {other_chain}'s page"),
+            ErrorKind::LimitExceeded { what, limit } => match what {
+                Limit::PagesPerChain => write!(f, "more than {limit} pages in the chain"),
+                Limit::Objects => write!(f, "more than {limit} objects"),
+            },
+            ErrorKind::UnknownFlags { flags } => write!(f, "unknown flag bits in {flags:#x}"),
+            ErrorKind::ZeroRefCount => f.write_str("live object with ref_count 0"),
+            ErrorKind::RefCountMismatch { stored, counted } => {
+                write!(f, "ref_count {stored} but {counted} live devices name it")
+            }
+            ErrorKind::UnknownIommuType { raw } => write!(f, "unknown IOMMU type {raw}"),
+            ErrorKind::DuplicateIommu {
+                other_page,
+                other_object,
+            } => write!(
+                f,
+                "same (token, type) as page {other_page} object {other_object}"
+            ),
+            ErrorKind::DuplicateDevice {
+                other_page,
+                other_object,
+            } => write!(
+                f,
+                "same (segment, devid) as page {other_page} object {other_object}"
+            ),
+            ErrorKind::BadReference { target, fault } => {
+                write!(f, "{target} names no live record: {fault}")
+            }
+            ErrorKind::VaszTooLarge { vasz } => write!(f, "vasz {vasz} above 64"),
+            ErrorKind::SignExtendInvalid { value } => write!(f, "sign_extend {value} above 1"),
+            ErrorKind::NonZeroPadding => f.write_str("padding not zero"),
+            ErrorKind::AlreadyRestored => f.write_str("set before restore (handover mode)"),
+            ErrorKind::ScratchTooSmall { needed, got } => {
+                write!(f, "scratch has {got} elements, image needs {needed}")
+            }
+        }
+    }
+}
+
+/// Where an error is: the chain, the page in it, the record in the page and
+/// the field. Fields that do not apply are `None`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// The chain (or the root).
+    pub chain: Chain,
+    /// Index of the page in its chain (0 = head); `None` for the root.
+    pub page: Option<u64>,
+    /// Physical address of that page (for the root: the root's address).
+    pub page_phys: PhysAddr,
+    /// Slot of the record in the page (0-based), if the error is in a record.
+    pub object: Option<u64>,
+    /// The C name of the offending field, if one is to blame.
+    pub field: Option<&'static str>,
+}
+
+impl Location {
+    /// The root struct at `phys`, field `field`.
+    pub const fn root(phys: PhysAddr, field: Option<&'static str>) -> Self {
+        Location {
+            chain: Chain::Root,
+            page: None,
+            page_phys: phys,
+            object: None,
+            field,
+        }
+    }
+
+    /// Page `page` (at `page_phys`) of `chain`.
+    pub const fn page(chain: Chain, page: u64, page_phys: PhysAddr) -> Self {
+        Location {
+            chain,
+            page: Some(page),
+            page_phys,
+            object: None,
+            field: None,
+        }
+    }
+
+    /// The same place, narrowed to record slot `object`.
+    #[must_use]
+    pub const fn object(mut self, object: u64) -> Self {
+        self.object = Some(object);
+        self
+    }
+
+    /// The same place, narrowed to field `field`.
+    #[must_use]
+    pub const fn field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.page {
+            None => write!(f, "{} at {}", self.chain, self.page_phys)?,
+            Some(p) => write!(f, "{} chain page {} ({})", self.chain, p, self.page_phys)?,
+        }
+        if let Some(o) = self.object {
+            write!(f, " object {o}")?;
+        }
+        if let Some(field) = self.field {
+            write!(f, " {field}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A refusal: what is wrong and where.
+///
+/// `Display` gives one line a kernel log can carry, e.g.
+/// `iommu-flb: device chain page 2 (0x7000) object 5 domain_phys: 0x3028 names
+/// no live record: the record is deleted`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Error {
+    kind: ErrorKind,
+    location: Location,
+}
+
+impl Error {
+    /// An error of `kind` at `location`.
+    pub const fn new(kind: ErrorKind, location: Location) -> Self {
+        Error { kind, location }
+    }
+
+    /// What is wrong.
+    pub const fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Where.
+    pub const fn location(&self) -> Location {
+        self.location
+    }
+
+    /// The chain (or root) the error is in.
+    pub const fn chain(&self) -> Chain {
+        self.location.chain
+    }
+
+    /// Index of the page in its chain, `None` for the root.
+    pub const fn page(&self) -> Option<u64> {
+        self.location.page
+    }
+
+    /// Physical address of the page (the root's address for the root).
+    pub const fn page_phys(&self) -> PhysAddr {
+        self.location.page_phys
+    }
+
+    /// Slot of the record in its page, if any.
+    pub const fn object(&self) -> Option<u64> {
+        self.location.object
+    }
+
+    /// The offending field's C name, if any.
+    pub const fn field(&self) -> Option<&'static str> {
+        self.location.field
+    }
+
+    /// The stable negative errno for C callers (see [`ErrorKind::errno`]).
+    pub const fn errno(&self) -> i32 {
+        self.kind.errno()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "iommu-flb: {}: {}", self.location, self.kind)
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    extern crate alloc;
+    use alloc::string::ToString;
+
+    use super::*;
+
+    #[test]
+    fn display_names_chain_page_object_field_and_what() {
+        let e = Error::new(
+            ErrorKind::BadReference {
+                target: PhysAddr::new(0x3028),
+                fault: RefFault::Deleted,
+            },
+            Location::page(Chain::Device, 2, PhysAddr::new(0x7000))
+                .object(5)
+                .field("domain_phys"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "iommu-flb: device chain page 2 (0x7000) object 5 domain_phys: \
+             0x3028 names no live record: the record is deleted"
+        );
+        assert_eq!(e.errno(), -2);
+    }
+
+    #[test]
+    fn root_errors_display_the_root_address_and_version() {
+        let e = Error::new(
+            ErrorKind::UnsupportedVersion { found: 7 },
+            Location::root(PhysAddr::new(0x1010), Some("version")),
+        );
+        assert_eq!(
+            e.to_string(),
+            "iommu-flb: root at 0x1010 version: unsupported version 7"
+        );
+        assert_eq!(e.errno(), -93);
+    }
+}

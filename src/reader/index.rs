@@ -1,0 +1,204 @@
+//! The caller's scratch: its element type, how it is laid out, and the
+//! lookups over it (a page by address, a record by its index in the chain).
+//!
+//! Layout, for `P` chain pages, `I` IOMMU slots and `D` device slots (deleted
+//! ones included):
+//!
+//! | region | elements | entry |
+//! |---|---|---|
+//! | walk order | `P` | (page phys, `nr_objects`), IOMMU then domain then device chain |
+//! | by address | `P + 1` | (page phys, chain << 56 \| page index), sorted; the root's page too |
+//! | IOMMU keys | `I` | (token, type << 56 \| record index), sorted, live records only |
+//! | device keys | `D` | (segment << 32 \| devid, record index), sorted, live records only |
+//!
+//! During validation the device region first holds (IOMMU index, device
+//! index) pairs to count each IOMMU's live devices.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::abi::PAGE_SIZE;
+use crate::abi::v1::{IOMMU_ARRAY_HDR_SIZE, IOMMU_SER_FLAG_DELETED, IommuHdrSer};
+use crate::chain::capacity;
+use crate::error::{Chain, RefFault};
+use crate::{Memory, PhysAddr};
+
+/// One element of the scratch space [`validate`](super::validate) sorts its
+/// indexes in: 16 bytes, no meaning outside the reader. Make a slice of
+/// [`scratch_len`](super::scratch_len) of them with
+/// `[ScratchElem::default(); N]` or `vec![ScratchElem::default(); n]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScratchElem {
+    pub(crate) hi: u64,
+    pub(crate) lo: u64,
+}
+
+impl ScratchElem {
+    pub(crate) const fn new(hi: u64, lo: u64) -> Self {
+        ScratchElem { hi, lo }
+    }
+}
+
+/// Bits of `lo` below a tag stored at bit 56.
+pub(crate) const TAG_SHIFT: u32 = 56;
+pub(crate) const LOW_MASK: u64 = (1 << TAG_SHIFT) - 1;
+
+/// Largest page index / record index the packing can hold. The limits are
+/// clamped to these (no machine holds 2^40 pages in one chain).
+pub(crate) const MAX_PAGES: u64 = 1 << 40;
+pub(crate) const MAX_OBJECTS: u64 = 1 << 48;
+
+pub(crate) const fn chain_tag(chain: Chain) -> u64 {
+    match chain {
+        Chain::Root => 0,
+        Chain::Iommu => 1,
+        Chain::Domain => 2,
+        Chain::Device => 3,
+    }
+}
+
+pub(crate) const fn tag_chain(tag: u64) -> Chain {
+    match tag {
+        1 => Chain::Iommu,
+        2 => Chain::Domain,
+        3 => Chain::Device,
+        _ => Chain::Root,
+    }
+}
+
+/// Position of `chain` among the three arrays.
+pub(crate) const fn slot_of(chain: Chain) -> usize {
+    match chain {
+        Chain::Root | Chain::Iommu => 0,
+        Chain::Domain => 1,
+        Chain::Device => 2,
+    }
+}
+
+/// The record `slot` of an array page, as its `N` bytes.
+pub(crate) fn record_bytes<const N: usize>(page: &[u8; PAGE_SIZE], slot: u64) -> Option<&[u8; N]> {
+    let off = usize::try_from(slot)
+        .ok()?
+        .checked_mul(N)?
+        .checked_add(usize::try_from(IOMMU_ARRAY_HDR_SIZE).ok()?)?;
+    page.get(off..off.checked_add(N)?)?.try_into().ok()
+}
+
+/// `(ref_count, flags)` of a record's header.
+pub(crate) fn record_hdr(bytes: &[u8]) -> (u32, u32) {
+    match IommuHdrSer::read_from_prefix(bytes) {
+        Ok((h, _)) => (h.ref_count.get(), h.flags.get()),
+        Err(_) => (0, 0),
+    }
+}
+
+/// Byte offset of `N`-byte record `slot` from the page start, for its phys.
+pub(crate) fn record_offset<const N: usize>(slot: u64) -> Option<u64> {
+    slot.checked_mul(u64::try_from(N).ok()?)?
+        .checked_add(IOMMU_ARRAY_HDR_SIZE)
+}
+
+/// The validated page tables: chain pages in walk order, and every page
+/// (root's included) sorted by address.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pages<'s> {
+    pub walk: [&'s [ScratchElem]; 3],
+    pub sorted: &'s [ScratchElem],
+}
+
+/// A record found by address or index.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Found<'m, const N: usize> {
+    /// Index of the record in its chain (page index × capacity + slot).
+    pub index: u64,
+    pub phys: PhysAddr,
+    pub bytes: &'m [u8; N],
+}
+
+impl<'s> Pages<'s> {
+    /// The walk-order entries of `chain`.
+    pub fn chain(&self, chain: Chain) -> &'s [ScratchElem] {
+        self.walk.get(slot_of(chain)).copied().unwrap_or(&[])
+    }
+
+    /// The record with index `index` in `chain`.
+    pub fn record_at<'m, M: Memory + ?Sized, const N: usize>(
+        &self,
+        mem: &'m M,
+        chain: Chain,
+        index: u64,
+    ) -> Option<Found<'m, N>> {
+        let cap = capacity(chain);
+        let page = index.checked_div(cap)?;
+        let slot = index.checked_rem(cap)?;
+        let e = self.chain(chain).get(usize::try_from(page).ok()?)?;
+        if slot >= e.lo {
+            return None;
+        }
+        let phys = PhysAddr::new(e.hi);
+        let bytes = record_bytes::<N>(mem.page(phys)?, slot)?;
+        Some(Found {
+            index,
+            phys: phys.checked_add(record_offset::<N>(slot)?)?,
+            bytes,
+        })
+    }
+
+    /// The record of `chain` that starts at `phys`, deleted or not; with
+    /// `live`, a deleted one is refused too.
+    pub fn locate<'m, M: Memory + ?Sized, const N: usize>(
+        &self,
+        mem: &'m M,
+        chain: Chain,
+        phys: PhysAddr,
+        live: bool,
+    ) -> Result<Found<'m, N>, RefFault> {
+        let base = phys.page_base();
+        let pos = self
+            .sorted
+            .binary_search_by(|e| e.hi.cmp(&base.get()))
+            .map_err(|_| RefFault::NotInChain)?;
+        let e = self.sorted.get(pos).ok_or(RefFault::NotInChain)?;
+        if tag_chain(e.lo >> TAG_SHIFT) != chain {
+            return Err(RefFault::NotInChain);
+        }
+        let page = e.lo & LOW_MASK;
+        let off = u64::try_from(phys.page_offset()).map_err(|_| RefFault::NotRecordStart)?;
+        let size = u64::try_from(N).map_err(|_| RefFault::NotRecordStart)?;
+        let rel = off
+            .checked_sub(IOMMU_ARRAY_HDR_SIZE)
+            .ok_or(RefFault::NotRecordStart)?;
+        if rel.checked_rem(size) != Some(0) {
+            return Err(RefFault::NotRecordStart);
+        }
+        let slot = rel.checked_div(size).ok_or(RefFault::NotRecordStart)?;
+        let nr = usize::try_from(page)
+            .ok()
+            .and_then(|p| self.chain(chain).get(p))
+            .map_or(0, |w| w.lo);
+        if slot >= nr {
+            return Err(RefFault::BeyondCount);
+        }
+        let index = page
+            .checked_mul(capacity(chain))
+            .and_then(|i| i.checked_add(slot))
+            .ok_or(RefFault::BeyondCount)?;
+        let bytes = mem
+            .page(base)
+            .and_then(|p| record_bytes::<N>(p, slot))
+            .ok_or(RefFault::NotInChain)?;
+        if live && record_hdr(bytes).1 & IOMMU_SER_FLAG_DELETED != 0 {
+            return Err(RefFault::Deleted);
+        }
+        Ok(Found { index, phys, bytes })
+    }
+}
+
+/// A record's bytes split at its vendor union, so the union can be viewed as
+/// the member its type selects without `unsafe` (the wire unions have no
+/// `IntoBytes`).
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
+#[repr(C)]
+pub(crate) struct Split<const H: usize, const T: usize> {
+    pub head: [u8; H],
+    pub tail: [u8; T],
+}

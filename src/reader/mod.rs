@@ -1,0 +1,168 @@
+//! The validating reader.
+//!
+//! Reading is two phases. [`validate`] walks the root and the three chains
+//! with no side effect and returns either a validated [`Image`] or an
+//! [`Error`] saying what is wrong and where. Only an `Image` gives access to
+//! records, and only it can [`restore`](Image::restore) pages: every page of
+//! the image, root first, exactly once.
+//!
+//! `validate` allocates nothing. It sorts its indexes in a scratch slice the
+//! caller supplies; [`scratch_len`] says how long it must be (it walks the
+//! chains, reading one page per chain page, and nothing else). With the
+//! `alloc` feature, [`validate_alloc`] allocates the scratch itself.
+//!
+//! Cost: each chain page is read a constant number of times, each record a
+//! constant number of times plus `O(log n)` lookups; the sorts make the whole
+//! `O(n log n)` in the number of pages and records.
+
+mod index;
+mod validate;
+mod view;
+
+pub use index::ScratchElem;
+pub use view::{
+    AnyDevice, AnyIommu, Device, DevicePayload, Domain, Image, Iommu, IommuPayload, RestoreError,
+};
+
+#[cfg(feature = "alloc")]
+pub use view::OwnedImage;
+
+use crate::error::Error;
+use crate::{Memory, PhysAddr};
+
+/// Which state of the image `validate` expects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Memory just handed over: the fields the next kernel writes only after
+    /// restore (`IOMMU_SER_FLAG_INCOMING`, `restored`, `restored_domain`)
+    /// must be zero.
+    #[default]
+    Handover,
+    /// A dump taken after restore: those fields may be set.
+    Restored,
+}
+
+/// Bounds on the work `validate` does. Exceeding one is an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Limits {
+    /// Pages in any one chain (the hop limit). Clamped to 2^40.
+    pub max_pages_per_chain: u64,
+    /// Records in all three chains together, deleted ones included. Clamped
+    /// to 2^48.
+    pub max_objects: u64,
+}
+
+impl Default for Limits {
+    /// 2^20 pages per chain (4 GiB of array pages), 2^25 + 2^16 records.
+    ///
+    /// The largest image a real host produces: 65,536 devices on each of up
+    /// to 256 PCI segments is 2^24 devices, which fill 299,594 device pages;
+    /// with a domain per device (164,483 pages) and an IOMMU per segment
+    /// that is 2^25 + 256 records. A host that detaches and reattaches many
+    /// devices leaves deleted slots, for which the rest of the 2^20 pages
+    /// leave room.
+    fn default() -> Self {
+        Limits {
+            max_pages_per_chain: 1 << 20,
+            max_objects: (1 << 25) + (1 << 16),
+        }
+    }
+}
+
+/// How to validate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Options {
+    /// Which state the image must be in.
+    pub mode: Mode,
+    /// Work bounds.
+    pub limits: Limits,
+}
+
+/// How many [`ScratchElem`]s [`validate`] needs for the image at `root`:
+/// `2 × pages + 1 + IOMMU slots + device slots` (domains need none), at most
+/// 16 bytes per record plus 32 per page.
+///
+/// It checks the root and walks the three chains (reading each chain page
+/// once, no record), so it fails with the same root and chain errors
+/// `validate` would.
+pub fn scratch_len<M: Memory + ?Sized>(
+    mem: &M,
+    root: PhysAddr,
+    opts: &Options,
+) -> Result<usize, Error> {
+    validate::survey(mem, root, opts).map(|s| s.needed)
+}
+
+/// Validates the image whose root is at `root` and returns the view on it.
+///
+/// `scratch` must hold at least [`scratch_len`] elements (their contents do
+/// not matter); the returned [`Image`] borrows it for its indexes. Nothing is
+/// allocated and nothing in `mem` is written.
+///
+/// # Errors
+///
+/// The first rule the image breaks, in a fixed order: the root (readable,
+/// inside its page, version, heads), each chain's pages (pointers, counts,
+/// cycles, limits), pages used twice, then the IOMMU, domain and device
+/// records, IOMMU reference counts, and duplicate IOMMUs and devices. A
+/// short `scratch` is [`ErrorKind::ScratchTooSmall`](crate::error::ErrorKind::ScratchTooSmall).
+///
+/// # Example
+///
+/// ```
+/// use iommu_flb_abi::{FlatMemory, PhysAddr};
+/// use iommu_flb_abi::reader::{self, Options, ScratchElem};
+///
+/// // An empty handover: a dump of physical 0x1000..0x5000 with the root
+/// // at 0x1000 and three empty chain pages after it.
+/// let mut dump = vec![0u8; 4 * 4096];
+/// dump[0..8].copy_from_slice(&1u64.to_le_bytes()); // version
+/// for (i, head) in [0x2000u64, 0x3000, 0x4000].iter().enumerate() {
+///     let at = 8 + 8 * i;
+///     dump[at..at + 8].copy_from_slice(&head.to_le_bytes());
+/// }
+/// let mem = FlatMemory::new(PhysAddr::new(0x1000), &dump);
+/// let root = PhysAddr::new(0x1000);
+/// let opts = Options::default();
+///
+/// let mut scratch = [ScratchElem::default(); 16];
+/// let n = reader::scratch_len(&mem, root, &opts)?;
+/// let image = reader::validate(&mem, root, &opts, &mut scratch[..n])?;
+/// assert_eq!(image.devices().count(), 0);
+/// let mut restored = Vec::new();
+/// image.restore(|page| { restored.push(page.get()); Ok::<(), ()>(()) }).unwrap();
+/// assert_eq!(restored, [0x1000, 0x2000, 0x3000, 0x4000]);
+///
+/// // A corrupt version is refused with a typed error.
+/// dump[0] = 9;
+/// let mem = FlatMemory::new(PhysAddr::new(0x1000), &dump);
+/// let err = reader::validate(&mem, root, &opts, &mut scratch).unwrap_err();
+/// assert_eq!(err.to_string(), "iommu-flb: root at 0x1000 version: unsupported version 9");
+/// assert_eq!(err.errno(), -93); // -EPROTONOSUPPORT
+/// # Ok::<(), iommu_flb_abi::Error>(())
+/// ```
+pub fn validate<'m, 's, M: Memory + ?Sized>(
+    mem: &'m M,
+    root: PhysAddr,
+    opts: &Options,
+    scratch: &'s mut [ScratchElem],
+) -> Result<Image<'m, 's, M>, Error> {
+    validate::validate(mem, root, opts, scratch)
+}
+
+/// [`validate`] with scratch it allocates itself.
+///
+/// # Errors
+///
+/// As [`validate`].
+#[cfg(feature = "alloc")]
+pub fn validate_alloc<'m, M: Memory + ?Sized>(
+    mem: &'m M,
+    root: PhysAddr,
+    opts: &Options,
+) -> Result<OwnedImage<'m, M>, Error> {
+    let n = scratch_len(mem, root, opts)?;
+    let mut scratch = alloc::vec![ScratchElem::default(); n];
+    let shape = validate::validate(mem, root, opts, &mut scratch)?.shape();
+    Ok(OwnedImage::new(mem, shape, scratch))
+}

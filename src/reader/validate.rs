@@ -1,0 +1,549 @@
+//! Validation: every rule of the format, checked in a fixed order, before
+//! an [`Image`] exists.
+
+use zerocopy::FromBytes;
+
+use super::index::{
+    Found, LOW_MASK, MAX_OBJECTS, MAX_PAGES, Pages, ScratchElem, Split, TAG_SHIFT, chain_tag,
+    record_bytes, record_hdr, tag_chain,
+};
+use super::view::{Image, Shape};
+use super::{Mode, Options};
+use crate::abi::v1::{
+    IOMMU_LUO_FLB_VERSION, IOMMU_SER_FLAG_DELETED, IOMMU_SER_FLAG_INCOMING, IOMMU_SER_FLAGS_KNOWN,
+    IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer, IommuFlbSer, IommuHwSer, IommuIntelSer,
+    IommuTypeSer,
+};
+use crate::chain::{ARRAYS, ChainWalk, capacity, head_field};
+use crate::error::{Chain, Error, ErrorKind, Location};
+use crate::{Memory, PhysAddr};
+
+/// Record sizes, as const generic arguments.
+pub(crate) const HW: usize = size_of::<IommuHwSer>();
+pub(crate) const DOM: usize = size_of::<IommuDomainSer>();
+pub(crate) const DEV: usize = size_of::<IommuDeviceSer>();
+
+/// What the root and the chain walk found, before any record is read.
+pub(crate) struct Survey<'m> {
+    root: &'m IommuFlbSer,
+    heads: [PhysAddr; 3],
+    pages: [u64; 3],
+    objects: [u64; 3],
+    max_pages: u64,
+    max_objects: u64,
+    /// Scratch elements `validate` needs.
+    pub needed: usize,
+}
+
+/// Checks the root completely, in order: readable, inside its page,
+/// version, then each head non-zero and page-aligned.
+fn check_root<M: Memory + ?Sized>(
+    mem: &M,
+    root: PhysAddr,
+) -> Result<(&IommuFlbSer, [PhysAddr; 3]), Error> {
+    let at = |field| Location::root(root, field);
+    let page = mem
+        .page(root.page_base())
+        .ok_or(Error::new(ErrorKind::RootUnreadable, at(None)))?;
+    let offset = root.page_offset();
+    let (ser, _) = page
+        .get(offset..)
+        .and_then(|b| IommuFlbSer::ref_from_prefix(b).ok())
+        .ok_or(Error::new(ErrorKind::RootCrossesPage { offset }, at(None)))?;
+    let found = ser.version.get();
+    if found != IOMMU_LUO_FLB_VERSION {
+        return Err(Error::new(
+            ErrorKind::UnsupportedVersion { found },
+            at(Some("version")),
+        ));
+    }
+    let heads = [
+        ser.iommu_array_phys.get(),
+        ser.iommu_domain_array_phys.get(),
+        ser.device_array_phys.get(),
+    ]
+    .map(PhysAddr::new);
+    for (chain, head) in ARRAYS.into_iter().zip(heads) {
+        let loc = at(Some(head_field(chain)));
+        if head.is_null() {
+            return Err(Error::new(ErrorKind::NullPointer, loc));
+        }
+        if !head.is_page_aligned() {
+            return Err(Error::new(ErrorKind::Unaligned { value: head }, loc));
+        }
+    }
+    Ok((ser, heads))
+}
+
+pub(crate) fn survey<'m, M: Memory + ?Sized>(
+    mem: &'m M,
+    root: PhysAddr,
+    opts: &Options,
+) -> Result<Survey<'m>, Error> {
+    let (ser, heads) = check_root(mem, root)?;
+    let max_pages = opts.limits.max_pages_per_chain.min(MAX_PAGES);
+    let max_objects = opts.limits.max_objects.min(MAX_OBJECTS);
+    let mut pages = [0u64; 3];
+    let mut objects = [0u64; 3];
+    let mut total = 0u64;
+    for ((chain, head), (p, o)) in ARRAYS
+        .into_iter()
+        .zip(heads)
+        .zip(pages.iter_mut().zip(objects.iter_mut()))
+    {
+        let mut walk = ChainWalk::new(mem, root, chain, head, max_pages, max_objects, total);
+        while walk.next_page()?.is_some() {
+            *p = p.saturating_add(1);
+        }
+        *o = walk.objects().saturating_sub(total);
+        total = walk.objects();
+    }
+    // Both sums are bounded by the clamped limits (3 × 2^40, 2^48).
+    let all_pages = pages.iter().fold(0u64, |a, &p| a.saturating_add(p));
+    let needed = all_pages
+        .saturating_mul(2)
+        .saturating_add(1)
+        .saturating_add(objects[0])
+        .saturating_add(objects[2]);
+    Ok(Survey {
+        root: ser,
+        heads,
+        pages,
+        objects,
+        max_pages,
+        max_objects,
+        needed: usize::try_from(needed).unwrap_or(usize::MAX),
+    })
+}
+
+fn too_small(root: PhysAddr, needed: usize, got: usize) -> Error {
+    Error::new(
+        ErrorKind::ScratchTooSmall { needed, got },
+        Location::root(root, None),
+    )
+}
+
+/// Splits `n` elements off the front of `rest`.
+fn take<'s>(
+    rest: &mut &'s mut [ScratchElem],
+    n: u64,
+    err: Error,
+) -> Result<&'s mut [ScratchElem], Error> {
+    let n = usize::try_from(n).map_err(|_| err)?;
+    let (head, tail) = core::mem::take(rest).split_at_mut_checked(n).ok_or(err)?;
+    *rest = tail;
+    Ok(head)
+}
+
+pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
+    mem: &'m M,
+    root: PhysAddr,
+    opts: &Options,
+    scratch: &'s mut [ScratchElem],
+) -> Result<Image<'m, 's, M>, Error> {
+    let s = survey(mem, root, opts)?;
+    let got = scratch.len();
+    let small = too_small(root, s.needed, got);
+    let mut rest: &'s mut [ScratchElem] = scratch;
+    let walk_iommu = take(&mut rest, s.pages[0], small)?;
+    let walk_domain = take(&mut rest, s.pages[1], small)?;
+    let walk_device = take(&mut rest, s.pages[2], small)?;
+    let all_pages = s.pages.iter().fold(0u64, |a, &p| a.saturating_add(p));
+    let sorted = take(&mut rest, all_pages.saturating_add(1), small)?;
+    let iommu_keys = take(&mut rest, s.objects[0], small)?;
+    let device_keys = take(&mut rest, s.objects[2], small)?;
+
+    // Walk again, recording the pages. The walk repeats the survey's checks,
+    // so a `Memory` that changed its answers is still caught.
+    let mut total = 0u64;
+    let mut walks = [walk_iommu, walk_domain, walk_device];
+    for ((chain, head), region) in ARRAYS.into_iter().zip(s.heads).zip(walks.iter_mut()) {
+        let mut walk = ChainWalk::new(mem, root, chain, head, s.max_pages, s.max_objects, total);
+        let mut slots = region.iter_mut();
+        while let Some(page) = walk.next_page()? {
+            *slots.next().ok_or(small)? = ScratchElem::new(page.phys.get(), page.nr_objects);
+        }
+        if slots.next().is_some() {
+            return Err(small);
+        }
+        total = walk.objects();
+    }
+    let [walk_iommu, walk_domain, walk_device] = walks;
+
+    find_reused_pages(root, [&*walk_iommu, &*walk_domain, &*walk_device], sorted)?;
+    let pages = Pages {
+        walk: [&*walk_iommu, &*walk_domain, &*walk_device],
+        sorted: &*sorted,
+    };
+    let handover = opts.mode == Mode::Handover;
+    let live_iommus = check_iommus(mem, &pages, handover, iommu_keys)?;
+    check_domains(mem, &pages, handover)?;
+    let live_devices = check_devices(mem, &pages, handover, device_keys)?;
+    check_ref_counts(
+        mem,
+        &pages,
+        device_keys.get_mut(..live_devices).unwrap_or(&mut []),
+    )?;
+    let iommu_keys = iommu_keys.get_mut(..live_iommus).unwrap_or(&mut []);
+    iommu_keys.sort_unstable();
+    find_duplicates(iommu_keys, Chain::Iommu, &pages)?;
+    let device_keys = fill_device_keys(mem, &pages, device_keys)?;
+    device_keys.sort_unstable();
+    find_duplicates(device_keys, Chain::Device, &pages)?;
+
+    let shape = Shape {
+        root_phys: root,
+        root: s.root,
+        pages: s.pages,
+        iommu_slots: s.objects[0],
+        live_iommus,
+        live_devices,
+    };
+    Ok(Image::from_parts(
+        mem,
+        shape,
+        pages.walk,
+        pages.sorted,
+        &*iommu_keys,
+        &*device_keys,
+    ))
+}
+
+/// Sorts every page by address (the root's page too) and refuses a page
+/// used twice, reported at the later use in walk order.
+fn find_reused_pages(
+    root: PhysAddr,
+    walks: [&[ScratchElem]; 3],
+    sorted: &mut [ScratchElem],
+) -> Result<(), Error> {
+    let mut out = sorted.iter_mut();
+    if let Some(e) = out.next() {
+        *e = ScratchElem::new(root.page_base().get(), 0);
+    }
+    for (chain, walk) in ARRAYS.into_iter().zip(walks) {
+        for (i, (w, e)) in walk.iter().zip(out.by_ref()).enumerate() {
+            let i = u64::try_from(i).unwrap_or(u64::MAX);
+            *e = ScratchElem::new(w.hi, (chain_tag(chain) << TAG_SHIFT) | i);
+        }
+    }
+    sorted.sort_unstable();
+    let first = sorted
+        .windows(2)
+        .filter_map(|w| match w {
+            [a, b] if a.hi == b.hi => Some((*a, *b)),
+            _ => None,
+        })
+        .min_by_key(|(_, later)| later.lo);
+    let Some((earlier, later)) = first else {
+        return Ok(());
+    };
+    let (chain, index) = (tag_chain(later.lo >> TAG_SHIFT), later.lo & LOW_MASK);
+    let other_chain = tag_chain(earlier.lo >> TAG_SHIFT);
+    let other_page = (other_chain != Chain::Root).then_some(earlier.lo & LOW_MASK);
+    // The pointer to the reused page: the previous page's next_array_phys,
+    // or the root's head field.
+    let holder = match index.checked_sub(1) {
+        None => Location::root(root, Some(head_field(chain))),
+        Some(prev) => {
+            let walk = walks
+                .get(super::index::slot_of(chain))
+                .copied()
+                .unwrap_or(&[]);
+            let phys = usize::try_from(prev)
+                .ok()
+                .and_then(|p| walk.get(p))
+                .map_or(0, |e| e.hi);
+            Location::page(chain, prev, PhysAddr::new(phys)).field("next_array_phys")
+        }
+    };
+    Err(Error::new(
+        ErrorKind::PageReused {
+            target: PhysAddr::new(later.hi),
+            other_chain,
+            other_page,
+        },
+        holder,
+    ))
+}
+
+/// Calls `f` on every record of `chain` with its location and index.
+fn for_each_record<'m, M: Memory + ?Sized, const N: usize>(
+    mem: &'m M,
+    pages: &Pages<'_>,
+    chain: Chain,
+    mut f: impl FnMut(Location, u64, &'m [u8; N]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut index = 0u64;
+    for (p, e) in (0u64..).zip(pages.chain(chain)) {
+        let phys = PhysAddr::new(e.hi);
+        let loc = Location::page(chain, p, phys);
+        let bytes = mem
+            .page(phys)
+            .ok_or(Error::new(ErrorKind::Unreadable { target: phys }, loc))?;
+        for slot in 0..e.lo {
+            let rec = record_bytes::<N>(bytes, slot).ok_or(Error::new(
+                ErrorKind::CountOverCapacity {
+                    nr_objects: e.lo,
+                    capacity: capacity(chain),
+                },
+                loc.field("nr_objects"),
+            ))?;
+            f(loc.object(slot), index, rec)?;
+            index = index.saturating_add(1);
+        }
+    }
+    Ok(())
+}
+
+/// The checks every live record shares. `Ok(false)` for a deleted one.
+fn check_header(loc: Location, bytes: &[u8], handover: bool) -> Result<bool, Error> {
+    let (ref_count, flags) = record_hdr(bytes);
+    if flags & !IOMMU_SER_FLAGS_KNOWN != 0 {
+        return Err(Error::new(
+            ErrorKind::UnknownFlags { flags },
+            loc.field("flags"),
+        ));
+    }
+    if flags & IOMMU_SER_FLAG_DELETED != 0 {
+        return Ok(false);
+    }
+    if ref_count == 0 {
+        return Err(Error::new(ErrorKind::ZeroRefCount, loc.field("ref_count")));
+    }
+    if handover && flags & IOMMU_SER_FLAG_INCOMING != 0 {
+        return Err(Error::new(ErrorKind::AlreadyRestored, loc.field("flags")));
+    }
+    Ok(true)
+}
+
+/// The type of a live IOMMU record, Intel or SMMUv3.
+pub(crate) fn iommu_type(rec: &IommuHwSer) -> Option<IommuTypeSer> {
+    match IommuTypeSer::from_wire(rec.r#type.get()) {
+        Some(t @ (IommuTypeSer::IommuIntel | IommuTypeSer::IommuArmSmmuv3)) => Some(t),
+        _ => None,
+    }
+}
+
+/// The vendor union of an IOMMU record, as Intel's member.
+pub(crate) fn hw_intel(bytes: &[u8; HW]) -> &IommuIntelSer {
+    let split: &Split<24, 88> = zerocopy::transmute_ref!(bytes);
+    zerocopy::transmute_ref!(&split.tail)
+}
+
+/// The vendor union of a device record, as Intel's member.
+pub(crate) fn dev_intel(bytes: &[u8; DEV]) -> &IommuDeviceIntelSer {
+    let split: &Split<48, 24> = zerocopy::transmute_ref!(bytes);
+    zerocopy::transmute_ref!(&split.tail)
+}
+
+fn check_iommus<M: Memory + ?Sized>(
+    mem: &M,
+    pages: &Pages<'_>,
+    handover: bool,
+    keys: &mut [ScratchElem],
+) -> Result<usize, Error> {
+    let mut out = keys.iter_mut();
+    let mut live = 0usize;
+    for_each_record::<M, HW>(mem, pages, Chain::Iommu, |loc, index, bytes| {
+        if !check_header(loc, bytes, handover)? {
+            return Ok(());
+        }
+        let rec: &IommuHwSer = zerocopy::transmute_ref!(bytes);
+        let ty = iommu_type(rec).ok_or(Error::new(
+            ErrorKind::UnknownIommuType {
+                raw: rec.r#type.get(),
+            },
+            loc.field("type"),
+        ))?;
+        if handover && ty == IommuTypeSer::IommuIntel && hw_intel(bytes).restored != 0 {
+            return Err(Error::new(
+                ErrorKind::AlreadyRestored,
+                loc.field("restored"),
+            ));
+        }
+        if let Some(k) = out.next() {
+            *k = ScratchElem::new(rec.token.get(), (ty.wire() << TAG_SHIFT) | index);
+            live = live.saturating_add(1);
+        }
+        Ok(())
+    })?;
+    Ok(live)
+}
+
+fn check_domains<M: Memory + ?Sized>(
+    mem: &M,
+    pages: &Pages<'_>,
+    handover: bool,
+) -> Result<(), Error> {
+    for_each_record::<M, DOM>(mem, pages, Chain::Domain, |loc, _, bytes| {
+        if !check_header(loc, bytes, handover)? {
+            return Ok(());
+        }
+        let d: &IommuDomainSer = zerocopy::transmute_ref!(bytes);
+        let err = |kind, field| Err(Error::new(kind, loc.field(field)));
+        let top = PhysAddr::new(d.top_table_phys.get());
+        if top.is_null() {
+            return err(ErrorKind::NullPointer, "top_table_phys");
+        }
+        if !top.is_page_aligned() {
+            return err(ErrorKind::Unaligned { value: top }, "top_table_phys");
+        }
+        let vasz = d.vasz.get();
+        if vasz > 64 {
+            return err(ErrorKind::VaszTooLarge { vasz }, "vasz");
+        }
+        if d.sign_extend > 1 {
+            let value = d.sign_extend;
+            return err(ErrorKind::SignExtendInvalid { value }, "sign_extend");
+        }
+        if d.padding != [0; 3] {
+            return err(ErrorKind::NonZeroPadding, "padding");
+        }
+        if handover && d.restored_domain.get() != 0 {
+            return err(ErrorKind::AlreadyRestored, "restored_domain");
+        }
+        Ok(())
+    })
+}
+
+/// Checks the live devices' references and handover state, and writes one
+/// (IOMMU index, device index) pair per live device into `pairs`.
+fn check_devices<M: Memory + ?Sized>(
+    mem: &M,
+    pages: &Pages<'_>,
+    handover: bool,
+    pairs: &mut [ScratchElem],
+) -> Result<usize, Error> {
+    let mut out = pairs.iter_mut();
+    let mut live = 0usize;
+    for_each_record::<M, DEV>(mem, pages, Chain::Device, |loc, index, bytes| {
+        if !check_header(loc, bytes, handover)? {
+            return Ok(());
+        }
+        let d: &IommuDeviceSer = zerocopy::transmute_ref!(bytes);
+        let map = &d.domain_iommu_ser;
+        let bad = |target, fault, field| {
+            Error::new(ErrorKind::BadReference { target, fault }, loc.field(field))
+        };
+        let dom = PhysAddr::new(map.domain_phys.get());
+        pages
+            .locate::<M, DOM>(mem, Chain::Domain, dom, true)
+            .map_err(|f| bad(dom, f, "domain_phys"))?;
+        let hw = PhysAddr::new(map.iommu_phys.get());
+        let iommu: Found<'_, HW> = pages
+            .locate(mem, Chain::Iommu, hw, true)
+            .map_err(|f| bad(hw, f, "iommu_phys"))?;
+        let rec: &IommuHwSer = zerocopy::transmute_ref!(iommu.bytes);
+        if handover
+            && iommu_type(rec) == Some(IommuTypeSer::IommuIntel)
+            && dev_intel(bytes).restored != 0
+        {
+            return Err(Error::new(
+                ErrorKind::AlreadyRestored,
+                loc.field("restored"),
+            ));
+        }
+        if let Some(p) = out.next() {
+            *p = ScratchElem::new(iommu.index, index);
+            live = live.saturating_add(1);
+        }
+        Ok(())
+    })?;
+    Ok(live)
+}
+
+/// Refuses a live IOMMU whose `ref_count` is not its number of live
+/// devices. `pairs` holds (IOMMU index, device index) per live device.
+fn check_ref_counts<M: Memory + ?Sized>(
+    mem: &M,
+    pages: &Pages<'_>,
+    pairs: &mut [ScratchElem],
+) -> Result<(), Error> {
+    pairs.sort_unstable();
+    let mut rest: &[ScratchElem] = pairs;
+    for_each_record::<M, HW>(mem, pages, Chain::Iommu, |loc, index, bytes| {
+        let run = rest.iter().take_while(|p| p.hi == index).count();
+        rest = rest.get(run..).unwrap_or(&[]);
+        let (stored, flags) = record_hdr(bytes);
+        let counted = u64::try_from(run).unwrap_or(u64::MAX);
+        if flags & IOMMU_SER_FLAG_DELETED == 0 && u64::from(stored) != counted {
+            return Err(Error::new(
+                ErrorKind::RefCountMismatch { stored, counted },
+                loc.field("ref_count"),
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// Rewrites `keys` with (segment << 32 | devid, device index) per live
+/// device; returns the filled part.
+fn fill_device_keys<'k, M: Memory + ?Sized>(
+    mem: &M,
+    pages: &Pages<'_>,
+    keys: &'k mut [ScratchElem],
+) -> Result<&'k mut [ScratchElem], Error> {
+    let mut n = 0usize;
+    let mut out = keys.iter_mut();
+    for_each_record::<M, DEV>(mem, pages, Chain::Device, |_, index, bytes| {
+        let d: &IommuDeviceSer = zerocopy::transmute_ref!(bytes);
+        if d.hdr.flags.get() & IOMMU_SER_FLAG_DELETED == 0 {
+            let key = (u64::from(d.pci_domain_nr.get()) << 32) | u64::from(d.devid.get());
+            if let Some(k) = out.next() {
+                *k = ScratchElem::new(key, index);
+                n = n.saturating_add(1);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(keys.get_mut(..n).unwrap_or(&mut []))
+}
+
+/// In sorted `keys` (key, tag << 56 | index), refuses two live records with
+/// the same key (and tag), reported at the later one.
+fn find_duplicates(keys: &[ScratchElem], chain: Chain, pages: &Pages<'_>) -> Result<(), Error> {
+    let same =
+        |a: &ScratchElem, b: &ScratchElem| a.hi == b.hi && a.lo >> TAG_SHIFT == b.lo >> TAG_SHIFT;
+    let Some((a, b)) = keys.windows(2).find_map(|w| match w {
+        [a, b] if same(a, b) => Some((*a, *b)),
+        _ => None,
+    }) else {
+        return Ok(());
+    };
+    let cap = capacity(chain);
+    let split = |e: ScratchElem| {
+        let i = e.lo & LOW_MASK;
+        (
+            i.checked_div(cap).unwrap_or(0),
+            i.checked_rem(cap).unwrap_or(0),
+        )
+    };
+    let (other_page, other_object) = split(a);
+    let (page, object) = split(b);
+    let (kind, field) = match chain {
+        Chain::Iommu => (
+            ErrorKind::DuplicateIommu {
+                other_page,
+                other_object,
+            },
+            "token",
+        ),
+        _ => (
+            ErrorKind::DuplicateDevice {
+                other_page,
+                other_object,
+            },
+            "devid",
+        ),
+    };
+    let phys = usize::try_from(page)
+        .ok()
+        .and_then(|p| pages.chain(chain).get(p))
+        .map_or(0, |e| e.hi);
+    Err(Error::new(
+        kind,
+        Location::page(chain, page, PhysAddr::new(phys))
+            .object(object)
+            .field(field),
+    ))
+}

@@ -1,0 +1,331 @@
+//! Valid images of every shape are accepted, and the view on them gives
+//! back exactly what was built.
+
+mod common;
+
+use std::cell::Cell;
+
+use common::{Spec, off};
+use iommu_flb_abi::abi::PAGE_SIZE;
+use iommu_flb_abi::abi::v1::{IOMMU_SER_FLAG_DELETED, IOMMU_SER_FLAG_INCOMING, IommuTypeSer};
+use iommu_flb_abi::error::Chain;
+use iommu_flb_abi::reader::{
+    self, DevicePayload, IommuPayload, Mode, Options, RestoreError, ScratchElem,
+};
+use iommu_flb_abi::{FlatMemory, Memory, PageMap, PhysAddr};
+
+use common::{accept, accept_with, check_view};
+
+#[test]
+fn empty_handover_is_accepted() {
+    let spec = Spec::simple(0, 0, 0);
+    let img = spec.build();
+    accept(&spec, &img);
+    assert_eq!(
+        reader::scratch_len(&img.mem, img.root, &Options::default()),
+        Ok(2 * 3 + 1)
+    );
+}
+
+#[test]
+fn exactly_full_single_pages_are_accepted() {
+    let spec = Spec::simple(36, 102, 56);
+    let img = spec.build();
+    assert_eq!(img.pages.each_ref().map(|p| p.len()), [1, 1, 1]);
+    accept(&spec, &img);
+}
+
+#[test]
+fn exactly_full_multi_page_chains_are_accepted() {
+    let spec = Spec::simple(72, 204, 112);
+    let img = spec.build();
+    assert_eq!(img.pages.each_ref().map(|p| p.len()), [2, 2, 2]);
+    accept(&spec, &img);
+}
+
+#[test]
+fn multi_page_chains_with_partial_tails_are_accepted() {
+    let spec = Spec::simple(40, 205, 300);
+    let img = spec.build();
+    assert_eq!(img.pages.each_ref().map(|p| p.len()), [2, 3, 6]);
+    accept(&spec, &img);
+    // 300 devices span segments 0 and 1 with the same devids.
+    let n = reader::scratch_len(&img.mem, img.root, &Options::default()).unwrap();
+    assert_eq!(
+        n,
+        2 * 11 + 1 + 40 + 300,
+        "2 per page + 1 + IOMMU and device slots"
+    );
+}
+
+#[test]
+fn deleted_records_are_skipped_and_their_stale_fields_ignored() {
+    let mut spec = Spec::simple(3, 4, 6);
+    spec.iommus[2].deleted = true;
+    spec.devices[2].iommu = 0;
+    spec.devices[5].iommu = 1;
+    spec.domains[3].deleted = true;
+    spec.devices[3].domain = 0;
+    spec.devices[4].deleted = true;
+    spec.devices[4].devid = spec.devices[1].devid; // a stale duplicate key
+    let mut img = spec.build();
+    // Stale garbage in the deleted records: none of it is checked.
+    img.put_u64(img.field(Chain::Iommu, 2, off::HW_TYPE), 99);
+    img.put_u64(
+        img.field(Chain::Iommu, 2, off::HW_TOKEN),
+        spec.iommus[0].token,
+    );
+    img.put_u32(img.field(Chain::Domain, 3, off::REF_COUNT), 0);
+    img.put_u64(img.field(Chain::Domain, 3, off::DOM_TOP), 0x123);
+    img.put_u32(img.field(Chain::Domain, 3, off::DOM_VASZ), 999);
+    img.put_u8(img.field(Chain::Domain, 3, off::DOM_PAD), 7);
+    img.put_u32(img.field(Chain::Device, 4, off::REF_COUNT), 0);
+    img.put_u64(img.field(Chain::Device, 4, off::DEV_DOMAIN), 0xdead_beef);
+    let stale_iommu = img.record(Chain::Iommu, 2);
+    img.put_u64(
+        img.field(Chain::Device, 4, off::DEV_IOMMU),
+        stale_iommu.get(),
+    );
+    img.put_u32(
+        img.field(Chain::Device, 4, off::FLAGS),
+        IOMMU_SER_FLAG_DELETED | IOMMU_SER_FLAG_INCOMING,
+    );
+    accept(&spec, &img);
+
+    let image = reader::validate_alloc(&img.mem, img.root, &Options::default()).unwrap();
+    let image = image.image();
+    let stale = image.all_devices().nth(4).unwrap();
+    assert!(stale.is_deleted());
+    assert!(stale.domain().is_none(), "0xdead_beef names no domain");
+    assert!(
+        stale.iommu().is_none(),
+        "the deleted IOMMU's type 99 is unknown"
+    );
+    assert!(stale.payload().is_none() && stale.device().is_none());
+    let dead = image.all_iommus().nth(2).unwrap();
+    assert!(dead.is_deleted() && dead.iommu().is_none());
+    assert_eq!(dead.phys(), stale_iommu);
+    let found = image.find_device(0, spec.devices[1].devid).unwrap();
+    assert_eq!(found.phys(), img.record(Chain::Device, 1), "the live one");
+    assert!(image.all_domains().nth(3).unwrap().is_deleted());
+}
+
+#[test]
+fn deleted_device_with_a_resolvable_stale_pointer_resolves_it() {
+    let mut spec = Spec::simple(2, 2, 3);
+    spec.devices[2].deleted = true;
+    let img = spec.build();
+    let image = reader::validate_alloc(&img.mem, img.root, &Options::default()).unwrap();
+    let image = image.image();
+    let d = image.all_devices().nth(2).unwrap();
+    assert!(d.is_deleted());
+    assert_eq!(d.domain().unwrap().phys(), img.record(Chain::Domain, 0));
+    assert_eq!(d.iommu().unwrap().phys(), img.record(Chain::Iommu, 0));
+    assert!(matches!(d.payload(), Some(DevicePayload::Intel(_))));
+    assert_eq!(image.find_device(0, 2).map(|d| d.phys()), None);
+}
+
+#[test]
+fn both_vendors_and_a_shared_token_across_types_are_accepted() {
+    let mut spec = Spec::simple(2, 2, 4);
+    spec.iommus[1].token = spec.iommus[0].token;
+    let img = spec.build();
+    accept(&spec, &img);
+    let image = reader::validate_alloc(&img.mem, img.root, &Options::default()).unwrap();
+    let image = image.image();
+    let token = spec.iommus[0].token;
+    let intel = image.find_iommu(token, IommuTypeSer::IommuIntel).unwrap();
+    let smmu = image
+        .find_iommu(token, IommuTypeSer::IommuArmSmmuv3)
+        .unwrap();
+    assert_ne!(intel.phys(), smmu.phys());
+    assert!(matches!(intel.payload(), IommuPayload::Intel(_)));
+    assert!(matches!(smmu.payload(), IommuPayload::Smmuv3(_)));
+    assert!(
+        image
+            .find_iommu(token, IommuTypeSer::IommuInvalid)
+            .is_none()
+    );
+    assert!(
+        image
+            .find_iommu(token + 1, IommuTypeSer::IommuIntel)
+            .is_none()
+    );
+}
+
+#[test]
+fn pages_in_scrambled_physical_order_are_accepted() {
+    let mut spec = Spec::simple(40, 110, 60);
+    // 1 root + 2 + 2 + 2 pages, descending and interleaved, with gaps.
+    spec.page_order = Some(vec![
+        0x50_0000, 0x90_0000, 0x10_0000, 0x3f_f000, 0x7a_3000, 0x20_0000, 0x51_0000,
+    ]);
+    spec.root_offset = 0x7c0;
+    let img = spec.build();
+    accept(&spec, &img);
+}
+
+#[test]
+fn root_at_the_last_offset_that_fits_is_accepted() {
+    let spec = Spec {
+        root_offset: PAGE_SIZE - 32,
+        ..Spec::simple(1, 1, 1)
+    };
+    accept(&spec, &spec.build());
+}
+
+#[test]
+fn restored_mode_accepts_state_written_after_restore() {
+    let spec = Spec::simple(2, 3, 4);
+    let mut img = spec.build();
+    img.put_u32(
+        img.field(Chain::Device, 1, off::FLAGS),
+        IOMMU_SER_FLAG_INCOMING,
+    );
+    img.put_u8(img.field(Chain::Iommu, 0, off::HW_VENDOR), 1);
+    img.put_u8(img.field(Chain::Device, 2, off::DEV_VENDOR), 1);
+    img.put_u64(
+        img.field(Chain::Domain, 1, off::DOM_RESTORED),
+        0xffff_8880_0000_1000,
+    );
+    assert!(img.check().is_err(), "handover mode refuses it");
+    let opts = Options {
+        mode: Mode::Restored,
+        ..Options::default()
+    };
+    accept_with(&spec, &img, &opts);
+}
+
+#[test]
+fn vasz_64_and_sign_extend_1_are_accepted() {
+    let spec = Spec::simple(1, 1, 1);
+    let mut img = spec.build();
+    img.put_u32(img.field(Chain::Domain, 0, off::DOM_VASZ), 64);
+    img.put_u8(img.field(Chain::Domain, 0, off::DOM_SIGN), 1);
+    accept(&spec, &img);
+}
+
+#[test]
+fn restore_visits_every_page_once_in_order() {
+    let spec = Spec::simple(2, 103, 57);
+    let img = spec.build();
+    let owned = reader::validate_alloc(&img.mem, img.root, &Options::default()).unwrap();
+    let image = owned.image();
+    let mut seen = Vec::new();
+    let n = image
+        .restore(|p| {
+            seen.push(p);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    assert_eq!(n, 6);
+    assert_eq!(seen, image.pages().collect::<Vec<_>>());
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len());
+}
+
+#[test]
+fn restore_failure_reports_the_page_and_what_was_restored() {
+    let spec = Spec::simple(2, 103, 57);
+    let img = spec.build();
+    let owned = reader::validate_alloc(&img.mem, img.root, &Options::default()).unwrap();
+    let image = owned.image();
+    let bad = img.page(Chain::Domain, 1);
+    let mut calls = 0;
+    let err = image
+        .restore(|p| {
+            calls += 1;
+            if p == bad {
+                Err("not preserved")
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+    // root, IOMMU page, domain pages 0 and 1: the fourth page fails.
+    assert_eq!(
+        err,
+        RestoreError {
+            page: bad,
+            index: 3,
+            error: "not preserved",
+        }
+    );
+    assert_eq!(calls, 4);
+    assert_eq!(err.restored(), 3);
+    let done: Vec<_> = image.pages().take(err.restored()).collect();
+    assert_eq!(
+        done,
+        [
+            img.root.page_base(),
+            img.page(Chain::Iommu, 0),
+            img.page(Chain::Domain, 0)
+        ]
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("iommu-flb: restoring page 3 ({bad}) failed after 3 pages: not preserved")
+    );
+}
+
+#[test]
+fn flat_memory_dump_is_accepted() {
+    let spec = Spec::simple(3, 5, 7);
+    let img = spec.build();
+    let base = 0x10_0000u64;
+    let mut dump = vec![0u8; img.mem.len() * PAGE_SIZE];
+    for (phys, page) in img.mem.iter() {
+        let at = (phys.get() - base) as usize;
+        dump[at..at + PAGE_SIZE].copy_from_slice(page);
+    }
+    let mem = FlatMemory::new(PhysAddr::new(base), &dump);
+    let opts = Options::default();
+    let mut scratch = [ScratchElem::default(); 64];
+    let image = reader::validate(&mem, img.root, &opts, &mut scratch).unwrap();
+    check_view(&spec, &img, &image);
+}
+
+/// A `Memory` that breaks its contract: it stops serving pages once told
+/// to, after validation.
+struct Vanishing {
+    pages: PageMap,
+    gone: Cell<bool>,
+}
+
+impl Memory for Vanishing {
+    fn page(&self, phys: PhysAddr) -> Option<&[u8; PAGE_SIZE]> {
+        if self.gone.get() {
+            None
+        } else {
+            self.pages.page(phys)
+        }
+    }
+}
+
+#[test]
+fn memory_that_loses_pages_after_validation_ends_iteration_without_panic() {
+    let spec = Spec::simple(2, 3, 4);
+    let img = spec.build();
+    let mem = Vanishing {
+        pages: img.mem.clone(),
+        gone: Cell::new(false),
+    };
+    let owned = reader::validate_alloc(&mem, img.root, &Options::default()).unwrap();
+    let image = owned.image();
+    mem.gone.set(true);
+    assert_eq!(image.iommus().count(), 0);
+    assert_eq!(image.all_devices().count(), 0);
+    assert!(image.find_device(0, 1).is_none());
+    assert!(
+        image
+            .find_iommu(spec.iommus[0].token, IommuTypeSer::IommuIntel)
+            .is_none()
+    );
+    assert_eq!(
+        image.pages().count(),
+        4,
+        "page addresses come from the scratch"
+    );
+}

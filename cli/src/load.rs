@@ -1,9 +1,14 @@
 //! Loading dump files: ELF64 core files and flat physical dumps.
 //!
-//! [`load`] takes the whole file as bytes and returns a [`Dump`], which
-//! implements the library's [`Memory`] trait, so the reader walks it exactly
-//! as it would walk the kernel's pages. Whatever the bytes, loading either
-//! succeeds or returns a [`LoadError`]; it never panics.
+//! [`load`] takes the file as an `object` [`ReadRef`] (a byte slice, or a
+//! [`object::ReadCache`] over an open file, which reads only the headers
+//! and the pages the reader asks for, so a vmcore of many gigabytes costs
+//! what the image needs) and returns a [`Dump`], which implements the
+//! library's [`Memory`] trait, so the reader walks it exactly as it would
+//! walk the kernel's pages. Whatever the bytes, loading either succeeds or
+//! returns a [`LoadError`]; it never panics. A page whose bytes cannot be
+//! read (an I/O error after loading) is an unreadable page, as a page
+//! outside the dump is.
 //!
 //! # ELF64 core files
 //!
@@ -39,10 +44,10 @@ use core::cell::OnceCell;
 use core::fmt;
 
 use iommu_flb_abi::abi::PAGE_SIZE;
-use iommu_flb_abi::{FlatMemory, Memory, PhysAddr};
-use object::Endianness;
+use iommu_flb_abi::{Memory, PhysAddr};
 use object::elf::{self, FileHeader64, ProgramHeader64};
 use object::read::elf::{FileHeader as _, ProgramHeader as _};
+use object::{Endianness, ReadRef};
 
 use crate::elfcore::{NOTE_NAME, NT_IOMMU_FLB_ROOT};
 
@@ -75,6 +80,8 @@ pub struct LoadOptions {
 pub enum LoadError {
     /// The file has no bytes.
     Empty,
+    /// The file's size or header bytes could not be read.
+    Unreadable,
     /// `--base` was given for an ELF file.
     BaseWithElf,
     /// The file is not an ELF64 core file the tool can read.
@@ -143,7 +150,7 @@ pub enum SegmentProblem {
         /// `p_filesz`.
         filesz: u64,
         /// The file's size.
-        file_size: usize,
+        file_size: u64,
     },
 }
 
@@ -151,6 +158,7 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadError::Empty => write!(f, "the file is empty"),
+            LoadError::Unreadable => write!(f, "the file cannot be read (is it seekable?)"),
             LoadError::BaseWithElf => write!(
                 f,
                 "--base applies to flat physical dumps only; an ELF file places memory by p_paddr"
@@ -207,18 +215,25 @@ impl fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 /// A loaded dump file: physical memory, readable page by page.
-#[derive(Debug)]
-pub struct Dump<'a> {
-    inner: Inner<'a>,
+pub struct Dump<'a, R: ReadRef<'a>> {
+    inner: Inner<'a, R>,
 }
 
-#[derive(Debug)]
-enum Inner<'a> {
-    Flat(FlatMemory<'a>),
-    Elf(ElfMemory<'a>),
+enum Inner<'a, R: ReadRef<'a>> {
+    Flat(FlatDump<R>),
+    Elf(ElfMemory<'a, R>),
 }
 
-impl<'a> Dump<'a> {
+impl<'a, R: ReadRef<'a>> fmt::Debug for Dump<'a, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Inner::Flat(m) => f.debug_struct("FlatDump").field("base", &m.base).finish(),
+            Inner::Elf(m) => m.fmt(f),
+        }
+    }
+}
+
+impl<'a, R: ReadRef<'a>> Dump<'a, R> {
     /// Whether the dump was read as an ELF core file.
     pub fn is_elf(&self) -> bool {
         matches!(self.inner, Inner::Elf(_))
@@ -236,7 +251,7 @@ impl<'a> Dump<'a> {
     }
 }
 
-impl Memory for Dump<'_> {
+impl<'a, R: ReadRef<'a>> Memory for Dump<'a, R> {
     fn page(&self, phys: PhysAddr) -> Option<&[u8; PAGE_SIZE]> {
         match &self.inner {
             Inner::Flat(m) => m.page(phys),
@@ -245,25 +260,47 @@ impl Memory for Dump<'_> {
     }
 }
 
-/// Loads a dump from the file's bytes.
-pub fn load(bytes: &[u8], opts: LoadOptions) -> Result<Dump<'_>, LoadError> {
-    if bytes.is_empty() {
+/// Loads a dump from the file's contents: a byte slice, or an
+/// [`object::ReadCache`] over an open file.
+pub fn load<'a, R: ReadRef<'a>>(data: R, opts: LoadOptions) -> Result<Dump<'a, R>, LoadError> {
+    let len = data.len().map_err(|()| LoadError::Unreadable)?;
+    if len == 0 {
         return Err(LoadError::Empty);
     }
     let elf = match opts.format {
         Format::Elf => true,
         Format::Phys => false,
-        Format::Auto => bytes.starts_with(&elf::ELFMAG),
+        Format::Auto => data.read_bytes_at(0, 4).ok() == Some(&elf::ELFMAG[..]),
     };
     let inner = if elf {
         if opts.base.is_some() {
             return Err(LoadError::BaseWithElf);
         }
-        Inner::Elf(ElfMemory::parse(bytes)?)
+        Inner::Elf(ElfMemory::parse(data, len)?)
     } else {
-        Inner::Flat(FlatMemory::new(opts.base.unwrap_or(PhysAddr::NULL), bytes))
+        Inner::Flat(FlatDump {
+            base: opts.base.unwrap_or(PhysAddr::NULL),
+            data,
+        })
     };
     Ok(Dump { inner })
+}
+
+/// A flat physical dump: byte `X` of `data` is physical address `base + X`
+/// (the library's `FlatMemory`, over a [`ReadRef`] instead of a slice).
+struct FlatDump<R> {
+    base: PhysAddr,
+    data: R,
+}
+
+impl<'a, R: ReadRef<'a>> FlatDump<R> {
+    fn page(&self, phys: PhysAddr) -> Option<&'a [u8; PAGE_SIZE]> {
+        if !phys.is_page_aligned() {
+            return None;
+        }
+        let offset = phys.checked_offset_from(self.base)?;
+        self.data.read_bytes_at(offset, PAGE).ok()?.try_into().ok()
+    }
 }
 
 /// A page of zeros, for pages inside a segment's zero-filled tail.
@@ -286,20 +323,18 @@ struct Segment {
     /// Physical address where the file bytes end (`paddr + filesz`).
     file_end: u64,
     /// File offset of the first byte.
-    offset: usize,
+    offset: u64,
 }
 
 impl Segment {
     /// The file bytes for `[phys, phys + len)`, which must lie inside
     /// `[paddr, file_end)`.
-    fn file_bytes<'a>(&self, data: &'a [u8], phys: u64, len: u64) -> Option<&'a [u8]> {
-        let rel = usize::try_from(phys.checked_sub(self.paddr)?).ok()?;
-        let start = self.offset.checked_add(rel)?;
-        let end = start.checked_add(usize::try_from(len).ok()?)?;
+    fn file_bytes<'a, R: ReadRef<'a>>(&self, data: R, phys: u64, len: u64) -> Option<&'a [u8]> {
+        let start = self.offset.checked_add(phys.checked_sub(self.paddr)?)?;
         if phys.checked_add(len)? > self.file_end {
             return None;
         }
-        data.get(start..end)
+        data.read_bytes_at(start, len).ok()
     }
 }
 
@@ -307,8 +342,8 @@ impl Segment {
 type LazyPage = OnceCell<Option<Box<[u8; PAGE_SIZE]>>>;
 
 /// Physical memory of an ELF64 core file.
-struct ElfMemory<'a> {
-    data: &'a [u8],
+struct ElfMemory<'a, R: ReadRef<'a>> {
+    data: R,
     endian: Endianness,
     phdrs: &'a [ProgramHeader64<Endianness>],
     /// `PT_LOAD` segments with memory, sorted by `paddr`, disjoint.
@@ -319,26 +354,29 @@ struct ElfMemory<'a> {
     mixed: Vec<(u64, LazyPage)>,
 }
 
-impl fmt::Debug for ElfMemory<'_> {
+impl<'a, R: ReadRef<'a>> fmt::Debug for ElfMemory<'a, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ElfMemory")
-            .field("len", &self.data.len())
             .field("segments", &self.segments)
             .field("mixed_pages", &self.mixed.len())
             .finish()
     }
 }
 
-impl<'a> ElfMemory<'a> {
-    fn parse(data: &'a [u8]) -> Result<Self, LoadError> {
-        if !data.starts_with(&elf::ELFMAG) {
+impl<'a, R: ReadRef<'a>> ElfMemory<'a, R> {
+    fn parse(data: R, len: u64) -> Result<Self, LoadError> {
+        if data.read_bytes_at(0, 4).ok() != Some(&elf::ELFMAG[..]) {
             return Err(LoadError::NotElf64(
                 "the file does not start with the ELF magic",
             ));
         }
         // EI_CLASS, read before `object` parses a 64-bit header, so an ELF32
         // file gets a message that says so.
-        match data.get(4).copied().map(elf::FileClass) {
+        let class = data
+            .read_bytes_at(4, 1)
+            .ok()
+            .and_then(|c| c.first().copied());
+        match class.map(elf::FileClass) {
             Some(elf::ELFCLASS64) => {}
             Some(elf::ELFCLASS32) => {
                 return Err(LoadError::NotElf64(
@@ -362,7 +400,7 @@ impl<'a> ElfMemory<'a> {
             if ph.p_type(endian) != elf::PT_LOAD {
                 continue;
             }
-            if let Some(seg) = checked_segment(index, ph, endian, data.len())? {
+            if let Some(seg) = checked_segment(index, ph, endian, len)? {
                 segments.push(seg);
             }
         }
@@ -493,7 +531,7 @@ fn checked_segment(
     index: usize,
     ph: &ProgramHeader64<Endianness>,
     endian: Endianness,
-    file_size: usize,
+    file_size: u64,
 ) -> Result<Option<Segment>, LoadError> {
     let (paddr, memsz) = (ph.p_paddr(endian), ph.p_memsz(endian));
     let (offset, filesz) = (ph.p_offset(endian), ph.p_filesz(endian));
@@ -514,10 +552,7 @@ fn checked_segment(
             file_size,
         })
     };
-    let in_file = offset
-        .checked_add(filesz)
-        .and_then(|e| usize::try_from(e).ok())
-        .is_some_and(|e| e <= file_size);
+    let in_file = offset.checked_add(filesz).is_some_and(|e| e <= file_size);
     if !in_file {
         return Err(truncated());
     }
@@ -527,7 +562,7 @@ fn checked_segment(
         end,
         // `filesz <= memsz`, so this does not overflow either.
         file_end: paddr.checked_add(filesz).ok_or_else(truncated)?,
-        offset: usize::try_from(offset).map_err(|_| truncated())?,
+        offset,
     }))
 }
 

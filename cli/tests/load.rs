@@ -145,7 +145,7 @@ fn flat_dump_maps_file_offset_plus_base_to_physical_address() {
         format: Format::Phys,
         base: Some(PhysAddr::new(0x8000_0000)),
     };
-    let dump = load(&bytes, opts).unwrap();
+    let dump = load(&bytes[..], opts).unwrap();
     assert!(!dump.is_elf());
     assert_eq!(dump.page(PhysAddr::new(0x8000_1000)), Some(&page(2)));
     assert_eq!(dump.page(PhysAddr::new(0x1000)), None, "below the base");
@@ -156,14 +156,14 @@ fn flat_dump_maps_file_offset_plus_base_to_physical_address() {
 fn flat_dump_base_defaults_to_zero() {
     let mut bytes = page(1).to_vec();
     bytes.extend_from_slice(&page(2));
-    let dump = load(&bytes, AUTO).unwrap();
+    let dump = load(&bytes[..], AUTO).unwrap();
     assert_eq!(dump.page(PhysAddr::new(0x1000)), Some(&page(2)));
 }
 
 #[test]
 fn flat_dump_with_a_partial_last_page_serves_only_whole_pages() {
     let bytes = vec![3u8; PAGE_SIZE + 10];
-    let dump = load(&bytes, AUTO).unwrap();
+    let dump = load(&bytes[..], AUTO).unwrap();
     assert!(dump.page(PhysAddr::new(0)).is_some());
     assert_eq!(dump.page(PhysAddr::new(0x1000)), None);
 }
@@ -188,7 +188,7 @@ fn one_page_core() -> ([u8; PAGE_SIZE], Vec<u8>) {
 #[test]
 fn auto_reads_a_file_with_the_elf_magic_as_elf() {
     let (p, core) = one_page_core();
-    let dump = load(&core, AUTO).unwrap();
+    let dump = load(&core[..], AUTO).unwrap();
     assert!(dump.is_elf());
     assert_eq!(dump.page(PhysAddr::new(0x5000)), Some(&p));
 }
@@ -200,7 +200,7 @@ fn format_phys_reads_even_an_elf_file_as_flat_bytes() {
         format: Format::Phys,
         base: None,
     };
-    let dump = load(&core, opts).unwrap();
+    let dump = load(&core[..], opts).unwrap();
     assert!(!dump.is_elf());
     assert_eq!(
         dump.page(PhysAddr::new(0)).map(|p| &p[..4]),
@@ -245,7 +245,7 @@ fn written_core_round_trips_scattered_pages_and_the_root_note() {
         .collect();
     let root = PhysAddr::new(0x20_2000);
     let core = write_core(pages.iter().map(|(a, p)| (*a, p)), root).unwrap();
-    let dump = load(&core, AUTO).unwrap();
+    let dump = load(&core[..], AUTO).unwrap();
     for (a, p) in &pages {
         assert_eq!(dump.page(*a), Some(p), "page {a}");
     }
@@ -293,7 +293,7 @@ fn write_core_refuses_duplicate_and_unaligned_pages() {
 #[test]
 fn unaligned_page_request_is_unreadable() {
     let (_, core) = one_page_core();
-    let dump = load(&core, AUTO).unwrap();
+    let dump = load(&core[..], AUTO).unwrap();
     assert_eq!(dump.page(PhysAddr::new(0x5008)), None);
 }
 
@@ -314,7 +314,7 @@ fn core_truncated_inside_page_data_names_the_segment() {
             what: SegmentProblem::Truncated {
                 offset: u64::try_from(core.len() - PAGE_SIZE).unwrap(),
                 filesz: 0x1000,
-                file_size: cut.len(),
+                file_size: u64::try_from(cut.len()).unwrap(),
             },
         }
     );
@@ -350,7 +350,7 @@ fn big_endian_core_is_read_by_p_paddr() {
         &[load_seg(PAYLOAD, 0x4000_0000, 0x1000, 0x1000)],
         &p,
     );
-    let dump = load(&bytes, AUTO).unwrap();
+    let dump = load(&bytes[..], AUTO).unwrap();
     assert_eq!(dump.page(PhysAddr::new(0x4000_0000)), Some(&p));
 }
 
@@ -447,7 +447,7 @@ fn bytes_past_filesz_read_as_zero() {
     let p = page(5);
     // One page of file bytes, then three pages of zero tail.
     let bytes = le(4, &[load_seg(PAYLOAD, 0x10_0000, 0x1000, 0x4000)], &p);
-    let dump = load(&bytes, AUTO).unwrap();
+    let dump = load(&bytes[..], AUTO).unwrap();
     assert_eq!(dump.page(PhysAddr::new(0x10_0000)), Some(&p));
     assert_eq!(dump.page(PhysAddr::new(0x10_3000)), Some(&[0u8; PAGE_SIZE]));
     assert_eq!(dump.page(PhysAddr::new(0x10_4000)), None, "past p_memsz");
@@ -461,7 +461,7 @@ fn page_half_file_bytes_half_zero_tail_is_assembled() {
         &[load_seg(PAYLOAD, 0x10_0000, 0x800, 0x2000)],
         &p[..0x800],
     );
-    let dump = load(&bytes, AUTO).unwrap();
+    let dump = load(&bytes[..], AUTO).unwrap();
     let mut expect = [0u8; PAGE_SIZE];
     expect[..0x800].copy_from_slice(&p[..0x800]);
     assert_eq!(dump.page(PhysAddr::new(0x10_0000)), Some(&expect));
@@ -482,7 +482,7 @@ fn page_spanning_two_adjacent_segments_is_assembled() {
         ],
         &payload,
     );
-    let dump = load(&bytes, AUTO).unwrap();
+    let dump = load(&bytes[..], AUTO).unwrap();
     let mut expect = [0u8; PAGE_SIZE];
     expect[..0x800].copy_from_slice(&a[..0x800]);
     expect[0x800..].copy_from_slice(&b[0x800..]);
@@ -502,7 +502,7 @@ fn page_with_a_hole_between_segments_is_unreadable() {
         ],
         &payload,
     );
-    let dump = load(&bytes, AUTO).unwrap();
+    let dump = load(&bytes[..], AUTO).unwrap();
     assert_eq!(dump.page(PhysAddr::new(0x10_0000)), None);
 }
 
@@ -513,7 +513,7 @@ fn page_partly_outside_every_segment_is_unreadable() {
         &[load_seg(PAYLOAD, 0x10_0000, 0x1800, 0x1800)],
         &[page(1), page(2)].concat(),
     );
-    let dump = load(&bytes, AUTO).unwrap();
+    let dump = load(&bytes[..], AUTO).unwrap();
     assert!(dump.page(PhysAddr::new(0x10_0000)).is_some());
     assert_eq!(dump.page(PhysAddr::new(0x10_1000)), None);
 }
@@ -552,7 +552,7 @@ fn root_note_is_read_in_the_files_byte_order() {
             (n, le(4, &phdrs, &payload))
         };
         assert_eq!(n.len(), 32);
-        let dump = load(&bytes, AUTO).unwrap();
+        let dump = load(&bytes[..], AUTO).unwrap();
         assert_eq!(
             dump.root_note(),
             Ok(Some(PhysAddr::new(0x1234_5000))),
@@ -589,7 +589,7 @@ fn other_notes_are_ignored_when_looking_for_the_root() {
     ]
     .concat();
     let bytes = core_with_notes(&notes);
-    let dump = load(&bytes, AUTO).unwrap();
+    let dump = load(&bytes[..], AUTO).unwrap();
     assert_eq!(dump.root_note(), Ok(None));
 }
 
@@ -602,7 +602,7 @@ fn two_root_notes_are_refused() {
         &0x1000u64.to_le_bytes(),
     );
     let bytes = core_with_notes(&[n.clone(), n].concat());
-    let dump = load(&bytes, AUTO).unwrap();
+    let dump = load(&bytes[..], AUTO).unwrap();
     assert_eq!(dump.root_note(), Err(LoadError::TwoRootNotes));
 }
 
@@ -615,7 +615,7 @@ fn root_note_with_a_short_descriptor_is_refused() {
         &[0x10, 0, 0, 0],
     );
     let bytes = core_with_notes(&n);
-    let dump = load(&bytes, AUTO).unwrap();
+    let dump = load(&bytes[..], AUTO).unwrap();
     assert_eq!(
         dump.root_note(),
         Err(LoadError::RootNoteSize {
@@ -635,7 +635,7 @@ fn malformed_note_segment_is_refused_only_when_the_root_is_needed() {
     );
     n[4..8].copy_from_slice(&0xffff_fff0u32.to_le_bytes()); // n_descsz
     let bytes = core_with_notes(&n);
-    let dump = load(&bytes, AUTO).expect("memory is still readable");
+    let dump = load(&bytes[..], AUTO).expect("memory is still readable");
     assert!(dump.page(PhysAddr::new(0x1000)).is_some());
     assert!(matches!(
         dump.root_note(),

@@ -5,7 +5,12 @@
 //! root [`abi::v1::IommuFlbSer`]. From it hang three chains of 4 KiB array
 //! pages holding the preserved IOMMUs, domains and devices. This crate is the
 //! single source of truth for that format: the wire types ([`abi`]), from
-//! which the C header `include/iommu_flb.h` is generated.
+//! which the C header `include/iommu_flb.h` is generated, the validating
+//! zero-copy [`reader`] the incoming kernel uses, and the [`writer`] that
+//! builds images the way the outgoing kernel does.
+//!
+//! Data flows one way: bytes, through [`Memory`], to the chain walk, to a
+//! validated [`reader::Image`], to typed records.
 #![no_std]
 #![cfg_attr(
     not(test),
@@ -30,6 +35,7 @@ mod chain;
 pub mod error;
 pub mod mem;
 pub mod reader;
+pub mod writer;
 
 pub use addr::PhysAddr;
 pub use error::Error;

@@ -1,0 +1,43 @@
+//! Where the writer's pages come from: the [`PageAlloc`] trait.
+
+use crate::PhysAddr;
+use crate::abi::PAGE_SIZE;
+
+/// A source of zeroed pages that survive the handover, implemented by the
+/// caller. In the kernel: `kho_alloc_preserve` / `phys_to_virt` /
+/// `kho_unpreserve_free`; in tools and tests, [`MapAlloc`](super::MapAlloc)
+/// (feature `alloc`).
+///
+/// The writer checks every page it is given (non-zero, page-aligned, not
+/// already in the image, accessible, all zeroes) and refuses one that fails
+/// with [`WriteError::BadPage`](super::WriteError::BadPage), so a buggy
+/// allocator cannot make it link a page twice.
+pub trait PageAlloc {
+    /// Allocates one zeroed, preserved page and returns its physical
+    /// address, or `None` when no page is available.
+    fn alloc_page(&mut self) -> Option<PhysAddr>;
+
+    /// Mutable access to a page this allocator handed out and has not had
+    /// back. `None` for any other address.
+    fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8; PAGE_SIZE]>;
+
+    /// Takes back a page this allocator handed out; the writer never uses it
+    /// again.
+    fn free_page(&mut self, phys: PhysAddr);
+}
+
+/// Lets a writer borrow an allocator, so the caller keeps it (and every
+/// page) even if [`Writer::start`](super::Writer::start) fails.
+impl<A: PageAlloc + ?Sized> PageAlloc for &mut A {
+    fn alloc_page(&mut self) -> Option<PhysAddr> {
+        (**self).alloc_page()
+    }
+
+    fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8; PAGE_SIZE]> {
+        (**self).page_mut(phys)
+    }
+
+    fn free_page(&mut self, phys: PhysAddr) {
+        (**self).free_page(phys)
+    }
+}

@@ -1,0 +1,280 @@
+//! The writer: builds a version-1 image the way the outgoing kernel does.
+//!
+//! [`Writer::start`] takes the root and one zeroed page per chain, exactly
+//! as the kernel's first preserve does, so the three heads are set even in
+//! an image with nothing in it. Records are only appended, in place in the
+//! pages; a full tail gets a new zeroed page linked behind it only when the
+//! next record needs it; unpreserving sets `IOMMU_SER_FLAG_DELETED` and
+//! never reuses a domain or device slot. At every step the image is one the
+//! reader accepts, and an operation that fails changes nothing the reader
+//! would see.
+//!
+//! # IOMMUs and their reference counts
+//!
+//! In the image, a live IOMMU's `ref_count` is the number of live devices
+//! behind it: the kernel preserves an IOMMU with its first device and
+//! deletes it when its last device goes. The writer keeps that rule while
+//! letting the caller preserve an IOMMU first and attach devices to its
+//! handle: [`Writer::preserve_iommu`] writes the full record but marks it
+//! `DELETED` with `ref_count` 0 (invisible to readers; an "idle" IOMMU);
+//! the first device makes it live with `ref_count` 1; each further device
+//! adds one; when the last device is unpreserved it is `DELETED` again, as
+//! in the kernel, and a later device revives the same slot (the kernel
+//! would append a new slot there; readers cannot tell the difference).
+//! [`Writer::unpreserve_iommu`] is refused while devices remain, and marks
+//! an idle IOMMU unpreserved for good by also setting its stale `type` to
+//! `IOMMU_INVALID`, the writer's only use of a deleted record's stale
+//! fields.
+//!
+//! # Page order
+//!
+//! [`Writer::start`] takes the root, then the IOMMU, domain and device
+//! chain heads (the root's field order). [`Writer::abort`] gives pages back
+//! in the order of the kernel's FLB code, which walks (to restore or to
+//! free) the domain chain, then the device chain, then the IOMMU chain, each
+//! head to tail, and frees the root last, because the chain heads are read
+//! from it. Each page's link is read before the page is freed.
+//!
+//! # Cost
+//!
+//! Appending is O(1). Finding a live duplicate device is O(1) with a
+//! [`SliceIndex`], or with no index when devices come in ascending
+//! (segment, devid) order; otherwise it scans the device chain (see
+//! [`index`]). Checking a duplicate IOMMU scans the IOMMU chain (IOMMUs are
+//! few). Unpreserving a domain scans the device chain for devices still
+//! attached to it.
+//!
+//! ```
+//! # #[cfg(feature = "alloc")]
+//! # fn main() -> Result<(), iommu_flb_abi::writer::WriteError> {
+//! use iommu_flb_abi::PhysAddr;
+//! use iommu_flb_abi::writer::*;
+//!
+//! let mut w = Writer::start(MapAlloc::sequential(PhysAddr::new(0x10_0000)))?;
+//! let iommu = w.preserve_iommu(0xfed9_0000, IommuPayloadInit::Intel(IntelIommuInit {
+//!     phys_addr: PhysAddr::new(0xfed9_0000),
+//!     root_table: PhysAddr::new(0x20_0000),
+//!     context_tables_bitmap: [1, 0, 0, 0, 0, 0, 0, 0],
+//! }))?;
+//! let domain = w.preserve_domain(DomainInit {
+//!     top_table_phys: PhysAddr::new(0x30_0000), top_level: 4, vasz: 48, sign_extend: 0,
+//! })?;
+//! w.preserve_device(DeviceInit {
+//!     pci_domain_nr: 0, devid: 0x0300, dma_owner_token: 7, attachment_id: 1,
+//!     payload: DevicePayloadInit::Intel(IntelDeviceInit::default()),
+//! }, domain, iommu)?;
+//! let (root, pages) = w.finish();
+//! assert_eq!(root, PhysAddr::new(0x10_0000));
+//! assert_eq!(pages.map().len(), 4);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "alloc"))]
+//! # fn main() {}
+//! ```
+
+mod alloc;
+mod chain;
+mod error;
+pub mod index;
+mod map_alloc;
+mod ops;
+mod record;
+mod types;
+
+use zerocopy::IntoBytes;
+
+pub use self::alloc::PageAlloc;
+pub use self::error::{BadPage, DomainField, ObjectKind, PagePurpose, WriteError};
+pub use self::index::{DeviceIndex, IndexSlot, Lookup, NoIndex, SliceIndex};
+pub use self::map_alloc::{FailingAlloc, random_failures};
+#[cfg(feature = "alloc")]
+pub use self::map_alloc::{MapAlloc, PageOrder};
+pub use self::types::{
+    DeviceHandle, DeviceInit, DeviceKey, DevicePayloadInit, DomainHandle, DomainInit,
+    IntelDeviceInit, IntelIommuInit, IommuHandle, IommuPayloadInit, Smmuv3DeviceInit,
+    Smmuv3IommuInit,
+};
+
+use self::chain::{Chain, take_page};
+use self::types::WriterId;
+use crate::PhysAddr;
+use crate::abi::v1::{IOMMU_LUO_FLB_VERSION, IommuFlbSer};
+
+/// How many objects and pages an image holds, as the writer counts them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Counts {
+    /// Pages taken: the root plus every array page.
+    pub pages: u64,
+    /// IOMMUs preserved and not unpreserved (live or idle).
+    pub iommus: u64,
+    /// IOMMUs with at least one live device: the live IOMMUs a reader sees.
+    pub live_iommus: u64,
+    /// Live domains.
+    pub domains: u64,
+    /// Live devices.
+    pub devices: u64,
+}
+
+/// Builds one image in pages from `A`; see the [module docs](self).
+///
+/// `X` finds duplicate devices; the default [`NoIndex`] needs no storage.
+#[derive(Debug)]
+pub struct Writer<A: PageAlloc, X: DeviceIndex = NoIndex> {
+    alloc: A,
+    index: X,
+    id: WriterId,
+    root: PhysAddr,
+    iommus: Chain,
+    domains: Chain,
+    devices: Chain,
+    /// The highest device key ever written, if any: a key above it cannot
+    /// be a duplicate, so ascending preserves need no scan.
+    max_device_key: Option<DeviceKey>,
+    counts: Counts,
+}
+
+/// Frees `root` and the chains `[iommus, domains, devices]` in the kernel's
+/// order: domain, device and IOMMU chains head to tail, then the root. A
+/// chain not started yet has no pages.
+fn give_back<A: PageAlloc>(alloc: &mut A, root: PhysAddr, chains: &[Chain; 3]) {
+    let [iommus, domains, devices] = chains;
+    for c in [domains, devices, iommus] {
+        c.free(alloc);
+    }
+    alloc.free_page(root);
+}
+
+/// A fresh identity for each writer, so handles cannot cross images.
+fn next_writer_id() -> WriterId {
+    use core::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    // Relaxed: only uniqueness matters, which fetch_add gives in any order.
+    WriterId(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+impl<A: PageAlloc> Writer<A> {
+    /// Starts an image: the root (version 1) and one empty page per chain.
+    /// On failure, every page taken is given back to `alloc`, which is then
+    /// dropped; pass `&mut alloc` to keep it.
+    pub fn start(alloc: A) -> Result<Self, WriteError> {
+        Writer::with_index(alloc, NoIndex)
+    }
+}
+
+impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
+    /// [`Writer::start`] with a device index (which should be empty).
+    pub fn with_index(mut alloc: A, index: X) -> Result<Self, WriteError> {
+        let root = take_page(&mut alloc, PagePurpose::Root, &[])?;
+        let mut taken = [root, PhysAddr::NULL, PhysAddr::NULL, PhysAddr::NULL];
+        let mut chains =
+            [ObjectKind::Iommu, ObjectKind::Domain, ObjectKind::Device].map(|kind| Chain {
+                kind,
+                head: PhysAddr::NULL,
+                tail: PhysAddr::NULL,
+                tail_len: 0,
+                pages: 0,
+            });
+        for (i, chain) in (1..).zip(chains.iter_mut()) {
+            match Chain::start(&mut alloc, chain.kind, &taken) {
+                Ok(c) => {
+                    *chain = c;
+                    if let Some(t) = taken.get_mut(i) {
+                        *t = c.head;
+                    }
+                }
+                Err(e) => {
+                    give_back(&mut alloc, root, &chains);
+                    return Err(e);
+                }
+            }
+        }
+        let [iommus, domains, devices] = &chains;
+        let flb = IommuFlbSer {
+            version: IOMMU_LUO_FLB_VERSION.into(),
+            iommu_array_phys: iommus.head.get().into(),
+            iommu_domain_array_phys: domains.head.get().into(),
+            device_array_phys: devices.head.get().into(),
+        };
+        let Some(page) = alloc.page_mut(root) else {
+            give_back(&mut alloc, root, &chains);
+            return Err(WriteError::PageUnavailable { phys: root });
+        };
+        if let Some(dst) = page.get_mut(..size_of::<IommuFlbSer>()) {
+            dst.copy_from_slice(flb.as_bytes());
+        }
+        let [iommus, domains, devices] = chains;
+        Ok(Writer {
+            alloc,
+            index,
+            id: next_writer_id(),
+            root,
+            iommus,
+            domains,
+            devices,
+            max_device_key: None,
+            counts: Counts::default(),
+        })
+    }
+
+    /// The root's physical address: what LUO hands to the next kernel.
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// What the image holds.
+    pub fn counts(&self) -> Counts {
+        let pages = [self.iommus, self.domains, self.devices]
+            .iter()
+            .fold(1u64, |n, c| n.saturating_add(c.pages));
+        Counts {
+            pages,
+            ..self.counts
+        }
+    }
+
+    /// The allocator (for tests and tools: with [`MapAlloc`] it is also the
+    /// [`Memory`](crate::Memory) the image can be read from).
+    pub fn alloc(&self) -> &A {
+        &self.alloc
+    }
+
+    /// The allocator, mutably. Changing the image's pages through it voids
+    /// the writer's guarantees; it detects some changes as
+    /// [`WriteError::Inconsistent`].
+    pub fn alloc_mut(&mut self) -> &mut A {
+        &mut self.alloc
+    }
+
+    /// The device index.
+    pub fn index(&self) -> &X {
+        &self.index
+    }
+
+    /// Ends writing; returns the root's address for the handover, and the
+    /// allocator, which still holds every page.
+    pub fn finish(self) -> (PhysAddr, A) {
+        (self.root, self.alloc)
+    }
+
+    /// Abandons the image and gives every page back to the allocator in the
+    /// kernel's order (see [Page order](self#page-order)): the domain,
+    /// device and IOMMU chains, each head to tail, then the root.
+    pub fn abort(mut self) -> A {
+        give_back(
+            &mut self.alloc,
+            self.root,
+            &[self.iommus, self.domains, self.devices],
+        );
+        self.alloc
+    }
+
+    /// The root and the current tails: the pages a fresh page must not be.
+    fn in_use(&self) -> [PhysAddr; 4] {
+        [
+            self.root,
+            self.iommus.tail,
+            self.domains.tail,
+            self.devices.tail,
+        ]
+    }
+}

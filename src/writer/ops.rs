@@ -1,0 +1,297 @@
+//! The operations: preserve and unpreserve IOMMUs, domains and devices.
+
+use core::ops::ControlFlow;
+
+use super::chain::record;
+use super::index::Lookup;
+use super::types::WriterId;
+use super::{
+    DeviceHandle, DeviceIndex, DeviceInit, DeviceKey, DomainField, DomainHandle, DomainInit,
+    IommuHandle, IommuPayloadInit, ObjectKind, PageAlloc, WriteError, Writer,
+};
+use crate::PhysAddr;
+use crate::abi::v1::{IOMMU_SER_FLAG_DELETED, IommuHdrSer, IommuTypeSer};
+
+fn hdr(ref_count: u32, flags: u32) -> IommuHdrSer {
+    IommuHdrSer {
+        ref_count: ref_count.into(),
+        flags: flags.into(),
+    }
+}
+
+fn is_deleted(h: &IommuHdrSer) -> bool {
+    h.flags.get() & IOMMU_SER_FLAG_DELETED != 0
+}
+
+/// An IOMMU record as the writer sees it.
+enum IommuState {
+    /// Visible to readers, with this many devices.
+    Live(u32),
+    /// Preserved, no devices: `DELETED`, type kept.
+    Idle,
+    /// Unpreserved: `DELETED`, type `IOMMU_INVALID`.
+    Unpreserved,
+}
+
+fn check_owner(
+    mine: WriterId,
+    theirs: WriterId,
+    kind: ObjectKind,
+    phys: PhysAddr,
+) -> Result<(), WriteError> {
+    if mine == theirs {
+        Ok(())
+    } else {
+        Err(WriteError::ForeignHandle { kind, phys })
+    }
+}
+
+impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
+    /// The state and type of the IOMMU at `phys`.
+    fn iommu_state(&mut self, phys: PhysAddr) -> Result<(IommuState, IommuTypeSer), WriteError> {
+        let rec = record(&mut self.alloc, ObjectKind::Iommu, phys)?;
+        let h = rec.hdr()?;
+        let (_, raw) = rec.iommu_key()?;
+        let bad = |what| WriteError::Inconsistent { phys, what };
+        let ty = IommuTypeSer::from_wire(raw).ok_or(bad("IOMMU type unknown"))?;
+        let rc = h.ref_count.get();
+        let state = match (is_deleted(&h), ty) {
+            (true, IommuTypeSer::IommuInvalid) => IommuState::Unpreserved,
+            (true, _) => IommuState::Idle,
+            (false, IommuTypeSer::IommuInvalid) => return Err(bad("live IOMMU of type 0")),
+            (false, _) if rc == 0 => return Err(bad("live IOMMU with ref_count 0")),
+            (false, _) => IommuState::Live(rc),
+        };
+        Ok((state, ty))
+    }
+
+    /// Preserves an IOMMU, identified by `token` (its MMIO base) and the
+    /// payload's type. It stays invisible to readers until a device is
+    /// attached (see [IOMMUs and their reference counts](super#iommus-and-their-reference-counts)).
+    pub fn preserve_iommu(
+        &mut self,
+        token: u64,
+        payload: IommuPayloadInit,
+    ) -> Result<IommuHandle, WriteError> {
+        let ty = payload.iommu_type().wire();
+        // An unpreserved slot's type is IOMMU_INVALID, so it never matches.
+        let dup = self.iommus.scan(&mut self.alloc, |rec| {
+            Ok(if rec.iommu_key()? == (token, ty) {
+                ControlFlow::Break(rec.phys)
+            } else {
+                ControlFlow::Continue(())
+            })
+        })?;
+        if let Some(existing) = dup {
+            return Err(WriteError::DuplicateIommu {
+                token,
+                iommu_type: payload.iommu_type(),
+                existing,
+            });
+        }
+        let in_use = self.in_use();
+        let phys = self.iommus.append(&mut self.alloc, &in_use, |rec| {
+            rec.write_iommu(token, &payload, hdr(0, IOMMU_SER_FLAG_DELETED))
+        })?;
+        self.counts.iommus = self.counts.iommus.saturating_add(1);
+        Ok(IommuHandle::new(phys, self.id))
+    }
+
+    /// Preserves a domain (live at once, `ref_count` 1).
+    pub fn preserve_domain(&mut self, d: DomainInit) -> Result<DomainHandle, WriteError> {
+        let invalid = |field, value| Err(WriteError::InvalidDomain { field, value });
+        if d.top_table_phys.is_null() || !d.top_table_phys.is_page_aligned() {
+            return invalid(DomainField::TopTablePhys, d.top_table_phys.get());
+        }
+        if d.vasz > 64 {
+            return invalid(DomainField::Vasz, u64::from(d.vasz));
+        }
+        if d.sign_extend > 1 {
+            return invalid(DomainField::SignExtend, u64::from(d.sign_extend));
+        }
+        let in_use = self.in_use();
+        let phys = self.domains.append(&mut self.alloc, &in_use, |rec| {
+            rec.write_domain(&d, hdr(1, 0))
+        })?;
+        self.counts.domains = self.counts.domains.saturating_add(1);
+        Ok(DomainHandle::new(phys, self.id))
+    }
+
+    /// The live device with this key, if any.
+    fn find_device(&mut self, key: DeviceKey) -> Result<Option<PhysAddr>, WriteError> {
+        match self.index.lookup(key) {
+            Lookup::Live(p) => return Ok(Some(p)),
+            Lookup::Absent => return Ok(None),
+            Lookup::Unknown => {}
+        }
+        if self.max_device_key.is_none_or(|max| key > max) {
+            return Ok(None);
+        }
+        self.devices.scan(&mut self.alloc, |rec| {
+            let (seg, devid, _, _) = rec.device_fields()?;
+            Ok(
+                if !is_deleted(&rec.hdr()?) && DeviceKey::new(seg, devid) == key {
+                    ControlFlow::Break(rec.phys)
+                } else {
+                    ControlFlow::Continue(())
+                },
+            )
+        })
+    }
+
+    /// Preserves a device attached to `domain` behind `iommu`; the IOMMU's
+    /// `ref_count` rises by one (an idle IOMMU becomes live with 1).
+    pub fn preserve_device(
+        &mut self,
+        d: DeviceInit,
+        domain: DomainHandle,
+        iommu: IommuHandle,
+    ) -> Result<DeviceHandle, WriteError> {
+        check_owner(self.id, domain.writer(), ObjectKind::Domain, domain.phys())?;
+        check_owner(self.id, iommu.writer(), ObjectKind::Iommu, iommu.phys())?;
+        let dom = record(&mut self.alloc, ObjectKind::Domain, domain.phys())?.hdr()?;
+        if is_deleted(&dom) {
+            return Err(WriteError::AttachToDeleted {
+                kind: ObjectKind::Domain,
+                phys: domain.phys(),
+            });
+        }
+        let (state, ty) = self.iommu_state(iommu.phys())?;
+        let new_count = match state {
+            IommuState::Unpreserved => {
+                return Err(WriteError::AttachToDeleted {
+                    kind: ObjectKind::Iommu,
+                    phys: iommu.phys(),
+                });
+            }
+            IommuState::Idle => 1,
+            IommuState::Live(n) => n.checked_add(1).ok_or(WriteError::RefCountOverflow {
+                iommu: iommu.phys(),
+            })?,
+        };
+        if d.payload.iommu_type() != ty {
+            return Err(WriteError::PayloadMismatch {
+                iommu: iommu.phys(),
+                iommu_type: ty,
+                payload_type: d.payload.iommu_type(),
+            });
+        }
+        if ty == IommuTypeSer::IommuArmSmmuv3 && d.attachment_id != 0 {
+            return Err(WriteError::AttachmentIdOnSmmuv3 {
+                attachment_id: d.attachment_id,
+            });
+        }
+        let key = DeviceKey::new(d.pci_domain_nr, d.devid);
+        if let Some(existing) = self.find_device(key)? {
+            return Err(WriteError::DuplicateDevice {
+                pci_domain_nr: d.pci_domain_nr,
+                devid: d.devid,
+                existing,
+            });
+        }
+        let in_use = self.in_use();
+        let index = &mut self.index;
+        let phys = self.devices.append(&mut self.alloc, &in_use, |rec| {
+            rec.write_device(&d, domain.phys(), iommu.phys(), hdr(1, 0))?;
+            // Last: the only step that can fail leaves the index unchanged.
+            index.insert(key, rec.phys)
+        })?;
+        record(&mut self.alloc, ObjectKind::Iommu, iommu.phys())?.set_hdr(new_count, 0)?;
+        if new_count == 1 {
+            self.counts.live_iommus = self.counts.live_iommus.saturating_add(1);
+        }
+        self.counts.devices = self.counts.devices.saturating_add(1);
+        self.max_device_key = Some(self.max_device_key.map_or(key, |m| m.max(key)));
+        Ok(DeviceHandle::new(phys, self.id))
+    }
+
+    /// Unpreserves a device (`DELETED`); its IOMMU's `ref_count` falls by
+    /// one, and the IOMMU is `DELETED` (idle) when it reaches 0.
+    pub fn unpreserve_device(&mut self, device: DeviceHandle) -> Result<(), WriteError> {
+        let phys = device.phys();
+        check_owner(self.id, device.writer(), ObjectKind::Device, phys)?;
+        let rec = record(&mut self.alloc, ObjectKind::Device, phys)?;
+        let h = rec.hdr()?;
+        if is_deleted(&h) {
+            return Err(WriteError::AlreadyUnpreserved {
+                kind: ObjectKind::Device,
+                phys,
+            });
+        }
+        let (seg, devid, _, iommu) = rec.device_fields()?;
+        let IommuState::Live(n) = self.iommu_state(iommu)?.0 else {
+            return Err(WriteError::Inconsistent {
+                phys: iommu,
+                what: "live device behind a deleted IOMMU",
+            });
+        };
+        record(&mut self.alloc, ObjectKind::Device, phys)?
+            .set_hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED)?;
+        let left = n.saturating_sub(1);
+        let flags = if left == 0 { IOMMU_SER_FLAG_DELETED } else { 0 };
+        record(&mut self.alloc, ObjectKind::Iommu, iommu)?.set_hdr(left, flags)?;
+        if left == 0 {
+            self.counts.live_iommus = self.counts.live_iommus.saturating_sub(1);
+        }
+        self.index.remove(DeviceKey::new(seg, devid));
+        self.counts.devices = self.counts.devices.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Unpreserves a domain (`DELETED`). Refused while a live device is
+    /// attached to it: that device's `domain_phys` would name a deleted
+    /// record.
+    pub fn unpreserve_domain(&mut self, domain: DomainHandle) -> Result<(), WriteError> {
+        let phys = domain.phys();
+        check_owner(self.id, domain.writer(), ObjectKind::Domain, phys)?;
+        let h = record(&mut self.alloc, ObjectKind::Domain, phys)?.hdr()?;
+        if is_deleted(&h) {
+            return Err(WriteError::AlreadyUnpreserved {
+                kind: ObjectKind::Domain,
+                phys,
+            });
+        }
+        let user = self.devices.scan(&mut self.alloc, |rec| {
+            let (_, _, dom, _) = rec.device_fields()?;
+            Ok(if dom == phys && !is_deleted(&rec.hdr()?) {
+                ControlFlow::Break(rec.phys)
+            } else {
+                ControlFlow::Continue(())
+            })
+        })?;
+        if let Some(device) = user {
+            return Err(WriteError::DomainInUse {
+                domain: phys,
+                device,
+            });
+        }
+        record(&mut self.alloc, ObjectKind::Domain, phys)?
+            .set_hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED)?;
+        self.counts.domains = self.counts.domains.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Unpreserves an IOMMU that has no devices left. Refused while devices
+    /// are behind it (unpreserve them first, as the kernel does).
+    pub fn unpreserve_iommu(&mut self, iommu: IommuHandle) -> Result<(), WriteError> {
+        let phys = iommu.phys();
+        check_owner(self.id, iommu.writer(), ObjectKind::Iommu, phys)?;
+        match self.iommu_state(phys)?.0 {
+            IommuState::Unpreserved => Err(WriteError::AlreadyUnpreserved {
+                kind: ObjectKind::Iommu,
+                phys,
+            }),
+            IommuState::Live(devices) => Err(WriteError::IommuInUse {
+                iommu: phys,
+                devices,
+            }),
+            IommuState::Idle => {
+                let mut rec = record(&mut self.alloc, ObjectKind::Iommu, phys)?;
+                rec.set_iommu_type(IommuTypeSer::IommuInvalid)?;
+                rec.set_hdr(0, IOMMU_SER_FLAG_DELETED)?;
+                self.counts.iommus = self.counts.iommus.saturating_sub(1);
+                Ok(())
+            }
+        }
+    }
+}

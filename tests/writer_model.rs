@@ -1,0 +1,574 @@
+//! Random operation sequences against a simple model: after every step the
+//! image's bytes hold exactly the model's objects, flags, reference counts
+//! and links; abort gives back every page in the promised order. The same
+//! with an allocator that fails at random steps.
+#![cfg(feature = "alloc")] // The tests allocate from MapAlloc.
+
+mod writer_support;
+
+use iommu_flb_abi::PhysAddr;
+use iommu_flb_abi::abi::v1::*;
+use iommu_flb_abi::writer::*;
+use proptest::prelude::*;
+use writer_support::{Dump, pages_for, walk};
+
+#[derive(Clone, Debug)]
+enum Op {
+    Iommu {
+        token: u64,
+        intel: bool,
+    },
+    Domain {
+        top: u64,
+        vasz: u32,
+        sign_extend: u8,
+    },
+    Device {
+        seg: u32,
+        devid: u32,
+        dom: usize,
+        iommu: usize,
+        intel: bool,
+        attach: u64,
+    },
+    UnDevice(usize),
+    UnDomain(usize),
+    UnIommu(usize),
+}
+
+/// One random operation. `wide` draws from key spaces large enough (and
+/// preserves often enough) that every chain grows past one page.
+fn op(wide: bool) -> impl Strategy<Value = Op> {
+    let (tokens, devids, tops): (u64, u32, u64) = if wide { (48, 400, 16) } else { (4, 40, 4) };
+    let (vasz_end, sign_end): (u32, u8) = if wide { (66, 2) } else { (67, 3) };
+    let (w_dom, w_dev, w_un) = if wide { (9, 8, 1) } else { (2, 6, 3) };
+    let index = || any::<prop::sample::Index>().prop_map(|i| i.index(usize::MAX));
+    prop_oneof![
+        2 => (0..tokens, any::<bool>()).prop_map(|(token, intel)| Op::Iommu { token, intel }),
+        w_dom => (0..tops, 60..vasz_end, 0..sign_end).prop_map(|(t, vasz, sign_extend)| Op::Domain {
+            // 0 is null, 1 unaligned, the rest valid.
+            top: if t < 2 { t * 0x1001 } else { t * 0x4000 },
+            vasz,
+            sign_extend,
+        }),
+        w_dev => ((0u32..2, 0..devids), index(), index(), any::<bool>(), 0u64..2).prop_map(
+            |((seg, devid), dom, iommu, intel, attach)| Op::Device {
+                seg,
+                devid,
+                dom,
+                iommu,
+                intel,
+                attach,
+            }
+        ),
+        w_un => index().prop_map(Op::UnDevice),
+        1 => index().prop_map(Op::UnDomain),
+        1 => index().prop_map(Op::UnIommu),
+    ]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum IommuState {
+    Live(u32),
+    Idle,
+    Gone,
+}
+
+struct MIommu {
+    h: IommuHandle,
+    token: u64,
+    ty: IommuTypeSer,
+    state: IommuState,
+}
+struct MDomain {
+    h: DomainHandle,
+    init: DomainInit,
+    deleted: bool,
+}
+struct MDevice {
+    h: DeviceHandle,
+    init: DeviceInit,
+    dom: usize,
+    iommu: usize,
+    deleted: bool,
+}
+
+#[derive(Default)]
+struct Model {
+    iommus: Vec<MIommu>,
+    domains: Vec<MDomain>,
+    devices: Vec<MDevice>,
+}
+
+fn ty(intel: bool) -> IommuTypeSer {
+    if intel {
+        IommuTypeSer::IommuIntel
+    } else {
+        IommuTypeSer::IommuArmSmmuv3
+    }
+}
+
+fn iommu_payload(intel: bool, token: u64) -> IommuPayloadInit {
+    if intel {
+        IommuPayloadInit::Intel(IntelIommuInit {
+            phys_addr: PhysAddr::new(token),
+            root_table: PhysAddr::new(0x77_0000),
+            context_tables_bitmap: [token; 8],
+        })
+    } else {
+        IommuPayloadInit::Smmuv3(Smmuv3IommuInit {
+            phys_addr: PhysAddr::new(token),
+            strtab_base_cfg: 3,
+            l1_strtab_lu_state: 4,
+            l2_strtab_lu_states_phys: PhysAddr::new(0x5000),
+        })
+    }
+}
+
+fn device_payload(intel: bool) -> DevicePayloadInit {
+    if intel {
+        DevicePayloadInit::Intel(IntelDeviceInit {
+            pasid_table: PhysAddr::new(0x9000),
+            max_pasid: 20,
+        })
+    } else {
+        DevicePayloadInit::Smmuv3(Smmuv3DeviceInit {
+            l1_cdtab_lu_state: 1,
+            num_l2_cdtables: 2,
+            l2_cdtab_lu_states_phys: PhysAddr::new(0xa000),
+        })
+    }
+}
+
+/// The page a preserve of `kind` would need, if the chain's tail is full.
+fn needs_page(slots: usize, cap: u64) -> bool {
+    slots > 0 && slots % cap as usize == 0
+}
+
+/// Applies `op` to the writer and the model; returns an error message on any
+/// disagreement.
+fn step<A: PageAlloc, X: DeviceIndex>(
+    w: &mut Writer<A, X>,
+    m: &mut Model,
+    op: &Op,
+) -> Result<(), TestCaseError> {
+    // Out of pages is the allocator's choice; the model only checks it came
+    // when a page was needed, and that nothing changed.
+    let oom = |r: &Result<(), WriteError>, kind, slots, cap| -> Result<bool, TestCaseError> {
+        if let Err(WriteError::OutOfPages { purpose }) = r {
+            prop_assert_eq!(*purpose, PagePurpose::Chain(kind));
+            prop_assert!(needs_page(slots, cap), "OOM without needing a page");
+            return Ok(true);
+        }
+        Ok(false)
+    };
+    match *op {
+        Op::Iommu { token, intel } => {
+            let expect = m
+                .iommus
+                .iter()
+                .find(|i| i.state != IommuState::Gone && i.token == token && i.ty == ty(intel))
+                .map(|i| WriteError::DuplicateIommu {
+                    token,
+                    iommu_type: ty(intel),
+                    existing: i.h.phys(),
+                });
+            let got = w.preserve_iommu(token, iommu_payload(intel, token));
+            let r = got.map(|_| ());
+            if oom(
+                &r,
+                ObjectKind::Iommu,
+                m.iommus.len(),
+                IOMMU_HW_ARRAY_CAPACITY,
+            )? {
+                prop_assert!(expect.is_none());
+                return Ok(());
+            }
+            match (expect, got) {
+                (Some(e), got) => prop_assert_eq!(got, Err(e)),
+                (None, Ok(h)) => m.iommus.push(MIommu {
+                    h,
+                    token,
+                    ty: ty(intel),
+                    state: IommuState::Idle,
+                }),
+                (None, Err(e)) => prop_assert!(false, "unexpected {e}"),
+            }
+        }
+        Op::Domain {
+            top,
+            vasz,
+            sign_extend,
+        } => {
+            let init = DomainInit {
+                top_table_phys: PhysAddr::new(top),
+                top_level: 3,
+                vasz,
+                sign_extend,
+            };
+            let expect = if top == 0 || top % 4096 != 0 {
+                Some(WriteError::InvalidDomain {
+                    field: DomainField::TopTablePhys,
+                    value: top,
+                })
+            } else if vasz > 64 {
+                Some(WriteError::InvalidDomain {
+                    field: DomainField::Vasz,
+                    value: vasz.into(),
+                })
+            } else if sign_extend > 1 {
+                Some(WriteError::InvalidDomain {
+                    field: DomainField::SignExtend,
+                    value: sign_extend.into(),
+                })
+            } else {
+                None
+            };
+            let got = w.preserve_domain(init);
+            let r = got.map(|_| ());
+            if oom(
+                &r,
+                ObjectKind::Domain,
+                m.domains.len(),
+                IOMMU_DOMAIN_ARRAY_CAPACITY,
+            )? {
+                prop_assert!(expect.is_none());
+                return Ok(());
+            }
+            match (expect, got) {
+                (Some(e), got) => prop_assert_eq!(got, Err(e)),
+                (None, Ok(h)) => m.domains.push(MDomain {
+                    h,
+                    init,
+                    deleted: false,
+                }),
+                (None, Err(e)) => prop_assert!(false, "unexpected {e}"),
+            }
+        }
+        Op::Device {
+            seg,
+            devid,
+            dom,
+            iommu,
+            intel,
+            attach,
+        } => {
+            if m.domains.is_empty() || m.iommus.is_empty() {
+                return Ok(());
+            }
+            let (di, ii) = (dom % m.domains.len(), iommu % m.iommus.len());
+            let init = DeviceInit {
+                pci_domain_nr: seg,
+                devid,
+                dma_owner_token: 0xd0 + u64::from(devid),
+                attachment_id: attach,
+                payload: device_payload(intel),
+            };
+            let (d, i) = (&m.domains[di], &m.iommus[ii]);
+            let dup = m
+                .devices
+                .iter()
+                .find(|x| !x.deleted && x.init.pci_domain_nr == seg && x.init.devid == devid);
+            let expect = if d.deleted {
+                Some(WriteError::AttachToDeleted {
+                    kind: ObjectKind::Domain,
+                    phys: d.h.phys(),
+                })
+            } else if i.state == IommuState::Gone {
+                Some(WriteError::AttachToDeleted {
+                    kind: ObjectKind::Iommu,
+                    phys: i.h.phys(),
+                })
+            } else if i.ty != ty(intel) {
+                Some(WriteError::PayloadMismatch {
+                    iommu: i.h.phys(),
+                    iommu_type: i.ty,
+                    payload_type: ty(intel),
+                })
+            } else if !intel && attach != 0 {
+                Some(WriteError::AttachmentIdOnSmmuv3 {
+                    attachment_id: attach,
+                })
+            } else {
+                dup.map(|x| WriteError::DuplicateDevice {
+                    pci_domain_nr: seg,
+                    devid,
+                    existing: x.h.phys(),
+                })
+            };
+            let got = w.preserve_device(init, d.h, i.h);
+            let r = got.map(|_| ());
+            if oom(
+                &r,
+                ObjectKind::Device,
+                m.devices.len(),
+                IOMMU_DEVICE_ARRAY_CAPACITY,
+            )? {
+                prop_assert!(expect.is_none());
+                return Ok(());
+            }
+            match (expect, got) {
+                (Some(e), got) => prop_assert_eq!(got, Err(e)),
+                (None, Ok(h)) => {
+                    let st = &mut m.iommus[ii].state;
+                    *st = match *st {
+                        IommuState::Idle => IommuState::Live(1),
+                        IommuState::Live(n) => IommuState::Live(n + 1),
+                        IommuState::Gone => unreachable!(),
+                    };
+                    m.devices.push(MDevice {
+                        h,
+                        init,
+                        dom: di,
+                        iommu: ii,
+                        deleted: false,
+                    });
+                }
+                (None, Err(e)) => prop_assert!(false, "unexpected {e}"),
+            }
+        }
+        Op::UnDevice(k) => {
+            if m.devices.is_empty() {
+                return Ok(());
+            }
+            let n = m.devices.len();
+            let x = &mut m.devices[k % n];
+            let got = w.unpreserve_device(x.h);
+            if x.deleted {
+                prop_assert_eq!(
+                    got,
+                    Err(WriteError::AlreadyUnpreserved {
+                        kind: ObjectKind::Device,
+                        phys: x.h.phys()
+                    })
+                );
+            } else {
+                prop_assert_eq!(got, Ok(()));
+                x.deleted = true;
+                let st = &mut m.iommus[x.iommu].state;
+                *st = match *st {
+                    IommuState::Live(1) => IommuState::Idle,
+                    IommuState::Live(n) => IommuState::Live(n - 1),
+                    s => panic!("model: device behind {s:?}"),
+                };
+            }
+        }
+        Op::UnDomain(k) => {
+            if m.domains.is_empty() {
+                return Ok(());
+            }
+            let di = k % m.domains.len();
+            let d = &m.domains[di];
+            let user = m.devices.iter().find(|x| !x.deleted && x.dom == di);
+            let got = w.unpreserve_domain(d.h);
+            if d.deleted {
+                prop_assert_eq!(
+                    got,
+                    Err(WriteError::AlreadyUnpreserved {
+                        kind: ObjectKind::Domain,
+                        phys: d.h.phys()
+                    })
+                );
+            } else if let Some(u) = user {
+                prop_assert_eq!(
+                    got,
+                    Err(WriteError::DomainInUse {
+                        domain: d.h.phys(),
+                        device: u.h.phys()
+                    })
+                );
+            } else {
+                prop_assert_eq!(got, Ok(()));
+                m.domains[di].deleted = true;
+            }
+        }
+        Op::UnIommu(k) => {
+            if m.iommus.is_empty() {
+                return Ok(());
+            }
+            let n = m.iommus.len();
+            let i = &mut m.iommus[k % n];
+            let got = w.unpreserve_iommu(i.h);
+            let phys = i.h.phys();
+            match i.state {
+                IommuState::Gone => prop_assert_eq!(
+                    got,
+                    Err(WriteError::AlreadyUnpreserved {
+                        kind: ObjectKind::Iommu,
+                        phys
+                    })
+                ),
+                IommuState::Live(devices) => {
+                    prop_assert_eq!(
+                        got,
+                        Err(WriteError::IommuInUse {
+                            iommu: phys,
+                            devices
+                        })
+                    )
+                }
+                IommuState::Idle => {
+                    prop_assert_eq!(got, Ok(()));
+                    i.state = IommuState::Gone;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The image bytes hold exactly the model.
+fn check_image(d: &Dump, m: &Model) -> Result<(), TestCaseError> {
+    prop_assert_eq!(d.iommus.records.len(), m.iommus.len());
+    prop_assert_eq!(d.domains.records.len(), m.domains.len());
+    prop_assert_eq!(d.devices.records.len(), m.devices.len());
+    prop_assert_eq!(
+        d.iommus.pages.len(),
+        pages_for(m.iommus.len(), IOMMU_HW_ARRAY_CAPACITY)
+    );
+    prop_assert_eq!(
+        d.domains.pages.len(),
+        pages_for(m.domains.len(), IOMMU_DOMAIN_ARRAY_CAPACITY)
+    );
+    prop_assert_eq!(
+        d.devices.pages.len(),
+        pages_for(m.devices.len(), IOMMU_DEVICE_ARRAY_CAPACITY)
+    );
+    for (r, i) in d.iommus.records.iter().zip(&m.iommus) {
+        prop_assert_eq!(r.phys, i.h.phys());
+        let hw = r.iommu();
+        prop_assert_eq!(hw.token.get(), i.token);
+        let (rc, flags, wire_ty) = match i.state {
+            IommuState::Live(n) => (n, 0, i.ty.wire()),
+            IommuState::Idle => (0, IOMMU_SER_FLAG_DELETED, i.ty.wire()),
+            IommuState::Gone => (0, IOMMU_SER_FLAG_DELETED, 0),
+        };
+        prop_assert_eq!(
+            (r.ref_count(), r.flags(), hw.r#type.get()),
+            (rc, flags, wire_ty)
+        );
+    }
+    for (r, x) in d.domains.records.iter().zip(&m.domains) {
+        prop_assert_eq!(r.phys, x.h.phys());
+        let dom = r.domain();
+        let flags = if x.deleted { IOMMU_SER_FLAG_DELETED } else { 0 };
+        prop_assert_eq!((r.ref_count(), r.flags()), (1, flags));
+        prop_assert_eq!(dom.top_table_phys.get(), x.init.top_table_phys.get());
+        prop_assert_eq!(dom.vasz.get(), x.init.vasz);
+        prop_assert_eq!(dom.sign_extend, x.init.sign_extend);
+        prop_assert_eq!((dom.padding, dom.restored_domain.get()), ([0; 3], 0));
+    }
+    for (r, x) in d.devices.records.iter().zip(&m.devices) {
+        prop_assert_eq!(r.phys, x.h.phys());
+        let dev = r.device();
+        let flags = if x.deleted { IOMMU_SER_FLAG_DELETED } else { 0 };
+        prop_assert_eq!((r.ref_count(), r.flags()), (1, flags));
+        prop_assert_eq!(
+            (dev.pci_domain_nr.get(), dev.devid.get()),
+            (x.init.pci_domain_nr, x.init.devid)
+        );
+        let map = dev.domain_iommu_ser;
+        prop_assert_eq!(map.domain_phys.get(), m.domains[x.dom].h.phys().get());
+        prop_assert_eq!(map.iommu_phys.get(), m.iommus[x.iommu].h.phys().get());
+        prop_assert_eq!(map.attachment_id.get(), x.init.attachment_id);
+    }
+    // The rule the reader enforces: a live IOMMU counts its live devices.
+    for (k, i) in m.iommus.iter().enumerate() {
+        let live = m
+            .devices
+            .iter()
+            .filter(|x| !x.deleted && x.iommu == k)
+            .count() as u32;
+        match i.state {
+            IommuState::Live(n) => prop_assert_eq!(n, live),
+            _ => prop_assert_eq!(live, 0),
+        }
+    }
+    Ok(())
+}
+
+fn run<X: DeviceIndex, F: FnMut(u64) -> bool>(
+    pages: FailingAlloc<MapAlloc, F>,
+    index: X,
+    ops: &[Op],
+) -> Result<u64, TestCaseError> {
+    let mut pages = pages;
+    let mut w = match Writer::with_index(&mut pages, index) {
+        Ok(w) => w,
+        Err(e) => {
+            // Start may fail only for lack of a page, and gives back all it took.
+            prop_assert!(matches!(e, WriteError::OutOfPages { .. }), "{e}");
+            prop_assert!(
+                pages.inner().map().is_empty(),
+                "start failed but kept pages"
+            );
+            return Ok(pages.failures());
+        }
+    };
+    let mut m = Model::default();
+    for op in ops {
+        step(&mut w, &mut m, op)?;
+        let d = walk(w.alloc().inner(), w.root());
+        check_image(&d, &m)?;
+        // Every page the allocator holds is in the image, and vice versa.
+        let mut held: Vec<_> = w.alloc().inner().map().iter().map(|(p, _)| p).collect();
+        let mut pages = d.all_pages();
+        held.sort();
+        pages.sort();
+        prop_assert_eq!(&held, &pages);
+        prop_assert_eq!(w.counts().pages, pages.len() as u64);
+    }
+    let d = walk(w.alloc().inner(), w.root());
+    let pages = w.abort();
+    prop_assert!(pages.inner().map().is_empty(), "abort left pages behind");
+    prop_assert_eq!(pages.inner().freed(), &d.abort_order()[..]);
+    Ok(pages.failures())
+}
+
+const CASES: u32 = if cfg!(miri) { 4 } else { 48 };
+const OPS: usize = if cfg!(miri) { 30 } else { 700 };
+
+fn alloc_for(scatter: Option<u64>) -> MapAlloc {
+    match scatter {
+        Some(seed) => MapAlloc::scattered(seed),
+        None => MapAlloc::sequential(PhysAddr::new(0x100_0000)),
+    }
+}
+
+/// Steps `start` takes (root and three chain heads).
+const START_STEPS: u64 = 4;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn image_bytes_match_the_model_after_every_operation(
+        ops in any::<bool>().prop_flat_map(|wide| {
+            prop::collection::vec(op(wide), if wide { OPS / 2..OPS } else { 0..OPS })
+        }),
+        scatter in prop::option::of(any::<u64>()),
+        indexed in any::<bool>(),
+    ) {
+        let pages = FailingAlloc::new(alloc_for(scatter), |_| false);
+        if indexed {
+            let mut slots = vec![IndexSlot::empty(); 1000];
+            run(pages, SliceIndex::new(&mut slots), &ops)?;
+        } else {
+            run(pages, NoIndex, &ops)?;
+        }
+    }
+
+    #[test]
+    fn allocator_failures_leave_a_valid_image_and_every_page_accounted_for(
+        ops in prop::collection::vec(op(true), OPS / 2..OPS),
+        scatter in prop::option::of(any::<u64>()),
+        seed in any::<u64>(),
+        one_in in 1u64..4,
+        fail_start in prop::bool::weighted(0.2),
+    ) {
+        let mut random = random_failures(seed, one_in);
+        let plan = move |step| (fail_start || step >= START_STEPS) && random(step);
+        let pages = FailingAlloc::new(alloc_for(scatter), plan);
+        run(pages, NoIndex, &ops)?;
+    }
+}

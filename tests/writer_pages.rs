@@ -1,0 +1,397 @@
+//! Pages: what `start` takes and writes, the exact bytes of each record,
+//! which pages the writer refuses, allocation failure at every page a
+//! chain needs, and the order `abort` gives pages back in.
+#![cfg(feature = "alloc")] // The tests allocate from MapAlloc.
+
+mod writer_support;
+
+use std::cell::Cell;
+
+use iommu_flb_abi::abi::v1::*;
+use iommu_flb_abi::writer::*;
+use iommu_flb_abi::{Memory, PhysAddr};
+use writer_support::walk;
+
+fn p(a: u64) -> PhysAddr {
+    PhysAddr::new(a)
+}
+
+fn domain_init() -> DomainInit {
+    DomainInit {
+        top_table_phys: p(0x40_0000),
+        top_level: 4,
+        vasz: 48,
+        sign_extend: 1,
+    }
+}
+
+fn intel_dev(devid: u32) -> DeviceInit {
+    DeviceInit {
+        pci_domain_nr: 0,
+        devid,
+        dma_owner_token: 0x77,
+        attachment_id: 9,
+        payload: DevicePayloadInit::Intel(IntelDeviceInit {
+            pasid_table: p(0x5000),
+            max_pasid: 0x100,
+        }),
+    }
+}
+
+#[test]
+fn start_takes_the_root_then_the_iommu_domain_and_device_heads() {
+    let addrs = [p(0x9000), p(0x3000), p(0x7000), p(0x1000)];
+    let w = Writer::start(MapAlloc::from_list(addrs)).unwrap();
+    let (root, pages) = w.finish();
+    assert_eq!(root, p(0x9000));
+    let flb = pages.page(root).unwrap();
+    let mut want = [0u8; 32];
+    want[0] = 1; // version
+    want[8..16].copy_from_slice(&0x3000u64.to_le_bytes());
+    want[16..24].copy_from_slice(&0x7000u64.to_le_bytes());
+    want[24..32].copy_from_slice(&0x1000u64.to_le_bytes());
+    assert_eq!(flb[..32], want);
+    for head in &addrs[1..] {
+        assert!(pages.page(*head).unwrap().iter().all(|b| *b == 0), "{head}");
+    }
+}
+
+#[test]
+fn start_gives_back_every_page_when_any_of_its_four_allocations_fails() {
+    for fail in 0..4 {
+        let mut pages = FailingAlloc::new(MapAlloc::sequential(p(0x10_0000)), |s| s == fail);
+        let purpose = [
+            PagePurpose::Root,
+            PagePurpose::Chain(ObjectKind::Iommu),
+            PagePurpose::Chain(ObjectKind::Domain),
+            PagePurpose::Chain(ObjectKind::Device),
+        ][fail as usize];
+        assert_eq!(
+            Writer::start(&mut pages).err(),
+            Some(WriteError::OutOfPages { purpose })
+        );
+        assert!(pages.inner().map().is_empty(), "step {fail}");
+        assert_eq!(pages.inner().freed().len() as u64, fail);
+    }
+}
+
+#[test]
+fn records_hold_exactly_the_kernels_bytes() {
+    let mut w = Writer::start(MapAlloc::sequential(p(0x10_0000))).unwrap();
+    let i = w
+        .preserve_iommu(
+            0xfed9_0000,
+            IommuPayloadInit::Intel(IntelIommuInit {
+                phys_addr: p(0xfed9_0000),
+                root_table: p(0x20_0000),
+                context_tables_bitmap: [1, 2, 3, 4, 5, 6, 7, 8],
+            }),
+        )
+        .unwrap();
+    let d = w.preserve_domain(domain_init()).unwrap();
+    let x = w.preserve_device(intel_dev(0x0308), d, i).unwrap();
+    // Sequential pages: root 0x100000, heads 0x101000 (IOMMU), 0x102000, 0x103000.
+    assert_eq!(
+        (i.phys(), d.phys(), x.phys()),
+        (p(0x10_1010), p(0x10_2010), p(0x10_3010))
+    );
+    let (_, pages) = w.finish();
+    let le = |v: u64, n: usize| v.to_le_bytes()[..n].to_vec();
+
+    let mut iommu = [le(1, 4), le(0, 4), le(0xfed9_0000, 8), le(1, 8)].concat();
+    iommu.extend([0u8; 8]); // restored, padding
+    iommu.extend(le(0xfed9_0000, 8));
+    iommu.extend(le(0x20_0000, 8));
+    (1..=8).for_each(|b| iommu.extend(le(b, 8)));
+    assert_eq!(
+        &pages.page(p(0x10_1000)).unwrap()[..16],
+        &[le(0, 8), le(1, 8)].concat()[..]
+    );
+    assert_eq!(&pages.page(p(0x10_1000)).unwrap()[16..128], &iommu[..]);
+
+    let domain = [
+        le(1, 4),
+        le(0, 4),
+        le(0x40_0000, 8),
+        le(4, 8),
+        le(48, 4),
+        vec![1, 0, 0, 0],
+        le(0, 8),
+    ]
+    .concat();
+    assert_eq!(&pages.page(p(0x10_2000)).unwrap()[16..56], &domain[..]);
+
+    let device = [
+        le(1, 4),
+        le(0, 4),
+        le(0x308, 4),
+        le(0, 4),
+        le(0x77, 8),
+        le(9, 8),
+        le(0x10_2010, 8),
+        le(0x10_1010, 8),
+        vec![0; 8], // restored, padding
+        le(0x5000, 8),
+        le(0x100, 8),
+    ]
+    .concat();
+    assert_eq!(&pages.page(p(0x10_3000)).unwrap()[16..88], &device[..]);
+}
+
+#[test]
+fn an_smmuv3_record_zeroes_the_union_bytes_its_payload_does_not_cover() {
+    let mut w = Writer::start(MapAlloc::sequential(p(0x10_0000))).unwrap();
+    // Dirty the free slot (beyond nr_objects, so the image stays valid):
+    // the record must not depend on what the slot held.
+    w.alloc_mut().page_mut(p(0x10_1000)).unwrap()[16..128].fill(0xff);
+    let payload = IommuPayloadInit::Smmuv3(Smmuv3IommuInit {
+        phys_addr: p(0x9_0000_0000),
+        strtab_base_cfg: 0x11,
+        l1_strtab_lu_state: 0x22,
+        l2_strtab_lu_states_phys: p(0x3000),
+    });
+    let i = w.preserve_iommu(0x9_0000_0000, payload).unwrap();
+    let rec = &walk(w.alloc(), w.root()).iommus.records[0];
+    assert_eq!(rec.phys, i.phys());
+    let le = |v: u64| v.to_le_bytes();
+    assert_eq!(
+        &rec.bytes[..56],
+        &[
+            [0, 0, 0, 0, 1, 0, 0, 0], // ref_count 0, DELETED until a device
+            le(0x9_0000_0000),
+            le(2),
+            le(0x9_0000_0000),
+            le(0x11),
+            le(0x22),
+            le(0x3000)
+        ]
+        .concat()[..]
+    );
+    assert!(rec.bytes[56..].iter().all(|b| *b == 0));
+}
+
+#[test]
+fn a_preserved_iommu_stays_invisible_until_its_first_device() {
+    let mut w = Writer::start(MapAlloc::sequential(p(0x10_0000))).unwrap();
+    let i = w
+        .preserve_iommu(7, IommuPayloadInit::Intel(IntelIommuInit::default()))
+        .unwrap();
+    let rec = walk(w.alloc(), w.root()).iommus.records[0].clone();
+    assert_eq!((rec.ref_count(), rec.flags()), (0, IOMMU_SER_FLAG_DELETED));
+    assert_eq!(w.counts().live_iommus, 0);
+    let d = w.preserve_domain(domain_init()).unwrap();
+    w.preserve_device(intel_dev(1), d, i).unwrap();
+    w.preserve_device(intel_dev(2), d, i).unwrap();
+    let rec = walk(w.alloc(), w.root()).iommus.records[0].clone();
+    assert_eq!((rec.ref_count(), rec.flags()), (2, 0));
+    assert_eq!(w.counts().live_iommus, 1);
+}
+
+/// A writer whose allocator hands out `extra` after the four start pages.
+fn writer_then(extra: PhysAddr) -> Writer<MapAlloc> {
+    let list = [p(0x1000), p(0x2000), p(0x3000), p(0x4000), extra];
+    Writer::start(MapAlloc::from_list(list)).unwrap()
+}
+
+/// Fills the domain chain's first page, so the next domain needs a page.
+fn fill_domains(w: &mut Writer<MapAlloc>) {
+    for _ in 0..IOMMU_DOMAIN_ARRAY_CAPACITY {
+        w.preserve_domain(domain_init()).unwrap();
+    }
+}
+
+fn refused(extra: PhysAddr, problem: BadPage) {
+    let mut w = writer_then(extra);
+    fill_domains(&mut w);
+    let before = walk(w.alloc(), w.root());
+    assert_eq!(
+        w.preserve_domain(domain_init()),
+        Err(WriteError::BadPage {
+            purpose: PagePurpose::Chain(ObjectKind::Domain),
+            phys: extra,
+            problem
+        })
+    );
+    let after = walk(w.alloc(), w.root());
+    assert_eq!(after.domains.pages, before.domains.pages);
+    assert_eq!(after.domains.records.len(), before.domains.records.len());
+}
+
+#[test]
+fn a_null_page_from_the_allocator_is_refused() {
+    refused(PhysAddr::NULL, BadPage::Null);
+}
+
+#[test]
+fn an_unaligned_page_from_the_allocator_is_refused() {
+    refused(p(0x5008), BadPage::Unaligned);
+}
+
+#[test]
+fn a_page_already_in_the_image_is_refused() {
+    // 0x3000 is the domain chain's head and tail.
+    refused(p(0x3000), BadPage::InImage);
+}
+
+#[test]
+fn a_full_page_handed_out_again_is_refused_as_not_zeroed() {
+    let list = [
+        p(0x1000),
+        p(0x2000),
+        p(0x3000),
+        p(0x4000),
+        p(0x5000),
+        p(0x3000),
+    ];
+    let mut w = Writer::start(MapAlloc::from_list(list)).unwrap();
+    fill_domains(&mut w);
+    fill_domains(&mut w); // the second page, 0x5000, is now full too
+    assert_eq!(
+        w.preserve_domain(domain_init()),
+        Err(WriteError::BadPage {
+            purpose: PagePurpose::Chain(ObjectKind::Domain),
+            phys: p(0x3000),
+            problem: BadPage::NotZeroed
+        })
+    );
+}
+
+#[test]
+fn a_page_the_allocator_cannot_map_is_refused() {
+    /// Hands out an address it has no page for.
+    struct Liar(MapAlloc);
+    impl PageAlloc for Liar {
+        fn alloc_page(&mut self) -> Option<PhysAddr> {
+            if self.0.allocated().len() < 4 {
+                self.0.alloc_page()
+            } else {
+                Some(p(0xdead_0000))
+            }
+        }
+        fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8; 4096]> {
+            self.0.page_mut(phys)
+        }
+        fn free_page(&mut self, phys: PhysAddr) {
+            self.0.free_page(phys)
+        }
+    }
+    let mut w = Writer::start(Liar(MapAlloc::sequential(p(0x1000)))).unwrap();
+    for _ in 0..IOMMU_DOMAIN_ARRAY_CAPACITY {
+        w.preserve_domain(domain_init()).unwrap();
+    }
+    assert_eq!(
+        w.preserve_domain(domain_init()),
+        Err(WriteError::BadPage {
+            purpose: PagePurpose::Chain(ObjectKind::Domain),
+            phys: p(0xdead_0000),
+            problem: BadPage::Unmapped
+        })
+    );
+}
+
+/// An allocator that fails while a switch is on.
+type Switched<'a> = FailingAlloc<MapAlloc, &'a dyn Fn(u64) -> bool>;
+
+/// Fills the `kind` chain's first page, fails the allocator for the next
+/// record of that kind, and checks the failure changed nothing and a retry
+/// links a second page.
+fn out_of_pages_at_the_boundary_of(kind: ObjectKind, cap: u64) {
+    let fail = Cell::new(false);
+    let plan: &dyn Fn(u64) -> bool = &|_| fail.get();
+    let mut w: Writer<Switched> =
+        Writer::start(FailingAlloc::new(MapAlloc::sequential(p(0x10_0000)), plan)).unwrap();
+    let intel = IommuPayloadInit::Intel(IntelIommuInit::default());
+    let iommu = w.preserve_iommu(u64::MAX, intel).unwrap();
+    let domain = w.preserve_domain(domain_init()).unwrap();
+    let mut n = 0u32;
+    let mut preserve = |w: &mut Writer<Switched<'_>>| {
+        n += 1;
+        match kind {
+            ObjectKind::Iommu => w.preserve_iommu(n.into(), intel).map(drop),
+            ObjectKind::Domain => w.preserve_domain(domain_init()).map(drop),
+            ObjectKind::Device => w.preserve_device(intel_dev(n), domain, iommu).map(drop),
+        }
+    };
+    let chain = |w: &Writer<Switched<'_>>| {
+        let d = walk(w.alloc().inner(), w.root());
+        match kind {
+            ObjectKind::Iommu => d.iommus,
+            ObjectKind::Domain => d.domains,
+            ObjectKind::Device => d.devices,
+        }
+    };
+    let cap = usize::try_from(cap).unwrap();
+    while chain(&w).records.len() < cap {
+        preserve(&mut w).unwrap();
+    }
+    let before = chain(&w);
+    fail.set(true);
+    assert_eq!(
+        preserve(&mut w),
+        Err(WriteError::OutOfPages {
+            purpose: PagePurpose::Chain(kind)
+        })
+    );
+    fail.set(false);
+    let after = chain(&w);
+    assert_eq!(after.pages, before.pages);
+    assert_eq!(after.records.len(), cap);
+    assert_eq!(w.alloc().inner().map().len(), 4, "no page taken");
+    preserve(&mut w).unwrap();
+    let grown = chain(&w);
+    assert_eq!((grown.pages.len(), grown.records.len()), (2, cap + 1));
+}
+
+#[test]
+fn out_of_pages_for_the_iommu_chain_changes_nothing_and_can_be_retried() {
+    out_of_pages_at_the_boundary_of(ObjectKind::Iommu, IOMMU_HW_ARRAY_CAPACITY);
+}
+
+#[test]
+fn out_of_pages_for_the_domain_chain_changes_nothing_and_can_be_retried() {
+    out_of_pages_at_the_boundary_of(ObjectKind::Domain, IOMMU_DOMAIN_ARRAY_CAPACITY);
+}
+
+#[test]
+fn out_of_pages_for_the_device_chain_changes_nothing_and_can_be_retried() {
+    out_of_pages_at_the_boundary_of(ObjectKind::Device, IOMMU_DEVICE_ARRAY_CAPACITY);
+}
+
+#[test]
+fn abort_frees_domain_device_and_iommu_chains_head_to_tail_then_the_root() {
+    let mut w = Writer::start(MapAlloc::scattered(42)).unwrap();
+    let smmu = IommuPayloadInit::Smmuv3(Smmuv3IommuInit::default());
+    let mut iommus = Vec::new();
+    for t in 0..40 {
+        iommus.push(w.preserve_iommu(t, smmu).unwrap());
+    }
+    let d = w.preserve_domain(domain_init()).unwrap();
+    for _ in 0..110 {
+        w.preserve_domain(domain_init()).unwrap();
+    }
+    for devid in 0..120 {
+        let dev = DeviceInit {
+            attachment_id: 0,
+            payload: DevicePayloadInit::Smmuv3(Smmuv3DeviceInit::default()),
+            ..intel_dev(devid)
+        };
+        w.preserve_device(dev, d, iommus[devid as usize % 40])
+            .unwrap();
+    }
+    let img = walk(w.alloc(), w.root());
+    assert_eq!(
+        (
+            img.iommus.pages.len(),
+            img.domains.pages.len(),
+            img.devices.pages.len()
+        ),
+        (2, 2, 3)
+    );
+    let mut want = img.domains.pages.clone();
+    want.extend(&img.devices.pages);
+    want.extend(&img.iommus.pages);
+    want.push(img.root);
+    let pages = w.abort();
+    assert_eq!(pages.freed(), &want[..]);
+    assert!(pages.map().is_empty());
+}

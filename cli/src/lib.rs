@@ -7,6 +7,8 @@
 //! - [`load`]: turns the bytes of a dump file (an ELF64 core or a flat
 //!   physical dump) into a [`iommu_flb_abi::Memory`], refusing malformed
 //!   containers with a [`load::LoadError`], never a panic;
+//! - [`plan`] and [`rng`]: what `gen` and `demo` preserve, from counts and a
+//!   seed;
 //! - [`elfcore`]: writes the minimal ELF64 core files `gen --format elf`
 //!   produces, with the root address in an `IOMMUFLB` note;
 //! - [`num`]: the address and number syntax every option accepts.
@@ -25,4 +27,5 @@
 pub mod elfcore;
 pub mod load;
 pub mod num;
+pub mod plan;
 pub mod rng;

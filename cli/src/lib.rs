@@ -7,6 +7,10 @@
 //! - [`load`]: turns the bytes of a dump file (an ELF64 core or a flat
 //!   physical dump) into a [`iommu_flb_abi::Memory`], refusing malformed
 //!   containers with a [`load::LoadError`], never a panic;
+//! - [`cmd`]: the commands; [`cmd::report`] is the whole read path of
+//!   `validate` and `inspect` on a file's contents;
+//! - [`render`]: the `inspect` listing (text and JSON) and the `validate`
+//!   summary;
 //! - [`plan`] and [`rng`]: what `gen` and `demo` preserve, from counts and a
 //!   seed;
 //! - [`elfcore`]: writes the minimal ELF64 core files `gen --format elf`
@@ -24,8 +28,10 @@
     )
 )]
 
+pub mod cmd;
 pub mod elfcore;
 pub mod load;
 pub mod num;
 pub mod plan;
+pub mod render;
 pub mod rng;

@@ -4,6 +4,10 @@
 //!
 //! The snapshot of `demo`'s output is `tests/golden/demo.txt`; set
 //! `IOMMU_FLB_BLESS=1` to rewrite it instead of comparing.
+//!
+//! Not under miri, which cannot spawn processes; `hostile.rs` runs the same
+//! read path in-process.
+#![cfg(not(miri))]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

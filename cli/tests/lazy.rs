@@ -50,7 +50,7 @@ impl Seek for Virtual {
 const SPEC: Spec = Spec {
     iommus: 2,
     domains: 4,
-    devices: 100,
+    devices: if cfg!(miri) { 10 } else { 100 },
     deleted: 4,
     vendor: Vendor::Mixed,
     seed: 1,
@@ -113,7 +113,8 @@ fn huge_elf_file_is_validated_reading_only_headers_note_and_pages() {
     core[last + 32..last + 40].copy_from_slice(&size.to_le_bytes()); // p_filesz
     core[last + 40..last + 48].copy_from_slice(&size.to_le_bytes()); // p_memsz
     let (out, read) = run(core, Format::Auto, None, Report::Summary);
-    assert!(out.contains("100 devices live, 4 deleted records"), "{out}");
+    let expect = format!("{} devices live, 4 deleted records", SPEC.devices);
+    assert!(out.contains(&expect), "{out}");
     // The magic and class bytes, the file header, program headers, note.
     let headers = 4 + 1 + 64 + phnum * 56 + 32;
     assert!(

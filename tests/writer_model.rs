@@ -526,7 +526,7 @@ fn run<X: DeviceIndex, F: FnMut(u64) -> bool>(
 }
 
 const CASES: u32 = if cfg!(miri) { 4 } else { 48 };
-const OPS: usize = if cfg!(miri) { 30 } else { 700 };
+const OPS: usize = if cfg!(miri) { 16 } else { 700 };
 
 fn alloc_for(scatter: Option<u64>) -> MapAlloc {
     match scatter {

@@ -24,6 +24,8 @@ pub use view::{
     AnyDevice, AnyIommu, Device, DevicePayload, Domain, Image, Iommu, IommuPayload, RestoreError,
 };
 
+#[cfg(feature = "ffi")]
+pub(crate) use view::Frozen;
 #[cfg(feature = "alloc")]
 pub use view::OwnedImage;
 

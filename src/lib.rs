@@ -33,6 +33,8 @@ pub mod abi;
 mod addr;
 mod chain;
 pub mod error;
+#[cfg(feature = "ffi")]
+pub mod ffi;
 pub mod mem;
 pub mod reader;
 pub mod writer;

@@ -1,23 +1,30 @@
-//! Generated artifacts are fresh: the checked-in C header equals what
+//! Generated artifacts are fresh: the checked-in C headers equal what
 //! cbindgen produces from the current sources.
 //!
-//! Set `IOMMU_FLB_BLESS=1` to rewrite the header instead of comparing.
+//! - `include/iommu_flb.h`, the wire format (`cbindgen.toml`), from
+//!   `src/abi/` alone, so nothing but layout and constants can reach it;
+//! - `include/iommu_flb_api.h`, the C API (`cbindgen-api.toml`), from
+//!   `src/ffi/` alone; it includes the first for the wire structs.
+//!
+//! Set `IOMMU_FLB_BLESS=1` to rewrite the headers instead of comparing.
 
 use std::path::Path;
 
-#[test]
-#[cfg_attr(miri, ignore = "runs cbindgen over the sources")]
-fn checked_in_header_matches_cbindgen_output() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
-    let bindings = cbindgen::Builder::new()
-        .with_crate(root)
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs cbindgen with `config` over `builder`'s sources and compares the
+/// result with (or, blessing, writes it to) `header`.
+fn check(config: &str, header: &str, builder: impl FnOnce(cbindgen::Builder) -> cbindgen::Builder) {
+    let config = cbindgen::Config::from_file(root().join(config)).expect("cbindgen config");
+    let bindings = builder(cbindgen::Builder::new())
         .with_config(config)
         .generate()
         .expect("cbindgen failed to parse the crate");
     let mut fresh = Vec::new();
     bindings.write(&mut fresh);
-    let path = root.join("include/iommu_flb.h");
+    let path = root().join(header);
     if std::env::var_os("IOMMU_FLB_BLESS").is_some() {
         std::fs::write(&path, &fresh).expect("write header");
         return;
@@ -25,7 +32,23 @@ fn checked_in_header_matches_cbindgen_output() {
     let checked_in = std::fs::read(&path).unwrap_or_default();
     assert!(
         checked_in == fresh,
-        "include/iommu_flb.h is stale: the Rust sources changed the generated header.\n\
+        "{header} is stale: the Rust sources changed the generated header.\n\
          Regenerate it with `scripts/regen` and review the diff."
     );
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "runs cbindgen over the sources")]
+fn checked_in_header_matches_cbindgen_output() {
+    check("cbindgen.toml", "include/iommu_flb.h", |b| {
+        b.with_src(root().join("src/abi/mod.rs"))
+    });
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "runs cbindgen over the sources")]
+fn checked_in_api_header_matches_cbindgen_output() {
+    check("cbindgen-api.toml", "include/iommu_flb_api.h", |b| {
+        b.with_src(root().join("src/ffi/mod.rs"))
+    });
 }

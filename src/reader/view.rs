@@ -17,8 +17,7 @@ pub(crate) struct Shape<'m> {
     pub root_phys: PhysAddr,
     pub root: &'m IommuFlbSer,
     pub pages: [u64; 3],
-    /// Only `OwnedImage` re-slices the scratch and needs it.
-    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    /// Only re-slicing the scratch (`Image::from_scratch`) needs it.
     pub iommu_slots: u64,
     pub live_iommus: usize,
     pub live_devices: usize,
@@ -77,6 +76,28 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
             iommu_keys,
             device_keys,
         }
+    }
+
+    /// The view on a scratch slice `validate` filled for `shape`: the
+    /// regions in the order `validate` took them (see `index`).
+    #[cfg_attr(not(any(feature = "alloc", feature = "ffi")), allow(dead_code))]
+    pub(crate) fn from_scratch(mem: &'m M, shape: Shape<'m>, scratch: &'s [ScratchElem]) -> Self {
+        let mut at = 0usize;
+        let mut take = |n: usize| {
+            let start = at;
+            at = at.saturating_add(n);
+            scratch.get(start..at).unwrap_or(&[])
+        };
+        let [a, b, c] = shape
+            .pages
+            .map(|p| usize::try_from(p).unwrap_or(usize::MAX));
+        let walk = [take(a), take(b), take(c)];
+        let sorted = take(a.saturating_add(b).saturating_add(c).saturating_add(1));
+        let iommu_region = usize::try_from(shape.iommu_slots).unwrap_or(usize::MAX);
+        let iommu_keys = take(iommu_region);
+        let iommu_keys = iommu_keys.get(..shape.live_iommus).unwrap_or(&[]);
+        let device_keys = take(shape.live_devices);
+        Image::from_parts(mem, shape, walk, sorted, iommu_keys, device_keys)
     }
 
     #[cfg_attr(not(feature = "alloc"), allow(dead_code))] // For `validate_alloc`.
@@ -490,7 +511,9 @@ impl<'m> Domain<'m> {
     }
 }
 
-/// A live device, with its domain and IOMMU.
+/// A device record with its domain and IOMMU resolved. Every one from
+/// [`Image::devices`] or [`Image::find_device`] is live; one from
+/// [`AnyDevice::device`] may be deleted.
 #[derive(Clone, Copy)]
 pub struct Device<'m> {
     phys: PhysAddr,
@@ -633,6 +656,103 @@ impl fmt::Debug for AnyDevice<'_> {
     }
 }
 
+/// What an [`Image`] knows besides its scratch, without borrows, so the C
+/// boundary (`src/ffi`) can keep it in caller memory between calls and
+/// [`Image::thaw`] it again.
+#[cfg(feature = "ffi")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Frozen {
+    root_phys: PhysAddr,
+    pages: [u64; 3],
+    iommu_slots: u64,
+    live_iommus: usize,
+    live_devices: usize,
+}
+
+/// Crate-internal access by position, for the C boundary's cursors and
+/// lookups (`src/ffi`): each call costs O(1) or O(log n), where the public
+/// iterators would have to start over.
+#[cfg(feature = "ffi")]
+impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
+    /// The image without its borrows.
+    pub(crate) fn freeze(&self) -> Frozen {
+        let s = self.shape;
+        Frozen {
+            root_phys: s.root_phys,
+            pages: s.pages,
+            iommu_slots: s.iommu_slots,
+            live_iommus: s.live_iommus,
+            live_devices: s.live_devices,
+        }
+    }
+
+    /// The image `freeze` was called on, over the same memory and the same
+    /// scratch; `None` if the root can no longer be read.
+    pub(crate) fn thaw(mem: &'m M, f: Frozen, scratch: &'s [ScratchElem]) -> Option<Self> {
+        use zerocopy::FromBytes;
+        let page = mem.page(f.root_phys.page_base())?;
+        let (root, _) =
+            IommuFlbSer::ref_from_prefix(page.get(f.root_phys.page_offset()..)?).ok()?;
+        let shape = Shape {
+            root_phys: f.root_phys,
+            root,
+            pages: f.pages,
+            iommu_slots: f.iommu_slots,
+            live_iommus: f.live_iommus,
+            live_devices: f.live_devices,
+        };
+        Some(Image::from_scratch(mem, shape, scratch))
+    }
+
+    /// IOMMU record `index` of the chain (page × capacity + slot), deleted
+    /// or not; `None` past the last.
+    pub(crate) fn iommu_by_index(&self, index: u64) -> Option<AnyIommu<'m>> {
+        let f: Found<'m, HW> = self.pages.record_at(self.mem, Chain::Iommu, index)?;
+        Some(AnyIommu {
+            phys: f.phys,
+            bytes: f.bytes,
+        })
+    }
+
+    /// Domain record `index` of the chain, deleted or not.
+    pub(crate) fn domain_by_index(&self, index: u64) -> Option<Domain<'m>> {
+        let f: Found<'m, DOM> = self.pages.record_at(self.mem, Chain::Domain, index)?;
+        Some(Domain {
+            phys: f.phys,
+            record: zerocopy::transmute_ref!(f.bytes),
+        })
+    }
+
+    /// Device record `index` of the chain, deleted or not.
+    pub(crate) fn device_by_index(&self, index: u64) -> Option<AnyDevice<'m>> {
+        let f: Found<'m, DEV> = self.pages.record_at(self.mem, Chain::Device, index)?;
+        Some(self.any_device(f.phys, f.bytes))
+    }
+
+    /// The live device whose record starts at `phys`.
+    pub(crate) fn device_at(&self, phys: PhysAddr) -> Option<Device<'m>> {
+        let f: Found<'m, DEV> = self
+            .pages
+            .locate(self.mem, Chain::Device, phys, true)
+            .ok()?;
+        self.any_device(f.phys, f.bytes).device()
+    }
+
+    /// Page `index` in [`pages`](Self::pages) order.
+    pub(crate) fn page_by_index(&self, index: usize) -> Option<PhysAddr> {
+        let Some(mut rest) = index.checked_sub(1) else {
+            return Some(self.shape.root_phys.page_base());
+        };
+        for walk in self.pages.walk {
+            match walk.get(rest) {
+                Some(e) => return Some(PhysAddr::new(e.hi)),
+                None => rest = rest.checked_sub(walk.len())?,
+            }
+        }
+        None
+    }
+}
+
 /// An [`Image`] that owns its scratch (from
 /// [`validate_alloc`](super::validate_alloc)).
 #[cfg(feature = "alloc")]
@@ -654,24 +774,7 @@ impl<'m, M: Memory + ?Sized> OwnedImage<'m, M> {
 
     /// The validated view.
     pub fn image(&self) -> Image<'m, '_, M> {
-        let s = &self.scratch[..];
-        let mut at = 0usize;
-        let mut take = |n: usize| {
-            let start = at;
-            at = at.saturating_add(n);
-            s.get(start..at).unwrap_or(&[])
-        };
-        let [a, b, c] = self
-            .shape
-            .pages
-            .map(|p| usize::try_from(p).unwrap_or(usize::MAX));
-        let walk = [take(a), take(b), take(c)];
-        let sorted = take(a.saturating_add(b).saturating_add(c).saturating_add(1));
-        let iommu_region = usize::try_from(self.shape.iommu_slots).unwrap_or(usize::MAX);
-        let iommu_keys = take(iommu_region);
-        let iommu_keys = iommu_keys.get(..self.shape.live_iommus).unwrap_or(&[]);
-        let device_keys = take(self.shape.live_devices);
-        Image::from_parts(self.mem, self.shape, walk, sorted, iommu_keys, device_keys)
+        Image::from_scratch(self.mem, self.shape, &self.scratch)
     }
 }
 

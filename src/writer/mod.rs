@@ -96,7 +96,7 @@ pub use self::types::{
 };
 
 use self::chain::{Chain, take_page};
-use self::types::WriterId;
+pub(crate) use self::types::WriterId;
 use crate::PhysAddr;
 use crate::abi::v1::{IOMMU_LUO_FLB_VERSION, IommuFlbSer};
 

@@ -1,0 +1,99 @@
+//! The C boundary (feature `ffi`): the `extern "C"` API kernel C code calls,
+//! declared in the generated `include/iommu_flb_api.h`.
+//!
+//! # How kernel C code calls it
+//!
+//! The incoming kernel reads in two phases, as [`crate::reader`] does:
+//!
+//! 1. Validate, with no side effect: `iommu_flb_scratch_size()` walks the
+//!    root and the three chains and says how many bytes of scratch
+//!    `iommu_flb_validate()` needs; the caller allocates that much
+//!    (`kvmalloc`), and `iommu_flb_validate()` checks every rule of the
+//!    format and leaves the validated image *in the scratch*: the returned
+//!    `const struct iommu_flb_image *` points into it and lives exactly as
+//!    long as the scratch. Pages are reached only through the caller's
+//!    `struct iommu_flb_mem` callback (in the kernel: check the page was
+//!    preserved by KHO, then `phys_to_virt`).
+//! 2. Restore: `iommu_flb_restore()` calls the caller's callback on every
+//!    page of the image, root page first, each exactly once
+//!    (`kho_restore_folio`), and on failure says which page failed and how
+//!    many were restored before it (`iommu_flb_next_page()` lists them
+//!    again, to unwind).
+//!
+//! Between and after the two, cursors (`iommu_flb_next_iommu()` ...) walk
+//! the live records, `iommu_flb_find_iommu()` / `iommu_flb_find_device()`
+//! look them up in `O(log n)`, and `iommu_flb_device_domain()` /
+//! `iommu_flb_device_iommu()` resolve a device's references; all of them
+//! return pointers to the packed wire structs inside the image's pages.
+//!
+//! On a refusal, `iommu_flb_validate()` returns a negative errno and fills
+//! `struct iommu_flb_error`: what (`kind`), where (`chain`, `page`,
+//! `page_phys`, `object`, `field`) and a log line (`message`). The kernel
+//! then restores nothing and frees nothing it does not own: the image's
+//! pages stay preserved and unowned, exactly as if no handover had happened.
+//!
+//! The outgoing kernel writes with `iommu_flb_writer_start()`,
+//! `iommu_flb_preserve_*()`, `iommu_flb_unpreserve_*()` and
+//! `iommu_flb_writer_finish()` / `iommu_flb_writer_abort()` over the
+//! caller's page-allocator callbacks, in a `struct iommu_flb_writer` the
+//! caller owns (its size is the header constant `IOMMU_FLB_WRITER_WORDS`).
+//!
+//! # What every function here guarantees
+//!
+//! - It allocates nothing: all state lives in caller memory (the scratch,
+//!   `struct iommu_flb_writer`, the out-parameters).
+//! - No panic crosses into C. The crate's lints deny every panicking
+//!   construct outside tests; should one happen anyway, unwinding out of an
+//!   `extern "C"` function aborts (Rust 1.81 and later, and this crate needs
+//!   1.85), and the `capi` staticlib is built with `panic = "abort"`.
+//! - Every pointer argument is checked before use: NULL or misaligned is
+//!   `-EINVAL`. `ctx` pointers are never dereferenced, only handed back to
+//!   the caller's callbacks, and may be NULL.
+//! - `unsafe` (raw pointers from C) exists only in this module; each block
+//!   carries a `// SAFETY:` argument resting on the contract its function
+//!   documents.
+//!
+//! The kernel-doc comments on each item are copied into the C header;
+//! read them there (`include/iommu_flb_api.h`).
+
+// The contracts are written for C callers, in kernel-doc form (the argument
+// lines and the "Context:" section of each function), and cbindgen copies
+// them into the header; a rustdoc "# Safety" heading would be noise there.
+#![allow(clippy::missing_safety_doc)]
+
+mod error;
+mod reader;
+mod walk;
+mod writer;
+
+pub use error::{
+    IOMMU_FLB_MESSAGE_LEN, IOMMU_FLB_NONE, IommuFlbChain, IommuFlbError, IommuFlbErrorKind,
+};
+pub use reader::{
+    IOMMU_FLB_SCRATCH_ALIGN, IommuFlbImage, IommuFlbMem, IommuFlbMode, iommu_flb_scratch_size,
+    iommu_flb_validate,
+};
+pub use walk::{
+    IommuFlbCursor, IommuFlbDeviceRef, IommuFlbDomainRef, IommuFlbImageInfo, IommuFlbIommuRef,
+    IommuFlbRestoreStatus, iommu_flb_device_domain, iommu_flb_device_iommu, iommu_flb_find_device,
+    iommu_flb_find_iommu, iommu_flb_image_info, iommu_flb_next_device, iommu_flb_next_domain,
+    iommu_flb_next_iommu, iommu_flb_next_page, iommu_flb_restore,
+};
+pub use writer::{
+    IOMMU_FLB_WRITER_WORDS, IommuFlbCounts, IommuFlbHandle, IommuFlbPageAlloc, IommuFlbWriter,
+    iommu_flb_preserve_device, iommu_flb_preserve_domain, iommu_flb_preserve_iommu,
+    iommu_flb_unpreserve_device, iommu_flb_unpreserve_domain, iommu_flb_unpreserve_iommu,
+    iommu_flb_writer_abort, iommu_flb_writer_counts, iommu_flb_writer_finish,
+    iommu_flb_writer_index_size, iommu_flb_writer_last_error, iommu_flb_writer_start,
+    iommu_flb_writer_start_indexed,
+};
+
+/// Whether a pointer from C may be dereferenced as a `T` as far as this side
+/// can tell: not NULL and aligned for `T`. (That it points to a live `T` is
+/// the caller's contract.)
+fn usable<T>(p: *const T) -> bool {
+    !p.is_null() && p.is_aligned()
+}
+
+#[cfg(test)]
+mod tests;

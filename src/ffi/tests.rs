@@ -1,0 +1,973 @@
+//! The C API driven from Rust, through the same `extern "C"` functions and
+//! raw pointers C uses, so that miri checks the boundary's `unsafe` code.
+//! (The C programs in tests/c/ drive it from C.)
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ffi::{CStr, c_int, c_void};
+use core::ptr;
+
+use super::error::{Fail, IOMMU_FLB_NONE, IommuFlbError, IommuFlbErrorKind, field_names};
+use super::*;
+use crate::PhysAddr;
+use crate::abi::PAGE_SIZE;
+use crate::abi::v1::{IommuDeviceSer, IommuDomainSer, IommuHwVendorSer};
+use crate::error::{Chain, ErrorKind, Limit, RefFault};
+use crate::writer::{BadPage, DomainField, ObjectKind, PagePurpose, WriteError};
+use zerocopy::FromZeros;
+
+const BASE: u64 = 0x4000_0000;
+const PAGES: usize = 12;
+
+/// Physical memory of `PAGES` pages at `BASE`, handed out in a scrambled
+/// order, readable and writable through the C callbacks.
+struct Pool {
+    mem: *mut u8,
+    /// Owns the memory `mem` points into.
+    _backing: Vec<u8>,
+    used: [bool; PAGES],
+    freed: Vec<u64>,
+}
+
+impl Pool {
+    fn new() -> Box<Pool> {
+        let mut backing = vec![0u8; PAGES * PAGE_SIZE];
+        let mem = backing.as_mut_ptr();
+        Box::new(Pool {
+            mem,
+            _backing: backing,
+            used: [false; PAGES],
+            freed: Vec::new(),
+        })
+    }
+
+    fn ctx(&mut self) -> *mut c_void {
+        ptr::from_mut(self).cast()
+    }
+
+    fn alloc(&mut self) -> IommuFlbPageAlloc {
+        IommuFlbPageAlloc {
+            alloc_page: Some(pool_alloc),
+            page: Some(pool_page),
+            free_page: Some(pool_free),
+            ctx: self.ctx(),
+        }
+    }
+
+    fn mem(&mut self) -> IommuFlbMem {
+        IommuFlbMem {
+            page: Some(pool_read),
+            ctx: self.ctx(),
+        }
+    }
+
+    fn index(phys: u64) -> Option<usize> {
+        let off = phys.checked_sub(BASE)?;
+        if off % 4096 != 0 {
+            return None;
+        }
+        let i = usize::try_from(off / 4096).ok()?;
+        (i < PAGES).then_some(i)
+    }
+}
+
+unsafe extern "C" fn pool_alloc(ctx: *mut c_void) -> u64 {
+    // SAFETY: the tests pass a live `Pool` as `ctx`.
+    let pool = unsafe { &mut *ctx.cast::<Pool>() };
+    for k in 0..PAGES {
+        let i = (k * 5 + 3) % PAGES;
+        if !pool.used[i] {
+            pool.used[i] = true;
+            // SAFETY: page `i` of the pool's memory.
+            unsafe { pool.mem.add(i * PAGE_SIZE).write_bytes(0, PAGE_SIZE) };
+            return BASE + (i * PAGE_SIZE) as u64;
+        }
+    }
+    0
+}
+
+unsafe extern "C" fn pool_page(ctx: *mut c_void, phys: u64) -> *mut u8 {
+    // SAFETY: the tests pass a live `Pool` as `ctx`.
+    let pool = unsafe { &mut *ctx.cast::<Pool>() };
+    match Pool::index(phys) {
+        // SAFETY: page `i` of the pool's memory.
+        Some(i) if pool.used[i] => unsafe { pool.mem.add(i * PAGE_SIZE) },
+        _ => ptr::null_mut(),
+    }
+}
+
+unsafe extern "C" fn pool_read(ctx: *mut c_void, phys: u64) -> *const u8 {
+    // SAFETY: as `pool_page`.
+    unsafe { pool_page(ctx, phys) }.cast_const()
+}
+
+unsafe extern "C" fn pool_free(ctx: *mut c_void, phys: u64) {
+    // SAFETY: the tests pass a live `Pool` as `ctx`.
+    let pool = unsafe { &mut *ctx.cast::<Pool>() };
+    if let Some(i) = Pool::index(phys) {
+        pool.used[i] = false;
+    }
+    pool.freed.push(phys);
+}
+
+fn new_error() -> IommuFlbError {
+    IommuFlbError::none()
+}
+
+fn message(err: &IommuFlbError) -> String {
+    // SAFETY: the library always NUL-terminates the message.
+    let c = unsafe { CStr::from_ptr(err.message.as_ptr()) };
+    c.to_str().expect("ASCII message").into()
+}
+
+fn field(err: &IommuFlbError) -> Option<&'static str> {
+    if err.field.is_null() {
+        return None;
+    }
+    // SAFETY: the library stores static NUL-terminated strings.
+    Some(
+        unsafe { CStr::from_ptr(err.field) }
+            .to_str()
+            .expect("ASCII"),
+    )
+}
+
+/// A started writer with 2 IOMMUs, 3 domains and 4 devices; device 3 is
+/// unpreserved. Returns the writer, the root and the handles.
+struct Built {
+    w: Box<IommuFlbWriter>,
+    root: u64,
+    hw: [IommuFlbHandle; 2],
+    dom: [IommuFlbHandle; 3],
+    dev: [IommuFlbHandle; 4],
+}
+
+fn intel_vendor(token: u64) -> IommuHwVendorSer {
+    let mut v = IommuHwVendorSer::new_zeroed();
+    v.intel.phys_addr = token.into();
+    v
+}
+
+fn build(pool: &mut Pool) -> Built {
+    let mut w = Box::new(IommuFlbWriter {
+        opaque: [0; IOMMU_FLB_WRITER_WORDS],
+    });
+    let alloc = pool.alloc();
+    let mut root = 0u64;
+    // SAFETY: valid pointers to live locals; `pool` outlives the writer.
+    let r = unsafe { iommu_flb_writer_start(&mut *w, &alloc, &mut root) };
+    assert_eq!(r, 0);
+    let mut hw = [IommuFlbHandle::default(); 2];
+    for (i, h) in hw.iter_mut().enumerate() {
+        let token = 0xfed0_0000 + i as u64 * 0x1000;
+        let v = intel_vendor(token);
+        let ty = if i == 0 { 1 } else { 2 };
+        // SAFETY: as above.
+        let r = unsafe { iommu_flb_preserve_iommu(&mut *w, token, ty, &v, h) };
+        assert_eq!(r, 0);
+    }
+    let mut dom = [IommuFlbHandle::default(); 3];
+    for (i, h) in dom.iter_mut().enumerate() {
+        let mut d = IommuDomainSer::new_zeroed();
+        d.top_table_phys = (0x2000_0000 + i as u64 * 0x1000).into();
+        d.vasz = 48.into();
+        // SAFETY: as above.
+        let r = unsafe { iommu_flb_preserve_domain(&mut *w, &d, h) };
+        assert_eq!(r, 0);
+    }
+    let mut dev = [IommuFlbHandle::default(); 4];
+    for (i, h) in dev.iter_mut().enumerate() {
+        let mut d = IommuDeviceSer::new_zeroed();
+        d.devid = (0x100 + i as u32).into();
+        d.pci_domain_nr = 1.into();
+        let hw_h = &hw[i % 2];
+        if i % 2 == 0 {
+            d.domain_iommu_ser.attachment_id = 5.into();
+        }
+        // SAFETY: as above.
+        let r = unsafe { iommu_flb_preserve_device(&mut *w, &d, &dom[i % 3], hw_h, h) };
+        assert_eq!(r, 0);
+    }
+    // SAFETY: as above.
+    let r = unsafe { iommu_flb_unpreserve_device(&mut *w, &dev[3]) };
+    assert_eq!(r, 0);
+    Built {
+        w,
+        root,
+        hw,
+        dom,
+        dev,
+    }
+}
+
+/// Validates the image at `root` in `pool` into `scratch`.
+fn validate(pool: &mut Pool, root: u64, scratch: &mut Vec<u64>) -> *const IommuFlbImage {
+    let mem = pool.mem();
+    let mut err = new_error();
+    let mut size = 0usize;
+    // SAFETY: valid pointers to live locals.
+    let r = unsafe { iommu_flb_scratch_size(&mem, root, &mut size, &mut err) };
+    assert_eq!(r, 0);
+    *scratch = vec![0u64; size.div_ceil(8)];
+    let mut img = ptr::null();
+    // SAFETY: `scratch` has `size` bytes, 8-aligned.
+    let r = unsafe {
+        iommu_flb_validate(
+            &mem,
+            root,
+            0,
+            scratch.as_mut_ptr().cast(),
+            size,
+            &mut img,
+            &mut err,
+        )
+    };
+    assert_eq!(r, 0, "{}", message(&err));
+    assert_eq!(err.kind, 0);
+    img
+}
+
+#[test]
+fn image_written_and_read_through_the_c_api_holds_what_was_preserved() {
+    let mut pool = Pool::new();
+    let mut b = build(&mut pool);
+    let mut root = 0;
+    // SAFETY: valid pointers.
+    let r = unsafe { iommu_flb_writer_finish(&mut *b.w, &mut root) };
+    assert_eq!(r, 0);
+    assert_eq!(root, b.root);
+    let mut scratch = Vec::new();
+    let img = validate(&mut pool, root, &mut scratch);
+
+    let mut cur = IommuFlbCursor::default();
+    let mut hw = IommuFlbIommuRef {
+        ser: ptr::null(),
+        phys: 0,
+    };
+    let mut got = Vec::new();
+    // SAFETY: `img` is valid while `scratch` and `pool` live.
+    while unsafe { iommu_flb_next_iommu(img, &mut cur, &mut hw) } == 1 {
+        // SAFETY: `ser` points into a pool page.
+        got.push((hw.phys, unsafe { (*hw.ser).token.get() }));
+    }
+    let want: Vec<_> =
+        b.hw.iter()
+            .zip([0xfed0_0000, 0xfed0_1000])
+            .map(|(h, t)| (h.phys, t))
+            .collect();
+    assert_eq!(got, want);
+    assert!(hw.ser.is_null(), "the end zeroes the out-parameter");
+
+    let mut cur = IommuFlbCursor::default();
+    let mut dom = IommuFlbDomainRef {
+        ser: ptr::null(),
+        phys: 0,
+    };
+    let mut got = Vec::new();
+    // SAFETY: as above.
+    while unsafe { iommu_flb_next_domain(img, &mut cur, &mut dom) } == 1 {
+        got.push(dom.phys);
+    }
+    assert_eq!(got, b.dom.map(|h| h.phys));
+
+    let mut cur = IommuFlbCursor::default();
+    let mut dev = IommuFlbDeviceRef {
+        ser: ptr::null(),
+        phys: 0,
+    };
+    let mut got = Vec::new();
+    // SAFETY: as above.
+    while unsafe { iommu_flb_next_device(img, &mut cur, &mut dev) } == 1 {
+        let d = dev;
+        // SAFETY: as above.
+        let r = unsafe { iommu_flb_device_domain(img, &d, &mut dom) };
+        assert_eq!(r, 0);
+        // SAFETY: as above.
+        let r = unsafe { iommu_flb_device_iommu(img, &d, &mut hw) };
+        assert_eq!(r, 0);
+        let mut found = dev;
+        // SAFETY: as above; `d.ser` points into a pool page.
+        let (seg, devid) = unsafe { ((*d.ser).pci_domain_nr.get(), (*d.ser).devid.get()) };
+        // SAFETY: as above.
+        let r = unsafe { iommu_flb_find_device(img, seg, devid, &mut found) };
+        assert_eq!(r, 0);
+        assert_eq!((found.phys, found.ser), (d.phys, d.ser));
+        got.push((d.phys, dom.phys, hw.phys));
+    }
+    let want: Vec<_> = (0..3)
+        .map(|i| (b.dev[i].phys, b.dom[i % 3].phys, b.hw[i % 2].phys))
+        .collect();
+    assert_eq!(got, want, "device 3 was unpreserved");
+
+    // Lookups that miss, and a device reference that is not a live device.
+    // SAFETY: as above.
+    let r = unsafe { iommu_flb_find_device(img, 1, 0x103, &mut dev) };
+    assert_eq!(r, -2);
+    assert!(dev.ser.is_null());
+    // SAFETY: as above.
+    let r = unsafe { iommu_flb_find_iommu(img, 0xfed0_1000, 1, &mut hw) };
+    assert_eq!(r, -2);
+    // SAFETY: as above.
+    let r = unsafe { iommu_flb_find_iommu(img, 0xfed0_1000, 2, &mut hw) };
+    assert_eq!(r, 0);
+    assert_eq!(hw.phys, b.hw[1].phys);
+    // SAFETY: as above.
+    let r = unsafe { iommu_flb_find_iommu(img, 0xfed0_1000, 0, &mut hw) };
+    assert_eq!(r, -22);
+    let gone = IommuFlbDeviceRef {
+        ser: ptr::null(),
+        phys: b.dev[3].phys,
+    };
+    // SAFETY: as above.
+    let r = unsafe { iommu_flb_device_domain(img, &gone, &mut dom) };
+    assert_eq!(r, -2);
+
+    let mut info = IommuFlbImageInfo::default();
+    // SAFETY: as above.
+    let r = unsafe { iommu_flb_image_info(img, &mut info) };
+    assert_eq!(r, 0);
+    assert_eq!(
+        (
+            info.root_phys,
+            info.version,
+            info.pages,
+            info.live_iommus,
+            info.live_devices
+        ),
+        (root, 1, 4, 2, 3)
+    );
+}
+
+/// Restore callback: records pages, fails with `-5` on the third.
+unsafe extern "C" fn restore_cb(ctx: *mut c_void, phys: u64) -> c_int {
+    // SAFETY: the test passes a live `Vec<u64>`.
+    let seen = unsafe { &mut *ctx.cast::<Vec<u64>>() };
+    seen.push(phys);
+    if seen.len() == 3 { -5 } else { 0 }
+}
+
+unsafe extern "C" fn restore_positive(_ctx: *mut c_void, _phys: u64) -> c_int {
+    1
+}
+
+#[test]
+fn restore_stops_at_the_first_failure_and_says_how_far_it_got() {
+    let mut pool = Pool::new();
+    let b = build(&mut pool);
+    let mut scratch = Vec::new();
+    let img = validate(&mut pool, b.root, &mut scratch);
+    let mut order = Vec::new();
+    let mut cur = IommuFlbCursor::default();
+    let mut phys = 0u64;
+    // SAFETY: `img` is valid while `scratch` and `pool` live.
+    while unsafe { iommu_flb_next_page(img, &mut cur, &mut phys) } == 1 {
+        order.push(phys);
+    }
+    assert_eq!(order.len(), 4);
+    assert_eq!(order[0], b.root & !0xfff);
+
+    let mut seen: Vec<u64> = Vec::new();
+    let mut status = IommuFlbRestoreStatus {
+        restored: 0,
+        failed_phys: 0,
+        ret: 0,
+    };
+    let ctx = ptr::from_mut(&mut seen).cast();
+    // SAFETY: as above; `seen` outlives the call.
+    let r = unsafe { iommu_flb_restore(img, Some(restore_cb), ctx, &mut status) };
+    assert_eq!(r, -5);
+    assert_eq!(
+        (status.restored, status.failed_phys, status.ret),
+        (2, order[2], -5)
+    );
+    assert_eq!(seen, order[..3]);
+
+    // SAFETY: as above.
+    let r = unsafe { iommu_flb_restore(img, Some(restore_positive), ptr::null_mut(), &mut status) };
+    assert_eq!((r, status.restored, status.ret), (-22, 0, 1));
+    // SAFETY: as above.
+    let r = unsafe { iommu_flb_restore(img, None, ptr::null_mut(), &mut status) };
+    assert_eq!(r, -22);
+}
+
+#[test]
+fn refused_image_reports_errno_kind_location_and_message() {
+    let mut pool = Pool::new();
+    let b = build(&mut pool);
+    // Corrupt the version.
+    // SAFETY: the root is in a pool page.
+    unsafe {
+        pool_page(pool.ctx(), b.root & !0xfff)
+            .add((b.root & 0xfff) as usize)
+            .write(9)
+    };
+    let mem = pool.mem();
+    let mut err = new_error();
+    let mut scratch = vec![0u64; 64];
+    let mut img: *const IommuFlbImage = ptr::dangling();
+    // SAFETY: valid pointers; 512 bytes of 8-aligned scratch.
+    let r = unsafe {
+        iommu_flb_validate(
+            &mem,
+            b.root,
+            0,
+            scratch.as_mut_ptr().cast(),
+            512,
+            &mut img,
+            &mut err,
+        )
+    };
+    assert_eq!(r, -93);
+    assert!(img.is_null());
+    assert_eq!((err.error, err.kind, err.chain), (-93, 3, 0));
+    assert_eq!(
+        (err.page, err.page_phys, err.object),
+        (IOMMU_FLB_NONE, b.root, IOMMU_FLB_NONE)
+    );
+    assert_eq!(field(&err), Some("version"));
+    assert_eq!(
+        message(&err),
+        alloc::format!(
+            "iommu-flb: root at {:#x} version: unsupported version 9",
+            b.root
+        )
+    );
+}
+
+#[test]
+fn scratch_too_small_is_enospc_counted_in_bytes() {
+    let mut pool = Pool::new();
+    let b = build(&mut pool);
+    let mem = pool.mem();
+    let mut err = new_error();
+    let mut size = 0usize;
+    // SAFETY: valid pointers.
+    let r = unsafe { iommu_flb_scratch_size(&mem, b.root, &mut size, &mut err) };
+    assert_eq!(r, 0);
+    let mut scratch = vec![0u64; size.div_ceil(8)];
+    let mut img = ptr::null();
+    for short in [size - 1, 8, 0] {
+        // SAFETY: `short` bytes of 8-aligned scratch.
+        let r = unsafe {
+            iommu_flb_validate(
+                &mem,
+                b.root,
+                0,
+                scratch.as_mut_ptr().cast(),
+                short,
+                &mut img,
+                &mut err,
+            )
+        };
+        assert_eq!((r, err.kind), (-28, 23));
+        assert_eq!(
+            message(&err),
+            alloc::format!(
+                "iommu-flb: root at {:#x}: scratch has {short} bytes, image needs {size}",
+                b.root
+            )
+        );
+    }
+}
+
+#[test]
+fn null_and_misaligned_pointers_are_einval() {
+    let mut pool = Pool::new();
+    let b = build(&mut pool);
+    let mem = pool.mem();
+    let mut err = new_error();
+    let mut size = 0usize;
+    let mut scratch = vec![0u64; 512];
+    let sp: *mut c_void = scratch.as_mut_ptr().cast();
+    let mut img = ptr::null();
+    let no_page = IommuFlbMem {
+        page: None,
+        ctx: ptr::null_mut(),
+    };
+    // SAFETY: each pointer is NULL, misaligned, or
+    // valid; the library must not dereference the bad ones.
+    unsafe {
+        assert_eq!(
+            iommu_flb_scratch_size(&mem, b.root, &mut size, ptr::null_mut()),
+            -22
+        );
+        let misaligned_err = ptr::from_mut(&mut err)
+            .cast::<u8>()
+            .add(1)
+            .cast::<IommuFlbError>();
+        assert_eq!(
+            iommu_flb_scratch_size(&mem, b.root, &mut size, misaligned_err),
+            -22
+        );
+        let e: *mut IommuFlbError = &mut err;
+        let check = |r: c_int, name: &str| {
+            let err = &*e;
+            assert_eq!((r, err.error, err.kind), (-22, -22, 64), "{name}");
+            assert_eq!(field(err), Some(name));
+            assert_eq!(
+                message(err),
+                alloc::format!("iommu-flb: invalid argument {name}")
+            );
+        };
+        check(
+            iommu_flb_scratch_size(ptr::null(), b.root, &mut size, e),
+            "mem",
+        );
+        check(
+            iommu_flb_scratch_size(&no_page, b.root, &mut size, e),
+            "mem->page",
+        );
+        check(
+            iommu_flb_scratch_size(&mem, b.root, ptr::null_mut(), e),
+            "size",
+        );
+        check(
+            iommu_flb_validate(ptr::null(), b.root, 0, sp, 4096, &mut img, e),
+            "mem",
+        );
+        check(
+            iommu_flb_validate(&mem, b.root, 0, ptr::null_mut(), 4096, &mut img, e),
+            "scratch",
+        );
+        let odd = sp.cast::<u8>().add(4).cast();
+        check(
+            iommu_flb_validate(&mem, b.root, 0, odd, 4096, &mut img, e),
+            "scratch",
+        );
+        check(
+            iommu_flb_validate(&mem, b.root, 0, sp, 4096, ptr::null_mut(), e),
+            "image",
+        );
+        check(
+            iommu_flb_validate(&mem, b.root, 7, sp, 4096, &mut img, e),
+            "mode",
+        );
+
+        // Walks and lookups: NULL image, out, cursor; a buffer that is not an image.
+        let zeroed = vec![0u64; 64];
+        let not_image: *const IommuFlbImage = zeroed.as_ptr().cast();
+        let mut cur = IommuFlbCursor::default();
+        let mut dev = IommuFlbDeviceRef {
+            ser: ptr::null(),
+            phys: 0,
+        };
+        let mut info = IommuFlbImageInfo::default();
+        assert_eq!(iommu_flb_next_device(ptr::null(), &mut cur, &mut dev), -22);
+        assert_eq!(iommu_flb_next_device(not_image, &mut cur, &mut dev), -22);
+        assert_eq!(iommu_flb_image_info(not_image, &mut info), -22);
+        let mut scratch2 = Vec::new();
+        let img = validate(&mut pool, b.root, &mut scratch2);
+        assert_eq!(iommu_flb_next_device(img, ptr::null_mut(), &mut dev), -22);
+        assert_eq!(iommu_flb_next_device(img, &mut cur, ptr::null_mut()), -22);
+        assert_eq!(iommu_flb_find_device(img, 1, 0x100, ptr::null_mut()), -22);
+        assert_eq!(
+            iommu_flb_device_iommu(
+                img,
+                ptr::null(),
+                &mut IommuFlbIommuRef {
+                    ser: ptr::null(),
+                    phys: 0
+                }
+            ),
+            -22
+        );
+        assert_eq!(iommu_flb_image_info(img, ptr::null_mut()), -22);
+        assert_eq!(iommu_flb_next_page(img, &mut cur, ptr::null_mut()), -22);
+
+        // The writer.
+        let alloc = pool.alloc();
+        let mut w = IommuFlbWriter {
+            opaque: [0; IOMMU_FLB_WRITER_WORDS],
+        };
+        let mut root = 0;
+        let mut h = IommuFlbHandle::default();
+        let d = IommuDomainSer::new_zeroed();
+        assert_eq!(
+            iommu_flb_writer_start(ptr::null_mut(), &alloc, &mut root),
+            -22
+        );
+        assert_eq!(iommu_flb_writer_start(&mut w, ptr::null(), &mut root), -22);
+        let bad_alloc = IommuFlbPageAlloc {
+            free_page: None,
+            ..alloc
+        };
+        assert_eq!(iommu_flb_writer_start(&mut w, &bad_alloc, &mut root), -22);
+        assert_eq!(
+            iommu_flb_preserve_domain(&mut w, &d, &mut h),
+            -22,
+            "its start failed"
+        );
+        assert_eq!(iommu_flb_writer_last_error(&w, ptr::null_mut()), -22);
+        assert_eq!(
+            iommu_flb_writer_start_indexed(&mut w, &alloc, ptr::null_mut(), 64, &mut root),
+            -22
+        );
+        assert_eq!(iommu_flb_writer_abort(ptr::null_mut()), -22);
+    }
+}
+
+#[test]
+fn writer_refusals_are_kept_for_last_error() {
+    let mut pool = Pool::new();
+    let mut b = build(&mut pool);
+    let mut err = new_error();
+    let mut h = IommuFlbHandle::default();
+    let mut d = IommuDomainSer::new_zeroed();
+    d.top_table_phys = 0x1000.into();
+    d.vasz = 65.into();
+    // SAFETY: valid pointers to live locals; `pool` lives.
+    unsafe {
+        assert_eq!(iommu_flb_preserve_domain(&mut *b.w, &d, &mut h), -22);
+        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+        assert_eq!((err.error, err.kind, err.chain), (-22, 138, 2));
+        assert_eq!(field(&err), Some("vasz"));
+        assert_eq!(message(&err), "iommu-flb: invalid domain vasz: 0x41");
+
+        // Domain 0 still has device 0.
+        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &b.dom[0]), -16);
+        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+        assert_eq!((err.kind, err.page_phys), (140, b.dom[0].phys));
+
+        // A handle of the wrong kind, or not at a record slot.
+        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &b.dev[0]), -22);
+        let mut odd = b.dom[1];
+        odd.phys += 8;
+        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &odd), -22);
+        // A handle from another writer.
+        let mut other = b.dom[1];
+        other.writer = other.writer.wrapping_add(1000);
+        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &other), -22);
+        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+        assert_eq!(err.kind, 132);
+
+        // Success clears it.
+        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &b.dom[1]), -16);
+        assert_eq!(iommu_flb_unpreserve_device(&mut *b.w, &b.dev[1]), 0);
+        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+        assert_eq!((err.error, err.kind), (0, 0));
+        let mut counts = IommuFlbCounts::default();
+        assert_eq!(iommu_flb_writer_counts(&mut *b.w, &mut counts), 0);
+        assert_eq!(
+            (
+                counts.pages,
+                counts.live_iommus,
+                counts.domains,
+                counts.devices
+            ),
+            (4, 1, 3, 2)
+        );
+
+        // Abort gives back every page: domain, device, IOMMU chains, root.
+        assert_eq!(iommu_flb_writer_abort(&mut *b.w), 0);
+        assert_eq!(pool.freed.len(), 4);
+        assert_eq!(pool.freed[3], b.root);
+        assert!(pool.used.iter().all(|u| !u));
+        assert_eq!(iommu_flb_writer_abort(&mut *b.w), -22, "aborted once");
+        let mut root = 0;
+        assert_eq!(iommu_flb_writer_finish(&mut *b.w, &mut root), -22);
+    }
+}
+
+unsafe extern "C" fn no_page(_ctx: *mut c_void) -> u64 {
+    0
+}
+
+#[test]
+fn failed_start_keeps_its_error_and_an_index_fills_up() {
+    let mut pool = Pool::new();
+    let mut alloc = pool.alloc();
+    alloc.alloc_page = Some(no_page);
+    let mut w = IommuFlbWriter {
+        opaque: [0; IOMMU_FLB_WRITER_WORDS],
+    };
+    let mut err = new_error();
+    let mut root = 0;
+    // SAFETY: valid pointers to live locals; `pool` and
+    // `index` outlive the writer.
+    unsafe {
+        assert_eq!(iommu_flb_writer_start(&mut w, &alloc, &mut root), -12);
+        assert_eq!(iommu_flb_writer_last_error(&w, &mut err), 0);
+        assert_eq!((err.kind, field(&err)), (128, None));
+        assert_eq!(message(&err), "iommu-flb: out of pages for the root");
+
+        let size = iommu_flb_writer_index_size(1);
+        let mut index = vec![0u64; size.div_ceil(8)];
+        let alloc = pool.alloc();
+        let r = iommu_flb_writer_start_indexed(
+            &mut w,
+            &alloc,
+            index.as_mut_ptr().cast(),
+            size,
+            &mut root,
+        );
+        assert_eq!(r, 0);
+        let v = intel_vendor(0x1000);
+        let mut hw = IommuFlbHandle::default();
+        assert_eq!(iommu_flb_preserve_iommu(&mut w, 0x1000, 1, &v, &mut hw), 0);
+        let mut dd = IommuDomainSer::new_zeroed();
+        dd.top_table_phys = 0x1000.into();
+        let mut dom = IommuFlbHandle::default();
+        assert_eq!(iommu_flb_preserve_domain(&mut w, &dd, &mut dom), 0);
+        let mut dev = IommuDeviceSer::new_zeroed();
+        let mut h = IommuFlbHandle::default();
+        for devid in [9, 3] {
+            dev.devid = devid.into();
+            assert_eq!(
+                iommu_flb_preserve_device(&mut w, &dev, &dom, &hw, &mut h),
+                0
+            );
+        }
+        // Found by the index, out of order.
+        assert_eq!(
+            iommu_flb_preserve_device(&mut w, &dev, &dom, &hw, &mut h),
+            -17
+        );
+        dev.devid = 1.into();
+        assert_eq!(
+            iommu_flb_preserve_device(&mut w, &dev, &dom, &hw, &mut h),
+            -28
+        );
+        assert_eq!(iommu_flb_writer_last_error(&w, &mut err), 0);
+        assert_eq!(err.kind, 143);
+        assert_eq!(iommu_flb_writer_finish(&mut w, &mut root), 0);
+    }
+}
+
+#[test]
+fn every_wire_field_has_a_static_c_name() {
+    for layout in crate::abi::LAYOUTS {
+        for s in layout.structs {
+            for f in s.fields {
+                assert_eq!(
+                    field_of(f.name),
+                    Some(f.name),
+                    "{}.{} has no C string",
+                    s.name,
+                    f.name
+                );
+            }
+        }
+    }
+    assert!(field_names().count() > 30);
+    assert_eq!(field_of("no_such_field"), None);
+}
+
+fn field_of(name: &str) -> Option<&'static str> {
+    let p = super::error::c_field(name);
+    // SAFETY: `c_field` returns NULL or a static NUL-terminated string.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_str().expect("ASCII"))
+}
+
+#[test]
+fn message_is_truncated_and_nul_terminated() {
+    static LONG: [u8; 2 * IOMMU_FLB_MESSAGE_LEN] = [b'x'; 2 * IOMMU_FLB_MESSAGE_LEN];
+    let rec = IommuFlbError::of(&Fail::Invalid(c"w"));
+    assert_eq!(message(&rec), "iommu-flb: invalid argument w");
+    let inconsistent = WriteError::Inconsistent {
+        phys: PhysAddr::new(1),
+        what: core::str::from_utf8(&LONG).expect("ASCII"),
+    };
+    let rec = IommuFlbError::of(&Fail::Write(inconsistent));
+    let text = message(&rec);
+    assert_eq!(text.len(), IOMMU_FLB_MESSAGE_LEN - 1);
+    assert!(text.starts_with("iommu-flb: image changed behind the writer at 0x1: xxx"));
+}
+
+/// Linux errno numbers (asm-generic), by name, for reading the header.
+fn errno_number(name: &str) -> i32 {
+    match name {
+        "0" => 0,
+        "-ENOENT" => -2,
+        "-E2BIG" => -7,
+        "-ENOMEM" => -12,
+        "-EFAULT" => -14,
+        "-EBUSY" => -16,
+        "-EEXIST" => -17,
+        "-EINVAL" => -22,
+        "-ENOSPC" => -28,
+        "-ERANGE" => -34,
+        "-ELOOP" => -40,
+        "-EBADMSG" => -74,
+        "-EOVERFLOW" => -75,
+        "-EPROTONOSUPPORT" => -93,
+        "-EOPNOTSUPP" => -95,
+        "-EADDRINUSE" => -98,
+        "-EALREADY" => -114,
+        "-EUCLEAN" => -117,
+        other => panic!("unknown errno {other}"),
+    }
+}
+
+/// `(value, documented errno)` of every `IOMMU_FLB_ERR_*` in the header.
+fn header_kinds() -> Vec<(u32, i32)> {
+    let header = include_str!("../../include/iommu_flb_api.h");
+    let body = header
+        .split("enum iommu_flb_error_kind {")
+        .nth(1)
+        .and_then(|s| s.split("};").next())
+        .expect("the header declares enum iommu_flb_error_kind");
+    let mut out = Vec::new();
+    let mut text = String::new();
+    for line in body.lines().map(str::trim) {
+        if let Some(t) = line.strip_prefix('*') {
+            text.push_str(t);
+            text.push(' ');
+        } else if let Some((name, value)) = line.strip_suffix(',').and_then(|l| l.split_once(" = "))
+        {
+            let doc: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                doc.contains(&alloc::format!("@{name}:")),
+                "{name} is documented"
+            );
+            let errno = doc
+                .split("Returned as ")
+                .nth(1)
+                .and_then(|s| s.trim_start().split(['.', ' ']).next())
+                .unwrap_or_else(|| panic!("{name} documents its errno"));
+            out.push((
+                value.parse().expect("numbered explicitly"),
+                errno_number(errno),
+            ));
+            text.clear();
+        }
+    }
+    out
+}
+
+#[test]
+fn header_documents_every_error_kind_with_its_value_and_errno() {
+    let p = PhysAddr::new(0x1000);
+    let read = [
+        ErrorKind::RootUnreadable,
+        ErrorKind::RootCrossesPage { offset: 1 },
+        ErrorKind::UnsupportedVersion { found: 2 },
+        ErrorKind::NullPointer,
+        ErrorKind::Unaligned { value: p },
+        ErrorKind::Unreadable { target: p },
+        ErrorKind::CountOverCapacity {
+            nr_objects: 1,
+            capacity: 1,
+        },
+        ErrorKind::PartialPage {
+            nr_objects: 1,
+            capacity: 1,
+        },
+        ErrorKind::Cycle {
+            target: p,
+            earlier: 0,
+        },
+        ErrorKind::PageReused {
+            target: p,
+            other_chain: Chain::Root,
+            other_page: None,
+        },
+        ErrorKind::LimitExceeded {
+            what: Limit::Objects,
+            limit: 1,
+        },
+        ErrorKind::UnknownFlags { flags: 4 },
+        ErrorKind::ZeroRefCount,
+        ErrorKind::RefCountMismatch {
+            stored: 1,
+            counted: 2,
+        },
+        ErrorKind::UnknownIommuType { raw: 3 },
+        ErrorKind::DuplicateIommu {
+            other_page: 0,
+            other_object: 0,
+        },
+        ErrorKind::DuplicateDevice {
+            other_page: 0,
+            other_object: 0,
+        },
+        ErrorKind::BadReference {
+            target: p,
+            fault: RefFault::Deleted,
+        },
+        ErrorKind::VaszTooLarge { vasz: 65 },
+        ErrorKind::SignExtendInvalid { value: 2 },
+        ErrorKind::NonZeroPadding,
+        ErrorKind::AlreadyRestored,
+    ];
+    let k = ObjectKind::Device;
+    let write = [
+        WriteError::OutOfPages {
+            purpose: PagePurpose::Root,
+        },
+        WriteError::BadPage {
+            purpose: PagePurpose::Chain(k),
+            phys: p,
+            problem: BadPage::Null,
+        },
+        WriteError::PageUnavailable { phys: p },
+        WriteError::Inconsistent { phys: p, what: "x" },
+        WriteError::ForeignHandle { kind: k, phys: p },
+        WriteError::AttachToDeleted { kind: k, phys: p },
+        WriteError::AlreadyUnpreserved { kind: k, phys: p },
+        WriteError::DuplicateDevice {
+            pci_domain_nr: 0,
+            devid: 0,
+            existing: p,
+        },
+        WriteError::DuplicateIommu {
+            token: 0,
+            iommu_type: crate::abi::v1::IommuTypeSer::IommuIntel,
+            existing: p,
+        },
+        WriteError::PayloadMismatch {
+            iommu: p,
+            iommu_type: crate::abi::v1::IommuTypeSer::IommuIntel,
+            payload_type: crate::abi::v1::IommuTypeSer::IommuArmSmmuv3,
+        },
+        WriteError::InvalidDomain {
+            field: DomainField::Vasz,
+            value: 65,
+        },
+        WriteError::AttachmentIdOnSmmuv3 { attachment_id: 1 },
+        WriteError::DomainInUse {
+            domain: p,
+            device: p,
+        },
+        WriteError::IommuInUse {
+            iommu: p,
+            devices: 1,
+        },
+        WriteError::RefCountOverflow { iommu: p },
+        WriteError::IndexFull { capacity: 1 },
+    ];
+    let loc = crate::error::Location::root(p, None);
+    let mut fails: Vec<Fail> = read
+        .iter()
+        .map(|&kind| Fail::Read(crate::Error::new(kind, loc)))
+        .collect();
+    fails.extend(write.iter().map(|&e| Fail::Write(e)));
+    fails.push(Fail::Invalid(c"x"));
+    fails.push(Fail::TooLarge { root: 0 });
+    fails.push(Fail::ScratchBytes {
+        root: 0,
+        needed: 2,
+        got: 1,
+    });
+
+    let header = header_kinds();
+    let mut covered = vec![false; header.len()];
+    covered[0] = header[0] == (IommuFlbErrorKind::IommuFlbErrNone.code(), 0);
+    for f in &fails {
+        let rec = IommuFlbError::of(f);
+        let i = header
+            .iter()
+            .position(|&(v, _)| v == rec.kind)
+            .unwrap_or_else(|| panic!("kind {} of {f:?} is not in the header", rec.kind));
+        assert_eq!(header[i].1, f.errno(), "documented errno of {f:?}");
+        assert_eq!(rec.error, f.errno());
+        covered[i] = true;
+    }
+    assert!(
+        covered.iter().all(|c| *c),
+        "every documented kind is produced"
+    );
+}

@@ -1,0 +1,506 @@
+//! Walking and looking up the records of a validated image, and the
+//! page-restore walk of the reader's second phase.
+
+use core::ffi::{c_int, c_void};
+use core::ptr;
+
+use super::error::{IOMMU_FLB_NONE, errno};
+use super::reader::{CMem, IommuFlbImage, answer, read_arg};
+use super::usable;
+use crate::PhysAddr;
+use crate::abi::v1::{IommuDeviceSer, IommuDomainSer, IommuHwSer, IommuTypeSer};
+use crate::error::Chain;
+use crate::reader::{self, Image};
+
+/// struct iommu_flb_cursor - Position of a walk.
+///
+/// Initialize with IOMMU_FLB_CURSOR_INIT (all zero) to start at the first
+/// record; each iommu_flb_next_*() call advances it. One cursor per walk.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IommuFlbCursor {
+    /// @pos: Private: the index of the next record slot to look at.
+    pub pos: u64,
+}
+
+/// struct iommu_flb_iommu_ref - A live IOMMU record in the image.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IommuFlbIommuRef {
+    /// @ser: The record, inside an image page (read-only).
+    pub ser: *const IommuHwSer,
+    /// @phys: Its physical address (what devices' iommu_phys holds).
+    pub phys: u64,
+}
+
+/// struct iommu_flb_domain_ref - A live domain record in the image.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IommuFlbDomainRef {
+    /// @ser: The record, inside an image page (read-only).
+    pub ser: *const IommuDomainSer,
+    /// @phys: Its physical address (what devices' domain_phys holds).
+    pub phys: u64,
+}
+
+/// struct iommu_flb_device_ref - A live device record in the image.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IommuFlbDeviceRef {
+    /// @ser: The record, inside an image page (read-only).
+    pub ser: *const IommuDeviceSer,
+    /// @phys: Its physical address; iommu_flb_device_domain() and
+    /// iommu_flb_device_iommu() find the device by it.
+    pub phys: u64,
+}
+
+const NULL_IOMMU: IommuFlbIommuRef = IommuFlbIommuRef {
+    ser: ptr::null(),
+    phys: 0,
+};
+const NULL_DOMAIN: IommuFlbDomainRef = IommuFlbDomainRef {
+    ser: ptr::null(),
+    phys: 0,
+};
+const NULL_DEVICE: IommuFlbDeviceRef = IommuFlbDeviceRef {
+    ser: ptr::null(),
+    phys: 0,
+};
+
+/// The next live record at or after `cursor`, found with `at` (record by
+/// index, `None` past the end; `Some(None)` for a deleted slot). Returns
+/// `(found, 1)` and advances the cursor past it, or `(empty, 0)` at the
+/// end, leaving the cursor at the end.
+///
+/// # Safety
+///
+/// `cursor` must be NULL or valid for reading and writing one cursor.
+unsafe fn step<T: Copy>(
+    cursor: *mut IommuFlbCursor,
+    empty: T,
+    mut at: impl FnMut(u64) -> Option<Option<T>>,
+) -> Result<(T, c_int), c_int> {
+    if !usable(cursor.cast_const()) {
+        return Err(errno::EINVAL);
+    }
+    // SAFETY: `cursor` is non-NULL and aligned (checked above) and, by the
+    // contract, a readable and writable `struct iommu_flb_cursor`, which is
+    // one `u64`: every bit pattern is valid.
+    let cur = unsafe { &mut *cursor };
+    loop {
+        let Some(slot) = at(cur.pos) else {
+            return Ok((empty, 0));
+        };
+        cur.pos = cur.pos.checked_add(1).ok_or(errno::EINVAL)?;
+        if let Some(found) = slot {
+            return Ok((found, 1));
+        }
+    }
+}
+
+/// iommu_flb_next_iommu() - Walk the live IOMMUs, in chain order.
+/// @img: A validated image.
+/// @cursor: The walk's position (start with IOMMU_FLB_CURSOR_INIT).
+/// @out: Where to store the next live IOMMU.
+///
+/// Deleted slots are skipped. The image's pages may be written between
+/// calls (e.g. to set IOMMU_SER_FLAG_INCOMING), not during one.
+///
+/// Context: Any context the image's page callback allows.
+///
+/// Return: 1 with *@out set, 0 at the end (*@out zeroed), or a negative
+/// errno: -EINVAL for a NULL or misaligned pointer or a pointer that is not
+/// an image, -EFAULT if the root page can no longer be read.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn iommu_flb_next_iommu(
+    img: *const IommuFlbImage,
+    cursor: *mut IommuFlbCursor,
+    out: *mut IommuFlbIommuRef,
+) -> c_int {
+    // SAFETY: forwarded from this function's contract (kernel-doc above).
+    unsafe {
+        answer(img, out, |image| {
+            step(cursor, NULL_IOMMU, |i| {
+                let r = image.iommu_by_index(i)?;
+                Some(
+                    r.iommu()
+                        .filter(|_| !r.is_deleted())
+                        .map(|m| IommuFlbIommuRef {
+                            ser: ptr::from_ref(m.record()),
+                            phys: m.phys().get(),
+                        }),
+                )
+            })
+        })
+    }
+}
+
+/// iommu_flb_next_domain() - Walk the live domains, in chain order.
+/// @img: A validated image.
+/// @cursor: The walk's position (start with IOMMU_FLB_CURSOR_INIT).
+/// @out: Where to store the next live domain.
+///
+/// Context: Any context the image's page callback allows.
+///
+/// Return: As iommu_flb_next_iommu().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn iommu_flb_next_domain(
+    img: *const IommuFlbImage,
+    cursor: *mut IommuFlbCursor,
+    out: *mut IommuFlbDomainRef,
+) -> c_int {
+    // SAFETY: forwarded from this function's contract (kernel-doc above).
+    unsafe {
+        answer(img, out, |image| {
+            step(cursor, NULL_DOMAIN, |i| {
+                let d = image.domain_by_index(i)?;
+                Some((!d.is_deleted()).then(|| domain_ref(d)))
+            })
+        })
+    }
+}
+
+fn domain_ref(d: reader::Domain<'_>) -> IommuFlbDomainRef {
+    IommuFlbDomainRef {
+        ser: ptr::from_ref(d.record()),
+        phys: d.phys().get(),
+    }
+}
+
+fn iommu_ref(m: reader::Iommu<'_>) -> IommuFlbIommuRef {
+    IommuFlbIommuRef {
+        ser: ptr::from_ref(m.record()),
+        phys: m.phys().get(),
+    }
+}
+
+fn device_ref(d: reader::Device<'_>) -> IommuFlbDeviceRef {
+    IommuFlbDeviceRef {
+        ser: ptr::from_ref(d.record()),
+        phys: d.phys().get(),
+    }
+}
+
+/// iommu_flb_next_device() - Walk the live devices, in chain order.
+/// @img: A validated image.
+/// @cursor: The walk's position (start with IOMMU_FLB_CURSOR_INIT).
+/// @out: Where to store the next live device.
+///
+/// Context: Any context the image's page callback allows.
+///
+/// Return: As iommu_flb_next_iommu().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn iommu_flb_next_device(
+    img: *const IommuFlbImage,
+    cursor: *mut IommuFlbCursor,
+    out: *mut IommuFlbDeviceRef,
+) -> c_int {
+    // SAFETY: forwarded from this function's contract (kernel-doc above).
+    unsafe {
+        answer(img, out, |image| {
+            step(cursor, NULL_DEVICE, |i| {
+                let d = image.device_by_index(i)?;
+                Some(d.device().filter(|_| !d.is_deleted()).map(device_ref))
+            })
+        })
+    }
+}
+
+/// iommu_flb_find_iommu() - Look up a live IOMMU by (token, type).
+/// @img: A validated image.
+/// @token: The IOMMU's token (its MMIO base).
+/// @iommu_type: IOMMU_INTEL or IOMMU_ARM_SMMUV3.
+/// @out: Where to store the IOMMU.
+///
+/// Cost O(log n).
+///
+/// Context: Any context the image's page callback allows.
+///
+/// Return: 0 with *@out set; -ENOENT if there is no such live IOMMU (*@out
+/// zeroed); -EINVAL for a bad pointer or an @iommu_type other than
+/// IOMMU_INTEL and IOMMU_ARM_SMMUV3; -EFAULT if the root page can no longer
+/// be read.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn iommu_flb_find_iommu(
+    img: *const IommuFlbImage,
+    token: u64,
+    iommu_type: u64,
+    out: *mut IommuFlbIommuRef,
+) -> c_int {
+    let ty = match IommuTypeSer::from_wire(iommu_type) {
+        Some(t @ (IommuTypeSer::IommuIntel | IommuTypeSer::IommuArmSmmuv3)) => t,
+        _ => return errno::EINVAL,
+    };
+    // SAFETY: forwarded from this function's contract (kernel-doc above).
+    unsafe {
+        answer(img, out, |image| {
+            Ok(image
+                .find_iommu(token, ty)
+                .map_or((NULL_IOMMU, errno::ENOENT), |m| (iommu_ref(m), 0)))
+        })
+    }
+}
+
+/// iommu_flb_find_device() - Look up a live device by PCI segment and devid.
+/// @img: A validated image.
+/// @segment: The PCI segment (pci_domain_nr).
+/// @devid: The PCI requester ID, bus << 8 | devfn.
+/// @out: Where to store the device.
+///
+/// Cost O(log n).
+///
+/// Context: Any context the image's page callback allows.
+///
+/// Return: 0 with *@out set; -ENOENT if there is no such live device (*@out
+/// zeroed); -EINVAL for a bad pointer; -EFAULT if the root page can no
+/// longer be read.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn iommu_flb_find_device(
+    img: *const IommuFlbImage,
+    segment: u32,
+    devid: u32,
+    out: *mut IommuFlbDeviceRef,
+) -> c_int {
+    // SAFETY: forwarded from this function's contract (kernel-doc above).
+    unsafe {
+        answer(img, out, |image| {
+            Ok(image
+                .find_device(segment, devid)
+                .map_or((NULL_DEVICE, errno::ENOENT), |d| (device_ref(d), 0)))
+        })
+    }
+}
+
+/// The live device `dev` names (by its `phys`).
+///
+/// # Safety
+///
+/// `dev` must be NULL or point to a readable `struct iommu_flb_device_ref`.
+unsafe fn device_of<'m>(
+    image: &Image<'m, '_, CMem>,
+    dev: *const IommuFlbDeviceRef,
+) -> Result<reader::Device<'m>, c_int> {
+    // SAFETY: forwarded from this function's contract.
+    let dev = unsafe { read_arg(dev, c"dev") }.map_err(|_| errno::EINVAL)?;
+    image
+        .device_at(PhysAddr::new(dev.phys))
+        .ok_or(errno::ENOENT)
+}
+
+/// iommu_flb_device_domain() - Resolve a device's domain.
+/// @img: A validated image.
+/// @dev: A live device of @img (from iommu_flb_next_device() or
+///       iommu_flb_find_device()); only its @phys is used.
+/// @out: Where to store the domain its domain_phys names.
+///
+/// Validation proved the domain live, so this fails only for a @dev that is
+/// not a live device of @img. Cost O(log n).
+///
+/// Context: Any context the image's page callback allows.
+///
+/// Return: 0 with *@out set; -ENOENT if @dev->phys is not a live device of
+/// @img; -EINVAL for a bad pointer; -EFAULT if the root page can no longer
+/// be read.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn iommu_flb_device_domain(
+    img: *const IommuFlbImage,
+    dev: *const IommuFlbDeviceRef,
+    out: *mut IommuFlbDomainRef,
+) -> c_int {
+    // SAFETY: forwarded from this function's contract (kernel-doc above).
+    unsafe {
+        answer(img, out, |image| {
+            Ok(device_of(image, dev)
+                .map_or_else(|code| (NULL_DOMAIN, code), |d| (domain_ref(d.domain()), 0)))
+        })
+    }
+}
+
+/// iommu_flb_device_iommu() - Resolve a device's IOMMU.
+/// @img: A validated image.
+/// @dev: A live device of @img; only its @phys is used.
+/// @out: Where to store the IOMMU its iommu_phys names. Its type selects
+///       the member of the device's vendor union.
+///
+/// Context: Any context the image's page callback allows.
+///
+/// Return: As iommu_flb_device_domain().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn iommu_flb_device_iommu(
+    img: *const IommuFlbImage,
+    dev: *const IommuFlbDeviceRef,
+    out: *mut IommuFlbIommuRef,
+) -> c_int {
+    // SAFETY: forwarded from this function's contract (kernel-doc above).
+    unsafe {
+        answer(img, out, |image| {
+            Ok(device_of(image, dev)
+                .map_or_else(|code| (NULL_IOMMU, code), |d| (iommu_ref(d.iommu()), 0)))
+        })
+    }
+}
+
+/// struct iommu_flb_image_info - Counts of a validated image.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IommuFlbImageInfo {
+    /// @root_phys: The root's physical address.
+    pub root_phys: u64,
+    /// @version: The format version (IOMMU_LUO_FLB_VERSION).
+    pub version: u64,
+    /// @pages: Pages iommu_flb_restore() visits: the root's and every chain
+    /// page.
+    pub pages: u64,
+    /// @iommu_pages: Pages in the IOMMU chain.
+    pub iommu_pages: u64,
+    /// @domain_pages: Pages in the domain chain.
+    pub domain_pages: u64,
+    /// @device_pages: Pages in the device chain.
+    pub device_pages: u64,
+    /// @live_iommus: Live IOMMUs.
+    pub live_iommus: u64,
+    /// @live_devices: Live devices.
+    pub live_devices: u64,
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// iommu_flb_image_info() - Count what a validated image holds.
+/// @img: A validated image.
+/// @out: Where to store the counts.
+///
+/// Context: Any context the image's page callback allows.
+///
+/// Return: 0 with *@out set; -EINVAL for a bad pointer; -EFAULT if the root
+/// page can no longer be read.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn iommu_flb_image_info(
+    img: *const IommuFlbImage,
+    out: *mut IommuFlbImageInfo,
+) -> c_int {
+    // SAFETY: forwarded from this function's contract (kernel-doc above).
+    unsafe {
+        answer(img, out, |image| {
+            Ok((
+                IommuFlbImageInfo {
+                    root_phys: image.root_phys().get(),
+                    version: image.version(),
+                    pages: count(image.page_count()),
+                    iommu_pages: count(image.chain_pages(Chain::Iommu)),
+                    domain_pages: count(image.chain_pages(Chain::Domain)),
+                    device_pages: count(image.chain_pages(Chain::Device)),
+                    live_iommus: count(image.live_iommus()),
+                    live_devices: count(image.live_devices()),
+                },
+                0,
+            ))
+        })
+    }
+}
+
+/// iommu_flb_next_page() - Walk the image's pages in restore order.
+/// @img: A validated image.
+/// @cursor: The walk's position (start with IOMMU_FLB_CURSOR_INIT).
+/// @phys: Where to store the next page's physical address.
+///
+/// The order is the one iommu_flb_restore() uses: the root's page, then the
+/// IOMMU, domain and device chains, each from its head. After a failed
+/// restore, the first &struct iommu_flb_restore_status.restored pages of
+/// this walk are the ones that were restored.
+///
+/// Context: Any context the image's page callback allows.
+///
+/// Return: As iommu_flb_next_iommu().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn iommu_flb_next_page(
+    img: *const IommuFlbImage,
+    cursor: *mut IommuFlbCursor,
+    phys: *mut u64,
+) -> c_int {
+    // SAFETY: forwarded from this function's contract (kernel-doc above).
+    unsafe {
+        answer(img, phys, |image| {
+            step(cursor, 0, |i| {
+                let i = usize::try_from(i).ok()?;
+                Some(Some(image.page_by_index(i)?.get()))
+            })
+        })
+    }
+}
+
+/// struct iommu_flb_restore_status - How far iommu_flb_restore() got.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IommuFlbRestoreStatus {
+    /// @restored: Pages restored: all of them on success, else those before
+    /// the failed one (the first @restored of iommu_flb_next_page()).
+    pub restored: u64,
+    /// @failed_phys: The page whose restore failed, or IOMMU_FLB_NONE.
+    pub failed_phys: u64,
+    /// @ret: What the callback returned for it (0 on success).
+    pub ret: c_int,
+}
+
+/// iommu_flb_restore() - Restore every page of a validated image (phase two).
+/// @img: A validated image.
+/// @restore: Called once per page with its physical address, in the order
+///           of iommu_flb_next_page(): the root's page first. In the kernel:
+///           kho_restore_folio(). Returns 0, or a negative errno to stop.
+///           Must not write to image pages.
+/// @ctx: Passed to @restore unchanged; may be NULL.
+/// @status: Where to store how far the walk got; written whenever the
+///          walk ran (not for a bad argument).
+///
+/// Every page of the image is visited exactly once, and only pages
+/// validation proved part of the image. The first failure stops the walk.
+///
+/// Context: Whatever @restore needs.
+///
+/// Return: 0 when every page was restored, else the negative errno
+/// @restore returned (-EINVAL if it returned a positive value); then
+/// @status says which page failed and how many were restored before it,
+/// for the caller to unwind. -EINVAL for a bad pointer, -EFAULT if the root
+/// page can no longer be read (nothing restored).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn iommu_flb_restore(
+    img: *const IommuFlbImage,
+    restore: Option<unsafe extern "C" fn(ctx: *mut c_void, phys: u64) -> c_int>,
+    ctx: *mut c_void,
+    status: *mut IommuFlbRestoreStatus,
+) -> c_int {
+    let Some(restore) = restore else {
+        return errno::EINVAL;
+    };
+    let walk = |image: &Image<'_, '_, CMem>| {
+        let done = image.restore(|page| {
+            // SAFETY: `restore` is the caller's non-NULL callback, called as
+            // its contract says: with `ctx` and a page of the image.
+            match unsafe { restore(ctx, page.get()) } {
+                0 => Ok(()),
+                r => Err(r),
+            }
+        });
+        Ok(match done {
+            Ok(n) => (
+                IommuFlbRestoreStatus {
+                    restored: count(n),
+                    failed_phys: IOMMU_FLB_NONE,
+                    ret: 0,
+                },
+                0,
+            ),
+            Err(e) => (
+                IommuFlbRestoreStatus {
+                    restored: count(e.restored()),
+                    failed_phys: e.page.get(),
+                    ret: e.error,
+                },
+                if e.error < 0 { e.error } else { errno::EINVAL },
+            ),
+        })
+    };
+    // SAFETY: forwarded from this function's contract (kernel-doc above).
+    unsafe { answer(img, status, walk) }
+}

@@ -34,7 +34,7 @@ use iommu_flb_bench::pool::ScrambledPool;
 use iommu_flb_bench::{kernel_walk, kho, validate};
 
 /// The block limit passed to the upstream-style check: upstream's 10,000
-/// would refuse image (b)'s 19,017-page device chain, so use the reader's
+/// would refuse image (b)'s 19,018-page device chain, so use the reader's
 /// default page limit instead.
 const KHO_LIMIT: u64 = 1 << 20;
 
@@ -141,6 +141,14 @@ fn self_check(built: &Built, scratch: &mut [ScratchElem]) {
             validate::validate_and_visit(&bad, root, scratch).is_err(),
             "validate refuses {corrupt:?}"
         );
+    }
+    // Upstream's own block limit refuses image (b)'s device chain.
+    let upstream = kho::check_and_visit(&mem, root, kho::KHO_MAX_BLOCKS);
+    let device_slots = u64::try_from(built.plan.shape.slots().2).expect("fits");
+    if device_slots > kho::KHO_MAX_BLOCKS * IOMMU_DEVICE_ARRAY_CAPACITY {
+        assert_eq!(upstream, Err(kho::KhoError::TooManyBlocks));
+    } else {
+        assert!(upstream.is_ok(), "{upstream:?}");
     }
 }
 

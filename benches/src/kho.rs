@@ -5,10 +5,10 @@
 //! This follows `kho_block_set_restore()` (kernel/liveupdate/kho_block.c):
 //! first Floyd's cycle finding over the whole chain, bounded by a block limit,
 //! then one walk that refuses a block whose count is 0 or above the block's
-//! capacity. Upstream also allocates a tracking struct per block during that
-//! walk (`kho_block_add()`); that is bookkeeping for its own later use, not a
-//! check, and is left out here so the reference is as cheap as it can
-//! honestly be. Nothing else is checked: not alignment, not that a page is
+//! capacity, and the block past the limit (`kho_block_add()`'s `-ENOSPC`).
+//! Upstream also allocates a tracking struct per block during that walk; that
+//! is bookkeeping for its own later use, not a check, and is left out here so
+//! the reference is as cheap as it can honestly be. Nothing else is checked: not alignment, not that a page is
 //! shared between chains, not the records.
 //!
 //! Pages are reached through the same [`Memory`] the validating reader uses,
@@ -28,7 +28,7 @@ use zerocopy::{FromBytes, Immutable, KnownLayout};
 use crate::fold;
 
 /// Upstream's block limit (`KHO_MAX_BLOCKS`). It caps a chain at 10,000 pages,
-/// i.e. 560,000 device records: image (b)'s device chain (18,725 pages) is
+/// i.e. 560,000 device records: image (b)'s device chain (19,018 pages) is
 /// above it, so the benchmark passes a larger limit.
 pub const KHO_MAX_BLOCKS: u64 = 10_000;
 
@@ -44,6 +44,8 @@ pub enum KhoError {
     },
     /// Floyd's walk met the same page twice, or ran past the block limit.
     Cyclic,
+    /// The chain has more blocks than the limit.
+    TooManyBlocks,
     /// A block holds no record or more than fit in a page.
     BadCount {
         /// The page's physical address.
@@ -59,6 +61,7 @@ impl fmt::Display for KhoError {
             KhoError::RootUnreadable => write!(f, "root page unreadable"),
             KhoError::Unreadable { page } => write!(f, "block {page} unreadable"),
             KhoError::Cyclic => write!(f, "block set is corrupted (cycle or too many blocks)"),
+            KhoError::TooManyBlocks => write!(f, "more blocks than the limit"),
             KhoError::BadCount { page, count } => {
                 write!(f, "block {page} contains invalid entry count: {count}")
             }
@@ -125,7 +128,12 @@ where
         return Err(KhoError::Cyclic);
     }
     let mut phys = head;
+    let mut blocks = 0u64;
     while !phys.is_null() {
+        if blocks >= max_blocks {
+            return Err(KhoError::TooManyBlocks);
+        }
+        blocks += 1;
         let page = mem.page(phys).ok_or(KhoError::Unreadable { page: phys })?;
         let (hdr, body) = IommuArrayHdrSer::ref_from_prefix(page)
             .map_err(|_| KhoError::Unreadable { page: phys })?;

@@ -147,18 +147,33 @@ impl<'s> Pages<'s> {
 
     /// The record of `chain` that starts at `phys`, deleted or not; with
     /// `live`, a deleted one is refused too.
+    ///
+    /// `hint` is a position in `sorted`, tried before the binary search and
+    /// left at the page found: records walked in chain order name their
+    /// targets in clustered order (the devices of a page share IOMMUs and
+    /// mostly domain pages), so with one hint per kind of target the
+    /// search runs only when the target page changes. Any value is safe;
+    /// `usize::MAX` means none.
     pub fn locate<'m, M: Memory + ?Sized, const N: usize>(
         &self,
         mem: &'m M,
         chain: Chain,
         phys: PhysAddr,
         live: bool,
+        hint: &mut usize,
     ) -> Result<Found<'m, N>, RefFault> {
         let base = phys.page_base();
-        let pos = self
-            .sorted
-            .binary_search_by(|e| e.hi.cmp(&base.get()))
-            .map_err(|_| RefFault::NotInChain)?;
+        let pos = match self.sorted.get(*hint) {
+            Some(e) if e.hi == base.get() => *hint,
+            _ => {
+                let pos = self
+                    .sorted
+                    .binary_search_by(|e| e.hi.cmp(&base.get()))
+                    .map_err(|_| RefFault::NotInChain)?;
+                *hint = pos;
+                pos
+            }
+        };
         let e = self.sorted.get(pos).ok_or(RefFault::NotInChain)?;
         if tag_chain(e.lo >> TAG_SHIFT) != chain {
             return Err(RefFault::NotInChain);

@@ -416,6 +416,7 @@ fn check_devices<M: Memory + ?Sized>(
 ) -> Result<usize, Error> {
     let mut out = pairs.iter_mut();
     let mut live = 0usize;
+    let (mut dom_hint, mut hw_hint) = (usize::MAX, usize::MAX);
     for_each_record::<M, DEV>(mem, pages, Chain::Device, |loc, index, bytes| {
         if !check_header(loc, bytes, handover)? {
             return Ok(());
@@ -427,11 +428,11 @@ fn check_devices<M: Memory + ?Sized>(
         };
         let dom = PhysAddr::new(map.domain_phys.get());
         pages
-            .locate::<M, DOM>(mem, Chain::Domain, dom, true)
+            .locate::<M, DOM>(mem, Chain::Domain, dom, true, &mut dom_hint)
             .map_err(|f| bad(dom, f, "domain_phys"))?;
         let hw = PhysAddr::new(map.iommu_phys.get());
         let iommu: Found<'_, HW> = pages
-            .locate(mem, Chain::Iommu, hw, true)
+            .locate(mem, Chain::Iommu, hw, true, &mut hw_hint)
             .map_err(|f| bad(hw, f, "iommu_phys"))?;
         let rec: &IommuHwSer = zerocopy::transmute_ref!(iommu.bytes);
         if handover

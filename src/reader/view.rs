@@ -199,17 +199,34 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     pub fn all_devices(&self) -> impl Iterator<Item = AnyDevice<'m>> + use<'m, 's, M> {
         let this = *self;
         self.records::<DEV>(Chain::Device)
-            .map(move |(phys, bytes)| this.any_device(phys, bytes))
+            .scan([usize::MAX; 2], move |hints, (phys, bytes)| {
+                Some(this.any_device(phys, bytes, hints))
+            })
     }
 
     /// The live devices, in chain order.
     pub fn devices(&self) -> impl Iterator<Item = Device<'m>> + use<'m, 's, M> {
-        self.all_devices()
-            .filter(|d| !d.is_deleted())
+        let this = *self;
+        self.records::<DEV>(Chain::Device)
+            .filter(|(_, bytes)| {
+                let rec: &IommuDeviceSer = zerocopy::transmute_ref!(*bytes);
+                rec.hdr.flags.get() & IOMMU_SER_FLAG_DELETED == 0
+            })
+            .scan([usize::MAX; 2], move |hints, (phys, bytes)| {
+                Some(this.any_device(phys, bytes, hints))
+            })
             .filter_map(|d| d.device())
     }
 
-    fn any_device(&self, phys: PhysAddr, bytes: &'m [u8; DEV]) -> AnyDevice<'m> {
+    /// A device record with its references resolved; `hints` are the
+    /// domain and IOMMU lookup hints (see `Pages::locate`).
+    fn any_device(
+        &self,
+        phys: PhysAddr,
+        bytes: &'m [u8; DEV],
+        hints: &mut [usize; 2],
+    ) -> AnyDevice<'m> {
+        let [dom_hint, hw_hint] = hints;
         let rec: &IommuDeviceSer = zerocopy::transmute_ref!(bytes);
         let map = &rec.domain_iommu_ser;
         let domain = self
@@ -219,6 +236,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 Chain::Domain,
                 PhysAddr::new(map.domain_phys.get()),
                 false,
+                dom_hint,
             )
             .ok()
             .map(|f| Domain {
@@ -232,6 +250,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 Chain::Iommu,
                 PhysAddr::new(map.iommu_phys.get()),
                 false,
+                hw_hint,
             )
             .ok()
             .and_then(|f| {
@@ -272,7 +291,8 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         let i = self.device_keys.binary_search_by(|e| e.hi.cmp(&key)).ok()?;
         let index = self.device_keys.get(i)?.lo;
         let f: Found<'m, DEV> = self.pages.record_at(self.mem, Chain::Device, index)?;
-        self.any_device(f.phys, f.bytes).device()
+        self.any_device(f.phys, f.bytes, &mut [usize::MAX; 2])
+            .device()
     }
 
     /// Every page of the image exactly once, in restore order: the root's
@@ -726,16 +746,18 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     /// Device record `index` of the chain, deleted or not.
     pub(crate) fn device_by_index(&self, index: u64) -> Option<AnyDevice<'m>> {
         let f: Found<'m, DEV> = self.pages.record_at(self.mem, Chain::Device, index)?;
-        Some(self.any_device(f.phys, f.bytes))
+        Some(self.any_device(f.phys, f.bytes, &mut [usize::MAX; 2]))
     }
 
     /// The live device whose record starts at `phys`.
     pub(crate) fn device_at(&self, phys: PhysAddr) -> Option<Device<'m>> {
+        let mut hint = usize::MAX;
         let f: Found<'m, DEV> = self
             .pages
-            .locate(self.mem, Chain::Device, phys, true)
+            .locate(self.mem, Chain::Device, phys, true, &mut hint)
             .ok()?;
-        self.any_device(f.phys, f.bytes).device()
+        self.any_device(f.phys, f.bytes, &mut [usize::MAX; 2])
+            .device()
     }
 
     /// Page `index` in [`pages`](Self::pages) order.

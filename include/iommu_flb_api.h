@@ -50,8 +50,7 @@
  *   refuse_free:
  *   kvfree(scratch);
  *   refuse:
- *   pr_err("%s
-", err.message);             // what is wrong, and where
+ *   pr_err("%s\n", err.message);              // what is wrong, and where
  *   return ret;                               // restore and free nothing
  *
  * where flb_page() returns NULL unless KHO preserved the page and

@@ -7,6 +7,7 @@ use core::mem::{align_of, offset_of, size_of};
 use zerocopy::FromBytes;
 
 use super::error::{Fail, IommuFlbChain, IommuFlbError, errno, report};
+use super::reader::read_arg;
 use super::usable;
 use crate::PhysAddr;
 use crate::abi::PAGE_SIZE;
@@ -224,20 +225,6 @@ unsafe fn with_writer(
             f.errno()
         }
     }
-}
-
-/// Reads a by-pointer argument.
-///
-/// # Safety
-///
-/// `p` must be NULL or point to a readable, initialized `T`.
-unsafe fn read_arg<T: Copy>(p: *const T, name: &'static CStr) -> Result<T, Fail> {
-    if !usable(p) {
-        return Err(Fail::Invalid(name));
-    }
-    // SAFETY: non-NULL and aligned (checked above); initialized by the
-    // caller's contract; `T: Copy`.
-    Ok(unsafe { p.read() })
 }
 
 /// Writes an out-parameter.

@@ -50,8 +50,7 @@
  *   refuse_free:
  *   kvfree(scratch);
  *   refuse:
- *   pr_err("%s
-", err.message);             // what is wrong, and where
+ *   pr_err("%s\n", err.message);              // what is wrong, and where
  *   return ret;                               // restore and free nothing
  *
  * where flb_page() returns NULL unless KHO preserved the page and
@@ -392,9 +391,12 @@ struct iommu_flb_mem {
    * @page: Returns the page-aligned 4096-byte page at physical address
    * @phys (always page-aligned), or NULL if it may not be read. In the
    * kernel: NULL unless KHO preserved the page, else phys_to_virt(). A
-   * returned page must stay mapped and unchanged while the library reads
-   * the image (iommu_flb_validate() until the image is no longer used);
-   * the callback must not write to image pages. Must not be NULL.
+   * returned page must stay mapped from iommu_flb_validate() until the
+   * image is no longer used, and must not change during a library call
+   * (the callback must not write to image pages). Between calls the
+   * caller may write the fields the next kernel sets after adopting an
+   * object (IOMMU_SER_FLAG_INCOMING, restored, restored_domain). Must not
+   * be NULL.
    */
   const uint8_t *(*page)(void *ctx, uint64_t phys);
   /**

@@ -16,6 +16,7 @@ use iommu_flb_abi::writer::{
 use iommu_flb_abi::{Memory, PageMap, PhysAddr};
 use object::{ReadCache, ReadRef};
 
+use crate::PAGE;
 use crate::elfcore::write_core;
 use crate::load::{Format, LoadOptions, load};
 use crate::plan::{Plan, Spec, Step, Vendor, plan};
@@ -215,9 +216,6 @@ fn page_addresses(spec: &Spec) -> Vec<PhysAddr> {
 
 /// The lowest page address `gen` uses.
 const WINDOW: u64 = 0x10_0000;
-/// [`PAGE_SIZE`] as a `u64`.
-const PAGE: u64 = 4096;
-const _: () = assert!(PAGE_SIZE == 4096);
 
 fn writer_failure(e: WriteError) -> Failure {
     Failure::Usage(format!("the writer refused the plan: {e}"))

@@ -29,6 +29,8 @@ use iommu_flb_abi::abi::PAGE_SIZE;
 use object::elf::{self, FileHeader64, Ident, NoteHeader64, ProgramHeader64};
 use object::{LittleEndian as LE, U16, U32, U64, bytes_of};
 
+use crate::PAGE;
+
 /// The name of the root note (without its NUL terminator).
 pub const NOTE_NAME: &[u8] = b"IOMMUFLB";
 
@@ -156,10 +158,6 @@ pub fn write_core<'p>(
     }
     Ok(out)
 }
-
-/// [`PAGE_SIZE`] as a `u64`.
-const PAGE: u64 = 4096;
-const _: () = assert!(PAGE_SIZE == 4096);
 
 fn file_header(phnum: u16, phoff: usize) -> FileHeader64<LE> {
     let size = |n: usize| U16::new(LE, u16::try_from(n).unwrap_or(u16::MAX));

@@ -35,3 +35,8 @@ pub mod num;
 pub mod plan;
 pub mod render;
 pub mod rng;
+
+/// [`PAGE_SIZE`](iommu_flb_abi::abi::PAGE_SIZE) as a `u64`, for the address
+/// arithmetic of loading, `gen` and the core writer.
+pub(crate) const PAGE: u64 = 4096;
+const _: () = assert!(iommu_flb_abi::abi::PAGE_SIZE == 4096);

@@ -49,6 +49,7 @@ use object::elf::{self, FileHeader64, ProgramHeader64};
 use object::read::elf::{FileHeader as _, ProgramHeader as _};
 use object::{Endianness, ReadRef};
 
+use crate::PAGE;
 use crate::elfcore::{NOTE_NAME, NT_IOMMU_FLB_ROOT};
 
 /// How to interpret a dump file.
@@ -305,10 +306,6 @@ impl<'a, R: ReadRef<'a>> FlatDump<R> {
 
 /// A page of zeros, for pages inside a segment's zero-filled tail.
 static ZERO_PAGE: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
-
-/// [`PAGE_SIZE`] as a `u64`.
-const PAGE: u64 = 4096;
-const _: () = assert!(PAGE_SIZE == 4096);
 
 /// One `PT_LOAD` segment, checked: `paddr + memsz` does not overflow, the
 /// file bytes are inside the file, `filesz <= memsz`, `memsz > 0`.

@@ -285,7 +285,9 @@ impl Field {
 }
 
 /// A vendor payload: the kernel's union member name and its fields in the
-/// kernel's order (padding left out: validation proves it zero).
+/// kernel's order, padding left out. Validation checks only the domain's
+/// padding, not the vendor payloads', so non-zero vendor padding is
+/// accepted and not shown here.
 type Payload = (&'static str, Vec<(&'static str, Field)>);
 
 fn iommu_payload(u: &AnyIommu<'_>) -> Option<Payload> {

@@ -25,9 +25,12 @@ pub struct IommuFlbMem {
     /// @page: Returns the page-aligned 4096-byte page at physical address
     /// @phys (always page-aligned), or NULL if it may not be read. In the
     /// kernel: NULL unless KHO preserved the page, else phys_to_virt(). A
-    /// returned page must stay mapped and unchanged while the library reads
-    /// the image (iommu_flb_validate() until the image is no longer used);
-    /// the callback must not write to image pages. Must not be NULL.
+    /// returned page must stay mapped from iommu_flb_validate() until the
+    /// image is no longer used, and must not change during a library call
+    /// (the callback must not write to image pages). Between calls the
+    /// caller may write the fields the next kernel sets after adopting an
+    /// object (IOMMU_SER_FLAG_INCOMING, restored, restored_domain). Must not
+    /// be NULL.
     pub page: Option<unsafe extern "C" fn(ctx: *mut c_void, phys: u64) -> *const u8>,
     /// @ctx: Passed to @page unchanged; may be NULL.
     pub ctx: *mut c_void,
@@ -62,10 +65,12 @@ impl Memory for CMem {
             return None;
         }
         // SAFETY: by the `struct iommu_flb_mem` contract, a non-NULL return
-        // points to PAGE_SIZE readable bytes that stay mapped and unchanged
-        // while the library reads the image, which covers this borrow of
-        // `self` (it lasts at most one API call). `[u8; PAGE_SIZE]` has
-        // alignment 1 and every byte pattern is a valid value.
+        // points to PAGE_SIZE readable bytes that stay mapped while the image
+        // is used and do not change during a library call. This borrow of
+        // `self` lasts at most one API call (the `CMem` is a local of each
+        // entry point), so the bytes neither move nor change while it lives.
+        // `[u8; PAGE_SIZE]` has alignment 1 and every byte pattern is a
+        // valid value.
         Some(unsafe { &*p.cast::<[u8; PAGE_SIZE]>() })
     }
 }

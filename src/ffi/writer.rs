@@ -7,12 +7,13 @@ use core::mem::{align_of, offset_of, size_of};
 use zerocopy::FromBytes;
 
 use super::error::{Fail, IommuFlbChain, IommuFlbError, errno, report};
+use super::reader::read_arg;
 use super::usable;
 use crate::PhysAddr;
 use crate::abi::PAGE_SIZE;
 use crate::abi::v1::{
-    IOMMU_ARRAY_HDR_SIZE, IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer, IommuHwSer,
-    IommuHwVendorSer, IommuIntelSer, IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer,
+    IOMMU_ARRAY_HDR_SIZE, IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer, IommuHwVendorSer,
+    IommuIntelSer, IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer,
 };
 use crate::writer::{
     DeviceHandle, DeviceIndex, DeviceInit, DeviceKey, DevicePayloadInit, DomainHandle, DomainInit,
@@ -224,20 +225,6 @@ unsafe fn with_writer(
             f.errno()
         }
     }
-}
-
-/// Reads a by-pointer argument.
-///
-/// # Safety
-///
-/// `p` must be NULL or point to a readable, initialized `T`.
-unsafe fn read_arg<T: Copy>(p: *const T, name: &'static CStr) -> Result<T, Fail> {
-    if !usable(p) {
-        return Err(Fail::Invalid(name));
-    }
-    // SAFETY: non-NULL and aligned (checked above); initialized by the
-    // caller's contract; `T: Copy`.
-    Ok(unsafe { p.read() })
 }
 
 /// Writes an out-parameter.
@@ -566,19 +553,6 @@ pub unsafe extern "C" fn iommu_flb_preserve_domain(
     unsafe { with_writer(w, op) }
 }
 
-/// The type of the IOMMU record at `phys`, read through the writer's own
-/// allocator (Intel if it cannot be read: the writer then refuses the
-/// handle itself).
-fn iommu_type_at(wr: &mut Writer<CAlloc, CIndex>, phys: PhysAddr) -> IommuTypeSer {
-    let ty = wr
-        .alloc_mut()
-        .page_mut(phys.page_base())
-        .and_then(|p| p.get(phys.page_offset()..))
-        .and_then(|b| IommuHwSer::ref_from_prefix(b).ok())
-        .and_then(|(rec, _)| IommuTypeSer::from_wire(rec.r#type.get()));
-    ty.unwrap_or(IommuTypeSer::IommuIntel)
-}
-
 /// iommu_flb_preserve_device() - Preserve a device behind a domain and IOMMU.
 /// @w: A started writer.
 /// @init: The device: devid, pci_domain_nr, dma_owner_token,
@@ -612,7 +586,9 @@ pub unsafe extern "C" fn iommu_flb_preserve_device(
         let vendor = bytes
             .get(offset_of!(IommuDeviceSer, vendor)..)
             .ok_or(Fail::Invalid(c"init"))?;
-        let payload = match iommu_type_at(wr, hw_phys) {
+        // The IOMMU's type picks the union member to read; a handle the
+        // writer cannot resolve reads as Intel and is refused by it below.
+        let payload = match wr.iommu_type(hw_phys).unwrap_or(IommuTypeSer::IommuIntel) {
             IommuTypeSer::IommuArmSmmuv3 => {
                 let v = IommuMasterSmmuv3Ser::read_from_prefix(vendor)
                     .map_err(|_| Fail::Invalid(c"init"))?

@@ -65,6 +65,15 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
         Ok((state, ty))
     }
 
+    /// The type of the preserved IOMMU at `phys`, as
+    /// [`preserve_device`](Self::preserve_device) reads it; `None` if the
+    /// record cannot be read or is inconsistent. The C API needs it to pick
+    /// the member of a device's vendor union before preserving the device.
+    #[cfg(feature = "ffi")]
+    pub(crate) fn iommu_type(&mut self, phys: PhysAddr) -> Option<IommuTypeSer> {
+        self.iommu_state(phys).ok().map(|(_, ty)| ty)
+    }
+
     /// Preserves an IOMMU, identified by `token` (its MMIO base) and the
     /// payload's type. It stays invisible to readers until a device is
     /// attached (see [IOMMUs and their reference counts](super#iommus-and-their-reference-counts)).

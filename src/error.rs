@@ -513,6 +513,94 @@ mod tests {
     }
 
     #[test]
+    fn errno_values_are_the_documented_linux_numbers() {
+        let p = PhysAddr::new(0x1000);
+        let table: [(ErrorKind, i32); 23] = [
+            (ErrorKind::RootUnreadable, -14),
+            (ErrorKind::Unreadable { target: p }, -14),
+            (ErrorKind::RootCrossesPage { offset: 4080 }, -22),
+            (ErrorKind::NullPointer, -22),
+            (ErrorKind::Unaligned { value: p }, -22),
+            (ErrorKind::UnsupportedVersion { found: 2 }, -93),
+            (
+                ErrorKind::CountOverCapacity {
+                    nr_objects: 57,
+                    capacity: 56,
+                },
+                -75,
+            ),
+            (
+                ErrorKind::PartialPage {
+                    nr_objects: 1,
+                    capacity: 56,
+                },
+                -74,
+            ),
+            (ErrorKind::ZeroRefCount, -74),
+            (
+                ErrorKind::RefCountMismatch {
+                    stored: 1,
+                    counted: 2,
+                },
+                -74,
+            ),
+            (ErrorKind::NonZeroPadding, -74),
+            (
+                ErrorKind::Cycle {
+                    target: p,
+                    earlier: 0,
+                },
+                -40,
+            ),
+            (
+                ErrorKind::PageReused {
+                    target: p,
+                    other_chain: Chain::Root,
+                    other_page: None,
+                },
+                -98,
+            ),
+            (
+                ErrorKind::LimitExceeded {
+                    what: Limit::Objects,
+                    limit: 1,
+                },
+                -7,
+            ),
+            (ErrorKind::UnknownFlags { flags: 4 }, -95),
+            (ErrorKind::UnknownIommuType { raw: 3 }, -95),
+            (
+                ErrorKind::DuplicateIommu {
+                    other_page: 0,
+                    other_object: 0,
+                },
+                -17,
+            ),
+            (
+                ErrorKind::DuplicateDevice {
+                    other_page: 0,
+                    other_object: 0,
+                },
+                -17,
+            ),
+            (
+                ErrorKind::BadReference {
+                    target: p,
+                    fault: RefFault::NotInChain,
+                },
+                -2,
+            ),
+            (ErrorKind::VaszTooLarge { vasz: 65 }, -34),
+            (ErrorKind::SignExtendInvalid { value: 2 }, -34),
+            (ErrorKind::AlreadyRestored, -114),
+            (ErrorKind::ScratchTooSmall { needed: 2, got: 1 }, -28),
+        ];
+        for (kind, errno) in table {
+            assert_eq!(kind.errno(), errno, "{kind:?}");
+        }
+    }
+
+    #[test]
     fn root_errors_display_the_root_address_and_version() {
         let e = Error::new(
             ErrorKind::UnsupportedVersion { found: 7 },

@@ -65,10 +65,12 @@ pub(crate) const fn tag_chain(tag: u64) -> Chain {
     }
 }
 
-/// Position of `chain` among the three arrays.
+/// Position of `chain` among the three arrays (3, out of range, for the
+/// root, which has no array pages).
 pub(crate) const fn slot_of(chain: Chain) -> usize {
     match chain {
-        Chain::Root | Chain::Iommu => 0,
+        Chain::Root => 3,
+        Chain::Iommu => 0,
         Chain::Domain => 1,
         Chain::Device => 2,
     }

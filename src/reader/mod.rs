@@ -104,8 +104,10 @@ pub fn scratch_len<M: Memory + ?Sized>(
 /// The first rule the image breaks, in a fixed order: the root (readable,
 /// inside its page, version, heads), each chain's pages (pointers, counts,
 /// cycles, limits), pages used twice, then the IOMMU, domain and device
-/// records, IOMMU reference counts, and duplicate IOMMUs and devices. A
-/// short `scratch` is [`ErrorKind::ScratchTooSmall`](crate::error::ErrorKind::ScratchTooSmall).
+/// records, IOMMU reference counts, and duplicate IOMMUs and devices.
+/// Deleted records are skipped, except that their `flags` too may hold only
+/// known bits (the flags word is what marks them deleted). A short `scratch`
+/// is [`ErrorKind::ScratchTooSmall`](crate::error::ErrorKind::ScratchTooSmall).
 ///
 /// # Example
 ///

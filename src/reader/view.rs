@@ -490,7 +490,9 @@ impl<'m> Domain<'m> {
     }
 }
 
-/// A live device, with its domain and IOMMU.
+/// A device record with its domain and IOMMU resolved. Every one from
+/// [`Image::devices`] or [`Image::find_device`] is live; one from
+/// [`AnyDevice::device`] may be deleted.
 #[derive(Clone, Copy)]
 pub struct Device<'m> {
     phys: PhysAddr,

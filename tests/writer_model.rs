@@ -1,13 +1,15 @@
 //! Random operation sequences against a simple model: after every step the
 //! image's bytes hold exactly the model's objects, flags, reference counts
-//! and links; abort gives back every page in the promised order. The same
-//! with an allocator that fails at random steps.
+//! and links, and the reader accepts the image and reports exactly the
+//! model's live objects and reference counts; abort gives back every page in
+//! the promised order. The same with an allocator that fails at random steps.
 #![cfg(feature = "alloc")] // The tests allocate from MapAlloc.
 
 mod writer_support;
 
 use iommu_flb_abi::PhysAddr;
 use iommu_flb_abi::abi::v1::*;
+use iommu_flb_abi::reader::{self, Options};
 use iommu_flb_abi::writer::*;
 use proptest::prelude::*;
 use writer_support::{Dump, pages_for, walk};
@@ -487,6 +489,77 @@ fn check_image(d: &Dump, m: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The reader accepts the image and sees exactly the model's live objects,
+/// their keys, links and reference counts, and finds each by its key.
+fn check_reader(mem: &MapAlloc, root: PhysAddr, m: &Model) -> Result<(), TestCaseError> {
+    let owned = reader::validate_alloc(mem, root, &Options::default())
+        .map_err(|e| TestCaseError::fail(format!("reader refused a writer image: {e}")))?;
+    let image = owned.image();
+
+    let mut want: Vec<_> = m
+        .iommus
+        .iter()
+        .filter_map(|i| match i.state {
+            IommuState::Live(n) => Some((i.h.phys(), i.token, i.ty, n)),
+            _ => None,
+        })
+        .collect();
+    let mut got: Vec<_> = image
+        .iommus()
+        .map(|i| (i.phys(), i.token(), i.iommu_type(), i.ref_count()))
+        .collect();
+    want.sort_by_key(|w| w.0);
+    got.sort_by_key(|g| g.0);
+    prop_assert_eq!(&got, &want);
+    for &(phys, token, ty, _) in &want {
+        prop_assert_eq!(image.find_iommu(token, ty).map(|i| i.phys()), Some(phys));
+    }
+
+    let mut want: Vec<_> = m
+        .domains
+        .iter()
+        .filter(|d| !d.deleted)
+        .map(|d| d.h.phys())
+        .collect();
+    let mut got: Vec<_> = image.domains().map(|d| d.phys()).collect();
+    want.sort();
+    got.sort();
+    prop_assert_eq!(&got, &want);
+
+    let mut want: Vec<_> = m
+        .devices
+        .iter()
+        .filter(|x| !x.deleted)
+        .map(|x| {
+            let key = (x.init.pci_domain_nr, x.init.devid);
+            (
+                x.h.phys(),
+                key,
+                m.domains[x.dom].h.phys(),
+                m.iommus[x.iommu].h.phys(),
+            )
+        })
+        .collect();
+    let mut got: Vec<_> = image
+        .devices()
+        .map(|d| {
+            (
+                d.phys(),
+                (d.segment(), d.devid()),
+                d.domain().phys(),
+                d.iommu().phys(),
+            )
+        })
+        .collect();
+    want.sort_by_key(|w| w.0);
+    got.sort_by_key(|g| g.0);
+    prop_assert_eq!(&got, &want);
+    for &(phys, (seg, devid), _, _) in &want {
+        prop_assert_eq!(image.find_device(seg, devid).map(|d| d.phys()), Some(phys));
+    }
+    Ok(())
+}
+
 fn run<X: DeviceIndex, F: FnMut(u64) -> bool>(
     pages: FailingAlloc<MapAlloc, F>,
     index: X,
@@ -510,6 +583,7 @@ fn run<X: DeviceIndex, F: FnMut(u64) -> bool>(
         step(&mut w, &mut m, op)?;
         let d = walk(w.alloc().inner(), w.root());
         check_image(&d, &m)?;
+        check_reader(w.alloc().inner(), w.root(), &m)?;
         // Every page the allocator holds is in the image, and vice versa.
         let mut held: Vec<_> = w.alloc().inner().map().iter().map(|(p, _)| p).collect();
         let mut pages = d.all_pages();
@@ -526,7 +600,7 @@ fn run<X: DeviceIndex, F: FnMut(u64) -> bool>(
 }
 
 const CASES: u32 = if cfg!(miri) { 4 } else { 48 };
-const OPS: usize = if cfg!(miri) { 30 } else { 700 };
+const OPS: usize = if cfg!(miri) { 16 } else { 700 };
 
 fn alloc_for(scatter: Option<u64>) -> MapAlloc {
     match scatter {

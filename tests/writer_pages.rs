@@ -321,7 +321,8 @@ fn out_of_pages_at_the_boundary_of(kind: ObjectKind, cap: u64) {
         }
     };
     let cap = usize::try_from(cap).unwrap();
-    while chain(&w).records.len() < cap {
+    let already = chain(&w).records.len();
+    for _ in already..cap {
         preserve(&mut w).unwrap();
     }
     let before = chain(&w);

@@ -1,0 +1,380 @@
+//! The commands: each returns what to print on standard output, or a
+//! [`Failure`] that says what to print on standard error and the exit code.
+
+use core::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use iommu_flb_abi::abi::PAGE_SIZE;
+use iommu_flb_abi::abi::v1::{
+    IOMMU_DEVICE_ARRAY_CAPACITY, IOMMU_DOMAIN_ARRAY_CAPACITY, IOMMU_HW_ARRAY_CAPACITY,
+};
+use iommu_flb_abi::reader::{self, Image, Mode, Options};
+use iommu_flb_abi::writer::{
+    DeviceHandle, DomainHandle, IndexSlot, IommuHandle, MapAlloc, SliceIndex, WriteError, Writer,
+};
+use iommu_flb_abi::{Memory, PageMap, PhysAddr};
+use object::{ReadCache, ReadRef};
+
+use crate::elfcore::write_core;
+use crate::load::{Format, LoadOptions, load};
+use crate::plan::{Plan, Spec, Step, Vendor, plan};
+use crate::render::{self, Records};
+use crate::rng::Rng;
+
+/// Why a command failed, and so its exit code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The image was refused: exit 1. The text names chain, page, object
+    /// and field.
+    Refused(String),
+    /// A usage or I/O error (bad option, unreadable file, malformed
+    /// container, no root address, a file that cannot be written): exit 2.
+    Usage(String),
+}
+
+impl Failure {
+    /// The process exit code: 1 for a refused image, 2 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Refused(_) => 1,
+            Failure::Usage(_) => 2,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Refused(s) | Failure::Usage(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Options of the commands that read an image.
+#[derive(Clone, Debug)]
+pub struct ReadOptions {
+    /// The dump file.
+    pub file: PathBuf,
+    /// How to read it.
+    pub format: Format,
+    /// The root's physical address, if given.
+    pub root: Option<PhysAddr>,
+    /// The physical address of a flat dump's first byte.
+    pub base: Option<PhysAddr>,
+    /// Which state the image must be in.
+    pub mode: Mode,
+}
+
+/// `gen`'s output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GenFormat {
+    /// An ELF64 core file with the root in an `IOMMUFLB` note.
+    Elf,
+    /// A flat physical dump starting at physical address 0.
+    Phys,
+}
+
+/// Options of `gen`.
+#[derive(Clone, Debug)]
+pub struct GenOptions {
+    /// The counts, vendors and seed.
+    pub spec: Spec,
+    /// Output format.
+    pub format: GenFormat,
+    /// Output file.
+    pub output: PathBuf,
+}
+
+/// What to print about a valid image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// `validate`'s summary line.
+    Summary,
+    /// `inspect`'s listing.
+    Listing {
+        /// Deleted records too.
+        all: bool,
+        /// JSON instead of text.
+        json: bool,
+    },
+}
+
+/// The whole read path on a file's contents (a byte slice, or an
+/// [`object::ReadCache`] over the open file): load the container, find the
+/// root, validate, print. `name` is the file's name for messages;
+/// `opts.file` is not read.
+pub fn report<'a, R: ReadRef<'a>>(
+    name: &str,
+    data: R,
+    opts: &ReadOptions,
+    what: Report,
+) -> Result<String, Failure> {
+    let load_opts = LoadOptions {
+        format: opts.format,
+        base: opts.base,
+    };
+    let dump = load(data, load_opts).map_err(|e| Failure::Usage(format!("{name}: {e}")))?;
+    let root = match opts.root {
+        Some(root) => root,
+        None => dump
+            .root_note()
+            .map_err(|e| Failure::Usage(format!("{name}: {e}")))?
+            .ok_or_else(|| {
+                Failure::Usage(format!(
+                    "{name}: no root address: pass --root PHYS ({})",
+                    if dump.is_elf() {
+                        "this ELF file has no IOMMUFLB note"
+                    } else {
+                        "flat dumps do not record it"
+                    }
+                ))
+            })?,
+    };
+    let vopts = Options {
+        mode: opts.mode,
+        ..Options::default()
+    };
+    let owned = reader::validate_alloc(&dump, root, &vopts).map_err(|e| refused(name, &e))?;
+    let image = owned.image();
+    Ok(match what {
+        Report::Summary => format!(
+            "{name}: {}\n",
+            render::summary(&Records::collect(&image, false))
+        ),
+        Report::Listing { all, json } => listing(&image, all, json),
+    })
+}
+
+/// Reads `opts.file` through a [`ReadCache`]: only the ELF headers and the
+/// pages the reader asks for are read, so a dump of many gigabytes is
+/// inspected in the memory its image needs.
+fn report_file(opts: &ReadOptions, what: Report) -> Result<String, Failure> {
+    let name = opts.file.display().to_string();
+    let cannot = |e: std::io::Error| Failure::Usage(format!("cannot read {name}: {e}"));
+    let file = File::open(&opts.file).map_err(cannot)?;
+    if file.metadata().map_err(cannot)?.is_dir() {
+        return Err(Failure::Usage(format!(
+            "cannot read {name}: it is a directory"
+        )));
+    }
+    let cache = ReadCache::new(file);
+    report(&name, &cache, opts, what)
+}
+
+/// A refusal: where the image is wrong (chain, page, object, field) and
+/// what is wrong there.
+fn refused(name: &str, e: &iommu_flb_abi::Error) -> Failure {
+    Failure::Refused(format!(
+        "{name}: invalid image: {}: {}",
+        e.location(),
+        e.kind()
+    ))
+}
+
+/// `validate`: one summary line.
+pub fn validate(opts: &ReadOptions) -> Result<String, Failure> {
+    report_file(opts, Report::Summary)
+}
+
+/// `inspect`: the listing, as text or JSON.
+pub fn inspect(opts: &ReadOptions, all: bool, json: bool) -> Result<String, Failure> {
+    report_file(opts, Report::Listing { all, json })
+}
+
+fn listing<M: Memory + ?Sized>(image: &Image<'_, '_, M>, all: bool, json: bool) -> String {
+    let records = Records::collect(image, all);
+    if json {
+        let mut s = render::json(&records).to_string();
+        s.push('\n');
+        s
+    } else {
+        render::text(&records)
+    }
+}
+
+/// Where `gen` and `demo` put pages: a window above 1 MiB twice as large as
+/// the image needs, in an order chosen by the seed, so pages are scattered
+/// (and the ELF file has several `PT_LOAD` runs) but the flat dump stays
+/// small.
+fn page_addresses(spec: &Spec) -> Vec<PhysAddr> {
+    let chain = |n: u64, cap: u64| n.div_ceil(cap).max(1);
+    let needed = 1u64
+        .saturating_add(chain(spec.iommus, IOMMU_HW_ARRAY_CAPACITY))
+        .saturating_add(chain(spec.domains, IOMMU_DOMAIN_ARRAY_CAPACITY))
+        .saturating_add(chain(
+            spec.devices.saturating_add(spec.deleted),
+            IOMMU_DEVICE_ARRAY_CAPACITY,
+        ));
+    let mut addrs: Vec<PhysAddr> = (0..needed.saturating_mul(2))
+        .map(|i| PhysAddr::new(WINDOW.saturating_add(i.saturating_mul(PAGE))))
+        .collect();
+    Rng::new(spec.seed ^ 0x05ca_77e1_20f9_a6e5).shuffle(&mut addrs);
+    addrs
+}
+
+/// The lowest page address `gen` uses.
+const WINDOW: u64 = 0x10_0000;
+/// [`PAGE_SIZE`] as a `u64`.
+const PAGE: u64 = 4096;
+const _: () = assert!(PAGE_SIZE == 4096);
+
+fn writer_failure(e: WriteError) -> Failure {
+    Failure::Usage(format!("the writer refused the plan: {e}"))
+}
+
+/// Builds the image `plan` describes with the writer; returns the root and
+/// the pages. Devices come in a shuffled order, so the writer gets a
+/// [`SliceIndex`] (two slots per device) to find duplicates in O(1) instead
+/// of scanning the device chain each time.
+fn build(plan: &Plan, addrs: Vec<PhysAddr>) -> Result<(PhysAddr, PageMap), Failure> {
+    let slots = plan.devices.len().saturating_mul(2).saturating_add(1);
+    let mut slots = vec![IndexSlot::empty(); slots];
+    let index = SliceIndex::new(&mut slots);
+    let mut w = Writer::with_index(MapAlloc::from_list(addrs), index).map_err(writer_failure)?;
+    let mut iommus: Vec<Option<IommuHandle>> = vec![None; plan.iommus.len()];
+    let mut domains: Vec<Option<DomainHandle>> = vec![None; plan.domains.len()];
+    let mut devices: Vec<Option<DeviceHandle>> = vec![None; plan.devices.len()];
+    let missing = || Failure::Usage("internal error: the plan uses an object before it".into());
+    for step in &plan.steps {
+        match *step {
+            Step::Iommu(i) => {
+                let p = plan.iommus.get(i).ok_or_else(missing)?;
+                let h = w
+                    .preserve_iommu(p.token, p.payload)
+                    .map_err(writer_failure)?;
+                *iommus.get_mut(i).ok_or_else(missing)? = Some(h);
+            }
+            Step::Domain(d) => {
+                let p = plan.domains.get(d).ok_or_else(missing)?;
+                let h = w.preserve_domain(*p).map_err(writer_failure)?;
+                *domains.get_mut(d).ok_or_else(missing)? = Some(h);
+            }
+            Step::Device(k) => {
+                let p = plan.devices.get(k).ok_or_else(missing)?;
+                let dom = domains
+                    .get(p.domain)
+                    .copied()
+                    .flatten()
+                    .ok_or_else(missing)?;
+                let iommu = iommus.get(p.iommu).copied().flatten().ok_or_else(missing)?;
+                let h = w
+                    .preserve_device(p.init, dom, iommu)
+                    .map_err(writer_failure)?;
+                *devices.get_mut(k).ok_or_else(missing)? = Some(h);
+            }
+            Step::Unpreserve(k) => {
+                let h = devices.get(k).copied().flatten().ok_or_else(missing)?;
+                w.unpreserve_device(h).map_err(writer_failure)?;
+            }
+        }
+    }
+    let (root, alloc) = w.finish();
+    Ok((root, alloc.into_map()))
+}
+
+/// Builds the image `spec` describes with the writer, as `gen` and `demo`
+/// do; returns the root and the pages.
+pub fn build_image(spec: &Spec) -> Result<(PhysAddr, PageMap), Failure> {
+    let plan = plan(spec).map_err(|e| Failure::Usage(format!("gen: {e}")))?;
+    build(&plan, page_addresses(spec))
+}
+
+/// A flat dump of `pages` from physical address 0 to the end of the
+/// highest page, as `gen --format phys` writes it.
+pub fn flat_dump(pages: &PageMap) -> Result<Vec<u8>, Failure> {
+    let too_big = || Failure::Usage("gen: the flat dump would be too large".into());
+    let end = pages
+        .iter()
+        .map(|(a, _)| a.get().saturating_add(PAGE))
+        .max()
+        .unwrap_or(0);
+    let mut out = vec![0u8; usize::try_from(end).map_err(|_| too_big())?];
+    for (a, page) in pages.iter() {
+        let at = usize::try_from(a.get()).map_err(|_| too_big())?;
+        let dst = at
+            .checked_add(PAGE_SIZE)
+            .and_then(|e| out.get_mut(at..e))
+            .ok_or_else(too_big)?;
+        dst.copy_from_slice(page);
+    }
+    Ok(out)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    std::fs::write(path, bytes)
+        .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", path.display())))
+}
+
+/// `gen`: writes an image built with the writer.
+pub fn gen_image(opts: &GenOptions) -> Result<String, Failure> {
+    let (root, pages) = build_image(&opts.spec)?;
+    let name = opts.output.display();
+    let what = describe(&opts.spec);
+    match opts.format {
+        GenFormat::Elf => {
+            let bytes =
+                write_core(pages.iter(), root).map_err(|e| Failure::Usage(format!("gen: {e}")))?;
+            write_file(&opts.output, &bytes)?;
+            Ok(format!(
+                "wrote {name}: ELF64 core file, {what}, {} pages, root {root} (in its IOMMUFLB note)\n",
+                pages.len()
+            ))
+        }
+        GenFormat::Phys => {
+            let bytes = flat_dump(&pages)?;
+            write_file(&opts.output, &bytes)?;
+            Ok(format!(
+                "wrote {name}: flat physical dump from 0x0, {} bytes, {what}, {} pages; root:\n{root}\n",
+                bytes.len(),
+                pages.len()
+            ))
+        }
+    }
+}
+
+fn describe(spec: &Spec) -> String {
+    format!(
+        "{} IOMMUs ({}), {} domains, {} devices, {} unpreserved, seed {}",
+        spec.iommus,
+        match spec.vendor {
+            Vendor::Intel => "intel",
+            Vendor::Smmuv3 => "smmuv3",
+            Vendor::Mixed => "mixed",
+        },
+        spec.domains,
+        spec.devices,
+        spec.deleted,
+        spec.seed
+    )
+}
+
+/// The image `demo` builds: a small mixed host.
+pub const DEMO: Spec = Spec {
+    iommus: 4,
+    domains: 6,
+    devices: 48,
+    deleted: 12,
+    vendor: Vendor::Mixed,
+    seed: 2026,
+};
+
+/// `demo`: builds [`DEMO`] with the writer, validates it and lists it.
+pub fn demo() -> Result<String, Failure> {
+    let (root, pages) = build_image(&DEMO)?;
+    let owned = reader::validate_alloc(&pages, root, &Options::default())
+        .map_err(|e| refused("demo (the writer's image)", &e))?;
+    let image = owned.image();
+    let mut out = format!(
+        "demo: an image built in memory by the writer: {}\n",
+        describe(&DEMO)
+    );
+    out.push_str(&render::summary(&Records::collect(&image, false)));
+    out.push_str("\n\n");
+    out.push_str(&listing(&image, false, false));
+    out.push_str(
+        "\nNext: `iommu-flb gen -o image.elf` writes such an image, \
+         `iommu-flb inspect image.elf` lists it.\n",
+    );
+    Ok(out)
+}

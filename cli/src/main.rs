@@ -1,0 +1,200 @@
+//! `iommu-flb`: inspect, validate and generate IOMMU live-update FLB
+//! handover images. See the README for commands, formats and exit codes.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use iommu_flb_abi::PhysAddr;
+use iommu_flb_abi::reader::Mode;
+use iommu_flb_cli::cmd::{self, GenFormat, GenOptions, ReadOptions};
+use iommu_flb_cli::load::Format;
+use iommu_flb_cli::num::{parse_phys, parse_u64};
+use iommu_flb_cli::plan::{Spec, Vendor};
+
+/// Inspect, validate and generate IOMMU live-update FLB handover images.
+///
+/// Exit status: 0 success; 1 the image is refused (invalid); 2 usage or I/O
+/// error (bad option, missing or unreadable file, malformed ELF container,
+/// no root address).
+#[derive(Parser, Debug)]
+#[command(name = "iommu-flb", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build a realistic image in memory, validate it and print it.
+    Demo,
+    /// Check an image; print one summary line if it is valid.
+    Validate(ReadArgs),
+    /// List the IOMMUs, domains and devices of a valid image.
+    Inspect {
+        #[command(flatten)]
+        read: ReadArgs,
+        /// Also list deleted (unpreserved) records.
+        #[arg(long)]
+        all: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an image built with the writer to a file.
+    Gen(GenArgs),
+}
+
+/// Options of every command that reads an image.
+#[derive(Args, Debug)]
+struct ReadArgs {
+    /// How to read FILE: by its ELF magic, an ELF64 core file, or a flat
+    /// physical dump.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    format: FormatArg,
+    /// Physical address of the root `iommu_flb_ser` (decimal or 0x-hex).
+    /// Required for flat dumps; ELF files written by `gen` carry it in a note.
+    #[arg(long, value_name = "PHYS", value_parser = parse_phys)]
+    root: Option<PhysAddr>,
+    /// Physical address of the first byte of a flat dump (default 0).
+    #[arg(long, value_name = "PHYS", value_parser = parse_phys)]
+    base: Option<PhysAddr>,
+    /// `handover`: memory as the old kernel left it; `restored`: a dump taken
+    /// after the next kernel adopted objects (accepts INCOMING, restored,
+    /// restored_domain).
+    #[arg(long, value_enum, default_value_t = ModeArg::Handover)]
+    mode: ModeArg,
+    /// The dump file.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FormatArg {
+    Auto,
+    Elf,
+    Phys,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    Handover,
+    Restored,
+}
+
+#[derive(Args, Debug)]
+struct GenArgs {
+    /// Number of IOMMUs (live ones: each gets at least one live device).
+    #[arg(long, value_name = "N", default_value = "2", value_parser = parse_u64)]
+    iommus: u64,
+    /// Number of live domains.
+    #[arg(long, value_name = "N", default_value = "4", value_parser = parse_u64)]
+    domains: u64,
+    /// Number of live devices.
+    #[arg(long, value_name = "N", default_value = "16", value_parser = parse_u64)]
+    devices: u64,
+    /// Number of extra devices preserved and then unpreserved (deleted slots).
+    #[arg(long, value_name = "N", default_value = "2", value_parser = parse_u64)]
+    deleted: u64,
+    /// Vendor of the IOMMUs.
+    #[arg(long, value_enum, default_value_t = VendorArg::Mixed)]
+    vendor: VendorArg,
+    /// Seed for addresses, payloads and the order of pages.
+    #[arg(long, value_name = "S", default_value = "0", value_parser = parse_u64)]
+    seed: u64,
+    /// File format to write.
+    #[arg(long, value_enum, default_value_t = GenFormatArg::Elf)]
+    format: GenFormatArg,
+    /// Output file.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum VendorArg {
+    Intel,
+    Smmuv3,
+    Mixed,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum GenFormatArg {
+    Elf,
+    Phys,
+}
+
+impl ReadArgs {
+    fn options(&self) -> ReadOptions {
+        ReadOptions {
+            file: self.file.clone(),
+            format: match self.format {
+                FormatArg::Auto => Format::Auto,
+                FormatArg::Elf => Format::Elf,
+                FormatArg::Phys => Format::Phys,
+            },
+            root: self.root,
+            base: self.base,
+            mode: match self.mode {
+                ModeArg::Handover => Mode::Handover,
+                ModeArg::Restored => Mode::Restored,
+            },
+        }
+    }
+}
+
+impl GenArgs {
+    fn options(&self) -> GenOptions {
+        GenOptions {
+            spec: Spec {
+                iommus: self.iommus,
+                domains: self.domains,
+                devices: self.devices,
+                deleted: self.deleted,
+                vendor: match self.vendor {
+                    VendorArg::Intel => Vendor::Intel,
+                    VendorArg::Smmuv3 => Vendor::Smmuv3,
+                    VendorArg::Mixed => Vendor::Mixed,
+                },
+                seed: self.seed,
+            },
+            format: match self.format {
+                GenFormatArg::Elf => GenFormat::Elf,
+                GenFormatArg::Phys => GenFormat::Phys,
+            },
+            output: self.output.clone(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit with 2 inside `parse`; `--help`/`--version` with 0.
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Demo => cmd::demo(),
+        Command::Validate(read) => cmd::validate(&read.options()),
+        Command::Inspect { read, all, json } => cmd::inspect(&read.options(), *all, *json),
+        Command::Gen(args) => cmd::gen_image(&args.options()),
+    };
+    match result {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(out.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                // A closed pipe (`| head`) is the reader's choice, not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("iommu-flb: cannot write output: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Err(failure) => {
+            eprintln!("iommu-flb: {failure}");
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}

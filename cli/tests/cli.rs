@@ -1,0 +1,754 @@
+//! The `iommu-flb` binary, run as scripts run it: exit codes, standard
+//! output and standard error, on images from `gen`, hand-corrupted images,
+//! truncated and empty files.
+//!
+//! The snapshot of `demo`'s output is `tests/golden/demo.txt`; set
+//! `IOMMU_FLB_BLESS=1` to rewrite it instead of comparing.
+//!
+//! Not under miri, which cannot spawn processes; `hostile.rs` runs the same
+//! read path in-process.
+#![cfg(not(miri))]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_iommu-flb");
+
+/// Runs the binary with `args`.
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run iommu-flb")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("utf-8 stdout")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).expect("utf-8 stderr")
+}
+
+/// Asserts the exit code, showing the output when it differs.
+#[track_caller]
+fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Runs `args`, expects exit `code` and `needle` on stderr.
+#[track_caller]
+fn assert_fails(args: &[&str], code: i32, needle: &str) {
+    let o = run(args);
+    assert_exit(&o, code);
+    assert!(
+        stderr(&o).contains(needle),
+        "{needle:?} not in {}",
+        stderr(&o)
+    );
+}
+
+/// A fresh directory for one test's files.
+fn tmp(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir()
+        .join(format!("iommu-flb-cli-tests-{}", std::process::id()))
+        .join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// Runs `gen` with `extra` arguments into `file` and returns its output.
+fn generate(file: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["gen", "-o", path(file)];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    assert_exit(&o, 0);
+    stdout(&o)
+}
+
+/// An ELF image from `gen` with its defaults.
+fn elf_image(dir: &Path) -> PathBuf {
+    let file = dir.join("image.elf");
+    generate(&file, &[]);
+    file
+}
+
+/// A flat dump from `gen --format phys`, and its root address.
+fn phys_image(dir: &Path, extra: &[&str]) -> (PathBuf, String) {
+    let file = dir.join("image.bin");
+    let mut args = vec!["--format", "phys"];
+    args.extend_from_slice(extra);
+    let out = generate(&file, &args);
+    let root = out.lines().last().expect("a last line").to_owned();
+    assert!(root.starts_with("0x"), "last line is the root: {out}");
+    (file, root)
+}
+
+fn read_u64(bytes: &[u8], at: u64) -> u64 {
+    let at = usize::try_from(at).unwrap();
+    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
+}
+
+fn write_u32(bytes: &mut [u8], at: u64, v: u32) {
+    let at = usize::try_from(at).unwrap();
+    bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn write_u64(bytes: &mut [u8], at: u64, v: u64) {
+    let at = usize::try_from(at).unwrap();
+    bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn parse_root(root: &str) -> u64 {
+    u64::from_str_radix(root.trim_start_matches("0x"), 16).unwrap()
+}
+
+// --- demo ------------------------------------------------------------------
+
+#[test]
+fn demo_output_matches_the_golden_snapshot() {
+    let o = run(&["demo"]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/demo.txt");
+    if std::env::var_os("IOMMU_FLB_BLESS").is_some() {
+        std::fs::write(&golden, &out).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&golden).unwrap_or_default();
+    assert!(
+        out == expected,
+        "demo output differs from tests/golden/demo.txt (IOMMU_FLB_BLESS=1 rewrites it):\n{out}"
+    );
+}
+
+#[test]
+fn demo_validates_a_mixed_image_with_unpreserved_devices() {
+    let o = run(&["demo"]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("valid: version 1"), "{out}");
+    assert!(out.contains(" intel ") && out.contains(" smmuv3 "), "{out}");
+    assert!(
+        out.contains("deleted: 0 IOMMUs, 0 domains, 12 devices"),
+        "{out}"
+    );
+    assert!(out.contains("device chain 2"), "two device pages: {out}");
+}
+
+#[test]
+fn demo_takes_no_arguments() {
+    assert_exit(&run(&["demo", "extra"]), 2);
+}
+
+// --- gen, validate, inspect on good images -----------------------------------
+
+#[test]
+fn gen_elf_image_validates_without_root_thanks_to_its_note() {
+    let dir = tmp("gen_elf");
+    let file = dir.join("image.elf");
+    let out = generate(
+        &file,
+        &[
+            "--iommus",
+            "3",
+            "--domains",
+            "5",
+            "--devices",
+            "70",
+            "--deleted",
+            "4",
+        ],
+    );
+    assert!(out.contains("ELF64 core file"), "{out}");
+    let o = run(&["validate", path(&file)]);
+    assert_exit(&o, 0);
+    let line = stdout(&o);
+    assert_eq!(line.lines().count(), 1, "one summary line: {line}");
+    assert!(
+        line.contains("3 IOMMUs, 5 domains, 70 devices live, 4 deleted records"),
+        "{line}"
+    );
+}
+
+#[test]
+fn gen_phys_prints_the_root_last_and_validate_needs_it() {
+    let dir = tmp("gen_phys");
+    let (file, root) = phys_image(&dir, &["--vendor", "intel"]);
+    let o = run(&["validate", "--root", &root, path(&file)]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains(&format!("root {root}")));
+
+    // The same root in decimal.
+    let dec = parse_root(&root).to_string();
+    assert_exit(&run(&["validate", "--root", &dec, path(&file)]), 0);
+
+    // Without --root: a usage error.
+    assert_fails(&["validate", path(&file)], 2, "no root address");
+}
+
+#[test]
+fn base_shifts_a_flat_dump() {
+    let dir = tmp("base");
+    let (file, root) = phys_image(&dir, &[]);
+    // The file starts at physical 0; claiming it starts at 0x1000 moves
+    // every page, and the root page read is a different one.
+    let o = run(&["validate", "--base", "0x1000", "--root", &root, path(&file)]);
+    assert_exit(&o, 1);
+    // Cut the first MiB off and say where the rest starts: valid again.
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = dir.join("cut.bin");
+    std::fs::write(&cut, &bytes[0x10_0000..]).unwrap();
+    let o = run(&[
+        "validate",
+        "--base",
+        "0x100000",
+        "--root",
+        &root,
+        path(&cut),
+    ]);
+    assert_exit(&o, 0);
+}
+
+#[test]
+fn same_seed_gives_the_same_file() {
+    let dir = tmp("seed");
+    let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
+    generate(&a, &["--seed", "9"]);
+    generate(&b, &["--seed", "9"]);
+    generate(&c, &["--seed", "10"]);
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    assert_eq!(read(&a), read(&b));
+    assert_ne!(read(&a), read(&c));
+}
+
+#[test]
+fn inspect_lists_live_records_and_resolves_devices() {
+    let dir = tmp("inspect_text");
+    let file = dir.join("image.elf");
+    generate(
+        &file,
+        &[
+            "--iommus",
+            "2",
+            "--domains",
+            "2",
+            "--devices",
+            "4",
+            "--deleted",
+            "1",
+        ],
+    );
+    let o = run(&["inspect", path(&file)]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("live: 2 IOMMUs, 2 domains, 4 devices"),
+        "{out}"
+    );
+    assert_eq!(out.matches("-> domain #").count(), 4, "{out}");
+    assert!(!out.contains("DELETED"), "{out}");
+    let o = run(&["inspect", "--all", path(&file)]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert_eq!(out.matches("-> domain #").count(), 5, "{out}");
+    assert_eq!(out.matches("(DELETED)").count(), 1, "{out}");
+}
+
+/// The keys of a JSON object.
+fn keys(v: &Value) -> Vec<&str> {
+    v.as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+#[test]
+fn inspect_json_has_the_kernel_field_names_and_integer_numbers() {
+    let dir = tmp("inspect_json");
+    let (file, root) = phys_image(
+        &dir,
+        &[
+            "--iommus",
+            "2",
+            "--domains",
+            "3",
+            "--devices",
+            "6",
+            "--deleted",
+            "2",
+        ],
+    );
+    let o = run(&["inspect", "--json", "--root", &root, path(&file)]);
+    assert_exit(&o, 0);
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(
+        keys(&v),
+        ["version", "root_phys", "iommus", "domains", "devices"]
+    );
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["root_phys"].as_u64(), Some(parse_root(&root)));
+
+    let iommus = v["iommus"].as_array().unwrap();
+    assert_eq!(iommus.len(), 2);
+    let intel = iommus
+        .iter()
+        .find(|u| u["type"] == 1)
+        .expect("an Intel IOMMU");
+    assert_eq!(
+        keys(intel),
+        ["phys", "ref_count", "flags", "token", "type", "intel"]
+    );
+    assert_eq!(
+        keys(&intel["intel"]),
+        [
+            "restored",
+            "phys_addr",
+            "root_table",
+            "context_tables_bitmap"
+        ]
+    );
+    let smmu = iommus.iter().find(|u| u["type"] == 2).expect("an SMMUv3");
+    assert_eq!(
+        keys(&smmu["smmuv3"]),
+        [
+            "phys_addr",
+            "strtab_base_cfg",
+            "l1_strtab_lu_state",
+            "l2_strtab_lu_states_phys"
+        ]
+    );
+
+    let domains = v["domains"].as_array().unwrap();
+    assert_eq!(domains.len(), 3);
+    assert_eq!(
+        keys(&domains[0]),
+        [
+            "phys",
+            "ref_count",
+            "flags",
+            "top_table_phys",
+            "top_level",
+            "vasz",
+            "sign_extend",
+            "restored_domain"
+        ]
+    );
+
+    let devices = v["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 6, "live devices only");
+    for d in devices {
+        let k = keys(d);
+        assert_eq!(
+            k[..9],
+            [
+                "phys",
+                "ref_count",
+                "flags",
+                "devid",
+                "pci_domain_nr",
+                "dma_owner_token",
+                "attachment_id",
+                "domain_phys",
+                "iommu_phys"
+            ]
+        );
+        assert!(k[9] == "intel" || k[9] == "smmuv3", "{k:?}");
+        // Every device names a listed domain and IOMMU.
+        assert!(domains.iter().any(|x| x["phys"] == d["domain_phys"]));
+        assert!(iommus.iter().any(|x| x["phys"] == d["iommu_phys"]));
+    }
+
+    // Every number is a JSON integer, nowhere a string or a float.
+    fn all_integers(v: &Value) -> bool {
+        match v {
+            Value::Number(n) => n.is_u64(),
+            Value::Array(a) => a.iter().all(all_integers),
+            Value::Object(m) => m.values().all(all_integers),
+            _ => false,
+        }
+    }
+    assert!(all_integers(&v));
+
+    // The physical address of a record is where its bytes are.
+    let bytes = std::fs::read(&file).unwrap();
+    let dev = &devices[0];
+    let phys = dev["phys"].as_u64().unwrap();
+    assert_eq!(
+        read_u64(&bytes, phys + 16),
+        dev["dma_owner_token"].as_u64().unwrap()
+    );
+
+    let o = run(&["inspect", "--json", "--all", "--root", &root, path(&file)]);
+    assert_exit(&o, 0);
+    let all: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(all["devices"].as_array().unwrap().len(), 8);
+}
+
+// --- refused images -----------------------------------------------------------
+
+/// A flat image, one field corrupted by `corrupt(bytes, root)`: `validate`
+/// and `inspect` both exit 1, print nothing on stdout, and name the place.
+#[track_caller]
+fn assert_refused(test: &str, corrupt: impl Fn(&mut Vec<u8>, u64), expect: &[&str]) {
+    let dir = tmp(test);
+    let (file, root) = phys_image(&dir, &["--devices", "8", "--deleted", "1"]);
+    let mut bytes = std::fs::read(&file).unwrap();
+    corrupt(&mut bytes, parse_root(&root));
+    let bad = dir.join("bad.bin");
+    std::fs::write(&bad, &bytes).unwrap();
+    for cmd in ["validate", "inspect"] {
+        let o = run(&[cmd, "--root", &root, path(&bad)]);
+        assert_exit(&o, 1);
+        assert!(o.stdout.is_empty(), "{cmd} printed {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(err.contains("invalid image"), "{err}");
+        for e in expect {
+            assert!(err.contains(e), "{cmd}: {e:?} not in {err}");
+        }
+    }
+}
+
+/// Offset of the root's field for the head of `chain` (0 IOMMU, 1 domain,
+/// 2 device).
+fn head(bytes: &[u8], root: u64, chain: u64) -> u64 {
+    read_u64(bytes, root + 8 + 8 * chain)
+}
+
+#[test]
+fn unsupported_version_is_refused_naming_the_root() {
+    assert_refused(
+        "version",
+        |b, root| write_u64(b, root, 7),
+        &["root at", "version", "unsupported version 7"],
+    );
+}
+
+#[test]
+fn count_above_capacity_is_refused_naming_the_page() {
+    assert_refused(
+        "nr_objects",
+        |b, root| {
+            let page = head(b, root, 2);
+            write_u64(b, page + 8, 57);
+        },
+        &["device chain page 0", "nr_objects"],
+    );
+}
+
+#[test]
+fn device_with_zero_ref_count_is_refused_naming_the_object_and_field() {
+    assert_refused(
+        "ref_count",
+        |b, root| {
+            let page = head(b, root, 2);
+            // Object 3 of the head page (72-byte records after the header).
+            let rec = page + 16 + 3 * 72;
+            write_u32(b, rec, 0);
+        },
+        &["device chain page 0", "object 3", "ref_count"],
+    );
+}
+
+#[test]
+fn device_pointing_at_no_domain_is_refused_naming_domain_phys() {
+    assert_refused(
+        "domain_phys",
+        |b, root| {
+            let page = head(b, root, 2);
+            // First live device: find an object without the DELETED flag.
+            let rec = (0..8)
+                .map(|i| page + 16 + i * 72)
+                .find(|&r| b[usize::try_from(r + 4).unwrap()] & 1 == 0)
+                .unwrap();
+            write_u64(b, rec + 32, 0x10_0008);
+        },
+        &["device chain page 0", "domain_phys"],
+    );
+}
+
+#[test]
+fn chain_cycle_is_refused() {
+    assert_refused(
+        "cycle",
+        |b, root| {
+            let page = head(b, root, 1);
+            write_u64(b, page, page); // next_array_phys = itself
+        },
+        &["domain chain page"],
+    );
+}
+
+#[test]
+fn incoming_flag_is_refused_in_handover_mode_and_accepted_in_restored_mode() {
+    let dir = tmp("incoming");
+    let (file, root) = phys_image(&dir, &[]);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let page = head(&bytes, parse_root(&root), 1);
+    write_u32(&mut bytes, page + 16 + 4, 2); // domain 0 flags = INCOMING
+    let bad = dir.join("restored.bin");
+    std::fs::write(&bad, &bytes).unwrap();
+    assert_fails(
+        &["validate", "--root", &root, path(&bad)],
+        1,
+        "domain chain page 0",
+    );
+    let o = run(&[
+        "validate",
+        "--mode",
+        "restored",
+        "--root",
+        &root,
+        path(&bad),
+    ]);
+    assert_exit(&o, 0);
+    let o = run(&["inspect", "--mode", "restored", "--root", &root, path(&bad)]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("(INCOMING)"), "{}", stdout(&o));
+}
+
+#[test]
+fn wrong_root_is_refused_not_a_usage_error() {
+    let dir = tmp("wrong_root");
+    let (file, _) = phys_image(&dir, &[]);
+    let o = run(&["validate", "--root", "0x0", path(&file)]);
+    assert_exit(&o, 1);
+    let o = run(&["validate", "--root", "0x7fff0000000", path(&file)]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("root at 0x7fff0000000"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+// --- truncated, empty, missing and malformed files ------------------------------
+
+#[test]
+fn empty_file_is_a_usage_error() {
+    let dir = tmp("empty");
+    let file = dir.join("empty");
+    std::fs::write(&file, b"").unwrap();
+    for args in [
+        vec!["validate", path(&file)],
+        vec!["inspect", "--root", "0x1000", path(&file)],
+        vec![
+            "validate",
+            "--format",
+            "phys",
+            "--root",
+            "0x1000",
+            path(&file),
+        ],
+    ] {
+        let o = run(&args);
+        assert_exit(&o, 2);
+        assert!(stderr(&o).contains("the file is empty"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn missing_file_is_a_usage_error() {
+    assert_fails(
+        &["validate", "/nonexistent/iommu-flb-image"],
+        2,
+        "cannot read",
+    );
+}
+
+#[test]
+fn truncated_elf_file_is_a_usage_error_naming_the_segment() {
+    let dir = tmp("truncated_elf");
+    let file = elf_image(&dir);
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = dir.join("cut.elf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let o = run(&["validate", path(&cut)]);
+    assert_exit(&o, 2);
+    let err = stderr(&o);
+    assert!(
+        err.contains("PT_LOAD") && err.contains("truncated"),
+        "{err}"
+    );
+}
+
+#[test]
+fn elf_file_cut_inside_its_header_is_a_usage_error() {
+    let dir = tmp("elf_header");
+    let file = elf_image(&dir);
+    let bytes = std::fs::read(&file).unwrap();
+    for len in [4, 30, 100] {
+        let cut = dir.join(format!("cut{len}"));
+        std::fs::write(&cut, &bytes[..len]).unwrap();
+        let o = run(&["validate", path(&cut)]);
+        assert_exit(&o, 2);
+    }
+}
+
+#[test]
+fn truncated_flat_dump_is_refused_at_the_missing_page() {
+    let dir = tmp("truncated_phys");
+    // Find a seed whose image has a chain page above the root, so a cut
+    // between them keeps the root and loses that page.
+    let (file, r, first_above) = (0..32)
+        .find_map(|seed| {
+            let (file, root) = phys_image(&dir, &["--seed", &seed.to_string()]);
+            let bytes = std::fs::read(&file).unwrap();
+            let r = parse_root(&root);
+            let above = (0..3)
+                .map(|c| head(&bytes, r, c))
+                .filter(|&h| h > r)
+                .min()?;
+            Some((file, r, above))
+        })
+        .expect("some seed puts a chain head above the root");
+    let root = format!("{r:#x}");
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = dir.join("cut.bin");
+    std::fs::write(&cut, &bytes[..usize::try_from(first_above).unwrap()]).unwrap();
+    let o = run(&["validate", "--root", &root, path(&cut)]);
+    assert_exit(&o, 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("root at") && err.contains(&format!("{first_above:#x}")),
+        "the root's head field names the lost page: {err}"
+    );
+
+    // Cut inside the root's page: the root itself is unreadable.
+    let cut = dir.join("cut_root.bin");
+    std::fs::write(&cut, &bytes[..usize::try_from(r + 100).unwrap()]).unwrap();
+    let o = run(&["validate", "--root", &root, path(&cut)]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains(&format!("root at {root}")),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn elf_without_a_root_note_needs_root() {
+    let dir = tmp("no_note");
+    let file = dir.join("image.elf");
+    let out = generate(&file, &[]);
+    let root = out
+        .split("root ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Rename the note's owner: the IOMMUFLB note is gone.
+    let at = bytes
+        .windows(8)
+        .position(|w| w == b"IOMMUFLB")
+        .expect("the note name");
+    bytes[at] = b'X';
+    let renamed = dir.join("renamed.elf");
+    std::fs::write(&renamed, &bytes).unwrap();
+    assert_fails(&["validate", path(&renamed)], 2, "no IOMMUFLB note");
+    assert_exit(&run(&["validate", "--root", &root, path(&renamed)]), 0);
+}
+
+#[test]
+fn base_with_an_elf_file_is_a_usage_error() {
+    let dir = tmp("elf_base");
+    let file = elf_image(&dir);
+    assert_fails(&["validate", "--base", "0x1000", path(&file)], 2, "--base");
+}
+
+#[test]
+fn format_elf_on_a_flat_dump_is_a_usage_error() {
+    let dir = tmp("elf_on_phys");
+    let (file, root) = phys_image(&dir, &[]);
+    assert_fails(
+        &["validate", "--format", "elf", "--root", &root, path(&file)],
+        2,
+        "ELF magic",
+    );
+}
+
+// --- usage --------------------------------------------------------------------------
+
+#[test]
+fn malformed_options_are_usage_errors() {
+    for args in [
+        vec![],
+        vec!["frobnicate"],
+        vec!["validate"],
+        vec!["validate", "--root", "0xzz", "f"],
+        vec!["validate", "--root", "-1", "f"],
+        vec!["validate", "--format", "tar", "f"],
+        vec!["validate", "--mode", "later", "f"],
+        vec!["gen"],
+        vec!["gen", "-o", "/dev/null", "--vendor", "amd"],
+        vec!["gen", "-o", "/dev/null", "--devices", "ten"],
+    ] {
+        assert_exit(&run(&args), 2);
+    }
+}
+
+#[test]
+fn impossible_gen_request_is_a_usage_error() {
+    let o = run(&["gen", "-o", "/dev/null", "--iommus", "5", "--devices", "2"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("every live IOMMU needs a live device"));
+}
+
+#[test]
+fn unwritable_output_is_a_usage_error() {
+    assert_fails(
+        &["gen", "-o", "/nonexistent/dir/image.elf"],
+        2,
+        "cannot write",
+    );
+}
+
+#[test]
+fn help_exits_zero_and_names_every_command() {
+    let o = run(&["--help"]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    for c in ["demo", "validate", "inspect", "gen"] {
+        assert!(out.contains(c), "{out}");
+    }
+}
+
+// --- hostile bytes ------------------------------------------------------------------------
+
+#[test]
+fn every_single_byte_corruption_of_the_root_and_heads_exits_0_1_or_2_without_panic() {
+    let dir = tmp("fuzz");
+    let (file, root) = phys_image(&dir, &[]);
+    let bytes = std::fs::read(&file).unwrap();
+    let r = parse_root(&root);
+    let bad = dir.join("bad.bin");
+    for off in (0..32).step_by(3) {
+        let mut b = bytes.clone();
+        let at = usize::try_from(r).unwrap() + off;
+        b[at] ^= 0x5a;
+        std::fs::write(&bad, &b).unwrap();
+        let o = run(&["inspect", "--all", "--root", &root, path(&bad)]);
+        let code = o.status.code();
+        assert!(
+            matches!(code, Some(0 | 1)),
+            "byte {off}: exit {code:?}: {}",
+            stderr(&o)
+        );
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+}

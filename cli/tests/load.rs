@@ -1,0 +1,722 @@
+//! Loading dump files: hand-made ELF64 core files and flat dumps, the core
+//! files `gen` writes, and truncated, empty and malformed files.
+
+use iommu_flb_abi::abi::PAGE_SIZE;
+use iommu_flb_abi::{Memory, PhysAddr};
+use iommu_flb_cli::elfcore::{NT_IOMMU_FLB_ROOT, write_core};
+use iommu_flb_cli::load::{Format, LoadError, LoadOptions, SegmentProblem, load};
+use object::elf::{self, FileHeader64, Ident, NoteHeader64, ProgramHeader64};
+use object::{BigEndian, Endian, Endianness, LittleEndian, U16, U32, U64, bytes_of};
+use proptest::prelude::*;
+
+const ELF: LoadOptions = LoadOptions {
+    format: Format::Elf,
+    base: None,
+};
+const AUTO: LoadOptions = LoadOptions {
+    format: Format::Auto,
+    base: None,
+};
+
+/// A page whose every byte says which page it is.
+fn page(tag: u8) -> [u8; PAGE_SIZE] {
+    let mut p = [tag; PAGE_SIZE];
+    p[0] = !tag;
+    p
+}
+
+/// One program header of a hand-made core file.
+#[derive(Clone, Copy)]
+struct Ph {
+    p_type: elf::ProgramType,
+    offset: u64,
+    paddr: u64,
+    filesz: u64,
+    memsz: u64,
+    align: u64,
+}
+
+fn load_seg(offset: u64, paddr: u64, filesz: u64, memsz: u64) -> Ph {
+    Ph {
+        p_type: elf::PT_LOAD,
+        offset,
+        paddr,
+        filesz,
+        memsz,
+        align: 0x1000,
+    }
+}
+
+/// Where hand-made files put their payload.
+const PAYLOAD: u64 = 0x1000;
+
+/// An ELF64 file of type `e_type` with `phdrs`, and `payload` at file offset
+/// [`PAYLOAD`], in byte order `e`.
+fn hand_made<E: Endian>(e: E, e_type: u16, phdrs: &[Ph], payload: &[u8]) -> Vec<u8> {
+    let header = FileHeader64::<E> {
+        e_ident: Ident {
+            magic: elf::ELFMAG,
+            class: elf::ELFCLASS64,
+            data: if e.is_little_endian() {
+                elf::ELFDATA2LSB
+            } else {
+                elf::ELFDATA2MSB
+            },
+            version: elf::EV_CURRENT,
+            os_abi: elf::ELFOSABI_NONE,
+            abi_version: 0,
+            padding: [0; 7],
+        },
+        e_type: U16::new(e, elf::FileType(e_type)),
+        e_machine: U16::new(e, elf::EM_X86_64),
+        e_version: U32::new(e, 1),
+        e_entry: U64::new(e, 0),
+        e_phoff: U64::new(e, 64),
+        e_shoff: U64::new(e, 0),
+        e_flags: U32::new(e, elf::FileFlags(0)),
+        e_ehsize: U16::new(e, 64),
+        e_phentsize: U16::new(e, 56),
+        e_phnum: U16::new(e, u16::try_from(phdrs.len()).unwrap()),
+        e_shentsize: U16::new(e, 0),
+        e_shnum: U16::new(e, 0),
+        e_shstrndx: U16::new(e, elf::SHN_UNDEF),
+    };
+    let mut out = bytes_of(&header).to_vec();
+    for ph in phdrs {
+        out.extend_from_slice(bytes_of(&ProgramHeader64::<E> {
+            p_type: U32::new(e, ph.p_type),
+            p_flags: U32::new(e, elf::PF_R),
+            p_offset: U64::new(e, ph.offset),
+            p_vaddr: U64::new(e, 0),
+            p_paddr: U64::new(e, ph.paddr),
+            p_filesz: U64::new(e, ph.filesz),
+            p_memsz: U64::new(e, ph.memsz),
+            p_align: U64::new(e, ph.align),
+        }));
+    }
+    assert!(out.len() <= 0x1000, "too many program headers for PAYLOAD");
+    out.resize(0x1000, 0);
+    out.extend_from_slice(payload);
+    out
+}
+
+fn le(e_type: u16, phdrs: &[Ph], payload: &[u8]) -> Vec<u8> {
+    hand_made(LittleEndian, e_type, phdrs, payload)
+}
+
+/// A note in byte order `e`, 4-byte aligned.
+fn note<E: Endian>(e: E, name: &[u8], n_type: u32, desc: &[u8]) -> Vec<u8> {
+    let mut out = bytes_of(&NoteHeader64::<E> {
+        n_namesz: U32::new(e, u32::try_from(name.len() + 1).unwrap()),
+        n_descsz: U32::new(e, u32::try_from(desc.len()).unwrap()),
+        n_type: U32::new(e, elf::NoteType(n_type)),
+    })
+    .to_vec();
+    out.extend_from_slice(name);
+    out.push(0);
+    out.resize(out.len().next_multiple_of(4), 0);
+    out.extend_from_slice(desc);
+    out.resize(out.len().next_multiple_of(4), 0);
+    out
+}
+
+fn note_seg(len: usize) -> Ph {
+    Ph {
+        p_type: elf::PT_NOTE,
+        offset: PAYLOAD,
+        paddr: 0,
+        filesz: len as u64,
+        memsz: 0,
+        align: 4,
+    }
+}
+
+fn err(bytes: &[u8], opts: LoadOptions) -> LoadError {
+    load(bytes, opts).expect_err("the file should be refused")
+}
+
+// --- flat dumps -------------------------------------------------------------
+
+#[test]
+fn flat_dump_maps_file_offset_plus_base_to_physical_address() {
+    let mut bytes = page(1).to_vec();
+    bytes.extend_from_slice(&page(2));
+    let opts = LoadOptions {
+        format: Format::Phys,
+        base: Some(PhysAddr::new(0x8000_0000)),
+    };
+    let dump = load(&bytes[..], opts).unwrap();
+    assert!(!dump.is_elf());
+    assert_eq!(dump.page(PhysAddr::new(0x8000_1000)), Some(&page(2)));
+    assert_eq!(dump.page(PhysAddr::new(0x1000)), None, "below the base");
+    assert_eq!(dump.root_note(), Ok(None), "flat dumps carry no root");
+}
+
+#[test]
+fn flat_dump_base_defaults_to_zero() {
+    let mut bytes = page(1).to_vec();
+    bytes.extend_from_slice(&page(2));
+    let dump = load(&bytes[..], AUTO).unwrap();
+    assert_eq!(dump.page(PhysAddr::new(0x1000)), Some(&page(2)));
+}
+
+#[test]
+fn flat_dump_with_a_partial_last_page_serves_only_whole_pages() {
+    let bytes = vec![3u8; PAGE_SIZE + 10];
+    let dump = load(&bytes[..], AUTO).unwrap();
+    assert!(dump.page(PhysAddr::new(0)).is_some());
+    assert_eq!(dump.page(PhysAddr::new(0x1000)), None);
+}
+
+#[test]
+fn empty_file_is_refused_in_every_format() {
+    for format in [Format::Auto, Format::Elf, Format::Phys] {
+        let opts = LoadOptions { format, base: None };
+        assert_eq!(err(&[], opts), LoadError::Empty, "{format:?}");
+    }
+}
+
+/// A core file written by `gen`'s writer holding one page at 0x5000.
+fn one_page_core() -> ([u8; PAGE_SIZE], Vec<u8>) {
+    let p = page(7);
+    let core = write_core([(PhysAddr::new(0x5000), &p)], PhysAddr::new(0x5000)).unwrap();
+    (p, core)
+}
+
+// --- format detection -----------------------------------------------------
+
+#[test]
+fn auto_reads_a_file_with_the_elf_magic_as_elf() {
+    let (p, core) = one_page_core();
+    let dump = load(&core[..], AUTO).unwrap();
+    assert!(dump.is_elf());
+    assert_eq!(dump.page(PhysAddr::new(0x5000)), Some(&p));
+}
+
+#[test]
+fn format_phys_reads_even_an_elf_file_as_flat_bytes() {
+    let (_, core) = one_page_core();
+    let opts = LoadOptions {
+        format: Format::Phys,
+        base: None,
+    };
+    let dump = load(&core[..], opts).unwrap();
+    assert!(!dump.is_elf());
+    assert_eq!(
+        dump.page(PhysAddr::new(0)).map(|p| &p[..4]),
+        Some(&core[..4])
+    );
+}
+
+#[test]
+fn format_elf_refuses_a_file_without_the_magic() {
+    assert_eq!(
+        err(&page(0), ELF),
+        LoadError::NotElf64("the file does not start with the ELF magic")
+    );
+}
+
+#[test]
+fn base_is_refused_for_elf_files() {
+    let (_, core) = one_page_core();
+    let opts = LoadOptions {
+        format: Format::Auto,
+        base: Some(PhysAddr::new(0x1000)),
+    };
+    assert_eq!(err(&core, opts), LoadError::BaseWithElf);
+}
+
+// --- the core files gen writes ----------------------------------------------
+
+#[test]
+fn written_core_round_trips_scattered_pages_and_the_root_note() {
+    let addrs = [
+        0x20_3000u64,
+        0x1000,
+        0x20_2000,
+        0x2000,
+        0x7fff_f000,
+        0x20_4000,
+    ];
+    let pages: Vec<_> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| (PhysAddr::new(a), page(u8::try_from(i).unwrap() + 1)))
+        .collect();
+    let root = PhysAddr::new(0x20_2000);
+    let core = write_core(pages.iter().map(|(a, p)| (*a, p)), root).unwrap();
+    let dump = load(&core[..], AUTO).unwrap();
+    for (a, p) in &pages {
+        assert_eq!(dump.page(*a), Some(p), "page {a}");
+    }
+    for absent in [0u64, 0x3000, 0x20_1000, 0x20_5000, 0x8000_0000] {
+        assert_eq!(dump.page(PhysAddr::new(absent)), None, "{absent:#x}");
+    }
+    assert_eq!(dump.root_note(), Ok(Some(root)));
+
+    // Three runs: 0x1000-0x3000, 0x202000-0x205000, 0x7ffff000.
+    let header = FileHeader64::<Endianness>::parse(&*core).unwrap();
+    let endian = header.endian().unwrap();
+    let loads: Vec<(u64, u64)> = header
+        .program_headers(endian, &*core)
+        .unwrap()
+        .iter()
+        .filter(|ph| ph.p_type(endian) == elf::PT_LOAD)
+        .map(|ph| (ph.p_paddr(endian), ph.p_memsz(endian)))
+        .collect();
+    assert_eq!(
+        loads,
+        [(0x1000, 0x2000), (0x20_2000, 0x3000), (0x7fff_f000, 0x1000)]
+    );
+    assert_eq!(header.e_type(endian), elf::ET_CORE);
+}
+
+use object::read::elf::{FileHeader as _, ProgramHeader as _};
+
+#[test]
+fn write_core_refuses_duplicate_and_unaligned_pages() {
+    use iommu_flb_cli::elfcore::CoreError;
+    let p = page(1);
+    assert_eq!(
+        write_core(
+            [(PhysAddr::new(0x1000), &p), (PhysAddr::new(0x1000), &p)],
+            PhysAddr::NULL
+        ),
+        Err(CoreError::Duplicate(PhysAddr::new(0x1000)))
+    );
+    assert_eq!(
+        write_core([(PhysAddr::new(0x1008), &p)], PhysAddr::NULL),
+        Err(CoreError::Unaligned(PhysAddr::new(0x1008)))
+    );
+}
+
+#[test]
+fn unaligned_page_request_is_unreadable() {
+    let (_, core) = one_page_core();
+    let dump = load(&core[..], AUTO).unwrap();
+    assert_eq!(dump.page(PhysAddr::new(0x5008)), None);
+}
+
+#[test]
+fn core_truncated_inside_page_data_names_the_segment() {
+    let (a, b) = (page(1), page(2));
+    let core = write_core(
+        [(PhysAddr::new(0x1000), &a), (PhysAddr::new(0x9000), &b)],
+        PhysAddr::NULL,
+    )
+    .unwrap();
+    let cut = &core[..core.len() - 1];
+    // Program header 0 is the note; 2 is the PT_LOAD of the second run.
+    assert_eq!(
+        err(cut, AUTO),
+        LoadError::Segment {
+            index: 2,
+            what: SegmentProblem::Truncated {
+                offset: u64::try_from(core.len() - PAGE_SIZE).unwrap(),
+                filesz: 0x1000,
+                file_size: u64::try_from(cut.len()).unwrap(),
+            },
+        }
+    );
+}
+
+#[test]
+fn core_truncated_inside_the_program_headers_is_malformed() {
+    let p = page(1);
+    let core = write_core([(PhysAddr::new(0x1000), &p)], PhysAddr::NULL).unwrap();
+    assert!(matches!(err(&core[..100], AUTO), LoadError::Malformed(_)));
+}
+
+#[test]
+fn core_truncated_inside_the_file_header_is_malformed() {
+    let p = page(1);
+    let core = write_core([(PhysAddr::new(0x1000), &p)], PhysAddr::NULL).unwrap();
+    for len in [4, 5, 20, 63] {
+        assert!(
+            matches!(err(&core[..len], AUTO), LoadError::Malformed(_)),
+            "{len} bytes"
+        );
+    }
+}
+
+// --- hand-made core files ----------------------------------------------------
+
+#[test]
+fn big_endian_core_is_read_by_p_paddr() {
+    let p = page(9);
+    let bytes = hand_made(
+        BigEndian,
+        4,
+        &[load_seg(PAYLOAD, 0x4000_0000, 0x1000, 0x1000)],
+        &p,
+    );
+    let dump = load(&bytes[..], AUTO).unwrap();
+    assert_eq!(dump.page(PhysAddr::new(0x4000_0000)), Some(&p));
+}
+
+#[test]
+fn elf32_file_is_refused_as_not_elf64() {
+    let mut bytes = le(4, &[load_seg(PAYLOAD, 0, 0x1000, 0x1000)], &page(1));
+    bytes[4] = 1; // EI_CLASS = ELFCLASS32
+    assert_eq!(
+        err(&bytes, AUTO),
+        LoadError::NotElf64("this is an ELF32 file; only ELF64 is supported")
+    );
+}
+
+#[test]
+fn executable_is_refused_as_not_a_core_file() {
+    let bytes = le(2, &[load_seg(PAYLOAD, 0, 0x1000, 0x1000)], &page(1));
+    assert_eq!(err(&bytes, AUTO), LoadError::NotCore(2));
+}
+
+#[test]
+fn core_without_load_segments_has_no_memory() {
+    let n = note(LittleEndian, b"CORE", 1, &[0; 8]);
+    let bytes = le(4, &[note_seg(n.len())], &n);
+    assert_eq!(err(&bytes, AUTO), LoadError::NoMemory);
+    let empty_load = le(4, &[load_seg(PAYLOAD, 0x1000, 0, 0)], &[]);
+    assert_eq!(err(&empty_load, AUTO), LoadError::NoMemory);
+}
+
+#[test]
+fn segment_with_more_file_bytes_than_memory_is_refused() {
+    let bytes = le(4, &[load_seg(PAYLOAD, 0, 0x1000, 0x800)], &page(1));
+    assert_eq!(
+        err(&bytes, AUTO),
+        LoadError::Segment {
+            index: 0,
+            what: SegmentProblem::FileLargerThanMemory {
+                filesz: 0x1000,
+                memsz: 0x800
+            },
+        }
+    );
+}
+
+#[test]
+fn segment_reaching_past_the_address_space_is_refused() {
+    let bytes = le(4, &[load_seg(PAYLOAD, u64::MAX - 0xfff, 0, 0x1000)], &[]);
+    assert_eq!(
+        err(&bytes, AUTO),
+        LoadError::Segment {
+            index: 0,
+            what: SegmentProblem::AddressOverflow {
+                paddr: u64::MAX - 0xfff,
+                memsz: 0x1000
+            },
+        }
+    );
+}
+
+#[test]
+fn segment_with_file_offset_overflowing_is_refused_as_truncated() {
+    let bytes = le(4, &[load_seg(u64::MAX, 0, 2, 2)], &[]);
+    assert!(matches!(
+        err(&bytes, AUTO),
+        LoadError::Segment {
+            index: 0,
+            what: SegmentProblem::Truncated { .. }
+        }
+    ));
+}
+
+#[test]
+fn overlapping_segments_are_refused_naming_both() {
+    let payload = [page(1), page(2)].concat();
+    let bytes = le(
+        4,
+        &[
+            load_seg(PAYLOAD + 0x1000, 0x10_0800, 0x1000, 0x1000),
+            load_seg(PAYLOAD, 0x10_0000, 0x1000, 0x1000),
+        ],
+        &payload,
+    );
+    assert_eq!(
+        err(&bytes, AUTO),
+        LoadError::Overlap {
+            first: 1,
+            second: 0,
+            at: PhysAddr::new(0x10_0800)
+        }
+    );
+}
+
+#[test]
+fn bytes_past_filesz_read_as_zero() {
+    let p = page(5);
+    // One page of file bytes, then three pages of zero tail.
+    let bytes = le(4, &[load_seg(PAYLOAD, 0x10_0000, 0x1000, 0x4000)], &p);
+    let dump = load(&bytes[..], AUTO).unwrap();
+    assert_eq!(dump.page(PhysAddr::new(0x10_0000)), Some(&p));
+    assert_eq!(dump.page(PhysAddr::new(0x10_3000)), Some(&[0u8; PAGE_SIZE]));
+    assert_eq!(dump.page(PhysAddr::new(0x10_4000)), None, "past p_memsz");
+}
+
+#[test]
+fn page_half_file_bytes_half_zero_tail_is_assembled() {
+    let p = page(5);
+    let bytes = le(
+        4,
+        &[load_seg(PAYLOAD, 0x10_0000, 0x800, 0x2000)],
+        &p[..0x800],
+    );
+    let dump = load(&bytes[..], AUTO).unwrap();
+    let mut expect = [0u8; PAGE_SIZE];
+    expect[..0x800].copy_from_slice(&p[..0x800]);
+    assert_eq!(dump.page(PhysAddr::new(0x10_0000)), Some(&expect));
+    assert_eq!(dump.page(PhysAddr::new(0x10_1000)), Some(&[0u8; PAGE_SIZE]));
+}
+
+#[test]
+fn page_spanning_two_adjacent_segments_is_assembled() {
+    let (a, b) = (page(1), page(2));
+    // Segment 0 covers the first half of page 0x10_0000 from `a`, segment 1
+    // the second half and the whole next page, from `b` and `a`.
+    let payload = [a, b].concat();
+    let bytes = le(
+        4,
+        &[
+            load_seg(PAYLOAD, 0x10_0000, 0x800, 0x800),
+            load_seg(PAYLOAD + 0x1800, 0x10_0800, 0x800, 0x800),
+        ],
+        &payload,
+    );
+    let dump = load(&bytes[..], AUTO).unwrap();
+    let mut expect = [0u8; PAGE_SIZE];
+    expect[..0x800].copy_from_slice(&a[..0x800]);
+    expect[0x800..].copy_from_slice(&b[0x800..]);
+    assert_eq!(dump.page(PhysAddr::new(0x10_0000)), Some(&expect));
+    // Asking twice gives the same (cached) bytes.
+    assert_eq!(dump.page(PhysAddr::new(0x10_0000)), Some(&expect));
+}
+
+#[test]
+fn page_with_a_hole_between_segments_is_unreadable() {
+    let payload = [page(1), page(2)].concat();
+    let bytes = le(
+        4,
+        &[
+            load_seg(PAYLOAD, 0x10_0000, 0x800, 0x800),
+            load_seg(PAYLOAD + 0x1000, 0x10_0900, 0x700, 0x700),
+        ],
+        &payload,
+    );
+    let dump = load(&bytes[..], AUTO).unwrap();
+    assert_eq!(dump.page(PhysAddr::new(0x10_0000)), None);
+}
+
+#[test]
+fn page_partly_outside_every_segment_is_unreadable() {
+    let bytes = le(
+        4,
+        &[load_seg(PAYLOAD, 0x10_0000, 0x1800, 0x1800)],
+        &[page(1), page(2)].concat(),
+    );
+    let dump = load(&bytes[..], AUTO).unwrap();
+    assert!(dump.page(PhysAddr::new(0x10_0000)).is_some());
+    assert_eq!(dump.page(PhysAddr::new(0x10_1000)), None);
+}
+
+// --- the root note ------------------------------------------------------------
+
+#[test]
+fn root_note_is_read_in_the_files_byte_order() {
+    let p = page(1);
+    for big in [false, true] {
+        let (n, bytes) = if big {
+            let n = note(
+                BigEndian,
+                b"IOMMUFLB",
+                NT_IOMMU_FLB_ROOT,
+                &0x1234_5000u64.to_be_bytes(),
+            );
+            let payload = [n.clone(), vec![0; 0x1000 - n.len()], p.to_vec()].concat();
+            let phdrs = [
+                note_seg(n.len()),
+                load_seg(PAYLOAD + 0x1000, 0x1234_5000, 0x1000, 0x1000),
+            ];
+            (n, hand_made(BigEndian, 4, &phdrs, &payload))
+        } else {
+            let n = note(
+                LittleEndian,
+                b"IOMMUFLB",
+                NT_IOMMU_FLB_ROOT,
+                &0x1234_5000u64.to_le_bytes(),
+            );
+            let payload = [n.clone(), vec![0; 0x1000 - n.len()], p.to_vec()].concat();
+            let phdrs = [
+                note_seg(n.len()),
+                load_seg(PAYLOAD + 0x1000, 0x1234_5000, 0x1000, 0x1000),
+            ];
+            (n, le(4, &phdrs, &payload))
+        };
+        assert_eq!(n.len(), 32);
+        let dump = load(&bytes[..], AUTO).unwrap();
+        assert_eq!(
+            dump.root_note(),
+            Ok(Some(PhysAddr::new(0x1234_5000))),
+            "big {big}"
+        );
+    }
+}
+
+/// A core with the given notes in one PT_NOTE segment and one page of memory.
+fn core_with_notes(notes: &[u8]) -> Vec<u8> {
+    let payload = [
+        notes.to_vec(),
+        vec![0; 0x1000 - notes.len()],
+        page(1).to_vec(),
+    ]
+    .concat();
+    le(
+        4,
+        &[
+            note_seg(notes.len()),
+            load_seg(PAYLOAD + 0x1000, 0x1000, 0x1000, 0x1000),
+        ],
+        &payload,
+    )
+}
+
+#[test]
+fn other_notes_are_ignored_when_looking_for_the_root() {
+    let notes = [
+        note(LittleEndian, b"CORE", 1, &[0; 20]),
+        note(LittleEndian, b"IOMMUFLB", 2, &[1; 8]),
+        note(LittleEndian, b"IOMMUFL", NT_IOMMU_FLB_ROOT, &[1; 8]),
+        note(LittleEndian, b"CORE", NT_IOMMU_FLB_ROOT, &[1; 8]),
+    ]
+    .concat();
+    let bytes = core_with_notes(&notes);
+    let dump = load(&bytes[..], AUTO).unwrap();
+    assert_eq!(dump.root_note(), Ok(None));
+}
+
+#[test]
+fn two_root_notes_are_refused() {
+    let n = note(
+        LittleEndian,
+        b"IOMMUFLB",
+        NT_IOMMU_FLB_ROOT,
+        &0x1000u64.to_le_bytes(),
+    );
+    let bytes = core_with_notes(&[n.clone(), n].concat());
+    let dump = load(&bytes[..], AUTO).unwrap();
+    assert_eq!(dump.root_note(), Err(LoadError::TwoRootNotes));
+}
+
+#[test]
+fn root_note_with_a_short_descriptor_is_refused() {
+    let n = note(
+        LittleEndian,
+        b"IOMMUFLB",
+        NT_IOMMU_FLB_ROOT,
+        &[0x10, 0, 0, 0],
+    );
+    let bytes = core_with_notes(&n);
+    let dump = load(&bytes[..], AUTO).unwrap();
+    assert_eq!(
+        dump.root_note(),
+        Err(LoadError::RootNoteSize {
+            index: 0,
+            descsz: 4
+        })
+    );
+}
+
+#[test]
+fn malformed_note_segment_is_refused_only_when_the_root_is_needed() {
+    let mut n = note(
+        LittleEndian,
+        b"IOMMUFLB",
+        NT_IOMMU_FLB_ROOT,
+        &0x1000u64.to_le_bytes(),
+    );
+    n[4..8].copy_from_slice(&0xffff_fff0u32.to_le_bytes()); // n_descsz
+    let bytes = core_with_notes(&n);
+    let dump = load(&bytes[..], AUTO).expect("memory is still readable");
+    assert!(dump.page(PhysAddr::new(0x1000)).is_some());
+    assert!(matches!(
+        dump.root_note(),
+        Err(LoadError::Note { index: 0, .. })
+    ));
+}
+
+#[test]
+fn errors_say_what_and_where() {
+    let e = LoadError::Segment {
+        index: 3,
+        what: SegmentProblem::Truncated {
+            offset: 0x2000,
+            filesz: 0x1000,
+            file_size: 0x2800,
+        },
+    };
+    assert_eq!(
+        e.to_string(),
+        "program header 3 (PT_LOAD): file bytes 0x2000+0x1000 are beyond the end of the \
+         file (0x2800 bytes; truncated?)"
+    );
+    let o = LoadError::Overlap {
+        first: 1,
+        second: 2,
+        at: PhysAddr::new(0x10_0800),
+    };
+    assert_eq!(
+        o.to_string(),
+        "program headers 1 and 2 (PT_LOAD) both cover physical address 0x100800"
+    );
+}
+
+// --- hostile bytes --------------------------------------------------------------
+
+/// Loads `bytes` and reads every page any segment could name, and the root
+/// note: whatever happens, it must not panic.
+fn exercise(bytes: &[u8]) {
+    if let Ok(dump) = load(bytes, AUTO) {
+        let _ = dump.root_note();
+        for a in (0..0x40u64).map(|i| i * 0x1000) {
+            let _ = dump.page(PhysAddr::new(a));
+            let _ = dump.page(PhysAddr::new(a + 0x7fff_0000));
+        }
+    }
+}
+
+fn sample_core() -> Vec<u8> {
+    let (a, b) = (page(1), page(2));
+    write_core(
+        [(PhysAddr::new(0x1000), &a), (PhysAddr::new(0x3000), &b)],
+        PhysAddr::new(0x1000),
+    )
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+
+    #[test]
+    fn any_corrupted_byte_of_a_core_loads_or_is_refused(
+        at in 0usize..(64 + 3 * 56 + 32),
+        value in any::<u8>(),
+    ) {
+        let mut bytes = sample_core();
+        bytes[at] = value;
+        exercise(&bytes);
+    }
+
+    #[test]
+    fn any_prefix_of_a_core_loads_or_is_refused(len in 0usize..0x3000) {
+        let bytes = sample_core();
+        exercise(&bytes[..len.min(bytes.len())]);
+    }
+
+    #[test]
+    fn random_bytes_after_the_elf_magic_load_or_are_refused(
+        tail in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let mut bytes = elf::ELFMAG.to_vec();
+        bytes.extend_from_slice(&tail);
+        exercise(&bytes);
+    }
+}

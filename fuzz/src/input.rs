@@ -657,6 +657,71 @@ impl Encode for RoundtripInput {
     }
 }
 
+// ---- target `load` ----
+
+/// How the `load` target reads the file (the tool's `--format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFormat {
+    /// ELF if the file starts with the ELF magic, else flat.
+    Auto,
+    /// ELF64 core.
+    Elf,
+    /// Flat physical dump.
+    Phys,
+}
+
+/// Target `load`: a dump file's bytes, read the way the command-line tool
+/// reads them, with the options the tool takes.
+///
+/// Encoding: a flags byte (bits 0-1 the format: 1 ELF, 2 flat, else auto;
+/// bit 2: `base` given; bit 3: `root` given), `base` (8 bytes), `root` (8
+/// bytes), then the file to the end of the input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadInput<'a> {
+    /// `--format`.
+    pub format: FileFormat,
+    /// `--base`.
+    pub base: Option<u64>,
+    /// `--root`.
+    pub root: Option<u64>,
+    /// The file.
+    pub file: &'a [u8],
+}
+
+impl<'a> Arbitrary<'a> for LoadInput<'a> {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        let flags = u8_(u)?;
+        let base = u64_(u)?;
+        let root = u64_(u)?;
+        Ok(LoadInput {
+            format: match flags & 3 {
+                1 => FileFormat::Elf,
+                2 => FileFormat::Phys,
+                _ => FileFormat::Auto,
+            },
+            base: (flags & 4 != 0).then_some(base),
+            root: (flags & 8 != 0).then_some(root),
+            file: u.bytes(u.len())?,
+        })
+    }
+}
+
+impl Encode for LoadInput<'_> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let format = match self.format {
+            FileFormat::Auto => 0,
+            FileFormat::Elf => 1,
+            FileFormat::Phys => 2,
+        };
+        let flags =
+            format | u8::from(self.base.is_some()) << 2 | u8::from(self.root.is_some()) << 3;
+        out.push(flags);
+        out.extend(self.base.unwrap_or(0).to_le_bytes());
+        out.extend(self.root.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(self.file);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -800,6 +865,29 @@ mod tests {
                 max_objects: 20
             }
         );
+    }
+
+    #[test]
+    fn load_input_keeps_the_file_and_its_options() {
+        let file = b"\x7fELF...";
+        for (format, base, root) in [
+            (FileFormat::Auto, None, None),
+            (FileFormat::Elf, Some(1), None),
+            (FileFormat::Phys, Some(0x1000), Some(0x2000)),
+        ] {
+            roundtrip_borrowed(&LoadInput {
+                format,
+                base,
+                root,
+                file,
+            });
+        }
+    }
+
+    fn roundtrip_borrowed(v: &LoadInput<'_>) {
+        let bytes = v.to_bytes();
+        let back = LoadInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("decodes");
+        assert_eq!(&back, v);
     }
 
     #[test]

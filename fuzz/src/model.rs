@@ -146,6 +146,15 @@ fn device_init(seg: u8, devid: u16, intel: bool, attachment: u8) -> DeviceInit {
     }
 }
 
+/// Most record slots per chain a model builds: four pages' worth. Larger
+/// images cost the fuzzer quadratic time (duplicate searches) and reach no
+/// new code; operations past the cap are skipped.
+pub const MAX_PAGES_PER_CHAIN: u64 = 4;
+
+fn full(slots: usize, cap: u64) -> bool {
+    slots as u64 >= MAX_PAGES_PER_CHAIN * cap
+}
+
 /// Whether appending to a chain with `slots` records needs a new page.
 fn needs_page(slots: usize, cap: u64) -> bool {
     slots > 0 && (slots as u64).is_multiple_of(cap)
@@ -284,6 +293,9 @@ impl Model {
         token: u64,
         intel: bool,
     ) -> Result<(), String> {
+        if full(self.iommus.len(), IOMMU_HW_ARRAY_CAPACITY) {
+            return Ok(());
+        }
         let payload = iommu_payload(intel, token);
         let ty = payload.iommu_type();
         let expect = self
@@ -319,6 +331,9 @@ impl Model {
         w: &mut Writer<A, X>,
         init: DomainInit,
     ) -> Result<(), String> {
+        if full(self.domains.len(), IOMMU_DOMAIN_ARRAY_CAPACITY) {
+            return Ok(());
+        }
         let invalid = |field, value| Some(WriteError::InvalidDomain { field, value });
         let top = init.top_table_phys;
         let expect = if top.is_null() || !top.is_page_aligned() {
@@ -355,6 +370,9 @@ impl Model {
         d: usize,
         i: usize,
     ) -> Result<(), String> {
+        if full(self.devices.len(), IOMMU_DEVICE_ARRAY_CAPACITY) {
+            return Ok(());
+        }
         let (dom, mm) = (&self.domains[d], &self.iommus[i]);
         let ty = ty_of(mm);
         let expect = if dom.deleted {

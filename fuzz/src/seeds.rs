@@ -4,7 +4,8 @@
 //! dumps of images the writer built and of the reader tests' corrupt
 //! images (built with the reader tests' own image builder,
 //! `tests/common/mod.rs`); for `mutate` and `roundtrip`, operation
-//! sequences and corruptions. Each seed is checked to do what its name
+//! sequences and corruptions; for `load`, dump files as the tool's `gen`
+//! writes them (its own `write_core`), whole and damaged. Each seed is checked to do what its name
 //! says (accepted, or refused with the named error) and run through its
 //! target. `seeds_on_disk_are_current` fails if the files differ from what
 //! this module generates; `FUZZ_WRITE_SEEDS=1 cargo test` rewrites them.
@@ -18,8 +19,11 @@ use iommu_flb_abi::{FlatMemory, PageMap, PhysAddr};
 
 use crate::check::{validate_both, validate_checked};
 use crate::image::{Layout, build, corrupt, flatten};
+use iommu_flb_cli::elfcore::write_core;
+
 use crate::input::{
-    Corruption, Encode, LimitsByte, MutateInput, Op, PageOrder, RawInput, RoundtripInput,
+    Corruption, Encode, FileFormat, LimitsByte, LoadInput, MutateInput, Op, PageOrder, RawInput,
+    RoundtripInput,
 };
 use crate::targets;
 
@@ -469,6 +473,66 @@ fn roundtrip_seeds() -> Vec<(&'static str, RoundtripInput)> {
     ]
 }
 
+/// The `load` seeds: dump files as the tool's `gen` writes them (ELF64
+/// cores with the root in an `IOMMUFLB` note, from the tool's own
+/// `write_core`; a flat dump), with the options the tool takes, and whether
+/// the image in them is accepted.
+fn load_seeds() -> Vec<(&'static str, Vec<u8>, bool)> {
+    let core = |b: &crate::image::Built| {
+        write_core(b.mem.iter(), b.root).expect("the tool writes a core file")
+    };
+    let small = build(seq(), &small_ops());
+    let scattered = build(PageOrder::Scattered { seed: 9 }, &multi_page_ops());
+    let small_core = core(&small);
+    let (base, flat) = flatten(&small.mem, MAX_DUMP).expect("contiguous");
+    let input = |format, base: Option<u64>, root: Option<u64>, file: &[u8]| {
+        LoadInput {
+            format,
+            base,
+            root,
+            file,
+        }
+        .to_bytes()
+    };
+    vec![
+        (
+            "elf-small-with-root-note",
+            input(FileFormat::Auto, None, None, &small_core),
+            true,
+        ),
+        (
+            "elf-scattered-multi-page",
+            input(FileFormat::Elf, None, None, &core(&scattered)),
+            true,
+        ),
+        (
+            "elf-root-given-off-by-8",
+            input(
+                FileFormat::Auto,
+                None,
+                Some(small.root.get() + 8),
+                &small_core,
+            ),
+            false,
+        ),
+        (
+            "elf-truncated-program-headers",
+            input(FileFormat::Auto, None, None, &small_core[..100]),
+            false,
+        ),
+        (
+            "flat-small-with-base-and-root",
+            input(
+                FileFormat::Phys,
+                Some(base.get()),
+                Some(small.root.get()),
+                &flat,
+            ),
+            true,
+        ),
+    ]
+}
+
 /// Every seed: target, file name, bytes.
 fn all_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut v = Vec::new();
@@ -480,6 +544,9 @@ fn all_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     for (name, input) in roundtrip_seeds() {
         v.push(("roundtrip", name.to_string(), input.to_bytes()));
+    }
+    for (name, bytes, _) in load_seeds() {
+        v.push(("load", name.to_string(), bytes));
     }
     v
 }
@@ -535,6 +602,32 @@ fn roundtrip_seeds_agree_with_the_model() {
 }
 
 #[test]
+fn load_seeds_load_and_validate_as_named() {
+    use arbitrary::{Arbitrary, Unstructured};
+    use iommu_flb_cli::load::{LoadOptions, load};
+    for (name, bytes, valid) in load_seeds() {
+        let input = LoadInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("decodes");
+        let opts = LoadOptions {
+            format: match input.format {
+                FileFormat::Auto => iommu_flb_cli::load::Format::Auto,
+                FileFormat::Elf => iommu_flb_cli::load::Format::Elf,
+                FileFormat::Phys => iommu_flb_cli::load::Format::Phys,
+            },
+            base: input.base.map(PhysAddr::new),
+        };
+        let got = load(input.file, opts).ok().and_then(|dump| {
+            let root = input
+                .root
+                .map(PhysAddr::new)
+                .or(dump.root_note().ok().flatten())?;
+            Some(validate_both(&dump, root, Limits::default()).is_ok())
+        });
+        assert_eq!(got.unwrap_or(false), valid, "{name}");
+        targets::load(&input);
+    }
+}
+
+#[test]
 fn seeds_on_disk_are_current() {
     let write = std::env::var_os("FUZZ_WRITE_SEEDS").is_some();
     let mut stale = Vec::new();
@@ -552,7 +645,7 @@ fn seeds_on_disk_are_current() {
         .into_iter()
         .map(|(t, n, _)| format!("{t}/{n}"))
         .collect();
-    for target in ["raw", "mutate", "roundtrip"] {
+    for target in ["raw", "mutate", "roundtrip", "load"] {
         for entry in std::fs::read_dir(seeds_dir().join(target)).expect("seeds dir") {
             let name = entry.expect("entry").file_name();
             let key = format!("{target}/{}", name.to_string_lossy());

@@ -7,10 +7,13 @@ use iommu_flb_abi::writer::{
     DeviceIndex, FailingAlloc, IndexSlot, NoIndex, PageAlloc, SliceIndex, Writer,
 };
 use iommu_flb_abi::{FlatMemory, Memory, PhysAddr};
+use iommu_flb_cli as cli;
+use iommu_flb_cli::cmd::{Failure, ReadOptions, Report};
+use iommu_flb_cli::load::{Format, LoadError, LoadOptions};
 
 use crate::check::{check_accepted, validate_both, validate_checked, validate_limits};
 use crate::image::{Layout, allocator, build, corrupt};
-use crate::input::{MutateInput, RawInput, RoundtripInput};
+use crate::input::{FileFormat, LoadInput, MutateInput, RawInput, RoundtripInput};
 use crate::model::{Applied, IommuState, Model, max_devices};
 
 /// Target `raw`: arbitrary bytes as a flat physical dump with a root
@@ -136,4 +139,101 @@ fn roundtrip_with<X: DeviceIndex>(input: &RoundtripInput, index: X) {
         "abort gives back every page"
     );
     assert_eq!(alloc.inner().freed().len() as u64, pages);
+}
+
+/// Target `load`: arbitrary file bytes through the command-line tool's
+/// loading path (`iommu_flb_cli::load::load`, an ELF64 core or a flat
+/// dump), then validation of the image in it when a root address is known
+/// (the input's `--root`, else the file's `IOMMUFLB` note). Loading either
+/// succeeds or returns a `LoadError` with a message (`BaseWithElf` exactly
+/// when a base is given for an ELF file); a flat dump must read exactly as
+/// the library's `FlatMemory` over the same bytes (validation answers the
+/// same through both); the image meets everything `raw` checks; and the
+/// tool's whole `validate` and `inspect --all --json` path (`cmd::report`)
+/// returns a report exactly when validation accepts, a refusal exactly when
+/// it refuses, and a usage error only for a container or root problem.
+pub fn load(input: &LoadInput<'_>) {
+    let format = match input.format {
+        FileFormat::Auto => Format::Auto,
+        FileFormat::Elf => Format::Elf,
+        FileFormat::Phys => Format::Phys,
+    };
+    let base = input.base.map(PhysAddr::new);
+    let elf = match format {
+        Format::Elf => true,
+        Format::Phys => false,
+        Format::Auto => input.file.starts_with(b"\x7fELF"),
+    };
+    let root_opt = input.root.map(PhysAddr::new);
+    let read = |what| {
+        let opts = ReadOptions {
+            file: "fuzz".into(),
+            format,
+            root: root_opt,
+            base,
+            mode: Mode::Handover,
+        };
+        cli::cmd::report("fuzz", input.file, &opts, what)
+    };
+    let reports = [
+        read(Report::Summary),
+        read(Report::Listing {
+            all: true,
+            json: true,
+        }),
+    ];
+    let dump = match cli::load::load(input.file, LoadOptions { format, base }) {
+        Ok(d) => d,
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            if input.file.is_empty() {
+                assert_eq!(e, LoadError::Empty);
+            }
+            if elf && base.is_some() {
+                assert_eq!(e, LoadError::BaseWithElf);
+            }
+            for r in reports {
+                assert!(matches!(r, Err(Failure::Usage(_))), "{r:?}");
+            }
+            return;
+        }
+    };
+    assert!(!(elf && base.is_some()), "a base is refused for ELF files");
+    assert_eq!(dump.is_elf(), elf);
+    let _ = format!("{dump:?}");
+    let note = dump.root_note();
+    if let Err(e) = &note {
+        assert!(!e.to_string().is_empty());
+    }
+    if !elf {
+        assert_eq!(note, Ok(None), "flat dumps carry no root");
+    }
+    let root = match (root_opt, note) {
+        (Some(r), _) | (None, Ok(Some(r))) => r,
+        (None, _) => {
+            for r in reports {
+                assert!(matches!(r, Err(Failure::Usage(_))), "{r:?}");
+            }
+            return;
+        }
+    };
+    let got = validate_both(&dump, root, Limits::default());
+    if !elf {
+        let flat = FlatMemory::new(base.unwrap_or(PhysAddr::NULL), input.file);
+        let want = validate_both(&flat, root, Limits::default());
+        assert_eq!(
+            got, want,
+            "a flat dump reads as FlatMemory over the same bytes"
+        );
+    }
+    for r in reports {
+        match (&got, r) {
+            (Ok(_), Ok(text)) => assert!(!text.is_empty()),
+            (Err(e), Err(Failure::Refused(msg))) => assert_eq!(
+                msg,
+                format!("fuzz: invalid image: {}: {}", e.location(), e.kind())
+            ),
+            (got, r) => panic!("validation gave {got:?}, the tool {r:?}"),
+        }
+    }
 }

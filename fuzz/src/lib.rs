@@ -17,5 +17,7 @@ pub mod image;
 pub mod input;
 pub mod model;
 #[cfg(test)]
+mod regressions;
+#[cfg(test)]
 mod seeds;
 pub mod targets;

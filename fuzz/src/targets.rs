@@ -145,8 +145,8 @@ fn roundtrip_with<X: DeviceIndex>(input: &RoundtripInput, index: X) {
 /// loading path (`iommu_flb_cli::load::load`, an ELF64 core or a flat
 /// dump), then validation of the image in it when a root address is known
 /// (the input's `--root`, else the file's `IOMMUFLB` note). Loading either
-/// succeeds or returns a `LoadError` with a message (`BaseWithElf` exactly
-/// when a base is given for an ELF file); a flat dump must read exactly as
+/// succeeds or returns a `LoadError` with a message (`Empty` for an empty
+/// file, else `BaseWithElf` exactly when a base is given for an ELF file); a flat dump must read exactly as
 /// the library's `FlatMemory` over the same bytes (validation answers the
 /// same through both); the image meets everything `raw` checks; and the
 /// tool's whole `validate` and `inspect --all --json` path (`cmd::report`)
@@ -186,10 +186,10 @@ pub fn load(input: &LoadInput<'_>) {
         Ok(d) => d,
         Err(e) => {
             assert!(!e.to_string().is_empty());
+            // The loader checks the length first, then the base.
             if input.file.is_empty() {
                 assert_eq!(e, LoadError::Empty);
-            }
-            if elf && base.is_some() {
+            } else if elf && base.is_some() {
                 assert_eq!(e, LoadError::BaseWithElf);
             }
             for r in reports {

@@ -1,0 +1,39 @@
+//! Inputs on which a fuzz target failed, checked in under
+//! `regressions/<target>/` (minimized) and run through their target again,
+//! one test each, saying what went wrong. Failures of the library itself
+//! are regression-tested in the root crate's `tests/fuzz_regressions.rs`;
+//! these are the ones whose fix was in this crate or in the tool.
+
+use std::path::PathBuf;
+
+use arbitrary::{Arbitrary, Unstructured};
+
+use crate::input::LoadInput;
+use crate::targets;
+
+fn input(target: &str, name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("regressions")
+        .join(target)
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `load`, 1 byte: `--format elf --base 0` on an empty file. The loader
+/// refuses it as empty (it checks the length before the base); the target
+/// expected `BaseWithElf` whenever a base came with an ELF file. The
+/// target's expectation was wrong, not the loader: fixed in
+/// `targets::load`.
+#[test]
+fn load_empty_elf_file_with_a_base_is_refused_as_empty() {
+    let bytes = input("load", "empty-elf-file-with-base");
+    let input = LoadInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("decodes");
+    assert!(input.file.is_empty() && input.base.is_some());
+    let opts = iommu_flb_cli::load::LoadOptions {
+        format: iommu_flb_cli::load::Format::Elf,
+        base: input.base.map(iommu_flb_abi::PhysAddr::new),
+    };
+    let got = iommu_flb_cli::load::load(input.file, opts).map(|_| ());
+    assert_eq!(got, Err(iommu_flb_cli::load::LoadError::Empty));
+    targets::load(&input);
+}

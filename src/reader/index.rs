@@ -88,6 +88,16 @@ pub(crate) fn record_bytes<const N: usize>(page: &[u8; PAGE_SIZE], slot: u64) ->
     page.get(off..off.checked_add(N)?)?.try_into().ok()
 }
 
+/// The first `nr` records of an array page, `None` if they do not fit.
+#[inline]
+pub(crate) fn page_records<const N: usize>(page: &[u8; PAGE_SIZE], nr: u64) -> Option<&[[u8; N]]> {
+    let start = usize::try_from(IOMMU_ARRAY_HDR_SIZE).ok()?;
+    let nr = usize::try_from(nr).ok()?;
+    <[[u8; N]]>::ref_from_prefix_with_elems(page.get(start..)?, nr)
+        .ok()
+        .map(|(recs, _)| recs)
+}
+
 /// `(ref_count, flags)` of a record's header.
 #[inline]
 pub(crate) fn record_hdr(bytes: &[u8]) -> (u32, u32) {
@@ -168,7 +178,9 @@ impl<'s> Pages<'s> {
         cursor: &mut Cursor<'m>,
     ) -> Result<Found<'m, N>, RefFault> {
         let base = phys.page_base().get();
-        if cursor.base != base || cursor.chain != chain {
+        // Page bases have their low 12 bits clear: the chain's tag fits.
+        let key = base | chain_tag(chain);
+        if cursor.key != key {
             let pos = self
                 .sorted
                 .binary_search_by(|e| e.hi.cmp(&base))
@@ -183,9 +195,8 @@ impl<'s> Pages<'s> {
                 .and_then(|p| self.chain(chain).get(p))
                 .map_or(0, |w| w.lo);
             *cursor = Cursor {
-                base,
-                chain,
-                page,
+                key,
+                first: page.checked_mul(capacity(chain)),
                 nr,
                 bytes: mem.page(PhysAddr::new(base)),
             };
@@ -204,8 +215,7 @@ impl<'s> Pages<'s> {
             return Err(RefFault::BeyondCount);
         }
         let index = cursor
-            .page
-            .checked_mul(capacity(chain))
+            .first
             .and_then(|i| i.checked_add(slot))
             .ok_or(RefFault::BeyondCount)?;
         let bytes: &'m [u8; N] = cursor
@@ -221,14 +231,15 @@ impl<'s> Pages<'s> {
 }
 
 /// The page a [`Pages::locate`] lookup last landed on, in the chain it was
-/// looked up in: its index in that chain, its `nr_objects` and its bytes
-/// (`None` if the memory did not serve it). Start with `Cursor::default()`.
+/// looked up in: the index of its first record in that chain, its
+/// `nr_objects` and its bytes (`None` if the memory did not serve it).
+/// Start with `Cursor::default()`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Cursor<'m> {
-    /// The page's address; 1, which no page starts at, before any lookup.
-    base: u64,
-    chain: Chain,
-    page: u64,
+    /// The page's address | the chain's tag (below 4); `u64::MAX`, which no
+    /// such key equals, before any lookup.
+    key: u64,
+    first: Option<u64>,
     nr: u64,
     bytes: Option<&'m [u8; PAGE_SIZE]>,
 }
@@ -236,9 +247,8 @@ pub(crate) struct Cursor<'m> {
 impl Default for Cursor<'_> {
     fn default() -> Self {
         Cursor {
-            base: 1,
-            chain: Chain::Root,
-            page: 0,
+            key: u64::MAX,
+            first: None,
             nr: 0,
             bytes: None,
         }

@@ -5,7 +5,7 @@ use zerocopy::FromBytes;
 
 use super::index::{
     Cursor, Found, LOW_MASK, MAX_OBJECTS, MAX_PAGES, Pages, ScratchElem, Split, TAG_SHIFT,
-    chain_tag, record_bytes, record_hdr, tag_chain,
+    chain_tag, page_records, record_hdr, tag_chain,
 };
 use super::view::{Image, Shape};
 use super::{Mode, Options};
@@ -178,14 +178,19 @@ pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
     let handover = opts.mode == Mode::Handover;
     check_iommus(mem, &pages, handover, iommu_keys)?;
     check_domains(mem, &pages, handover)?;
-    let live_devices = check_devices(mem, &pages, handover, iommu_keys, device_keys)?;
+    let (live_devices, ascending) = check_devices(mem, &pages, handover, iommu_keys, device_keys)?;
     let live_iommus = check_ref_counts(mem, &pages, iommu_keys)?;
     let iommu_keys = iommu_keys.get_mut(..live_iommus).unwrap_or(&mut []);
     iommu_keys.sort_unstable();
     find_duplicates(iommu_keys, Chain::Iommu, &pages)?;
     let device_keys = device_keys.get_mut(..live_devices).unwrap_or(&mut []);
-    device_keys.sort_unstable();
-    find_duplicates(device_keys, Chain::Device, &pages)?;
+    // Keys written in strictly ascending order are sorted and unique already
+    // (devices preserved in PCI enumeration order): one comparison per
+    // device in `check_devices` saves the sort and the scan.
+    if !ascending {
+        device_keys.sort_unstable();
+        find_duplicates(device_keys, Chain::Device, &pages)?;
+    }
 
     let shape = Shape {
         root_phys: root,
@@ -275,15 +280,18 @@ fn for_each_record<'m, M: Memory + ?Sized, const N: usize>(
         let loc = Location::page(chain, p, phys);
         let bytes = mem
             .page(phys)
-            .ok_or(Error::new(ErrorKind::Unreadable { target: phys }, loc))?;
-        for slot in 0..e.lo {
-            let rec = record_bytes::<N>(bytes, slot).ok_or(Error::new(
+            .ok_or_else(|| Error::new(ErrorKind::Unreadable { target: phys }, loc))?;
+        // The walk refused a count over the capacity, so the records fit.
+        let recs = page_records::<N>(bytes, e.lo).ok_or_else(|| {
+            Error::new(
                 ErrorKind::CountOverCapacity {
                     nr_objects: e.lo,
                     capacity: capacity(chain),
                 },
                 loc.field("nr_objects"),
-            ))?;
+            )
+        })?;
+        for (slot, rec) in (0u64..).zip(recs) {
             f(loc.object(slot), index, rec)?;
             index = index.saturating_add(1);
         }
@@ -410,16 +418,19 @@ fn check_domains<M: Memory + ?Sized>(
 /// Checks the live devices' references and handover state; counts each
 /// live device in its IOMMU's element of `iommu_slots` (see `check_iommus`)
 /// and writes its key (segment << 32 | devid, device index) into `keys`.
-/// Returns the number of live devices.
+/// Returns the number of live devices and whether their keys came in
+/// strictly ascending order.
 fn check_devices<M: Memory + ?Sized>(
     mem: &M,
     pages: &Pages<'_>,
     handover: bool,
     iommu_slots: &mut [ScratchElem],
     keys: &mut [ScratchElem],
-) -> Result<usize, Error> {
+) -> Result<(usize, bool), Error> {
     let mut out = keys.iter_mut();
     let mut live = 0usize;
+    let mut last: Option<u64> = None;
+    let mut ascending = true;
     let (mut dom_cursor, mut hw_cursor) = (Cursor::default(), Cursor::default());
     for_each_record::<M, DEV>(mem, pages, Chain::Device, |loc, index, bytes| {
         if !check_header(loc, bytes, handover)? {
@@ -460,10 +471,12 @@ fn check_devices<M: Memory + ?Sized>(
             let key = (u64::from(d.pci_domain_nr.get()) << 32) | u64::from(d.devid.get());
             *k = ScratchElem::new(key, index);
             live = live.saturating_add(1);
+            ascending &= last.is_none_or(|l| l < key);
+            last = Some(key);
         }
         Ok(())
     })?;
-    Ok(live)
+    Ok((live, ascending))
 }
 
 /// Refuses a live IOMMU whose `ref_count` is not its number of live

@@ -158,10 +158,10 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
             .iter()
             .map_while(move |e| mem.page(PhysAddr::new(e.hi)).map(|p| (e, p)))
             .flat_map(|(e, page)| {
-                (0..e.lo).map_while(move |slot| {
+                let recs = super::index::page_records::<N>(page, e.lo).unwrap_or(&[]);
+                (0u64..).zip(recs).map_while(move |(slot, rec)| {
                     let off = super::index::record_offset::<N>(slot)?;
-                    let phys = PhysAddr::new(e.hi).checked_add(off)?;
-                    Some((phys, super::index::record_bytes::<N>(page, slot)?))
+                    Some((PhysAddr::new(e.hi).checked_add(off)?, rec))
                 })
             })
     }
@@ -220,6 +220,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
 
     /// A device record with its references resolved; `cursors` are the
     /// domain and IOMMU lookup cursors (see `Pages::locate`).
+    #[inline]
     fn any_device(
         &self,
         phys: PhysAddr,

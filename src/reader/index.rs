@@ -11,8 +11,10 @@
 //! | IOMMU keys | `I` | (token, type << 56 \| record index), sorted, live records only |
 //! | device keys | `D` | (segment << 32 \| devid, record index), sorted, live records only |
 //!
-//! During validation the device region first holds (IOMMU index, device
-//! index) pairs to count each IOMMU's live devices.
+//! During validation the IOMMU region first holds one element per IOMMU
+//! slot, at the slot's record index: (token, type << 56 | live devices
+//! counted so far) for a live IOMMU, (0, 0) for a deleted one. Once the
+//! counts are checked, the live IOMMUs' keys are moved to its front.
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -77,6 +79,7 @@ pub(crate) const fn slot_of(chain: Chain) -> usize {
 }
 
 /// The record `slot` of an array page, as its `N` bytes.
+#[inline]
 pub(crate) fn record_bytes<const N: usize>(page: &[u8; PAGE_SIZE], slot: u64) -> Option<&[u8; N]> {
     let off = usize::try_from(slot)
         .ok()?
@@ -85,7 +88,18 @@ pub(crate) fn record_bytes<const N: usize>(page: &[u8; PAGE_SIZE], slot: u64) ->
     page.get(off..off.checked_add(N)?)?.try_into().ok()
 }
 
+/// The first `nr` records of an array page, `None` if they do not fit.
+#[inline]
+pub(crate) fn page_records<const N: usize>(page: &[u8; PAGE_SIZE], nr: u64) -> Option<&[[u8; N]]> {
+    let start = usize::try_from(IOMMU_ARRAY_HDR_SIZE).ok()?;
+    let nr = usize::try_from(nr).ok()?;
+    <[[u8; N]]>::ref_from_prefix_with_elems(page.get(start..)?, nr)
+        .ok()
+        .map(|(recs, _)| recs)
+}
+
 /// `(ref_count, flags)` of a record's header.
+#[inline]
 pub(crate) fn record_hdr(bytes: &[u8]) -> (u32, u32) {
     match IommuHdrSer::read_from_prefix(bytes) {
         Ok((h, _)) => (h.ref_count.get(), h.flags.get()),
@@ -148,65 +162,96 @@ impl<'s> Pages<'s> {
     /// The record of `chain` that starts at `phys`, deleted or not; with
     /// `live`, a deleted one is refused too.
     ///
-    /// `hint` is a position in `sorted`, tried before the binary search and
-    /// left at the page found: records walked in chain order name their
-    /// targets in clustered order (the devices of a page share IOMMUs and
-    /// mostly domain pages), so with one hint per kind of target the
-    /// search runs only when the target page changes. Any value is safe;
-    /// `usize::MAX` means none.
+    /// `cursor` remembers the page the last lookup through it landed on:
+    /// records walked in chain order name their targets in clustered order
+    /// (the devices of a page share IOMMUs and mostly domain pages), so with
+    /// one cursor per kind of target the search and the `Memory::page` call
+    /// run only when the target page changes. The checks on the record
+    /// itself run on every lookup.
+    #[inline]
     pub fn locate<'m, M: Memory + ?Sized, const N: usize>(
         &self,
         mem: &'m M,
         chain: Chain,
         phys: PhysAddr,
         live: bool,
-        hint: &mut usize,
+        cursor: &mut Cursor<'m>,
     ) -> Result<Found<'m, N>, RefFault> {
-        let base = phys.page_base();
-        let pos = match self.sorted.get(*hint) {
-            Some(e) if e.hi == base.get() => *hint,
-            _ => {
-                let pos = self
-                    .sorted
-                    .binary_search_by(|e| e.hi.cmp(&base.get()))
-                    .map_err(|_| RefFault::NotInChain)?;
-                *hint = pos;
-                pos
+        let base = phys.page_base().get();
+        // Page bases have their low 12 bits clear: the chain's tag fits.
+        let key = base | chain_tag(chain);
+        if cursor.key != key {
+            let pos = self
+                .sorted
+                .binary_search_by(|e| e.hi.cmp(&base))
+                .map_err(|_| RefFault::NotInChain)?;
+            let e = self.sorted.get(pos).ok_or(RefFault::NotInChain)?;
+            if tag_chain(e.lo >> TAG_SHIFT) != chain {
+                return Err(RefFault::NotInChain);
             }
-        };
-        let e = self.sorted.get(pos).ok_or(RefFault::NotInChain)?;
-        if tag_chain(e.lo >> TAG_SHIFT) != chain {
-            return Err(RefFault::NotInChain);
+            let page = e.lo & LOW_MASK;
+            let nr = usize::try_from(page)
+                .ok()
+                .and_then(|p| self.chain(chain).get(p))
+                .map_or(0, |w| w.lo);
+            *cursor = Cursor {
+                key,
+                first: page.checked_mul(capacity(chain)),
+                nr,
+                bytes: mem.page(PhysAddr::new(base)),
+            };
         }
-        let page = e.lo & LOW_MASK;
-        let off = u64::try_from(phys.page_offset()).map_err(|_| RefFault::NotRecordStart)?;
-        let size = u64::try_from(N).map_err(|_| RefFault::NotRecordStart)?;
-        let rel = off
-            .checked_sub(IOMMU_ARRAY_HDR_SIZE)
+        let off = phys.page_offset();
+        let rel = u64::try_from(off)
+            .ok()
+            .and_then(|o| o.checked_sub(IOMMU_ARRAY_HDR_SIZE))
             .ok_or(RefFault::NotRecordStart)?;
+        let size = u64::try_from(N).map_err(|_| RefFault::NotRecordStart)?;
         if rel.checked_rem(size) != Some(0) {
             return Err(RefFault::NotRecordStart);
         }
         let slot = rel.checked_div(size).ok_or(RefFault::NotRecordStart)?;
-        let nr = usize::try_from(page)
-            .ok()
-            .and_then(|p| self.chain(chain).get(p))
-            .map_or(0, |w| w.lo);
-        if slot >= nr {
+        if slot >= cursor.nr {
             return Err(RefFault::BeyondCount);
         }
-        let index = page
-            .checked_mul(capacity(chain))
+        let index = cursor
+            .first
             .and_then(|i| i.checked_add(slot))
             .ok_or(RefFault::BeyondCount)?;
-        let bytes = mem
-            .page(base)
-            .and_then(|p| record_bytes::<N>(p, slot))
+        let bytes: &'m [u8; N] = cursor
+            .bytes
+            .and_then(|p| p.get(off..off.checked_add(N)?))
+            .and_then(|b| b.try_into().ok())
             .ok_or(RefFault::NotInChain)?;
         if live && record_hdr(bytes).1 & IOMMU_SER_FLAG_DELETED != 0 {
             return Err(RefFault::Deleted);
         }
         Ok(Found { index, phys, bytes })
+    }
+}
+
+/// The page a [`Pages::locate`] lookup last landed on, in the chain it was
+/// looked up in: the index of its first record in that chain, its
+/// `nr_objects` and its bytes (`None` if the memory did not serve it).
+/// Start with `Cursor::default()`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cursor<'m> {
+    /// The page's address | the chain's tag (below 4); `u64::MAX`, which no
+    /// such key equals, before any lookup.
+    key: u64,
+    first: Option<u64>,
+    nr: u64,
+    bytes: Option<&'m [u8; PAGE_SIZE]>,
+}
+
+impl Default for Cursor<'_> {
+    fn default() -> Self {
+        Cursor {
+            key: u64::MAX,
+            first: None,
+            nr: 0,
+            bytes: None,
+        }
     }
 }
 

@@ -4,8 +4,8 @@
 use zerocopy::FromBytes;
 
 use super::index::{
-    Found, LOW_MASK, MAX_OBJECTS, MAX_PAGES, Pages, ScratchElem, Split, TAG_SHIFT, chain_tag,
-    record_bytes, record_hdr, tag_chain,
+    Cursor, Found, LOW_MASK, MAX_OBJECTS, MAX_PAGES, Pages, ScratchElem, Split, TAG_SHIFT,
+    chain_tag, page_records, record_hdr, tag_chain,
 };
 use super::view::{Image, Shape};
 use super::{Mode, Options};
@@ -176,20 +176,21 @@ pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
         sorted: &*sorted,
     };
     let handover = opts.mode == Mode::Handover;
-    let live_iommus = check_iommus(mem, &pages, handover, iommu_keys)?;
+    check_iommus(mem, &pages, handover, iommu_keys)?;
     check_domains(mem, &pages, handover)?;
-    let live_devices = check_devices(mem, &pages, handover, device_keys)?;
-    check_ref_counts(
-        mem,
-        &pages,
-        device_keys.get_mut(..live_devices).unwrap_or(&mut []),
-    )?;
+    let (live_devices, ascending) = check_devices(mem, &pages, handover, iommu_keys, device_keys)?;
+    let live_iommus = check_ref_counts(mem, &pages, iommu_keys)?;
     let iommu_keys = iommu_keys.get_mut(..live_iommus).unwrap_or(&mut []);
     iommu_keys.sort_unstable();
     find_duplicates(iommu_keys, Chain::Iommu, &pages)?;
-    let device_keys = fill_device_keys(mem, &pages, device_keys)?;
-    device_keys.sort_unstable();
-    find_duplicates(device_keys, Chain::Device, &pages)?;
+    let device_keys = device_keys.get_mut(..live_devices).unwrap_or(&mut []);
+    // Keys written in strictly ascending order are sorted and unique already
+    // (devices preserved in PCI enumeration order): one comparison per
+    // device in `check_devices` saves the sort and the scan.
+    if !ascending {
+        device_keys.sort_unstable();
+        find_duplicates(device_keys, Chain::Device, &pages)?;
+    }
 
     let shape = Shape {
         root_phys: root,
@@ -279,15 +280,18 @@ fn for_each_record<'m, M: Memory + ?Sized, const N: usize>(
         let loc = Location::page(chain, p, phys);
         let bytes = mem
             .page(phys)
-            .ok_or(Error::new(ErrorKind::Unreadable { target: phys }, loc))?;
-        for slot in 0..e.lo {
-            let rec = record_bytes::<N>(bytes, slot).ok_or(Error::new(
+            .ok_or_else(|| Error::new(ErrorKind::Unreadable { target: phys }, loc))?;
+        // The walk refused a count over the capacity, so the records fit.
+        let recs = page_records::<N>(bytes, e.lo).ok_or_else(|| {
+            Error::new(
                 ErrorKind::CountOverCapacity {
                     nr_objects: e.lo,
                     capacity: capacity(chain),
                 },
                 loc.field("nr_objects"),
-            ))?;
+            )
+        })?;
+        for (slot, rec) in (0u64..).zip(recs) {
             f(loc.object(slot), index, rec)?;
             index = index.saturating_add(1);
         }
@@ -296,6 +300,7 @@ fn for_each_record<'m, M: Memory + ?Sized, const N: usize>(
 }
 
 /// The checks every live record shares. `Ok(false)` for a deleted one.
+#[inline]
 fn check_header(loc: Location, bytes: &[u8], handover: bool) -> Result<bool, Error> {
     let (ref_count, flags) = record_hdr(bytes);
     if flags & !IOMMU_SER_FLAGS_KNOWN != 0 {
@@ -336,16 +341,22 @@ pub(crate) fn dev_intel(bytes: &[u8; DEV]) -> &IommuDeviceIntelSer {
     zerocopy::transmute_ref!(&split.tail)
 }
 
+/// Checks the IOMMU records and writes, at the position of each record's
+/// index in `slots`, (token, type << 56) for a live one (the low bits count
+/// its devices in `check_devices`) and (0, 0) for a deleted one.
 fn check_iommus<M: Memory + ?Sized>(
     mem: &M,
     pages: &Pages<'_>,
     handover: bool,
-    keys: &mut [ScratchElem],
-) -> Result<usize, Error> {
-    let mut out = keys.iter_mut();
-    let mut live = 0usize;
-    for_each_record::<M, HW>(mem, pages, Chain::Iommu, |loc, index, bytes| {
+    slots: &mut [ScratchElem],
+) -> Result<(), Error> {
+    let mut out = slots.iter_mut();
+    for_each_record::<M, HW>(mem, pages, Chain::Iommu, |loc, _, bytes| {
+        let slot = out.next();
         if !check_header(loc, bytes, handover)? {
+            if let Some(k) = slot {
+                *k = ScratchElem::new(0, 0);
+            }
             return Ok(());
         }
         let rec: &IommuHwSer = zerocopy::transmute_ref!(bytes);
@@ -361,13 +372,11 @@ fn check_iommus<M: Memory + ?Sized>(
                 loc.field("restored"),
             ));
         }
-        if let Some(k) = out.next() {
-            *k = ScratchElem::new(rec.token.get(), (ty.wire() << TAG_SHIFT) | index);
-            live = live.saturating_add(1);
+        if let Some(k) = slot {
+            *k = ScratchElem::new(rec.token.get(), ty.wire() << TAG_SHIFT);
         }
         Ok(())
-    })?;
-    Ok(live)
+    })
 }
 
 fn check_domains<M: Memory + ?Sized>(
@@ -406,17 +415,23 @@ fn check_domains<M: Memory + ?Sized>(
     })
 }
 
-/// Checks the live devices' references and handover state, and writes one
-/// (IOMMU index, device index) pair per live device into `pairs`.
+/// Checks the live devices' references and handover state; counts each
+/// live device in its IOMMU's element of `iommu_slots` (see `check_iommus`)
+/// and writes its key (segment << 32 | devid, device index) into `keys`.
+/// Returns the number of live devices and whether their keys came in
+/// strictly ascending order.
 fn check_devices<M: Memory + ?Sized>(
     mem: &M,
     pages: &Pages<'_>,
     handover: bool,
-    pairs: &mut [ScratchElem],
-) -> Result<usize, Error> {
-    let mut out = pairs.iter_mut();
+    iommu_slots: &mut [ScratchElem],
+    keys: &mut [ScratchElem],
+) -> Result<(usize, bool), Error> {
+    let mut out = keys.iter_mut();
     let mut live = 0usize;
-    let (mut dom_hint, mut hw_hint) = (usize::MAX, usize::MAX);
+    let mut last: Option<u64> = None;
+    let mut ascending = true;
+    let (mut dom_cursor, mut hw_cursor) = (Cursor::default(), Cursor::default());
     for_each_record::<M, DEV>(mem, pages, Chain::Device, |loc, index, bytes| {
         if !check_header(loc, bytes, handover)? {
             return Ok(());
@@ -428,11 +443,11 @@ fn check_devices<M: Memory + ?Sized>(
         };
         let dom = PhysAddr::new(map.domain_phys.get());
         pages
-            .locate::<M, DOM>(mem, Chain::Domain, dom, true, &mut dom_hint)
+            .locate::<M, DOM>(mem, Chain::Domain, dom, true, &mut dom_cursor)
             .map_err(|f| bad(dom, f, "domain_phys"))?;
         let hw = PhysAddr::new(map.iommu_phys.get());
         let iommu: Found<'_, HW> = pages
-            .locate(mem, Chain::Iommu, hw, true, &mut hw_hint)
+            .locate(mem, Chain::Iommu, hw, true, &mut hw_cursor)
             .map_err(|f| bad(hw, f, "iommu_phys"))?;
         let rec: &IommuHwSer = zerocopy::transmute_ref!(iommu.bytes);
         if handover
@@ -444,60 +459,61 @@ fn check_devices<M: Memory + ?Sized>(
                 loc.field("restored"),
             ));
         }
-        if let Some(p) = out.next() {
-            *p = ScratchElem::new(iommu.index, index);
+        // `locate` proved the index is a slot of the IOMMU chain, so the
+        // element exists; the count cannot reach the tag (2^48 records).
+        if let Some(c) = usize::try_from(iommu.index)
+            .ok()
+            .and_then(|i| iommu_slots.get_mut(i))
+        {
+            c.lo = c.lo.saturating_add(1);
+        }
+        if let Some(k) = out.next() {
+            let key = (u64::from(d.pci_domain_nr.get()) << 32) | u64::from(d.devid.get());
+            *k = ScratchElem::new(key, index);
             live = live.saturating_add(1);
+            ascending &= last.is_none_or(|l| l < key);
+            last = Some(key);
         }
         Ok(())
     })?;
-    Ok(live)
+    Ok((live, ascending))
 }
 
 /// Refuses a live IOMMU whose `ref_count` is not its number of live
-/// devices. `pairs` holds (IOMMU index, device index) per live device.
+/// devices, as `check_devices` counted them in `slots`. Then moves the live
+/// IOMMUs' keys to the front of `slots` as (token, type << 56 | IOMMU
+/// index), in chain order, and returns how many there are.
 fn check_ref_counts<M: Memory + ?Sized>(
     mem: &M,
     pages: &Pages<'_>,
-    pairs: &mut [ScratchElem],
-) -> Result<(), Error> {
-    pairs.sort_unstable();
-    let mut rest: &[ScratchElem] = pairs;
+    slots: &mut [ScratchElem],
+) -> Result<usize, Error> {
+    let mut live = 0usize;
     for_each_record::<M, HW>(mem, pages, Chain::Iommu, |loc, index, bytes| {
-        let run = rest.iter().take_while(|p| p.hi == index).count();
-        rest = rest.get(run..).unwrap_or(&[]);
         let (stored, flags) = record_hdr(bytes);
-        let counted = u64::try_from(run).unwrap_or(u64::MAX);
-        if flags & IOMMU_SER_FLAG_DELETED == 0 && u64::from(stored) != counted {
+        if flags & IOMMU_SER_FLAG_DELETED != 0 {
+            return Ok(());
+        }
+        let k = usize::try_from(index)
+            .ok()
+            .and_then(|i| slots.get(i))
+            .copied()
+            .unwrap_or_default();
+        let counted = k.lo & LOW_MASK;
+        if u64::from(stored) != counted {
             return Err(Error::new(
                 ErrorKind::RefCountMismatch { stored, counted },
                 loc.field("ref_count"),
             ));
         }
-        Ok(())
-    })
-}
-
-/// Rewrites `keys` with (segment << 32 | devid, device index) per live
-/// device; returns the filled part.
-fn fill_device_keys<'k, M: Memory + ?Sized>(
-    mem: &M,
-    pages: &Pages<'_>,
-    keys: &'k mut [ScratchElem],
-) -> Result<&'k mut [ScratchElem], Error> {
-    let mut n = 0usize;
-    let mut out = keys.iter_mut();
-    for_each_record::<M, DEV>(mem, pages, Chain::Device, |_, index, bytes| {
-        let d: &IommuDeviceSer = zerocopy::transmute_ref!(bytes);
-        if d.hdr.flags.get() & IOMMU_SER_FLAG_DELETED == 0 {
-            let key = (u64::from(d.pci_domain_nr.get()) << 32) | u64::from(d.devid.get());
-            if let Some(k) = out.next() {
-                *k = ScratchElem::new(key, index);
-                n = n.saturating_add(1);
-            }
+        // `live` <= `index`: this never overwrites an element still to read.
+        if let Some(out) = slots.get_mut(live) {
+            *out = ScratchElem::new(k.hi, (k.lo & !LOW_MASK) | index);
+            live = live.saturating_add(1);
         }
         Ok(())
     })?;
-    Ok(keys.get_mut(..n).unwrap_or(&mut []))
+    Ok(live)
 }
 
 /// In sorted `keys` (key, tag << 56 | index), refuses two live records with

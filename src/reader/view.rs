@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use super::index::{Found, Pages, ScratchElem, Split, TAG_SHIFT};
+use super::index::{Cursor, Found, Pages, ScratchElem, Split, TAG_SHIFT};
 use super::validate::{DEV, DOM, HW, dev_intel, hw_intel, iommu_type};
 use crate::abi::v1::{
     IOMMU_SER_FLAG_DELETED, IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer, IommuFlbSer,
@@ -158,10 +158,10 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
             .iter()
             .map_while(move |e| mem.page(PhysAddr::new(e.hi)).map(|p| (e, p)))
             .flat_map(|(e, page)| {
-                (0..e.lo).map_while(move |slot| {
+                let recs = super::index::page_records::<N>(page, e.lo).unwrap_or(&[]);
+                (0u64..).zip(recs).map_while(move |(slot, rec)| {
                     let off = super::index::record_offset::<N>(slot)?;
-                    let phys = PhysAddr::new(e.hi).checked_add(off)?;
-                    Some((phys, super::index::record_bytes::<N>(page, slot)?))
+                    Some((PhysAddr::new(e.hi).checked_add(off)?, rec))
                 })
             })
     }
@@ -199,8 +199,8 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     pub fn all_devices(&self) -> impl Iterator<Item = AnyDevice<'m>> + use<'m, 's, M> {
         let this = *self;
         self.records::<DEV>(Chain::Device)
-            .scan([usize::MAX; 2], move |hints, (phys, bytes)| {
-                Some(this.any_device(phys, bytes, hints))
+            .scan(Default::default(), move |cursors, (phys, bytes)| {
+                Some(this.any_device(phys, bytes, cursors))
             })
     }
 
@@ -212,21 +212,22 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 let rec: &IommuDeviceSer = zerocopy::transmute_ref!(*bytes);
                 rec.hdr.flags.get() & IOMMU_SER_FLAG_DELETED == 0
             })
-            .scan([usize::MAX; 2], move |hints, (phys, bytes)| {
-                Some(this.any_device(phys, bytes, hints))
+            .scan(Default::default(), move |cursors, (phys, bytes)| {
+                Some(this.any_device(phys, bytes, cursors))
             })
             .filter_map(|d| d.device())
     }
 
-    /// A device record with its references resolved; `hints` are the
-    /// domain and IOMMU lookup hints (see `Pages::locate`).
+    /// A device record with its references resolved; `cursors` are the
+    /// domain and IOMMU lookup cursors (see `Pages::locate`).
+    #[inline]
     fn any_device(
         &self,
         phys: PhysAddr,
         bytes: &'m [u8; DEV],
-        hints: &mut [usize; 2],
+        cursors: &mut [Cursor<'m>; 2],
     ) -> AnyDevice<'m> {
-        let [dom_hint, hw_hint] = hints;
+        let [dom_cursor, hw_cursor] = cursors;
         let rec: &IommuDeviceSer = zerocopy::transmute_ref!(bytes);
         let map = &rec.domain_iommu_ser;
         let domain = self
@@ -236,7 +237,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 Chain::Domain,
                 PhysAddr::new(map.domain_phys.get()),
                 false,
-                dom_hint,
+                dom_cursor,
             )
             .ok()
             .map(|f| Domain {
@@ -250,7 +251,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 Chain::Iommu,
                 PhysAddr::new(map.iommu_phys.get()),
                 false,
-                hw_hint,
+                hw_cursor,
             )
             .ok()
             .and_then(|f| {
@@ -291,7 +292,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         let i = self.device_keys.binary_search_by(|e| e.hi.cmp(&key)).ok()?;
         let index = self.device_keys.get(i)?.lo;
         let f: Found<'m, DEV> = self.pages.record_at(self.mem, Chain::Device, index)?;
-        self.any_device(f.phys, f.bytes, &mut [usize::MAX; 2])
+        self.any_device(f.phys, f.bytes, &mut Default::default())
             .device()
     }
 
@@ -746,17 +747,16 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     /// Device record `index` of the chain, deleted or not.
     pub(crate) fn device_by_index(&self, index: u64) -> Option<AnyDevice<'m>> {
         let f: Found<'m, DEV> = self.pages.record_at(self.mem, Chain::Device, index)?;
-        Some(self.any_device(f.phys, f.bytes, &mut [usize::MAX; 2]))
+        Some(self.any_device(f.phys, f.bytes, &mut Default::default()))
     }
 
     /// The live device whose record starts at `phys`.
     pub(crate) fn device_at(&self, phys: PhysAddr) -> Option<Device<'m>> {
-        let mut hint = usize::MAX;
         let f: Found<'m, DEV> = self
             .pages
-            .locate(self.mem, Chain::Device, phys, true, &mut hint)
+            .locate(self.mem, Chain::Device, phys, true, &mut Cursor::default())
             .ok()?;
-        self.any_device(f.phys, f.bytes, &mut [usize::MAX; 2])
+        self.any_device(f.phys, f.bytes, &mut Default::default())
             .device()
     }
 

@@ -5,8 +5,9 @@ use core::fmt;
 use super::index::{Cursor, Found, Pages, ScratchElem, Split, TAG_SHIFT};
 use super::validate::{DEV, DOM, HW, dev_intel, hw_intel, iommu_type};
 use crate::abi::v1::{
-    IOMMU_SER_FLAG_DELETED, IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer, IommuFlbSer,
-    IommuHwSer, IommuIntelSer, IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer,
+    IOMMU_ARRAY_HDR_SIZE, IOMMU_SER_FLAG_DELETED, IommuDeviceIntelSer, IommuDeviceSer,
+    IommuDomainSer, IommuFlbSer, IommuHwSer, IommuIntelSer, IommuMasterSmmuv3Ser, IommuSmmuv3HwSer,
+    IommuTypeSer,
 };
 use crate::error::Chain;
 use crate::{Memory, PhysAddr};
@@ -148,22 +149,13 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     }
 
     /// Every record slot of `chain`, deleted ones included.
-    fn records<const N: usize>(
-        &self,
-        chain: Chain,
-    ) -> impl Iterator<Item = (PhysAddr, &'m [u8; N])> + use<'m, 's, M, N> {
-        let mem = self.mem;
-        self.pages
-            .chain(chain)
-            .iter()
-            .map_while(move |e| mem.page(PhysAddr::new(e.hi)).map(|p| (e, p)))
-            .flat_map(|(e, page)| {
-                let recs = super::index::page_records::<N>(page, e.lo).unwrap_or(&[]);
-                (0u64..).zip(recs).map_while(move |(slot, rec)| {
-                    let off = super::index::record_offset::<N>(slot)?;
-                    Some((PhysAddr::new(e.hi).checked_add(off)?, rec))
-                })
-            })
+    fn records<const N: usize>(&self, chain: Chain) -> Records<'m, 's, M, N> {
+        Records {
+            mem: self.mem,
+            pages: self.pages.chain(chain).iter(),
+            next: None,
+            recs: [].iter(),
+        }
     }
 
     /// Every IOMMU record, deleted ones included, in chain order.
@@ -207,15 +199,15 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     /// The live devices, in chain order.
     pub fn devices(&self) -> impl Iterator<Item = Device<'m>> + use<'m, 's, M> {
         let this = *self;
+        let mut cursors = Default::default();
         self.records::<DEV>(Chain::Device)
-            .filter(|(_, bytes)| {
-                let rec: &IommuDeviceSer = zerocopy::transmute_ref!(*bytes);
-                rec.hdr.flags.get() & IOMMU_SER_FLAG_DELETED == 0
+            .filter_map(move |(phys, bytes)| {
+                let rec: &IommuDeviceSer = zerocopy::transmute_ref!(bytes);
+                if rec.hdr.flags.get() & IOMMU_SER_FLAG_DELETED != 0 {
+                    return None;
+                }
+                this.any_device(phys, bytes, &mut cursors).device()
             })
-            .scan(Default::default(), move |cursors, (phys, bytes)| {
-                Some(this.any_device(phys, bytes, cursors))
-            })
-            .filter_map(|d| d.device())
     }
 
     /// A device record with its references resolved; `cursors` are the
@@ -326,6 +318,53 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
             done = done.saturating_add(1);
         }
         Ok(done)
+    }
+}
+
+/// The record slots of one chain, in chain order, with their addresses: one
+/// `Memory::page` call per page. Ends early if the memory stops serving a
+/// page.
+struct Records<'m, 's, M: ?Sized, const N: usize> {
+    mem: &'m M,
+    pages: core::slice::Iter<'s, ScratchElem>,
+    /// The address of the next record of `recs`.
+    next: Option<PhysAddr>,
+    recs: core::slice::Iter<'m, [u8; N]>,
+}
+
+impl<'m, M: Memory + ?Sized, const N: usize> Iterator for Records<'m, '_, M, N> {
+    type Item = (PhysAddr, &'m [u8; N]);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(rec) = self.recs.next() {
+                if let Some(phys) = self.next {
+                    self.next = phys.checked_add(u64::try_from(N).unwrap_or(u64::MAX));
+                    return Some((phys, rec));
+                }
+                return self.stop();
+            }
+            let e = self.pages.next()?;
+            let phys = PhysAddr::new(e.hi);
+            let Some(page) = self.mem.page(phys) else {
+                return self.stop();
+            };
+            self.recs = super::index::page_records::<N>(page, e.lo)
+                .unwrap_or(&[])
+                .iter();
+            self.next = phys.checked_add(IOMMU_ARRAY_HDR_SIZE);
+        }
+    }
+}
+
+impl<M: ?Sized, const N: usize> Records<'_, '_, M, N> {
+    /// Ends the iteration for good.
+    #[cold]
+    fn stop<T>(&mut self) -> Option<T> {
+        self.pages = [].iter();
+        self.recs = [].iter();
+        None
     }
 }
 

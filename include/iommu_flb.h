@@ -30,13 +30,6 @@ typedef unsigned long long __le64;
 
 
 /**
- * Size of one handover page in bytes. This is ABI: KHO does not support a
- * kexec between kernels with different page sizes, and every array page holds
- * exactly one page.
- */
-#define IOMMU_FLB_PAGE_SIZE 4096
-
-/**
  * The format version stored in `iommu_flb_ser.version`.
  */
 #define IOMMU_LUO_FLB_VERSION 1
@@ -62,21 +55,6 @@ typedef unsigned long long __le64;
  * Size of `struct iommu_array_hdr_ser`, the header at the start of every array page.
  */
 #define IOMMU_ARRAY_HDR_SIZE 16
-
-/**
- * How many `struct iommu_hw_ser` records fit in one array page.
- */
-#define IOMMU_HW_ARRAY_CAPACITY 36
-
-/**
- * How many `struct iommu_domain_ser` records fit in one array page.
- */
-#define IOMMU_DOMAIN_ARRAY_CAPACITY 102
-
-/**
- * How many `struct iommu_device_ser` records fit in one array page.
- */
-#define IOMMU_DEVICE_ARRAY_CAPACITY 56
 
 /**
  * The kind of IOMMU an `struct iommu_hw_ser` describes (`enum iommu_type_ser`).
@@ -381,8 +359,29 @@ struct __attribute__((__packed__)) iommu_hw_ser {
   union iommu_hw_vendor_ser vendor;
 };
 
+
+
 /** The FLB compatible string under which LUO hands this blob over. */
 #define IOMMU_LUO_FLB_COMPATIBLE "iommu-liveupdate"
+
+/*
+ * Page size. The root and every array page are one page of the writing
+ * kernel's PAGE_SIZE (4096 on x86-64; 4096, 16384 or 65536 on arm64), and
+ * each array page's capacity follows from it, as the kernel's
+ * iommu_max_objs_per_page() computes it. KHO never kexecs between page
+ * sizes, so one image has one page size; version 1 does not record it.
+ */
+#define IOMMU_FLB_OBJS_PER_PAGE(page_size, type) \
+	(((page_size) - sizeof(struct iommu_array_hdr_ser)) / sizeof(type))
+/* Records per IOMMU array page: 36, 146 or 585 for 4, 16 or 64 KiB. */
+#define IOMMU_HW_ARRAY_CAPACITY(page_size) \
+	IOMMU_FLB_OBJS_PER_PAGE(page_size, struct iommu_hw_ser)
+/* Records per domain array page: 102, 409 or 1638. */
+#define IOMMU_DOMAIN_ARRAY_CAPACITY(page_size) \
+	IOMMU_FLB_OBJS_PER_PAGE(page_size, struct iommu_domain_ser)
+/* Records per device array page: 56, 227 or 910. */
+#define IOMMU_DEVICE_ARRAY_CAPACITY(page_size) \
+	IOMMU_FLB_OBJS_PER_PAGE(page_size, struct iommu_device_ser)
 
 /*
  * Array pages (hand-written: cbindgen cannot emit flexible array members).

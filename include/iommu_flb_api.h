@@ -388,7 +388,7 @@ struct iommu_flb_image;
  */
 struct iommu_flb_mem {
   /**
-   * @page: Returns the page-aligned 4096-byte page at physical address
+   * @page: Returns the @page_size-byte page at physical address
    * @phys (always page-aligned), or NULL if it may not be read. In the
    * kernel: NULL unless KHO preserved the page, else phys_to_virt(). A
    * returned page must stay mapped from iommu_flb_validate() until the
@@ -403,6 +403,12 @@ struct iommu_flb_mem {
    * @ctx: Passed to @page unchanged; may be NULL.
    */
   void *ctx;
+  /**
+   * @page_size: The size of the pages @page returns, in bytes: the
+   * kernel's PAGE_SIZE (4096, 16384 or 65536), the page size of the
+   * kernel that wrote the image.
+   */
+  size_t page_size;
 };
 
 /**
@@ -524,6 +530,10 @@ struct iommu_flb_image_info {
    */
   uint64_t version;
   /**
+   * @page_size: The page size the image was validated with, in bytes.
+   */
+  uint64_t page_size;
+  /**
    * @pages: Pages iommu_flb_restore() visits: the root's and every chain
    * page.
    */
@@ -597,7 +607,7 @@ struct iommu_flb_writer {
 struct iommu_flb_page_alloc {
   /**
    * @alloc_page: Returns the physical address of a zeroed, preserved
-   * 4096-byte page, or 0 when none is available.
+   * page of @page_size bytes, or 0 when none is available.
    */
   uint64_t (*alloc_page)(void *ctx);
   /**
@@ -614,6 +624,12 @@ struct iommu_flb_page_alloc {
    * @ctx: Passed to the callbacks unchanged; may be NULL.
    */
   void *ctx;
+  /**
+   * @page_size: The size of the pages @alloc_page hands out, in bytes:
+   * the kernel's PAGE_SIZE (4096, 16384 or 65536). Each array page's
+   * capacity follows from it.
+   */
+  size_t page_size;
 };
 
 /**

@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use crate::abi::PAGE_SIZE;
+use crate::abi::PageSize;
 
 /// A physical address in the handover image.
 ///
@@ -12,13 +12,6 @@ use crate::abi::PAGE_SIZE;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(transparent)]
 pub struct PhysAddr(u64);
-
-/// [`PAGE_SIZE`] as a `u64`, for address arithmetic.
-const PAGE_SIZE_U64: u64 = 4096;
-/// Mask of the in-page offset bits of an address.
-const PAGE_MASK: u64 = PAGE_SIZE_U64 - 1;
-#[allow(clippy::as_conversions)] // Compile-time check that the two agree.
-const _: () = assert!(PAGE_SIZE_U64 as usize == PAGE_SIZE && PAGE_SIZE.is_power_of_two());
 
 impl PhysAddr {
     /// The null physical address, which the format uses for "none".
@@ -42,24 +35,25 @@ impl PhysAddr {
         self.0 == 0
     }
 
-    /// Whether the address is a multiple of [`PAGE_SIZE`].
+    /// Whether the address is a multiple of the page size `page`.
     #[inline]
-    pub const fn is_page_aligned(self) -> bool {
-        self.0 & PAGE_MASK == 0
+    pub const fn is_page_aligned(self, page: PageSize) -> bool {
+        self.0 & page.mask() == 0
     }
 
-    /// The address of the page that contains this address.
+    /// The address of the page of size `page` that contains this address.
     #[inline]
-    pub const fn page_base(self) -> PhysAddr {
-        PhysAddr(self.0 & !PAGE_MASK)
+    pub const fn page_base(self, page: PageSize) -> PhysAddr {
+        PhysAddr(self.0 & !page.mask())
     }
 
-    /// The offset of this address inside its page (always below [`PAGE_SIZE`]).
+    /// The offset of this address inside its page of size `page` (always
+    /// below `page.bytes()`).
     #[inline]
-    pub const fn page_offset(self) -> usize {
-        // Lossless: the masked value is below 4096, which fits every `usize`.
+    pub const fn page_offset(self, page: PageSize) -> usize {
+        // Lossless: the masked value is below 2^16, which fits every `usize`.
         #[allow(clippy::as_conversions)]
-        let off = (self.0 & PAGE_MASK) as usize;
+        let off = (self.0 & page.mask()) as usize;
         off
     }
 
@@ -104,10 +98,18 @@ mod tests {
     #[test]
     fn page_arithmetic_splits_address_into_base_and_offset() {
         let a = PhysAddr::new(0x1234_5678);
-        assert_eq!(a.page_base(), PhysAddr::new(0x1234_5000));
-        assert_eq!(a.page_offset(), 0x678);
-        assert!(!a.is_page_aligned());
-        assert!(a.page_base().is_page_aligned());
+        assert_eq!(a.page_base(PageSize::Size4K), PhysAddr::new(0x1234_5000));
+        assert_eq!(a.page_offset(PageSize::Size4K), 0x678);
+        assert_eq!(a.page_base(PageSize::Size16K), PhysAddr::new(0x1234_4000));
+        assert_eq!(a.page_offset(PageSize::Size16K), 0x1678);
+        assert_eq!(a.page_base(PageSize::Size64K), PhysAddr::new(0x1234_0000));
+        assert_eq!(a.page_offset(PageSize::Size64K), 0x5678);
+        assert!(!a.is_page_aligned(PageSize::Size4K));
+        for ps in PageSize::ALL {
+            assert!(a.page_base(ps).is_page_aligned(ps));
+        }
+        let b = PhysAddr::new(0x4000);
+        assert!(b.is_page_aligned(PageSize::Size16K) && !b.is_page_aligned(PageSize::Size64K));
     }
 
     #[test]

@@ -12,25 +12,30 @@
 use zerocopy::FromBytes;
 
 use crate::PhysAddr;
-use crate::abi::PAGE_SIZE;
+use crate::abi::PageSize;
 use crate::abi::v1::{
-    IOMMU_DEVICE_ARRAY_CAPACITY, IOMMU_DOMAIN_ARRAY_CAPACITY, IOMMU_HW_ARRAY_CAPACITY,
-    IommuArrayHdrSer,
+    IommuArrayHdrSer, IommuDeviceSer, IommuDomainSer, IommuHwSer, objects_per_page,
 };
 use crate::error::{Chain, Error, ErrorKind, Limit, Location};
+use crate::mem::read_page;
 
 /// The three array chains, in the order the root lists them and the reader
 /// walks them.
 pub(crate) const ARRAYS: [Chain; 3] = [Chain::Iommu, Chain::Domain, Chain::Device];
 
-/// Records per page of `chain` (0 for the root).
-pub(crate) const fn capacity(chain: Chain) -> u64 {
+/// Size of one record of `chain` (0 for the root).
+pub(crate) const fn record_size(chain: Chain) -> usize {
     match chain {
         Chain::Root => 0,
-        Chain::Iommu => IOMMU_HW_ARRAY_CAPACITY,
-        Chain::Domain => IOMMU_DOMAIN_ARRAY_CAPACITY,
-        Chain::Device => IOMMU_DEVICE_ARRAY_CAPACITY,
+        Chain::Iommu => size_of::<IommuHwSer>(),
+        Chain::Domain => size_of::<IommuDomainSer>(),
+        Chain::Device => size_of::<IommuDeviceSer>(),
     }
+}
+
+/// Records per page of `chain` in pages of size `page` (0 for the root).
+pub(crate) const fn capacity(chain: Chain, page: PageSize) -> u64 {
+    objects_per_page(page, record_size(chain))
 }
 
 /// The root field that holds the head of `chain`.
@@ -53,7 +58,7 @@ pub(crate) struct ChainPage {
 }
 
 /// The array header of a page.
-fn header(bytes: &[u8; PAGE_SIZE]) -> (PhysAddr, u64) {
+fn header(bytes: &[u8]) -> (PhysAddr, u64) {
     match IommuArrayHdrSer::read_from_prefix(bytes) {
         Ok((h, _)) => (PhysAddr::new(h.next_array_phys.get()), h.nr_objects.get()),
         // Unreachable: a page is longer than the 16-byte header.
@@ -64,6 +69,7 @@ fn header(bytes: &[u8; PAGE_SIZE]) -> (PhysAddr, u64) {
 /// Walks one chain from its head; see the module documentation.
 pub(crate) struct ChainWalk<'m, M: ?Sized> {
     mem: &'m M,
+    page_size: PageSize,
     chain: Chain,
     head: PhysAddr,
     max_pages: u64,
@@ -85,11 +91,13 @@ pub(crate) struct ChainWalk<'m, M: ?Sized> {
 }
 
 impl<'m, M: crate::Memory + ?Sized> ChainWalk<'m, M> {
-    /// A walk of `chain`, whose head `head` is stored in the root at
-    /// `root_phys`. `objects_before` objects of `max_objects` are already
-    /// used by earlier chains.
+    /// A walk of `chain` in pages of `page_size`, whose head `head` is
+    /// stored in the root at `root_phys`. `objects_before` objects of
+    /// `max_objects` are already used by earlier chains.
+    #[allow(clippy::too_many_arguments)] // Each is one fact about the walk.
     pub(crate) fn new(
         mem: &'m M,
+        page_size: PageSize,
         root_phys: PhysAddr,
         chain: Chain,
         head: PhysAddr,
@@ -99,6 +107,7 @@ impl<'m, M: crate::Memory + ?Sized> ChainWalk<'m, M> {
     ) -> Self {
         ChainWalk {
             mem,
+            page_size,
             chain,
             head,
             max_pages,
@@ -144,7 +153,7 @@ impl<'m, M: crate::Memory + ?Sized> ChainWalk<'m, M> {
             }
             return Ok(None);
         }
-        if !target.is_page_aligned() {
+        if !target.is_page_aligned(self.page_size) {
             return Err(self.err(ErrorKind::Unaligned { value: target }));
         }
         if self.index > 0 {
@@ -163,12 +172,12 @@ impl<'m, M: crate::Memory + ?Sized> ChainWalk<'m, M> {
             return Err(self.over_page_limit(target));
         }
         self.lam = self.lam.saturating_add(1);
-        let Some(bytes) = self.mem.page(target) else {
+        let Some(bytes) = read_page(self.mem, target, self.page_size) else {
             return Err(self.err(ErrorKind::Unreadable { target }));
         };
         let here = Location::page(self.chain, self.index, target);
         let (next, nr_objects) = header(bytes);
-        let cap = capacity(self.chain);
+        let cap = capacity(self.chain, self.page_size);
         if nr_objects > cap {
             return Err(Error::new(
                 ErrorKind::CountOverCapacity {
@@ -212,7 +221,7 @@ impl<'m, M: crate::Memory + ?Sized> ChainWalk<'m, M> {
     /// The page after `phys`, re-read for the cycle search. Every page it is
     /// asked about was read and checked before.
     fn follow(&self, phys: PhysAddr) -> Option<PhysAddr> {
-        self.mem.page(phys).map(|b| header(b).0)
+        read_page(self.mem, phys, self.page_size).map(|b| header(b).0)
     }
 
     /// The page `n` hops from the head.

@@ -2,7 +2,7 @@
 //!
 //! In a Linux live update the outgoing kernel keeps IOMMU translations
 //! running across kexec and hands the next kernel one physical address: the
-//! root [`abi::v1::IommuFlbSer`]. From it hang three chains of 4 KiB array
+//! root [`abi::v1::IommuFlbSer`]. From it hang three chains of array
 //! pages holding the preserved IOMMUs, domains and devices. This crate is the
 //! single source of truth for that format: the wire types ([`abi`]), from
 //! which the C header `include/iommu_flb.h` is generated, the validating

@@ -1,7 +1,7 @@
 //! Memory access: how the reader reaches the pages of an image.
 //!
 //! The reader never dereferences a physical address itself. It asks a
-//! [`Memory`] for one whole page at a time, and only for pages it has proven
+//! [`Memory`] for one whole page of the image's page size at a time, and only for pages it has proven
 //! it needs (a chain head, a `next_array_phys`, the page a record pointer
 //! names). In the kernel, the implementation checks that the page was
 //! preserved by KHO and returns its `phys_to_virt` mapping; in tools and
@@ -9,22 +9,39 @@
 //! `alloc` feature, [`PageMap`] (a sparse map of pages) serve.
 
 use crate::PhysAddr;
-use crate::abi::PAGE_SIZE;
+use crate::abi::PageSize;
 
-/// A source of whole, page-aligned 4 KiB pages by physical address.
+/// A source of whole, aligned pages by physical address.
 pub trait Memory {
-    /// The page at `phys`, or `None` if it cannot be read (not preserved,
-    /// outside the dump, or `phys` not page-aligned).
+    /// The page of size `size` at `phys` (a multiple of `size`), or `None`
+    /// if it cannot be read (not part of the handover, outside the dump, or
+    /// `phys` not aligned).
     ///
-    /// Implementations must return the same bytes for the same address for as
-    /// long as the borrow lasts; they must not panic.
-    fn page(&self, phys: PhysAddr) -> Option<&[u8; PAGE_SIZE]>;
+    /// A returned slice must be exactly `size.bytes()` long (the reader
+    /// treats any other length as unreadable). Implementations must return
+    /// the same bytes for the same address for as long as the borrow lasts;
+    /// they must not panic.
+    fn page(&self, phys: PhysAddr, size: PageSize) -> Option<&[u8]>;
 }
 
 impl<M: Memory + ?Sized> Memory for &M {
-    fn page(&self, phys: PhysAddr) -> Option<&[u8; PAGE_SIZE]> {
-        (**self).page(phys)
+    fn page(&self, phys: PhysAddr, size: PageSize) -> Option<&[u8]> {
+        (**self).page(phys, size)
     }
+}
+
+/// The page of `size` at `phys` through `mem`, only if `phys` is aligned and
+/// the memory returned exactly one page: the one way the reader reads pages.
+#[inline]
+pub(crate) fn read_page<M: Memory + ?Sized>(
+    mem: &M,
+    phys: PhysAddr,
+    size: PageSize,
+) -> Option<&[u8]> {
+    if !phys.is_page_aligned(size) {
+        return None;
+    }
+    mem.page(phys, size).filter(|p| p.len() == size.bytes())
 }
 
 /// A flat physical dump: byte `i` of `bytes` is physical address `base + i`
@@ -53,13 +70,13 @@ impl<'a> FlatMemory<'a> {
 }
 
 impl Memory for FlatMemory<'_> {
-    fn page(&self, phys: PhysAddr) -> Option<&[u8; PAGE_SIZE]> {
-        if !phys.is_page_aligned() {
+    fn page(&self, phys: PhysAddr, size: PageSize) -> Option<&[u8]> {
+        if !phys.is_page_aligned(size) {
             return None;
         }
         let start = usize::try_from(phys.checked_offset_from(self.base)?).ok()?;
-        let end = start.checked_add(PAGE_SIZE)?;
-        self.bytes.get(start..end)?.try_into().ok()
+        let end = start.checked_add(size.bytes())?;
+        self.bytes.get(start..end)
     }
 }
 
@@ -70,36 +87,53 @@ pub use page_map::PageMap;
 mod page_map {
     use alloc::boxed::Box;
     use alloc::collections::BTreeMap;
+    use alloc::vec;
 
     use super::Memory;
     use crate::PhysAddr;
-    use crate::abi::PAGE_SIZE;
+    use crate::abi::PageSize;
 
-    /// A sparse set of 4 KiB pages at chosen physical addresses (which may be
-    /// scattered). Readable through [`Memory`]; the writer allocates from it.
+    /// A sparse set of pages of one page size at chosen physical addresses
+    /// (which may be scattered). Readable through [`Memory`]; the writer
+    /// allocates from it.
     #[derive(Clone, Debug, Default)]
     pub struct PageMap {
-        pages: BTreeMap<u64, Box<[u8; PAGE_SIZE]>>,
+        page_size: PageSize,
+        pages: BTreeMap<u64, Box<[u8]>>,
     }
 
     impl PageMap {
-        /// An empty map.
+        /// An empty map of 4 KiB pages.
         pub fn new() -> Self {
             PageMap::default()
         }
 
+        /// An empty map of pages of size `page_size`.
+        pub fn with_page_size(page_size: PageSize) -> Self {
+            PageMap {
+                page_size,
+                pages: BTreeMap::new(),
+            }
+        }
+
+        /// The size of every page in the map.
+        pub fn page_size(&self) -> PageSize {
+            self.page_size
+        }
+
         /// Adds a zeroed page at `phys`. Returns `false` (and changes nothing)
-        /// if `phys` is not page-aligned or already present.
+        /// if `phys` is not aligned to the page size or already present.
         pub fn insert_zeroed(&mut self, phys: PhysAddr) -> bool {
-            if !phys.is_page_aligned() || self.pages.contains_key(&phys.get()) {
+            if !phys.is_page_aligned(self.page_size) || self.pages.contains_key(&phys.get()) {
                 return false;
             }
-            self.pages.insert(phys.get(), Box::new([0; PAGE_SIZE]));
+            let page = vec![0u8; self.page_size.bytes()].into_boxed_slice();
+            self.pages.insert(phys.get(), page);
             true
         }
 
         /// Removes the page at `phys`, returning its bytes.
-        pub fn remove(&mut self, phys: PhysAddr) -> Option<Box<[u8; PAGE_SIZE]>> {
+        pub fn remove(&mut self, phys: PhysAddr) -> Option<Box<[u8]>> {
             self.pages.remove(&phys.get())
         }
 
@@ -108,8 +142,8 @@ mod page_map {
             self.pages.contains_key(&phys.get())
         }
 
-        /// Mutable access to the page at `phys`.
-        pub fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8; PAGE_SIZE]> {
+        /// Mutable access to the page at `phys` (`page_size().bytes()` long).
+        pub fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]> {
             self.pages.get_mut(&phys.get()).map(|b| &mut **b)
         }
 
@@ -124,13 +158,17 @@ mod page_map {
         }
 
         /// Every page, in ascending physical order.
-        pub fn iter(&self) -> impl Iterator<Item = (PhysAddr, &[u8; PAGE_SIZE])> + '_ {
+        pub fn iter(&self) -> impl Iterator<Item = (PhysAddr, &[u8])> + '_ {
             self.pages.iter().map(|(a, p)| (PhysAddr::new(*a), &**p))
         }
     }
 
     impl Memory for PageMap {
-        fn page(&self, phys: PhysAddr) -> Option<&[u8; PAGE_SIZE]> {
+        /// The page at `phys`, if present and `size` is the map's page size.
+        fn page(&self, phys: PhysAddr, size: PageSize) -> Option<&[u8]> {
+            if size != self.page_size {
+                return None;
+            }
             self.pages.get(&phys.get()).map(|b| &**b)
         }
     }
@@ -140,27 +178,61 @@ mod page_map {
 mod tests {
     use super::*;
 
+    const K4: PageSize = PageSize::Size4K;
+
     #[test]
     fn flat_memory_serves_only_whole_aligned_pages_inside_the_dump() {
-        let bytes = [7u8; 2 * PAGE_SIZE + 100];
+        let bytes = [7u8; 2 * 4096 + 100];
         let m = FlatMemory::new(PhysAddr::new(0x10_0000), &bytes);
-        assert!(m.page(PhysAddr::new(0x10_0000)).is_some());
-        assert!(m.page(PhysAddr::new(0x10_1000)).is_some());
+        assert!(m.page(PhysAddr::new(0x10_0000), K4).is_some());
+        assert!(m.page(PhysAddr::new(0x10_1000), K4).is_some());
         assert!(
-            m.page(PhysAddr::new(0x10_2000)).is_none(),
+            m.page(PhysAddr::new(0x10_2000), K4).is_none(),
             "only 100 bytes of the third page"
         );
-        assert!(m.page(PhysAddr::new(0x0f_f000)).is_none(), "below base");
-        assert!(m.page(PhysAddr::new(0x10_0008)).is_none(), "unaligned");
-        assert!(m.page(PhysAddr::new(!0xfff)).is_none());
+        assert!(m.page(PhysAddr::new(0x0f_f000), K4).is_none(), "below base");
+        assert!(m.page(PhysAddr::new(0x10_0008), K4).is_none(), "unaligned");
+        assert!(m.page(PhysAddr::new(!0xfff), K4).is_none());
+        assert!(
+            m.page(PhysAddr::new(0x10_0000), PageSize::Size16K)
+                .is_none(),
+            "a 16 KiB page does not fit the 8 KiB dump"
+        );
+    }
+
+    #[test]
+    fn flat_memory_serves_pages_of_the_size_asked_for() {
+        let bytes = [1u8; 0x2_0000];
+        let m = FlatMemory::new(PhysAddr::new(0), &bytes);
+        for ps in PageSize::ALL {
+            let p = m
+                .page(PhysAddr::new(0x1_0000), ps)
+                .expect("inside the dump");
+            assert_eq!(p.len(), ps.bytes());
+        }
+        assert!(
+            m.page(PhysAddr::new(0x1000), PageSize::Size16K).is_none(),
+            "unaligned"
+        );
+    }
+
+    #[test]
+    fn read_page_refuses_a_memory_that_returns_the_wrong_length() {
+        struct Short([u8; 100]);
+        impl Memory for Short {
+            fn page(&self, _: PhysAddr, _: PageSize) -> Option<&[u8]> {
+                Some(&self.0)
+            }
+        }
+        assert!(read_page(&Short([0; 100]), PhysAddr::new(0x1000), K4).is_none());
     }
 
     #[test]
     fn flat_memory_with_unaligned_base_maps_pages_by_offset() {
-        let mut bytes = [0u8; 2 * PAGE_SIZE];
+        let mut bytes = [0u8; 2 * 4096];
         bytes[0x800] = 0xaa;
         let m = FlatMemory::new(PhysAddr::new(0x800), &bytes);
-        let p = m.page(PhysAddr::new(0x1000)).expect("page at 0x1000");
+        let p = m.page(PhysAddr::new(0x1000), K4).expect("page at 0x1000");
         assert_eq!(p[0], 0xaa);
     }
 
@@ -172,7 +244,21 @@ mod tests {
         assert!(!m.insert_zeroed(PhysAddr::new(0x5000)));
         assert!(!m.insert_zeroed(PhysAddr::new(0x5001)));
         m.page_mut(PhysAddr::new(0x5000)).expect("present")[3] = 9;
-        assert_eq!(m.page(PhysAddr::new(0x5000)).expect("present")[3], 9);
+        assert_eq!(m.page(PhysAddr::new(0x5000), K4).expect("present")[3], 9);
         assert_eq!(m.len(), 1);
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn page_map_holds_pages_of_its_own_size_only() {
+        let mut m = PageMap::with_page_size(PageSize::Size64K);
+        assert!(
+            !m.insert_zeroed(PhysAddr::new(0x1000)),
+            "not 64 KiB-aligned"
+        );
+        assert!(m.insert_zeroed(PhysAddr::new(0x1_0000)));
+        let at = PhysAddr::new(0x1_0000);
+        assert_eq!(m.page(at, PageSize::Size64K).map(<[u8]>::len), Some(65536));
+        assert!(m.page(at, K4).is_none(), "asked for the wrong size");
     }
 }

@@ -34,7 +34,7 @@ fn plus(p: PhysAddr, n: u64) -> PhysAddr {
 #[test]
 fn root_page_missing_is_root_unreadable() {
     let mut img = base();
-    img.mem.remove(img.root.page_base());
+    img.mem.remove(img.root.page_base(img.page_size));
     expect(
         &img,
         ErrorKind::RootUnreadable,
@@ -47,7 +47,7 @@ fn root_crossing_its_page_end_is_refused() {
     // A root moved to the last 16 bytes of its page: version and the first
     // head fit, the other two heads would be on the next page.
     let mut img = base();
-    let moved = plus(img.root.page_base(), 4096 - 16);
+    let moved = plus(img.root.page_base(img.page_size), 4096 - 16);
     let head = img.page(Chain::Iommu, 0).get();
     img.put_u64(moved, 1);
     img.put_u64(plus(moved, 8), head);
@@ -285,7 +285,7 @@ fn chain_using_the_roots_page_is_refused() {
     }
     .build();
     img.check().expect("valid before the corruption");
-    let root_page = img.root.page_base();
+    let root_page = img.root.page_base(img.page_size);
     img.put_u64(plus(img.root, off::ROOT_DEVICE as u64), root_page.get());
     expect(
         &img,

@@ -6,9 +6,9 @@ mod common;
 
 use common::{DeviceSpec, DomainSpec, INTEL, IommuSpec, SMMUV3, Spec, check_view};
 use iommu_flb_abi::PhysAddr;
-use iommu_flb_abi::abi::PAGE_SIZE;
+use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::abi::v1::IommuTypeSer;
-use iommu_flb_abi::reader::{self, Options, ScratchElem};
+use iommu_flb_abi::reader::{self, ScratchElem};
 use proptest::prelude::*;
 
 /// Miri runs every case slowly; a few still cover the paths.
@@ -23,8 +23,14 @@ fn valid_spec() -> impl Strategy<Value = Spec> {
         1 => (30usize..=40, 95usize..=110, 0usize..=70),
         1 => Just((0usize, 0usize, 0usize)),
     ];
-    (sizes, any::<u64>(), 0usize..=PAGE_SIZE - 32, 1u64..=3).prop_map(
-        |((ni, nd, extra), seed, root_offset, stride)| {
+    let page_size = prop_oneof![
+        3 => Just(PageSize::Size4K),
+        1 => Just(PageSize::Size16K),
+        1 => Just(PageSize::Size64K),
+    ];
+    (sizes, any::<u64>(), any::<usize>(), 1u64..=3, page_size).prop_map(
+        |((ni, nd, extra), seed, root_offset, stride, ps)| {
+            let root_offset = root_offset % (ps.bytes() - 32 + 1);
             let mut rng = Rng(seed | 1);
             let nv = if nd == 0 { 0 } else { ni + extra };
             let ni = if nv == 0 { 0 } else { ni };
@@ -63,10 +69,12 @@ fn valid_spec() -> impl Strategy<Value = Spec> {
                 devices,
                 root_offset,
                 page_order: None,
+                page_size: ps,
             };
-            let pages = 1 + [(ni, 36), (nd, 102), (nv, 56)]
+            let pages = 1 + common::CHAINS
                 .iter()
-                .map(|&(n, cap)| n.div_ceil(cap).max(1))
+                .zip([ni, nd, nv])
+                .map(|(&c, n)| n.div_ceil(common::capacity(c, ps) as usize).max(1))
                 .sum::<usize>();
             let mut order: Vec<u64> = (0..pages as u64).collect();
             for i in (1..order.len()).rev() {
@@ -75,7 +83,7 @@ fn valid_spec() -> impl Strategy<Value = Spec> {
             spec.page_order = Some(
                 order
                     .iter()
-                    .map(|p| 0x20_0000 + p * stride * 0x1000)
+                    .map(|p| 0x20_0000 + p * stride * ps.bytes_u64())
                     .collect(),
             );
             spec
@@ -102,7 +110,7 @@ proptest! {
     #[test]
     fn random_valid_images_are_accepted_and_read_back(spec in valid_spec()) {
         let img = spec.build();
-        let opts = Options::default();
+        let opts = img.opts();
         let n = reader::scratch_len(&img.mem, img.root, &opts).expect("scratch_len");
         let mut scratch = vec![ScratchElem::default(); n];
         let image = reader::validate(&img.mem, img.root, &opts, &mut scratch).expect("valid");
@@ -123,9 +131,9 @@ proptest! {
         // Mostly a byte in use: the root struct, or a page's header and
         // records; sometimes anywhere in the page.
         let (start, len) = if anywhere {
-            (0, PAGE_SIZE)
-        } else if target == img.root.page_base() {
-            (img.root.page_offset(), 32)
+            (0, img.page_size.bytes())
+        } else if target == img.root.page_base(img.page_size) {
+            (img.root.page_offset(img.page_size), 32)
         } else {
             let nr = img.get_u64(PhysAddr::new(target.get() + 8)) as usize;
             let size = [common::HW, common::DOM, common::DEV]
@@ -139,7 +147,7 @@ proptest! {
         let b = img.bytes_mut(at, 1);
         b[0] ^= flip;
 
-        let opts = Options::default();
+        let opts = img.opts();
         let len = reader::scratch_len(&img.mem, img.root, &opts);
         let mut scratch = vec![ScratchElem::default(); *len.as_ref().unwrap_or(&0)];
         match reader::validate(&img.mem, img.root, &opts, &mut scratch) {

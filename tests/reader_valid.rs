@@ -6,7 +6,7 @@ mod common;
 use std::cell::Cell;
 
 use common::{Spec, off};
-use iommu_flb_abi::abi::PAGE_SIZE;
+use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::abi::v1::{IOMMU_SER_FLAG_DELETED, IOMMU_SER_FLAG_INCOMING, IommuTypeSer};
 use iommu_flb_abi::error::Chain;
 use iommu_flb_abi::reader::{
@@ -15,6 +15,9 @@ use iommu_flb_abi::reader::{
 use iommu_flb_abi::{FlatMemory, Memory, PageMap, PhysAddr};
 
 use common::{accept, accept_with, check_view};
+
+/// The page size of most images built here, in bytes.
+const PAGE_SIZE: usize = 4096;
 
 #[test]
 fn empty_handover_is_accepted() {
@@ -56,6 +59,76 @@ fn multi_page_chains_with_partial_tails_are_accepted() {
         2 * 11 + 1 + 40 + 300,
         "2 per page + 1 + IOMMU and device slots"
     );
+}
+
+#[test]
+fn full_pages_of_16_and_64_kib_hold_the_kernels_capacities_and_are_accepted() {
+    // (PAGE_SIZE - 16) / size: 146, 409, 227 at 16 KiB; 585, 1638, 910 at
+    // 64 KiB. Exactly full pages, and one record more in each chain.
+    for (ps, caps) in [
+        (PageSize::Size16K, [146, 409, 227]),
+        (PageSize::Size64K, [585, 1638, 910]),
+    ] {
+        let spec = Spec::simple(caps[0], caps[1], caps[2]).with_page_size(ps);
+        let img = spec.build();
+        assert_eq!(img.pages.each_ref().map(|p| p.len()), [1, 1, 1], "{ps}");
+        accept(&spec, &img);
+        let spec = Spec::simple(caps[0] + 1, caps[1] + 1, caps[2] + 1).with_page_size(ps);
+        let img = spec.build();
+        assert_eq!(img.pages.each_ref().map(|p| p.len()), [2, 2, 2], "{ps}");
+        accept(&spec, &img);
+    }
+}
+
+/// Validates a flat dump of `img` at page size `ps`.
+fn check_flat_at(img: &common::Img, ps: PageSize) -> Result<(), iommu_flb_abi::Error> {
+    let (base, dump) = img.flat();
+    let mem = FlatMemory::new(base, &dump);
+    let opts = Options {
+        page_size: ps,
+        ..Options::default()
+    };
+    let n = reader::scratch_len(&mem, img.root, &opts)?;
+    let mut scratch = vec![ScratchElem::default(); n];
+    reader::validate(&mem, img.root, &opts, &mut scratch).map(|_| ())
+}
+
+#[test]
+fn an_image_read_at_a_smaller_page_size_than_written_is_refused() {
+    // A full 16 KiB device page holds 227 records; at 4 KiB that count is
+    // above the page's capacity of 56.
+    let spec = Spec::simple(1, 1, 227).with_page_size(PageSize::Size16K);
+    let img = spec.build();
+    assert_eq!(check_flat_at(&img, PageSize::Size16K), Ok(()));
+    let err = check_flat_at(&img, PageSize::Size4K).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        iommu_flb_abi::error::ErrorKind::CountOverCapacity {
+            nr_objects: 227,
+            capacity: 56,
+        }
+    );
+    assert_eq!(
+        err.location(),
+        img.at_page(Chain::Device, 0).field("nr_objects")
+    );
+}
+
+#[test]
+fn an_image_read_at_a_larger_page_size_than_written_is_refused() {
+    // 4 KiB pages from 0x10_0000: at 64 KiB the root's page is readable but
+    // the IOMMU chain's head, 0x10_1000, is not 64 KiB-aligned.
+    let spec = Spec::simple(1, 1, 1);
+    let img = spec.build();
+    assert_eq!(check_flat_at(&img, PageSize::Size4K), Ok(()));
+    let err = check_flat_at(&img, PageSize::Size64K).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        iommu_flb_abi::error::ErrorKind::Unaligned {
+            value: PhysAddr::new(0x10_1000)
+        }
+    );
+    assert_eq!(err.field(), Some("iommu_array_phys"));
 }
 
 #[test]
@@ -259,7 +332,7 @@ fn restore_failure_reports_the_page_and_what_was_restored() {
     assert_eq!(
         done,
         [
-            img.root.page_base(),
+            img.root.page_base(img.page_size),
             img.page(Chain::Iommu, 0),
             img.page(Chain::Domain, 0)
         ]
@@ -295,11 +368,11 @@ struct Vanishing {
 }
 
 impl Memory for Vanishing {
-    fn page(&self, phys: PhysAddr) -> Option<&[u8; PAGE_SIZE]> {
+    fn page(&self, phys: PhysAddr, size: PageSize) -> Option<&[u8]> {
         if self.gone.get() {
             None
         } else {
-            self.pages.page(phys)
+            self.pages.page(phys, size)
         }
     }
 }

@@ -4,6 +4,7 @@
 mod writer_support;
 
 use iommu_flb_abi::PhysAddr;
+use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::abi::v1::*;
 use iommu_flb_abi::writer::*;
 use writer_support::walk;
@@ -431,8 +432,11 @@ fn a_reference_count_at_its_maximum_refuses_another_device() {
     let (mut w, i, d) = setup();
     w.preserve_device(dev(0, 1), d, i).unwrap();
     // Pretend u32::MAX devices are behind the IOMMU.
-    let page = w.alloc_mut().page_mut(i.phys().page_base()).unwrap();
-    let off = i.phys().page_offset();
+    let page = w
+        .alloc_mut()
+        .page_mut(i.phys().page_base(PageSize::Size4K))
+        .unwrap();
+    let off = i.phys().page_offset(PageSize::Size4K);
     page[off..off + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(
         w.preserve_device(dev(0, 2), d, i),
@@ -457,7 +461,7 @@ fn a_page_count_changed_behind_the_writer_is_reported_not_followed() {
 #[test]
 fn a_page_taken_away_from_the_writer_is_reported() {
     let (mut w, i, _) = setup();
-    let page = i.phys().page_base();
+    let page = i.phys().page_base(PageSize::Size4K);
     w.alloc_mut().free_page(page);
     assert_eq!(
         w.unpreserve_iommu(i),

@@ -181,7 +181,7 @@ fn step<A: PageAlloc, X: DeviceIndex>(
                 &r,
                 ObjectKind::Iommu,
                 m.iommus.len(),
-                IOMMU_HW_ARRAY_CAPACITY,
+                IOMMU_HW_ARRAY_CAPACITY_4K,
             )? {
                 prop_assert!(expect.is_none());
                 return Ok(());
@@ -232,7 +232,7 @@ fn step<A: PageAlloc, X: DeviceIndex>(
                 &r,
                 ObjectKind::Domain,
                 m.domains.len(),
-                IOMMU_DOMAIN_ARRAY_CAPACITY,
+                IOMMU_DOMAIN_ARRAY_CAPACITY_4K,
             )? {
                 prop_assert!(expect.is_none());
                 return Ok(());
@@ -304,7 +304,7 @@ fn step<A: PageAlloc, X: DeviceIndex>(
                 &r,
                 ObjectKind::Device,
                 m.devices.len(),
-                IOMMU_DEVICE_ARRAY_CAPACITY,
+                IOMMU_DEVICE_ARRAY_CAPACITY_4K,
             )? {
                 prop_assert!(expect.is_none());
                 return Ok(());
@@ -426,15 +426,15 @@ fn check_image(d: &Dump, m: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(d.devices.records.len(), m.devices.len());
     prop_assert_eq!(
         d.iommus.pages.len(),
-        pages_for(m.iommus.len(), IOMMU_HW_ARRAY_CAPACITY)
+        pages_for(m.iommus.len(), IOMMU_HW_ARRAY_CAPACITY_4K)
     );
     prop_assert_eq!(
         d.domains.pages.len(),
-        pages_for(m.domains.len(), IOMMU_DOMAIN_ARRAY_CAPACITY)
+        pages_for(m.domains.len(), IOMMU_DOMAIN_ARRAY_CAPACITY_4K)
     );
     prop_assert_eq!(
         d.devices.pages.len(),
-        pages_for(m.devices.len(), IOMMU_DEVICE_ARRAY_CAPACITY)
+        pages_for(m.devices.len(), IOMMU_DEVICE_ARRAY_CAPACITY_4K)
     );
     for (r, i) in d.iommus.records.iter().zip(&m.iommus) {
         prop_assert_eq!(r.phys, i.h.phys());

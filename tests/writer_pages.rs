@@ -7,9 +7,12 @@ mod writer_support;
 
 use std::cell::Cell;
 
+use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::abi::v1::*;
 use iommu_flb_abi::writer::*;
 use iommu_flb_abi::{Memory, PhysAddr};
+
+const K4: PageSize = PageSize::Size4K;
 use writer_support::walk;
 
 fn p(a: u64) -> PhysAddr {
@@ -44,7 +47,7 @@ fn start_takes_the_root_then_the_iommu_domain_and_device_heads() {
     let w = Writer::start(MapAlloc::from_list(addrs)).unwrap();
     let (root, pages) = w.finish();
     assert_eq!(root, p(0x9000));
-    let flb = pages.page(root).unwrap();
+    let flb = pages.page(root, K4).unwrap();
     let mut want = [0u8; 32];
     want[0] = 1; // version
     want[8..16].copy_from_slice(&0x3000u64.to_le_bytes());
@@ -52,7 +55,10 @@ fn start_takes_the_root_then_the_iommu_domain_and_device_heads() {
     want[24..32].copy_from_slice(&0x1000u64.to_le_bytes());
     assert_eq!(flb[..32], want);
     for head in &addrs[1..] {
-        assert!(pages.page(*head).unwrap().iter().all(|b| *b == 0), "{head}");
+        assert!(
+            pages.page(*head, K4).unwrap().iter().all(|b| *b == 0),
+            "{head}"
+        );
     }
 }
 
@@ -104,10 +110,10 @@ fn records_hold_exactly_the_kernels_bytes() {
     iommu.extend(le(0x20_0000, 8));
     (1..=8).for_each(|b| iommu.extend(le(b, 8)));
     assert_eq!(
-        &pages.page(p(0x10_1000)).unwrap()[..16],
+        &pages.page(p(0x10_1000), K4).unwrap()[..16],
         &[le(0, 8), le(1, 8)].concat()[..]
     );
-    assert_eq!(&pages.page(p(0x10_1000)).unwrap()[16..128], &iommu[..]);
+    assert_eq!(&pages.page(p(0x10_1000), K4).unwrap()[16..128], &iommu[..]);
 
     let domain = [
         le(1, 4),
@@ -119,7 +125,7 @@ fn records_hold_exactly_the_kernels_bytes() {
         le(0, 8),
     ]
     .concat();
-    assert_eq!(&pages.page(p(0x10_2000)).unwrap()[16..56], &domain[..]);
+    assert_eq!(&pages.page(p(0x10_2000), K4).unwrap()[16..56], &domain[..]);
 
     let device = [
         le(1, 4),
@@ -135,7 +141,7 @@ fn records_hold_exactly_the_kernels_bytes() {
         le(0x100, 8),
     ]
     .concat();
-    assert_eq!(&pages.page(p(0x10_3000)).unwrap()[16..88], &device[..]);
+    assert_eq!(&pages.page(p(0x10_3000), K4).unwrap()[16..88], &device[..]);
 }
 
 #[test]
@@ -195,7 +201,7 @@ fn writer_then(extra: PhysAddr) -> Writer<MapAlloc> {
 
 /// Fills the domain chain's first page, so the next domain needs a page.
 fn fill_domains(w: &mut Writer<MapAlloc>) {
-    for _ in 0..IOMMU_DOMAIN_ARRAY_CAPACITY {
+    for _ in 0..IOMMU_DOMAIN_ARRAY_CAPACITY_4K {
         w.preserve_domain(domain_init()).unwrap();
     }
 }
@@ -261,6 +267,9 @@ fn a_page_the_allocator_cannot_map_is_refused() {
     /// Hands out an address it has no page for.
     struct Liar(MapAlloc);
     impl PageAlloc for Liar {
+        fn page_size(&self) -> PageSize {
+            self.0.page_size()
+        }
         fn alloc_page(&mut self) -> Option<PhysAddr> {
             if self.0.allocated().len() < 4 {
                 self.0.alloc_page()
@@ -268,7 +277,7 @@ fn a_page_the_allocator_cannot_map_is_refused() {
                 Some(p(0xdead_0000))
             }
         }
-        fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8; 4096]> {
+        fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]> {
             self.0.page_mut(phys)
         }
         fn free_page(&mut self, phys: PhysAddr) {
@@ -276,7 +285,7 @@ fn a_page_the_allocator_cannot_map_is_refused() {
         }
     }
     let mut w = Writer::start(Liar(MapAlloc::sequential(p(0x1000)))).unwrap();
-    for _ in 0..IOMMU_DOMAIN_ARRAY_CAPACITY {
+    for _ in 0..IOMMU_DOMAIN_ARRAY_CAPACITY_4K {
         w.preserve_domain(domain_init()).unwrap();
     }
     assert_eq!(
@@ -345,17 +354,17 @@ fn out_of_pages_at_the_boundary_of(kind: ObjectKind, cap: u64) {
 
 #[test]
 fn out_of_pages_for_the_iommu_chain_changes_nothing_and_can_be_retried() {
-    out_of_pages_at_the_boundary_of(ObjectKind::Iommu, IOMMU_HW_ARRAY_CAPACITY);
+    out_of_pages_at_the_boundary_of(ObjectKind::Iommu, IOMMU_HW_ARRAY_CAPACITY_4K);
 }
 
 #[test]
 fn out_of_pages_for_the_domain_chain_changes_nothing_and_can_be_retried() {
-    out_of_pages_at_the_boundary_of(ObjectKind::Domain, IOMMU_DOMAIN_ARRAY_CAPACITY);
+    out_of_pages_at_the_boundary_of(ObjectKind::Domain, IOMMU_DOMAIN_ARRAY_CAPACITY_4K);
 }
 
 #[test]
 fn out_of_pages_for_the_device_chain_changes_nothing_and_can_be_retried() {
-    out_of_pages_at_the_boundary_of(ObjectKind::Device, IOMMU_DEVICE_ARRAY_CAPACITY);
+    out_of_pages_at_the_boundary_of(ObjectKind::Device, IOMMU_DEVICE_ARRAY_CAPACITY_4K);
 }
 
 #[test]
@@ -395,4 +404,88 @@ fn abort_frees_domain_device_and_iommu_chains_head_to_tail_then_the_root() {
     let pages = w.abort();
     assert_eq!(pages.freed(), &want[..]);
     assert!(pages.map().is_empty());
+}
+
+#[test]
+fn pages_hold_the_capacity_of_the_allocators_page_size() {
+    // The kernel's (PAGE_SIZE - 16) / size per page, at every page size:
+    // the writer fills a page to exactly that and links the next one only
+    // for the record after.
+    for (ps, [hw, dom, dev]) in [
+        (PageSize::Size4K, [36u64, 102, 56]),
+        (PageSize::Size16K, [146, 409, 227]),
+        (PageSize::Size64K, [585, 1638, 910]),
+    ] {
+        let alloc = MapAlloc::sequential(p(0x100_0000)).with_page_size(ps);
+        let mut w = Writer::start(alloc).unwrap();
+        assert_eq!(w.page_size(), ps);
+        let iommus: Vec<_> = (0..=hw)
+            .map(|i| {
+                let init = IommuPayloadInit::Intel(IntelIommuInit::default());
+                w.preserve_iommu(0xfed0_0000 + i * 0x1000, init).unwrap()
+            })
+            .collect();
+        let domain = w.preserve_domain(domain_init()).unwrap();
+        for _ in 0..dom {
+            w.preserve_domain(domain_init()).unwrap();
+        }
+        for i in 0..=dev {
+            let iommu = iommus[usize::try_from(i % (hw + 1)).unwrap()];
+            w.preserve_device(intel_dev(u32::try_from(i).unwrap()), domain, iommu)
+                .unwrap();
+        }
+        let d = walk(w.alloc(), w.root());
+        let per_page = |c: &writer_support::ChainDump| {
+            let mut n = vec![0u64; c.pages.len()];
+            for r in &c.records {
+                let i = c.pages.iter().position(|&pg| pg == r.phys.page_base(ps));
+                n[i.unwrap()] += 1;
+            }
+            n
+        };
+        assert_eq!(per_page(&d.iommus), [hw, 1], "{ps}");
+        assert_eq!(per_page(&d.domains), [dom, 1], "{ps}");
+        assert_eq!(per_page(&d.devices), [dev, 1], "{ps}");
+        for page in d.all_pages() {
+            assert!(page.is_page_aligned(ps), "{page} at {ps}");
+            assert_eq!(w.alloc().page(page, ps).map(<[u8]>::len), Some(ps.bytes()));
+        }
+        let opts = iommu_flb_abi::reader::Options {
+            page_size: ps,
+            ..Default::default()
+        };
+        let owned = iommu_flb_abi::reader::validate_alloc(w.alloc(), w.root(), &opts).unwrap();
+        assert_eq!(owned.image().live_devices() as u64, dev + 1);
+        assert_eq!(owned.image().page_count(), 7);
+    }
+}
+
+#[test]
+fn pages_of_another_length_than_the_page_size_are_refused() {
+    /// Says 16 KiB but maps 4 KiB pages.
+    struct Short(MapAlloc);
+    impl PageAlloc for Short {
+        fn page_size(&self) -> PageSize {
+            PageSize::Size16K
+        }
+        fn alloc_page(&mut self) -> Option<PhysAddr> {
+            // 16 KiB-aligned addresses, backed by 4 KiB pages.
+            let a = self.0.alloc_page()?;
+            Some(p(a.get() * 4))
+        }
+        fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]> {
+            self.0.page_mut(p(phys.get() / 4))
+        }
+        fn free_page(&mut self, phys: PhysAddr) {
+            self.0.free_page(p(phys.get() / 4))
+        }
+    }
+    assert_eq!(
+        Writer::start(Short(MapAlloc::sequential(p(0x10_0000)))).err(),
+        Some(WriteError::BadPage {
+            purpose: PagePurpose::Root,
+            phys: p(0x40_0000),
+            problem: BadPage::Unmapped,
+        })
+    );
 }

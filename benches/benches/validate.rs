@@ -25,7 +25,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use iommu_flb_abi::abi::v1::IOMMU_DEVICE_ARRAY_CAPACITY;
+use iommu_flb_abi::abi::v1::IOMMU_DEVICE_ARRAY_CAPACITY_4K;
 use iommu_flb_abi::reader::ScratchElem;
 use iommu_flb_abi::writer::SliceIndex;
 use iommu_flb_bench::image::{self, Built, Prepared};
@@ -133,7 +133,7 @@ fn self_check(built: &Built, scratch: &mut [ScratchElem]) {
         match corrupt {
             image::Corruption::Cycle => assert_eq!(kho, Err(kho::KhoError::Cyclic)),
             image::Corruption::CountOverCapacity => assert!(
-                matches!(kho, Err(kho::KhoError::BadCount { count, .. }) if count == IOMMU_DEVICE_ARRAY_CAPACITY + 1),
+                matches!(kho, Err(kho::KhoError::BadCount { count, .. }) if count == IOMMU_DEVICE_ARRAY_CAPACITY_4K + 1),
                 "upstream-style check refuses an over-full page: {kho:?}"
             ),
         }
@@ -145,7 +145,7 @@ fn self_check(built: &Built, scratch: &mut [ScratchElem]) {
     // Upstream's own block limit refuses image (b)'s device chain.
     let upstream = kho::check_and_visit(&mem, root, kho::KHO_MAX_BLOCKS);
     let device_slots = u64::try_from(built.plan.shape.slots().2).expect("fits");
-    if device_slots > kho::KHO_MAX_BLOCKS * IOMMU_DEVICE_ARRAY_CAPACITY {
+    if device_slots > kho::KHO_MAX_BLOCKS * IOMMU_DEVICE_ARRAY_CAPACITY_4K {
         assert_eq!(upstream, Err(kho::KhoError::TooManyBlocks));
     } else {
         assert!(upstream.is_ok(), "{upstream:?}");

@@ -2,7 +2,7 @@
 //! FLB image every benchmark reads.
 
 use iommu_flb_abi::abi::v1::{
-    IOMMU_DEVICE_ARRAY_CAPACITY, IOMMU_DOMAIN_ARRAY_CAPACITY, IOMMU_HW_ARRAY_CAPACITY,
+    IOMMU_DEVICE_ARRAY_CAPACITY_4K, IOMMU_DOMAIN_ARRAY_CAPACITY_4K, IOMMU_HW_ARRAY_CAPACITY_4K,
 };
 use iommu_flb_abi::writer::{
     DeviceIndex, DeviceInit, DevicePayloadInit, DomainHandle, DomainInit, IndexSlot,
@@ -27,9 +27,9 @@ pub fn pages_for(shape: Shape) -> usize {
         let cap = usize::try_from(cap).expect("capacity fits usize");
         slots.div_ceil(cap).max(1)
     };
-    1 + per(i, IOMMU_HW_ARRAY_CAPACITY)
-        + per(d, IOMMU_DOMAIN_ARRAY_CAPACITY)
-        + per(v, IOMMU_DEVICE_ARRAY_CAPACITY)
+    1 + per(i, IOMMU_HW_ARRAY_CAPACITY_4K)
+        + per(d, IOMMU_DOMAIN_ARRAY_CAPACITY_4K)
+        + per(v, IOMMU_DEVICE_ARRAY_CAPACITY_4K)
 }
 
 /// Index storage for the writer: two slots per device record (ghosts included).
@@ -267,7 +267,7 @@ pub fn corrupted(built: &Built, what: Corruption) -> Vec<u8> {
         }
         Corruption::CountOverCapacity => {
             let at = offset(head) + 8;
-            bytes[at..at + 8].copy_from_slice(&(IOMMU_DEVICE_ARRAY_CAPACITY + 1).to_le_bytes());
+            bytes[at..at + 8].copy_from_slice(&(IOMMU_DEVICE_ARRAY_CAPACITY_4K + 1).to_le_bytes());
         }
     }
     bytes

@@ -18,7 +18,7 @@ use core::fmt;
 
 use iommu_flb_abi::abi::Le64;
 use iommu_flb_abi::abi::v1::{
-    IOMMU_DEVICE_ARRAY_CAPACITY, IOMMU_DOMAIN_ARRAY_CAPACITY, IOMMU_HW_ARRAY_CAPACITY,
+    IOMMU_DEVICE_ARRAY_CAPACITY_4K, IOMMU_DOMAIN_ARRAY_CAPACITY_4K, IOMMU_HW_ARRAY_CAPACITY_4K,
     IOMMU_SER_FLAG_DELETED, IommuArrayHdrSer, IommuDeviceSer, IommuDomainSer, IommuFlbSer,
     IommuHwSer,
 };
@@ -77,13 +77,15 @@ pub fn check_and_visit<M: Memory>(
     root: PhysAddr,
     max_blocks: u64,
 ) -> Result<u64, KhoError> {
-    let page = mem.page(root).ok_or(KhoError::RootUnreadable)?;
+    let page = mem
+        .page(root, crate::pool::PS)
+        .ok_or(KhoError::RootUnreadable)?;
     let (ser, _) = IommuFlbSer::read_from_prefix(page).map_err(|_| KhoError::RootUnreadable)?;
     let mut sum = 0u64;
     sum = chain::<M, IommuHwSer>(
         mem,
         ser.iommu_array_phys,
-        IOMMU_HW_ARRAY_CAPACITY,
+        IOMMU_HW_ARRAY_CAPACITY_4K,
         max_blocks,
         sum,
         fold::iommu,
@@ -91,7 +93,7 @@ pub fn check_and_visit<M: Memory>(
     sum = chain::<M, IommuDomainSer>(
         mem,
         ser.iommu_domain_array_phys,
-        IOMMU_DOMAIN_ARRAY_CAPACITY,
+        IOMMU_DOMAIN_ARRAY_CAPACITY_4K,
         max_blocks,
         sum,
         fold::domain,
@@ -99,7 +101,7 @@ pub fn check_and_visit<M: Memory>(
     chain::<M, IommuDeviceSer>(
         mem,
         ser.device_array_phys,
-        IOMMU_DEVICE_ARRAY_CAPACITY,
+        IOMMU_DEVICE_ARRAY_CAPACITY_4K,
         max_blocks,
         sum,
         fold::device,
@@ -134,7 +136,9 @@ where
             return Err(KhoError::TooManyBlocks);
         }
         blocks += 1;
-        let page = mem.page(phys).ok_or(KhoError::Unreadable { page: phys })?;
+        let page = mem
+            .page(phys, crate::pool::PS)
+            .ok_or(KhoError::Unreadable { page: phys })?;
         let (hdr, body) = IommuArrayHdrSer::ref_from_prefix(page)
             .map_err(|_| KhoError::Unreadable { page: phys })?;
         let count = hdr.nr_objects.get();
@@ -159,7 +163,9 @@ where
 /// `max_blocks` rounds (each moves the hare two blocks).
 fn is_cyclic<M: Memory>(mem: &M, head: PhysAddr, max_blocks: u64) -> Result<bool, KhoError> {
     let next = |phys: PhysAddr| -> Result<PhysAddr, KhoError> {
-        let page = mem.page(phys).ok_or(KhoError::Unreadable { page: phys })?;
+        let page = mem
+            .page(phys, crate::pool::PS)
+            .ok_or(KhoError::Unreadable { page: phys })?;
         let (hdr, _) = IommuArrayHdrSer::ref_from_prefix(page)
             .map_err(|_| KhoError::Unreadable { page: phys })?;
         Ok(PhysAddr::new(hdr.next_array_phys.get()))

@@ -2,13 +2,16 @@
 //! physical order, so the image's chains jump around memory as they do in a
 //! kernel that allocated its pages over time.
 
-use iommu_flb_abi::abi::PAGE_SIZE;
+use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::writer::PageAlloc;
 use iommu_flb_abi::{FlatMemory, PhysAddr};
 
-/// [`PAGE_SIZE`] as a `u64`.
-const PAGE: u64 = 4096;
-const _: () = assert!(PAGE_SIZE == 4096);
+/// The benchmarks' page size: the x86-64 kernel's.
+pub const PS: PageSize = PageSize::Size4K;
+/// [`PS`] in bytes.
+const PAGE_SIZE: usize = PS.bytes();
+/// [`PS`] as a `u64`.
+const PAGE: u64 = PS.bytes_u64();
 
 /// `pages` pages at `base..base + pages * 4096`, zeroed, handed out in a
 /// pseudo-random permutation chosen by a seed.
@@ -26,7 +29,7 @@ pub struct ScrambledPool {
 impl ScrambledPool {
     /// A pool of `pages` zeroed pages starting at `base` (page-aligned).
     pub fn new(base: PhysAddr, pages: usize, seed: u64) -> ScrambledPool {
-        assert!(base.is_page_aligned() && !base.is_null());
+        assert!(base.is_page_aligned(PS) && !base.is_null());
         let n = u32::try_from(pages).expect("fewer than 2^32 pages");
         let mut order: Vec<u32> = (0..n).collect();
         let mut state = seed | 1;
@@ -69,7 +72,7 @@ impl ScrambledPool {
     }
 
     fn index(&self, phys: PhysAddr) -> Option<usize> {
-        if !phys.is_page_aligned() {
+        if !phys.is_page_aligned(PS) {
             return None;
         }
         let off = phys.checked_offset_from(self.base)?;
@@ -79,6 +82,10 @@ impl ScrambledPool {
 }
 
 impl PageAlloc for ScrambledPool {
+    fn page_size(&self) -> PageSize {
+        PS
+    }
+
     fn alloc_page(&mut self) -> Option<PhysAddr> {
         let i = *self.order.get(self.next)?;
         self.next += 1;
@@ -87,13 +94,13 @@ impl PageAlloc for ScrambledPool {
         self.base.checked_add(u64::try_from(i).ok()? * PAGE)
     }
 
-    fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8; PAGE_SIZE]> {
+    fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]> {
         let i = self.index(phys)?;
         if !self.taken[i] {
             return None;
         }
         let start = i * PAGE_SIZE;
-        <&mut [u8; PAGE_SIZE]>::try_from(&mut self.bytes[start..start + PAGE_SIZE]).ok()
+        self.bytes.get_mut(start..start + PAGE_SIZE)
     }
 
     fn free_page(&mut self, phys: PhysAddr) {

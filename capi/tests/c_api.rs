@@ -5,6 +5,7 @@ mod support;
 
 use iommu_flb_abi::FlatMemory;
 use iommu_flb_abi::PhysAddr;
+use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::reader::{self, Options, ScratchElem};
 use iommu_flb_abi::writer::{
     DeviceHandle, DeviceInit, DevicePayloadInit, DomainHandle, DomainInit, IntelDeviceInit,
@@ -104,13 +105,13 @@ impl Model {
     }
 }
 
-/// Writes a model image with the Rust writer: Intel and SMMUv3 IOMMUs
-/// (one emptied, one never used), three domain pages' worth of domains,
-/// devices over three pages, some unpreserved; pages in scrambled order
-/// inside `[BASE, BASE + 64 pages)`.
-fn write_model() -> (Model, PhysAddr, MapAlloc) {
-    let order = (0..64u64).map(|i| PhysAddr::new(BASE + ((i * 37 + 11) % 64) * 4096));
-    let mut w = Writer::start(MapAlloc::from_list(order)).expect("start");
+/// Writes a model image with the Rust writer in pages of `ps`: Intel and
+/// SMMUv3 IOMMUs (one emptied, one never used), three 4 KiB domain pages'
+/// worth of domains, devices over three 4 KiB pages, some unpreserved;
+/// pages in scrambled order inside `[BASE, BASE + 64 pages)`.
+fn write_model(ps: PageSize) -> (Model, PhysAddr, MapAlloc) {
+    let order = (0..64u64).map(|i| PhysAddr::new(BASE + ((i * 37 + 11) % 64) * ps.bytes_u64()));
+    let mut w = Writer::start(MapAlloc::from_list(order).with_page_size(ps)).expect("start");
     let mut m = Model::default();
     for i in 0..5u64 {
         let token = 0xfed9_0000 + i * 0x1000;
@@ -189,16 +190,24 @@ fn write_model() -> (Model, PhysAddr, MapAlloc) {
     (m, root, alloc)
 }
 
-#[test]
-#[cfg_attr(miri, ignore = "runs gcc")]
-fn rust_writer_image_walked_from_c_agrees_with_the_writer_model() {
-    let dir = out_dir("c_api_model");
-    let (model, root, alloc) = write_model();
+/// Walks the model image written at `ps` from C and checks it against the
+/// model; `pages` is how many pages the image has at that size.
+fn walk_model_from_c(ps: PageSize, pages_expected: usize) {
+    let dir = out_dir(&format!("c_api_model_{}", ps.bytes()));
+    let (model, root, alloc) = write_model(ps);
     let dump = flat_dump(alloc.map(), BASE, &dir.join("model.dump"));
     let exe = build(&dir, "capi_read");
+    let page_size = ps.bytes().to_string();
     let out = run_ok(
         &exe,
-        &[dump.to_str().unwrap(), &hex(BASE), &hex(root.get())],
+        &[
+            dump.to_str().unwrap(),
+            &hex(BASE),
+            &hex(root.get()),
+            "0",
+            "0",
+            &page_size,
+        ],
     );
 
     let want = model.lines();
@@ -217,23 +226,41 @@ fn rust_writer_image_walked_from_c_agrees_with_the_writer_model() {
     // Restore visited every page once, in the reader's order.
     let bytes = std::fs::read(&dump).unwrap();
     let mem = FlatMemory::new(PhysAddr::new(BASE), &bytes);
-    let n = reader::scratch_len(&mem, root, &Options::default()).unwrap();
+    let opts = Options {
+        page_size: ps,
+        ..Options::default()
+    };
+    let n = reader::scratch_len(&mem, root, &opts).unwrap();
     let mut scratch = vec![ScratchElem::default(); n];
-    let image = reader::validate(&mem, root, &Options::default(), &mut scratch).unwrap();
+    let image = reader::validate(&mem, root, &opts, &mut scratch).unwrap();
     let pages: Vec<Line> = image
         .pages()
         .map(|p| Line::new("page", &[p.get()]))
         .collect();
     let c_pages: Vec<Line> = api.iter().filter(|l| l.what == "page").cloned().collect();
     assert_eq!(c_pages, pages);
-    // The root's page, one IOMMU page, three domain and three device pages.
-    assert_eq!(pages.len(), 8);
+    assert_eq!(pages.len(), pages_expected);
     let live_devices = model.devices.iter().filter(|d| d.4).count() as u64;
     let info = [pages.len() as u64, 3, live_devices];
     assert!(api.contains(&Line::new("info", &info)), "{out}");
     // Every IOMMU and device was looked up and resolved from C.
     let lookups = 3 + 3 * live_devices;
     assert!(out.contains(&format!("lookups {lookups}\n")), "{out}");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "runs gcc")]
+fn rust_writer_image_walked_from_c_agrees_with_the_writer_model() {
+    // The root's page, one IOMMU page, three domain and three device pages.
+    walk_model_from_c(PageSize::Size4K, 8);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "runs gcc")]
+fn rust_writer_image_in_16_and_64_kib_pages_walked_from_c_agrees_with_the_model() {
+    // 210 domains and 140 devices fit one page of each chain at 16 KiB.
+    walk_model_from_c(PageSize::Size16K, 4);
+    walk_model_from_c(PageSize::Size64K, 4);
 }
 
 #[test]

@@ -170,7 +170,7 @@ fn root_crossing_its_page_is_einval() {
     // Version and the first head fit in the last 16 bytes of the page;
     // the other two heads would be on the next page.
     let mut img = base();
-    let moved = plus(img.root.page_base(), 4096 - 16);
+    let moved = plus(img.root.page_base(img.page_size), 4096 - 16);
     let head = img.page(Chain::Iommu, 0).get();
     img.put_u64(moved, 1);
     img.put_u64(plus(moved, 8), head);

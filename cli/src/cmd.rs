@@ -5,9 +5,8 @@ use core::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use iommu_flb_abi::abi::PAGE_SIZE;
 use iommu_flb_abi::abi::v1::{
-    IOMMU_DEVICE_ARRAY_CAPACITY, IOMMU_DOMAIN_ARRAY_CAPACITY, IOMMU_HW_ARRAY_CAPACITY,
+    IOMMU_DEVICE_ARRAY_CAPACITY_4K, IOMMU_DOMAIN_ARRAY_CAPACITY_4K, IOMMU_HW_ARRAY_CAPACITY_4K,
 };
 use iommu_flb_abi::reader::{self, Image, Mode, Options};
 use iommu_flb_abi::writer::{
@@ -16,12 +15,12 @@ use iommu_flb_abi::writer::{
 use iommu_flb_abi::{Memory, PageMap, PhysAddr};
 use object::{ReadCache, ReadRef};
 
-use crate::PAGE;
 use crate::elfcore::write_core;
 use crate::load::{Format, LoadOptions, load};
 use crate::plan::{Plan, Spec, Step, Vendor, plan};
 use crate::render::{self, Records};
 use crate::rng::Rng;
+use crate::{PAGE, PAGE_SIZE};
 
 /// Why a command failed, and so its exit code.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,11 +200,11 @@ fn listing<M: Memory + ?Sized>(image: &Image<'_, '_, M>, all: bool, json: bool) 
 fn page_addresses(spec: &Spec) -> Vec<PhysAddr> {
     let chain = |n: u64, cap: u64| n.div_ceil(cap).max(1);
     let needed = 1u64
-        .saturating_add(chain(spec.iommus, IOMMU_HW_ARRAY_CAPACITY))
-        .saturating_add(chain(spec.domains, IOMMU_DOMAIN_ARRAY_CAPACITY))
+        .saturating_add(chain(spec.iommus, IOMMU_HW_ARRAY_CAPACITY_4K))
+        .saturating_add(chain(spec.domains, IOMMU_DOMAIN_ARRAY_CAPACITY_4K))
         .saturating_add(chain(
             spec.devices.saturating_add(spec.deleted),
-            IOMMU_DEVICE_ARRAY_CAPACITY,
+            IOMMU_DEVICE_ARRAY_CAPACITY_4K,
         ));
     let mut addrs: Vec<PhysAddr> = (0..needed.saturating_mul(2))
         .map(|i| PhysAddr::new(WINDOW.saturating_add(i.saturating_mul(PAGE))))

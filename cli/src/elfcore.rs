@@ -25,11 +25,10 @@ use core::fmt;
 use core::mem::size_of;
 
 use iommu_flb_abi::PhysAddr;
-use iommu_flb_abi::abi::PAGE_SIZE;
 use object::elf::{self, FileHeader64, Ident, NoteHeader64, ProgramHeader64};
 use object::{LittleEndian as LE, U16, U32, U64, bytes_of};
 
-use crate::PAGE;
+use crate::{PAGE, PAGE_SIZE, PS};
 
 /// The name of the root note (without its NUL terminator).
 pub const NOTE_NAME: &[u8] = b"IOMMUFLB";
@@ -45,6 +44,8 @@ pub const NT_IOMMU_FLB_ROOT: u32 = 0x524f_4f54;
 pub enum CoreError {
     /// A page address is not page-aligned.
     Unaligned(PhysAddr),
+    /// A page is not one page long.
+    PageLength(PhysAddr, usize),
     /// Two pages have the same address.
     Duplicate(PhysAddr),
     /// The pages form more runs than an ELF header can count without the
@@ -58,6 +59,7 @@ impl fmt::Display for CoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CoreError::Unaligned(p) => write!(f, "page address {p} is not page-aligned"),
+            CoreError::PageLength(p, n) => write!(f, "page {p} is {n} bytes long"),
             CoreError::Duplicate(p) => write!(f, "two pages at {p}"),
             CoreError::TooManySegments(n) => {
                 write!(f, "{n} runs of contiguous pages: too many PT_LOAD segments")
@@ -72,21 +74,25 @@ impl std::error::Error for CoreError {}
 /// One run of physically contiguous pages.
 struct Run<'p> {
     phys: u64,
-    pages: Vec<&'p [u8; PAGE_SIZE]>,
+    pages: Vec<&'p [u8]>,
 }
 
 /// Writes an ELF64 core file holding `pages` (in any order) and an
 /// `IOMMUFLB` note naming `root`.
-pub fn write_core<'p>(
-    pages: impl IntoIterator<Item = (PhysAddr, &'p [u8; PAGE_SIZE])>,
+pub fn write_core<'p, B: AsRef<[u8]> + ?Sized + 'p>(
+    pages: impl IntoIterator<Item = (PhysAddr, &'p B)>,
     root: PhysAddr,
 ) -> Result<Vec<u8>, CoreError> {
     let mut pages: Vec<_> = pages.into_iter().collect();
     pages.sort_by_key(|(p, _)| *p);
     let mut runs: Vec<Run<'p>> = Vec::new();
     for (phys, bytes) in pages {
-        if !phys.is_page_aligned() {
+        let bytes = bytes.as_ref();
+        if !phys.is_page_aligned(PS) {
             return Err(CoreError::Unaligned(phys));
+        }
+        if bytes.len() != PAGE_SIZE {
+            return Err(CoreError::PageLength(phys, bytes.len()));
         }
         if let Some(last) = runs.last_mut() {
             let run_end = u64::try_from(last.pages.len())

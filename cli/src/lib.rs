@@ -36,7 +36,11 @@ pub mod plan;
 pub mod render;
 pub mod rng;
 
-/// [`PAGE_SIZE`](iommu_flb_abi::abi::PAGE_SIZE) as a `u64`, for the address
-/// arithmetic of loading, `gen` and the core writer.
-pub(crate) const PAGE: u64 = 4096;
-const _: () = assert!(iommu_flb_abi::abi::PAGE_SIZE == 4096);
+/// The page size the tool reads and writes images in (for now always
+/// 4 KiB).
+pub(crate) const PS: iommu_flb_abi::abi::PageSize = iommu_flb_abi::abi::PageSize::Size4K;
+/// [`PS`] in bytes.
+pub(crate) const PAGE_SIZE: usize = PS.bytes();
+/// [`PS`] as a `u64`, for the address arithmetic of loading, `gen` and the
+/// core writer.
+pub(crate) const PAGE: u64 = PS.bytes_u64();

@@ -43,14 +43,14 @@
 use core::cell::OnceCell;
 use core::fmt;
 
-use iommu_flb_abi::abi::PAGE_SIZE;
+use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::{Memory, PhysAddr};
 use object::elf::{self, FileHeader64, ProgramHeader64};
 use object::read::elf::{FileHeader as _, ProgramHeader as _};
 use object::{Endianness, ReadRef};
 
-use crate::PAGE;
 use crate::elfcore::{NOTE_NAME, NT_IOMMU_FLB_ROOT};
+use crate::{PAGE, PAGE_SIZE, PS};
 
 /// How to interpret a dump file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -253,10 +253,13 @@ impl<'a, R: ReadRef<'a>> Dump<'a, R> {
 }
 
 impl<'a, R: ReadRef<'a>> Memory for Dump<'a, R> {
-    fn page(&self, phys: PhysAddr) -> Option<&[u8; PAGE_SIZE]> {
+    fn page(&self, phys: PhysAddr, size: PageSize) -> Option<&[u8]> {
+        if size != PS {
+            return None;
+        }
         match &self.inner {
-            Inner::Flat(m) => m.page(phys),
-            Inner::Elf(m) => m.page(phys),
+            Inner::Flat(m) => m.page(phys).map(|p| &p[..]),
+            Inner::Elf(m) => m.page(phys).map(|p| &p[..]),
         }
     }
 }
@@ -296,7 +299,7 @@ struct FlatDump<R> {
 
 impl<'a, R: ReadRef<'a>> FlatDump<R> {
     fn page(&self, phys: PhysAddr) -> Option<&'a [u8; PAGE_SIZE]> {
-        if !phys.is_page_aligned() {
+        if !phys.is_page_aligned(PS) {
             return None;
         }
         let offset = phys.checked_offset_from(self.base)?;
@@ -420,8 +423,8 @@ impl<'a, R: ReadRef<'a>> ElfMemory<'a, R> {
             .iter()
             .flat_map(|s| [s.paddr, s.file_end, s.end])
             .map(PhysAddr::new)
-            .filter(|b| !b.is_page_aligned())
-            .map(|b| b.page_base().get())
+            .filter(|b| !b.is_page_aligned(PS))
+            .map(|b| b.page_base(PS).get())
             .collect();
         bounds.sort_unstable();
         bounds.dedup();
@@ -443,7 +446,7 @@ impl<'a, R: ReadRef<'a>> ElfMemory<'a, R> {
     }
 
     fn page(&self, phys: PhysAddr) -> Option<&[u8; PAGE_SIZE]> {
-        if !phys.is_page_aligned() {
+        if !phys.is_page_aligned(PS) {
             return None;
         }
         let p = phys.get();

@@ -1,7 +1,7 @@
 //! Loading dump files: hand-made ELF64 core files and flat dumps, the core
 //! files `gen` writes, and truncated, empty and malformed files.
 
-use iommu_flb_abi::abi::PAGE_SIZE;
+use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::{Memory, PhysAddr};
 use iommu_flb_cli::elfcore::{NT_IOMMU_FLB_ROOT, write_core};
 use iommu_flb_cli::load::{Format, LoadError, LoadOptions, SegmentProblem, load};
@@ -19,6 +19,15 @@ const AUTO: LoadOptions = LoadOptions {
 };
 
 /// A page whose every byte says which page it is.
+/// The tool's page size.
+const PAGE_SIZE: usize = 4096;
+
+/// The 4 KiB page `dump` serves at `phys`, as an array.
+fn page_of(dump: &impl Memory, phys: PhysAddr) -> Option<&[u8; PAGE_SIZE]> {
+    dump.page(phys, PageSize::Size4K)
+        .map(|p| p.try_into().expect("a 4 KiB page"))
+}
+
 fn page(tag: u8) -> [u8; PAGE_SIZE] {
     let mut p = [tag; PAGE_SIZE];
     p[0] = !tag;
@@ -147,8 +156,12 @@ fn flat_dump_maps_file_offset_plus_base_to_physical_address() {
     };
     let dump = load(&bytes[..], opts).unwrap();
     assert!(!dump.is_elf());
-    assert_eq!(dump.page(PhysAddr::new(0x8000_1000)), Some(&page(2)));
-    assert_eq!(dump.page(PhysAddr::new(0x1000)), None, "below the base");
+    assert_eq!(page_of(&dump, PhysAddr::new(0x8000_1000)), Some(&page(2)));
+    assert_eq!(
+        page_of(&dump, PhysAddr::new(0x1000)),
+        None,
+        "below the base"
+    );
     assert_eq!(dump.root_note(), Ok(None), "flat dumps carry no root");
 }
 
@@ -157,15 +170,15 @@ fn flat_dump_base_defaults_to_zero() {
     let mut bytes = page(1).to_vec();
     bytes.extend_from_slice(&page(2));
     let dump = load(&bytes[..], AUTO).unwrap();
-    assert_eq!(dump.page(PhysAddr::new(0x1000)), Some(&page(2)));
+    assert_eq!(page_of(&dump, PhysAddr::new(0x1000)), Some(&page(2)));
 }
 
 #[test]
 fn flat_dump_with_a_partial_last_page_serves_only_whole_pages() {
     let bytes = vec![3u8; PAGE_SIZE + 10];
     let dump = load(&bytes[..], AUTO).unwrap();
-    assert!(dump.page(PhysAddr::new(0)).is_some());
-    assert_eq!(dump.page(PhysAddr::new(0x1000)), None);
+    assert!(page_of(&dump, PhysAddr::new(0)).is_some());
+    assert_eq!(page_of(&dump, PhysAddr::new(0x1000)), None);
 }
 
 #[test]
@@ -190,7 +203,7 @@ fn auto_reads_a_file_with_the_elf_magic_as_elf() {
     let (p, core) = one_page_core();
     let dump = load(&core[..], AUTO).unwrap();
     assert!(dump.is_elf());
-    assert_eq!(dump.page(PhysAddr::new(0x5000)), Some(&p));
+    assert_eq!(page_of(&dump, PhysAddr::new(0x5000)), Some(&p));
 }
 
 #[test]
@@ -203,7 +216,7 @@ fn format_phys_reads_even_an_elf_file_as_flat_bytes() {
     let dump = load(&core[..], opts).unwrap();
     assert!(!dump.is_elf());
     assert_eq!(
-        dump.page(PhysAddr::new(0)).map(|p| &p[..4]),
+        page_of(&dump, PhysAddr::new(0)).map(|p| &p[..4]),
         Some(&core[..4])
     );
 }
@@ -247,10 +260,10 @@ fn written_core_round_trips_scattered_pages_and_the_root_note() {
     let core = write_core(pages.iter().map(|(a, p)| (*a, p)), root).unwrap();
     let dump = load(&core[..], AUTO).unwrap();
     for (a, p) in &pages {
-        assert_eq!(dump.page(*a), Some(p), "page {a}");
+        assert_eq!(page_of(&dump, *a), Some(p), "page {a}");
     }
     for absent in [0u64, 0x3000, 0x20_1000, 0x20_5000, 0x8000_0000] {
-        assert_eq!(dump.page(PhysAddr::new(absent)), None, "{absent:#x}");
+        assert_eq!(page_of(&dump, PhysAddr::new(absent)), None, "{absent:#x}");
     }
     assert_eq!(dump.root_note(), Ok(Some(root)));
 
@@ -294,7 +307,7 @@ fn write_core_refuses_duplicate_and_unaligned_pages() {
 fn unaligned_page_request_is_unreadable() {
     let (_, core) = one_page_core();
     let dump = load(&core[..], AUTO).unwrap();
-    assert_eq!(dump.page(PhysAddr::new(0x5008)), None);
+    assert_eq!(page_of(&dump, PhysAddr::new(0x5008)), None);
 }
 
 #[test]
@@ -351,7 +364,7 @@ fn big_endian_core_is_read_by_p_paddr() {
         &p,
     );
     let dump = load(&bytes[..], AUTO).unwrap();
-    assert_eq!(dump.page(PhysAddr::new(0x4000_0000)), Some(&p));
+    assert_eq!(page_of(&dump, PhysAddr::new(0x4000_0000)), Some(&p));
 }
 
 #[test]
@@ -448,9 +461,16 @@ fn bytes_past_filesz_read_as_zero() {
     // One page of file bytes, then three pages of zero tail.
     let bytes = le(4, &[load_seg(PAYLOAD, 0x10_0000, 0x1000, 0x4000)], &p);
     let dump = load(&bytes[..], AUTO).unwrap();
-    assert_eq!(dump.page(PhysAddr::new(0x10_0000)), Some(&p));
-    assert_eq!(dump.page(PhysAddr::new(0x10_3000)), Some(&[0u8; PAGE_SIZE]));
-    assert_eq!(dump.page(PhysAddr::new(0x10_4000)), None, "past p_memsz");
+    assert_eq!(page_of(&dump, PhysAddr::new(0x10_0000)), Some(&p));
+    assert_eq!(
+        page_of(&dump, PhysAddr::new(0x10_3000)),
+        Some(&[0u8; PAGE_SIZE])
+    );
+    assert_eq!(
+        page_of(&dump, PhysAddr::new(0x10_4000)),
+        None,
+        "past p_memsz"
+    );
 }
 
 #[test]
@@ -464,8 +484,11 @@ fn page_half_file_bytes_half_zero_tail_is_assembled() {
     let dump = load(&bytes[..], AUTO).unwrap();
     let mut expect = [0u8; PAGE_SIZE];
     expect[..0x800].copy_from_slice(&p[..0x800]);
-    assert_eq!(dump.page(PhysAddr::new(0x10_0000)), Some(&expect));
-    assert_eq!(dump.page(PhysAddr::new(0x10_1000)), Some(&[0u8; PAGE_SIZE]));
+    assert_eq!(page_of(&dump, PhysAddr::new(0x10_0000)), Some(&expect));
+    assert_eq!(
+        page_of(&dump, PhysAddr::new(0x10_1000)),
+        Some(&[0u8; PAGE_SIZE])
+    );
 }
 
 #[test]
@@ -486,9 +509,9 @@ fn page_spanning_two_adjacent_segments_is_assembled() {
     let mut expect = [0u8; PAGE_SIZE];
     expect[..0x800].copy_from_slice(&a[..0x800]);
     expect[0x800..].copy_from_slice(&b[0x800..]);
-    assert_eq!(dump.page(PhysAddr::new(0x10_0000)), Some(&expect));
+    assert_eq!(page_of(&dump, PhysAddr::new(0x10_0000)), Some(&expect));
     // Asking twice gives the same (cached) bytes.
-    assert_eq!(dump.page(PhysAddr::new(0x10_0000)), Some(&expect));
+    assert_eq!(page_of(&dump, PhysAddr::new(0x10_0000)), Some(&expect));
 }
 
 #[test]
@@ -503,7 +526,7 @@ fn page_with_a_hole_between_segments_is_unreadable() {
         &payload,
     );
     let dump = load(&bytes[..], AUTO).unwrap();
-    assert_eq!(dump.page(PhysAddr::new(0x10_0000)), None);
+    assert_eq!(page_of(&dump, PhysAddr::new(0x10_0000)), None);
 }
 
 #[test]
@@ -514,8 +537,8 @@ fn page_partly_outside_every_segment_is_unreadable() {
         &[page(1), page(2)].concat(),
     );
     let dump = load(&bytes[..], AUTO).unwrap();
-    assert!(dump.page(PhysAddr::new(0x10_0000)).is_some());
-    assert_eq!(dump.page(PhysAddr::new(0x10_1000)), None);
+    assert!(page_of(&dump, PhysAddr::new(0x10_0000)).is_some());
+    assert_eq!(page_of(&dump, PhysAddr::new(0x10_1000)), None);
 }
 
 // --- the root note ------------------------------------------------------------
@@ -636,7 +659,7 @@ fn malformed_note_segment_is_refused_only_when_the_root_is_needed() {
     n[4..8].copy_from_slice(&0xffff_fff0u32.to_le_bytes()); // n_descsz
     let bytes = core_with_notes(&n);
     let dump = load(&bytes[..], AUTO).expect("memory is still readable");
-    assert!(dump.page(PhysAddr::new(0x1000)).is_some());
+    assert!(page_of(&dump, PhysAddr::new(0x1000)).is_some());
     assert!(matches!(
         dump.root_note(),
         Err(LoadError::Note { index: 0, .. })
@@ -677,8 +700,8 @@ fn exercise(bytes: &[u8]) {
     if let Ok(dump) = load(bytes, AUTO) {
         let _ = dump.root_note();
         for a in (0..0x40u64).map(|i| i * 0x1000) {
-            let _ = dump.page(PhysAddr::new(a));
-            let _ = dump.page(PhysAddr::new(a + 0x7fff_0000));
+            let _ = page_of(&dump, PhysAddr::new(a));
+            let _ = page_of(&dump, PhysAddr::new(a + 0x7fff_0000));
         }
     }
 }

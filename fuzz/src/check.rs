@@ -11,8 +11,8 @@
 use std::collections::{HashMap, HashSet};
 
 use iommu_flb_abi::abi::v1::{
-    IOMMU_ARRAY_HDR_SIZE, IOMMU_DEVICE_ARRAY_CAPACITY, IOMMU_DOMAIN_ARRAY_CAPACITY,
-    IOMMU_HW_ARRAY_CAPACITY, IOMMU_LUO_FLB_VERSION, IOMMU_SER_FLAG_DELETED,
+    IOMMU_ARRAY_HDR_SIZE, IOMMU_DEVICE_ARRAY_CAPACITY_4K, IOMMU_DOMAIN_ARRAY_CAPACITY_4K,
+    IOMMU_HW_ARRAY_CAPACITY_4K, IOMMU_LUO_FLB_VERSION, IOMMU_SER_FLAG_DELETED,
     IOMMU_SER_FLAG_INCOMING, IOMMU_SER_FLAGS_KNOWN, IommuDeviceSer, IommuDomainSer, IommuFlbSer,
     IommuHwSer, IommuTypeSer,
 };
@@ -22,6 +22,8 @@ use iommu_flb_abi::reader::{
 };
 use iommu_flb_abi::{Memory, PhysAddr};
 use zerocopy::FromBytes;
+
+use crate::PS;
 
 /// What an accepted image holds, to compare two views of the same image.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -61,9 +63,9 @@ const FIELDS: &[(&str, bool)] = &[
 fn capacity(chain: Chain) -> u64 {
     match chain {
         Chain::Root => 0,
-        Chain::Iommu => IOMMU_HW_ARRAY_CAPACITY,
-        Chain::Domain => IOMMU_DOMAIN_ARRAY_CAPACITY,
-        Chain::Device => IOMMU_DEVICE_ARRAY_CAPACITY,
+        Chain::Iommu => IOMMU_HW_ARRAY_CAPACITY_4K,
+        Chain::Domain => IOMMU_DOMAIN_ARRAY_CAPACITY_4K,
+        Chain::Device => IOMMU_DEVICE_ARRAY_CAPACITY_4K,
     }
 }
 
@@ -98,9 +100,9 @@ pub fn check_refusal<M: Memory + ?Sized>(mem: &M, root: PhysAddr, e: &Error) {
         assert_eq!(loc.page_phys, root, "a root error names the root: {e:?}");
     } else {
         assert!(loc.page.is_some(), "{e:?}");
-        assert!(loc.page_phys.is_page_aligned(), "{e:?}");
+        assert!(loc.page_phys.is_page_aligned(PS), "{e:?}");
         assert!(
-            mem.page(loc.page_phys).is_some(),
+            mem.page(loc.page_phys, PS).is_some(),
             "the blamed page was read: {e:?}"
         );
         if let Some(o) = loc.object {
@@ -123,7 +125,11 @@ pub fn validate_checked<M: Memory + ?Sized>(
     mode: Mode,
     limits: Limits,
 ) -> Result<Summary, Error> {
-    let opts = Options { mode, limits };
+    let opts = Options {
+        mode,
+        limits,
+        page_size: PS,
+    };
     let n = match reader::scratch_len(mem, root, &opts) {
         Ok(n) => n,
         Err(e) => {
@@ -216,7 +222,7 @@ pub fn validate_limits<M: Memory + ?Sized>(
     with_small
 }
 
-fn read_u64(page: &[u8; 4096], off: usize) -> u64 {
+fn read_u64(page: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(page[off..off + 8].try_into().expect("8 bytes"))
 }
 
@@ -243,10 +249,10 @@ const DEBUG_RECORDS: usize = 3;
 
 /// Whether `r` (from the view) is exactly the bytes at `phys` in `mem`.
 fn same_bytes<M: Memory + ?Sized, T>(mem: &M, phys: PhysAddr, r: &T) -> bool {
-    let Some(page) = mem.page(phys.page_base()) else {
+    let Some(page) = mem.page(phys.page_base(PS), PS) else {
         return false;
     };
-    let want = page[phys.page_offset()..].as_ptr();
+    let want = page[phys.page_offset(PS)..].as_ptr();
     core::ptr::eq((r as *const T).cast::<u8>(), want)
 }
 
@@ -269,9 +275,11 @@ pub fn check_accepted<M: Memory + ?Sized>(
     let _ = format!("{image:?}");
 
     // The root, read independently.
-    let root_page = mem.page(root.page_base()).expect("root page readable");
-    let (ser, _) =
-        IommuFlbSer::ref_from_prefix(&root_page[root.page_offset()..]).expect("root fits its page");
+    let root_page = mem
+        .page(root.page_base(PS), PS)
+        .expect("root page readable");
+    let (ser, _) = IommuFlbSer::ref_from_prefix(&root_page[root.page_offset(PS)..])
+        .expect("root fits its page");
     assert!(
         core::ptr::eq(ser, image.root()),
         "root() is the root's bytes"
@@ -285,7 +293,7 @@ pub fn check_accepted<M: Memory + ?Sized>(
     // Pages: root first, each chain as its pointers say, each page once.
     let pages: Vec<PhysAddr> = image.pages().collect();
     assert_eq!(pages.len(), image.page_count());
-    assert_eq!(pages.first(), Some(&root.page_base()));
+    assert_eq!(pages.first(), Some(&root.page_base(PS)));
     assert_eq!(image.chain_pages(Chain::Root), 1);
     let distinct: HashSet<_> = pages.iter().collect();
     assert_eq!(distinct.len(), pages.len(), "every page once");
@@ -303,7 +311,7 @@ pub fn check_accepted<M: Memory + ?Sized>(
                 p,
                 "{chain} chain page {i} is where the link points"
             );
-            let bytes = mem.page(page).expect("chain page readable");
+            let bytes = mem.page(page, PS).expect("chain page readable");
             let nr = read_u64(bytes, 8);
             assert!(nr <= capacity(chain));
             p = read_u64(bytes, 0);
@@ -489,7 +497,7 @@ fn check_domains<M: Memory + ?Sized>(
         let rec = d.record();
         check_header(rec.hdr.ref_count.get(), rec.hdr.flags.get(), handover);
         let top = d.top_table_phys();
-        assert!(!top.is_null() && top.is_page_aligned());
+        assert!(!top.is_null() && top.is_page_aligned(PS));
         assert!(rec.vasz.get() <= 64);
         assert!(rec.sign_extend <= 1);
         assert_eq!(rec.padding, [0; 3]);

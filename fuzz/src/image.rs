@@ -1,8 +1,8 @@
 //! Building images with the writer, finding their pages, corrupting them,
 //! and flattening them into dumps.
 
+use crate::{PAGE_SIZE, PS};
 use core::mem::offset_of;
-use iommu_flb_abi::abi::PAGE_SIZE;
 
 use iommu_flb_abi::abi::v1::{
     IOMMU_ARRAY_HDR_SIZE, IommuDevMapSer, IommuDeviceSer, IommuDomainSer, IommuHwSer,
@@ -68,8 +68,8 @@ pub fn record_size(chain: usize) -> u64 {
 }
 
 fn read_u64(mem: &impl Memory, at: PhysAddr) -> Option<u64> {
-    let page = mem.page(at.page_base())?;
-    let off = at.page_offset();
+    let page = mem.page(at.page_base(PS), PS)?;
+    let off = at.page_offset(PS);
     let b = page.get(off..off.checked_add(8)?)?;
     Some(u64::from_le_bytes(b.try_into().ok()?))
 }
@@ -102,7 +102,7 @@ impl Layout {
             }
         }
         Some(Layout {
-            root_page: root.page_base(),
+            root_page: root.page_base(PS),
             chains,
         })
     }
@@ -136,8 +136,8 @@ impl Layout {
 }
 
 fn put(mem: &mut PageMap, at: PhysAddr, bytes: &[u8]) {
-    let off = at.page_offset();
-    if let Some(page) = mem.page_mut(at.page_base())
+    let off = at.page_offset(PS);
+    if let Some(page) = mem.page_mut(at.page_base(PS))
         && let Some(dst) = page.get_mut(off..off + bytes.len())
     {
         dst.copy_from_slice(bytes);
@@ -162,8 +162,8 @@ pub fn corrupt(mem: &mut PageMap, layout: &Layout, c: &Corruption) {
     match *c {
         Corruption::FlipBit { page: p, byte, bit } => {
             let a = at(page(p), byte, 1);
-            if let Some(pg) = mem.page_mut(a.page_base()) {
-                pg[a.page_offset()] ^= 1 << (bit % 8);
+            if let Some(pg) = mem.page_mut(a.page_base(PS)) {
+                pg[a.page_offset(PS)] ^= 1 << (bit % 8);
             }
         }
         Corruption::SetU64 {
@@ -238,7 +238,7 @@ pub fn corrupt(mem: &mut PageMap, layout: &Layout, c: &Corruption) {
             }
         }
         Corruption::CopyPage { from, to } => {
-            if let Some(src) = mem.page(page(from)).copied() {
+            if let Some(src) = mem.page(page(from), PS).map(<[u8]>::to_vec) {
                 mem.remove(page(to));
                 insert(mem, page(to), &src);
             }
@@ -249,7 +249,7 @@ pub fn corrupt(mem: &mut PageMap, layout: &Layout, c: &Corruption) {
     }
 }
 
-fn insert(mem: &mut PageMap, at: PhysAddr, bytes: &[u8; PAGE_SIZE]) {
+fn insert(mem: &mut PageMap, at: PhysAddr, bytes: &[u8]) {
     if mem.insert_zeroed(at)
         && let Some(p) = mem.page_mut(at)
     {

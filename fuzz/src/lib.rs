@@ -12,6 +12,11 @@
 //! The unit tests of this crate write the seed corpus under `seeds/` (see
 //! `README.md`).
 
+/// The page size the fuzz targets build and read images in.
+pub const PS: iommu_flb_abi::abi::PageSize = iommu_flb_abi::abi::PageSize::Size4K;
+/// [`PS`] in bytes.
+pub const PAGE_SIZE: usize = PS.bytes();
+
 pub mod check;
 pub mod image;
 pub mod input;

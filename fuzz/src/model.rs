@@ -4,7 +4,8 @@
 //! (`mutate`).
 
 use iommu_flb_abi::abi::v1::{
-    IOMMU_DEVICE_ARRAY_CAPACITY, IOMMU_DOMAIN_ARRAY_CAPACITY, IOMMU_HW_ARRAY_CAPACITY, IommuTypeSer,
+    IOMMU_DEVICE_ARRAY_CAPACITY_4K, IOMMU_DOMAIN_ARRAY_CAPACITY_4K, IOMMU_HW_ARRAY_CAPACITY_4K,
+    IommuTypeSer,
 };
 use iommu_flb_abi::error::Chain;
 use iommu_flb_abi::reader::{DevicePayload, Image, IommuPayload};
@@ -15,6 +16,7 @@ use iommu_flb_abi::writer::{
 };
 use iommu_flb_abi::{Memory, PhysAddr};
 
+use crate::PS;
 use crate::input::Op;
 
 /// The state of a preserved IOMMU.
@@ -293,7 +295,7 @@ impl Model {
         token: u64,
         intel: bool,
     ) -> Result<(), String> {
-        if full(self.iommus.len(), IOMMU_HW_ARRAY_CAPACITY) {
+        if full(self.iommus.len(), IOMMU_HW_ARRAY_CAPACITY_4K) {
             return Ok(());
         }
         let payload = iommu_payload(intel, token);
@@ -314,7 +316,7 @@ impl Model {
             expect,
             ObjectKind::Iommu,
             slots,
-            IOMMU_HW_ARRAY_CAPACITY,
+            IOMMU_HW_ARRAY_CAPACITY_4K,
         )? {
             self.iommus.push(MIommu {
                 h,
@@ -331,12 +333,12 @@ impl Model {
         w: &mut Writer<A, X>,
         init: DomainInit,
     ) -> Result<(), String> {
-        if full(self.domains.len(), IOMMU_DOMAIN_ARRAY_CAPACITY) {
+        if full(self.domains.len(), IOMMU_DOMAIN_ARRAY_CAPACITY_4K) {
             return Ok(());
         }
         let invalid = |field, value| Some(WriteError::InvalidDomain { field, value });
         let top = init.top_table_phys;
-        let expect = if top.is_null() || !top.is_page_aligned() {
+        let expect = if top.is_null() || !top.is_page_aligned(PS) {
             invalid(DomainField::TopTablePhys, top.get())
         } else if init.vasz > 64 {
             invalid(DomainField::Vasz, u64::from(init.vasz))
@@ -352,7 +354,7 @@ impl Model {
             expect,
             ObjectKind::Domain,
             slots,
-            IOMMU_DOMAIN_ARRAY_CAPACITY,
+            IOMMU_DOMAIN_ARRAY_CAPACITY_4K,
         )? {
             self.domains.push(MDomain {
                 h,
@@ -370,7 +372,7 @@ impl Model {
         d: usize,
         i: usize,
     ) -> Result<(), String> {
-        if full(self.devices.len(), IOMMU_DEVICE_ARRAY_CAPACITY) {
+        if full(self.devices.len(), IOMMU_DEVICE_ARRAY_CAPACITY_4K) {
             return Ok(());
         }
         let (dom, mm) = (&self.domains[d], &self.iommus[i]);
@@ -415,7 +417,7 @@ impl Model {
             expect,
             ObjectKind::Device,
             slots,
-            IOMMU_DEVICE_ARRAY_CAPACITY,
+            IOMMU_DEVICE_ARRAY_CAPACITY_4K,
         )? {
             let m = &mut self.iommus[i];
             m.state = match m.state {
@@ -535,16 +537,16 @@ impl Model {
         self.compare_domains(image)?;
         self.compare_devices(image)?;
         for (chain, slots, cap) in [
-            (Chain::Iommu, self.iommus.len(), IOMMU_HW_ARRAY_CAPACITY),
+            (Chain::Iommu, self.iommus.len(), IOMMU_HW_ARRAY_CAPACITY_4K),
             (
                 Chain::Domain,
                 self.domains.len(),
-                IOMMU_DOMAIN_ARRAY_CAPACITY,
+                IOMMU_DOMAIN_ARRAY_CAPACITY_4K,
             ),
             (
                 Chain::Device,
                 self.devices.len(),
-                IOMMU_DEVICE_ARRAY_CAPACITY,
+                IOMMU_DEVICE_ARRAY_CAPACITY_4K,
             ),
         ] {
             ensure_eq!(

@@ -7,10 +7,74 @@
 
 pub mod v1;
 
-/// Size of one handover page in bytes. This is ABI: KHO does not support a
-/// kexec between kernels with different page sizes, and every array page holds
-/// exactly one page.
-pub const PAGE_SIZE: usize = 4096;
+/// The size of the pages an image is made of: the kernel's `PAGE_SIZE`.
+///
+/// The kernel allocates the root and every array page as one page of its own
+/// page size and sizes each page's capacity by it
+/// (`(PAGE_SIZE - sizeof(struct iommu_array_hdr_ser)) / sizeof(record)`).
+/// x86-64 kernels use 4 KiB pages; arm64 kernels 4, 16 or 64 KiB. KHO never
+/// kexecs between kernels of different page sizes, so one image has one page
+/// size, but a reader must be told which (version 1 does not record it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PageSize {
+    /// 4 KiB (x86-64, and arm64 with 4 KiB pages).
+    #[default]
+    Size4K,
+    /// 16 KiB (arm64).
+    Size16K,
+    /// 64 KiB (arm64).
+    Size64K,
+}
+
+impl PageSize {
+    /// Every page size, smallest first.
+    pub const ALL: [PageSize; 3] = [PageSize::Size4K, PageSize::Size16K, PageSize::Size64K];
+
+    /// log2 of the size in bytes.
+    pub const fn shift(self) -> u32 {
+        match self {
+            PageSize::Size4K => 12,
+            PageSize::Size16K => 14,
+            PageSize::Size64K => 16,
+        }
+    }
+
+    /// The size in bytes.
+    pub const fn bytes(self) -> usize {
+        1 << self.shift()
+    }
+
+    /// The in-page offset bits of an address: `bytes() - 1`.
+    pub const fn mask(self) -> u64 {
+        match self {
+            PageSize::Size4K => 0xfff,
+            PageSize::Size16K => 0x3fff,
+            PageSize::Size64K => 0xffff,
+        }
+    }
+
+    /// The size in bytes, as a `u64` for address arithmetic.
+    pub const fn bytes_u64(self) -> u64 {
+        1 << self.shift()
+    }
+
+    /// The page size of `bytes` bytes; `None` unless it is 4096, 16384 or
+    /// 65536.
+    pub const fn from_bytes(bytes: u64) -> Option<PageSize> {
+        match bytes {
+            4096 => Some(PageSize::Size4K),
+            16384 => Some(PageSize::Size16K),
+            65536 => Some(PageSize::Size64K),
+            _ => None,
+        }
+    }
+}
+
+impl core::fmt::Display for PageSize {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.bytes())
+    }
+}
 
 /// A little-endian `u64` as stored in the image (`__le64` in the C header).
 pub type Le64 = zerocopy::little_endian::U64;

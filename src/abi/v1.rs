@@ -13,7 +13,7 @@ use core::mem::{align_of, offset_of, size_of};
 use static_assertions::{const_assert, const_assert_eq};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::{Le32, Le64, PAGE_SIZE, StructLayout, describe};
+use super::{Le32, Le64, PageSize, StructLayout, describe};
 
 /// The FLB compatible string under which LUO hands this blob over.
 pub const IOMMU_LUO_FLB_COMPATIBLE: &str = "iommu-liveupdate";
@@ -35,14 +35,31 @@ pub const IOMMU_SER_FLAGS_KNOWN: u32 = IOMMU_SER_FLAG_DELETED | IOMMU_SER_FLAG_I
 /// Size of `struct iommu_array_hdr_ser`, the header at the start of every array page.
 pub const IOMMU_ARRAY_HDR_SIZE: u64 = 16;
 
-/// How many `struct iommu_hw_ser` records fit in one array page.
-pub const IOMMU_HW_ARRAY_CAPACITY: u64 = 36;
+/// How many records of `record_size` bytes one array page of size `page`
+/// holds: the kernel's `iommu_max_objs_per_page()`,
+/// `(PAGE_SIZE - sizeof(struct iommu_array_hdr_ser)) / record_size`.
+/// 0 for a zero `record_size`.
+pub const fn objects_per_page(page: PageSize, record_size: usize) -> u64 {
+    // Lossless: `usize` is at most 64 bits on every target.
+    #[allow(clippy::as_conversions)]
+    let size = record_size as u64;
+    // A page (4 KiB at least) is always longer than its 16-byte header.
+    let room = page.bytes_u64().saturating_sub(IOMMU_ARRAY_HDR_SIZE);
+    match room.checked_div(size) {
+        Some(n) => n,
+        None => 0,
+    }
+}
 
-/// How many `struct iommu_domain_ser` records fit in one array page.
-pub const IOMMU_DOMAIN_ARRAY_CAPACITY: u64 = 102;
+/// How many `struct iommu_hw_ser` records fit in one 4 KiB array page
+/// ([`objects_per_page`] gives every page size).
+pub const IOMMU_HW_ARRAY_CAPACITY_4K: u64 = 36;
 
-/// How many `struct iommu_device_ser` records fit in one array page.
-pub const IOMMU_DEVICE_ARRAY_CAPACITY: u64 = 56;
+/// How many `struct iommu_domain_ser` records fit in one 4 KiB array page.
+pub const IOMMU_DOMAIN_ARRAY_CAPACITY_4K: u64 = 102;
+
+/// How many `struct iommu_device_ser` records fit in one 4 KiB array page.
+pub const IOMMU_DEVICE_ARRAY_CAPACITY_4K: u64 = 56;
 
 /// The kind of IOMMU an `struct iommu_hw_ser` describes (`enum iommu_type_ser`).
 ///
@@ -308,16 +325,41 @@ mod pinned {
 
     const_assert_eq!(size_of::<IommuArrayHdrSer>() as u64, IOMMU_ARRAY_HDR_SIZE);
     const_assert_eq!(
-        IOMMU_HW_ARRAY_CAPACITY as usize,
-        (PAGE_SIZE - size_of::<IommuArrayHdrSer>()) / size_of::<IommuHwSer>()
+        IOMMU_HW_ARRAY_CAPACITY_4K,
+        objects_per_page(PageSize::Size4K, size_of::<IommuHwSer>())
     );
     const_assert_eq!(
-        IOMMU_DOMAIN_ARRAY_CAPACITY as usize,
-        (PAGE_SIZE - size_of::<IommuArrayHdrSer>()) / size_of::<IommuDomainSer>()
+        IOMMU_DOMAIN_ARRAY_CAPACITY_4K,
+        objects_per_page(PageSize::Size4K, size_of::<IommuDomainSer>())
     );
     const_assert_eq!(
-        IOMMU_DEVICE_ARRAY_CAPACITY as usize,
-        (PAGE_SIZE - size_of::<IommuArrayHdrSer>()) / size_of::<IommuDeviceSer>()
+        IOMMU_DEVICE_ARRAY_CAPACITY_4K,
+        objects_per_page(PageSize::Size4K, size_of::<IommuDeviceSer>())
+    );
+    // The kernel's formula at the larger page sizes (arm64 16 and 64 KiB).
+    const_assert_eq!(
+        objects_per_page(PageSize::Size16K, size_of::<IommuHwSer>()),
+        146
+    );
+    const_assert_eq!(
+        objects_per_page(PageSize::Size16K, size_of::<IommuDomainSer>()),
+        409
+    );
+    const_assert_eq!(
+        objects_per_page(PageSize::Size16K, size_of::<IommuDeviceSer>()),
+        227
+    );
+    const_assert_eq!(
+        objects_per_page(PageSize::Size64K, size_of::<IommuHwSer>()),
+        585
+    );
+    const_assert_eq!(
+        objects_per_page(PageSize::Size64K, size_of::<IommuDomainSer>()),
+        1638
+    );
+    const_assert_eq!(
+        objects_per_page(PageSize::Size64K, size_of::<IommuDeviceSer>()),
+        910
     );
     // The union members the kernel stores must fit their unions exactly or below.
     const_assert!(size_of::<IommuSmmuv3HwSer>() <= size_of::<IommuHwVendorSer>());

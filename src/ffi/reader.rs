@@ -8,7 +8,7 @@ use core::ptr;
 
 use super::error::{Fail, IommuFlbError, errno, report};
 use super::usable;
-use crate::abi::PAGE_SIZE;
+use crate::abi::PageSize;
 use crate::error::ErrorKind;
 use crate::reader::{self, Frozen, Image, Mode, Options, ScratchElem};
 use crate::{Memory, PhysAddr};
@@ -22,7 +22,7 @@ use crate::{Memory, PhysAddr};
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct IommuFlbMem {
-    /// @page: Returns the page-aligned 4096-byte page at physical address
+    /// @page: Returns the @page_size-byte page at physical address
     /// @phys (always page-aligned), or NULL if it may not be read. In the
     /// kernel: NULL unless KHO preserved the page, else phys_to_virt(). A
     /// returned page must stay mapped from iommu_flb_validate() until the
@@ -34,27 +34,36 @@ pub struct IommuFlbMem {
     pub page: Option<unsafe extern "C" fn(ctx: *mut c_void, phys: u64) -> *const u8>,
     /// @ctx: Passed to @page unchanged; may be NULL.
     pub ctx: *mut c_void,
+    /// @page_size: The size of the pages @page returns, in bytes: the
+    /// kernel's PAGE_SIZE (4096, 16384 or 65536), the page size of the
+    /// kernel that wrote the image.
+    pub page_size: usize,
 }
 
-/// The caller's page callback, checked non-NULL.
+/// The caller's page callback, checked non-NULL, and its page size.
 #[derive(Clone, Copy)]
 pub(super) struct CMem {
     page: unsafe extern "C" fn(ctx: *mut c_void, phys: u64) -> *const u8,
     ctx: *mut c_void,
+    page_size: PageSize,
 }
 
 impl CMem {
-    fn new(m: IommuFlbMem) -> Option<Self> {
-        Some(CMem {
-            page: m.page?,
+    fn new(m: IommuFlbMem) -> Result<Self, Fail> {
+        Ok(CMem {
+            page: m.page.ok_or(Fail::Invalid(c"mem->page"))?,
             ctx: m.ctx,
+            page_size: u64::try_from(m.page_size)
+                .ok()
+                .and_then(PageSize::from_bytes)
+                .ok_or(Fail::Invalid(c"mem->page_size"))?,
         })
     }
 }
 
 impl Memory for CMem {
-    fn page(&self, phys: PhysAddr) -> Option<&[u8; PAGE_SIZE]> {
-        if !phys.is_page_aligned() {
+    fn page(&self, phys: PhysAddr, size: PageSize) -> Option<&[u8]> {
+        if size != self.page_size || !phys.is_page_aligned(size) {
             return None;
         }
         // SAFETY: `page` is a non-NULL function pointer the caller supplied
@@ -65,13 +74,14 @@ impl Memory for CMem {
             return None;
         }
         // SAFETY: by the `struct iommu_flb_mem` contract, a non-NULL return
-        // points to PAGE_SIZE readable bytes that stay mapped while the image
-        // is used and do not change during a library call. This borrow of
-        // `self` lasts at most one API call (the `CMem` is a local of each
-        // entry point), so the bytes neither move nor change while it lives.
-        // `[u8; PAGE_SIZE]` has alignment 1 and every byte pattern is a
-        // valid value.
-        Some(unsafe { &*p.cast::<[u8; PAGE_SIZE]>() })
+        // points to `page_size` readable bytes (`size` is that page size,
+        // checked above) that stay mapped while the image is used and do not
+        // change during a library call. This borrow of `self` lasts at most
+        // one API call (the `CMem` is a local of each entry point), so the
+        // bytes neither move nor change while it lives. `u8` has alignment 1
+        // and every byte pattern is a valid value; `size.bytes()` is at most
+        // 64 KiB, far below `isize::MAX`.
+        Some(unsafe { core::slice::from_raw_parts(p, size.bytes()) })
     }
 }
 
@@ -204,9 +214,13 @@ pub unsafe extern "C" fn iommu_flb_scratch_size(
     let run = || -> Result<(), Fail> {
         // SAFETY: `mem` is NULL or points to a `struct iommu_flb_mem`
         // (this function's contract).
-        let m = CMem::new(unsafe { read_arg(mem, c"mem") }?).ok_or(Fail::Invalid(c"mem->page"))?;
+        let m = CMem::new(unsafe { read_arg(mem, c"mem") }?)?;
         let size = out(size, c"size")?;
-        let n = reader::scratch_len(&m, PhysAddr::new(root), &Options::default())
+        let opts = Options {
+            page_size: m.page_size,
+            ..Options::default()
+        };
+        let n = reader::scratch_len(&m, PhysAddr::new(root), &opts)
             .map_err(|e| read_fail(e, root, 0))?;
         let bytes = n
             .checked_mul(ELEM)
@@ -271,9 +285,10 @@ pub unsafe extern "C" fn iommu_flb_validate(
         unsafe { image.write(ptr::null()) };
         // SAFETY: `mem` is NULL or points to a `struct iommu_flb_mem`.
         let mem = unsafe { read_arg(mem, c"mem") }?;
-        let m = CMem::new(mem).ok_or(Fail::Invalid(c"mem->page"))?;
+        let m = CMem::new(mem)?;
         let opts = Options {
             mode: self::mode(mode)?,
+            page_size: m.page_size,
             ..Options::default()
         };
         let state = out(scratch.cast::<ImageState>(), c"scratch")?;
@@ -355,7 +370,7 @@ pub(super) unsafe fn with_image<R>(
     if state.magic != IMAGE_MAGIC {
         return Err(errno::EINVAL);
     }
-    let mem = CMem::new(state.mem).ok_or(errno::EINVAL)?;
+    let mem = CMem::new(state.mem).map_err(|_| errno::EINVAL)?;
     // SAFETY: `iommu_flb_validate` initialized `elems` elements right after
     // the `HEADER` bytes of this scratch (so `add` stays inside it), with
     // their alignment, and the contract keeps the scratch allocated and

@@ -14,7 +14,8 @@ use core::ptr;
 use super::error::{Fail, IOMMU_FLB_NONE, IommuFlbError, IommuFlbErrorKind, field_names};
 use super::*;
 use crate::PhysAddr;
-use crate::abi::PAGE_SIZE;
+/// The pool's page size.
+const PAGE_SIZE: usize = 4096;
 use crate::abi::v1::{IommuDeviceSer, IommuDomainSer, IommuHwVendorSer};
 use crate::error::{Chain, ErrorKind, Limit, RefFault};
 use crate::writer::{BadPage, DomainField, ObjectKind, PagePurpose, WriteError};
@@ -55,6 +56,7 @@ impl Pool {
             page: Some(pool_page),
             free_page: Some(pool_free),
             ctx: self.ctx(),
+            page_size: PAGE_SIZE,
         }
     }
 
@@ -62,6 +64,7 @@ impl Pool {
         IommuFlbMem {
             page: Some(pool_read),
             ctx: self.ctx(),
+            page_size: PAGE_SIZE,
         }
     }
 
@@ -475,6 +478,39 @@ fn scratch_too_small_is_enospc_counted_in_bytes() {
 }
 
 #[test]
+fn page_sizes_other_than_4_16_and_64_kib_are_einval_naming_the_field() {
+    let mut pool = Pool::new();
+    let b = build(&mut pool);
+    let mut err = new_error();
+    let mut size = 0usize;
+    for bad in [0usize, 1, 2048, 8192, 32768, 1 << 17, usize::MAX] {
+        let mem = IommuFlbMem {
+            page_size: bad,
+            ..pool.mem()
+        };
+        // SAFETY: valid pointers to live locals.
+        let r = unsafe { iommu_flb_scratch_size(&mem, b.root, &mut size, &mut err) };
+        assert_eq!((r, err.kind), (-22, 64), "{bad}");
+        assert_eq!(field(&err), Some("mem->page_size"));
+        let alloc = IommuFlbPageAlloc {
+            page_size: bad,
+            ..pool.alloc()
+        };
+        let mut w = IommuFlbWriter {
+            opaque: [0; IOMMU_FLB_WRITER_WORDS],
+        };
+        let mut root = 0;
+        // SAFETY: as above.
+        let r = unsafe { iommu_flb_writer_start(&mut w, &alloc, &mut root) };
+        assert_eq!(r, -22, "{bad}");
+    }
+    // The pool's own 4 KiB is accepted by both.
+    // SAFETY: as above.
+    let r = unsafe { iommu_flb_scratch_size(&pool.mem(), b.root, &mut size, &mut err) };
+    assert_eq!(r, 0);
+}
+
+#[test]
 fn null_and_misaligned_pointers_are_einval() {
     let mut pool = Pool::new();
     let b = build(&mut pool);
@@ -487,6 +523,7 @@ fn null_and_misaligned_pointers_are_einval() {
     let no_page = IommuFlbMem {
         page: None,
         ctx: ptr::null_mut(),
+        page_size: PAGE_SIZE,
     };
     // SAFETY: each pointer is NULL, misaligned, or
     // valid; the library must not dereference the bad ones.

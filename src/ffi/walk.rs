@@ -348,6 +348,8 @@ pub struct IommuFlbImageInfo {
     pub root_phys: u64,
     /// @version: The format version (IOMMU_LUO_FLB_VERSION).
     pub version: u64,
+    /// @page_size: The page size the image was validated with, in bytes.
+    pub page_size: u64,
     /// @pages: Pages iommu_flb_restore() visits: the root's and every chain
     /// page.
     pub pages: u64,
@@ -387,6 +389,7 @@ pub unsafe extern "C" fn iommu_flb_image_info(
                 IommuFlbImageInfo {
                     root_phys: image.root_phys().get(),
                     version: image.version(),
+                    page_size: image.page_size().bytes_u64(),
                     pages: count(image.page_count()),
                     iommu_pages: count(image.chain_pages(Chain::Iommu)),
                     domain_pages: count(image.chain_pages(Chain::Domain)),

@@ -10,7 +10,7 @@ use super::error::{Fail, IommuFlbChain, IommuFlbError, errno, report};
 use super::reader::read_arg;
 use super::usable;
 use crate::PhysAddr;
-use crate::abi::PAGE_SIZE;
+use crate::abi::PageSize;
 use crate::abi::v1::{
     IOMMU_ARRAY_HDR_SIZE, IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer, IommuHwVendorSer,
     IommuIntelSer, IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer,
@@ -34,7 +34,7 @@ use crate::writer::{
 #[derive(Clone, Copy, Debug)]
 pub struct IommuFlbPageAlloc {
     /// @alloc_page: Returns the physical address of a zeroed, preserved
-    /// 4096-byte page, or 0 when none is available.
+    /// page of @page_size bytes, or 0 when none is available.
     pub alloc_page: Option<unsafe extern "C" fn(ctx: *mut c_void) -> u64>,
     /// @page: Returns the writable mapping of a page @alloc_page handed out
     /// and @free_page did not take back, or NULL for any other address. The
@@ -44,6 +44,10 @@ pub struct IommuFlbPageAlloc {
     pub free_page: Option<unsafe extern "C" fn(ctx: *mut c_void, phys: u64)>,
     /// @ctx: Passed to the callbacks unchanged; may be NULL.
     pub ctx: *mut c_void,
+    /// @page_size: The size of the pages @alloc_page hands out, in bytes:
+    /// the kernel's PAGE_SIZE (4096, 16384 or 65536). Each array page's
+    /// capacity follows from it.
+    pub page_size: usize,
 }
 
 /// The caller's allocator, every callback checked non-NULL.
@@ -53,6 +57,7 @@ struct CAlloc {
     page: unsafe extern "C" fn(ctx: *mut c_void, phys: u64) -> *mut u8,
     free_page: unsafe extern "C" fn(ctx: *mut c_void, phys: u64),
     ctx: *mut c_void,
+    page_size: PageSize,
 }
 
 impl CAlloc {
@@ -62,11 +67,19 @@ impl CAlloc {
             page: a.page.ok_or(Fail::Invalid(c"alloc->page"))?,
             free_page: a.free_page.ok_or(Fail::Invalid(c"alloc->free_page"))?,
             ctx: a.ctx,
+            page_size: u64::try_from(a.page_size)
+                .ok()
+                .and_then(PageSize::from_bytes)
+                .ok_or(Fail::Invalid(c"alloc->page_size"))?,
         })
     }
 }
 
 impl PageAlloc for CAlloc {
+    fn page_size(&self) -> PageSize {
+        self.page_size
+    }
+
     fn alloc_page(&mut self) -> Option<PhysAddr> {
         // SAFETY: a non-NULL callback of `struct iommu_flb_page_alloc`,
         // called with its `ctx` as the contract says.
@@ -74,19 +87,19 @@ impl PageAlloc for CAlloc {
         (phys != 0).then_some(PhysAddr::new(phys))
     }
 
-    fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8; PAGE_SIZE]> {
+    fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]> {
         // SAFETY: as in `alloc_page`.
         let p = unsafe { (self.page)(self.ctx, phys.get()) };
         if p.is_null() {
             return None;
         }
         // SAFETY: by the `struct iommu_flb_page_alloc` contract, a non-NULL
-        // return is the writable mapping of PAGE_SIZE bytes that nothing
+        // return is the writable mapping of `page_size` bytes that nothing
         // else accesses during a writer call; this borrow is tied to
         // `&mut self`, so it ends before the next `page_mut` and within the
-        // call. `[u8; PAGE_SIZE]` has alignment 1 and every byte pattern is
-        // valid.
-        Some(unsafe { &mut *p.cast::<[u8; PAGE_SIZE]>() })
+        // call. `u8` has alignment 1 and every byte pattern is valid; the
+        // length is at most 64 KiB, far below `isize::MAX`.
+        Some(unsafe { core::slice::from_raw_parts_mut(p, self.page_size.bytes()) })
     }
 
     fn free_page(&mut self, phys: PhysAddr) {
@@ -419,13 +432,14 @@ fn kind_code(kind: ObjectKind) -> u32 {
 unsafe fn handle(
     h: *const IommuFlbHandle,
     kind: ObjectKind,
+    page_size: PageSize,
     name: &'static CStr,
 ) -> Result<(PhysAddr, WriterId), Fail> {
     // SAFETY: forwarded from this function's contract.
     let h = unsafe { read_arg(h, name) }?;
     let phys = PhysAddr::new(h.phys);
     let size = u64::try_from(kind.record_size()).map_err(|_| Fail::Invalid(name))?;
-    let slot_start = u64::try_from(phys.page_offset())
+    let slot_start = u64::try_from(phys.page_offset(page_size))
         .ok()
         .and_then(|o| o.checked_sub(IOMMU_ARRAY_HDR_SIZE))
         .and_then(|o| o.checked_rem(size));
@@ -577,9 +591,11 @@ pub unsafe extern "C" fn iommu_flb_preserve_device(
 ) -> c_int {
     let op = |wr: &mut Writer<CAlloc, CIndex>| {
         // SAFETY: forwarded from this function's contract (kernel-doc above).
-        let (dom_phys, dom_id) = unsafe { handle(domain, ObjectKind::Domain, c"domain") }?;
+        let (dom_phys, dom_id) =
+            unsafe { handle(domain, ObjectKind::Domain, wr.page_size(), c"domain") }?;
         // SAFETY: as above.
-        let (hw_phys, hw_id) = unsafe { handle(iommu, ObjectKind::Iommu, c"iommu") }?;
+        let (hw_phys, hw_id) =
+            unsafe { handle(iommu, ObjectKind::Iommu, wr.page_size(), c"iommu") }?;
         // SAFETY: as above.
         let bytes = unsafe { bytes_of(init, c"init") }?;
         let d = IommuDeviceSer::ref_from_bytes(bytes).map_err(|_| Fail::Invalid(c"init"))?;
@@ -646,7 +662,7 @@ pub unsafe extern "C" fn iommu_flb_unpreserve_device(
 ) -> c_int {
     let op = |wr: &mut Writer<CAlloc, CIndex>| {
         // SAFETY: forwarded from this function's contract (kernel-doc above).
-        let (phys, id) = unsafe { handle(dev, ObjectKind::Device, c"dev") }?;
+        let (phys, id) = unsafe { handle(dev, ObjectKind::Device, wr.page_size(), c"dev") }?;
         wr.unpreserve_device(DeviceHandle::new(phys, id))
             .map_err(Fail::Write)
     };
@@ -670,7 +686,7 @@ pub unsafe extern "C" fn iommu_flb_unpreserve_domain(
 ) -> c_int {
     let op = |wr: &mut Writer<CAlloc, CIndex>| {
         // SAFETY: forwarded from this function's contract (kernel-doc above).
-        let (phys, id) = unsafe { handle(domain, ObjectKind::Domain, c"domain") }?;
+        let (phys, id) = unsafe { handle(domain, ObjectKind::Domain, wr.page_size(), c"domain") }?;
         wr.unpreserve_domain(DomainHandle::new(phys, id))
             .map_err(Fail::Write)
     };
@@ -694,7 +710,7 @@ pub unsafe extern "C" fn iommu_flb_unpreserve_iommu(
 ) -> c_int {
     let op = |wr: &mut Writer<CAlloc, CIndex>| {
         // SAFETY: forwarded from this function's contract (kernel-doc above).
-        let (phys, id) = unsafe { handle(iommu, ObjectKind::Iommu, c"iommu") }?;
+        let (phys, id) = unsafe { handle(iommu, ObjectKind::Iommu, wr.page_size(), c"iommu") }?;
         wr.unpreserve_iommu(IommuHandle::new(phys, id))
             .map_err(Fail::Write)
     };

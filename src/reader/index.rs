@@ -18,10 +18,11 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::abi::PAGE_SIZE;
+use crate::abi::PageSize;
 use crate::abi::v1::{IOMMU_ARRAY_HDR_SIZE, IOMMU_SER_FLAG_DELETED, IommuHdrSer};
 use crate::chain::capacity;
 use crate::error::{Chain, RefFault};
+use crate::mem::read_page;
 use crate::{Memory, PhysAddr};
 
 /// One element of the scratch space [`validate`](super::validate) sorts its
@@ -80,7 +81,7 @@ pub(crate) const fn slot_of(chain: Chain) -> usize {
 
 /// The record `slot` of an array page, as its `N` bytes.
 #[inline]
-pub(crate) fn record_bytes<const N: usize>(page: &[u8; PAGE_SIZE], slot: u64) -> Option<&[u8; N]> {
+pub(crate) fn record_bytes<const N: usize>(page: &[u8], slot: u64) -> Option<&[u8; N]> {
     let off = usize::try_from(slot)
         .ok()?
         .checked_mul(N)?
@@ -90,7 +91,7 @@ pub(crate) fn record_bytes<const N: usize>(page: &[u8; PAGE_SIZE], slot: u64) ->
 
 /// The first `nr` records of an array page, `None` if they do not fit.
 #[inline]
-pub(crate) fn page_records<const N: usize>(page: &[u8; PAGE_SIZE], nr: u64) -> Option<&[[u8; N]]> {
+pub(crate) fn page_records<const N: usize>(page: &[u8], nr: u64) -> Option<&[[u8; N]]> {
     let start = usize::try_from(IOMMU_ARRAY_HDR_SIZE).ok()?;
     let nr = usize::try_from(nr).ok()?;
     <[[u8; N]]>::ref_from_prefix_with_elems(page.get(start..)?, nr)
@@ -114,9 +115,10 @@ pub(crate) fn record_offset<const N: usize>(slot: u64) -> Option<u64> {
 }
 
 /// The validated page tables: chain pages in walk order, and every page
-/// (root's included) sorted by address.
+/// (root's included) sorted by address, all of size `page_size`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Pages<'s> {
+    pub page_size: PageSize,
     pub walk: [&'s [ScratchElem]; 3],
     pub sorted: &'s [ScratchElem],
 }
@@ -143,7 +145,7 @@ impl<'s> Pages<'s> {
         chain: Chain,
         index: u64,
     ) -> Option<Found<'m, N>> {
-        let cap = capacity(chain);
+        let cap = capacity(chain, self.page_size);
         let page = index.checked_div(cap)?;
         let slot = index.checked_rem(cap)?;
         let e = self.chain(chain).get(usize::try_from(page).ok()?)?;
@@ -151,7 +153,7 @@ impl<'s> Pages<'s> {
             return None;
         }
         let phys = PhysAddr::new(e.hi);
-        let bytes = record_bytes::<N>(mem.page(phys)?, slot)?;
+        let bytes = record_bytes::<N>(read_page(mem, phys, self.page_size)?, slot)?;
         Some(Found {
             index,
             phys: phys.checked_add(record_offset::<N>(slot)?)?,
@@ -177,7 +179,7 @@ impl<'s> Pages<'s> {
         live: bool,
         cursor: &mut Cursor<'m>,
     ) -> Result<Found<'m, N>, RefFault> {
-        let base = phys.page_base().get();
+        let base = phys.page_base(self.page_size).get();
         // Page bases have their low 12 bits clear: the chain's tag fits.
         let key = base | chain_tag(chain);
         if cursor.key != key {
@@ -196,12 +198,12 @@ impl<'s> Pages<'s> {
                 .map_or(0, |w| w.lo);
             *cursor = Cursor {
                 key,
-                first: page.checked_mul(capacity(chain)),
+                first: page.checked_mul(capacity(chain, self.page_size)),
                 nr,
-                bytes: mem.page(PhysAddr::new(base)),
+                bytes: read_page(mem, PhysAddr::new(base), self.page_size),
             };
         }
-        let off = phys.page_offset();
+        let off = phys.page_offset(self.page_size);
         let rel = u64::try_from(off)
             .ok()
             .and_then(|o| o.checked_sub(IOMMU_ARRAY_HDR_SIZE))
@@ -241,7 +243,7 @@ pub(crate) struct Cursor<'m> {
     key: u64,
     first: Option<u64>,
     nr: u64,
-    bytes: Option<&'m [u8; PAGE_SIZE]>,
+    bytes: Option<&'m [u8]>,
 }
 
 impl Default for Cursor<'_> {

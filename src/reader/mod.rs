@@ -29,6 +29,7 @@ pub(crate) use view::Frozen;
 #[cfg(feature = "alloc")]
 pub use view::OwnedImage;
 
+use crate::abi::PageSize;
 use crate::error::Error;
 use crate::{Memory, PhysAddr};
 
@@ -78,6 +79,10 @@ pub struct Options {
     pub mode: Mode,
     /// Work bounds.
     pub limits: Limits,
+    /// The page size of the kernel that wrote the image (default 4 KiB):
+    /// the size of the root's page and of every array page, and so each
+    /// page's capacity. Every page is read from the [`Memory`] at this size.
+    pub page_size: PageSize,
 }
 
 /// How many [`ScratchElem`]s [`validate`] needs for the image at `root`:

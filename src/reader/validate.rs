@@ -9,6 +9,7 @@ use super::index::{
 };
 use super::view::{Image, Shape};
 use super::{Mode, Options};
+use crate::abi::PageSize;
 use crate::abi::v1::{
     IOMMU_LUO_FLB_VERSION, IOMMU_SER_FLAG_DELETED, IOMMU_SER_FLAG_INCOMING, IOMMU_SER_FLAGS_KNOWN,
     IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer, IommuFlbSer, IommuHwSer, IommuIntelSer,
@@ -16,6 +17,7 @@ use crate::abi::v1::{
 };
 use crate::chain::{ARRAYS, ChainWalk, capacity, head_field};
 use crate::error::{Chain, Error, ErrorKind, Location};
+use crate::mem::read_page;
 use crate::{Memory, PhysAddr};
 
 /// Record sizes, as const generic arguments.
@@ -40,12 +42,12 @@ pub(crate) struct Survey<'m> {
 fn check_root<M: Memory + ?Sized>(
     mem: &M,
     root: PhysAddr,
+    page_size: PageSize,
 ) -> Result<(&IommuFlbSer, [PhysAddr; 3]), Error> {
     let at = |field| Location::root(root, field);
-    let page = mem
-        .page(root.page_base())
+    let page = read_page(mem, root.page_base(page_size), page_size)
         .ok_or(Error::new(ErrorKind::RootUnreadable, at(None)))?;
-    let offset = root.page_offset();
+    let offset = root.page_offset(page_size);
     let (ser, _) = page
         .get(offset..)
         .and_then(|b| IommuFlbSer::ref_from_prefix(b).ok())
@@ -68,7 +70,7 @@ fn check_root<M: Memory + ?Sized>(
         if head.is_null() {
             return Err(Error::new(ErrorKind::NullPointer, loc));
         }
-        if !head.is_page_aligned() {
+        if !head.is_page_aligned(page_size) {
             return Err(Error::new(ErrorKind::Unaligned { value: head }, loc));
         }
     }
@@ -80,7 +82,8 @@ pub(crate) fn survey<'m, M: Memory + ?Sized>(
     root: PhysAddr,
     opts: &Options,
 ) -> Result<Survey<'m>, Error> {
-    let (ser, heads) = check_root(mem, root)?;
+    let page_size = opts.page_size;
+    let (ser, heads) = check_root(mem, root, page_size)?;
     let max_pages = opts.limits.max_pages_per_chain.min(MAX_PAGES);
     let max_objects = opts.limits.max_objects.min(MAX_OBJECTS);
     let mut pages = [0u64; 3];
@@ -91,7 +94,16 @@ pub(crate) fn survey<'m, M: Memory + ?Sized>(
         .zip(heads)
         .zip(pages.iter_mut().zip(objects.iter_mut()))
     {
-        let mut walk = ChainWalk::new(mem, root, chain, head, max_pages, max_objects, total);
+        let mut walk = ChainWalk::new(
+            mem,
+            page_size,
+            root,
+            chain,
+            head,
+            max_pages,
+            max_objects,
+            total,
+        );
         while walk.next_page()?.is_some() {
             *p = p.saturating_add(1);
         }
@@ -158,7 +170,16 @@ pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
     let mut total = 0u64;
     let mut walks = [walk_iommu, walk_domain, walk_device];
     for ((chain, head), region) in ARRAYS.into_iter().zip(s.heads).zip(walks.iter_mut()) {
-        let mut walk = ChainWalk::new(mem, root, chain, head, s.max_pages, s.max_objects, total);
+        let mut walk = ChainWalk::new(
+            mem,
+            opts.page_size,
+            root,
+            chain,
+            head,
+            s.max_pages,
+            s.max_objects,
+            total,
+        );
         let mut slots = region.iter_mut();
         while let Some(page) = walk.next_page()? {
             *slots.next().ok_or(small)? = ScratchElem::new(page.phys.get(), page.nr_objects);
@@ -170,8 +191,14 @@ pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
     }
     let [walk_iommu, walk_domain, walk_device] = walks;
 
-    find_reused_pages(root, [&*walk_iommu, &*walk_domain, &*walk_device], sorted)?;
+    find_reused_pages(
+        root,
+        opts.page_size,
+        [&*walk_iommu, &*walk_domain, &*walk_device],
+        sorted,
+    )?;
     let pages = Pages {
+        page_size: opts.page_size,
         walk: [&*walk_iommu, &*walk_domain, &*walk_device],
         sorted: &*sorted,
     };
@@ -193,6 +220,7 @@ pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
     }
 
     let shape = Shape {
+        page_size: opts.page_size,
         root_phys: root,
         root: s.root,
         pages: s.pages,
@@ -214,12 +242,13 @@ pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
 /// used twice, reported at the later use in walk order.
 fn find_reused_pages(
     root: PhysAddr,
+    page_size: PageSize,
     walks: [&[ScratchElem]; 3],
     sorted: &mut [ScratchElem],
 ) -> Result<(), Error> {
     let mut out = sorted.iter_mut();
     if let Some(e) = out.next() {
-        *e = ScratchElem::new(root.page_base().get(), 0);
+        *e = ScratchElem::new(root.page_base(page_size).get(), 0);
     }
     for (chain, walk) in ARRAYS.into_iter().zip(walks) {
         for (i, (w, e)) in walk.iter().zip(out.by_ref()).enumerate() {
@@ -278,15 +307,14 @@ fn for_each_record<'m, M: Memory + ?Sized, const N: usize>(
     for (p, e) in (0u64..).zip(pages.chain(chain)) {
         let phys = PhysAddr::new(e.hi);
         let loc = Location::page(chain, p, phys);
-        let bytes = mem
-            .page(phys)
+        let bytes = read_page(mem, phys, pages.page_size)
             .ok_or_else(|| Error::new(ErrorKind::Unreadable { target: phys }, loc))?;
         // The walk refused a count over the capacity, so the records fit.
         let recs = page_records::<N>(bytes, e.lo).ok_or_else(|| {
             Error::new(
                 ErrorKind::CountOverCapacity {
                     nr_objects: e.lo,
-                    capacity: capacity(chain),
+                    capacity: capacity(chain, pages.page_size),
                 },
                 loc.field("nr_objects"),
             )
@@ -394,7 +422,9 @@ fn check_domains<M: Memory + ?Sized>(
         if top.is_null() {
             return err(ErrorKind::NullPointer, "top_table_phys");
         }
-        if !top.is_page_aligned() {
+        // IOMMU page tables are 4 KiB-aligned whatever the CPU's page size
+        // (VT-d tables are always 4 KiB; an SMMU's smallest granule is 4 KiB).
+        if !top.is_page_aligned(PageSize::Size4K) {
             return err(ErrorKind::Unaligned { value: top }, "top_table_phys");
         }
         let vasz = d.vasz.get();
@@ -527,7 +557,7 @@ fn find_duplicates(keys: &[ScratchElem], chain: Chain, pages: &Pages<'_>) -> Res
     }) else {
         return Ok(());
     };
-    let cap = capacity(chain);
+    let cap = capacity(chain, pages.page_size);
     let split = |e: ScratchElem| {
         let i = e.lo & LOW_MASK;
         (

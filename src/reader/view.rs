@@ -4,17 +4,20 @@ use core::fmt;
 
 use super::index::{Cursor, Found, Pages, ScratchElem, Split, TAG_SHIFT};
 use super::validate::{DEV, DOM, HW, dev_intel, hw_intel, iommu_type};
+use crate::abi::PageSize;
 use crate::abi::v1::{
     IOMMU_ARRAY_HDR_SIZE, IOMMU_SER_FLAG_DELETED, IommuDeviceIntelSer, IommuDeviceSer,
     IommuDomainSer, IommuFlbSer, IommuHwSer, IommuIntelSer, IommuMasterSmmuv3Ser, IommuSmmuv3HwSer,
     IommuTypeSer,
 };
 use crate::error::Chain;
+use crate::mem::read_page;
 use crate::{Memory, PhysAddr};
 
 /// What validation proved about the image, besides the scratch contents.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Shape<'m> {
+    pub page_size: PageSize,
     pub root_phys: PhysAddr,
     pub root: &'m IommuFlbSer,
     pub pages: [u64; 3],
@@ -73,7 +76,11 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         Image {
             mem,
             shape,
-            pages: Pages { walk, sorted },
+            pages: Pages {
+                page_size: shape.page_size,
+                walk,
+                sorted,
+            },
             iommu_keys,
             device_keys,
         }
@@ -109,6 +116,11 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     /// The format version (always 1 for a validated image).
     pub fn version(&self) -> u64 {
         self.shape.root.version.get()
+    }
+
+    /// The page size the image was validated with.
+    pub fn page_size(&self) -> PageSize {
+        self.shape.page_size
     }
 
     /// The physical address of the root `iommu_flb_ser`.
@@ -152,6 +164,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     fn records<const N: usize>(&self, chain: Chain) -> Records<'m, 's, M, N> {
         Records {
             mem: self.mem,
+            page_size: self.shape.page_size,
             pages: self.pages.chain(chain).iter(),
             next: None,
             recs: [].iter(),
@@ -291,7 +304,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     /// Every page of the image exactly once, in restore order: the root's
     /// page, then the IOMMU, domain and device chains, each from its head.
     pub fn pages(&self) -> impl Iterator<Item = PhysAddr> + use<'m, 's, M> {
-        let root = self.shape.root_phys.page_base();
+        let root = self.shape.root_phys.page_base(self.shape.page_size);
         let [a, b, c] = self.pages.walk;
         core::iter::once(root).chain(a.iter().chain(b).chain(c).map(|e| PhysAddr::new(e.hi)))
     }
@@ -326,6 +339,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
 /// page.
 struct Records<'m, 's, M: ?Sized, const N: usize> {
     mem: &'m M,
+    page_size: PageSize,
     pages: core::slice::Iter<'s, ScratchElem>,
     /// The address of the next record of `recs`.
     next: Option<PhysAddr>,
@@ -347,7 +361,7 @@ impl<'m, M: Memory + ?Sized, const N: usize> Iterator for Records<'m, '_, M, N> 
             }
             let e = self.pages.next()?;
             let phys = PhysAddr::new(e.hi);
-            let Some(page) = self.mem.page(phys) else {
+            let Some(page) = read_page(self.mem, phys, self.page_size) else {
                 return self.stop();
             };
             self.recs = super::index::page_records::<N>(page, e.lo)
@@ -722,6 +736,7 @@ impl fmt::Debug for AnyDevice<'_> {
 #[cfg(feature = "ffi")]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Frozen {
+    page_size: PageSize,
     root_phys: PhysAddr,
     pages: [u64; 3],
     iommu_slots: u64,
@@ -738,6 +753,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     pub(crate) fn freeze(&self) -> Frozen {
         let s = self.shape;
         Frozen {
+            page_size: s.page_size,
             root_phys: s.root_phys,
             pages: s.pages,
             iommu_slots: s.iommu_slots,
@@ -750,10 +766,12 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     /// scratch; `None` if the root can no longer be read.
     pub(crate) fn thaw(mem: &'m M, f: Frozen, scratch: &'s [ScratchElem]) -> Option<Self> {
         use zerocopy::FromBytes;
-        let page = mem.page(f.root_phys.page_base())?;
+        let ps = f.page_size;
+        let page = read_page(mem, f.root_phys.page_base(ps), ps)?;
         let (root, _) =
-            IommuFlbSer::ref_from_prefix(page.get(f.root_phys.page_offset()..)?).ok()?;
+            IommuFlbSer::ref_from_prefix(page.get(f.root_phys.page_offset(ps)..)?).ok()?;
         let shape = Shape {
+            page_size: ps,
             root_phys: f.root_phys,
             root,
             pages: f.pages,
@@ -802,7 +820,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     /// Page `index` in [`pages`](Self::pages) order.
     pub(crate) fn page_by_index(&self, index: usize) -> Option<PhysAddr> {
         let Some(mut rest) = index.checked_sub(1) else {
-            return Some(self.shape.root_phys.page_base());
+            return Some(self.shape.root_phys.page_base(self.shape.page_size));
         };
         for walk in self.pages.walk {
             match walk.get(rest) {

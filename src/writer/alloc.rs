@@ -1,7 +1,7 @@
 //! Where the writer's pages come from: the [`PageAlloc`] trait.
 
 use crate::PhysAddr;
-use crate::abi::PAGE_SIZE;
+use crate::abi::PageSize;
 
 /// A source of zeroed pages that survive the handover, implemented by the
 /// caller. In the kernel: `kho_alloc_preserve` / `phys_to_virt` /
@@ -13,13 +13,19 @@ use crate::abi::PAGE_SIZE;
 /// with [`WriteError::BadPage`](super::WriteError::BadPage), so a buggy
 /// allocator cannot make it link a page twice.
 pub trait PageAlloc {
+    /// The size of every page this allocator hands out: the kernel's
+    /// `PAGE_SIZE`. The image is made of pages of this size, and each
+    /// array page's capacity follows from it.
+    fn page_size(&self) -> PageSize;
+
     /// Allocates one zeroed, preserved page and returns its physical
     /// address, or `None` when no page is available.
     fn alloc_page(&mut self) -> Option<PhysAddr>;
 
     /// Mutable access to a page this allocator handed out and has not had
-    /// back. `None` for any other address.
-    fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8; PAGE_SIZE]>;
+    /// back: exactly `page_size().bytes()` bytes (the writer treats another
+    /// length as unmapped). `None` for any other address.
+    fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]>;
 
     /// Takes back a page this allocator handed out; the writer never uses it
     /// again.
@@ -29,11 +35,15 @@ pub trait PageAlloc {
 /// Lets a writer borrow an allocator, so the caller keeps it (and every
 /// page) even if [`Writer::start`](super::Writer::start) fails.
 impl<A: PageAlloc + ?Sized> PageAlloc for &mut A {
+    fn page_size(&self) -> PageSize {
+        (**self).page_size()
+    }
+
     fn alloc_page(&mut self) -> Option<PhysAddr> {
         (**self).alloc_page()
     }
 
-    fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8; PAGE_SIZE]> {
+    fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]> {
         (**self).page_mut(phys)
     }
 

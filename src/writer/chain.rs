@@ -10,10 +10,10 @@ use super::error::{BadPage, ObjectKind, PagePurpose};
 use super::record::Rec;
 use super::{PageAlloc, WriteError};
 use crate::PhysAddr;
-use crate::abi::PAGE_SIZE;
+use crate::abi::PageSize;
 use crate::abi::v1::{
-    IOMMU_ARRAY_HDR_SIZE, IOMMU_DEVICE_ARRAY_CAPACITY, IOMMU_DOMAIN_ARRAY_CAPACITY,
-    IOMMU_HW_ARRAY_CAPACITY, IommuArrayHdrSer, IommuDeviceSer, IommuDomainSer, IommuHwSer,
+    IOMMU_ARRAY_HDR_SIZE, IommuArrayHdrSer, IommuDeviceSer, IommuDomainSer, IommuHwSer,
+    objects_per_page,
 };
 
 impl ObjectKind {
@@ -26,13 +26,9 @@ impl ObjectKind {
         }
     }
 
-    /// Records per array page.
-    pub(crate) const fn capacity(self) -> u64 {
-        match self {
-            ObjectKind::Iommu => IOMMU_HW_ARRAY_CAPACITY,
-            ObjectKind::Domain => IOMMU_DOMAIN_ARRAY_CAPACITY,
-            ObjectKind::Device => IOMMU_DEVICE_ARRAY_CAPACITY,
-        }
+    /// Records per array page of size `page`.
+    pub(crate) const fn capacity(self, page: PageSize) -> u64 {
+        objects_per_page(page, self.record_size())
     }
 }
 
@@ -57,27 +53,29 @@ pub(crate) fn take_page<A: PageAlloc>(
     if phys.is_null() {
         return Err(bad(BadPage::Null));
     }
-    if !phys.is_page_aligned() {
+    if !phys.is_page_aligned(alloc.page_size()) {
         return Err(bad(BadPage::Unaligned));
     }
     if in_use.contains(&phys) {
         return Err(bad(BadPage::InImage));
     }
-    let page = alloc.page_mut(phys).ok_or(bad(BadPage::Unmapped))?;
+    let page = mapped(alloc, phys).ok_or(bad(BadPage::Unmapped))?;
     if page.iter().any(|b| *b != 0) {
         return Err(bad(BadPage::NotZeroed));
     }
     Ok(phys)
 }
 
+/// The page at `phys`, only if the allocator maps exactly one page there:
+/// the one way the writer reaches a page.
+fn mapped<A: PageAlloc>(alloc: &mut A, phys: PhysAddr) -> Option<&mut [u8]> {
+    let size = alloc.page_size().bytes();
+    alloc.page_mut(phys).filter(|p| p.len() == size)
+}
+
 /// Reads a page the writer took, or says it is gone.
-pub(crate) fn page<A: PageAlloc>(
-    alloc: &mut A,
-    phys: PhysAddr,
-) -> Result<&mut [u8; PAGE_SIZE], WriteError> {
-    alloc
-        .page_mut(phys)
-        .ok_or(WriteError::PageUnavailable { phys })
+pub(crate) fn page<A: PageAlloc>(alloc: &mut A, phys: PhysAddr) -> Result<&mut [u8], WriteError> {
+    mapped(alloc, phys).ok_or(WriteError::PageUnavailable { phys })
 }
 
 /// The record of `kind` at `phys` (which the writer handed out as a handle
@@ -87,8 +85,9 @@ pub(crate) fn record<A: PageAlloc>(
     kind: ObjectKind,
     phys: PhysAddr,
 ) -> Result<Rec<'_>, WriteError> {
-    let p = page(alloc, phys.page_base())?;
-    let start = phys.page_offset();
+    let ps = alloc.page_size();
+    let p = page(alloc, phys.page_base(ps))?;
+    let start = phys.page_offset(ps);
     let bytes = start
         .checked_add(kind.record_size())
         .and_then(|end| p.get_mut(start..end))
@@ -99,7 +98,7 @@ pub(crate) fn record<A: PageAlloc>(
     Ok(Rec { phys, bytes })
 }
 
-fn array_hdr(phys: PhysAddr, p: &[u8; PAGE_SIZE]) -> Result<IommuArrayHdrSer, WriteError> {
+fn array_hdr(phys: PhysAddr, p: &[u8]) -> Result<IommuArrayHdrSer, WriteError> {
     IommuArrayHdrSer::read_from_prefix(p)
         .map(|(h, _)| h)
         .map_err(|_| WriteError::Inconsistent {
@@ -108,12 +107,12 @@ fn array_hdr(phys: PhysAddr, p: &[u8; PAGE_SIZE]) -> Result<IommuArrayHdrSer, Wr
         })
 }
 
-fn set_array_hdr(p: &mut [u8; PAGE_SIZE], next: PhysAddr, nr: u64) {
+fn set_array_hdr(p: &mut [u8], next: PhysAddr, nr: u64) {
     let h = IommuArrayHdrSer {
         next_array_phys: next.get().into(),
         nr_objects: nr.into(),
     };
-    // A 16-byte header always fits the 4096-byte page.
+    // A 16-byte header always fits a page (4 KiB at least).
     if let Some(dst) = p.get_mut(..size_of::<IommuArrayHdrSer>()) {
         dst.copy_from_slice(h.as_bytes());
     }
@@ -165,7 +164,7 @@ impl Chain {
         in_use: &[PhysAddr],
         write: impl FnOnce(&mut Rec<'_>) -> Result<(), WriteError>,
     ) -> Result<PhysAddr, WriteError> {
-        if self.tail_len >= self.kind.capacity() {
+        if self.tail_len >= self.kind.capacity(alloc.page_size()) {
             let new = take_page(alloc, PagePurpose::Chain(self.kind), in_use)?;
             let old = page(alloc, self.tail)?;
             set_array_hdr(old, new, self.tail_len);
@@ -206,7 +205,7 @@ impl Chain {
         for _ in 0..self.pages {
             let hdr = array_hdr(at, page(alloc, at)?)?;
             let nr = hdr.nr_objects.get();
-            if nr > self.kind.capacity() {
+            if nr > self.kind.capacity(alloc.page_size()) {
                 return Err(WriteError::Inconsistent {
                     phys: at,
                     what: "nr_objects above capacity",
@@ -244,7 +243,7 @@ impl Chain {
             if at.is_null() {
                 return;
             }
-            let next = match alloc.page_mut(at) {
+            let next = match mapped(alloc, at) {
                 Some(p) => array_hdr(at, p)
                     .map(|h| PhysAddr::new(h.next_array_phys.get()))
                     .unwrap_or(PhysAddr::NULL),

@@ -60,7 +60,8 @@ pub enum BadPage {
     Unaligned,
     /// The page is already part of this image (the root or a chain's tail).
     InImage,
-    /// `page_mut` refused the address the allocator had just returned.
+    /// `page_mut` refused the address the allocator had just returned, or
+    /// mapped it with a length other than the page size.
     Unmapped,
     /// The page is not all zeroes, so it may already be in use.
     NotZeroed,

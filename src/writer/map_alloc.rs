@@ -6,7 +6,7 @@ pub use map::{MapAlloc, PageOrder};
 
 use super::PageAlloc;
 use crate::PhysAddr;
-use crate::abi::PAGE_SIZE;
+use crate::abi::PageSize;
 
 /// Wraps an allocator and makes `alloc_page` fail whenever `should_fail`
 /// returns `true` for the step number (0 for the first call, counting every
@@ -88,6 +88,10 @@ pub(crate) const fn xorshift64(mut x: u64) -> u64 {
 }
 
 impl<A: PageAlloc, F: FnMut(u64) -> bool> PageAlloc for FailingAlloc<A, F> {
+    fn page_size(&self) -> PageSize {
+        self.inner.page_size()
+    }
+
     fn alloc_page(&mut self) -> Option<PhysAddr> {
         let step = self.steps;
         self.steps = self.steps.saturating_add(1);
@@ -98,7 +102,7 @@ impl<A: PageAlloc, F: FnMut(u64) -> bool> PageAlloc for FailingAlloc<A, F> {
         self.inner.alloc_page()
     }
 
-    fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8; PAGE_SIZE]> {
+    fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]> {
         self.inner.page_mut(phys)
     }
 
@@ -112,14 +116,14 @@ mod map {
     use alloc::vec::Vec;
 
     use super::xorshift64;
-    use crate::abi::PAGE_SIZE;
+    use crate::abi::PageSize;
     use crate::writer::PageAlloc;
     use crate::{Memory, PageMap, PhysAddr};
 
     /// How [`MapAlloc`] picks the address of the next page.
     #[derive(Clone, Debug)]
     pub enum PageOrder {
-        /// `base`, `base + 4096`, ... upwards.
+        /// `base`, `base + page size`, ... upwards.
         Sequential {
             /// The next address to hand out.
             next: PhysAddr,
@@ -139,7 +143,8 @@ mod map {
     /// A page allocator over a [`PageMap`], recording every page it hands
     /// out and takes back (in order), so tests can check that a writer gave
     /// back every page and in which order. It is also the [`Memory`] the
-    /// reader reads the image from.
+    /// reader reads the image from. Its pages are 4 KiB unless
+    /// [`with_page_size`](Self::with_page_size) says otherwise.
     #[derive(Clone, Debug)]
     pub struct MapAlloc {
         map: PageMap,
@@ -149,10 +154,11 @@ mod map {
     }
 
     impl MapAlloc {
-        /// Hands out `base`, `base + 4096`, ... (`base` is rounded down to a page).
+        /// Hands out `base`, `base + page size`, ... (`base` is rounded down
+        /// to a page).
         pub fn sequential(base: PhysAddr) -> Self {
             Self::with_order(PageOrder::Sequential {
-                next: base.page_base(),
+                next: base.page_base(PageSize::Size4K),
             })
         }
 
@@ -168,6 +174,18 @@ mod map {
         /// Hands out pseudo-random, scattered page addresses chosen by `seed`.
         pub fn scattered(seed: u64) -> Self {
             Self::with_order(PageOrder::Scattered { state: seed | 1 })
+        }
+
+        /// The same allocator handing out pages of `page_size` (a
+        /// sequential base is rounded down to it). Call it before the first
+        /// allocation: it starts an empty map.
+        #[must_use]
+        pub fn with_page_size(mut self, page_size: PageSize) -> Self {
+            self.map = PageMap::with_page_size(page_size);
+            if let PageOrder::Sequential { next } = &mut self.order {
+                *next = next.page_base(page_size);
+            }
+            self
         }
 
         fn with_order(order: PageOrder) -> Self {
@@ -200,16 +218,17 @@ mod map {
         }
 
         fn next_addr(&mut self) -> Option<PhysAddr> {
+            let ps = self.map.page_size();
             match &mut self.order {
                 PageOrder::Sequential { next } => {
                     let a = *next;
-                    *next = a.checked_add(4096)?;
+                    *next = a.checked_add(ps.bytes_u64())?;
                     Some(a)
                 }
                 PageOrder::List { remaining } => remaining.pop(),
                 PageOrder::Scattered { state } => loop {
                     *state = xorshift64(*state);
-                    let a = PhysAddr::new((*state >> 16) & !0xfff);
+                    let a = PhysAddr::new(*state >> 16).page_base(ps);
                     if !a.is_null() && !self.map.contains(a) {
                         return Some(a);
                     }
@@ -219,6 +238,10 @@ mod map {
     }
 
     impl PageAlloc for MapAlloc {
+        fn page_size(&self) -> PageSize {
+            self.map.page_size()
+        }
+
         fn alloc_page(&mut self) -> Option<PhysAddr> {
             let a = self.next_addr()?;
             // A list may hold bad addresses on purpose; they are handed out
@@ -228,7 +251,7 @@ mod map {
             Some(a)
         }
 
-        fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8; PAGE_SIZE]> {
+        fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]> {
             self.map.page_mut(phys)
         }
 
@@ -239,8 +262,8 @@ mod map {
     }
 
     impl Memory for MapAlloc {
-        fn page(&self, phys: PhysAddr) -> Option<&[u8; PAGE_SIZE]> {
-            self.map.page(phys)
+        fn page(&self, phys: PhysAddr, size: PageSize) -> Option<&[u8]> {
+            self.map.page(phys, size)
         }
     }
 }

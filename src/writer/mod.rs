@@ -98,6 +98,7 @@ pub use self::types::{
 use self::chain::{Chain, take_page};
 pub(crate) use self::types::WriterId;
 use crate::PhysAddr;
+use crate::abi::PageSize;
 use crate::abi::v1::{IOMMU_LUO_FLB_VERSION, IommuFlbSer};
 
 /// How many objects and pages an image holds, as the writer counts them.
@@ -219,6 +220,11 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
     /// The root's physical address: what LUO hands to the next kernel.
     pub fn root(&self) -> PhysAddr {
         self.root
+    }
+
+    /// The size of the image's pages (the allocator's page size).
+    pub fn page_size(&self) -> PageSize {
+        self.alloc.page_size()
     }
 
     /// What the image holds.

@@ -10,6 +10,7 @@ use super::{
     IommuHandle, IommuPayloadInit, ObjectKind, PageAlloc, WriteError, Writer,
 };
 use crate::PhysAddr;
+use crate::abi::PageSize;
 use crate::abi::v1::{IOMMU_SER_FLAG_DELETED, IommuHdrSer, IommuTypeSer};
 
 fn hdr(ref_count: u32, flags: u32) -> IommuHdrSer {
@@ -109,7 +110,10 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
     /// Preserves a domain (live at once, `ref_count` 1).
     pub fn preserve_domain(&mut self, d: DomainInit) -> Result<DomainHandle, WriteError> {
         let invalid = |field, value| Err(WriteError::InvalidDomain { field, value });
-        if d.top_table_phys.is_null() || !d.top_table_phys.is_page_aligned() {
+        // IOMMU page tables are 4 KiB-aligned whatever the CPU's page size,
+        // as the reader checks.
+        let aligned = d.top_table_phys.is_page_aligned(PageSize::Size4K);
+        if d.top_table_phys.is_null() || !aligned {
             return invalid(DomainField::TopTablePhys, d.top_table_phys.get());
         }
         if d.vasz > 64 {

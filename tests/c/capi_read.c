@@ -5,11 +5,12 @@
  * objects with the API's cursors and again with plain struct access, and
  * checks every lookup and resolution against the walk.
  *
- * Usage: capi_read DUMP BASE ROOT [MODE [SCRATCH_SHORT]]
+ * Usage: capi_read DUMP BASE ROOT [MODE [SCRATCH_SHORT [PAGE_SIZE]]]
  *   DUMP: the flat dump (byte i is physical address BASE + i).
  *   MODE: 0 handover (default), 1 restored.
  *   SCRATCH_SHORT: give iommu_flb_validate() this many bytes fewer than
  *   iommu_flb_scratch_size() asked for.
+ *   PAGE_SIZE: the image's page size (default 4096).
  *
  * On success, stdout has one line per live object and page, each prefixed
  * "api" (from the API's walks) or "raw" (from plain struct access):
@@ -36,7 +37,8 @@
 
 #include "iommu_flb_api.h"
 
-#define PAGE IOMMU_FLB_PAGE_SIZE
+/* The image's page size (the PAGE_SIZE argument). */
+static size_t page_size = 4096;
 
 static unsigned char *dump;
 static unsigned long long dump_base;
@@ -51,7 +53,7 @@ static const uint8_t *dump_page(void *ctx, uint64_t phys)
 	if (phys < dump_base)
 		return NULL;
 	off = phys - dump_base;
-	if (off > dump_len || dump_len - off < PAGE)
+	if (phys % page_size || off > dump_len || dump_len - off < page_size)
 		return NULL;
 	return dump + off;
 }
@@ -252,8 +254,9 @@ int main(int argc, char **argv)
 	long len;
 	int ret;
 
-	if (argc < 4 || argc > 6) {
-		fprintf(stderr, "usage: %s DUMP BASE ROOT [MODE [SCRATCH_SHORT]]\n", argv[0]);
+	if (argc < 4 || argc > 7) {
+		fprintf(stderr, "usage: %s DUMP BASE ROOT [MODE [SCRATCH_SHORT [PAGE_SIZE]]]\n",
+			argv[0]);
 		return 2;
 	}
 	dump_base = strtoull(argv[2], NULL, 0);
@@ -262,6 +265,9 @@ int main(int argc, char **argv)
 		mode = strtoull(argv[4], NULL, 0);
 	if (argc > 5)
 		short_by = strtoull(argv[5], NULL, 0);
+	if (argc > 6)
+		page_size = strtoull(argv[6], NULL, 0);
+	mem.page_size = page_size;
 	f = fopen(argv[1], "rb");
 	if (!f || fseek(f, 0, SEEK_END) || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
 		perror(argv[1]);

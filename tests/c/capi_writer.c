@@ -26,7 +26,7 @@
 
 #define MEM_BASE 0x60000000ULL
 #define NR_PAGES 64
-#define PAGE IOMMU_FLB_PAGE_SIZE
+#define PAGE 4096
 
 static unsigned char mem[NR_PAGES * PAGE] __attribute__((aligned(PAGE)));
 
@@ -119,6 +119,7 @@ int main(int argc, char **argv)
 	static struct pool pool, failing = { .fail = 1 };
 	struct iommu_flb_page_alloc alloc = {
 		.alloc_page = pool_alloc, .page = pool_page, .free_page = pool_free, .ctx = &pool,
+		.page_size = PAGE,
 	};
 	struct iommu_flb_page_alloc no_pages = alloc;
 	struct iommu_flb_writer w, w2;

@@ -13,6 +13,8 @@
 
 #define ENOMEM 12
 #define GFP_KERNEL 0u
+/* <asm/page.h> in the kernel; its value is the architecture's. */
+#define PAGE_SIZE 4096UL
 
 /* Kernel services (declarations only). */
 void *kvmalloc(size_t size, unsigned int flags);
@@ -64,7 +66,7 @@ static void flb_unwind(const struct iommu_flb_image *img, u64 n)
 /* The incoming kernel: validate, restore, adopt. */
 int iommu_flb_retrieve(u64 data)
 {
-	struct iommu_flb_mem mem = { .page = flb_page, .ctx = NULL };
+	struct iommu_flb_mem mem = { .page = flb_page, .ctx = NULL, .page_size = PAGE_SIZE };
 	struct iommu_flb_error err;
 	struct iommu_flb_restore_status status;
 	struct iommu_flb_image_info info;
@@ -161,6 +163,7 @@ int iommu_flb_preserve(u64 token, const struct iommu_device_ser *init, bool inde
 {
 	struct iommu_flb_page_alloc alloc = {
 		.alloc_page = flb_alloc, .page = flb_map, .free_page = flb_free, .ctx = NULL,
+		.page_size = PAGE_SIZE,
 	};
 	struct iommu_domain_ser d = { .top_table_phys = 0x100000, .top_level = 4, .vasz = 48 };
 	union iommu_hw_vendor_ser v = { .intel = { .phys_addr = token } };

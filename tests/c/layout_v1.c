@@ -107,14 +107,17 @@ CHECK(IOMMU_LUO_FLB_VERSION == 1);
 CHECK(IOMMU_SER_FLAG_DELETED == 1);
 CHECK(IOMMU_SER_FLAG_INCOMING == 2);
 CHECK(IOMMU_INVALID == 0 && IOMMU_INTEL == 1 && IOMMU_ARM_SMMUV3 == 2);
-CHECK(IOMMU_FLB_PAGE_SIZE == 4096);
 CHECK(IOMMU_ARRAY_HDR_SIZE == 16);
-CHECK(IOMMU_DOMAIN_ARRAY_CAPACITY == 102);
-CHECK(IOMMU_DEVICE_ARRAY_CAPACITY == 56);
-CHECK(IOMMU_HW_ARRAY_CAPACITY == 36);
-CHECK(IOMMU_DOMAIN_ARRAY_CAPACITY == (IOMMU_FLB_PAGE_SIZE - 16) / sizeof(struct iommu_domain_ser));
-CHECK(IOMMU_DEVICE_ARRAY_CAPACITY == (IOMMU_FLB_PAGE_SIZE - 16) / sizeof(struct iommu_device_ser));
-CHECK(IOMMU_HW_ARRAY_CAPACITY == (IOMMU_FLB_PAGE_SIZE - 16) / sizeof(struct iommu_hw_ser));
+/* Capacities by the kernel's (PAGE_SIZE - 16) / size, for each page size. */
+CHECK(IOMMU_DOMAIN_ARRAY_CAPACITY(4096) == 102);
+CHECK(IOMMU_DEVICE_ARRAY_CAPACITY(4096) == 56);
+CHECK(IOMMU_HW_ARRAY_CAPACITY(4096) == 36);
+CHECK(IOMMU_DOMAIN_ARRAY_CAPACITY(16384) == 409);
+CHECK(IOMMU_DEVICE_ARRAY_CAPACITY(16384) == 227);
+CHECK(IOMMU_HW_ARRAY_CAPACITY(16384) == 146);
+CHECK(IOMMU_DOMAIN_ARRAY_CAPACITY(65536) == 1638);
+CHECK(IOMMU_DEVICE_ARRAY_CAPACITY(65536) == 910);
+CHECK(IOMMU_HW_ARRAY_CAPACITY(65536) == 585);
 CHECK(sizeof(IOMMU_LUO_FLB_COMPATIBLE) == sizeof("iommu-liveupdate"));
 
 /*
@@ -123,7 +126,7 @@ CHECK(sizeof(IOMMU_LUO_FLB_COMPATIBLE) == sizeof("iommu-liveupdate"));
  */
 static int check_bytes(void)
 {
-	static unsigned char page[IOMMU_FLB_PAGE_SIZE];
+	static unsigned char page[4096];
 	struct iommu_device_array_ser *arr = (struct iommu_device_array_ser *)page;
 	struct iommu_device_ser *dev = &arr->objects[1];
 	unsigned char *p = page + 16 + 72;

@@ -24,7 +24,7 @@
 
 #define MEM_BASE 0x40000000ULL
 #define NR_PAGES 64
-#define PAGE IOMMU_FLB_PAGE_SIZE
+#define PAGE 4096
 
 static unsigned char mem[NR_PAGES * PAGE] __attribute__((aligned(PAGE)));
 static unsigned int next_page;
@@ -59,9 +59,9 @@ struct chain {
 };
 
 static struct iommu_flb_ser *root;
-static struct chain iommus = { 0, sizeof(struct iommu_hw_ser), IOMMU_HW_ARRAY_CAPACITY };
-static struct chain domains = { 0, sizeof(struct iommu_domain_ser), IOMMU_DOMAIN_ARRAY_CAPACITY };
-static struct chain devices = { 0, sizeof(struct iommu_device_ser), IOMMU_DEVICE_ARRAY_CAPACITY };
+static struct chain iommus = { 0, sizeof(struct iommu_hw_ser), IOMMU_HW_ARRAY_CAPACITY(PAGE) };
+static struct chain domains = { 0, sizeof(struct iommu_domain_ser), IOMMU_DOMAIN_ARRAY_CAPACITY(PAGE) };
+static struct chain devices = { 0, sizeof(struct iommu_device_ser), IOMMU_DEVICE_ARRAY_CAPACITY(PAGE) };
 
 /* On first preserve: the root and one page per chain. */
 static void flb_preserve(void)

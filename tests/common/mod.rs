@@ -9,6 +9,7 @@
 use core::mem::{offset_of, size_of};
 
 use iommu_flb_abi::Memory;
+use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::abi::v1::*;
 use iommu_flb_abi::error::{Chain, Error, Location};
 use iommu_flb_abi::reader::{self, DevicePayload, Image, IommuPayload, Options, ScratchElem};
@@ -84,6 +85,8 @@ pub struct Spec {
     /// Page addresses to hand out, in order (root's page first); default
     /// ascending from 0x10_0000.
     pub page_order: Option<Vec<u64>>,
+    /// The page size (default 4 KiB).
+    pub page_size: PageSize,
 }
 
 impl Spec {
@@ -118,7 +121,14 @@ impl Spec {
                 .collect(),
             root_offset: 0,
             page_order: None,
+            page_size: PageSize::Size4K,
         }
+    }
+
+    /// The same spec with pages of `page_size`.
+    pub fn with_page_size(mut self, page_size: PageSize) -> Spec {
+        self.page_size = page_size;
+        self
     }
 
     fn pages_for(n: usize, cap: u64) -> usize {
@@ -127,21 +137,25 @@ impl Spec {
 
     /// Builds the image.
     pub fn build(&self) -> Img {
+        let ps = self.page_size;
         let counts = [
-            Self::pages_for(self.iommus.len(), IOMMU_HW_ARRAY_CAPACITY),
-            Self::pages_for(self.domains.len(), IOMMU_DOMAIN_ARRAY_CAPACITY),
-            Self::pages_for(self.devices.len(), IOMMU_DEVICE_ARRAY_CAPACITY),
+            Self::pages_for(self.iommus.len(), capacity(Chain::Iommu, ps)),
+            Self::pages_for(self.domains.len(), capacity(Chain::Domain, ps)),
+            Self::pages_for(self.devices.len(), capacity(Chain::Device, ps)),
         ];
         let total = 1 + counts.iter().sum::<usize>();
         let order: Vec<u64> = match &self.page_order {
             Some(o) => o.clone(),
-            None => (0..total as u64).map(|i| 0x10_0000 + 0x1000 * i).collect(),
+            None => (0..total as u64)
+                .map(|i| 0x10_0000 + ps.bytes_u64() * i)
+                .collect(),
         };
         assert!(order.len() >= total, "page_order too short");
         let mut addrs = order.into_iter().map(PhysAddr::new);
         let root_page = addrs.next().unwrap();
         let mut img = Img {
-            mem: PageMap::new(),
+            page_size: ps,
+            mem: PageMap::with_page_size(ps),
             root: PhysAddr::new(root_page.get() + self.root_offset as u64),
             pages: [Vec::new(), Vec::new(), Vec::new()],
         };
@@ -169,7 +183,7 @@ impl Spec {
         );
         let lens = [self.iommus.len(), self.domains.len(), self.devices.len()];
         for (c, chain) in CHAINS.into_iter().enumerate() {
-            let cap = capacity(chain) as usize;
+            let cap = capacity(chain, ps) as usize;
             let pages = img.pages[c].clone();
             for (i, p) in pages.iter().enumerate() {
                 let nr = lens[c].saturating_sub(i * cap).min(cap);
@@ -254,12 +268,12 @@ impl Spec {
 
 pub const CHAINS: [Chain; 3] = [Chain::Iommu, Chain::Domain, Chain::Device];
 
-pub fn capacity(chain: Chain) -> u64 {
+/// Records per page of `chain` at page size `ps`, by the kernel's formula
+/// written out here again: (page size - 16) / record size.
+pub fn capacity(chain: Chain, ps: PageSize) -> u64 {
     match chain {
-        Chain::Iommu => IOMMU_HW_ARRAY_CAPACITY,
-        Chain::Domain => IOMMU_DOMAIN_ARRAY_CAPACITY,
-        Chain::Device => IOMMU_DEVICE_ARRAY_CAPACITY,
         Chain::Root => 0,
+        c => ((ps.bytes() - 16) / record_size(c)) as u64,
     }
 }
 
@@ -284,12 +298,18 @@ fn chain_slot(chain: Chain) -> usize {
 /// A built image: its pages, its root, and each chain's pages in order.
 #[derive(Clone, Debug)]
 pub struct Img {
+    pub page_size: PageSize,
     pub mem: PageMap,
     pub root: PhysAddr,
     pub pages: [Vec<PhysAddr>; 3],
 }
 
 impl Img {
+    /// Records per page of `chain` in this image.
+    pub fn cap(&self, chain: Chain) -> usize {
+        capacity(chain, self.page_size) as usize
+    }
+
     /// Pages of `chain`, in chain order.
     pub fn chain(&self, chain: Chain) -> &[PhysAddr] {
         &self.pages[chain_slot(chain)]
@@ -302,7 +322,7 @@ impl Img {
 
     /// Address of record `index` (counted over the whole chain).
     pub fn record(&self, chain: Chain, index: usize) -> PhysAddr {
-        let cap = capacity(chain) as usize;
+        let cap = self.cap(chain);
         let page = self.page(chain, index / cap);
         PhysAddr::new(page.get() + 16 + ((index % cap) * record_size(chain)) as u64)
     }
@@ -314,7 +334,7 @@ impl Img {
 
     /// Where record `index` of `chain` is, for expected errors.
     pub fn at(&self, chain: Chain, index: usize) -> Location {
-        let cap = capacity(chain) as usize;
+        let cap = self.cap(chain);
         Location::page(chain, (index / cap) as u64, self.page(chain, index / cap))
             .object((index % cap) as u64)
     }
@@ -324,9 +344,26 @@ impl Img {
         Location::page(chain, page as u64, self.page(chain, page))
     }
 
+    /// The image as a flat dump from its lowest page, padded with zeros to
+    /// a multiple of 64 KiB: `(base, bytes)`.
+    pub fn flat(&self) -> (PhysAddr, Vec<u8>) {
+        let ps = self.page_size.bytes();
+        let base = self.mem.iter().map(|(p, _)| p.get()).min().unwrap_or(0);
+        let end = self.mem.iter().map(|(p, _)| p.get()).max().unwrap_or(0) + ps as u64;
+        let mut dump = vec![0u8; ((end - base) as usize).next_multiple_of(1 << 16)];
+        for (phys, page) in self.mem.iter() {
+            let at = (phys.get() - base) as usize;
+            dump[at..at + ps].copy_from_slice(page);
+        }
+        (PhysAddr::new(base), dump)
+    }
+
     pub fn bytes_mut(&mut self, at: PhysAddr, len: usize) -> &mut [u8] {
-        let off = at.page_offset();
-        let page = self.mem.page_mut(at.page_base()).expect("page present");
+        let off = at.page_offset(self.page_size);
+        let page = self
+            .mem
+            .page_mut(at.page_base(self.page_size))
+            .expect("page present");
         &mut page[off..off + len]
     }
 
@@ -360,9 +397,17 @@ impl Img {
         Ok(())
     }
 
+    /// The default options at this image's page size.
+    pub fn opts(&self) -> Options {
+        Options {
+            page_size: self.page_size,
+            ..Options::default()
+        }
+    }
+
     /// [`Img::check_with`] in handover mode with default limits.
     pub fn check(&self) -> Result<(), Error> {
-        self.check_with(&Options::default())
+        self.check_with(&self.opts())
     }
 }
 
@@ -376,7 +421,7 @@ fn ty(raw: u64) -> IommuTypeSer {
 /// chain order with their fields, every device's domain and IOMMU, every
 /// lookup, and the page order.
 pub fn accept(spec: &Spec, img: &Img) {
-    accept_with(spec, img, &Options::default());
+    accept_with(spec, img, &img.opts());
 }
 
 pub fn accept_with(spec: &Spec, img: &Img, opts: &Options) {
@@ -389,6 +434,7 @@ pub fn accept_with(spec: &Spec, img: &Img, opts: &Options) {
 pub fn check_view<M: Memory>(spec: &Spec, img: &Img, image: &Image<'_, '_, M>) {
     assert_eq!(image.version(), 1);
     assert_eq!(image.root_phys(), img.root);
+    assert_eq!(image.page_size(), img.page_size);
 
     let live_iommus: Vec<usize> = (0..spec.iommus.len())
         .filter(|&i| !spec.iommus[i].deleted)
@@ -456,7 +502,7 @@ pub fn check_view<M: Memory>(spec: &Spec, img: &Img, image: &Image<'_, '_, M>) {
     }
     assert_eq!(image.all_devices().count(), spec.devices.len());
 
-    let mut want = vec![img.root.page_base()];
+    let mut want = vec![img.root.page_base(img.page_size)];
     for c in CHAINS {
         want.extend_from_slice(img.chain(c));
     }

@@ -6,7 +6,9 @@
 
 use std::collections::HashSet;
 
+use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::abi::v1::*;
+use iommu_flb_abi::writer::PageAlloc;
 use iommu_flb_abi::{Memory, PhysAddr};
 use zerocopy::FromBytes;
 
@@ -81,20 +83,22 @@ impl Dump {
 
 fn walk_chain(
     mem: &impl Memory,
+    ps: PageSize,
     head: u64,
     size: usize,
-    cap: u64,
     seen: &mut HashSet<PhysAddr>,
 ) -> ChainDump {
+    let cap = ((ps.bytes() - 16) / size) as u64;
     let mut out = ChainDump::default();
     let mut at = PhysAddr::new(head);
     assert!(!at.is_null(), "chain head is 0");
     while !at.is_null() {
-        assert!(at.is_page_aligned(), "page {at} not aligned");
+        assert!(at.is_page_aligned(ps), "page {at} not aligned");
         assert!(seen.insert(at), "page {at} used twice");
         let page = mem
-            .page(at)
+            .page(at, ps)
             .unwrap_or_else(|| panic!("page {at} unreadable"));
+        assert_eq!(page.len(), ps.bytes());
         let (hdr, rest) = IommuArrayHdrSer::read_from_prefix(page).unwrap();
         let nr = hdr.nr_objects.get();
         let next = hdr.next_array_phys.get();
@@ -114,9 +118,11 @@ fn walk_chain(
     out
 }
 
-/// Walks the image at `root`, asserting the writer's structural promises.
-pub fn walk(mem: &impl Memory, root: PhysAddr) -> Dump {
-    let page = mem.page(root).expect("root readable");
+/// Walks the image at `root`, asserting the writer's structural promises,
+/// in pages of the allocator's page size.
+pub fn walk(mem: &(impl Memory + PageAlloc), root: PhysAddr) -> Dump {
+    let ps = mem.page_size();
+    let page = mem.page(root, ps).expect("root readable");
     let flb = IommuFlbSer::read_from_prefix(page).unwrap().0;
     assert_eq!(flb.version.get(), IOMMU_LUO_FLB_VERSION);
     assert!(
@@ -126,23 +132,23 @@ pub fn walk(mem: &impl Memory, root: PhysAddr) -> Dump {
     let mut seen = HashSet::from([root]);
     let iommus = walk_chain(
         mem,
+        ps,
         flb.iommu_array_phys.get(),
         size_of::<IommuHwSer>(),
-        IOMMU_HW_ARRAY_CAPACITY,
         &mut seen,
     );
     let domains = walk_chain(
         mem,
+        ps,
         flb.iommu_domain_array_phys.get(),
         size_of::<IommuDomainSer>(),
-        IOMMU_DOMAIN_ARRAY_CAPACITY,
         &mut seen,
     );
     let devices = walk_chain(
         mem,
+        ps,
         flb.device_array_phys.get(),
         size_of::<IommuDeviceSer>(),
-        IOMMU_DEVICE_ARRAY_CAPACITY,
         &mut seen,
     );
     Dump {

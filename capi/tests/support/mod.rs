@@ -67,13 +67,13 @@ pub fn build(dir: &Path, name: &str) -> PathBuf {
 pub fn flat_dump(map: &PageMap, base: u64, path: &Path) -> PathBuf {
     let end = map
         .iter()
-        .map(|(p, _)| p.get() - base + 4096)
+        .map(|(p, page)| p.get() - base + page.len() as u64)
         .max()
         .unwrap_or(0);
     let mut bytes = vec![0u8; usize::try_from(end).expect("dump fits memory")];
     for (phys, page) in map.iter() {
         let off = usize::try_from(phys.get() - base).expect("page above base");
-        bytes[off..off + 4096].copy_from_slice(page);
+        bytes[off..off + page.len()].copy_from_slice(page);
     }
     std::fs::write(path, &bytes).expect("write dump");
     path.to_path_buf()

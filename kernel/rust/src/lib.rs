@@ -22,8 +22,13 @@ pub use iommu_flb_abi::ffi;
 unsafe extern "C" {
     /// The kernel side's panic hook: logs the location and message, then
     /// `BUG()`. Never returns.
-    fn iommu_flb_panic(file: *const u8, file_len: usize, line: u32, msg: *const u8, msg_len: usize)
-    -> !;
+    fn iommu_flb_panic(
+        file: *const u8,
+        file_len: usize,
+        line: u32,
+        msg: *const u8,
+        msg_len: usize,
+    ) -> !;
 }
 
 /// Hands a panic to the kernel, with its location and, when it is a plain

@@ -21,14 +21,12 @@ pub use iommu_flb_abi::ffi;
 
 unsafe extern "C" {
     /// The kernel side's panic hook: logs the location and message, then
-    /// `BUG()`. Never returns.
-    fn iommu_flb_panic(
-        file: *const u8,
-        file_len: usize,
-        line: u32,
-        msg: *const u8,
-        msg_len: usize,
-    ) -> !;
+    /// `BUG()`; `__noreturn` in C. Declared here as returning so that the
+    /// trap after the call stays: objtool must see the panic handler end
+    /// (it cannot know the hook does not return), and a hook that did
+    /// return would stop at the trap instead of running into the next
+    /// function.
+    fn iommu_flb_panic(file: *const u8, file_len: usize, line: u32, msg: *const u8, msg_len: usize);
 }
 
 /// Hands a panic to the kernel, with its location and, when it is a plain
@@ -42,6 +40,19 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     // declared above; it reads `file_len` bytes at `file` and `msg_len` at
     // `msg`, both of which are `&str`s of exactly those lengths that live
     // for the whole program (panic locations and literal messages are
-    // static), and it does not return.
-    unsafe { iommu_flb_panic(file.as_ptr(), file.len(), line, msg.as_ptr(), msg.len()) }
+    // static).
+    unsafe { iommu_flb_panic(file.as_ptr(), file.len(), line, msg.as_ptr(), msg.len()) };
+    trap()
+}
+
+/// The architecture's trap instruction, as the kernel's `BUG()` uses it.
+fn trap() -> ! {
+    // SAFETY: the instruction only raises an exception; it reads and
+    // writes no memory and never falls through.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!("ud2", options(noreturn, nomem, nostack));
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!("brk #0x800", options(noreturn, nomem, nostack));
+    }
 }

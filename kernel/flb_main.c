@@ -99,7 +99,9 @@ static const char *const flb_export_names[FLB_NR_EXPORTS] = {
 };
 static unsigned long flb_stack_max[FLB_NR_EXPORTS];
 static unsigned long flb_stack_calls[FLB_NR_EXPORTS];
+static const char *flb_stack_what[FLB_NR_EXPORTS];
 static unsigned long flb_stack_skipped;
+const char *flb_probe_what = "";
 
 bool flb_probe_room(void)
 {
@@ -121,7 +123,10 @@ void flb_probe_end(enum flb_export e, unsigned long sp, unsigned long flags)
 		if (*p != FLB_PAINT)
 			break;
 	local_irq_restore(flags);
-	flb_stack_max[e] = max(flb_stack_max[e], sp - (unsigned long)p);
+	if (sp - (unsigned long)p > flb_stack_max[e]) {
+		flb_stack_max[e] = sp - (unsigned long)p;
+		flb_stack_what[e] = flb_probe_what;
+	}
 	flb_stack_calls[e]++;
 }
 
@@ -139,8 +144,9 @@ void flb_report_stack(void)
 		if (!flb_stack_calls[e])
 			continue;
 		flb_check(flb_stack_max[e] < 2048,
-			  "stack %s: %lu bytes deepest over %lu calls (limit 2048)",
-			  flb_export_names[e], flb_stack_max[e], flb_stack_calls[e]);
+			  "stack %s: %lu bytes deepest over %lu calls (limit 2048), in: %s",
+			  flb_export_names[e], flb_stack_max[e], flb_stack_calls[e],
+			  flb_stack_what[e]);
 	}
 	flb_check(!flb_stack_skipped, "stack probe: %lu calls without room to measure",
 		  flb_stack_skipped);

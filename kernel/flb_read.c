@@ -299,15 +299,6 @@ static struct iommu_flb_ser *flb_root_of(u64 root)
 	return flb_at(root);
 }
 
-static u64 flb_last_page(u64 head)
-{
-	u64 next;
-
-	while ((next = ((struct iommu_array_hdr_ser *)flb_at(head))->next_array_phys))
-		head = next;
-	return head;
-}
-
 static void flb_expect(const char *what, u64 root, u32 mode, int want, u32 kind)
 {
 	struct flb_view view = { .base = flb_copy };
@@ -317,7 +308,9 @@ static void flb_expect(const char *what, u64 root, u32 mode, int want, u32 kind)
 	void *scratch;
 	int ret;
 
+	flb_probe_what = what;
 	ret = flb_validate(&mem, root, mode, &scratch, &img, &err, NULL);
+	flb_probe_what = "";
 	kvfree(scratch);
 	if (!want)
 		flb_check(!ret && img, "%s: accepted (%d)", what, ret);
@@ -344,7 +337,7 @@ static void flb_check_corruptions(const struct iommu_flb_image *img, u64 root)
 	struct iommu_flb_device_ref vref;
 	struct iommu_flb_iommu_ref iref;
 	struct iommu_flb_cursor cur = IOMMU_FLB_CURSOR_INIT;
-	u64 dev_head, dev_last, dead_domain_phys = 0;
+	u64 dev_head, dead_domain_phys = 0;
 	u32 i;
 
 	flb_copy = vmalloc(FLB_REGION_SIZE);
@@ -357,7 +350,6 @@ static void flb_check_corruptions(const struct iommu_flb_image *img, u64 root)
 
 	r = flb_root_of(root);
 	dev_head = r->device_array_phys;
-	dev_last = flb_last_page(dev_head);
 	dev0 = flb_at(dev_head);
 	/* Two live devices of the same segment, two live IOMMUs of one type. */
 	FLB_CALL(iommu_flb_next_device, iommu_flb_next_device(img, &cur, &vref));
@@ -397,9 +389,10 @@ static void flb_check_corruptions(const struct iommu_flb_image *img, u64 root)
 		    IOMMU_FLB_ERR_COUNT_OVER_CAPACITY);
 	FLB_CORRUPT("a partial page before the chain's tail", dev0->nr_objects, 10, -EBADMSG,
 		    IOMMU_FLB_ERR_PARTIAL_PAGE);
-	FLB_CORRUPT("the device chain's tail linked to its head",
-		    ((struct iommu_array_hdr_ser *)flb_at(dev_last))->next_array_phys, dev_head,
-		    -ELOOP, IOMMU_FLB_ERR_CYCLE);
+	/* Between full pages: a partial page linked anywhere is refused as partial first. */
+	FLB_CORRUPT("the device chain's second page linked back to its head",
+		    ((struct iommu_array_hdr_ser *)flb_at(dev0->next_array_phys))->next_array_phys,
+		    dev_head, -ELOOP, IOMMU_FLB_ERR_CYCLE);
 	FLB_CORRUPT("the domain chain's head is the IOMMU chain's",
 		    r->iommu_domain_array_phys, r->iommu_array_phys, -EADDRINUSE,
 		    IOMMU_FLB_ERR_PAGE_REUSED);
@@ -487,6 +480,7 @@ int flb_read_image(const struct flb_manifest *m, u64 root)
 	int i, ret;
 
 	flb_m = m;
+	flb_probe_what = "the handed-over image";
 	ret = flb_validate(&mem, root, IOMMU_FLB_MODE_HANDOVER, &scratch, &img, &err, &ns);
 	flb_check(!ret && img, "validate: the handed-over image is accepted (%d)%s%s", ret,
 		  ret ? ": " : "", ret ? err.message : "");
@@ -509,6 +503,7 @@ int flb_read_image(const struct flb_manifest *m, u64 root)
 	flb_check(!ret, "validate time: %llu ns best, %llu ns worst of %d runs (ktime_get_ns, interrupts off)",
 		  best, worst, FLB_TIMED_RUNS);
 
+	flb_probe_what = "";
 	ret = FLB_CALL(iommu_flb_image_info, iommu_flb_image_info(img, &info));
 	flb_check(!ret && info.root_phys == root && info.version == IOMMU_LUO_FLB_VERSION &&
 		  info.pages == m->nr_pages && info.live_iommus == m->live_iommus &&

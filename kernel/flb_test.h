@@ -105,6 +105,8 @@ enum flb_export {
 #define FLB_PROBE_BYTES 6144
 #define FLB_PAINT 0x5a5aa5a5c3c33c3cULL
 bool flb_probe_room(void);
+/* What the calls are doing now, named in the report of the deepest one. */
+extern const char *flb_probe_what;
 void flb_probe_end(enum flb_export e, unsigned long sp, unsigned long flags);
 void flb_report_stack(void);
 

@@ -183,7 +183,9 @@ static void flb_expect_refusal(const char *what, int ret, int want, u32 kind)
 {
 	struct iommu_flb_error err;
 
+	flb_probe_what = what;
 	FLB_CALL(iommu_flb_writer_last_error, iommu_flb_writer_last_error(&flb_w, &err));
+	flb_probe_what = "";
 	flb_check(ret == want && err.error == want && err.kind == kind,
 		  "writer refuses %s: %d (want %d), kind %u (want %u): %s", what, ret, want,
 		  err.kind, kind, err.message);

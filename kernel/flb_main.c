@@ -184,7 +184,7 @@ static int __init flb_init(void)
 	} else {
 		flb_check(manifest >= region && manifest - region <=
 			  FLB_REGION_SIZE - FLB_MANIFEST_SIZE &&
-			  !(manifest & (IOMMU_FLB_PAGE_SIZE - 1)),
+			  !(manifest & (PAGE_SIZE - 1)),
 			  "manifest=0x%llx and root=0x%llx from the command line, manifest inside the region",
 			  manifest, root);
 		if (manifest < region || manifest - region > FLB_REGION_SIZE - FLB_MANIFEST_SIZE)

@@ -17,7 +17,7 @@
 
 #include "flb_test.h"
 
-#define PAGE IOMMU_FLB_PAGE_SIZE
+#define PAGE PAGE_SIZE
 
 /*
  * What the reader's page callback sees: the handed-over region itself, or
@@ -302,7 +302,7 @@ static struct iommu_flb_ser *flb_root_of(u64 root)
 static void flb_expect(const char *what, u64 root, u32 mode, int want, u32 kind)
 {
 	struct flb_view view = { .base = flb_copy };
-	struct iommu_flb_mem mem = { .page = flb_reader_page, .ctx = &view };
+	struct iommu_flb_mem mem = { .page = flb_reader_page, .ctx = &view, .page_size = PAGE_SIZE };
 	const struct iommu_flb_image *img;
 	struct iommu_flb_error err;
 	void *scratch;
@@ -385,7 +385,7 @@ static void flb_check_corruptions(const struct iommu_flb_image *img, u64 root)
 	FLB_CORRUPT("next_array_phys outside the region", dev0->next_array_phys,
 		    flb_region_phys + FLB_REGION_SIZE, -EFAULT, IOMMU_FLB_ERR_UNREADABLE);
 	FLB_CORRUPT("nr_objects above the page's capacity", dev0->nr_objects,
-		    IOMMU_DEVICE_ARRAY_CAPACITY + 1, -EOVERFLOW,
+		    IOMMU_DEVICE_ARRAY_CAPACITY(PAGE_SIZE) + 1, -EOVERFLOW,
 		    IOMMU_FLB_ERR_COUNT_OVER_CAPACITY);
 	FLB_CORRUPT("a partial page before the chain's tail", dev0->nr_objects, 10, -EBADMSG,
 		    IOMMU_FLB_ERR_PARTIAL_PAGE);
@@ -471,7 +471,7 @@ static void flb_check_arguments(const struct iommu_flb_mem *mem, u64 root)
 int flb_read_image(const struct flb_manifest *m, u64 root)
 {
 	struct flb_view view = { .base = flb_region };
-	struct iommu_flb_mem mem = { .page = flb_reader_page, .ctx = &view };
+	struct iommu_flb_mem mem = { .page = flb_reader_page, .ctx = &view, .page_size = PAGE_SIZE };
 	const struct iommu_flb_image *img;
 	struct iommu_flb_image_info info;
 	struct iommu_flb_error err;

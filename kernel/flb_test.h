@@ -18,10 +18,10 @@
 
 /* The region memmap= reserves on both command lines. */
 #define FLB_REGION_PAGES 4096
-#define FLB_REGION_SIZE ((u64)FLB_REGION_PAGES * IOMMU_FLB_PAGE_SIZE)
+#define FLB_REGION_SIZE ((u64)FLB_REGION_PAGES * PAGE_SIZE)
 /* Its first pages hold the manifest; the image's pages come from the rest. */
 #define FLB_MANIFEST_PAGES 128
-#define FLB_MANIFEST_SIZE ((u64)FLB_MANIFEST_PAGES * IOMMU_FLB_PAGE_SIZE)
+#define FLB_MANIFEST_SIZE ((u64)FLB_MANIFEST_PAGES * PAGE_SIZE)
 
 /* What kernel 1 preserves (before unpreserving some of it). */
 #define FLB_INTEL_IOMMUS 4

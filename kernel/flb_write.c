@@ -14,7 +14,7 @@
 
 #include "flb_test.h"
 
-#define PAGE IOMMU_FLB_PAGE_SIZE
+#define PAGE PAGE_SIZE
 #define FLB_POOL (FLB_REGION_PAGES - FLB_MANIFEST_PAGES)
 
 /*
@@ -249,7 +249,7 @@ static void flb_abort_writer(void)
 {
 	struct iommu_flb_page_alloc alloc = {
 		.alloc_page = flb_alloc_page, .page = flb_writer_page,
-		.free_page = flb_free_page, .ctx = &flb_abort_alloc,
+		.free_page = flb_free_page, .ctx = &flb_abort_alloc, .page_size = PAGE_SIZE,
 	};
 	struct iommu_domain_ser d;
 	struct iommu_flb_handle h;
@@ -279,7 +279,7 @@ int flb_write_image(struct flb_manifest *m)
 {
 	struct iommu_flb_page_alloc alloc = {
 		.alloc_page = flb_alloc_page, .page = flb_writer_page,
-		.free_page = flb_free_page, .ctx = &flb_image_alloc,
+		.free_page = flb_free_page, .ctx = &flb_image_alloc, .page_size = PAGE_SIZE,
 	};
 	struct iommu_flb_counts counts;
 	struct iommu_domain_ser dinit;

@@ -14,7 +14,6 @@ use iommu_flb_abi::writer::{
     DeviceHandle, DomainHandle, IndexSlot, IommuHandle, MapAlloc, SliceIndex, WriteError, Writer,
 };
 use iommu_flb_abi::{Memory, PageMap, PhysAddr};
-use object::{ReadCache, ReadRef};
 
 use crate::PAGE;
 use crate::elfcore::write_core;
@@ -22,6 +21,7 @@ use crate::load::{Format, LoadOptions, load};
 use crate::plan::{Plan, Spec, Step, Vendor, plan};
 use crate::render::{self, Records};
 use crate::rng::Rng;
+use crate::source::Source;
 
 /// Why a command failed, and so its exit code.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,13 +101,12 @@ pub enum Report {
     },
 }
 
-/// The whole read path on a file's contents (a byte slice, or an
-/// [`object::ReadCache`] over the open file): load the container, find the
-/// root, validate, print. `name` is the file's name for messages;
-/// `opts.file` is not read.
-pub fn report<'a, R: ReadRef<'a>>(
+/// The whole read path on a file's contents (a byte slice, or the open
+/// file): load the container, find the root, validate, print. `name` is
+/// the file's name for messages; `opts.file` is not read.
+pub fn report<S: Source>(
     name: &str,
-    data: R,
+    data: S,
     opts: &ReadOptions,
     what: Report,
 ) -> Result<String, Failure> {
@@ -147,8 +146,9 @@ pub fn report<'a, R: ReadRef<'a>>(
     })
 }
 
-/// Reads `opts.file` through a [`ReadCache`]: only the ELF headers and the
-/// pages the reader asks for are read, so a dump of many gigabytes is
+/// Reads `opts.file` on demand: only the ELF headers (and notes, without
+/// `--root`) and the pages the reader asks for are read, and only those
+/// pages are kept, so a dump of many gigabytes, or a hostile one, is
 /// inspected in the memory its image needs.
 fn report_file(opts: &ReadOptions, what: Report) -> Result<String, Failure> {
     let name = opts.file.display().to_string();
@@ -159,8 +159,7 @@ fn report_file(opts: &ReadOptions, what: Report) -> Result<String, Failure> {
             "cannot read {name}: it is a directory"
         )));
     }
-    let cache = ReadCache::new(file);
-    report(&name, &cache, opts, what)
+    report(&name, &file, opts, what)
 }
 
 /// A refusal: where the image is wrong (chain, page, object, field) and

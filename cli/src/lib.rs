@@ -6,7 +6,10 @@
 //!
 //! - [`load`]: turns the bytes of a dump file (an ELF64 core or a flat
 //!   physical dump) into a [`iommu_flb_abi::Memory`], refusing malformed
-//!   containers with a [`load::LoadError`], never a panic;
+//!   containers with a [`load::LoadError`], never a panic, and keeping in
+//!   memory only the pages the reader asks for;
+//! - [`source`]: where those bytes come from (a slice or an open file, read
+//!   at an offset, nothing cached);
 //! - [`cmd`]: the commands; [`cmd::report`] is the whole read path of
 //!   `validate` and `inspect` on a file's contents;
 //! - [`render`]: the `inspect` listing (text and JSON) and the `validate`
@@ -35,6 +38,7 @@ pub mod num;
 pub mod plan;
 pub mod render;
 pub mod rng;
+pub mod source;
 
 /// [`PAGE_SIZE`](iommu_flb_abi::abi::PAGE_SIZE) as a `u64`, for the address
 /// arithmetic of loading, `gen` and the core writer.

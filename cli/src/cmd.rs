@@ -185,7 +185,7 @@ pub fn inspect(opts: &ReadOptions, all: bool, json: bool) -> Result<String, Fail
 fn listing<M: Memory + ?Sized>(image: &Image<'_, '_, M>, all: bool, json: bool) -> String {
     let records = Records::collect(image, all);
     if json {
-        let mut s = render::json(&records).to_string();
+        let mut s = render::json(&records);
         s.push('\n');
         s
     } else {

@@ -371,26 +371,55 @@ fn payload_json(m: &mut Map<String, Value>, payload: Option<Payload>) {
     }
 }
 
-/// The `inspect --json` object: `version`, `root_phys`, `iommus`,
-/// `domains`, `devices`; every record with `phys` and its fields under the
-/// kernel's names, numbers as JSON integers. The vendor payload is an object
-/// under the kernel's union member name (`intel` or `smmuv3`), absent for a
-/// deleted record whose IOMMU type is unknown.
-pub fn json(r: &Records<'_>) -> Value {
-    let iommus: Vec<Value> = r.iommus.iter().map(|(_, u)| iommu_json(u)).collect();
-    let domains: Vec<Value> = r
-        .domains
-        .iter()
-        .map(|(_, d)| domain_json(d.phys(), d.record()))
-        .collect();
-    let devices: Vec<Value> = r.devices.iter().map(|(_, d)| device_json(d)).collect();
-    json!({
-        "version": r.version,
-        "root_phys": r.root_phys.get(),
-        "iommus": iommus,
-        "domains": domains,
-        "devices": devices,
-    })
+/// The `inspect --json` object, as compact JSON text: `version`,
+/// `root_phys`, `iommus`, `domains`, `devices`; every record with `phys`
+/// and its fields under the kernel's names, numbers as JSON integers. The
+/// vendor payload is an object under the kernel's union member name
+/// (`intel` or `smmuv3`), absent for a deleted record whose IOMMU type is
+/// unknown.
+///
+/// Written one record at a time, so the listing costs its text and one
+/// record's `Value`, not a `Value` tree of the whole image (which took
+/// some 5 KiB per record).
+pub fn json(r: &Records<'_>) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail; the results are ignored.
+    let _ = write!(
+        out,
+        "{{\"version\":{},\"root_phys\":{}",
+        r.version,
+        r.root_phys.get()
+    );
+    json_list(
+        &mut out,
+        "iommus",
+        r.iommus.iter().map(|(_, u)| iommu_json(u)),
+    );
+    let domains = r.domains.iter();
+    json_list(
+        &mut out,
+        "domains",
+        domains.map(|(_, d)| domain_json(d.phys(), d.record())),
+    );
+    json_list(
+        &mut out,
+        "devices",
+        r.devices.iter().map(|(_, d)| device_json(d)),
+    );
+    out.push('}');
+    out
+}
+
+/// `,"key":[v,v,...]` with each value's compact JSON text.
+fn json_list(out: &mut String, key: &str, values: impl Iterator<Item = Value>) {
+    let _ = write!(out, ",\"{key}\":[");
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{v}");
+    }
+    out.push(']');
 }
 
 fn object(v: Value) -> Map<String, Value> {

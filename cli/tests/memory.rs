@@ -22,8 +22,10 @@ use std::process::Command;
 
 use iommu_flb_abi::reader::{self, Mode, Options};
 use iommu_flb_abi::{Memory, PhysAddr};
-use iommu_flb_cli::cmd::{self, ReadOptions};
+use iommu_flb_cli::cmd::{self, ReadOptions, build_image, flat_dump};
+use iommu_flb_cli::elfcore::write_core;
 use iommu_flb_cli::load::{Format, LoadOptions, load};
+use iommu_flb_cli::plan::{Spec, Vendor};
 use iommu_flb_cli::render::Records;
 use object::elf;
 
@@ -459,6 +461,50 @@ fn tiny_segments() -> Case {
     }
 }
 
+const SPEC: Spec = Spec {
+    iommus: 4,
+    domains: 20,
+    devices: 600,
+    deleted: 30,
+    vendor: Vendor::Mixed,
+    seed: 3,
+};
+
+/// A valid image written by `gen`'s code whose last segment claims 64 GiB
+/// of zero tail beyond its pages.
+fn valid_core_claiming_64_gib() -> Case {
+    let (root, pages) = build_image(&SPEC).unwrap();
+    let mut bytes = write_core(pages.iter(), root).unwrap();
+    let phnum = u64::from(u16::from_le_bytes([bytes[56], bytes[57]]));
+    let last = 64 + (phnum - 1) * 56;
+    put_u64(&mut bytes, last + 40, 64 << 30); // p_memsz
+    Case {
+        name: "valid-core-claiming-64g",
+        what: "a valid gen image, last PT_LOAD with 64 GiB p_memsz",
+        bytes,
+        format: Format::Auto,
+        root: None,
+        cmd: Cmd::InspectAllJson,
+        code: 0,
+        program_headers: phnum,
+    }
+}
+
+/// The same image as a flat dump.
+fn valid_flat_dump() -> Case {
+    let (root, pages) = build_image(&SPEC).unwrap();
+    Case {
+        name: "valid-flat-dump",
+        what: "a valid gen image, flat",
+        bytes: flat_dump(&pages).unwrap(),
+        format: Format::Phys,
+        root: Some(root.get()),
+        cmd: Cmd::InspectAllJson,
+        code: 0,
+        program_headers: 0,
+    }
+}
+
 fn cases() -> Vec<Case> {
     vec![
         overlapping_notes(Cmd::Validate, "overlapping-notes-validate"),
@@ -466,5 +512,7 @@ fn cases() -> Vec<Case> {
         huge_zero_tails(),
         shared_file_bytes(),
         tiny_segments(),
+        valid_core_claiming_64_gib(),
+        valid_flat_dump(),
     ]
 }

@@ -138,10 +138,7 @@ pub fn report<S: Source>(
     let owned = reader::validate_alloc(&dump, root, &vopts).map_err(|e| refused(name, &e))?;
     let image = owned.image();
     Ok(match what {
-        Report::Summary => format!(
-            "{name}: {}\n",
-            render::summary(&Records::collect(&image, false))
-        ),
+        Report::Summary => format!("{name}: {}\n", render::summary(&Records::count(&image))),
         Report::Listing { all, json } => listing(&image, all, json),
     })
 }
@@ -366,7 +363,7 @@ pub fn demo() -> Result<String, Failure> {
         "demo: an image built in memory by the writer: {}\n",
         describe(&DEMO)
     );
-    out.push_str(&render::summary(&Records::collect(&image, false)));
+    out.push_str(&render::summary(&Records::count(&image)));
     out.push_str("\n\n");
     out.push_str(&listing(&image, false, false));
     out.push_str(

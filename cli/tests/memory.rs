@@ -490,6 +490,32 @@ fn valid_core_claiming_64_gib() -> Case {
     }
 }
 
+/// `validate` on a valid image of 200,000 records keeps none of them: it
+/// needs the pages and the reader's scratch, nothing per record.
+fn large_valid_core() -> Case {
+    let spec = Spec {
+        iommus: 8,
+        domains: 100_000,
+        devices: 100_000,
+        deleted: 0,
+        vendor: Vendor::Mixed,
+        seed: 4,
+    };
+    let (root, pages) = build_image(&spec).unwrap();
+    let bytes = write_core(pages.iter(), root).unwrap();
+    let phnum = u64::from(u16::from_le_bytes([bytes[56], bytes[57]]));
+    Case {
+        name: "large-valid-core-validate",
+        what: "a valid gen image of 200,000 records",
+        bytes,
+        format: Format::Auto,
+        root: None,
+        cmd: Cmd::Validate,
+        code: 0,
+        program_headers: phnum,
+    }
+}
+
 /// The same image as a flat dump.
 fn valid_flat_dump() -> Case {
     let (root, pages) = build_image(&SPEC).unwrap();
@@ -514,5 +540,6 @@ fn cases() -> Vec<Case> {
         tiny_segments(),
         valid_core_claiming_64_gib(),
         valid_flat_dump(),
+        large_valid_core(),
     ]
 }

@@ -5,22 +5,20 @@ use core::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use iommu_flb_abi::abi::v1::{
-    IOMMU_DEVICE_ARRAY_CAPACITY_4K, IOMMU_DOMAIN_ARRAY_CAPACITY_4K, IOMMU_HW_ARRAY_CAPACITY_4K,
-};
+use iommu_flb_abi::abi::PageSize;
+use iommu_flb_abi::abi::v1::{IommuDeviceSer, IommuDomainSer, IommuHwSer, objects_per_page};
 use iommu_flb_abi::reader::{self, Image, Mode, Options};
 use iommu_flb_abi::writer::{
     DeviceHandle, DomainHandle, IndexSlot, IommuHandle, MapAlloc, SliceIndex, WriteError, Writer,
 };
 use iommu_flb_abi::{Memory, PageMap, PhysAddr};
-use object::{ReadCache, ReadRef};
 
 use crate::elfcore::write_core;
 use crate::load::{Format, LoadOptions, load};
 use crate::plan::{Plan, Spec, Step, Vendor, plan};
 use crate::render::{self, Records};
 use crate::rng::Rng;
-use crate::{PAGE, PAGE_SIZE};
+use crate::source::Source;
 
 /// Why a command failed, and so its exit code.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +62,8 @@ pub struct ReadOptions {
     pub base: Option<PhysAddr>,
     /// Which state the image must be in.
     pub mode: Mode,
+    /// The page size of the kernel that wrote the image.
+    pub page_size: PageSize,
 }
 
 /// `gen`'s output format.
@@ -84,6 +84,8 @@ pub struct GenOptions {
     pub format: GenFormat,
     /// Output file.
     pub output: PathBuf,
+    /// The page size of the image's pages.
+    pub page_size: PageSize,
 }
 
 /// What to print about a valid image.
@@ -100,13 +102,12 @@ pub enum Report {
     },
 }
 
-/// The whole read path on a file's contents (a byte slice, or an
-/// [`object::ReadCache`] over the open file): load the container, find the
-/// root, validate, print. `name` is the file's name for messages;
-/// `opts.file` is not read.
-pub fn report<'a, R: ReadRef<'a>>(
+/// The whole read path on a file's contents (a byte slice, or the open
+/// file): load the container, find the root, validate, print. `name` is
+/// the file's name for messages; `opts.file` is not read.
+pub fn report<S: Source>(
     name: &str,
-    data: R,
+    data: S,
     opts: &ReadOptions,
     what: Report,
 ) -> Result<String, Failure> {
@@ -133,21 +134,20 @@ pub fn report<'a, R: ReadRef<'a>>(
     };
     let vopts = Options {
         mode: opts.mode,
+        page_size: opts.page_size,
         ..Options::default()
     };
     let owned = reader::validate_alloc(&dump, root, &vopts).map_err(|e| refused(name, &e))?;
     let image = owned.image();
     Ok(match what {
-        Report::Summary => format!(
-            "{name}: {}\n",
-            render::summary(&Records::collect(&image, false))
-        ),
+        Report::Summary => format!("{name}: {}\n", render::summary(&Records::count(&image))),
         Report::Listing { all, json } => listing(&image, all, json),
     })
 }
 
-/// Reads `opts.file` through a [`ReadCache`]: only the ELF headers and the
-/// pages the reader asks for are read, so a dump of many gigabytes is
+/// Reads `opts.file` on demand: only the ELF headers (and notes, without
+/// `--root`) and the pages the reader asks for are read, and only those
+/// pages are kept, so a dump of many gigabytes, or a hostile one, is
 /// inspected in the memory its image needs.
 fn report_file(opts: &ReadOptions, what: Report) -> Result<String, Failure> {
     let name = opts.file.display().to_string();
@@ -158,8 +158,7 @@ fn report_file(opts: &ReadOptions, what: Report) -> Result<String, Failure> {
             "cannot read {name}: it is a directory"
         )));
     }
-    let cache = ReadCache::new(file);
-    report(&name, &cache, opts, what)
+    report(&name, &file, opts, what)
 }
 
 /// A refusal: where the image is wrong (chain, page, object, field) and
@@ -185,7 +184,7 @@ pub fn inspect(opts: &ReadOptions, all: bool, json: bool) -> Result<String, Fail
 fn listing<M: Memory + ?Sized>(image: &Image<'_, '_, M>, all: bool, json: bool) -> String {
     let records = Records::collect(image, all);
     if json {
-        let mut s = render::json(&records).to_string();
+        let mut s = render::json(&records);
         s.push('\n');
         s
     } else {
@@ -197,17 +196,17 @@ fn listing<M: Memory + ?Sized>(image: &Image<'_, '_, M>, all: bool, json: bool) 
 /// the image needs, in an order chosen by the seed, so pages are scattered
 /// (and the ELF file has several `PT_LOAD` runs) but the flat dump stays
 /// small.
-fn page_addresses(spec: &Spec) -> Vec<PhysAddr> {
-    let chain = |n: u64, cap: u64| n.div_ceil(cap).max(1);
+fn page_addresses(spec: &Spec, ps: PageSize) -> Vec<PhysAddr> {
+    let chain = |n: u64, size: usize| n.div_ceil(objects_per_page(ps, size).max(1)).max(1);
     let needed = 1u64
-        .saturating_add(chain(spec.iommus, IOMMU_HW_ARRAY_CAPACITY_4K))
-        .saturating_add(chain(spec.domains, IOMMU_DOMAIN_ARRAY_CAPACITY_4K))
+        .saturating_add(chain(spec.iommus, size_of::<IommuHwSer>()))
+        .saturating_add(chain(spec.domains, size_of::<IommuDomainSer>()))
         .saturating_add(chain(
             spec.devices.saturating_add(spec.deleted),
-            IOMMU_DEVICE_ARRAY_CAPACITY_4K,
+            size_of::<IommuDeviceSer>(),
         ));
     let mut addrs: Vec<PhysAddr> = (0..needed.saturating_mul(2))
-        .map(|i| PhysAddr::new(WINDOW.saturating_add(i.saturating_mul(PAGE))))
+        .map(|i| PhysAddr::new(WINDOW.saturating_add(i.saturating_mul(ps.bytes_u64()))))
         .collect();
     Rng::new(spec.seed ^ 0x05ca_77e1_20f9_a6e5).shuffle(&mut addrs);
     addrs
@@ -224,11 +223,12 @@ fn writer_failure(e: WriteError) -> Failure {
 /// the pages. Devices come in a shuffled order, so the writer gets a
 /// [`SliceIndex`] (two slots per device) to find duplicates in O(1) instead
 /// of scanning the device chain each time.
-fn build(plan: &Plan, addrs: Vec<PhysAddr>) -> Result<(PhysAddr, PageMap), Failure> {
+fn build(plan: &Plan, addrs: Vec<PhysAddr>, ps: PageSize) -> Result<(PhysAddr, PageMap), Failure> {
     let slots = plan.devices.len().saturating_mul(2).saturating_add(1);
     let mut slots = vec![IndexSlot::empty(); slots];
     let index = SliceIndex::new(&mut slots);
-    let mut w = Writer::with_index(MapAlloc::from_list(addrs), index).map_err(writer_failure)?;
+    let alloc = MapAlloc::from_list(addrs).with_page_size(ps);
+    let mut w = Writer::with_index(alloc, index).map_err(writer_failure)?;
     let mut iommus: Vec<Option<IommuHandle>> = vec![None; plan.iommus.len()];
     let mut domains: Vec<Option<DomainHandle>> = vec![None; plan.domains.len()];
     let mut devices: Vec<Option<DeviceHandle>> = vec![None; plan.devices.len()];
@@ -273,8 +273,13 @@ fn build(plan: &Plan, addrs: Vec<PhysAddr>) -> Result<(PhysAddr, PageMap), Failu
 /// Builds the image `spec` describes with the writer, as `gen` and `demo`
 /// do; returns the root and the pages.
 pub fn build_image(spec: &Spec) -> Result<(PhysAddr, PageMap), Failure> {
+    build_image_at(spec, PageSize::default())
+}
+
+/// [`build_image`] in pages of `ps`.
+pub fn build_image_at(spec: &Spec, ps: PageSize) -> Result<(PhysAddr, PageMap), Failure> {
     let plan = plan(spec).map_err(|e| Failure::Usage(format!("gen: {e}")))?;
-    build(&plan, page_addresses(spec))
+    build(&plan, page_addresses(spec, ps), ps)
 }
 
 /// A flat dump of `pages` from physical address 0 to the end of the
@@ -283,14 +288,14 @@ pub fn flat_dump(pages: &PageMap) -> Result<Vec<u8>, Failure> {
     let too_big = || Failure::Usage("gen: the flat dump would be too large".into());
     let end = pages
         .iter()
-        .map(|(a, _)| a.get().saturating_add(PAGE))
+        .map(|(a, _)| a.get().saturating_add(pages.page_size().bytes_u64()))
         .max()
         .unwrap_or(0);
     let mut out = vec![0u8; usize::try_from(end).map_err(|_| too_big())?];
     for (a, page) in pages.iter() {
         let at = usize::try_from(a.get()).map_err(|_| too_big())?;
         let dst = at
-            .checked_add(PAGE_SIZE)
+            .checked_add(page.len())
             .and_then(|e| out.get_mut(at..e))
             .ok_or_else(too_big)?;
         dst.copy_from_slice(page);
@@ -305,7 +310,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
 
 /// `gen`: writes an image built with the writer.
 pub fn gen_image(opts: &GenOptions) -> Result<String, Failure> {
-    let (root, pages) = build_image(&opts.spec)?;
+    let (root, pages) = build_image_at(&opts.spec, opts.page_size)?;
     let name = opts.output.display();
     let what = describe(&opts.spec);
     match opts.format {
@@ -356,17 +361,22 @@ pub const DEMO: Spec = Spec {
     seed: 2026,
 };
 
-/// `demo`: builds [`DEMO`] with the writer, validates it and lists it.
-pub fn demo() -> Result<String, Failure> {
-    let (root, pages) = build_image(&DEMO)?;
-    let owned = reader::validate_alloc(&pages, root, &Options::default())
+/// `demo`: builds [`DEMO`] with the writer in pages of `ps`, validates it
+/// and lists it.
+pub fn demo(ps: PageSize) -> Result<String, Failure> {
+    let (root, pages) = build_image_at(&DEMO, ps)?;
+    let opts = Options {
+        page_size: ps,
+        ..Options::default()
+    };
+    let owned = reader::validate_alloc(&pages, root, &opts)
         .map_err(|e| refused("demo (the writer's image)", &e))?;
     let image = owned.image();
     let mut out = format!(
         "demo: an image built in memory by the writer: {}\n",
         describe(&DEMO)
     );
-    out.push_str(&render::summary(&Records::collect(&image, false)));
+    out.push_str(&render::summary(&Records::count(&image)));
     out.push_str("\n\n");
     out.push_str(&listing(&image, false, false));
     out.push_str(

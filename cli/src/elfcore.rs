@@ -25,10 +25,9 @@ use core::fmt;
 use core::mem::size_of;
 
 use iommu_flb_abi::PhysAddr;
+use iommu_flb_abi::abi::PageSize;
 use object::elf::{self, FileHeader64, Ident, NoteHeader64, ProgramHeader64};
 use object::{LittleEndian as LE, U16, U32, U64, bytes_of};
-
-use crate::{PAGE, PAGE_SIZE, PS};
 
 /// The name of the root note (without its NUL terminator).
 pub const NOTE_NAME: &[u8] = b"IOMMUFLB";
@@ -44,7 +43,7 @@ pub const NT_IOMMU_FLB_ROOT: u32 = 0x524f_4f54;
 pub enum CoreError {
     /// A page address is not page-aligned.
     Unaligned(PhysAddr),
-    /// A page is not one page long.
+    /// A page is not 4, 16 or 64 KiB long, or not as long as the others.
     PageLength(PhysAddr, usize),
     /// Two pages have the same address.
     Duplicate(PhysAddr),
@@ -78,26 +77,38 @@ struct Run<'p> {
 }
 
 /// Writes an ELF64 core file holding `pages` (in any order) and an
-/// `IOMMUFLB` note naming `root`.
+/// `IOMMUFLB` note naming `root`. Every page must have the same length, one
+/// of the page sizes (the image's), which is also the segments' alignment.
 pub fn write_core<'p, B: AsRef<[u8]> + ?Sized + 'p>(
     pages: impl IntoIterator<Item = (PhysAddr, &'p B)>,
     root: PhysAddr,
 ) -> Result<Vec<u8>, CoreError> {
     let mut pages: Vec<_> = pages.into_iter().collect();
     pages.sort_by_key(|(p, _)| *p);
+    let ps = match pages.first() {
+        None => PageSize::default(),
+        Some((phys, bytes)) => {
+            let len = bytes.as_ref().len();
+            u64::try_from(len)
+                .ok()
+                .and_then(PageSize::from_bytes)
+                .ok_or(CoreError::PageLength(*phys, len))?
+        }
+    };
+    let page = ps.bytes_u64();
     let mut runs: Vec<Run<'p>> = Vec::new();
     for (phys, bytes) in pages {
         let bytes = bytes.as_ref();
-        if !phys.is_page_aligned(PS) {
+        if !phys.is_page_aligned(ps) {
             return Err(CoreError::Unaligned(phys));
         }
-        if bytes.len() != PAGE_SIZE {
+        if bytes.len() != ps.bytes() {
             return Err(CoreError::PageLength(phys, bytes.len()));
         }
         if let Some(last) = runs.last_mut() {
             let run_end = u64::try_from(last.pages.len())
                 .ok()
-                .and_then(|n| n.checked_mul(PAGE))
+                .and_then(|n| n.checked_mul(page))
                 .and_then(|len| last.phys.checked_add(len));
             if run_end.is_some_and(|e| e > phys.get()) {
                 return Err(CoreError::Duplicate(phys));
@@ -128,7 +139,7 @@ pub fn write_core<'p, B: AsRef<[u8]> + ?Sized + 'p>(
     let note = root_note(root);
     let data_off = note_off
         .checked_add(note.len())
-        .and_then(|n| n.checked_next_multiple_of(PAGE_SIZE))
+        .and_then(|n| n.checked_next_multiple_of(ps.bytes()))
         .ok_or(CoreError::TooLarge)?;
 
     let mut out = Vec::new();
@@ -145,7 +156,7 @@ pub fn write_core<'p, B: AsRef<[u8]> + ?Sized + 'p>(
     for run in &runs {
         let len = u64::try_from(run.pages.len())
             .ok()
-            .and_then(|n| n.checked_mul(PAGE))
+            .and_then(|n| n.checked_mul(page))
             .ok_or(CoreError::TooLarge)?;
         out.extend_from_slice(bytes_of(&program_header(
             elf::PT_LOAD,
@@ -153,7 +164,7 @@ pub fn write_core<'p, B: AsRef<[u8]> + ?Sized + 'p>(
             offset,
             run.phys,
             len,
-            PAGE,
+            page,
         )));
         offset = offset.checked_add(len).ok_or(CoreError::TooLarge)?;
     }

@@ -6,7 +6,10 @@
 //!
 //! - [`load`]: turns the bytes of a dump file (an ELF64 core or a flat
 //!   physical dump) into a [`iommu_flb_abi::Memory`], refusing malformed
-//!   containers with a [`load::LoadError`], never a panic;
+//!   containers with a [`load::LoadError`], never a panic, and keeping in
+//!   memory only the pages the reader asks for;
+//! - [`source`]: where those bytes come from (a slice or an open file, read
+//!   at an offset, nothing cached);
 //! - [`cmd`]: the commands; [`cmd::report`] is the whole read path of
 //!   `validate` and `inspect` on a file's contents;
 //! - [`render`]: the `inspect` listing (text and JSON) and the `validate`
@@ -35,12 +38,4 @@ pub mod num;
 pub mod plan;
 pub mod render;
 pub mod rng;
-
-/// The page size the tool reads and writes images in (for now always
-/// 4 KiB).
-pub(crate) const PS: iommu_flb_abi::abi::PageSize = iommu_flb_abi::abi::PageSize::Size4K;
-/// [`PS`] in bytes.
-pub(crate) const PAGE_SIZE: usize = PS.bytes();
-/// [`PS`] as a `u64`, for the address arithmetic of loading, `gen` and the
-/// core writer.
-pub(crate) const PAGE: u64 = PS.bytes_u64();
+pub mod source;

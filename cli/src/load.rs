@@ -1,56 +1,79 @@
 //! Loading dump files: ELF64 core files and flat physical dumps.
 //!
-//! [`load`] takes the file as an `object` [`ReadRef`] (a byte slice, or a
-//! [`object::ReadCache`] over an open file, which reads only the headers
-//! and the pages the reader asks for, so a vmcore of many gigabytes costs
-//! what the image needs) and returns a [`Dump`], which implements the
+//! [`load`] takes the file as a [`Source`] (a byte slice, or an open file,
+//! read with positioned reads) and returns a [`Dump`], which implements the
 //! library's [`Memory`] trait, so the reader walks it exactly as it would
 //! walk the kernel's pages. Whatever the bytes, loading either succeeds or
 //! returns a [`LoadError`]; it never panics. A page whose bytes cannot be
 //! read (an I/O error after loading) is an unreadable page, as a page
 //! outside the dump is.
 //!
+//! # Memory
+//!
+//! Loading reads the ELF header and walks the program header table once,
+//! keeping a table of the `PT_LOAD` segments ([`MAX_PROGRAM_HEADERS`] at
+//! most, [`SEGMENT_BYTES`] each). After that, memory grows only when the
+//! reader asks for a page: the page is read then (one positioned read per
+//! segment piece) and kept, because [`Memory::page`] lends it for as long as
+//! the dump lives; a page asked for again is not read again. A page that is
+//! all zero tail costs nothing, nor does one that cannot be read. So a dump
+//! costs its segment table plus one page (and [`PER_PAGE_OVERHEAD`] bytes)
+//! per distinct page the reader asked for, whatever its segments or notes
+//! claim; reads of the headers and notes go through one buffer of
+//! [`Window::CAPACITY`] bytes at a time.
+//!
 //! # ELF64 core files
 //!
 //! As kdump's `/proc/vmcore` and QEMU's `dump-guest-memory` write them:
 //! physical memory is in `PT_LOAD` segments, placed by `p_paddr` (`p_vaddr`
-//! is ignored). The file is read with the `object` crate. Rules:
+//! is ignored). The headers are read with the `object` crate's types. Rules:
 //!
 //! - the file must be ELF64 (either byte order) with `e_type` = `ET_CORE`,
 //!   and have at least one `PT_LOAD` segment with a non-zero `p_memsz`;
+//! - it may have at most [`MAX_PROGRAM_HEADERS`] program headers (an
+//!   extended count, `e_phnum` = `PN_XNUM`, is read from section header 0);
 //! - each such segment's file bytes (`p_offset`, `p_filesz`) must lie inside
 //!   the file, `p_filesz` may not exceed `p_memsz`, and `p_paddr + p_memsz`
 //!   may not overflow;
 //! - two segments may not overlap in physical memory (the dump would say two
-//!   things about one byte);
+//!   things about one byte); they may share file bytes;
 //! - bytes between `p_filesz` and `p_memsz` read as **zero**, as the ELF
 //!   specification defines them (makedumpfile uses this to leave out zero
 //!   pages). A page the dump does not cover entirely is unreadable, and the
 //!   reader reports it as such;
 //! - a page may be assembled from several segments that are adjacent in
 //!   physical memory (a segment ending in the middle of a page, the next one
-//!   starting there). Such pages are assembled on first use only, so a
-//!   hostile file with many tiny segments costs nothing until the reader
-//!   asks for one of its pages;
+//!   starting there), when it is asked for;
 //! - `PT_NOTE` segments are read only when the root address is needed and
 //!   `--root` was not given: see [`crate::elfcore`] for the `IOMMUFLB` note.
+//!   They are walked note by note, and together may not hold more bytes than
+//!   the file (which only overlapping note segments do), so looking for the
+//!   root reads each byte of the file at most once.
 //!
 //! # Flat physical dumps
 //!
 //! Byte `X` of the file is physical address `base + X`, as `/dev/mem` or
 //! QEMU's `pmemsave` write them. They carry no root address.
 
-use core::cell::OnceCell;
+use core::cell::RefCell;
 use core::fmt;
 
 use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::{Memory, PhysAddr};
-use object::elf::{self, FileHeader64, ProgramHeader64};
-use object::read::elf::{FileHeader as _, ProgramHeader as _};
-use object::{Endianness, ReadRef};
+use object::elf::{ELFMAG, ET_CORE};
 
-use crate::elfcore::{NOTE_NAME, NT_IOMMU_FLB_ROOT};
-use crate::{PAGE, PAGE_SIZE, PS};
+use crate::source::Source;
+#[cfg(doc)]
+use crate::source::Window;
+
+mod cache;
+mod elf;
+
+pub use cache::PER_PAGE_OVERHEAD;
+pub use elf::{MAX_PROGRAM_HEADERS, SEGMENT_BYTES};
+
+use cache::PageCache;
+use elf::Elf;
 
 /// How to interpret a dump file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,6 +116,13 @@ pub enum LoadError {
     Malformed(String),
     /// The ELF file has no `PT_LOAD` segment with memory in it.
     NoMemory,
+    /// The ELF file has more program headers than the tool reads.
+    TooManyProgramHeaders {
+        /// How many it says it has (`e_phnum`, or the extended count).
+        count: u32,
+        /// [`MAX_PROGRAM_HEADERS`].
+        max: u32,
+    },
     /// A `PT_LOAD` segment is malformed.
     Segment {
         /// Index of the program header.
@@ -168,12 +198,16 @@ impl fmt::Display for LoadError {
             LoadError::NotCore(t) => write!(
                 f,
                 "not an ELF core file: e_type is {t}, expected {} (ET_CORE)",
-                elf::ET_CORE.0
+                ET_CORE.0
             ),
             LoadError::Malformed(why) => write!(f, "malformed ELF file: {why}"),
             LoadError::NoMemory => write!(
                 f,
                 "the ELF file has no PT_LOAD segment with memory: no physical memory to read"
+            ),
+            LoadError::TooManyProgramHeaders { count, max } => write!(
+                f,
+                "the ELF file has {count} program headers; the tool reads at most {max}"
             ),
             LoadError::Segment { index, what } => {
                 write!(f, "program header {index} (PT_LOAD): ")?;
@@ -216,28 +250,55 @@ impl fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 /// A loaded dump file: physical memory, readable page by page.
-pub struct Dump<'a, R: ReadRef<'a>> {
-    inner: Inner<'a, R>,
+pub struct Dump<S> {
+    src: S,
+    /// The file's size.
+    len: u64,
+    layout: Layout,
+    /// Every page the reader asked for that has file bytes in it, by its
+    /// address and size (see [`cache_key`]).
+    cache: PageCache,
+    /// A page buffer that was read into but not kept (the page was
+    /// unreadable or all zero tail), for the next page.
+    spare: RefCell<Option<Box<[u8]>>>,
 }
 
-enum Inner<'a, R: ReadRef<'a>> {
-    Flat(FlatDump<R>),
-    Elf(ElfMemory<'a, R>),
+/// Where physical memory is in the file.
+enum Layout {
+    /// Byte `X` of the file is physical address `base + X`.
+    Flat { base: PhysAddr },
+    /// By the segments of an ELF core file.
+    Elf(Elf),
 }
 
-impl<'a, R: ReadRef<'a>> fmt::Debug for Dump<'a, R> {
+/// What reading one page found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PageRead {
+    /// The buffer holds the page, and some of it came from the file.
+    Data,
+    /// The page is all zero tail (bytes past `p_filesz`): no file bytes.
+    Zero,
+    /// Some byte of the page is not in the dump, or could not be read.
+    Unreadable,
+}
+
+impl<S> fmt::Debug for Dump<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.inner {
-            Inner::Flat(m) => f.debug_struct("FlatDump").field("base", &m.base).finish(),
-            Inner::Elf(m) => m.fmt(f),
-        }
+        let mut d = f.debug_struct("Dump");
+        match &self.layout {
+            Layout::Flat { base } => d.field("flat_base", base),
+            Layout::Elf(e) => d.field("elf_segments", &e.segments()),
+        };
+        d.field("len", &self.len)
+            .field("pages_held", &self.cache.len())
+            .finish()
     }
 }
 
-impl<'a, R: ReadRef<'a>> Dump<'a, R> {
+impl<S: Source> Dump<S> {
     /// Whether the dump was read as an ELF core file.
     pub fn is_elf(&self) -> bool {
-        matches!(self.inner, Inner::Elf(_))
+        matches!(self.layout, Layout::Elf(_))
     }
 
     /// The root address the file records: the `IOMMUFLB` note of an ELF
@@ -245,327 +306,107 @@ impl<'a, R: ReadRef<'a>> Dump<'a, R> {
     /// Notes are parsed only here, so a malformed note matters only to a
     /// caller that needs the root from the file.
     pub fn root_note(&self) -> Result<Option<PhysAddr>, LoadError> {
-        match &self.inner {
-            Inner::Flat(_) => Ok(None),
-            Inner::Elf(e) => e.root_note(),
+        match &self.layout {
+            Layout::Flat { .. } => Ok(None),
+            Layout::Elf(e) => e.root_note(&self.src, self.len),
+        }
+    }
+
+    /// How many pages the dump holds in memory: each distinct page the
+    /// reader asked for that has file bytes in it, and nothing else.
+    pub fn pages_held(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Reads the page at `phys` into `buf` (of the page size) without
+    /// keeping it.
+    fn read_page(&self, phys: PhysAddr, buf: &mut [u8]) -> PageRead {
+        match &self.layout {
+            Layout::Flat { base } => match phys.checked_offset_from(*base) {
+                Some(offset) if self.src.read_exact_at(buf, offset).is_ok() => PageRead::Data,
+                _ => PageRead::Unreadable,
+            },
+            Layout::Elf(e) => e.read_page(&self.src, phys.get(), buf),
         }
     }
 }
 
-impl<'a, R: ReadRef<'a>> Memory for Dump<'a, R> {
+/// Zeros for pages inside a segment's zero-filled tail (64 KiB, the
+/// largest page size).
+static ZERO_PAGE: [u8; 1 << 16] = [0; 1 << 16];
+
+/// The cache key of the page of `size` at `phys` (aligned to it): the
+/// address, with the size's log2 in the low bits the alignment leaves
+/// clear, so pages of two sizes at one address are two entries.
+fn cache_key(phys: PhysAddr, size: PageSize) -> u64 {
+    phys.get() | u64::from(size.shift())
+}
+
+impl<S: Source> Memory for Dump<S> {
+    /// The page of `size` at `phys`, read from the file the first time it
+    /// is asked for and kept; a dump serves pages of any page size.
     fn page(&self, phys: PhysAddr, size: PageSize) -> Option<&[u8]> {
-        if size != PS {
+        if !phys.is_page_aligned(size) {
             return None;
         }
-        match &self.inner {
-            Inner::Flat(m) => m.page(phys).map(|p| &p[..]),
-            Inner::Elf(m) => m.page(phys).map(|p| &p[..]),
+        let key = cache_key(phys, size);
+        if let Some(page) = self.cache.get(key) {
+            return Some(page);
+        }
+        let spare = self.spare.borrow_mut().take();
+        let mut buf = spare
+            .filter(|b| b.len() == size.bytes())
+            .unwrap_or_else(|| vec![0u8; size.bytes()].into_boxed_slice());
+        match self.read_page(phys, &mut buf) {
+            PageRead::Data => self.cache.insert(key, buf),
+            PageRead::Zero => {
+                *self.spare.borrow_mut() = Some(buf);
+                ZERO_PAGE.get(..size.bytes())
+            }
+            PageRead::Unreadable => {
+                *self.spare.borrow_mut() = Some(buf);
+                None
+            }
         }
     }
 }
 
-/// Loads a dump from the file's contents: a byte slice, or an
-/// [`object::ReadCache`] over an open file.
-pub fn load<'a, R: ReadRef<'a>>(data: R, opts: LoadOptions) -> Result<Dump<'a, R>, LoadError> {
-    let len = data.len().map_err(|()| LoadError::Unreadable)?;
+/// Loads a dump from the file's contents: a byte slice, or an open file.
+pub fn load<S: Source>(data: S, opts: LoadOptions) -> Result<Dump<S>, LoadError> {
+    let len = data.size().map_err(|_| LoadError::Unreadable)?;
     if len == 0 {
         return Err(LoadError::Empty);
     }
-    let elf = match opts.format {
+    // A flat dump is not even looked at until the reader asks for a page.
+    let has_magic = opts.format != Format::Phys && {
+        let mut magic = [0u8; 4];
+        data.read_exact_at(&mut magic, 0).is_ok() && magic == ELFMAG
+    };
+    let is_elf = match opts.format {
         Format::Elf => true,
         Format::Phys => false,
-        Format::Auto => data.read_bytes_at(0, 4).ok() == Some(&elf::ELFMAG[..]),
+        Format::Auto => has_magic,
     };
-    let inner = if elf {
+    let layout = if is_elf {
         if opts.base.is_some() {
             return Err(LoadError::BaseWithElf);
         }
-        Inner::Elf(ElfMemory::parse(data, len)?)
-    } else {
-        Inner::Flat(FlatDump {
-            base: opts.base.unwrap_or(PhysAddr::NULL),
-            data,
-        })
-    };
-    Ok(Dump { inner })
-}
-
-/// A flat physical dump: byte `X` of `data` is physical address `base + X`
-/// (the library's `FlatMemory`, over a [`ReadRef`] instead of a slice).
-struct FlatDump<R> {
-    base: PhysAddr,
-    data: R,
-}
-
-impl<'a, R: ReadRef<'a>> FlatDump<R> {
-    fn page(&self, phys: PhysAddr) -> Option<&'a [u8; PAGE_SIZE]> {
-        if !phys.is_page_aligned(PS) {
-            return None;
-        }
-        let offset = phys.checked_offset_from(self.base)?;
-        self.data.read_bytes_at(offset, PAGE).ok()?.try_into().ok()
-    }
-}
-
-/// A page of zeros, for pages inside a segment's zero-filled tail.
-static ZERO_PAGE: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
-
-/// One `PT_LOAD` segment, checked: `paddr + memsz` does not overflow, the
-/// file bytes are inside the file, `filesz <= memsz`, `memsz > 0`.
-#[derive(Clone, Copy, Debug)]
-struct Segment {
-    /// Program header index, for messages.
-    index: usize,
-    /// First physical address.
-    paddr: u64,
-    /// One past the last physical address (`paddr + memsz`).
-    end: u64,
-    /// Physical address where the file bytes end (`paddr + filesz`).
-    file_end: u64,
-    /// File offset of the first byte.
-    offset: u64,
-}
-
-impl Segment {
-    /// The file bytes for `[phys, phys + len)`, which must lie inside
-    /// `[paddr, file_end)`.
-    fn file_bytes<'a, R: ReadRef<'a>>(&self, data: R, phys: u64, len: u64) -> Option<&'a [u8]> {
-        let start = self.offset.checked_add(phys.checked_sub(self.paddr)?)?;
-        if phys.checked_add(len)? > self.file_end {
-            return None;
-        }
-        data.read_bytes_at(start, len).ok()
-    }
-}
-
-/// A page assembled on first use; `None` if it is not entirely covered.
-type LazyPage = OnceCell<Option<Box<[u8; PAGE_SIZE]>>>;
-
-/// Physical memory of an ELF64 core file.
-struct ElfMemory<'a, R: ReadRef<'a>> {
-    data: R,
-    endian: Endianness,
-    phdrs: &'a [ProgramHeader64<Endianness>],
-    /// `PT_LOAD` segments with memory, sorted by `paddr`, disjoint.
-    segments: Vec<Segment>,
-    /// Pages that are not inside one region (file bytes or zero tail) of one
-    /// segment, sorted: each is assembled from several regions on first
-    /// use, or is unreadable (`None`) if some byte of it is not covered.
-    mixed: Vec<(u64, LazyPage)>,
-}
-
-impl<'a, R: ReadRef<'a>> fmt::Debug for ElfMemory<'a, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ElfMemory")
-            .field("segments", &self.segments)
-            .field("mixed_pages", &self.mixed.len())
-            .finish()
-    }
-}
-
-impl<'a, R: ReadRef<'a>> ElfMemory<'a, R> {
-    fn parse(data: R, len: u64) -> Result<Self, LoadError> {
-        if data.read_bytes_at(0, 4).ok() != Some(&elf::ELFMAG[..]) {
+        if !has_magic {
             return Err(LoadError::NotElf64(
                 "the file does not start with the ELF magic",
             ));
         }
-        // EI_CLASS, read before `object` parses a 64-bit header, so an ELF32
-        // file gets a message that says so.
-        let class = data
-            .read_bytes_at(4, 1)
-            .ok()
-            .and_then(|c| c.first().copied());
-        match class.map(elf::FileClass) {
-            Some(elf::ELFCLASS64) => {}
-            Some(elf::ELFCLASS32) => {
-                return Err(LoadError::NotElf64(
-                    "this is an ELF32 file; only ELF64 is supported",
-                ));
-            }
-            Some(_) => return Err(LoadError::NotElf64("unknown ELF class (EI_CLASS)")),
-            None => return Err(LoadError::Malformed("the ELF header is truncated".into())),
+        Layout::Elf(Elf::parse(&data, len)?)
+    } else {
+        Layout::Flat {
+            base: opts.base.unwrap_or(PhysAddr::NULL),
         }
-        let header = FileHeader64::<Endianness>::parse(data).map_err(|e| malformed(&e))?;
-        let endian = header.endian().map_err(|e| malformed(&e))?;
-        let e_type = header.e_type(endian);
-        if e_type != elf::ET_CORE {
-            return Err(LoadError::NotCore(e_type.0));
-        }
-        let phdrs = header
-            .program_headers(endian, data)
-            .map_err(|e| malformed(&e))?;
-        let mut segments = Vec::new();
-        for (index, ph) in phdrs.iter().enumerate() {
-            if ph.p_type(endian) != elf::PT_LOAD {
-                continue;
-            }
-            if let Some(seg) = checked_segment(index, ph, endian, len)? {
-                segments.push(seg);
-            }
-        }
-        if segments.is_empty() {
-            return Err(LoadError::NoMemory);
-        }
-        segments.sort_by_key(|s| s.paddr);
-        for pair in segments.windows(2) {
-            if let [a, b] = pair {
-                if b.paddr < a.end {
-                    return Err(LoadError::Overlap {
-                        first: a.index,
-                        second: b.index,
-                        at: PhysAddr::new(b.paddr),
-                    });
-                }
-            }
-        }
-        let mut bounds: Vec<u64> = segments
-            .iter()
-            .flat_map(|s| [s.paddr, s.file_end, s.end])
-            .map(PhysAddr::new)
-            .filter(|b| !b.is_page_aligned(PS))
-            .map(|b| b.page_base(PS).get())
-            .collect();
-        bounds.sort_unstable();
-        bounds.dedup();
-        let mixed = bounds.into_iter().map(|p| (p, OnceCell::new())).collect();
-        Ok(ElfMemory {
-            data,
-            endian,
-            phdrs,
-            segments,
-            mixed,
-        })
-    }
-
-    /// The segment containing `phys`, if any.
-    fn segment_at(&self, phys: u64) -> Option<&Segment> {
-        let after = self.segments.partition_point(|s| s.paddr <= phys);
-        let seg = self.segments.get(after.checked_sub(1)?)?;
-        (phys < seg.end).then_some(seg)
-    }
-
-    fn page(&self, phys: PhysAddr) -> Option<&[u8; PAGE_SIZE]> {
-        if !phys.is_page_aligned(PS) {
-            return None;
-        }
-        let p = phys.get();
-        if let Ok(i) = self.mixed.binary_search_by_key(&p, |(addr, _)| *addr) {
-            let (_, cell) = self.mixed.get(i)?;
-            return cell.get_or_init(|| self.assemble(p)).as_deref();
-        }
-        // Not a mixed page: if it is readable, it lies entirely inside the
-        // file bytes or entirely inside the zero tail of one segment.
-        let seg = self.segment_at(p)?;
-        let end = p.checked_add(PAGE)?;
-        if end <= seg.file_end {
-            seg.file_bytes(self.data, p, PAGE)?.try_into().ok()
-        } else if p >= seg.file_end && end <= seg.end {
-            Some(&ZERO_PAGE)
-        } else {
-            None
-        }
-    }
-
-    /// Builds the page at `p` from every segment region it touches, or
-    /// `None` if some byte of it is in no segment.
-    fn assemble(&self, p: u64) -> Option<Box<[u8; PAGE_SIZE]>> {
-        let end = p.checked_add(PAGE)?;
-        let mut page = Box::new([0u8; PAGE_SIZE]);
-        let mut at = p;
-        while at < end {
-            let seg = self.segment_at(at)?;
-            let stop = end.min(seg.end);
-            let file_stop = stop.min(seg.file_end);
-            if at < file_stop {
-                let src = seg.file_bytes(self.data, at, file_stop.checked_sub(at)?)?;
-                let from = usize::try_from(at.checked_sub(p)?).ok()?;
-                let to = from.checked_add(src.len())?;
-                page.get_mut(from..to)?.copy_from_slice(src);
-            }
-            // Bytes from `file_stop` to `stop` are the zero tail: already 0.
-            at = stop;
-        }
-        Some(page)
-    }
-
-    fn root_note(&self) -> Result<Option<PhysAddr>, LoadError> {
-        let mut found = None;
-        for (index, ph) in self.phdrs.iter().enumerate() {
-            let notes = ph
-                .notes(self.endian, self.data)
-                .map_err(|e| LoadError::Note {
-                    index,
-                    what: e.to_string(),
-                })?;
-            let Some(mut notes) = notes else { continue };
-            while let Some(note) = notes.next().map_err(|e| LoadError::Note {
-                index,
-                what: e.to_string(),
-            })? {
-                if note.name() != NOTE_NAME || note.n_type(self.endian).0 != NT_IOMMU_FLB_ROOT {
-                    continue;
-                }
-                let desc: [u8; 8] =
-                    note.desc()
-                        .try_into()
-                        .map_err(|_| LoadError::RootNoteSize {
-                            index,
-                            descsz: note.desc().len(),
-                        })?;
-                let root = match self.endian {
-                    Endianness::Little => u64::from_le_bytes(desc),
-                    Endianness::Big => u64::from_be_bytes(desc),
-                };
-                if found.replace(PhysAddr::new(root)).is_some() {
-                    return Err(LoadError::TwoRootNotes);
-                }
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// Checks one `PT_LOAD` program header; `None` for a segment without memory.
-fn checked_segment(
-    index: usize,
-    ph: &ProgramHeader64<Endianness>,
-    endian: Endianness,
-    file_size: u64,
-) -> Result<Option<Segment>, LoadError> {
-    let (paddr, memsz) = (ph.p_paddr(endian), ph.p_memsz(endian));
-    let (offset, filesz) = (ph.p_offset(endian), ph.p_filesz(endian));
-    let bad = |what| LoadError::Segment { index, what };
-    if memsz == 0 && filesz == 0 {
-        return Ok(None);
-    }
-    if filesz > memsz {
-        return Err(bad(SegmentProblem::FileLargerThanMemory { filesz, memsz }));
-    }
-    let end = paddr
-        .checked_add(memsz)
-        .ok_or(bad(SegmentProblem::AddressOverflow { paddr, memsz }))?;
-    let truncated = || {
-        bad(SegmentProblem::Truncated {
-            offset,
-            filesz,
-            file_size,
-        })
     };
-    let in_file = offset.checked_add(filesz).is_some_and(|e| e <= file_size);
-    if !in_file {
-        return Err(truncated());
-    }
-    Ok(Some(Segment {
-        index,
-        paddr,
-        end,
-        // `filesz <= memsz`, so this does not overflow either.
-        file_end: paddr.checked_add(filesz).ok_or_else(truncated)?,
-        offset,
-    }))
-}
-
-fn malformed(e: &object::read::Error) -> LoadError {
-    LoadError::Malformed(e.to_string())
+    Ok(Dump {
+        src: data,
+        len,
+        layout,
+        cache: PageCache::default(),
+        spare: RefCell::new(None),
+    })
 }

@@ -7,10 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use iommu_flb_abi::PhysAddr;
+use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::reader::Mode;
 use iommu_flb_cli::cmd::{self, GenFormat, GenOptions, ReadOptions};
 use iommu_flb_cli::load::Format;
-use iommu_flb_cli::num::{parse_phys, parse_u64};
+use iommu_flb_cli::num::{parse_page_size, parse_phys, parse_u64};
 use iommu_flb_cli::plan::{Spec, Vendor};
 
 /// Inspect, validate and generate IOMMU live-update FLB handover images.
@@ -28,7 +29,11 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Build a realistic image in memory, validate it and print it.
-    Demo,
+    Demo {
+        /// The image's page size in bytes: 4096, 16384 or 65536.
+        #[arg(long, value_name = "N", default_value = "4096", value_parser = parse_page_size)]
+        page_size: PageSize,
+    },
     /// Check an image; print one summary line if it is valid.
     Validate(ReadArgs),
     /// List the IOMMUs, domains and devices of a valid image.
@@ -65,6 +70,10 @@ struct ReadArgs {
     /// restored_domain).
     #[arg(long, value_enum, default_value_t = ModeArg::Handover)]
     mode: ModeArg,
+    /// The page size of the kernel that wrote the image, in bytes: 4096,
+    /// 16384 or 65536 (arm64 kernels may use any of them).
+    #[arg(long, value_name = "N", default_value = "4096", value_parser = parse_page_size)]
+    page_size: PageSize,
     /// The dump file.
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -106,6 +115,9 @@ struct GenArgs {
     /// File format to write.
     #[arg(long, value_enum, default_value_t = GenFormatArg::Elf)]
     format: GenFormatArg,
+    /// The image's page size in bytes: 4096, 16384 or 65536.
+    #[arg(long, value_name = "N", default_value = "4096", value_parser = parse_page_size)]
+    page_size: PageSize,
     /// Output file.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: PathBuf,
@@ -139,6 +151,7 @@ impl ReadArgs {
                 ModeArg::Handover => Mode::Handover,
                 ModeArg::Restored => Mode::Restored,
             },
+            page_size: self.page_size,
         }
     }
 }
@@ -163,6 +176,7 @@ impl GenArgs {
                 GenFormatArg::Phys => GenFormat::Phys,
             },
             output: self.output.clone(),
+            page_size: self.page_size,
         }
     }
 }
@@ -171,7 +185,7 @@ fn main() -> ExitCode {
     // Usage errors exit with 2 inside `parse`; `--help`/`--version` with 0.
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Demo => cmd::demo(),
+        Command::Demo { page_size } => cmd::demo(*page_size),
         Command::Validate(read) => cmd::validate(&read.options()),
         Command::Inspect { read, all, json } => cmd::inspect(&read.options(), *all, *json),
         Command::Gen(args) => cmd::gen_image(&args.options()),

@@ -3,6 +3,7 @@
 use core::fmt;
 
 use iommu_flb_abi::PhysAddr;
+use iommu_flb_abi::abi::PageSize;
 
 /// Why a command-line number was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,9 +53,30 @@ pub fn parse_phys(text: &str) -> Result<PhysAddr, NumError> {
     parse_u64(text).map(PhysAddr::new)
 }
 
+/// Parses a page size in bytes with [`parse_u64`]: 4096, 16384 or 65536.
+///
+/// # Errors
+///
+/// A message naming the three sizes for anything else.
+pub fn parse_page_size(text: &str) -> Result<PageSize, String> {
+    parse_u64(text).map_err(|e| e.to_string()).and_then(|n| {
+        PageSize::from_bytes(n).ok_or_else(|| format!("page size {n}: use 4096, 16384 or 65536"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_sizes_are_the_three_kernel_page_sizes() {
+        assert_eq!(parse_page_size("4096"), Ok(PageSize::Size4K));
+        assert_eq!(parse_page_size("0x4000"), Ok(PageSize::Size16K));
+        assert_eq!(parse_page_size("65536"), Ok(PageSize::Size64K));
+        for bad in ["8192", "0", "4097", "x"] {
+            assert!(parse_page_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn accepts_decimal_and_hex() {

@@ -34,35 +34,56 @@ pub struct Records<'m> {
     all: bool,
 }
 
+/// Which records [`Records`] keeps in its lists.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// None: only the counts (for the summary line).
+    None,
+    /// The live ones.
+    Live,
+    /// All of them.
+    All,
+}
+
 /// Numbers the records of one chain, counts live and deleted ones into
-/// `live` and `deleted`, and keeps the live ones (all of them with `all`).
+/// `live` and `deleted`, and keeps those `kept` says.
 fn keep<T>(
     items: impl Iterator<Item = T>,
     is_deleted: impl Fn(&T) -> bool,
-    all: bool,
+    kept: Kept,
     live: &mut usize,
     deleted: &mut usize,
 ) -> Vec<(usize, T)> {
-    let mut kept = Vec::new();
+    let mut list = Vec::new();
     for (slot, r) in items.enumerate() {
         let d = is_deleted(&r);
         let n = if d { &mut *deleted } else { &mut *live };
         *n = n.saturating_add(1);
-        if all || !d {
-            kept.push((slot, r));
+        if kept == Kept::All || (kept == Kept::Live && !d) {
+            list.push((slot, r));
         }
     }
-    kept
+    list
 }
 
 impl<'m> Records<'m> {
     /// Collects the records of `image`: the live ones, or all with `all`.
     pub fn collect<M: Memory + ?Sized>(image: &Image<'m, '_, M>, all: bool) -> Self {
+        Self::with(image, if all { Kept::All } else { Kept::Live })
+    }
+
+    /// Counts the records of `image` and keeps none of them: enough for
+    /// [`summary`], in memory that does not grow with the image.
+    pub fn count<M: Memory + ?Sized>(image: &Image<'m, '_, M>) -> Self {
+        Self::with(image, Kept::None)
+    }
+
+    fn with<M: Memory + ?Sized>(image: &Image<'m, '_, M>, kept: Kept) -> Self {
         let (mut live, mut deleted) = ([0usize; 3], [0usize; 3]);
         let ([li, ld, lv], [di, dd, dv]) = (&mut live, &mut deleted);
-        let iommus = keep(image.all_iommus(), AnyIommu::is_deleted, all, li, di);
-        let domains = keep(image.all_domains(), Domain::is_deleted, all, ld, dd);
-        let devices = keep(image.all_devices(), AnyDevice::is_deleted, all, lv, dv);
+        let iommus = keep(image.all_iommus(), AnyIommu::is_deleted, kept, li, di);
+        let domains = keep(image.all_domains(), Domain::is_deleted, kept, ld, dd);
+        let devices = keep(image.all_devices(), AnyDevice::is_deleted, kept, lv, dv);
         Records {
             version: image.version(),
             root_phys: image.root_phys(),
@@ -73,7 +94,7 @@ impl<'m> Records<'m> {
             devices,
             live,
             deleted,
-            all,
+            all: kept == Kept::All,
         }
     }
 }
@@ -371,26 +392,55 @@ fn payload_json(m: &mut Map<String, Value>, payload: Option<Payload>) {
     }
 }
 
-/// The `inspect --json` object: `version`, `root_phys`, `iommus`,
-/// `domains`, `devices`; every record with `phys` and its fields under the
-/// kernel's names, numbers as JSON integers. The vendor payload is an object
-/// under the kernel's union member name (`intel` or `smmuv3`), absent for a
-/// deleted record whose IOMMU type is unknown.
-pub fn json(r: &Records<'_>) -> Value {
-    let iommus: Vec<Value> = r.iommus.iter().map(|(_, u)| iommu_json(u)).collect();
-    let domains: Vec<Value> = r
-        .domains
-        .iter()
-        .map(|(_, d)| domain_json(d.phys(), d.record()))
-        .collect();
-    let devices: Vec<Value> = r.devices.iter().map(|(_, d)| device_json(d)).collect();
-    json!({
-        "version": r.version,
-        "root_phys": r.root_phys.get(),
-        "iommus": iommus,
-        "domains": domains,
-        "devices": devices,
-    })
+/// The `inspect --json` object, as compact JSON text: `version`,
+/// `root_phys`, `iommus`, `domains`, `devices`; every record with `phys`
+/// and its fields under the kernel's names, numbers as JSON integers. The
+/// vendor payload is an object under the kernel's union member name
+/// (`intel` or `smmuv3`), absent for a deleted record whose IOMMU type is
+/// unknown.
+///
+/// Written one record at a time, so the listing costs its text and one
+/// record's `Value`, not a `Value` tree of the whole image (which took
+/// some 5 KiB per record).
+pub fn json(r: &Records<'_>) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail; the results are ignored.
+    let _ = write!(
+        out,
+        "{{\"version\":{},\"root_phys\":{}",
+        r.version,
+        r.root_phys.get()
+    );
+    json_list(
+        &mut out,
+        "iommus",
+        r.iommus.iter().map(|(_, u)| iommu_json(u)),
+    );
+    let domains = r.domains.iter();
+    json_list(
+        &mut out,
+        "domains",
+        domains.map(|(_, d)| domain_json(d.phys(), d.record())),
+    );
+    json_list(
+        &mut out,
+        "devices",
+        r.devices.iter().map(|(_, d)| device_json(d)),
+    );
+    out.push('}');
+    out
+}
+
+/// `,"key":[v,v,...]` with each value's compact JSON text.
+fn json_list(out: &mut String, key: &str, values: impl Iterator<Item = Value>) {
+    let _ = write!(out, ",\"{key}\":[");
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{v}");
+    }
+    out.push(']');
 }
 
 fn object(v: Value) -> Map<String, Value> {

@@ -185,6 +185,47 @@ fn gen_elf_image_validates_without_root_thanks_to_its_note() {
 }
 
 #[test]
+fn page_size_goes_with_every_command_and_must_match_the_image() {
+    let dir = tmp("page_size");
+    for (ps, pages) in [("16384", "4 pages"), ("65536", "4 pages")] {
+        let elf = dir.join(format!("image-{ps}.elf"));
+        // 200 devices fit one device page at 16 KiB (227) and 64 KiB (910).
+        let out = generate(&elf, &["--devices", "200", "--page-size", ps]);
+        assert!(out.contains(pages), "{out}");
+        let o = run(&["validate", "--page-size", ps, path(&elf)]);
+        assert_exit(&o, 0);
+        assert!(stdout(&o).contains("200 devices live"), "{}", stdout(&o));
+        let o = run(&["inspect", "--json", "--page-size", ps, path(&elf)]);
+        assert_exit(&o, 0);
+        // Read as 4 KiB pages, the image is not one: refused, not a usage
+        // error.
+        assert_exit(&run(&["validate", path(&elf)]), 1);
+
+        let flat = dir.join(format!("image-{ps}.bin"));
+        let o = run(&[
+            "gen",
+            "--format",
+            "phys",
+            "--page-size",
+            ps,
+            "-o",
+            path(&flat),
+        ]);
+        assert_exit(&o, 0);
+        let root = stdout(&o).lines().last().unwrap().to_owned();
+        let o = run(&["validate", "--page-size", ps, "--root", &root, path(&flat)]);
+        assert_exit(&o, 0);
+        let o = run(&["demo", "--page-size", ps]);
+        assert_exit(&o, 0);
+    }
+    assert_fails(
+        &["validate", "--page-size", "8192", "x"],
+        2,
+        "use 4096, 16384 or 65536",
+    );
+}
+
+#[test]
 fn gen_phys_prints_the_root_last_and_validate_needs_it() {
     let dir = tmp("gen_phys");
     let (file, root) = phys_image(&dir, &["--vendor", "intel"]);

@@ -27,6 +27,7 @@ fn opts(root: Option<PhysAddr>) -> ReadOptions {
         root,
         base: None,
         mode: Mode::Handover,
+        page_size: iommu_flb_abi::abi::PageSize::Size4K,
     }
 }
 

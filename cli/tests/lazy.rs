@@ -1,10 +1,8 @@
-//! Dumps are read through `object::ReadCache`, as the binary reads files:
+//! Dumps are read on demand through a `Source`, as the binary reads files:
 //! only the headers and the pages the reader asks for, so a dump of many
 //! gigabytes costs what its image needs.
 
 use std::cell::Cell;
-use std::io::{Read, Seek, SeekFrom};
-use std::rc::Rc;
 
 use iommu_flb_abi::PhysAddr;
 use iommu_flb_abi::reader::Mode;
@@ -12,38 +10,31 @@ use iommu_flb_cli::cmd::{ReadOptions, Report, build_image, flat_dump, report};
 use iommu_flb_cli::elfcore::write_core;
 use iommu_flb_cli::load::Format;
 use iommu_flb_cli::plan::{Spec, Vendor};
-use object::ReadCache;
+use iommu_flb_cli::source::Source;
 
 /// A file of `len` bytes: `head` and then zeros, counting the bytes read.
 struct Virtual {
     head: Vec<u8>,
     len: u64,
-    pos: u64,
-    read: Rc<Cell<u64>>,
+    read: Cell<u64>,
 }
 
-impl Read for Virtual {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.len.saturating_sub(self.pos);
-        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        for (i, b) in buf[..n].iter_mut().enumerate() {
-            let at = usize::try_from(self.pos).unwrap() + i;
+impl Source for Virtual {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.len)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let n = buf.len() as u64;
+        if offset.checked_add(n).is_none_or(|end| end > self.len) {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        for (i, b) in buf.iter_mut().enumerate() {
+            let at = usize::try_from(offset).unwrap() + i;
             *b = self.head.get(at).copied().unwrap_or(0);
         }
-        self.pos += n as u64;
-        self.read.set(self.read.get() + n as u64);
-        Ok(n)
-    }
-}
-
-impl Seek for Virtual {
-    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        self.pos = match to {
-            SeekFrom::Start(p) => p,
-            SeekFrom::End(d) => self.len.checked_add_signed(d).unwrap(),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d).unwrap(),
-        };
-        Ok(self.pos)
+        self.read.set(self.read.get() + n);
+        Ok(())
     }
 }
 
@@ -66,20 +57,18 @@ fn opts(format: Format, root: Option<PhysAddr>) -> ReadOptions {
         root,
         base: None,
         mode: Mode::Handover,
+        page_size: iommu_flb_abi::abi::PageSize::Size4K,
     }
 }
 
 fn run(head: Vec<u8>, format: Format, root: Option<PhysAddr>, what: Report) -> (String, u64) {
-    let read = Rc::new(Cell::new(0));
     let file = Virtual {
         head,
         len: HUGE,
-        pos: 0,
-        read: read.clone(),
+        read: Cell::new(0),
     };
-    let cache = ReadCache::new(file);
-    let out = report("huge", &cache, &opts(format, root), what).expect("valid");
-    (out, read.get())
+    let out = report("huge", &file, &opts(format, root), what).expect("valid");
+    (out, file.read.get())
 }
 
 #[test]
@@ -115,8 +104,9 @@ fn huge_elf_file_is_validated_reading_only_headers_note_and_pages() {
     let (out, read) = run(core, Format::Auto, None, Report::Summary);
     let expect = format!("{} devices live, 4 deleted records", SPEC.devices);
     assert!(out.contains(&expect), "{out}");
-    // The magic and class bytes, the file header, program headers, note.
-    let headers = 4 + 1 + 64 + phnum * 56 + 32;
+    // The magic and class bytes, the file header, the program headers
+    // (once to load, once more to find the note), the note segment.
+    let headers = 4 + 1 + 64 + 2 * phnum * 56 + 32;
     assert!(
         read <= headers + n * 4096,
         "read {read} bytes for {n} pages"

@@ -4,10 +4,18 @@
 use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::{Memory, PhysAddr};
 use iommu_flb_cli::elfcore::{NT_IOMMU_FLB_ROOT, write_core};
-use iommu_flb_cli::load::{Format, LoadError, LoadOptions, SegmentProblem, load};
-use object::elf::{self, FileHeader64, Ident, NoteHeader64, ProgramHeader64};
-use object::{BigEndian, Endian, Endianness, LittleEndian, U16, U32, U64, bytes_of};
+use iommu_flb_cli::load::{
+    Format, LoadError, LoadOptions, MAX_PROGRAM_HEADERS, SegmentProblem, load,
+};
+use object::elf::{self, FileHeader64, NoteHeader64};
+use object::{BigEndian, Endian, Endianness, LittleEndian, U32, bytes_of};
 use proptest::prelude::*;
+
+mod common;
+use common::{Ph, hand_made, le, load_seg};
+
+/// Where hand-made files with few program headers put their payload.
+const PAYLOAD: u64 = 0x1000;
 
 const ELF: LoadOptions = LoadOptions {
     format: Format::Elf,
@@ -32,85 +40,6 @@ fn page(tag: u8) -> [u8; PAGE_SIZE] {
     let mut p = [tag; PAGE_SIZE];
     p[0] = !tag;
     p
-}
-
-/// One program header of a hand-made core file.
-#[derive(Clone, Copy)]
-struct Ph {
-    p_type: elf::ProgramType,
-    offset: u64,
-    paddr: u64,
-    filesz: u64,
-    memsz: u64,
-    align: u64,
-}
-
-fn load_seg(offset: u64, paddr: u64, filesz: u64, memsz: u64) -> Ph {
-    Ph {
-        p_type: elf::PT_LOAD,
-        offset,
-        paddr,
-        filesz,
-        memsz,
-        align: 0x1000,
-    }
-}
-
-/// Where hand-made files put their payload.
-const PAYLOAD: u64 = 0x1000;
-
-/// An ELF64 file of type `e_type` with `phdrs`, and `payload` at file offset
-/// [`PAYLOAD`], in byte order `e`.
-fn hand_made<E: Endian>(e: E, e_type: u16, phdrs: &[Ph], payload: &[u8]) -> Vec<u8> {
-    let header = FileHeader64::<E> {
-        e_ident: Ident {
-            magic: elf::ELFMAG,
-            class: elf::ELFCLASS64,
-            data: if e.is_little_endian() {
-                elf::ELFDATA2LSB
-            } else {
-                elf::ELFDATA2MSB
-            },
-            version: elf::EV_CURRENT,
-            os_abi: elf::ELFOSABI_NONE,
-            abi_version: 0,
-            padding: [0; 7],
-        },
-        e_type: U16::new(e, elf::FileType(e_type)),
-        e_machine: U16::new(e, elf::EM_X86_64),
-        e_version: U32::new(e, 1),
-        e_entry: U64::new(e, 0),
-        e_phoff: U64::new(e, 64),
-        e_shoff: U64::new(e, 0),
-        e_flags: U32::new(e, elf::FileFlags(0)),
-        e_ehsize: U16::new(e, 64),
-        e_phentsize: U16::new(e, 56),
-        e_phnum: U16::new(e, u16::try_from(phdrs.len()).unwrap()),
-        e_shentsize: U16::new(e, 0),
-        e_shnum: U16::new(e, 0),
-        e_shstrndx: U16::new(e, elf::SHN_UNDEF),
-    };
-    let mut out = bytes_of(&header).to_vec();
-    for ph in phdrs {
-        out.extend_from_slice(bytes_of(&ProgramHeader64::<E> {
-            p_type: U32::new(e, ph.p_type),
-            p_flags: U32::new(e, elf::PF_R),
-            p_offset: U64::new(e, ph.offset),
-            p_vaddr: U64::new(e, 0),
-            p_paddr: U64::new(e, ph.paddr),
-            p_filesz: U64::new(e, ph.filesz),
-            p_memsz: U64::new(e, ph.memsz),
-            p_align: U64::new(e, ph.align),
-        }));
-    }
-    assert!(out.len() <= 0x1000, "too many program headers for PAYLOAD");
-    out.resize(0x1000, 0);
-    out.extend_from_slice(payload);
-    out
-}
-
-fn le(e_type: u16, phdrs: &[Ph], payload: &[u8]) -> Vec<u8> {
-    hand_made(LittleEndian, e_type, phdrs, payload)
 }
 
 /// A note in byte order `e`, 4-byte aligned.
@@ -541,6 +470,117 @@ fn page_partly_outside_every_segment_is_unreadable() {
     assert_eq!(page_of(&dump, PhysAddr::new(0x10_1000)), None);
 }
 
+#[test]
+fn segments_may_share_file_bytes() {
+    let p = page(4);
+    let bytes = le(
+        4,
+        &[
+            load_seg(PAYLOAD, 0x10_0000, 0x1000, 0x1000),
+            load_seg(PAYLOAD, 0x80_0000, 0x1000, 0x1000),
+        ],
+        &p,
+    );
+    let dump = load(&bytes[..], AUTO).unwrap();
+    assert_eq!(page_of(&dump, PhysAddr::new(0x10_0000)), Some(&p));
+    assert_eq!(page_of(&dump, PhysAddr::new(0x80_0000)), Some(&p));
+}
+
+#[test]
+fn page_assembled_from_many_small_segments_and_zero_tails() {
+    // 64 segments of 64 bytes each: 32 file bytes then 32 of zero tail,
+    // each from its own place in the payload.
+    let payload: Vec<u8> = (0..64 * 32)
+        .map(|i| u8::try_from(i % 251).unwrap())
+        .collect();
+    let phdrs: Vec<Ph> = (0..64u64)
+        .map(|i| load_seg(PAYLOAD + 32 * i, 0x10_0000 + 64 * i, 32, 64))
+        .collect();
+    let bytes = le(4, &phdrs, &payload);
+    let dump = load(&bytes[..], AUTO).unwrap();
+    let mut expect = [0u8; PAGE_SIZE];
+    for (i, chunk) in payload.chunks(32).enumerate() {
+        expect[64 * i..64 * i + 32].copy_from_slice(chunk);
+    }
+    assert_eq!(page_of(&dump, PhysAddr::new(0x10_0000)), Some(&expect));
+}
+
+#[test]
+fn only_pages_asked_for_with_file_bytes_are_held() {
+    let (a, b) = (page(1), page(2));
+    let payload = [a, b].concat();
+    let bytes = le(4, &[load_seg(PAYLOAD, 0x10_0000, 0x2000, 0x8000)], &payload);
+    let dump = load(&bytes[..], AUTO).unwrap();
+    assert_eq!(dump.pages_held(), 0, "loading reads no page");
+    assert_eq!(page_of(&dump, PhysAddr::new(0x10_1000)), Some(&b));
+    assert_eq!(page_of(&dump, PhysAddr::new(0x10_1000)), Some(&b));
+    assert_eq!(dump.pages_held(), 1, "a page asked for twice is held once");
+    assert_eq!(
+        page_of(&dump, PhysAddr::new(0x10_5000)),
+        Some(&[0u8; PAGE_SIZE])
+    );
+    assert_eq!(page_of(&dump, PhysAddr::new(0x10_8000)), None);
+    assert_eq!(page_of(&dump, PhysAddr::new(0x10_0008)), None);
+    assert_eq!(
+        dump.pages_held(),
+        1,
+        "zero-tail and unreadable pages hold nothing"
+    );
+    assert_eq!(page_of(&dump, PhysAddr::new(0x10_0000)), Some(&a));
+    assert_eq!(dump.pages_held(), 2);
+
+    let flat = [a, b].concat();
+    let dump = load(&flat[..], AUTO).unwrap();
+    assert_eq!(page_of(&dump, PhysAddr::new(0x1000)), Some(&b));
+    assert_eq!(page_of(&dump, PhysAddr::new(0x2000)), None);
+    assert_eq!(dump.pages_held(), 1);
+}
+
+/// `bytes` with its program header count moved to section header 0's
+/// `sh_info` (`e_phnum` = `PN_XNUM`), as ELF does for 65,535 or more.
+fn with_extended_count(mut bytes: Vec<u8>, count: u32) -> Vec<u8> {
+    let shoff = u64::try_from(bytes.len()).unwrap();
+    bytes[40..48].copy_from_slice(&shoff.to_le_bytes()); // e_shoff
+    bytes[56..58].copy_from_slice(&elf::PN_XNUM.to_le_bytes()); // e_phnum
+    bytes[58..60].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
+    let mut sh0 = [0u8; 64];
+    sh0[44..48].copy_from_slice(&count.to_le_bytes()); // sh_info
+    bytes.extend_from_slice(&sh0);
+    bytes
+}
+
+#[test]
+fn extended_program_header_count_is_read_from_section_header_0() {
+    let payload = [page(1), page(2)].concat();
+    let phdrs = [
+        load_seg(PAYLOAD, 0x10_0000, 0x1000, 0x1000),
+        load_seg(PAYLOAD + 0x1000, 0x20_0000, 0x1000, 0x1000),
+    ];
+    let bytes = with_extended_count(le(4, &phdrs, &payload), 2);
+    let dump = load(&bytes[..], AUTO).unwrap();
+    assert_eq!(page_of(&dump, PhysAddr::new(0x20_0000)), Some(&page(2)));
+
+    let mut no_sections = bytes.clone();
+    no_sections[40..48].copy_from_slice(&0u64.to_le_bytes());
+    assert!(matches!(err(&no_sections, AUTO), LoadError::Malformed(m) if m.contains("PN_XNUM")));
+}
+
+#[test]
+fn more_program_headers_than_the_bound_are_refused_before_reading_them() {
+    let phdrs = [load_seg(PAYLOAD, 0x10_0000, 0x1000, 0x1000)];
+    let bytes = with_extended_count(le(4, &phdrs, &page(1)), MAX_PROGRAM_HEADERS + 1);
+    assert_eq!(
+        err(&bytes, AUTO),
+        LoadError::TooManyProgramHeaders {
+            count: MAX_PROGRAM_HEADERS + 1,
+            max: MAX_PROGRAM_HEADERS,
+        }
+    );
+    // At the bound, the table is read, and this one is not in the file.
+    let bytes = with_extended_count(le(4, &phdrs, &page(1)), MAX_PROGRAM_HEADERS);
+    assert!(matches!(err(&bytes, AUTO), LoadError::Malformed(m) if m.contains("beyond the end")));
+}
+
 // --- the root note ------------------------------------------------------------
 
 #[test]
@@ -667,6 +707,71 @@ fn malformed_note_segment_is_refused_only_when_the_root_is_needed() {
 }
 
 #[test]
+fn root_note_name_may_be_padded_with_nuls_but_nothing_else() {
+    let root = 0x1000u64.to_le_bytes();
+    let raw = |name: &[u8]| {
+        let mut n = bytes_of(&NoteHeader64::<LittleEndian> {
+            n_namesz: U32::new(LittleEndian, u32::try_from(name.len()).unwrap()),
+            n_descsz: U32::new(LittleEndian, 8),
+            n_type: U32::new(LittleEndian, elf::NoteType(NT_IOMMU_FLB_ROOT)),
+        })
+        .to_vec();
+        n.extend_from_slice(name);
+        n.resize(n.len().next_multiple_of(4), 0);
+        n.extend_from_slice(&root);
+        n
+    };
+    for (name, found) in [
+        (&b"IOMMUFLB"[..], true),
+        (b"IOMMUFLB\0\0\0\0\0\0\0\0\0\0\0\0", true),
+        (b"IOMMUFLB\0\0x", false),
+        (b"IOMMUFL", false),
+    ] {
+        let bytes = core_with_notes(&raw(name));
+        let dump = load(&bytes[..], AUTO).unwrap();
+        let want = found.then_some(PhysAddr::new(0x1000));
+        assert_eq!(dump.root_note(), Ok(want), "{name:?}");
+    }
+}
+
+#[test]
+fn note_segment_with_an_unknown_alignment_is_refused() {
+    let n = note(LittleEndian, b"IOMMUFLB", NT_IOMMU_FLB_ROOT, &[0; 8]);
+    let mut bytes = core_with_notes(&n);
+    bytes[64 + 48..64 + 56].copy_from_slice(&16u64.to_le_bytes()); // note's p_align
+    let dump = load(&bytes[..], AUTO).unwrap();
+    assert!(matches!(
+        dump.root_note(),
+        Err(LoadError::Note { index: 0, .. })
+    ));
+}
+
+#[test]
+fn note_segments_that_together_exceed_the_file_are_refused() {
+    // Two note segments over the same 0x3000 bytes of empty notes: a file
+    // of 0x5000 bytes cannot hold 0x5fe8 bytes of notes without overlap.
+    let payload = [page(1).to_vec(), vec![0; 0x3000]].concat();
+    let notes = Ph {
+        offset: PAYLOAD + 0x1000,
+        filesz: 0x3000 / 12 * 12,
+        ..note_seg(0)
+    };
+    let phdrs = [load_seg(PAYLOAD, 0x1000, 0x1000, 0x1000), notes, notes];
+    let bytes = le(4, &phdrs, &payload);
+    let dump = load(&bytes[..], AUTO).expect("memory is still readable");
+    assert_eq!(page_of(&dump, PhysAddr::new(0x1000)), Some(&page(1)));
+    match dump.root_note() {
+        Err(e @ LoadError::Note { index: 2, .. }) => {
+            assert!(e.to_string().contains("they overlap"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // One of them alone is read note by note, and holds no root.
+    let bytes = le(4, &phdrs[..2], &payload);
+    assert_eq!(load(&bytes[..], AUTO).unwrap().root_note(), Ok(None));
+}
+
+#[test]
 fn errors_say_what_and_where() {
     let e = LoadError::Segment {
         index: 3,
@@ -689,6 +794,14 @@ fn errors_say_what_and_where() {
     assert_eq!(
         o.to_string(),
         "program headers 1 and 2 (PT_LOAD) both cover physical address 0x100800"
+    );
+    let many = LoadError::TooManyProgramHeaders {
+        count: 2_000_000,
+        max: MAX_PROGRAM_HEADERS,
+    };
+    assert_eq!(
+        many.to_string(),
+        "the ELF file has 2000000 program headers; the tool reads at most 1048576"
     );
 }
 

@@ -172,6 +172,7 @@ pub fn load(input: &LoadInput<'_>) {
             root: root_opt,
             base,
             mode: Mode::Handover,
+            page_size: iommu_flb_abi::abi::PageSize::Size4K,
         };
         cli::cmd::report("fuzz", input.file, &opts, what)
     };

@@ -64,7 +64,7 @@ fn setup() -> (W, IommuHandle, DomainHandle) {
 }
 
 /// The image's bytes, to prove a refused operation changed nothing.
-fn snapshot(w: &W) -> Vec<(PhysAddr, Vec<u8>)> {
+fn snapshot<X: DeviceIndex>(w: &Writer<MapAlloc, X>) -> Vec<(PhysAddr, Vec<u8>)> {
     w.alloc()
         .map()
         .iter()
@@ -134,7 +134,7 @@ fn a_duplicate_device_is_found_through_a_slice_index() {
 }
 
 #[test]
-fn a_full_device_index_refuses_the_device_and_changes_no_record() {
+fn a_full_device_index_refuses_the_device_and_changes_no_byte() {
     let mut slots = [IndexSlot::empty(); 3];
     let pages = MapAlloc::sequential(PhysAddr::new(0x10_0000));
     let mut w = Writer::with_index(pages, SliceIndex::new(&mut slots)).unwrap();
@@ -142,9 +142,15 @@ fn a_full_device_index_refuses_the_device_and_changes_no_record() {
     let d = w.preserve_domain(domain_init()).unwrap();
     w.preserve_device(dev(0, 1), d, i).unwrap();
     w.preserve_device(dev(0, 2), d, i).unwrap();
+    let before = snapshot(&w);
     assert_eq!(
         w.preserve_device(dev(0, 3), d, i),
         Err(WriteError::IndexFull { capacity: 2 })
+    );
+    // Not a byte written, not even in the slot past nr_objects.
+    assert!(
+        snapshot(&w) == before,
+        "the refused device changed the image"
     );
     let img = walk(w.alloc(), w.root());
     assert_eq!(img.devices.records.len(), 2);

@@ -102,8 +102,10 @@ impl DomainField {
 
 /// A refused operation. Each variant says what was wrong and which object
 /// (by the physical address of its record) or page it concerns. A refused
-/// operation leaves the image valid: either nothing changed, or a new empty
-/// tail page was linked (see each variant).
+/// operation changed nothing in the image: every page holds the bytes it
+/// held before, and a page taken from the allocator for the operation was
+/// given back (except one refused as [`WriteError::BadPage`]); see
+/// [Failures](super#failures).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WriteError {
     /// The allocator returned no page. Nothing in the image changed.
@@ -121,9 +123,10 @@ pub enum WriteError {
         /// What is wrong with it.
         problem: BadPage,
     },
-    /// `page_mut` refused a page the writer had taken earlier.
+    /// `page_mut` or `pages_mut` refused a page the writer had taken
+    /// earlier.
     PageUnavailable {
-        /// The page.
+        /// The page (for `pages_mut`, the address it named).
         phys: PhysAddr,
     },
     /// A page of the image no longer holds what the writer put there (it was

@@ -2,8 +2,9 @@
 
 use core::ops::ControlFlow;
 
-use super::chain::record;
+use super::chain::{hdr_mut, page, pages, record, record_mut};
 use super::index::Lookup;
+use super::record::{DEV, DOM, HW, Rec, device_record, domain_record, iommu_record};
 use super::types::WriterId;
 use super::{
     DeviceHandle, DeviceIndex, DeviceInit, DeviceKey, DomainField, DomainHandle, DomainInit,
@@ -99,11 +100,19 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             });
         }
         let in_use = self.in_use();
-        let phys = self.iommus.append(&mut self.alloc, &in_use, |rec| {
-            rec.write_iommu(token, &payload, hdr(0, IOMMU_SER_FLAG_DELETED))
-        })?;
+        let slot = self.iommus.next_slot(&mut self.alloc, &in_use)?;
+        let staged = iommu_record(slot.phys, token, &payload, hdr(0, IOMMU_SER_FLAG_DELETED))
+            .and_then(|rec| Ok((rec, slot.map::<A, HW>(&mut self.alloc, None)?.0)));
+        match staged {
+            Ok((rec, target)) => target.commit(rec),
+            Err(e) => {
+                slot.abandon(&mut self.alloc);
+                return Err(e);
+            }
+        }
+        self.iommus.commit(&slot);
         self.counts.iommus = self.counts.iommus.saturating_add(1);
-        Ok(IommuHandle::new(phys, self.id))
+        Ok(IommuHandle::new(slot.phys, self.id))
     }
 
     /// Preserves a domain (live at once, `ref_count` 1).
@@ -119,11 +128,19 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             return invalid(DomainField::SignExtend, u64::from(d.sign_extend));
         }
         let in_use = self.in_use();
-        let phys = self.domains.append(&mut self.alloc, &in_use, |rec| {
-            rec.write_domain(&d, hdr(1, 0))
-        })?;
+        let slot = self.domains.next_slot(&mut self.alloc, &in_use)?;
+        let staged = domain_record(slot.phys, &d, hdr(1, 0))
+            .and_then(|rec| Ok((rec, slot.map::<A, DOM>(&mut self.alloc, None)?.0)));
+        match staged {
+            Ok((rec, target)) => target.commit(rec),
+            Err(e) => {
+                slot.abandon(&mut self.alloc);
+                return Err(e);
+            }
+        }
+        self.domains.commit(&slot);
         self.counts.domains = self.counts.domains.saturating_add(1);
-        Ok(DomainHandle::new(phys, self.id))
+        Ok(DomainHandle::new(slot.phys, self.id))
     }
 
     /// The live device with this key, if any.
@@ -199,19 +216,38 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             });
         }
         let in_use = self.in_use();
+        let slot = self.devices.next_slot(&mut self.alloc, &in_use)?;
         let index = &mut self.index;
-        let phys = self.devices.append(&mut self.alloc, &in_use, |rec| {
-            rec.write_device(&d, domain.phys(), iommu.phys(), hdr(1, 0))?;
-            // Last: the only step that can fail leaves the index unchanged.
-            index.insert(key, rec.phys)
-        })?;
-        record(&mut self.alloc, ObjectKind::Iommu, iommu.phys())?.set_hdr(new_count, 0)?;
+        let staged =
+            device_record(slot.phys, &d, domain.phys(), iommu.phys(), hdr(1, 0)).and_then(|rec| {
+                let (target, hw) = slot.map::<A, DEV>(&mut self.alloc, Some(iommu.phys()))?;
+                let hw = hw.ok_or(WriteError::Inconsistent {
+                    phys: iommu.phys(),
+                    what: "IOMMU page not mapped",
+                })?;
+                let hw = hdr_mut::<HW>(hw, iommu.phys())?;
+                // The last step that can fail; a failure leaves the index
+                // unchanged.
+                index.insert(key, slot.phys)?;
+                Ok((rec, target, hw))
+            });
+        match staged {
+            Ok((rec, target, hw)) => {
+                target.commit(rec);
+                *hw = hdr(new_count, 0);
+            }
+            Err(e) => {
+                slot.abandon(&mut self.alloc);
+                return Err(e);
+            }
+        }
+        self.devices.commit(&slot);
         if new_count == 1 {
             self.counts.live_iommus = self.counts.live_iommus.saturating_add(1);
         }
         self.counts.devices = self.counts.devices.saturating_add(1);
         self.max_device_key = Some(self.max_device_key.map_or(key, |m| m.max(key)));
-        Ok(DeviceHandle::new(phys, self.id))
+        Ok(DeviceHandle::new(slot.phys, self.id))
     }
 
     /// Unpreserves a device (`DELETED`); its IOMMU's `ref_count` falls by
@@ -234,11 +270,13 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                 what: "live device behind a deleted IOMMU",
             });
         };
-        record(&mut self.alloc, ObjectKind::Device, phys)?
-            .set_hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED)?;
         let left = n.saturating_sub(1);
         let flags = if left == 0 { IOMMU_SER_FLAG_DELETED } else { 0 };
-        record(&mut self.alloc, ObjectKind::Iommu, iommu)?.set_hdr(left, flags)?;
+        let [dev_page, hw_page] = pages(&mut self.alloc, [phys.page_base(), iommu.page_base()])?;
+        let dev = hdr_mut::<DEV>(dev_page, phys)?;
+        let hw = hdr_mut::<HW>(hw_page, iommu)?;
+        *dev = hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED);
+        *hw = hdr(left, flags);
         if left == 0 {
             self.counts.live_iommus = self.counts.live_iommus.saturating_sub(1);
         }
@@ -274,8 +312,8 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                 device,
             });
         }
-        record(&mut self.alloc, ObjectKind::Domain, phys)?
-            .set_hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED)?;
+        *hdr_mut::<DOM>(page(&mut self.alloc, phys.page_base())?, phys)? =
+            hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED);
         self.counts.domains = self.counts.domains.saturating_sub(1);
         Ok(())
     }
@@ -295,9 +333,11 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                 devices,
             }),
             IommuState::Idle => {
-                let mut rec = record(&mut self.alloc, ObjectKind::Iommu, phys)?;
+                let slot = record_mut::<HW>(page(&mut self.alloc, phys.page_base())?, phys)?;
+                let mut rec = Rec { phys, bytes: *slot };
                 rec.set_iommu_type(IommuTypeSer::IommuInvalid)?;
                 rec.set_hdr(0, IOMMU_SER_FLAG_DELETED)?;
+                *slot = rec.bytes;
                 self.counts.iommus = self.counts.iommus.saturating_sub(1);
                 Ok(())
             }

@@ -300,8 +300,10 @@ enum iommu_flb_error_kind {
    */
   IOMMU_FLB_ERR_INVALID_DOMAIN = 138,
   /**
-   * @IOMMU_FLB_ERR_ATTACHMENT_ID_ON_SMMUV3: attachment_id is not 0 for a
-   * device behind an SMMUv3. Returned as -EINVAL.
+   * @IOMMU_FLB_ERR_ATTACHMENT_ID_ON_SMMUV3: Retired, never returned: a
+   * device behind an SMMUv3 carries its ASID (stage 1) or VMID (stage 2)
+   * in attachment_id, which the writer once refused. The value stays
+   * reserved.
    */
   IOMMU_FLB_ERR_ATTACHMENT_ID_ON_SMMUV3 = 139,
   /**
@@ -1009,7 +1011,8 @@ int iommu_flb_preserve_domain(struct iommu_flb_writer *w,
  * iommu_flb_preserve_device() - Preserve a device behind a domain and IOMMU.
  * @w: A started writer.
  * @init: The device: devid, pci_domain_nr, dma_owner_token,
- *        domain_iommu_ser.attachment_id (0 behind an SMMUv3) and the member
+ *        domain_iommu_ser.attachment_id (the VT-d domain ID, or the SMMUv3
+ *        ASID or VMID) and the member
  *        of the vendor union the IOMMU's type selects are read; hdr, the
  *        domain and IOMMU addresses, restored and padding are ignored (the
  *        writer sets them). The whole struct must be initialized.

@@ -5,6 +5,7 @@ mod writer_support;
 
 use iommu_flb_abi::PhysAddr;
 use iommu_flb_abi::abi::v1::*;
+use iommu_flb_abi::reader::{self, Options};
 use iommu_flb_abi::writer::*;
 use writer_support::walk;
 
@@ -417,19 +418,26 @@ fn a_device_payload_for_another_iommu_type_is_refused() {
 }
 
 #[test]
-fn an_attachment_id_behind_an_smmuv3_is_refused() {
+fn an_smmuv3_asid_or_vmid_in_attachment_id_is_stored_and_read_back() {
+    // The SMMUv3 live-update driver stores the stage-1 ASID or the stage-2
+    // VMID in attachment_id.
     let mut w = writer();
     let i = w.preserve_iommu(1, smmu(1)).unwrap();
     let d = w.preserve_domain(domain_init()).unwrap();
-    let bad = DeviceInit {
-        attachment_id: 3,
+    let asid = DeviceInit {
+        attachment_id: 0x2a,
         ..smmu_dev(1)
     };
-    assert_eq!(
-        w.preserve_device(bad, d, i),
-        Err(WriteError::AttachmentIdOnSmmuv3 { attachment_id: 3 })
-    );
-    w.preserve_device(smmu_dev(1), d, i).unwrap();
+    let dev = w.preserve_device(asid, d, i).unwrap();
+    let img = walk(w.alloc(), w.root());
+    assert_eq!(img.devices.records[0].phys, dev.phys());
+    let stored = img.devices.records[0].device().domain_iommu_ser;
+    assert_eq!(stored.attachment_id.get(), 0x2a);
+    let (root, pages) = w.finish();
+    let owned = reader::validate_alloc(&pages, root, &Options::default()).unwrap();
+    let seen = owned.image().find_device(0, 1).unwrap();
+    assert_eq!(seen.phys(), dev.phys());
+    assert_eq!(seen.record().domain_iommu_ser.attachment_id.get(), 0x2a);
 }
 
 #[test]

@@ -321,10 +321,6 @@ fn step<A: PageAlloc, X: DeviceIndex>(
                     iommu_type: i.ty,
                     payload_type: ty(intel),
                 })
-            } else if !intel && attach != 0 {
-                Some(WriteError::AttachmentIdOnSmmuv3 {
-                    attachment_id: attach,
-                })
             } else {
                 dup.map(|x| WriteError::DuplicateDevice {
                     pci_domain_nr: seg,

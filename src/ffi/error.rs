@@ -199,8 +199,10 @@ pub enum IommuFlbErrorKind {
     /// (top_table_phys zero or unaligned, vasz above 64, sign_extend above
     /// 1); @field names the field. Returned as -EINVAL.
     IommuFlbErrInvalidDomain = 138,
-    /// @IOMMU_FLB_ERR_ATTACHMENT_ID_ON_SMMUV3: attachment_id is not 0 for a
-    /// device behind an SMMUv3. Returned as -EINVAL.
+    /// @IOMMU_FLB_ERR_ATTACHMENT_ID_ON_SMMUV3: Retired, never returned: a
+    /// device behind an SMMUv3 carries its ASID (stage 1) or VMID (stage 2)
+    /// in attachment_id, which the writer once refused. The value stays
+    /// reserved.
     IommuFlbErrAttachmentIdOnSmmuv3 = 139,
     /// @IOMMU_FLB_ERR_DOMAIN_IN_USE: The domain still has live devices.
     /// Returned as -EBUSY.
@@ -270,7 +272,6 @@ impl IommuFlbErrorKind {
             WriteError::DuplicateIommu { .. } => K::IommuFlbErrIommuExists,
             WriteError::PayloadMismatch { .. } => K::IommuFlbErrPayloadMismatch,
             WriteError::InvalidDomain { .. } => K::IommuFlbErrInvalidDomain,
-            WriteError::AttachmentIdOnSmmuv3 { .. } => K::IommuFlbErrAttachmentIdOnSmmuv3,
             WriteError::DomainInUse { .. } => K::IommuFlbErrDomainInUse,
             WriteError::IommuInUse { .. } => K::IommuFlbErrIommuInUse,
             WriteError::RefCountOverflow { .. } => K::IommuFlbErrRefCountOverflow,
@@ -463,9 +464,6 @@ fn write_location(e: &WriteError) -> (Option<ObjectKind>, Option<u64>, Option<&'
         }
         WriteError::InvalidDomain { field, .. } => {
             (Some(ObjectKind::Domain), None, Some(field.name()))
-        }
-        WriteError::AttachmentIdOnSmmuv3 { .. } => {
-            (Some(ObjectKind::Device), None, Some("attachment_id"))
         }
         WriteError::DomainInUse { domain, .. } => {
             (Some(ObjectKind::Domain), Some(domain.get()), None)

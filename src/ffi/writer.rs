@@ -576,7 +576,8 @@ pub unsafe extern "C" fn iommu_flb_preserve_domain(
 /// iommu_flb_preserve_device() - Preserve a device behind a domain and IOMMU.
 /// @w: A started writer.
 /// @init: The device: devid, pci_domain_nr, dma_owner_token,
-///        domain_iommu_ser.attachment_id (0 behind an SMMUv3) and the member
+///        domain_iommu_ser.attachment_id (the VT-d domain ID, or the SMMUv3
+///        ASID or VMID) and the member
 ///        of the vendor union the IOMMU's type selects are read; hdr, the
 ///        domain and IOMMU addresses, restored and padding are ignored (the
 ///        writer sets them). The whole struct must be initialized.

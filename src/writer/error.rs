@@ -192,12 +192,6 @@ pub enum WriteError {
         /// The value given.
         value: u64,
     },
-    /// `attachment_id` is not 0 for a device behind an SMMUv3 (the kernel
-    /// stores 0 there; only VT-d has domain IDs).
-    AttachmentIdOnSmmuv3 {
-        /// The value given.
-        attachment_id: u64,
-    },
     /// The domain still has live devices attached.
     DomainInUse {
         /// The domain's record.
@@ -246,8 +240,7 @@ impl WriteError {
             WriteError::Inconsistent { .. } => errno::EUCLEAN,
             WriteError::ForeignHandle { .. }
             | WriteError::PayloadMismatch { .. }
-            | WriteError::InvalidDomain { .. }
-            | WriteError::AttachmentIdOnSmmuv3 { .. } => errno::EINVAL,
+            | WriteError::InvalidDomain { .. } => errno::EINVAL,
             WriteError::AttachToDeleted { .. } | WriteError::AlreadyUnpreserved { .. } => {
                 errno::ENOENT
             }
@@ -317,10 +310,6 @@ impl fmt::Display for WriteError {
             WriteError::InvalidDomain { field, value } => {
                 write!(f, "invalid domain {}: {value:#x}", field.name())
             }
-            WriteError::AttachmentIdOnSmmuv3 { attachment_id } => write!(
-                f,
-                "attachment_id {attachment_id:#x} must be 0 for a device behind an SMMUv3"
-            ),
             WriteError::DomainInUse { domain, device } => {
                 write!(f, "domain {domain} is still attached to device {device}")
             }

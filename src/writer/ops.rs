@@ -202,11 +202,6 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                 payload_type: d.payload.iommu_type(),
             });
         }
-        if ty == IommuTypeSer::IommuArmSmmuv3 && d.attachment_id != 0 {
-            return Err(WriteError::AttachmentIdOnSmmuv3 {
-                attachment_id: d.attachment_id,
-            });
-        }
         let key = DeviceKey::new(d.pci_domain_nr, d.devid);
         if let Some(existing) = self.find_device(key)? {
             return Err(WriteError::DuplicateDevice {

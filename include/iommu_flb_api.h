@@ -119,8 +119,9 @@ enum iommu_flb_error_kind {
    */
   IOMMU_FLB_ERR_ROOT_UNREADABLE = 1,
   /**
-   * @IOMMU_FLB_ERR_ROOT_CROSSES_PAGE: The root would cross the end of its
-   * page. Returned as -EINVAL.
+   * @IOMMU_FLB_ERR_ROOT_CROSSES_PAGE: Retired, never returned: the root
+   * must start its page (IOMMU_FLB_ERR_UNALIGNED otherwise), so it cannot
+   * cross the page end. The value stays reserved.
    */
   IOMMU_FLB_ERR_ROOT_CROSSES_PAGE = 2,
   /**
@@ -134,8 +135,8 @@ enum iommu_flb_error_kind {
    */
   IOMMU_FLB_ERR_NULL_POINTER = 4,
   /**
-   * @IOMMU_FLB_ERR_UNALIGNED: A pointer that must be page-aligned is not.
-   * Returned as -EINVAL.
+   * @IOMMU_FLB_ERR_UNALIGNED: A pointer that must be page-aligned is not
+   * (the root's address included). Returned as -EINVAL.
    */
   IOMMU_FLB_ERR_UNALIGNED = 5,
   /**
@@ -231,6 +232,11 @@ enum iommu_flb_error_kind {
    * iommu_flb_scratch_size() said. Returned as -ENOSPC.
    */
   IOMMU_FLB_ERR_SCRATCH_TOO_SMALL = 23,
+  /**
+   * @IOMMU_FLB_ERR_REF_COUNT_NOT_ONE: A live domain or device has a
+   * ref_count other than 0 or 1. Returned as -EBADMSG.
+   */
+  IOMMU_FLB_ERR_REF_COUNT_NOT_ONE = 24,
   /**
    * @IOMMU_FLB_ERR_INVALID_ARGUMENT: A pointer argument is NULL or
    * misaligned, or a value argument is out of range; @field names the
@@ -703,11 +709,11 @@ int iommu_flb_scratch_size(const struct iommu_flb_mem *mem,
  * @err: Where to store what went wrong, and where; always written.
  *
  * Checks every rule of the format, in a fixed order, with no side effect on
- * the image: the root (readable, inside its page, version 1, heads non-zero
- * and page-aligned), each chain (pages readable, counts within capacity,
- * every page but the last full, no cycle, limits), no page used twice, then
- * every record (flags, reference counts, types, references between
- * records, duplicates). Nothing is restored. Cost O(n log n) in pages and
+ * the image: the root (starting its page, readable, version 1, heads
+ * non-zero and page-aligned), each chain (pages readable, counts within
+ * capacity, every page but the last full, no cycle, limits), no page used
+ * twice, then every record (flags, reference counts, types, references
+ * between records, padding, duplicates). Nothing is restored. Cost O(n log n) in pages and
  * records.
  *
  * Context: Any context the @mem callback allows; does not sleep by itself.

@@ -237,11 +237,11 @@ pub unsafe extern "C" fn iommu_flb_scratch_size(
 /// @err: Where to store what went wrong, and where; always written.
 ///
 /// Checks every rule of the format, in a fixed order, with no side effect on
-/// the image: the root (readable, inside its page, version 1, heads non-zero
-/// and page-aligned), each chain (pages readable, counts within capacity,
-/// every page but the last full, no cycle, limits), no page used twice, then
-/// every record (flags, reference counts, types, references between
-/// records, duplicates). Nothing is restored. Cost O(n log n) in pages and
+/// the image: the root (starting its page, readable, version 1, heads
+/// non-zero and page-aligned), each chain (pages readable, counts within
+/// capacity, every page but the last full, no cycle, limits), no page used
+/// twice, then every record (flags, reference counts, types, references
+/// between records, padding, duplicates). Nothing is restored. Cost O(n log n) in pages and
 /// records.
 ///
 /// Context: Any context the @mem callback allows; does not sleep by itself.

@@ -848,7 +848,6 @@ fn header_documents_every_error_kind_with_its_value_and_errno() {
     let p = PhysAddr::new(0x1000);
     let read = [
         ErrorKind::RootUnreadable,
-        ErrorKind::RootCrossesPage { offset: 1 },
         ErrorKind::UnsupportedVersion { found: 2 },
         ErrorKind::NullPointer,
         ErrorKind::Unaligned { value: p },
@@ -876,6 +875,7 @@ fn header_documents_every_error_kind_with_its_value_and_errno() {
         },
         ErrorKind::UnknownFlags { flags: 4 },
         ErrorKind::ZeroRefCount,
+        ErrorKind::RefCountNotOne { stored: 2 },
         ErrorKind::RefCountMismatch {
             stored: 1,
             counted: 2,

@@ -103,13 +103,18 @@ pub fn scratch_len<M: Memory + ?Sized>(
 ///
 /// # Errors
 ///
-/// The first rule the image breaks, in a fixed order: the root (readable,
-/// inside its page, version, heads), each chain's pages (pointers, counts,
-/// cycles, limits), pages used twice, then the IOMMU, domain and device
-/// records, IOMMU reference counts, and duplicate IOMMUs and devices.
-/// Deleted records are skipped, except that their `flags` too may hold only
-/// known bits (the flags word is what marks them deleted). A short `scratch`
-/// is [`ErrorKind::ScratchTooSmall`](crate::error::ErrorKind::ScratchTooSmall).
+/// The first rule the image breaks, in a fixed order: the root (starting
+/// its page, readable, version, heads), each chain's pages (pointers, the
+/// root's page, counts, cycles, limits), pages used twice, then the IOMMU,
+/// domain and device records (flags, reference counts: 1 for a live domain
+/// or device, types, references, padding, fields the next kernel writes),
+/// IOMMU reference counts, and duplicate IOMMUs and devices. Deleted
+/// records are skipped, except for their `flags` (the word that marks them
+/// deleted): only known bits, and no `INCOMING` in handover mode. Padding
+/// is every byte of a live record no version-1 field gives a meaning: the
+/// `padding` members, and the vendor-union bytes past an SMMUv3 IOMMU's
+/// 32-byte member. A short `scratch` is
+/// [`ErrorKind::ScratchTooSmall`](crate::error::ErrorKind::ScratchTooSmall).
 ///
 /// # Example
 ///

@@ -183,8 +183,9 @@ fn read_fail(e: crate::Error, root: u64, got: usize) -> Fail {
 ///
 /// Checks the root and walks the three chains, reading each chain page once
 /// and no record, so it fails with the same root and chain errors
-/// iommu_flb_validate() would. The size is at most 16 bytes per record plus
-/// 32 per page, plus a small fixed header.
+/// iommu_flb_validate() would. The size is 16 * (2 * P + 1 + I + D) bytes
+/// for P chain pages, I IOMMU slots and D device slots (deleted records
+/// included), plus a small fixed header.
 ///
 /// Context: Any context the @mem callback allows. Pointers must be valid
 /// for the access their names say; @mem->ctx is only passed back.

@@ -81,8 +81,12 @@ pub struct Options {
 }
 
 /// How many [`ScratchElem`]s [`validate`] needs for the image at `root`:
-/// `2 × pages + 1 + IOMMU slots + device slots` (domains need none), at most
-/// 16 bytes per record plus 32 per page.
+/// exactly `2 × P + 1 + I + D` for `P` chain pages, `I` IOMMU slots and `D`
+/// device slots (deleted records included; domains need none). An element
+/// is 16 bytes, so that is 32 bytes per chain page, 16 per IOMMU or device
+/// slot and 16 more (the root's page in the sorted page table). Per record
+/// it is not bounded by 16 bytes: 1 IOMMU, 1 domain and 56 devices fill 3
+/// pages and need 64 elements, 1024 bytes for 58 records.
 ///
 /// It checks the root and walks the three chains (reading each chain page
 /// once, no record), so it fails with the same root and chain errors

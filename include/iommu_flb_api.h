@@ -990,7 +990,7 @@ int iommu_flb_writer_start_indexed(struct iommu_flb_writer *w,
  *
  * Return: 0 with *@out set, or a negative errno (enum
  * iommu_flb_error_kind; details from iommu_flb_writer_last_error()). A
- * failure leaves the image valid.
+ * failure leaves the image unchanged (every page holds the bytes it held).
  */
 int iommu_flb_preserve_iommu(struct iommu_flb_writer *w,
                              uint64_t token,

@@ -495,7 +495,7 @@ unsafe fn give(
 ///
 /// Return: 0 with *@out set, or a negative errno (enum
 /// iommu_flb_error_kind; details from iommu_flb_writer_last_error()). A
-/// failure leaves the image valid.
+/// failure leaves the image unchanged (every page holds the bytes it held).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn iommu_flb_preserve_iommu(
     w: *mut IommuFlbWriter,

@@ -675,62 +675,45 @@ fn domain_sign_extend_above_1_is_refused() {
 
 #[test]
 fn domain_padding_not_zero_is_refused() {
-    let mut img = base();
-    img.put_u8(img.field(Chain::Domain, 2, off::DOM_PAD + 2), 1);
-    expect(
-        &img,
-        ErrorKind::NonZeroPadding,
-        img.at(Chain::Domain, 2).field("padding"),
-    );
+    padding_refused(Chain::Domain, 2, off::DOM_PAD + 2, 1, "padding");
 }
 
 #[test]
 fn intel_iommu_padding_not_zero_is_refused() {
     // IOMMU 0 is Intel: restored (1 byte), then padding[7].
-    let mut img = base();
-    img.put_u8(img.field(Chain::Iommu, 0, off::HW_VENDOR + 7), 0x80);
-    expect(
-        &img,
-        ErrorKind::NonZeroPadding,
-        img.at(Chain::Iommu, 0).field("padding"),
-    );
+    padding_refused(Chain::Iommu, 0, off::HW_VENDOR + 7, 0x80, "padding");
 }
 
 #[test]
 fn smmuv3_iommu_union_bytes_past_its_member_not_zero_are_refused() {
     // IOMMU 1 is SMMUv3: its 32-byte member leaves 56 of the union's 88
     // bytes, which version 1 does not use; the last one is set.
-    let mut img = base();
-    img.put_u8(img.field(Chain::Iommu, 1, off::HW_VENDOR + 87), 1);
-    expect(
-        &img,
-        ErrorKind::NonZeroPadding,
-        img.at(Chain::Iommu, 1).field("vendor"),
-    );
+    padding_refused(Chain::Iommu, 1, off::HW_VENDOR + 87, 1, "vendor");
 }
 
 #[test]
 fn intel_device_padding_not_zero_is_refused() {
     // Device 2 is behind IOMMU 0 (Intel): restored, then padding[7].
+    padding_refused(Chain::Device, 2, off::DEV_VENDOR + 1, 1, "padding");
+}
+
+/// Sets byte `at` of record `index` of `chain` in the base image to
+/// `value`, which must be refused as non-zero `field`.
+fn padding_refused(chain: Chain, index: usize, at: usize, value: u8, field: &'static str) {
     let mut img = base();
-    img.put_u8(img.field(Chain::Device, 2, off::DEV_VENDOR + 1), 1);
+    img.put_u8(img.field(chain, index, at), value);
     expect(
         &img,
         ErrorKind::NonZeroPadding,
-        img.at(Chain::Device, 2).field("padding"),
+        img.at(chain, index).field(field),
     );
 }
 
 #[test]
 fn smmuv3_device_padding_not_zero_is_refused() {
-    // Device 1 is behind IOMMU 1 (SMMUv3): padding is the u32 at 12.
-    let mut img = base();
-    img.put_u32(img.field(Chain::Device, 1, off::DEV_VENDOR + 12), 1 << 24);
-    expect(
-        &img,
-        ErrorKind::NonZeroPadding,
-        img.at(Chain::Device, 1).field("padding"),
-    );
+    // Device 1 is behind IOMMU 1 (SMMUv3): padding is the u32 at 12; its
+    // high byte is set.
+    padding_refused(Chain::Device, 1, off::DEV_VENDOR + 15, 1, "padding");
 }
 
 #[test]

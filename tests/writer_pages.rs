@@ -427,6 +427,16 @@ fn faulty_writer() -> (Writer<Faulty>, Faults) {
     (Writer::start(alloc).unwrap(), faults)
 }
 
+/// [`faulty_writer`] with an Intel IOMMU and a domain preserved.
+fn faulty_writer_with_iommu_and_domain() -> (Writer<Faulty>, Faults, IommuHandle, DomainHandle) {
+    let (mut w, faults) = faulty_writer();
+    let i = w
+        .preserve_iommu(1, IommuPayloadInit::Intel(IntelIommuInit::default()))
+        .unwrap();
+    let d = w.preserve_domain(domain_init()).unwrap();
+    (w, faults, i, d)
+}
+
 /// Runs `op` once for each allocation and page mapping it makes, failing
 /// that one call: every such run must fail with the fault, leave every byte
 /// of every page as it was, and leave the reader seeing what it saw. Then
@@ -468,11 +478,7 @@ fn fails_whole<T>(
 fn a_device_whose_iommu_page_cannot_be_mapped_is_not_preserved_at_all() {
     // The case: the IOMMU's page failing after the device was made
     // live left RefCountMismatch { stored: 1, counted: 2 } behind.
-    let (mut w, faults) = faulty_writer();
-    let i = w
-        .preserve_iommu(1, IommuPayloadInit::Intel(IntelIommuInit::default()))
-        .unwrap();
-    let d = w.preserve_domain(domain_init()).unwrap();
+    let (mut w, faults, i, d) = faulty_writer_with_iommu_and_domain();
     w.preserve_device(intel_dev(1), d, i).unwrap();
     let (dev, calls) = fails_whole(&mut w, &faults, |w| w.preserve_device(intel_dev(2), d, i));
     assert!(
@@ -486,11 +492,7 @@ fn a_device_whose_iommu_page_cannot_be_mapped_is_not_preserved_at_all() {
 #[test]
 fn a_device_linking_a_new_page_fails_whole_at_every_step() {
     // Three pages at once: the full device tail, the fresh page, the IOMMU's.
-    let (mut w, faults) = faulty_writer();
-    let i = w
-        .preserve_iommu(1, IommuPayloadInit::Intel(IntelIommuInit::default()))
-        .unwrap();
-    let d = w.preserve_domain(domain_init()).unwrap();
+    let (mut w, faults, i, d) = faulty_writer_with_iommu_and_domain();
     let cap = u32::try_from(IOMMU_DEVICE_ARRAY_CAPACITY).unwrap();
     for devid in 0..cap {
         w.preserve_device(intel_dev(devid), d, i).unwrap();
@@ -506,11 +508,7 @@ fn a_device_linking_a_new_page_fails_whole_at_every_step() {
 fn unpreserving_a_device_fails_whole_at_every_step() {
     // A device DELETED before its IOMMU's count fell left the IOMMU
     // counting a device that is gone.
-    let (mut w, faults) = faulty_writer();
-    let i = w
-        .preserve_iommu(1, IommuPayloadInit::Intel(IntelIommuInit::default()))
-        .unwrap();
-    let d = w.preserve_domain(domain_init()).unwrap();
+    let (mut w, faults, i, d) = faulty_writer_with_iommu_and_domain();
     let a = w.preserve_device(intel_dev(1), d, i).unwrap();
     w.preserve_device(intel_dev(2), d, i).unwrap();
     fails_whole(&mut w, &faults, |w| w.unpreserve_device(a));
@@ -543,11 +541,7 @@ fn an_iommu_linking_a_new_page_fails_whole_at_every_step() {
 
 #[test]
 fn unpreserving_a_domain_or_an_iommu_fails_whole_at_every_step() {
-    let (mut w, faults) = faulty_writer();
-    let i = w
-        .preserve_iommu(1, IommuPayloadInit::Intel(IntelIommuInit::default()))
-        .unwrap();
-    let d = w.preserve_domain(domain_init()).unwrap();
+    let (mut w, faults, i, d) = faulty_writer_with_iommu_and_domain();
     fails_whole(&mut w, &faults, |w| w.unpreserve_domain(d));
     fails_whole(&mut w, &faults, |w| w.unpreserve_iommu(i));
     let img = walk(w.alloc().inner(), w.root());

@@ -344,6 +344,26 @@ fn non_zero_padding(loc: Location, field: &'static str) -> Error {
     Error::new(ErrorKind::NonZeroPadding, loc.field(field))
 }
 
+/// The first 8 bytes both Intel payloads (IOMMU and device) start with:
+/// `restored`, which only the next kernel sets, and `padding[7]`.
+fn check_intel_head(
+    loc: Location,
+    restored: u8,
+    padding: [u8; 7],
+    handover: bool,
+) -> Result<(), Error> {
+    if handover && restored != 0 {
+        return Err(Error::new(
+            ErrorKind::AlreadyRestored,
+            loc.field("restored"),
+        ));
+    }
+    if padding != [0; 7] {
+        return Err(non_zero_padding(loc, "padding"));
+    }
+    Ok(())
+}
+
 /// The type of a live IOMMU record, Intel or SMMUv3.
 pub(crate) fn iommu_type(rec: &IommuHwSer) -> Option<IommuTypeSer> {
     match IommuTypeSer::from_wire(rec.r#type.get()) {
@@ -413,15 +433,7 @@ fn check_iommus<M: Memory + ?Sized>(
         match ty {
             IommuTypeSer::IommuIntel => {
                 let intel = hw_intel(bytes);
-                if handover && intel.restored != 0 {
-                    return Err(Error::new(
-                        ErrorKind::AlreadyRestored,
-                        loc.field("restored"),
-                    ));
-                }
-                if intel.padding != [0; 7] {
-                    return Err(non_zero_padding(loc, "padding"));
-                }
+                check_intel_head(loc, intel.restored, intel.padding, handover)?;
             }
             _ => {
                 if hw_smmuv3(bytes).1.iter().any(|b| *b != 0) {
@@ -512,15 +524,7 @@ fn check_devices<M: Memory + ?Sized>(
         // `locate` found a live IOMMU, whose type `check_iommus` proved.
         if iommu_type(rec) == Some(IommuTypeSer::IommuIntel) {
             let intel = dev_intel(bytes);
-            if handover && intel.restored != 0 {
-                return Err(Error::new(
-                    ErrorKind::AlreadyRestored,
-                    loc.field("restored"),
-                ));
-            }
-            if intel.padding != [0; 7] {
-                return Err(non_zero_padding(loc, "padding"));
-            }
+            check_intel_head(loc, intel.restored, intel.padding, handover)?;
         } else if dev_smmuv3(bytes).padding.get() != 0 {
             return Err(non_zero_padding(loc, "padding"));
         }

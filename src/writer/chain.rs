@@ -173,6 +173,9 @@ fn array_hdr_mut(
         })
 }
 
+/// Size of an IOMMU record, whose header a device's append rewrites.
+const IOMMU_RECORD: usize = size_of::<IommuHwSer>();
+
 /// Where slot `index` of a page of `kind` starts, relative to the page.
 fn slot_offset(kind: ObjectKind, index: u64) -> Option<u64> {
     let size = u64::try_from(kind.record_size()).ok()?;
@@ -183,7 +186,7 @@ fn slot_offset(kind: ObjectKind, index: u64) -> Option<u64> {
 /// If the tail was full, a fresh page was taken for it, which
 /// [`Slot::abandon`] gives back if the operation fails before its writes.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Slot {
+struct Slot {
     kind: ObjectKind,
     /// The full tail the fresh page is to be linked behind, if there is one.
     link: Option<PhysAddr>,
@@ -192,13 +195,13 @@ pub(crate) struct Slot {
     /// The record's slot in that page; its `nr_objects` becomes `index + 1`.
     index: u64,
     /// The record's address (what its handle names).
-    pub(crate) phys: PhysAddr,
+    phys: PhysAddr,
 }
 
 /// Everything one append writes, mapped and checked: the slot, the header
 /// of its page, and the old tail's header when a page is linked.
 /// [`Append::commit`] writes them and cannot fail.
-pub(crate) struct Append<'a, const N: usize> {
+struct Append<'a, const N: usize> {
     slot: &'a mut [u8; N],
     hdr: &'a mut IommuArrayHdrSer,
     /// The old tail's header, the page it will link to, and its count.
@@ -211,7 +214,7 @@ impl<const N: usize> Append<'_, N> {
     /// Writes the record, counts it in its page, then links the page
     /// behind the old tail if it is a fresh one. Plain assignments: nothing
     /// here can fail.
-    pub(crate) fn commit(self, record: [u8; N]) {
+    fn commit(self, record: [u8; N]) {
         *self.slot = record;
         *self.hdr = IommuArrayHdrSer {
             next_array_phys: 0.into(),
@@ -229,7 +232,7 @@ impl<const N: usize> Append<'_, N> {
 impl Slot {
     /// Gives back the page taken for this slot, if any. For an operation
     /// that failed before writing anything: the page was never linked.
-    pub(crate) fn abandon<A: PageAlloc>(&self, alloc: &mut A) {
+    fn abandon<A: PageAlloc>(&self, alloc: &mut A) {
         if self.link.is_some() {
             alloc.free_page(self.page);
         }
@@ -239,7 +242,7 @@ impl Slot {
     /// tail when linking, the slot's page, and the page holding `extra`, a
     /// record of another chain the operation updates) with one
     /// `pages_mut` call, and returns the write targets and `extra`'s page.
-    pub(crate) fn map<'a, A: PageAlloc, const N: usize>(
+    fn map<'a, A: PageAlloc, const N: usize>(
         &self,
         alloc: &'a mut A,
         extra: Option<PhysAddr>,
@@ -337,7 +340,7 @@ impl Chain {
     /// The slot the next record goes in: the tail's next one, or, if the
     /// tail is full, the first of a fresh page taken from `alloc` (which
     /// must not be one of `in_use`). Writes nothing.
-    pub(crate) fn next_slot<A: PageAlloc>(
+    fn next_slot<A: PageAlloc>(
         &self,
         alloc: &mut A,
         in_use: &[PhysAddr],
@@ -369,12 +372,53 @@ impl Chain {
 
     /// Takes the slot's record into the writer's bookkeeping, once
     /// [`Append::commit`] wrote it.
-    pub(crate) fn commit(&mut self, slot: &Slot) {
+    fn commit(&mut self, slot: &Slot) {
         if slot.link.is_some() {
             self.tail = slot.page;
             self.pages = self.pages.saturating_add(1);
         }
         self.tail_len = slot.index.saturating_add(1);
+    }
+
+    /// Appends one `N`-byte record, whole or not at all (see
+    /// [Failures](super#failures)): finds the slot (taking a fresh page if
+    /// the tail is full), has `build` make the record's bytes for the slot's
+    /// address, maps every page written at once (with the page of the IOMMU
+    /// record whose header `iommu` rewrites, if any), runs `last` (the final
+    /// step that may fail; the device index), then writes. On any failure
+    /// the fresh page is given back and nothing was written.
+    pub(crate) fn append<A: PageAlloc, const N: usize>(
+        &mut self,
+        alloc: &mut A,
+        in_use: &[PhysAddr],
+        iommu: Option<(PhysAddr, IommuHdrSer)>,
+        build: impl FnOnce(PhysAddr) -> Result<[u8; N], WriteError>,
+        last: impl FnOnce(PhysAddr) -> Result<(), WriteError>,
+    ) -> Result<PhysAddr, WriteError> {
+        let slot = self.next_slot(alloc, in_use)?;
+        let staged = build(slot.phys).and_then(|rec| {
+            let (target, hw_page) = slot.map::<A, N>(alloc, iommu.map(|(p, _)| p))?;
+            let hw = match (iommu, hw_page) {
+                (Some((phys, h)), Some(page)) => Some((hdr_mut::<IOMMU_RECORD>(page, phys)?, h)),
+                _ => None,
+            };
+            last(slot.phys)?;
+            Ok((rec, target, hw))
+        });
+        match staged {
+            Ok((rec, target, hw)) => {
+                target.commit(rec);
+                if let Some((dst, h)) = hw {
+                    *dst = h;
+                }
+            }
+            Err(e) => {
+                slot.abandon(alloc);
+                return Err(e);
+            }
+        }
+        self.commit(&slot);
+        Ok(slot.phys)
     }
 
     /// Calls `f` on every record of the chain, head to tail, until it

@@ -4,7 +4,7 @@ use core::ops::ControlFlow;
 
 use super::chain::{hdr_mut, page, pages, record, record_mut};
 use super::index::Lookup;
-use super::record::{DEV, DOM, HW, Rec, device_record, domain_record, iommu_record};
+use super::record::{DEV, DOM, HW, Rec, built};
 use super::types::WriterId;
 use super::{
     DeviceHandle, DeviceIndex, DeviceInit, DeviceKey, DomainField, DomainHandle, DomainInit,
@@ -100,19 +100,19 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             });
         }
         let in_use = self.in_use();
-        let slot = self.iommus.next_slot(&mut self.alloc, &in_use)?;
-        let staged = iommu_record(slot.phys, token, &payload, hdr(0, IOMMU_SER_FLAG_DELETED))
-            .and_then(|rec| Ok((rec, slot.map::<A, HW>(&mut self.alloc, None)?.0)));
-        match staged {
-            Ok((rec, target)) => target.commit(rec),
-            Err(e) => {
-                slot.abandon(&mut self.alloc);
-                return Err(e);
-            }
-        }
-        self.iommus.commit(&slot);
+        let phys = self.iommus.append(
+            &mut self.alloc,
+            &in_use,
+            None,
+            |at| {
+                built::<HW>(at, |r| {
+                    r.write_iommu(token, &payload, hdr(0, IOMMU_SER_FLAG_DELETED))
+                })
+            },
+            |_| Ok(()),
+        )?;
         self.counts.iommus = self.counts.iommus.saturating_add(1);
-        Ok(IommuHandle::new(slot.phys, self.id))
+        Ok(IommuHandle::new(phys, self.id))
     }
 
     /// Preserves a domain (live at once, `ref_count` 1).
@@ -128,19 +128,15 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             return invalid(DomainField::SignExtend, u64::from(d.sign_extend));
         }
         let in_use = self.in_use();
-        let slot = self.domains.next_slot(&mut self.alloc, &in_use)?;
-        let staged = domain_record(slot.phys, &d, hdr(1, 0))
-            .and_then(|rec| Ok((rec, slot.map::<A, DOM>(&mut self.alloc, None)?.0)));
-        match staged {
-            Ok((rec, target)) => target.commit(rec),
-            Err(e) => {
-                slot.abandon(&mut self.alloc);
-                return Err(e);
-            }
-        }
-        self.domains.commit(&slot);
+        let phys = self.domains.append(
+            &mut self.alloc,
+            &in_use,
+            None,
+            |at| built::<DOM>(at, |r| r.write_domain(&d, hdr(1, 0))),
+            |_| Ok(()),
+        )?;
         self.counts.domains = self.counts.domains.saturating_add(1);
-        Ok(DomainHandle::new(slot.phys, self.id))
+        Ok(DomainHandle::new(phys, self.id))
     }
 
     /// The live device with this key, if any.
@@ -211,38 +207,25 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             });
         }
         let in_use = self.in_use();
-        let slot = self.devices.next_slot(&mut self.alloc, &in_use)?;
         let index = &mut self.index;
-        let staged =
-            device_record(slot.phys, &d, domain.phys(), iommu.phys(), hdr(1, 0)).and_then(|rec| {
-                let (target, hw) = slot.map::<A, DEV>(&mut self.alloc, Some(iommu.phys()))?;
-                let hw = hw.ok_or(WriteError::Inconsistent {
-                    phys: iommu.phys(),
-                    what: "IOMMU page not mapped",
-                })?;
-                let hw = hdr_mut::<HW>(hw, iommu.phys())?;
-                // The last step that can fail; a failure leaves the index
-                // unchanged.
-                index.insert(key, slot.phys)?;
-                Ok((rec, target, hw))
-            });
-        match staged {
-            Ok((rec, target, hw)) => {
-                target.commit(rec);
-                *hw = hdr(new_count, 0);
-            }
-            Err(e) => {
-                slot.abandon(&mut self.alloc);
-                return Err(e);
-            }
-        }
-        self.devices.commit(&slot);
+        let phys = self.devices.append(
+            &mut self.alloc,
+            &in_use,
+            Some((iommu.phys(), hdr(new_count, 0))),
+            |at| {
+                built::<DEV>(at, |r| {
+                    r.write_device(&d, domain.phys(), iommu.phys(), hdr(1, 0))
+                })
+            },
+            // A failed insert leaves the index unchanged.
+            |at| index.insert(key, at),
+        )?;
         if new_count == 1 {
             self.counts.live_iommus = self.counts.live_iommus.saturating_add(1);
         }
         self.counts.devices = self.counts.devices.saturating_add(1);
         self.max_device_key = Some(self.max_device_key.map_or(key, |m| m.max(key)));
-        Ok(DeviceHandle::new(slot.phys, self.id))
+        Ok(DeviceHandle::new(phys, self.id))
     }
 
     /// Unpreserves a device (`DELETED`); its IOMMU's `ref_count` falls by

@@ -226,47 +226,16 @@ pub(crate) const HW: usize = size_of::<IommuHwSer>();
 pub(crate) const DOM: usize = size_of::<IommuDomainSer>();
 pub(crate) const DEV: usize = size_of::<IommuDeviceSer>();
 
-/// The bytes of a new IOMMU record at `phys`.
-pub(crate) fn iommu_record(
+/// The bytes of a new `N`-byte record at `phys`, as `write` puts them into
+/// a zeroed buffer.
+pub(crate) fn built<const N: usize>(
     phys: PhysAddr,
-    token: u64,
-    payload: &IommuPayloadInit,
-    hdr: IommuHdrSer,
-) -> Result<[u8; HW], WriteError> {
+    write: impl FnOnce(&mut Rec<[u8; N]>) -> Result<(), WriteError>,
+) -> Result<[u8; N], WriteError> {
     let mut rec = Rec {
         phys,
-        bytes: [0; HW],
+        bytes: [0; N],
     };
-    rec.write_iommu(token, payload, hdr)?;
-    Ok(rec.bytes)
-}
-
-/// The bytes of a new domain record at `phys`.
-pub(crate) fn domain_record(
-    phys: PhysAddr,
-    d: &DomainInit,
-    hdr: IommuHdrSer,
-) -> Result<[u8; DOM], WriteError> {
-    let mut rec = Rec {
-        phys,
-        bytes: [0; DOM],
-    };
-    rec.write_domain(d, hdr)?;
-    Ok(rec.bytes)
-}
-
-/// The bytes of a new device record at `phys`.
-pub(crate) fn device_record(
-    phys: PhysAddr,
-    d: &DeviceInit,
-    domain: PhysAddr,
-    iommu: PhysAddr,
-    hdr: IommuHdrSer,
-) -> Result<[u8; DEV], WriteError> {
-    let mut rec = Rec {
-        phys,
-        bytes: [0; DEV],
-    };
-    rec.write_device(d, domain, iommu, hdr)?;
+    write(&mut rec)?;
     Ok(rec.bytes)
 }

@@ -465,7 +465,11 @@ fn fails_whole<T>(
             .unwrap_or_else(|| panic!("succeeds although call {k} failed"));
         assert!(is_fault(&e), "call {k}: {e}");
         unchanged(&before, w.alloc().inner(), &e).unwrap_or_else(|m| panic!("call {k}: {m}"));
-        assert_eq!(view(w), seen, "call {k}: {e}");
+        // Equal bytes read the same; validating again is for native runs
+        // (under miri it is most of the time).
+        if !cfg!(miri) {
+            assert_eq!(view(w), seen, "call {k}: {e}");
+        }
         if matches!(e, WriteError::BadPage { .. }) {
             // The refused page stays with the allocator, outside the image.
             before = w.alloc().inner().map().clone();

@@ -276,11 +276,14 @@ impl Slot {
             Some((phys, o)) => Some((array_hdr_mut(phys, o)?, self.page, self.kind.capacity())),
             None => None,
         };
-        let (hdr, rest) = page.split_at_mut(size_of::<IommuArrayHdrSer>());
-        let hdr = IommuArrayHdrSer::mut_from_bytes(hdr).map_err(|_| WriteError::Inconsistent {
+        let unreadable = WriteError::Inconsistent {
             phys: self.page,
             what: "array header unreadable",
-        })?;
+        };
+        let (hdr, rest) = page
+            .split_at_mut_checked(size_of::<IommuArrayHdrSer>())
+            .ok_or(unreadable)?;
+        let hdr = IommuArrayHdrSer::mut_from_bytes(hdr).map_err(|_| unreadable)?;
         let bad = WriteError::Inconsistent {
             phys: self.phys,
             what: "record does not fit its page",

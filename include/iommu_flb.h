@@ -170,7 +170,8 @@ struct __attribute__((__packed__)) iommu_domain_ser {
  */
 struct __attribute__((__packed__)) iommu_dev_map_ser {
   /**
-   * VT-d domain ID on Intel, 0 on SMMUv3.
+   * The attachment's hardware ID: the VT-d domain ID on Intel; the ASID
+   * (stage 1) or VMID (stage 2) on SMMUv3.
    */
   __le64 attachment_id;
   /**

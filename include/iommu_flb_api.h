@@ -119,8 +119,9 @@ enum iommu_flb_error_kind {
    */
   IOMMU_FLB_ERR_ROOT_UNREADABLE = 1,
   /**
-   * @IOMMU_FLB_ERR_ROOT_CROSSES_PAGE: The root would cross the end of its
-   * page. Returned as -EINVAL.
+   * @IOMMU_FLB_ERR_ROOT_CROSSES_PAGE: Retired, never returned: the root
+   * must start its page (IOMMU_FLB_ERR_UNALIGNED otherwise), so it cannot
+   * cross the page end. The value stays reserved.
    */
   IOMMU_FLB_ERR_ROOT_CROSSES_PAGE = 2,
   /**
@@ -134,8 +135,8 @@ enum iommu_flb_error_kind {
    */
   IOMMU_FLB_ERR_NULL_POINTER = 4,
   /**
-   * @IOMMU_FLB_ERR_UNALIGNED: A pointer that must be page-aligned is not.
-   * Returned as -EINVAL.
+   * @IOMMU_FLB_ERR_UNALIGNED: A pointer that must be page-aligned is not
+   * (the root's address included). Returned as -EINVAL.
    */
   IOMMU_FLB_ERR_UNALIGNED = 5,
   /**
@@ -232,6 +233,11 @@ enum iommu_flb_error_kind {
    */
   IOMMU_FLB_ERR_SCRATCH_TOO_SMALL = 23,
   /**
+   * @IOMMU_FLB_ERR_REF_COUNT_NOT_ONE: A live domain or device has a
+   * ref_count other than 0 or 1. Returned as -EBADMSG.
+   */
+  IOMMU_FLB_ERR_REF_COUNT_NOT_ONE = 24,
+  /**
    * @IOMMU_FLB_ERR_INVALID_ARGUMENT: A pointer argument is NULL or
    * misaligned, or a value argument is out of range; @field names the
    * argument. Returned as -EINVAL.
@@ -300,8 +306,10 @@ enum iommu_flb_error_kind {
    */
   IOMMU_FLB_ERR_INVALID_DOMAIN = 138,
   /**
-   * @IOMMU_FLB_ERR_ATTACHMENT_ID_ON_SMMUV3: attachment_id is not 0 for a
-   * device behind an SMMUv3. Returned as -EINVAL.
+   * @IOMMU_FLB_ERR_ATTACHMENT_ID_ON_SMMUV3: Retired, never returned: a
+   * device behind an SMMUv3 carries its ASID (stage 1) or VMID (stage 2)
+   * in attachment_id, which the writer once refused. The value stays
+   * reserved.
    */
   IOMMU_FLB_ERR_ATTACHMENT_ID_ON_SMMUV3 = 139,
   /**
@@ -687,8 +695,9 @@ struct iommu_flb_counts {
  *
  * Checks the root and walks the three chains, reading each chain page once
  * and no record, so it fails with the same root and chain errors
- * iommu_flb_validate() would. The size is at most 16 bytes per record plus
- * 32 per page, plus a small fixed header.
+ * iommu_flb_validate() would. The size is 16 * (2 * P + 1 + I + D) bytes
+ * for P chain pages, I IOMMU slots and D device slots (deleted records
+ * included), plus a small fixed header.
  *
  * Context: Any context the @mem callback allows. Pointers must be valid
  * for the access their names say; @mem->ctx is only passed back.
@@ -717,11 +726,11 @@ int iommu_flb_scratch_size(const struct iommu_flb_mem *mem,
  * @err: Where to store what went wrong, and where; always written.
  *
  * Checks every rule of the format, in a fixed order, with no side effect on
- * the image: the root (readable, inside its page, version 1, heads non-zero
- * and page-aligned), each chain (pages readable, counts within capacity,
- * every page but the last full, no cycle, limits), no page used twice, then
- * every record (flags, reference counts, types, references between
- * records, duplicates). Nothing is restored. Cost O(n log n) in pages and
+ * the image: the root (starting its page, readable, version 1, heads
+ * non-zero and page-aligned), each chain (pages readable, counts within
+ * capacity, every page but the last full, no cycle, limits), no page used
+ * twice, then every record (flags, reference counts, types, references
+ * between records, padding, duplicates). Nothing is restored. Cost O(n log n) in pages and
  * records.
  *
  * Context: Any context the @mem callback allows; does not sleep by itself.
@@ -997,7 +1006,7 @@ int iommu_flb_writer_start_indexed(struct iommu_flb_writer *w,
  *
  * Return: 0 with *@out set, or a negative errno (enum
  * iommu_flb_error_kind; details from iommu_flb_writer_last_error()). A
- * failure leaves the image valid.
+ * failure leaves the image unchanged (every page holds the bytes it held).
  */
 int iommu_flb_preserve_iommu(struct iommu_flb_writer *w,
                              uint64_t token,
@@ -1025,7 +1034,8 @@ int iommu_flb_preserve_domain(struct iommu_flb_writer *w,
  * iommu_flb_preserve_device() - Preserve a device behind a domain and IOMMU.
  * @w: A started writer.
  * @init: The device: devid, pci_domain_nr, dma_owner_token,
- *        domain_iommu_ser.attachment_id (0 behind an SMMUv3) and the member
+ *        domain_iommu_ser.attachment_id (the VT-d domain ID, or the SMMUv3
+ *        ASID or VMID) and the member
  *        of the vendor union the IOMMU's type selects are read; hdr, the
  *        domain and IOMMU addresses, restored and padding are ignored (the
  *        writer sets them). The whole struct must be initialized.

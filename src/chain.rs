@@ -3,7 +3,8 @@
 //! [`ChainWalk`] yields the pages of one chain in order, checking each
 //! pointer (non-zero head, page alignment, readability) and each array header
 //! (`nr_objects` within the page capacity, every page but the last full)
-//! before it hands the page out. It stops for good after the first error, and
+//! before it hands the page out, and refuses the root's page as a chain page
+//! ([`ErrorKind::PageReused`]). It stops for good after the first error, and
 //! it always ends: a hop limit bounds the number of pages, and Brent's cycle
 //! detection (constant memory) finds a loop as soon as it closes, so a cycle
 //! is reported as [`ErrorKind::Cycle`] naming the first page that repeats,
@@ -72,6 +73,8 @@ pub(crate) struct ChainWalk<'m, M: ?Sized> {
     page_size: PageSize,
     chain: Chain,
     head: PhysAddr,
+    /// The root's page, which no chain may use.
+    root_page: PhysAddr,
     max_pages: u64,
     /// The objects limit, and how many objects earlier chains used of it.
     max_objects: u64,
@@ -110,6 +113,7 @@ impl<'m, M: crate::Memory + ?Sized> ChainWalk<'m, M> {
             page_size,
             chain,
             head,
+            root_page: root_phys.page_base(page_size),
             max_pages,
             max_objects,
             objects: objects_before,
@@ -155,6 +159,15 @@ impl<'m, M: crate::Memory + ?Sized> ChainWalk<'m, M> {
         }
         if !target.is_page_aligned(self.page_size) {
             return Err(self.err(ErrorKind::Unaligned { value: target }));
+        }
+        // Read as an array page, the root's page would fail on its
+        // nr_objects (a head address, above every capacity): say what it is.
+        if target == self.root_page {
+            return Err(self.err(ErrorKind::PageReused {
+                target,
+                other_chain: Chain::Root,
+                other_page: None,
+            }));
         }
         if self.index > 0 {
             if target == self.tortoise {

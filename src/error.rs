@@ -83,12 +83,6 @@ impl fmt::Display for RefFault {
 pub enum ErrorKind {
     /// The page holding the root cannot be read through the `Memory`.
     RootUnreadable,
-    /// The root struct starts at `offset` in its page and would cross the
-    /// page end.
-    RootCrossesPage {
-        /// Offset of the root inside its page.
-        offset: usize,
-    },
     /// The root's `version` is not one this reader supports.
     UnsupportedVersion {
         /// The stored version.
@@ -97,7 +91,9 @@ pub enum ErrorKind {
     /// A pointer that must be non-zero is zero (a chain head,
     /// `top_table_phys`).
     NullPointer,
-    /// A pointer that must be page-aligned is not.
+    /// A pointer that must be page-aligned is not (a chain head or
+    /// `next_array_phys`, `top_table_phys`, or the root's own address: the
+    /// root starts a page of its own).
     Unaligned {
         /// The stored address.
         value: PhysAddr,
@@ -154,6 +150,13 @@ pub enum ErrorKind {
     },
     /// A live record has `ref_count` 0.
     ZeroRefCount,
+    /// A live domain or device has a `ref_count` other than 1 (and not 0,
+    /// which is [`ErrorKind::ZeroRefCount`]): the kernel never changes it
+    /// from the 1 it starts at.
+    RefCountNotOne {
+        /// The stored `ref_count`.
+        stored: u32,
+    },
     /// A live IOMMU's `ref_count` differs from the number of live devices
     /// that name it.
     RefCountMismatch {
@@ -199,7 +202,10 @@ pub enum ErrorKind {
         /// The stored value.
         value: u8,
     },
-    /// A padding field is not zero.
+    /// A padding field is not zero: the `padding` of a domain, of an Intel
+    /// IOMMU or device payload or of an SMMUv3 device payload, or the bytes
+    /// of an SMMUv3 IOMMU's vendor union past `iommu_smmuv3_hw_ser` (field
+    /// `vendor`), which no member of version 1 uses. Checked on live records.
     NonZeroPadding,
     /// In handover mode, a field the next kernel writes only after restore
     /// (`INCOMING`, `restored`, `restored_domain`) is set.
@@ -238,10 +244,10 @@ impl ErrorKind {
     /// | kind | errno |
     /// |---|---|
     /// | `RootUnreadable`, `Unreadable` | `-EFAULT` (-14) |
-    /// | `RootCrossesPage`, `NullPointer`, `Unaligned` | `-EINVAL` (-22) |
+    /// | `NullPointer`, `Unaligned` | `-EINVAL` (-22) |
     /// | `UnsupportedVersion` | `-EPROTONOSUPPORT` (-93) |
     /// | `CountOverCapacity` | `-EOVERFLOW` (-75) |
-    /// | `PartialPage`, `ZeroRefCount`, `RefCountMismatch`, `NonZeroPadding` | `-EBADMSG` (-74) |
+    /// | `PartialPage`, `ZeroRefCount`, `RefCountNotOne`, `RefCountMismatch`, `NonZeroPadding` | `-EBADMSG` (-74) |
     /// | `Cycle` | `-ELOOP` (-40) |
     /// | `PageReused` | `-EADDRINUSE` (-98) |
     /// | `LimitExceeded` | `-E2BIG` (-7) |
@@ -255,13 +261,12 @@ impl ErrorKind {
         use errno::*;
         let e = match self {
             ErrorKind::RootUnreadable | ErrorKind::Unreadable { .. } => EFAULT,
-            ErrorKind::RootCrossesPage { .. }
-            | ErrorKind::NullPointer
-            | ErrorKind::Unaligned { .. } => EINVAL,
+            ErrorKind::NullPointer | ErrorKind::Unaligned { .. } => EINVAL,
             ErrorKind::UnsupportedVersion { .. } => EPROTONOSUPPORT,
             ErrorKind::CountOverCapacity { .. } => EOVERFLOW,
             ErrorKind::PartialPage { .. }
             | ErrorKind::ZeroRefCount
+            | ErrorKind::RefCountNotOne { .. }
             | ErrorKind::RefCountMismatch { .. }
             | ErrorKind::NonZeroPadding => EBADMSG,
             ErrorKind::Cycle { .. } => ELOOP,
@@ -283,9 +288,6 @@ impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ErrorKind::RootUnreadable => f.write_str("root page unreadable"),
-            ErrorKind::RootCrossesPage { offset } => {
-                write!(f, "root at page offset {offset:#x} crosses the page end")
-            }
             ErrorKind::UnsupportedVersion { found } => write!(f, "unsupported version {found}"),
             ErrorKind::NullPointer => f.write_str("is zero"),
             ErrorKind::Unaligned { value } => write!(f, "{value} is not page-aligned"),
@@ -317,6 +319,9 @@ impl fmt::Display for ErrorKind {
             },
             ErrorKind::UnknownFlags { flags } => write!(f, "unknown flag bits in {flags:#x}"),
             ErrorKind::ZeroRefCount => f.write_str("live object with ref_count 0"),
+            ErrorKind::RefCountNotOne { stored } => {
+                write!(f, "ref_count {stored}, not 1, on a live domain or device")
+            }
             ErrorKind::RefCountMismatch { stored, counted } => {
                 write!(f, "ref_count {stored} but {counted} live devices name it")
             }
@@ -518,7 +523,6 @@ mod tests {
         let table: [(ErrorKind, i32); 23] = [
             (ErrorKind::RootUnreadable, -14),
             (ErrorKind::Unreadable { target: p }, -14),
-            (ErrorKind::RootCrossesPage { offset: 4080 }, -22),
             (ErrorKind::NullPointer, -22),
             (ErrorKind::Unaligned { value: p }, -22),
             (ErrorKind::UnsupportedVersion { found: 2 }, -93),
@@ -537,6 +541,7 @@ mod tests {
                 -74,
             ),
             (ErrorKind::ZeroRefCount, -74),
+            (ErrorKind::RefCountNotOne { stored: 2 }, -74),
             (
                 ErrorKind::RefCountMismatch {
                     stored: 1,

@@ -88,6 +88,7 @@ mod page_map {
     use alloc::boxed::Box;
     use alloc::collections::BTreeMap;
     use alloc::vec;
+    use alloc::vec::Vec;
 
     use super::Memory;
     use crate::PhysAddr;
@@ -145,6 +146,54 @@ mod page_map {
         /// Mutable access to the page at `phys` (`page_size().bytes()` long).
         pub fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]> {
             self.pages.get_mut(&phys.get()).map(|b| &mut **b)
+        }
+
+        /// Mutable access to the pages at `phys`, all at once, in the order
+        /// given. `Err` names the first address that is not present or
+        /// repeats an earlier one.
+        ///
+        /// Costs O(K log n) for K ≤ 2; a third or later page is searched
+        /// for from the highest one downwards (the writer's third page is
+        /// a chain tail, close to the fresh page it links).
+        ///
+        /// # Errors
+        ///
+        /// The refused address, as above.
+        pub fn pages_mut<const K: usize>(
+            &mut self,
+            phys: [PhysAddr; K],
+        ) -> Result<[&mut [u8]; K], PhysAddr> {
+            for (i, p) in phys.iter().enumerate() {
+                if !self.contains(*p) || phys.iter().take(i).any(|q| q == p) {
+                    return Err(*p);
+                }
+            }
+            // Every address is present and distinct: the search below finds
+            // them all, so its failure paths are unreachable.
+            let first = phys.first().copied().unwrap_or(PhysAddr::NULL);
+            let mut want: [(u64, usize); K] = phys.map(|p| (p.get(), 0));
+            for (i, w) in want.iter_mut().enumerate() {
+                w.1 = i;
+            }
+            want.sort_unstable();
+            let mut found: Vec<(usize, &mut [u8])> = Vec::with_capacity(K);
+            if let (Some(lo), Some(hi)) = (want.first(), want.last()) {
+                let mut range = self.pages.range_mut(lo.0..=hi.0);
+                if let Some((_, page)) = range.next() {
+                    found.push((lo.1, &mut **page));
+                }
+                for w in want.iter().skip(1).rev() {
+                    for (k, page) in range.by_ref().rev() {
+                        if *k == w.0 {
+                            found.push((w.1, &mut **page));
+                            break;
+                        }
+                    }
+                }
+            }
+            found.sort_unstable_by_key(|(i, _)| *i);
+            let pages: Vec<&mut [u8]> = found.into_iter().map(|(_, p)| p).collect();
+            pages.try_into().map_err(|_| first)
         }
 
         /// Number of pages present.
@@ -260,5 +309,26 @@ mod tests {
         let at = PhysAddr::new(0x1_0000);
         assert_eq!(m.page(at, PageSize::Size64K).map(<[u8]>::len), Some(65536));
         assert!(m.page(at, K4).is_none(), "asked for the wrong size");
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn page_map_maps_several_pages_at_once_in_the_order_asked_or_none() {
+        let mut m = PageMap::new();
+        let at = [0x9000, 0x2000, 0x5000, 0x7000].map(PhysAddr::new);
+        for (i, p) in at.iter().enumerate() {
+            assert!(m.insert_zeroed(*p));
+            m.page_mut(*p).expect("present")[0] = u8::try_from(i).expect("small");
+        }
+        let [a, b, c] = m.pages_mut([at[0], at[1], at[3]]).expect("all present");
+        assert_eq!((a[0], b[0], c[0]), (0, 1, 3));
+        (a[1], b[1], c[1]) = (10, 11, 13);
+        assert_eq!(m.page(at[3], K4).expect("present")[1], 13);
+        let [one] = m.pages_mut([at[2]]).expect("present");
+        assert_eq!(one[0], 2);
+        let missing = PhysAddr::new(0x3000);
+        assert_eq!(m.pages_mut([at[1], missing]).err(), Some(missing));
+        assert_eq!(m.pages_mut([at[1], at[2], at[1]]).err(), Some(at[1]));
+        assert!(m.pages_mut([]).is_ok());
     }
 }

@@ -16,7 +16,7 @@ const CASES: u32 = if cfg!(miri) { 4 } else { 256 };
 
 /// A random valid image: every live IOMMU has a live device, every record
 /// a live device names is live, keys are unique; deletions, both vendors,
-/// multi-page chains, a root anywhere in its page, pages in random order.
+/// multi-page chains, pages in random order.
 fn valid_spec() -> impl Strategy<Value = Spec> {
     let sizes = prop_oneof![
         3 => (1usize..=4, 1usize..=4, 0usize..=8),
@@ -28,67 +28,64 @@ fn valid_spec() -> impl Strategy<Value = Spec> {
         1 => Just(PageSize::Size16K),
         1 => Just(PageSize::Size64K),
     ];
-    (sizes, any::<u64>(), any::<usize>(), 1u64..=3, page_size).prop_map(
-        |((ni, nd, extra), seed, root_offset, stride, ps)| {
-            let root_offset = root_offset % (ps.bytes() - 32 + 1);
-            let mut rng = Rng(seed | 1);
-            let nv = if nd == 0 { 0 } else { ni + extra };
-            let ni = if nv == 0 { 0 } else { ni };
-            let devices: Vec<DeviceSpec> = (0..nv)
-                .map(|i| DeviceSpec {
-                    segment: rng.below(3) as u32,
-                    devid: i as u32,
-                    domain: rng.below(nd as u64) as usize,
-                    // The first `ni` devices give every IOMMU one.
-                    iommu: if i < ni {
-                        i
-                    } else {
-                        rng.below(ni as u64) as usize
-                    },
-                    deleted: i >= ni && rng.below(4) == 0,
-                })
-                .collect();
-            let used_domain = |d: usize| devices.iter().any(|v| !v.deleted && v.domain == d);
-            let domains = (0..nd)
-                .map(|d| DomainSpec {
-                    top: 0x4000_0000 + 0x1000 * rng.below(1 << 20),
-                    vasz: rng.below(65) as u32,
-                    deleted: !used_domain(d) && rng.below(2) == 0,
-                })
-                .collect();
-            let iommus = (0..ni)
-                .map(|i| IommuSpec {
-                    token: 0xfe00_0000 + 0x1000 * i as u64,
-                    ty: if rng.below(2) == 0 { INTEL } else { SMMUV3 },
-                    deleted: false,
-                })
-                .collect();
-            let mut spec = Spec {
-                iommus,
-                domains,
-                devices,
-                root_offset,
-                page_order: None,
-                page_size: ps,
-            };
-            let pages = 1 + common::CHAINS
+    (sizes, any::<u64>(), 1u64..=3, page_size).prop_map(|((ni, nd, extra), seed, stride, ps)| {
+        let mut rng = Rng(seed | 1);
+        let nv = if nd == 0 { 0 } else { ni + extra };
+        let ni = if nv == 0 { 0 } else { ni };
+        let devices: Vec<DeviceSpec> = (0..nv)
+            .map(|i| DeviceSpec {
+                segment: rng.below(3) as u32,
+                devid: i as u32,
+                domain: rng.below(nd as u64) as usize,
+                // The first `ni` devices give every IOMMU one.
+                iommu: if i < ni {
+                    i
+                } else {
+                    rng.below(ni as u64) as usize
+                },
+                deleted: i >= ni && rng.below(4) == 0,
+            })
+            .collect();
+        let used_domain = |d: usize| devices.iter().any(|v| !v.deleted && v.domain == d);
+        let domains = (0..nd)
+            .map(|d| DomainSpec {
+                top: 0x4000_0000 + 0x1000 * rng.below(1 << 20),
+                vasz: rng.below(65) as u32,
+                deleted: !used_domain(d) && rng.below(2) == 0,
+            })
+            .collect();
+        let iommus = (0..ni)
+            .map(|i| IommuSpec {
+                token: 0xfe00_0000 + 0x1000 * i as u64,
+                ty: if rng.below(2) == 0 { INTEL } else { SMMUV3 },
+                deleted: false,
+            })
+            .collect();
+        let mut spec = Spec {
+            iommus,
+            domains,
+            devices,
+            root_offset: 0,
+            page_order: None,
+            page_size: ps,
+        };
+        let pages = 1 + common::CHAINS
+            .iter()
+            .zip([ni, nd, nv])
+            .map(|(&c, n)| n.div_ceil(common::capacity(c, ps) as usize).max(1))
+            .sum::<usize>();
+        let mut order: Vec<u64> = (0..pages as u64).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        spec.page_order = Some(
+            order
                 .iter()
-                .zip([ni, nd, nv])
-                .map(|(&c, n)| n.div_ceil(common::capacity(c, ps) as usize).max(1))
-                .sum::<usize>();
-            let mut order: Vec<u64> = (0..pages as u64).collect();
-            for i in (1..order.len()).rev() {
-                order.swap(i, rng.below(i as u64 + 1) as usize);
-            }
-            spec.page_order = Some(
-                order
-                    .iter()
-                    .map(|p| 0x20_0000 + p * stride * ps.bytes_u64())
-                    .collect(),
-            );
-            spec
-        },
-    )
+                .map(|p| 0x20_0000 + p * stride * ps.bytes_u64())
+                .collect(),
+        );
+        spec
+    })
 }
 
 /// xorshift64: the strategy draws one seed and derives the rest, so

@@ -6,6 +6,7 @@ mod writer_support;
 use iommu_flb_abi::PhysAddr;
 use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::abi::v1::*;
+use iommu_flb_abi::reader::{self, Options};
 use iommu_flb_abi::writer::*;
 use writer_support::walk;
 
@@ -65,7 +66,7 @@ fn setup() -> (W, IommuHandle, DomainHandle) {
 }
 
 /// The image's bytes, to prove a refused operation changed nothing.
-fn snapshot(w: &W) -> Vec<(PhysAddr, Vec<u8>)> {
+fn snapshot<X: DeviceIndex>(w: &Writer<MapAlloc, X>) -> Vec<(PhysAddr, Vec<u8>)> {
     w.alloc()
         .map()
         .iter()
@@ -135,7 +136,7 @@ fn a_duplicate_device_is_found_through_a_slice_index() {
 }
 
 #[test]
-fn a_full_device_index_refuses_the_device_and_changes_no_record() {
+fn a_full_device_index_refuses_the_device_and_changes_no_byte() {
     let mut slots = [IndexSlot::empty(); 3];
     let pages = MapAlloc::sequential(PhysAddr::new(0x10_0000));
     let mut w = Writer::with_index(pages, SliceIndex::new(&mut slots)).unwrap();
@@ -143,9 +144,15 @@ fn a_full_device_index_refuses_the_device_and_changes_no_record() {
     let d = w.preserve_domain(domain_init()).unwrap();
     w.preserve_device(dev(0, 1), d, i).unwrap();
     w.preserve_device(dev(0, 2), d, i).unwrap();
+    let before = snapshot(&w);
     assert_eq!(
         w.preserve_device(dev(0, 3), d, i),
         Err(WriteError::IndexFull { capacity: 2 })
+    );
+    // Not a byte written, not even in the slot past nr_objects.
+    assert!(
+        snapshot(&w) == before,
+        "the refused device changed the image"
     );
     let img = walk(w.alloc(), w.root());
     assert_eq!(img.devices.records.len(), 2);
@@ -412,19 +419,26 @@ fn a_device_payload_for_another_iommu_type_is_refused() {
 }
 
 #[test]
-fn an_attachment_id_behind_an_smmuv3_is_refused() {
+fn an_smmuv3_asid_or_vmid_in_attachment_id_is_stored_and_read_back() {
+    // The SMMUv3 live-update driver stores the stage-1 ASID or the stage-2
+    // VMID in attachment_id.
     let mut w = writer();
     let i = w.preserve_iommu(1, smmu(1)).unwrap();
     let d = w.preserve_domain(domain_init()).unwrap();
-    let bad = DeviceInit {
-        attachment_id: 3,
+    let asid = DeviceInit {
+        attachment_id: 0x2a,
         ..smmu_dev(1)
     };
-    assert_eq!(
-        w.preserve_device(bad, d, i),
-        Err(WriteError::AttachmentIdOnSmmuv3 { attachment_id: 3 })
-    );
-    w.preserve_device(smmu_dev(1), d, i).unwrap();
+    let dev = w.preserve_device(asid, d, i).unwrap();
+    let img = walk(w.alloc(), w.root());
+    assert_eq!(img.devices.records[0].phys, dev.phys());
+    let stored = img.devices.records[0].device().domain_iommu_ser;
+    assert_eq!(stored.attachment_id.get(), 0x2a);
+    let (root, pages) = w.finish();
+    let owned = reader::validate_alloc(&pages, root, &Options::default()).unwrap();
+    let seen = owned.image().find_device(0, 1).unwrap();
+    assert_eq!(seen.phys(), dev.phys());
+    assert_eq!(seen.record().domain_iommu_ser.attachment_id.get(), 0x2a);
 }
 
 #[test]

@@ -2,7 +2,10 @@
 //! image's bytes hold exactly the model's objects, flags, reference counts
 //! and links, and the reader accepts the image and reports exactly the
 //! model's live objects and reference counts; abort gives back every page in
-//! the promised order. The same with an allocator that fails at random steps.
+//! the promised order. The same with an allocator whose allocations and page
+//! mappings fail at random steps, and with every operation failed at each
+//! allocation and mapping it makes in turn: a failed operation leaves every
+//! byte of the image as it was.
 #![cfg(feature = "alloc")] // The tests allocate from MapAlloc.
 
 mod writer_support;
@@ -11,8 +14,12 @@ use iommu_flb_abi::PhysAddr;
 use iommu_flb_abi::abi::v1::*;
 use iommu_flb_abi::reader::{self, Options};
 use iommu_flb_abi::writer::*;
+use std::cell::Cell;
+use std::rc::Rc;
+
+use iommu_flb_abi::PageMap;
 use proptest::prelude::*;
-use writer_support::{Dump, pages_for, walk};
+use writer_support::{Dump, Faults, is_fault, pages_for, unchanged, walk};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -147,23 +154,52 @@ fn needs_page(slots: usize, cap: u64) -> bool {
     slots > 0 && slots % cap as usize == 0
 }
 
+/// The allocator failure `r` holds, if the operation would otherwise have
+/// gone through (`accepted`): a page is taken only after every check.
+fn fault(r: Result<(), WriteError>, accepted: bool) -> Result<Option<WriteError>, TestCaseError> {
+    let e = r.err();
+    if matches!(
+        e,
+        Some(WriteError::OutOfPages { .. } | WriteError::BadPage { .. })
+    ) {
+        prop_assert!(accepted, "a page was taken for an operation to refuse");
+    }
+    Ok(e)
+}
+
 /// Applies `op` to the writer and the model; returns an error message on any
-/// disagreement.
+/// disagreement. An allocation or mapping failure is returned (the model is
+/// then unchanged; the caller checks the image is too).
 fn step<A: PageAlloc, X: DeviceIndex>(
     w: &mut Writer<A, X>,
     m: &mut Model,
     op: &Op,
-) -> Result<(), TestCaseError> {
-    // Out of pages is the allocator's choice; the model only checks it came
-    // when a page was needed, and that nothing changed.
+) -> Result<Option<WriteError>, TestCaseError> {
+    // A failing allocator is the allocator's choice; the model only checks
+    // a fresh page was asked for when one was needed, and only for an
+    // operation it would accept (checks come before the page).
     let oom = |r: &Result<(), WriteError>, kind, slots, cap| -> Result<bool, TestCaseError> {
-        if let Err(WriteError::OutOfPages { purpose }) = r {
-            prop_assert_eq!(*purpose, PagePurpose::Chain(kind));
-            prop_assert!(needs_page(slots, cap), "OOM without needing a page");
-            return Ok(true);
+        match r {
+            Err(WriteError::OutOfPages { purpose } | WriteError::BadPage { purpose, .. }) => {
+                prop_assert_eq!(*purpose, PagePurpose::Chain(kind));
+                prop_assert!(needs_page(slots, cap), "a page taken without needing one");
+                Ok(true)
+            }
+            Err(e) => Ok(is_fault(e)),
+            Ok(()) => Ok(false),
         }
-        Ok(false)
     };
+    // Operations that take no page fail only in a mapping.
+    macro_rules! mapping_failure {
+        ($got:expr) => {
+            if let Err(e) = $got {
+                if is_fault(&e) {
+                    prop_assert!(matches!(e, WriteError::PageUnavailable { .. }), "{e}");
+                    return Ok(Some(e));
+                }
+            }
+        };
+    }
     match *op {
         Op::Iommu { token, intel } => {
             let expect = m
@@ -183,8 +219,7 @@ fn step<A: PageAlloc, X: DeviceIndex>(
                 m.iommus.len(),
                 IOMMU_HW_ARRAY_CAPACITY_4K,
             )? {
-                prop_assert!(expect.is_none());
-                return Ok(());
+                return fault(r, expect.is_none());
             }
             match (expect, got) {
                 (Some(e), got) => prop_assert_eq!(got, Err(e)),
@@ -234,8 +269,7 @@ fn step<A: PageAlloc, X: DeviceIndex>(
                 m.domains.len(),
                 IOMMU_DOMAIN_ARRAY_CAPACITY_4K,
             )? {
-                prop_assert!(expect.is_none());
-                return Ok(());
+                return fault(r, expect.is_none());
             }
             match (expect, got) {
                 (Some(e), got) => prop_assert_eq!(got, Err(e)),
@@ -256,7 +290,7 @@ fn step<A: PageAlloc, X: DeviceIndex>(
             attach,
         } => {
             if m.domains.is_empty() || m.iommus.is_empty() {
-                return Ok(());
+                return Ok(None);
             }
             let (di, ii) = (dom % m.domains.len(), iommu % m.iommus.len());
             let init = DeviceInit {
@@ -287,10 +321,6 @@ fn step<A: PageAlloc, X: DeviceIndex>(
                     iommu_type: i.ty,
                     payload_type: ty(intel),
                 })
-            } else if !intel && attach != 0 {
-                Some(WriteError::AttachmentIdOnSmmuv3 {
-                    attachment_id: attach,
-                })
             } else {
                 dup.map(|x| WriteError::DuplicateDevice {
                     pci_domain_nr: seg,
@@ -306,8 +336,7 @@ fn step<A: PageAlloc, X: DeviceIndex>(
                 m.devices.len(),
                 IOMMU_DEVICE_ARRAY_CAPACITY_4K,
             )? {
-                prop_assert!(expect.is_none());
-                return Ok(());
+                return fault(r, expect.is_none());
             }
             match (expect, got) {
                 (Some(e), got) => prop_assert_eq!(got, Err(e)),
@@ -331,11 +360,12 @@ fn step<A: PageAlloc, X: DeviceIndex>(
         }
         Op::UnDevice(k) => {
             if m.devices.is_empty() {
-                return Ok(());
+                return Ok(None);
             }
             let n = m.devices.len();
             let x = &mut m.devices[k % n];
             let got = w.unpreserve_device(x.h);
+            mapping_failure!(got);
             if x.deleted {
                 prop_assert_eq!(
                     got,
@@ -357,12 +387,13 @@ fn step<A: PageAlloc, X: DeviceIndex>(
         }
         Op::UnDomain(k) => {
             if m.domains.is_empty() {
-                return Ok(());
+                return Ok(None);
             }
             let di = k % m.domains.len();
             let d = &m.domains[di];
             let user = m.devices.iter().find(|x| !x.deleted && x.dom == di);
             let got = w.unpreserve_domain(d.h);
+            mapping_failure!(got);
             if d.deleted {
                 prop_assert_eq!(
                     got,
@@ -386,11 +417,12 @@ fn step<A: PageAlloc, X: DeviceIndex>(
         }
         Op::UnIommu(k) => {
             if m.iommus.is_empty() {
-                return Ok(());
+                return Ok(None);
             }
             let n = m.iommus.len();
             let i = &mut m.iommus[k % n];
             let got = w.unpreserve_iommu(i.h);
+            mapping_failure!(got);
             let phys = i.h.phys();
             match i.state {
                 IommuState::Gone => prop_assert_eq!(
@@ -416,7 +448,7 @@ fn step<A: PageAlloc, X: DeviceIndex>(
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The image bytes hold exactly the model.
@@ -560,51 +592,100 @@ fn check_reader(mem: &MapAlloc, root: PhysAddr, m: &Model) -> Result<(), TestCas
     Ok(())
 }
 
-fn run<X: DeviceIndex, F: FnMut(u64) -> bool>(
-    pages: FailingAlloc<MapAlloc, F>,
+/// Runs `ops` from `start`, checking image, reader and pages after each.
+///
+/// An operation that fails in the allocator (an allocation or a page
+/// mapping `pages` was told to fail) must leave every byte of the image as
+/// it was, the counts as they were, and the reader seeing exactly the model;
+/// with `exhaustive`, each operation is first run once per allocation and
+/// mapping it makes, failing that one, before it runs with nothing failing.
+/// `disarm` stops all failures (before `abort`).
+fn run<X: DeviceIndex, F: FnMut(u64) -> bool, G: FnMut(u64) -> bool>(
+    pages: FailingAlloc<MapAlloc, F, G>,
+    exhaustive: Option<&Faults>,
+    disarm: &dyn Fn(),
     index: X,
     ops: &[Op],
 ) -> Result<u64, TestCaseError> {
+    let injected = |p: &FailingAlloc<MapAlloc, F, G>| p.failures() + p.map_failures();
     let mut pages = pages;
     let mut w = match Writer::with_index(&mut pages, index) {
         Ok(w) => w,
         Err(e) => {
-            // Start may fail only for lack of a page, and gives back all it took.
-            prop_assert!(matches!(e, WriteError::OutOfPages { .. }), "{e}");
-            prop_assert!(
-                pages.inner().map().is_empty(),
-                "start failed but kept pages"
-            );
-            return Ok(pages.failures());
+            // Start fails only in the allocator, and gives back all it took.
+            prop_assert!(is_fault(&e), "{e}");
+            unchanged(&PageMap::new(), pages.inner(), &e).map_err(TestCaseError::fail)?;
+            return Ok(injected(&pages));
         }
     };
     let mut m = Model::default();
+    // Pages the writer refused (BadPage) and left with the allocator.
+    let mut refused = Vec::new();
     for op in ops {
-        step(&mut w, &mut m, op)?;
+        let mut before = w.alloc().inner().map().clone();
+        let counts = w.counts();
+        for k in 0.. {
+            if let Some(f) = exhaustive {
+                f.arm(Some(k));
+            }
+            let n = injected(w.alloc());
+            let fault = step(&mut w, &mut m, op)?;
+            let hit = injected(w.alloc()) > n;
+            prop_assert_eq!(hit, fault.is_some(), "{:?}: fault {:?}", op, fault);
+            let Some(e) = fault else { break };
+            unchanged(&before, w.alloc().inner(), &e).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(w.counts(), counts);
+            if let WriteError::BadPage { phys, .. } = e {
+                refused.push(phys);
+                before = w.alloc().inner().map().clone();
+            }
+            if !cfg!(miri) {
+                check_reader(w.alloc().inner(), w.root(), &m)?;
+            }
+            if exhaustive.is_none() {
+                break;
+            }
+        }
+        if let Some(f) = exhaustive {
+            f.arm(None);
+        }
         let d = walk(w.alloc().inner(), w.root());
         check_image(&d, &m)?;
         if !cfg!(miri) {
             // Under miri, once at the end (below): a validation per step is slow there.
             check_reader(w.alloc().inner(), w.root(), &m)?;
         }
-        // Every page the allocator holds is in the image, and vice versa.
+        // Every page the allocator holds is in the image or was refused,
+        // and vice versa.
         let mut held: Vec<_> = w.alloc().inner().map().iter().map(|(p, _)| p).collect();
         let mut pages = d.all_pages();
+        prop_assert_eq!(w.counts().pages, pages.len() as u64);
+        pages.extend(&refused);
         held.sort();
         pages.sort();
         prop_assert_eq!(&held, &pages);
-        prop_assert_eq!(w.counts().pages, pages.len() as u64);
     }
     check_reader(w.alloc().inner(), w.root(), &m)?;
     let d = walk(w.alloc().inner(), w.root());
+    disarm();
+    let freed_before = w.alloc().inner().freed().len();
     let pages = w.abort();
-    prop_assert!(pages.inner().map().is_empty(), "abort left pages behind");
-    prop_assert_eq!(pages.inner().freed(), &d.abort_order()[..]);
-    Ok(pages.failures())
+    let mut left: Vec<_> = pages.inner().map().iter().map(|(p, _)| p).collect();
+    left.sort();
+    refused.sort();
+    prop_assert_eq!(left, refused, "abort left pages behind");
+    prop_assert_eq!(
+        pages.inner().freed().get(freed_before..),
+        Some(&d.abort_order()[..])
+    );
+    Ok(injected(pages))
 }
 
 const CASES: u32 = if cfg!(miri) { 4 } else { 48 };
 const OPS: usize = if cfg!(miri) { 16 } else { 700 };
+/// The exhaustive runs make every operation several times over.
+const EXHAUSTIVE_CASES: u32 = if cfg!(miri) { 2 } else { 16 };
+const EXHAUSTIVE_OPS: usize = if cfg!(miri) { 12 } else { 400 };
 
 fn alloc_for(scatter: Option<u64>) -> MapAlloc {
     match scatter {
@@ -613,8 +694,10 @@ fn alloc_for(scatter: Option<u64>) -> MapAlloc {
     }
 }
 
-/// Steps `start` takes (root and three chain heads).
-const START_STEPS: u64 = 4;
+/// Allocations and page mappings `start` makes (root and three chain
+/// heads; each head checked zeroed, then the root written).
+const START_ALLOCS: u64 = 4;
+const START_MAPS: u64 = 5;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
@@ -630,23 +713,49 @@ proptest! {
         let pages = FailingAlloc::new(alloc_for(scatter), |_| false);
         if indexed {
             let mut slots = vec![IndexSlot::empty(); 1000];
-            run(pages, SliceIndex::new(&mut slots), &ops)?;
+            run(pages, None, &|| {}, SliceIndex::new(&mut slots), &ops)?;
         } else {
-            run(pages, NoIndex, &ops)?;
+            run(pages, None, &|| {}, NoIndex, &ops)?;
         }
     }
 
     #[test]
-    fn allocator_failures_leave_a_valid_image_and_every_page_accounted_for(
+    fn random_allocation_and_mapping_failures_change_nothing_and_every_page_is_accounted_for(
         ops in prop::collection::vec(op(true), OPS / 2..OPS),
         scatter in prop::option::of(any::<u64>()),
         seed in any::<u64>(),
         one_in in 1u64..4,
+        maps_one_in in 2u64..8,
         fail_start in prop::bool::weighted(0.2),
     ) {
-        let mut random = random_failures(seed, one_in);
-        let plan = move |step| (fail_start || step >= START_STEPS) && random(step);
-        let pages = FailingAlloc::new(alloc_for(scatter), plan);
-        run(pages, NoIndex, &ops)?;
+        let on = Rc::new(Cell::new(true));
+        let (a, b) = (on.clone(), on.clone());
+        let mut allocs = random_failures(seed, one_in);
+        let mut maps = random_failures(seed.rotate_left(17), maps_one_in);
+        let pages = FailingAlloc::new(alloc_for(scatter), move |step| {
+            a.get() && (fail_start || step >= START_ALLOCS) && allocs(step)
+        })
+        .failing_maps(move |step| b.get() && (fail_start || step >= START_MAPS) && maps(step));
+        run(pages, None, &|| on.set(false), NoIndex, &ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(EXHAUSTIVE_CASES))]
+
+    #[test]
+    fn every_operation_fails_whole_at_each_allocation_and_mapping_it_makes(
+        ops in prop::collection::vec(op(true), EXHAUSTIVE_OPS / 2..EXHAUSTIVE_OPS),
+        scatter in prop::option::of(any::<u64>()),
+        indexed in any::<bool>(),
+    ) {
+        let (pages, faults) = Faults::wrap(alloc_for(scatter));
+        let disarm = || faults.arm(None);
+        if indexed {
+            let mut slots = vec![IndexSlot::empty(); 1000];
+            run(pages, Some(&faults), &disarm, SliceIndex::new(&mut slots), &ops)?;
+        } else {
+            run(pages, Some(&faults), &disarm, NoIndex, &ops)?;
+        }
     }
 }

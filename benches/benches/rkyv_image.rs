@@ -92,7 +92,7 @@ pub struct Device {
     pub segment: u32,
     /// DMA owner token.
     pub dma_owner_token: u64,
-    /// VT-d domain ID (0 on SMMUv3).
+    /// VT-d domain ID, or the SMMUv3 ASID or VMID (0 in these plans).
     pub attachment_id: u64,
     /// The [`Domain::id`] it is attached to.
     pub domain: u64,

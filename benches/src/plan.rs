@@ -137,7 +137,8 @@ pub struct DevicePlan {
     pub devid: u32,
     /// DMA owner token.
     pub dma_owner_token: u64,
-    /// VT-d domain ID; 0 behind an SMMUv3.
+    /// VT-d domain ID; the plan writes 0 behind an SMMUv3 (where the kernel
+    /// stores the ASID or VMID).
     pub attachment_id: u64,
     /// Index into [`Plan::domains`].
     pub domain: usize,

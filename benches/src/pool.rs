@@ -95,12 +95,42 @@ impl PageAlloc for ScrambledPool {
     }
 
     fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]> {
-        let i = self.index(phys)?;
-        if !self.taken[i] {
-            return None;
+        self.pages_mut([phys]).ok().map(|[p]| p)
+    }
+
+    fn pages_mut<const K: usize>(
+        &mut self,
+        phys: [PhysAddr; K],
+    ) -> Result<[&mut [u8]; K], PhysAddr> {
+        // (page index, position asked for), sorted by page, to split the
+        // buffer front to back.
+        let mut want = Vec::with_capacity(K);
+        for (pos, p) in phys.iter().enumerate() {
+            match self.index(*p) {
+                Some(i) if self.taken[i] && !want.iter().any(|&(j, _)| j == i) => {
+                    want.push((i, pos))
+                }
+                _ => return Err(*p),
+            }
         }
-        let start = i * PAGE_SIZE;
-        self.bytes.get_mut(start..start + PAGE_SIZE)
+        want.sort_unstable();
+        let mut found = Vec::with_capacity(K);
+        let mut rest = &mut self.bytes[..];
+        let mut next = 0;
+        for (i, pos) in want {
+            let tail = std::mem::take(&mut rest)
+                .split_at_mut((i - next) * PAGE_SIZE)
+                .1;
+            let (page, after) = tail.split_at_mut(PAGE_SIZE);
+            found.push((pos, page));
+            rest = after;
+            next = i + 1;
+        }
+        found.sort_unstable_by_key(|&(pos, _)| pos);
+        let pages: Vec<_> = found.into_iter().map(|(_, p)| p).collect();
+        Ok(pages
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one page per address")))
     }
 
     fn free_page(&mut self, phys: PhysAddr) {

@@ -166,9 +166,9 @@ fn root_outside_memory_is_efault() {
 
 #[test]
 #[cfg_attr(miri, ignore = "runs gcc")]
-fn root_crossing_its_page_is_einval() {
-    // Version and the first head fit in the last 16 bytes of the page;
-    // the other two heads would be on the next page.
+fn root_not_starting_its_page_is_einval() {
+    // The root must start its page (IOMMU_FLB_ERR_UNALIGNED); this one, in
+    // the last 16 bytes of the page, once crossed the page end.
     let mut img = base();
     let moved = plus(img.root.page_base(img.page_size), 4096 - 16);
     let head = img.page(Chain::Iommu, 0).get();
@@ -177,8 +177,8 @@ fn root_crossing_its_page_is_einval() {
     img.root = moved;
     check(
         &img,
-        "root_crosses",
-        want("EINVAL", -22, 2, Location::root(img.root, None)),
+        "root_unaligned",
+        want("EINVAL", -22, 5, Location::root(img.root, None)),
     );
 }
 
@@ -270,6 +270,15 @@ fn unknown_flag_is_eopnotsupp() {
     img.put_u32(img.field(Chain::Domain, 1, off::FLAGS), 1 << 2);
     let at = img.at(Chain::Domain, 1).field("flags");
     check(&img, "flags", want("EOPNOTSUPP", -95, 12, at));
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "runs gcc")]
+fn live_domain_with_ref_count_2_is_ebadmsg() {
+    let mut img = base();
+    img.put_u32(img.field(Chain::Domain, 0, off::REF_COUNT), 2);
+    let at = img.at(Chain::Domain, 0).field("ref_count");
+    check(&img, "ref_not_one", want("EBADMSG", -74, 24, at));
 }
 
 #[test]

@@ -14,7 +14,8 @@
 //!   table shape (VT-d: 4 or 5 levels, 48 or 57 bits; SMMUv3: 3 or 4 levels,
 //!   39 or 48 bits). Devices attach to a domain of their own IOMMU when it
 //!   has one. Intel devices carry the domain's VT-d domain ID as
-//!   `attachment_id`; SMMUv3 devices 0, as the kernel writes.
+//!   `attachment_id`; SMMUv3 devices 0 (the kernel stores the ASID or VMID
+//!   there; the plan has no SMMUv3 contexts to take one from).
 //! - Live device `k` goes to IOMMU `k % iommus`, so with at least as many
 //!   devices as IOMMUs every IOMMU has a live device. The `deleted` devices
 //!   are preserved like the others and unpreserved at the end.

@@ -54,6 +54,7 @@ const FIELDS: &[(&str, bool)] = &[
     ("vasz", true),
     ("sign_extend", true),
     ("padding", true),
+    ("vendor", true),
     ("restored_domain", true),
     ("domain_phys", true),
     ("iommu_phys", true),
@@ -274,12 +275,10 @@ pub fn check_accepted<M: Memory + ?Sized>(
     assert_eq!(image.root_phys(), root);
     let _ = format!("{image:?}");
 
-    // The root, read independently.
-    let root_page = mem
-        .page(root.page_base(PS), PS)
-        .expect("root page readable");
-    let (ser, _) = IommuFlbSer::ref_from_prefix(&root_page[root.page_offset(PS)..])
-        .expect("root fits its page");
+    // The root, read independently: it starts its page.
+    assert!(root.is_page_aligned(PS), "the root starts its page");
+    let root_page = mem.page(root, PS).expect("root page readable");
+    let (ser, _) = IommuFlbSer::ref_from_prefix(root_page).expect("root fits its page");
     assert!(
         core::ptr::eq(ser, image.root()),
         "root() is the root's bytes"
@@ -463,6 +462,7 @@ fn check_iommus<M: Memory + ?Sized>(
                 if handover {
                     assert_eq!(p.restored, 0);
                 }
+                assert_eq!(p.padding, [0; 7]);
             }
             (IommuPayload::Smmuv3(_), IommuTypeSer::IommuArmSmmuv3) => {}
             (p, t) => panic!("payload {p:?} for type {t:?}"),
@@ -496,6 +496,7 @@ fn check_domains<M: Memory + ?Sized>(
     for d in &live {
         let rec = d.record();
         check_header(rec.hdr.ref_count.get(), rec.hdr.flags.get(), handover);
+        assert_eq!(rec.hdr.ref_count.get(), 1, "a live domain's ref_count");
         let top = d.top_table_phys();
         assert!(!top.is_null() && top.is_page_aligned(PS));
         assert!(rec.vasz.get() <= 64);
@@ -555,6 +556,7 @@ fn check_devices<M: Memory + ?Sized>(
         }
         let rec = d.record();
         check_header(rec.hdr.ref_count.get(), rec.hdr.flags.get(), handover);
+        assert_eq!(rec.hdr.ref_count.get(), 1, "a live device's ref_count");
         assert!(!d.is_deleted());
         assert_eq!(
             (d.segment(), d.devid()),
@@ -568,8 +570,14 @@ fn check_devices<M: Memory + ?Sized>(
         assert!(live_iommus.contains(&d.iommu().phys()), "IOMMU is live");
         let p = d.payload();
         check_device_payload(p, d.iommu().iommu_type());
-        if let (DevicePayload::Intel(p), true) = (p, handover) {
-            assert_eq!(p.restored, 0);
+        match p {
+            DevicePayload::Intel(p) => {
+                if handover {
+                    assert_eq!(p.restored, 0);
+                }
+                assert_eq!(p.padding, [0; 7]);
+            }
+            DevicePayload::Smmuv3(p) => assert_eq!(p.padding.get(), 0),
         }
         assert!(keys.insert((d.segment(), d.devid())), "unique keys");
         let found = image.find_device(d.segment(), d.devid()).map(|f| f.phys());

@@ -165,7 +165,7 @@ pub enum Op {
         iommu: u8,
         /// Intel or SMMUv3 payload (may mismatch the IOMMU).
         intel: bool,
-        /// `attachment_id` (non-zero is refused behind an SMMUv3).
+        /// `attachment_id` (a VT-d domain ID, or an SMMUv3 ASID or VMID).
         attachment: u8,
     },
     /// `n` devices with consecutive requester IDs from `devid`, payloads of

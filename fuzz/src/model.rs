@@ -393,10 +393,6 @@ impl Model {
                 iommu_type: ty,
                 payload_type: init.payload.iommu_type(),
             })
-        } else if ty == IommuTypeSer::IommuArmSmmuv3 && init.attachment_id != 0 {
-            Some(WriteError::AttachmentIdOnSmmuv3 {
-                attachment_id: init.attachment_id,
-            })
         } else {
             self.devices
                 .iter()

@@ -159,7 +159,8 @@ pub struct IommuDomainSer {
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned, Clone, Copy, Debug)]
 #[repr(C, packed)]
 pub struct IommuDevMapSer {
-    /// VT-d domain ID on Intel, 0 on SMMUv3.
+    /// The attachment's hardware ID: the VT-d domain ID on Intel; the ASID
+    /// (stage 1) or VMID (stage 2) on SMMUv3.
     pub attachment_id: Le64,
     /// Physical address of the device's `struct iommu_domain_ser` record.
     pub domain_phys: Le64,

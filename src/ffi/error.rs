@@ -88,8 +88,9 @@ pub enum IommuFlbErrorKind {
     /// @IOMMU_FLB_ERR_ROOT_UNREADABLE: The page holding the root cannot be
     /// read (the memory callback returned NULL). Returned as -EFAULT.
     IommuFlbErrRootUnreadable = 1,
-    /// @IOMMU_FLB_ERR_ROOT_CROSSES_PAGE: The root would cross the end of its
-    /// page. Returned as -EINVAL.
+    /// @IOMMU_FLB_ERR_ROOT_CROSSES_PAGE: Retired, never returned: the root
+    /// must start its page (IOMMU_FLB_ERR_UNALIGNED otherwise), so it cannot
+    /// cross the page end. The value stays reserved.
     IommuFlbErrRootCrossesPage = 2,
     /// @IOMMU_FLB_ERR_UNSUPPORTED_VERSION: The root's version is not 1.
     /// Returned as -EPROTONOSUPPORT.
@@ -97,8 +98,8 @@ pub enum IommuFlbErrorKind {
     /// @IOMMU_FLB_ERR_NULL_POINTER: A pointer that must be non-zero is zero
     /// (a chain head, top_table_phys). Returned as -EINVAL.
     IommuFlbErrNullPointer = 4,
-    /// @IOMMU_FLB_ERR_UNALIGNED: A pointer that must be page-aligned is not.
-    /// Returned as -EINVAL.
+    /// @IOMMU_FLB_ERR_UNALIGNED: A pointer that must be page-aligned is not
+    /// (the root's address included). Returned as -EINVAL.
     IommuFlbErrUnaligned = 5,
     /// @IOMMU_FLB_ERR_UNREADABLE: A chain page cannot be read (the memory
     /// callback returned NULL: not preserved, or not memory). Returned as
@@ -157,6 +158,9 @@ pub enum IommuFlbErrorKind {
     /// @IOMMU_FLB_ERR_SCRATCH_TOO_SMALL: The scratch is smaller than
     /// iommu_flb_scratch_size() said. Returned as -ENOSPC.
     IommuFlbErrScratchTooSmall = 23,
+    /// @IOMMU_FLB_ERR_REF_COUNT_NOT_ONE: A live domain or device has a
+    /// ref_count other than 0 or 1. Returned as -EBADMSG.
+    IommuFlbErrRefCountNotOne = 24,
     /// @IOMMU_FLB_ERR_INVALID_ARGUMENT: A pointer argument is NULL or
     /// misaligned, or a value argument is out of range; @field names the
     /// argument. Returned as -EINVAL.
@@ -199,8 +203,10 @@ pub enum IommuFlbErrorKind {
     /// (top_table_phys zero or unaligned, vasz above 64, sign_extend above
     /// 1); @field names the field. Returned as -EINVAL.
     IommuFlbErrInvalidDomain = 138,
-    /// @IOMMU_FLB_ERR_ATTACHMENT_ID_ON_SMMUV3: attachment_id is not 0 for a
-    /// device behind an SMMUv3. Returned as -EINVAL.
+    /// @IOMMU_FLB_ERR_ATTACHMENT_ID_ON_SMMUV3: Retired, never returned: a
+    /// device behind an SMMUv3 carries its ASID (stage 1) or VMID (stage 2)
+    /// in attachment_id, which the writer once refused. The value stays
+    /// reserved.
     IommuFlbErrAttachmentIdOnSmmuv3 = 139,
     /// @IOMMU_FLB_ERR_DOMAIN_IN_USE: The domain still has live devices.
     /// Returned as -EBUSY.
@@ -230,7 +236,6 @@ impl IommuFlbErrorKind {
         use IommuFlbErrorKind as K;
         match kind {
             ErrorKind::RootUnreadable => K::IommuFlbErrRootUnreadable,
-            ErrorKind::RootCrossesPage { .. } => K::IommuFlbErrRootCrossesPage,
             ErrorKind::UnsupportedVersion { .. } => K::IommuFlbErrUnsupportedVersion,
             ErrorKind::NullPointer => K::IommuFlbErrNullPointer,
             ErrorKind::Unaligned { .. } => K::IommuFlbErrUnaligned,
@@ -242,6 +247,7 @@ impl IommuFlbErrorKind {
             ErrorKind::LimitExceeded { .. } => K::IommuFlbErrLimitExceeded,
             ErrorKind::UnknownFlags { .. } => K::IommuFlbErrUnknownFlags,
             ErrorKind::ZeroRefCount => K::IommuFlbErrZeroRefCount,
+            ErrorKind::RefCountNotOne { .. } => K::IommuFlbErrRefCountNotOne,
             ErrorKind::RefCountMismatch { .. } => K::IommuFlbErrRefCountMismatch,
             ErrorKind::UnknownIommuType { .. } => K::IommuFlbErrUnknownIommuType,
             ErrorKind::DuplicateIommu { .. } => K::IommuFlbErrDuplicateIommu,
@@ -270,7 +276,6 @@ impl IommuFlbErrorKind {
             WriteError::DuplicateIommu { .. } => K::IommuFlbErrIommuExists,
             WriteError::PayloadMismatch { .. } => K::IommuFlbErrPayloadMismatch,
             WriteError::InvalidDomain { .. } => K::IommuFlbErrInvalidDomain,
-            WriteError::AttachmentIdOnSmmuv3 { .. } => K::IommuFlbErrAttachmentIdOnSmmuv3,
             WriteError::DomainInUse { .. } => K::IommuFlbErrDomainInUse,
             WriteError::IommuInUse { .. } => K::IommuFlbErrIommuInUse,
             WriteError::RefCountOverflow { .. } => K::IommuFlbErrRefCountOverflow,
@@ -463,9 +468,6 @@ fn write_location(e: &WriteError) -> (Option<ObjectKind>, Option<u64>, Option<&'
         }
         WriteError::InvalidDomain { field, .. } => {
             (Some(ObjectKind::Domain), None, Some(field.name()))
-        }
-        WriteError::AttachmentIdOnSmmuv3 { .. } => {
-            (Some(ObjectKind::Device), None, Some("attachment_id"))
         }
         WriteError::DomainInUse { domain, .. } => {
             (Some(ObjectKind::Domain), Some(domain.get()), None)

@@ -193,8 +193,9 @@ fn read_fail(e: crate::Error, root: u64, got: usize) -> Fail {
 ///
 /// Checks the root and walks the three chains, reading each chain page once
 /// and no record, so it fails with the same root and chain errors
-/// iommu_flb_validate() would. The size is at most 16 bytes per record plus
-/// 32 per page, plus a small fixed header.
+/// iommu_flb_validate() would. The size is 16 * (2 * P + 1 + I + D) bytes
+/// for P chain pages, I IOMMU slots and D device slots (deleted records
+/// included), plus a small fixed header.
 ///
 /// Context: Any context the @mem callback allows. Pointers must be valid
 /// for the access their names say; @mem->ctx is only passed back.
@@ -251,11 +252,11 @@ pub unsafe extern "C" fn iommu_flb_scratch_size(
 /// @err: Where to store what went wrong, and where; always written.
 ///
 /// Checks every rule of the format, in a fixed order, with no side effect on
-/// the image: the root (readable, inside its page, version 1, heads non-zero
-/// and page-aligned), each chain (pages readable, counts within capacity,
-/// every page but the last full, no cycle, limits), no page used twice, then
-/// every record (flags, reference counts, types, references between
-/// records, duplicates). Nothing is restored. Cost O(n log n) in pages and
+/// the image: the root (starting its page, readable, version 1, heads
+/// non-zero and page-aligned), each chain (pages readable, counts within
+/// capacity, every page but the last full, no cycle, limits), no page used
+/// twice, then every record (flags, reference counts, types, references
+/// between records, padding, duplicates). Nothing is restored. Cost O(n log n) in pages and
 /// records.
 ///
 /// Context: Any context the @mem callback allows; does not sleep by itself.

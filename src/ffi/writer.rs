@@ -88,18 +88,40 @@ impl PageAlloc for CAlloc {
     }
 
     fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]> {
+        self.pages_mut([phys]).ok().map(|[p]| p)
+    }
+
+    fn pages_mut<const K: usize>(
+        &mut self,
+        phys: [PhysAddr; K],
+    ) -> Result<[&mut [u8]; K], PhysAddr> {
+        for (i, p) in phys.iter().enumerate() {
+            if phys.iter().take(i).any(|q| q == p) {
+                return Err(*p);
+            }
+        }
+        let size = self.page_size.bytes();
         // SAFETY: as in `alloc_page`.
-        let p = unsafe { (self.page)(self.ctx, phys.get()) };
-        if p.is_null() {
-            return None;
+        let ptrs = phys.map(|p| unsafe { (self.page)(self.ctx, p.get()) });
+        for ((p, &at), i) in ptrs.iter().zip(&phys).zip(0usize..) {
+            // Two distinct pages whose mappings overlap would alias.
+            let overlaps = ptrs
+                .iter()
+                .take(i)
+                .any(|q| q.addr().abs_diff(p.addr()) < size);
+            if p.is_null() || overlaps {
+                return Err(at);
+            }
         }
         // SAFETY: by the `struct iommu_flb_page_alloc` contract, a non-NULL
         // return is the writable mapping of `page_size` bytes that nothing
-        // else accesses during a writer call; this borrow is tied to
-        // `&mut self`, so it ends before the next `page_mut` and within the
-        // call. `u8` has alignment 1 and every byte pattern is valid; the
-        // length is at most 64 KiB, far below `isize::MAX`.
-        Some(unsafe { core::slice::from_raw_parts_mut(p, self.page_size.bytes()) })
+        // else accesses during a writer call; the K mappings were checked
+        // above to be pairwise disjoint, so the K borrows do not alias each
+        // other, and they are tied to `&mut self`, so they end before the
+        // next call and within this writer call. `u8` has alignment 1 and
+        // every byte pattern is valid; the length is at most 64 KiB, far
+        // below `isize::MAX`.
+        Ok(ptrs.map(|p| unsafe { core::slice::from_raw_parts_mut(p, size) }))
     }
 
     fn free_page(&mut self, phys: PhysAddr) {
@@ -489,7 +511,7 @@ unsafe fn give(
 ///
 /// Return: 0 with *@out set, or a negative errno (enum
 /// iommu_flb_error_kind; details from iommu_flb_writer_last_error()). A
-/// failure leaves the image valid.
+/// failure leaves the image unchanged (every page holds the bytes it held).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn iommu_flb_preserve_iommu(
     w: *mut IommuFlbWriter,
@@ -570,7 +592,8 @@ pub unsafe extern "C" fn iommu_flb_preserve_domain(
 /// iommu_flb_preserve_device() - Preserve a device behind a domain and IOMMU.
 /// @w: A started writer.
 /// @init: The device: devid, pci_domain_nr, dma_owner_token,
-///        domain_iommu_ser.attachment_id (0 behind an SMMUv3) and the member
+///        domain_iommu_ser.attachment_id (the VT-d domain ID, or the SMMUv3
+///        ASID or VMID) and the member
 ///        of the vendor union the IOMMU's type selects are read; hdr, the
 ///        domain and IOMMU addresses, restored and padding are ignored (the
 ///        writer sets them). The whole struct must be initialized.
@@ -846,4 +869,58 @@ pub unsafe extern "C" fn iommu_flb_writer_abort(w: *mut IommuFlbWriter) -> c_int
     };
     let _alloc = writer.abort();
     0
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate alloc;
+
+    use super::*;
+
+    /// The tests' page size.
+    const PAGE_SIZE: usize = 4096;
+
+    /// Maps 0x1000 and 0x2000 to the two pages of the `ctx` buffer, 0x3000
+    /// half-way into both (a callback bug), anything else to NULL.
+    unsafe extern "C" fn two_pages(ctx: *mut c_void, phys: u64) -> *mut u8 {
+        let at = match phys {
+            0x1000 => 0,
+            0x2000 => PAGE_SIZE,
+            0x3000 => PAGE_SIZE / 2,
+            _ => return core::ptr::null_mut(),
+        };
+        // SAFETY: `ctx` is the tests' buffer of two pages; `at` is inside it.
+        unsafe { ctx.cast::<u8>().add(at) }
+    }
+
+    unsafe extern "C" fn no_alloc(_ctx: *mut c_void) -> u64 {
+        0
+    }
+
+    unsafe extern "C" fn no_free(_ctx: *mut c_void, _phys: u64) {}
+
+    #[test]
+    fn pages_are_mapped_all_or_none_and_never_overlapping() {
+        let mut buf = alloc::vec![0u8; 2 * PAGE_SIZE];
+        let mut a = CAlloc {
+            alloc_page: no_alloc,
+            page: two_pages,
+            free_page: no_free,
+            ctx: buf.as_mut_ptr().cast(),
+            page_size: PageSize::Size4K,
+        };
+        let [p, q] = a
+            .pages_mut([PhysAddr::new(0x2000), PhysAddr::new(0x1000)])
+            .expect("two distinct pages");
+        (p[0], q[0]) = (2, 1);
+        assert_eq!((buf[0], buf[PAGE_SIZE]), (1, 2));
+        let [one, two, half] = [0x1000, 0x2000, 0x3000].map(PhysAddr::new);
+        assert_eq!(a.pages_mut([one, half]).err(), Some(half), "overlaps");
+        assert_eq!(a.pages_mut([half, two]).err(), Some(two), "overlaps");
+        assert_eq!(a.pages_mut([one, one]).err(), Some(one), "twice");
+        let unmapped = PhysAddr::new(0x5000);
+        assert_eq!(a.pages_mut([one, unmapped]).err(), Some(unmapped));
+        assert!(a.page_mut(unmapped).is_none());
+        assert!(a.page_mut(half).is_some(), "alone it aliases nothing");
+    }
 }

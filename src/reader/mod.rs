@@ -86,8 +86,12 @@ pub struct Options {
 }
 
 /// How many [`ScratchElem`]s [`validate`] needs for the image at `root`:
-/// `2 × pages + 1 + IOMMU slots + device slots` (domains need none), at most
-/// 16 bytes per record plus 32 per page.
+/// exactly `2 × P + 1 + I + D` for `P` chain pages, `I` IOMMU slots and `D`
+/// device slots (deleted records included; domains need none). An element
+/// is 16 bytes, so that is 32 bytes per chain page, 16 per IOMMU or device
+/// slot and 16 more (the root's page in the sorted page table). Per record
+/// it is not bounded by 16 bytes: 1 IOMMU, 1 domain and 56 devices fill 3
+/// pages and need 64 elements, 1024 bytes for 58 records.
 ///
 /// It checks the root and walks the three chains (reading each chain page
 /// once, no record), so it fails with the same root and chain errors
@@ -108,13 +112,18 @@ pub fn scratch_len<M: Memory + ?Sized>(
 ///
 /// # Errors
 ///
-/// The first rule the image breaks, in a fixed order: the root (readable,
-/// inside its page, version, heads), each chain's pages (pointers, counts,
-/// cycles, limits), pages used twice, then the IOMMU, domain and device
-/// records, IOMMU reference counts, and duplicate IOMMUs and devices.
-/// Deleted records are skipped, except that their `flags` too may hold only
-/// known bits (the flags word is what marks them deleted). A short `scratch`
-/// is [`ErrorKind::ScratchTooSmall`](crate::error::ErrorKind::ScratchTooSmall).
+/// The first rule the image breaks, in a fixed order: the root (starting
+/// its page, readable, version, heads), each chain's pages (pointers, the
+/// root's page, counts, cycles, limits), pages used twice, then the IOMMU,
+/// domain and device records (flags, reference counts: 1 for a live domain
+/// or device, types, references, padding, fields the next kernel writes),
+/// IOMMU reference counts, and duplicate IOMMUs and devices. Deleted
+/// records are skipped, except for their `flags` (the word that marks them
+/// deleted): only known bits, and no `INCOMING` in handover mode. Padding
+/// is every byte of a live record no version-1 field gives a meaning: the
+/// `padding` members, and the vendor-union bytes past an SMMUv3 IOMMU's
+/// 32-byte member. A short `scratch` is
+/// [`ErrorKind::ScratchTooSmall`](crate::error::ErrorKind::ScratchTooSmall).
 ///
 /// # Example
 ///

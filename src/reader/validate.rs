@@ -12,8 +12,8 @@ use super::{Mode, Options};
 use crate::abi::PageSize;
 use crate::abi::v1::{
     IOMMU_LUO_FLB_VERSION, IOMMU_SER_FLAG_DELETED, IOMMU_SER_FLAG_INCOMING, IOMMU_SER_FLAGS_KNOWN,
-    IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer, IommuFlbSer, IommuHwSer, IommuIntelSer,
-    IommuTypeSer,
+    IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer, IommuFlbSer, IommuHwSer, IommuHwVendorSer,
+    IommuIntelSer, IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer,
 };
 use crate::chain::{ARRAYS, ChainWalk, capacity, head_field};
 use crate::error::{Chain, Error, ErrorKind, Location};
@@ -37,21 +37,23 @@ pub(crate) struct Survey<'m> {
     pub needed: usize,
 }
 
-/// Checks the root completely, in order: readable, inside its page,
-/// version, then each head non-zero and page-aligned.
+/// Checks the root completely, in order: page-aligned (the kernel
+/// allocates the root as a preserved page of its own, which `restore` hands
+/// back whole), readable, version, then each head non-zero and page-aligned.
 fn check_root<M: Memory + ?Sized>(
     mem: &M,
     root: PhysAddr,
     page_size: PageSize,
 ) -> Result<(&IommuFlbSer, [PhysAddr; 3]), Error> {
     let at = |field| Location::root(root, field);
-    let page = read_page(mem, root.page_base(page_size), page_size)
-        .ok_or(Error::new(ErrorKind::RootUnreadable, at(None)))?;
-    let offset = root.page_offset(page_size);
-    let (ser, _) = page
-        .get(offset..)
-        .and_then(|b| IommuFlbSer::ref_from_prefix(b).ok())
-        .ok_or(Error::new(ErrorKind::RootCrossesPage { offset }, at(None)))?;
+    if !root.is_page_aligned(page_size) {
+        return Err(Error::new(ErrorKind::Unaligned { value: root }, at(None)));
+    }
+    let page =
+        read_page(mem, root, page_size).ok_or(Error::new(ErrorKind::RootUnreadable, at(None)))?;
+    // A page is longer than the 32-byte root, so this cannot fail.
+    let (ser, _) = IommuFlbSer::ref_from_prefix(page)
+        .map_err(|_| Error::new(ErrorKind::RootUnreadable, at(None)))?;
     let found = ser.version.get();
     if found != IOMMU_LUO_FLB_VERSION {
         return Err(Error::new(
@@ -327,7 +329,10 @@ fn for_each_record<'m, M: Memory + ?Sized, const N: usize>(
     Ok(())
 }
 
-/// The checks every live record shares. `Ok(false)` for a deleted one.
+/// The checks every record shares: its `flags` (the word that marks it
+/// deleted, so it is checked on deleted records too: known bits only, and
+/// no `INCOMING` at handover, which only the next kernel sets), then for a
+/// live record a non-zero `ref_count`. `Ok(false)` for a deleted one.
 #[inline]
 fn check_header(loc: Location, bytes: &[u8], handover: bool) -> Result<bool, Error> {
     let (ref_count, flags) = record_hdr(bytes);
@@ -337,16 +342,54 @@ fn check_header(loc: Location, bytes: &[u8], handover: bool) -> Result<bool, Err
             loc.field("flags"),
         ));
     }
+    if handover && flags & IOMMU_SER_FLAG_INCOMING != 0 {
+        return Err(Error::new(ErrorKind::AlreadyRestored, loc.field("flags")));
+    }
     if flags & IOMMU_SER_FLAG_DELETED != 0 {
         return Ok(false);
     }
     if ref_count == 0 {
         return Err(Error::new(ErrorKind::ZeroRefCount, loc.field("ref_count")));
     }
-    if handover && flags & IOMMU_SER_FLAG_INCOMING != 0 {
-        return Err(Error::new(ErrorKind::AlreadyRestored, loc.field("flags")));
-    }
     Ok(true)
+}
+
+/// A live domain or device is referenced once: `ref_count` 1 (0 was
+/// refused by `check_header`).
+fn check_ref_count_one(loc: Location, bytes: &[u8]) -> Result<(), Error> {
+    let (stored, _) = record_hdr(bytes);
+    if stored == 1 {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::RefCountNotOne { stored },
+            loc.field("ref_count"),
+        ))
+    }
+}
+
+fn non_zero_padding(loc: Location, field: &'static str) -> Error {
+    Error::new(ErrorKind::NonZeroPadding, loc.field(field))
+}
+
+/// The first 8 bytes both Intel payloads (IOMMU and device) start with:
+/// `restored`, which only the next kernel sets, and `padding[7]`.
+fn check_intel_head(
+    loc: Location,
+    restored: u8,
+    padding: [u8; 7],
+    handover: bool,
+) -> Result<(), Error> {
+    if handover && restored != 0 {
+        return Err(Error::new(
+            ErrorKind::AlreadyRestored,
+            loc.field("restored"),
+        ));
+    }
+    if padding != [0; 7] {
+        return Err(non_zero_padding(loc, "padding"));
+    }
+    Ok(())
 }
 
 /// The type of a live IOMMU record, Intel or SMMUv3.
@@ -363,8 +406,25 @@ pub(crate) fn hw_intel(bytes: &[u8; HW]) -> &IommuIntelSer {
     zerocopy::transmute_ref!(&split.tail)
 }
 
+/// The vendor union of an IOMMU record, as SMMUv3's member and the union
+/// bytes after it (which no member of version 1 uses).
+pub(crate) fn hw_smmuv3(bytes: &[u8; HW]) -> (&IommuSmmuv3HwSer, &[u8; HW_UNION_TAIL]) {
+    let split: &Split<24, 88> = zerocopy::transmute_ref!(bytes);
+    let vendor: &Split<32, HW_UNION_TAIL> = zerocopy::transmute_ref!(&split.tail);
+    (zerocopy::transmute_ref!(&vendor.head), &vendor.tail)
+}
+
+/// Bytes of the IOMMU vendor union past `iommu_smmuv3_hw_ser`.
+const HW_UNION_TAIL: usize = size_of::<IommuHwVendorSer>() - size_of::<IommuSmmuv3HwSer>();
+
 /// The vendor union of a device record, as Intel's member.
 pub(crate) fn dev_intel(bytes: &[u8; DEV]) -> &IommuDeviceIntelSer {
+    let split: &Split<48, 24> = zerocopy::transmute_ref!(bytes);
+    zerocopy::transmute_ref!(&split.tail)
+}
+
+/// The vendor union of a device record, as SMMUv3's member.
+pub(crate) fn dev_smmuv3(bytes: &[u8; DEV]) -> &IommuMasterSmmuv3Ser {
     let split: &Split<48, 24> = zerocopy::transmute_ref!(bytes);
     zerocopy::transmute_ref!(&split.tail)
 }
@@ -394,11 +454,20 @@ fn check_iommus<M: Memory + ?Sized>(
             },
             loc.field("type"),
         ))?;
-        if handover && ty == IommuTypeSer::IommuIntel && hw_intel(bytes).restored != 0 {
-            return Err(Error::new(
-                ErrorKind::AlreadyRestored,
-                loc.field("restored"),
-            ));
+        // Intel's member fills the union; SMMUv3's leaves bytes no version-1
+        // member uses, which the kernel's zeroed slot holds as zeros: they
+        // are padding (a non-zero byte there is corruption, or a longer
+        // SMMUv3 struct under the same version).
+        match ty {
+            IommuTypeSer::IommuIntel => {
+                let intel = hw_intel(bytes);
+                check_intel_head(loc, intel.restored, intel.padding, handover)?;
+            }
+            _ => {
+                if hw_smmuv3(bytes).1.iter().any(|b| *b != 0) {
+                    return Err(non_zero_padding(loc, "vendor"));
+                }
+            }
         }
         if let Some(k) = slot {
             *k = ScratchElem::new(rec.token.get(), ty.wire() << TAG_SHIFT);
@@ -416,6 +485,7 @@ fn check_domains<M: Memory + ?Sized>(
         if !check_header(loc, bytes, handover)? {
             return Ok(());
         }
+        check_ref_count_one(loc, bytes)?;
         let d: &IommuDomainSer = zerocopy::transmute_ref!(bytes);
         let err = |kind, field| Err(Error::new(kind, loc.field(field)));
         let top = PhysAddr::new(d.top_table_phys.get());
@@ -466,6 +536,7 @@ fn check_devices<M: Memory + ?Sized>(
         if !check_header(loc, bytes, handover)? {
             return Ok(());
         }
+        check_ref_count_one(loc, bytes)?;
         let d: &IommuDeviceSer = zerocopy::transmute_ref!(bytes);
         let map = &d.domain_iommu_ser;
         let bad = |target, fault, field| {
@@ -480,14 +551,12 @@ fn check_devices<M: Memory + ?Sized>(
             .locate(mem, Chain::Iommu, hw, true, &mut hw_cursor)
             .map_err(|f| bad(hw, f, "iommu_phys"))?;
         let rec: &IommuHwSer = zerocopy::transmute_ref!(iommu.bytes);
-        if handover
-            && iommu_type(rec) == Some(IommuTypeSer::IommuIntel)
-            && dev_intel(bytes).restored != 0
-        {
-            return Err(Error::new(
-                ErrorKind::AlreadyRestored,
-                loc.field("restored"),
-            ));
+        // `locate` found a live IOMMU, whose type `check_iommus` proved.
+        if iommu_type(rec) == Some(IommuTypeSer::IommuIntel) {
+            let intel = dev_intel(bytes);
+            check_intel_head(loc, intel.restored, intel.padding, handover)?;
+        } else if dev_smmuv3(bytes).padding.get() != 0 {
+            return Err(non_zero_padding(loc, "padding"));
         }
         // `locate` proved the index is a slot of the IOMMU chain, so the
         // element exists; the count cannot reach the tag (2^48 records).

@@ -2,8 +2,8 @@
 
 use core::fmt;
 
-use super::index::{Cursor, Found, Pages, ScratchElem, Split, TAG_SHIFT};
-use super::validate::{DEV, DOM, HW, dev_intel, hw_intel, iommu_type};
+use super::index::{Cursor, Found, Pages, ScratchElem, TAG_SHIFT};
+use super::validate::{DEV, DOM, HW, dev_intel, dev_smmuv3, hw_intel, hw_smmuv3, iommu_type};
 use crate::abi::PageSize;
 use crate::abi::v1::{
     IOMMU_ARRAY_HDR_SIZE, IOMMU_SER_FLAG_DELETED, IommuDeviceIntelSer, IommuDeviceSer,
@@ -486,11 +486,7 @@ impl<'m> Iommu<'m> {
     pub fn payload(&self) -> IommuPayload<'m> {
         match self.ty {
             IommuTypeSer::IommuIntel => IommuPayload::Intel(hw_intel(self.bytes)),
-            _ => {
-                let split: &'m Split<24, 88> = zerocopy::transmute_ref!(self.bytes);
-                let vendor: &'m Split<32, 56> = zerocopy::transmute_ref!(&split.tail);
-                IommuPayload::Smmuv3(zerocopy::transmute_ref!(&vendor.head))
-            }
+            _ => IommuPayload::Smmuv3(hw_smmuv3(self.bytes).0),
         }
     }
 }
@@ -642,10 +638,7 @@ impl<'m> Device<'m> {
 fn device_payload(bytes: &[u8; DEV], ty: IommuTypeSer) -> DevicePayload<'_> {
     match ty {
         IommuTypeSer::IommuIntel => DevicePayload::Intel(dev_intel(bytes)),
-        _ => {
-            let split: &Split<48, 24> = zerocopy::transmute_ref!(bytes);
-            DevicePayload::Smmuv3(zerocopy::transmute_ref!(&split.tail))
-        }
+        _ => DevicePayload::Smmuv3(dev_smmuv3(bytes)),
     }
 }
 

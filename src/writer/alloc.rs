@@ -12,6 +12,11 @@ use crate::abi::PageSize;
 /// already in the image, accessible, all zeroes) and refuses one that fails
 /// with [`WriteError::BadPage`](super::WriteError::BadPage), so a buggy
 /// allocator cannot make it link a page twice.
+///
+/// Every operation maps all the pages it writes with one
+/// [`pages_mut`](Self::pages_mut) call before it writes anything, so a page
+/// that cannot be mapped fails the operation with the image unchanged; see
+/// [Failures](super#failures).
 pub trait PageAlloc {
     /// The size of every page this allocator hands out: the kernel's
     /// `PAGE_SIZE`. The image is made of pages of this size, and each
@@ -26,6 +31,20 @@ pub trait PageAlloc {
     /// back: exactly `page_size().bytes()` bytes (the writer treats another
     /// length as unmapped). `None` for any other address.
     fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]>;
+
+    /// Mutable access to `K` pages at once, all or none, in the order
+    /// given. `Err` names the first address (in that order) that is not a
+    /// page this allocator handed out and has not had back, or that repeats
+    /// an earlier one: the pages must be distinct, so the references never
+    /// alias.
+    ///
+    /// # Errors
+    ///
+    /// The refused address, as above.
+    fn pages_mut<const K: usize>(
+        &mut self,
+        phys: [PhysAddr; K],
+    ) -> Result<[&mut [u8]; K], PhysAddr>;
 
     /// Takes back a page this allocator handed out; the writer never uses it
     /// again.
@@ -45,6 +64,13 @@ impl<A: PageAlloc + ?Sized> PageAlloc for &mut A {
 
     fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]> {
         (**self).page_mut(phys)
+    }
+
+    fn pages_mut<const K: usize>(
+        &mut self,
+        phys: [PhysAddr; K],
+    ) -> Result<[&mut [u8]; K], PhysAddr> {
+        (**self).pages_mut(phys)
     }
 
     fn free_page(&mut self, phys: PhysAddr) {

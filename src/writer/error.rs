@@ -103,8 +103,10 @@ impl DomainField {
 
 /// A refused operation. Each variant says what was wrong and which object
 /// (by the physical address of its record) or page it concerns. A refused
-/// operation leaves the image valid: either nothing changed, or a new empty
-/// tail page was linked (see each variant).
+/// operation changed nothing in the image: every page holds the bytes it
+/// held before, and a page taken from the allocator for the operation was
+/// given back (except one refused as [`WriteError::BadPage`]); see
+/// [Failures](super#failures).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WriteError {
     /// The allocator returned no page. Nothing in the image changed.
@@ -122,9 +124,10 @@ pub enum WriteError {
         /// What is wrong with it.
         problem: BadPage,
     },
-    /// `page_mut` refused a page the writer had taken earlier.
+    /// `page_mut` or `pages_mut` refused a page the writer had taken
+    /// earlier.
     PageUnavailable {
-        /// The page.
+        /// The page (for `pages_mut`, the address it named).
         phys: PhysAddr,
     },
     /// A page of the image no longer holds what the writer put there (it was
@@ -190,12 +193,6 @@ pub enum WriteError {
         /// The value given.
         value: u64,
     },
-    /// `attachment_id` is not 0 for a device behind an SMMUv3 (the kernel
-    /// stores 0 there; only VT-d has domain IDs).
-    AttachmentIdOnSmmuv3 {
-        /// The value given.
-        attachment_id: u64,
-    },
     /// The domain still has live devices attached.
     DomainInUse {
         /// The domain's record.
@@ -244,8 +241,7 @@ impl WriteError {
             WriteError::Inconsistent { .. } => errno::EUCLEAN,
             WriteError::ForeignHandle { .. }
             | WriteError::PayloadMismatch { .. }
-            | WriteError::InvalidDomain { .. }
-            | WriteError::AttachmentIdOnSmmuv3 { .. } => errno::EINVAL,
+            | WriteError::InvalidDomain { .. } => errno::EINVAL,
             WriteError::AttachToDeleted { .. } | WriteError::AlreadyUnpreserved { .. } => {
                 errno::ENOENT
             }
@@ -315,10 +311,6 @@ impl fmt::Display for WriteError {
             WriteError::InvalidDomain { field, value } => {
                 write!(f, "invalid domain {}: {value:#x}", field.name())
             }
-            WriteError::AttachmentIdOnSmmuv3 { attachment_id } => write!(
-                f,
-                "attachment_id {attachment_id:#x} must be 0 for a device behind an SMMUv3"
-            ),
             WriteError::DomainInUse { domain, device } => {
                 write!(f, "domain {domain} is still attached to device {device}")
             }

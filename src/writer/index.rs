@@ -29,8 +29,9 @@ pub trait DeviceIndex {
     /// Where the live device with `key` is, if the index knows.
     fn lookup(&self, key: DeviceKey) -> Lookup;
     /// Records a new live device. May fail only with
-    /// [`WriteError::IndexFull`]; the writer then does not count the record,
-    /// so the image is as before.
+    /// [`WriteError::IndexFull`], and then must leave the index unchanged;
+    /// the writer inserts before it writes anything, so the image is
+    /// unchanged too.
     fn insert(&mut self, key: DeviceKey, device: PhysAddr) -> Result<(), WriteError>;
     /// Forgets a device that was unpreserved.
     fn remove(&mut self, key: DeviceKey);

@@ -9,8 +9,11 @@ use crate::PhysAddr;
 use crate::abi::PageSize;
 
 /// Wraps an allocator and makes `alloc_page` fail whenever `should_fail`
-/// returns `true` for the step number (0 for the first call, counting every
-/// call, failed or not). Needs no heap.
+/// returns `true` for the allocation's step number (0 for the first call,
+/// counting every call, failed or not), and, with
+/// [`failing_maps`](Self::failing_maps), page mappings (`page_mut` and
+/// `pages_mut`, one step per call, counted apart from allocations) too.
+/// Needs no heap.
 ///
 /// ```
 /// # #[cfg(feature = "alloc")] {
@@ -21,24 +24,61 @@ use crate::abi::PageSize;
 /// let mut pages = FailingAlloc::new(MapAlloc::sequential(PhysAddr::new(0x10_0000)), |s| s == 1);
 /// assert!(Writer::start(&mut pages).is_err());
 /// assert!(pages.inner().map().is_empty(), "the root was given back");
+///
+/// // Mappings fail apart from allocations: here the fifth, the root's
+/// // (after the four pages' checks that they are zeroed).
+/// let mut pages = FailingAlloc::new(MapAlloc::sequential(PhysAddr::new(0x10_0000)), |_| false)
+///     .failing_maps(|s| s == 4);
+/// let root = PhysAddr::new(0x10_0000);
+/// assert_eq!(Writer::start(&mut pages).err(), Some(WriteError::PageUnavailable { phys: root }));
+/// assert!(pages.inner().map().is_empty(), "every page was given back");
 /// # }
 /// ```
 #[derive(Debug)]
-pub struct FailingAlloc<A, F> {
+pub struct FailingAlloc<A, F, G = fn(u64) -> bool> {
     inner: A,
     should_fail: F,
+    should_fail_map: G,
     steps: u64,
     failures: u64,
+    map_steps: u64,
+    map_failures: u64,
+}
+
+/// The mapping plan of a [`FailingAlloc::new`]: never fail.
+fn never(_step: u64) -> bool {
+    false
 }
 
 impl<A: PageAlloc, F: FnMut(u64) -> bool> FailingAlloc<A, F> {
-    /// Wraps `inner`; `alloc_page` fails on the steps `should_fail` picks.
+    /// Wraps `inner`; `alloc_page` fails on the steps `should_fail` picks,
+    /// page mappings never.
     pub fn new(inner: A, should_fail: F) -> Self {
         FailingAlloc {
             inner,
             should_fail,
+            should_fail_map: never,
             steps: 0,
             failures: 0,
+            map_steps: 0,
+            map_failures: 0,
+        }
+    }
+}
+
+impl<A: PageAlloc, F: FnMut(u64) -> bool, G: FnMut(u64) -> bool> FailingAlloc<A, F, G> {
+    /// The same allocator, whose page mappings (`page_mut`, `pages_mut`)
+    /// also fail, on the mapping steps `should_fail` picks (0 for the first
+    /// mapping from now on).
+    pub fn failing_maps<H: FnMut(u64) -> bool>(self, should_fail: H) -> FailingAlloc<A, F, H> {
+        FailingAlloc {
+            inner: self.inner,
+            should_fail: self.should_fail,
+            should_fail_map: should_fail,
+            steps: self.steps,
+            failures: self.failures,
+            map_steps: 0,
+            map_failures: 0,
         }
     }
 
@@ -50,6 +90,16 @@ impl<A: PageAlloc, F: FnMut(u64) -> bool> FailingAlloc<A, F> {
     /// How many of those calls were made to fail.
     pub fn failures(&self) -> u64 {
         self.failures
+    }
+
+    /// How many times `page_mut` or `pages_mut` was called.
+    pub fn map_steps(&self) -> u64 {
+        self.map_steps
+    }
+
+    /// How many of those calls were made to fail.
+    pub fn map_failures(&self) -> u64 {
+        self.map_failures
     }
 
     /// The wrapped allocator.
@@ -65,6 +115,17 @@ impl<A: PageAlloc, F: FnMut(u64) -> bool> FailingAlloc<A, F> {
     /// Unwraps the allocator.
     pub fn into_inner(self) -> A {
         self.inner
+    }
+
+    /// Counts one mapping step; whether it is to fail.
+    fn map_fails(&mut self) -> bool {
+        let step = self.map_steps;
+        self.map_steps = self.map_steps.saturating_add(1);
+        let fail = (self.should_fail_map)(step);
+        if fail {
+            self.map_failures = self.map_failures.saturating_add(1);
+        }
+        fail
     }
 }
 
@@ -87,7 +148,9 @@ pub(crate) const fn xorshift64(mut x: u64) -> u64 {
     x
 }
 
-impl<A: PageAlloc, F: FnMut(u64) -> bool> PageAlloc for FailingAlloc<A, F> {
+impl<A: PageAlloc, F: FnMut(u64) -> bool, G: FnMut(u64) -> bool> PageAlloc
+    for FailingAlloc<A, F, G>
+{
     fn page_size(&self) -> PageSize {
         self.inner.page_size()
     }
@@ -103,7 +166,20 @@ impl<A: PageAlloc, F: FnMut(u64) -> bool> PageAlloc for FailingAlloc<A, F> {
     }
 
     fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]> {
+        if self.map_fails() {
+            return None;
+        }
         self.inner.page_mut(phys)
+    }
+
+    fn pages_mut<const K: usize>(
+        &mut self,
+        phys: [PhysAddr; K],
+    ) -> Result<[&mut [u8]; K], PhysAddr> {
+        if self.map_fails() {
+            return Err(phys.first().copied().unwrap_or(PhysAddr::NULL));
+        }
+        self.inner.pages_mut(phys)
     }
 
     fn free_page(&mut self, phys: PhysAddr) {
@@ -253,6 +329,13 @@ mod map {
 
         fn page_mut(&mut self, phys: PhysAddr) -> Option<&mut [u8]> {
             self.map.page_mut(phys)
+        }
+
+        fn pages_mut<const K: usize>(
+            &mut self,
+            phys: [PhysAddr; K],
+        ) -> Result<[&mut [u8]; K], PhysAddr> {
+            self.map.pages_mut(phys)
         }
 
         fn free_page(&mut self, phys: PhysAddr) {

@@ -6,8 +6,8 @@
 //! pages; a full tail gets a new zeroed page linked behind it only when the
 //! next record needs it; unpreserving sets `IOMMU_SER_FLAG_DELETED` and
 //! never reuses a domain or device slot. At every step the image is one the
-//! reader accepts, and an operation that fails changes nothing the reader
-//! would see.
+//! reader accepts, and an operation that fails changes nothing (see
+//! [Failures](#failures)).
 //!
 //! # IOMMUs and their reference counts
 //!
@@ -25,6 +25,29 @@
 //! an idle IOMMU unpreserved for good by also setting its stale `type` to
 //! `IOMMU_INVALID`, the writer's only use of a deleted record's stale
 //! fields.
+//!
+//! # Failures
+//!
+//! An operation happens whole or not at all, whatever the allocator does:
+//! a refused operation leaves every byte of the image as it was. Each
+//! operation runs in three phases:
+//!
+//! 1. It reads and checks (handles, duplicates, reference counts, the
+//!    records it updates), builds the new record's bytes in a buffer of its
+//!    own, and, if the chain's tail is full, takes a fresh page and proves it
+//!    zeroed. Nothing in the image is written.
+//! 2. It maps every page it writes with one
+//!    [`PageAlloc::pages_mut`] call: the old tail and the fresh page when it
+//!    links one, the record's page, and for a device the IOMMU's page (whose
+//!    `ref_count` changes with it). A mapping failure here is
+//!    [`WriteError::PageUnavailable`]; the fresh page, never linked, is
+//!    given back. A device's index entry is made last in this phase.
+//! 3. It writes, with plain assignments into the mapped pages: no step can
+//!    fail.
+//!
+//! A page the allocator hands out and the writer refuses
+//! ([`WriteError::BadPage`]) is neither used nor given back, as the writer
+//! cannot prove it is not in use elsewhere.
 //!
 //! # Page order
 //!
@@ -264,7 +287,10 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
 
     /// Abandons the image and gives every page back to the allocator in the
     /// kernel's order (see [Page order](self#page-order)): the domain,
-    /// device and IOMMU chains, each head to tail, then the root.
+    /// device and IOMMU chains, each head to tail, then the root. A chain
+    /// page that cannot be mapped (to read its link) is given back too, but
+    /// the pages after it in its chain cannot be found and stay with the
+    /// allocator.
     pub fn abort(mut self) -> A {
         give_back(
             &mut self.alloc,

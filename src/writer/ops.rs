@@ -2,8 +2,9 @@
 
 use core::ops::ControlFlow;
 
-use super::chain::record;
+use super::chain::{hdr_mut, page, pages, record, record_mut};
 use super::index::Lookup;
+use super::record::{DEV, DOM, HW, Rec, built};
 use super::types::WriterId;
 use super::{
     DeviceHandle, DeviceIndex, DeviceInit, DeviceKey, DomainField, DomainHandle, DomainInit,
@@ -100,9 +101,17 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             });
         }
         let in_use = self.in_use();
-        let phys = self.iommus.append(&mut self.alloc, &in_use, |rec| {
-            rec.write_iommu(token, &payload, hdr(0, IOMMU_SER_FLAG_DELETED))
-        })?;
+        let phys = self.iommus.append(
+            &mut self.alloc,
+            &in_use,
+            None,
+            |at| {
+                built::<HW>(at, |r| {
+                    r.write_iommu(token, &payload, hdr(0, IOMMU_SER_FLAG_DELETED))
+                })
+            },
+            |_| Ok(()),
+        )?;
         self.counts.iommus = self.counts.iommus.saturating_add(1);
         Ok(IommuHandle::new(phys, self.id))
     }
@@ -123,9 +132,13 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             return invalid(DomainField::SignExtend, u64::from(d.sign_extend));
         }
         let in_use = self.in_use();
-        let phys = self.domains.append(&mut self.alloc, &in_use, |rec| {
-            rec.write_domain(&d, hdr(1, 0))
-        })?;
+        let phys = self.domains.append(
+            &mut self.alloc,
+            &in_use,
+            None,
+            |at| built::<DOM>(at, |r| r.write_domain(&d, hdr(1, 0))),
+            |_| Ok(()),
+        )?;
         self.counts.domains = self.counts.domains.saturating_add(1);
         Ok(DomainHandle::new(phys, self.id))
     }
@@ -189,11 +202,6 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                 payload_type: d.payload.iommu_type(),
             });
         }
-        if ty == IommuTypeSer::IommuArmSmmuv3 && d.attachment_id != 0 {
-            return Err(WriteError::AttachmentIdOnSmmuv3 {
-                attachment_id: d.attachment_id,
-            });
-        }
         let key = DeviceKey::new(d.pci_domain_nr, d.devid);
         if let Some(existing) = self.find_device(key)? {
             return Err(WriteError::DuplicateDevice {
@@ -204,12 +212,18 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
         }
         let in_use = self.in_use();
         let index = &mut self.index;
-        let phys = self.devices.append(&mut self.alloc, &in_use, |rec| {
-            rec.write_device(&d, domain.phys(), iommu.phys(), hdr(1, 0))?;
-            // Last: the only step that can fail leaves the index unchanged.
-            index.insert(key, rec.phys)
-        })?;
-        record(&mut self.alloc, ObjectKind::Iommu, iommu.phys())?.set_hdr(new_count, 0)?;
+        let phys = self.devices.append(
+            &mut self.alloc,
+            &in_use,
+            Some((iommu.phys(), hdr(new_count, 0))),
+            |at| {
+                built::<DEV>(at, |r| {
+                    r.write_device(&d, domain.phys(), iommu.phys(), hdr(1, 0))
+                })
+            },
+            // A failed insert leaves the index unchanged.
+            |at| index.insert(key, at),
+        )?;
         if new_count == 1 {
             self.counts.live_iommus = self.counts.live_iommus.saturating_add(1);
         }
@@ -238,11 +252,15 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                 what: "live device behind a deleted IOMMU",
             });
         };
-        record(&mut self.alloc, ObjectKind::Device, phys)?
-            .set_hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED)?;
         let left = n.saturating_sub(1);
         let flags = if left == 0 { IOMMU_SER_FLAG_DELETED } else { 0 };
-        record(&mut self.alloc, ObjectKind::Iommu, iommu)?.set_hdr(left, flags)?;
+        let ps = self.alloc.page_size();
+        let [dev_page, hw_page] =
+            pages(&mut self.alloc, [phys.page_base(ps), iommu.page_base(ps)])?;
+        let dev = hdr_mut::<DEV>(dev_page, phys)?;
+        let hw = hdr_mut::<HW>(hw_page, iommu)?;
+        *dev = hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED);
+        *hw = hdr(left, flags);
         if left == 0 {
             self.counts.live_iommus = self.counts.live_iommus.saturating_sub(1);
         }
@@ -278,8 +296,9 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                 device,
             });
         }
-        record(&mut self.alloc, ObjectKind::Domain, phys)?
-            .set_hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED)?;
+        let ps = self.alloc.page_size();
+        *hdr_mut::<DOM>(page(&mut self.alloc, phys.page_base(ps))?, phys)? =
+            hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED);
         self.counts.domains = self.counts.domains.saturating_sub(1);
         Ok(())
     }
@@ -299,9 +318,12 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                 devices,
             }),
             IommuState::Idle => {
-                let mut rec = record(&mut self.alloc, ObjectKind::Iommu, phys)?;
+                let ps = self.alloc.page_size();
+                let slot = record_mut::<HW>(page(&mut self.alloc, phys.page_base(ps))?, phys)?;
+                let mut rec = Rec { phys, bytes: *slot };
                 rec.set_iommu_type(IommuTypeSer::IommuInvalid)?;
                 rec.set_hdr(0, IOMMU_SER_FLAG_DELETED)?;
+                *slot = rec.bytes;
                 self.counts.iommus = self.counts.iommus.saturating_sub(1);
                 Ok(())
             }

@@ -1,8 +1,12 @@
-//! Records written in place: every byte of a record is written at the
-//! offset `core::mem::offset_of!` gives for its field, so a record never
-//! depends on what its slot held before. The records whose vendor unions
-//! keep them from being `IntoBytes` (`iommu_hw_ser`, `iommu_device_ser`)
-//! are written field by field, the union through the member its type picks.
+//! Records as bytes: every byte of a record is put at the offset
+//! `core::mem::offset_of!` gives for its field, so a record never depends on
+//! what its slot held before. The records whose vendor unions keep them
+//! from being `IntoBytes` (`iommu_hw_ser`, `iommu_device_ser`) are put field
+//! by field, the union through the member its type picks.
+//!
+//! The writer builds every record it writes in a buffer of its own first
+//! (where any of these steps may fail with the image untouched), and copies
+//! the finished bytes into the image in one assignment.
 
 use core::mem::{offset_of, size_of};
 
@@ -17,10 +21,11 @@ use crate::abi::v1::{
 };
 use crate::abi::{Le32, Le64};
 
-/// One record's bytes and where they are.
-pub(crate) struct Rec<'a> {
+/// One record's bytes (`&[u8]` to read a record in the image, a mutable
+/// buffer to build one) and where the record is.
+pub(crate) struct Rec<B> {
     pub(crate) phys: PhysAddr,
-    pub(crate) bytes: &'a mut [u8],
+    pub(crate) bytes: B,
 }
 
 fn truncated(phys: PhysAddr) -> WriteError {
@@ -30,18 +35,13 @@ fn truncated(phys: PhysAddr) -> WriteError {
     }
 }
 
-impl Rec<'_> {
-    fn put<T: IntoBytes + Immutable>(
-        &mut self,
-        offset: usize,
-        value: &T,
-    ) -> Result<(), WriteError> {
-        let dst = self.bytes.get_mut(offset..).ok_or(truncated(self.phys))?;
-        value.write_to_prefix(dst).map_err(|_| truncated(self.phys))
-    }
-
+impl<B: AsRef<[u8]>> Rec<B> {
     fn get<T: FromBytes>(&self, offset: usize) -> Result<T, WriteError> {
-        let src = self.bytes.get(offset..).ok_or(truncated(self.phys))?;
+        let src = self
+            .bytes
+            .as_ref()
+            .get(offset..)
+            .ok_or(truncated(self.phys))?;
         T::read_from_prefix(src)
             .map(|(v, _)| v)
             .map_err(|_| truncated(self.phys))
@@ -50,6 +50,41 @@ impl Rec<'_> {
     /// The record header (every record starts with one).
     pub(crate) fn hdr(&self) -> Result<IommuHdrSer, WriteError> {
         self.get(0)
+    }
+
+    /// An IOMMU record's (token, raw type).
+    pub(crate) fn iommu_key(&self) -> Result<(u64, u64), WriteError> {
+        let token: Le64 = self.get(offset_of!(IommuHwSer, token))?;
+        let ty: Le64 = self.get(offset_of!(IommuHwSer, r#type))?;
+        Ok((token.get(), ty.get()))
+    }
+
+    /// A device record's (segment, devid, domain_phys, iommu_phys).
+    pub(crate) fn device_fields(&self) -> Result<(u32, u32, PhysAddr, PhysAddr), WriteError> {
+        let devid: Le32 = self.get(offset_of!(IommuDeviceSer, devid))?;
+        let seg: Le32 = self.get(offset_of!(IommuDeviceSer, pci_domain_nr))?;
+        let map: IommuDevMapSer = self.get(offset_of!(IommuDeviceSer, domain_iommu_ser))?;
+        Ok((
+            seg.get(),
+            devid.get(),
+            PhysAddr::new(map.domain_phys.get()),
+            PhysAddr::new(map.iommu_phys.get()),
+        ))
+    }
+}
+
+impl<B: AsRef<[u8]> + AsMut<[u8]>> Rec<B> {
+    fn put<T: IntoBytes + Immutable>(
+        &mut self,
+        offset: usize,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        let dst = self
+            .bytes
+            .as_mut()
+            .get_mut(offset..)
+            .ok_or(truncated(self.phys))?;
+        value.write_to_prefix(dst).map_err(|_| truncated(self.phys))
     }
 
     /// Rewrites the record header.
@@ -65,6 +100,7 @@ impl Rec<'_> {
 
     fn zero(&mut self, size: usize) -> Result<(), WriteError> {
         self.bytes
+            .as_mut()
             .get_mut(..size)
             .ok_or(truncated(self.phys))?
             .fill(0);
@@ -128,13 +164,6 @@ impl Rec<'_> {
         }
     }
 
-    /// An IOMMU record's (token, raw type).
-    pub(crate) fn iommu_key(&self) -> Result<(u64, u64), WriteError> {
-        let token: Le64 = self.get(offset_of!(IommuHwSer, token))?;
-        let ty: Le64 = self.get(offset_of!(IommuHwSer, r#type))?;
-        Ok((token.get(), ty.get()))
-    }
-
     /// Overwrites an IOMMU record's type (used to mark an unpreserved slot).
     pub(crate) fn set_iommu_type(&mut self, ty: IommuTypeSer) -> Result<(), WriteError> {
         self.put(offset_of!(IommuHwSer, r#type), &Le64::new(ty.wire()))
@@ -190,17 +219,23 @@ impl Rec<'_> {
             ),
         }
     }
+}
 
-    /// A device record's (segment, devid, domain_phys, iommu_phys).
-    pub(crate) fn device_fields(&self) -> Result<(u32, u32, PhysAddr, PhysAddr), WriteError> {
-        let devid: Le32 = self.get(offset_of!(IommuDeviceSer, devid))?;
-        let seg: Le32 = self.get(offset_of!(IommuDeviceSer, pci_domain_nr))?;
-        let map: IommuDevMapSer = self.get(offset_of!(IommuDeviceSer, domain_iommu_ser))?;
-        Ok((
-            seg.get(),
-            devid.get(),
-            PhysAddr::new(map.domain_phys.get()),
-            PhysAddr::new(map.iommu_phys.get()),
-        ))
-    }
+/// Record sizes in bytes.
+pub(crate) const HW: usize = size_of::<IommuHwSer>();
+pub(crate) const DOM: usize = size_of::<IommuDomainSer>();
+pub(crate) const DEV: usize = size_of::<IommuDeviceSer>();
+
+/// The bytes of a new `N`-byte record at `phys`, as `write` puts them into
+/// a zeroed buffer.
+pub(crate) fn built<const N: usize>(
+    phys: PhysAddr,
+    write: impl FnOnce(&mut Rec<[u8; N]>) -> Result<(), WriteError>,
+) -> Result<[u8; N], WriteError> {
+    let mut rec = Rec {
+        phys,
+        bytes: [0; N],
+    };
+    write(&mut rec)?;
+    Ok(rec.bytes)
 }

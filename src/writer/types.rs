@@ -159,7 +159,8 @@ pub struct DeviceInit {
     pub devid: u32,
     /// Token of the DMA owner (the preserving file).
     pub dma_owner_token: u64,
-    /// VT-d domain ID on Intel; must be 0 behind an SMMUv3.
+    /// The hardware ID of the attachment: the VT-d domain ID on Intel; the
+    /// ASID (stage 1) or VMID (stage 2) behind an SMMUv3.
     pub attachment_id: u64,
     /// Vendor state.
     pub payload: DevicePayloadInit,

@@ -163,3 +163,110 @@ pub fn walk(mem: &(impl Memory + PageAlloc), root: PhysAddr) -> Dump {
 pub fn pages_for(n: usize, cap: u64) -> usize {
     n.div_ceil(cap as usize).max(1)
 }
+
+// ---- failing allocators, and what a failed operation may change ----
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use iommu_flb_abi::PageMap;
+use iommu_flb_abi::writer::{BadPage, FailingAlloc, MapAlloc, WriteError};
+
+/// An allocator whose `alloc_page`, `page_mut` and `pages_mut` calls are
+/// counted together by a [`Faults`] switch, which can fail any one of them.
+pub type Faulty = FailingAlloc<MapAlloc, Box<dyn FnMut(u64) -> bool>, Box<dyn FnMut(u64) -> bool>>;
+
+#[derive(Default)]
+struct FaultState {
+    calls: Cell<u64>,
+    fail_at: Cell<Option<u64>>,
+    hit: Cell<bool>,
+}
+
+/// The switch of a [`Faulty`] allocator: once armed with `n`, fails the
+/// `n`-th allocation or mapping call (0-based, both kinds counted in one
+/// sequence) from then on, once.
+#[derive(Clone, Default)]
+pub struct Faults(Rc<FaultState>);
+
+impl Faults {
+    /// `inner` behind a switch, disarmed.
+    pub fn wrap(inner: MapAlloc) -> (Faulty, Faults) {
+        let faults = Faults::default();
+        let (a, m) = (faults.clone(), faults.clone());
+        let alloc: Faulty = FailingAlloc::new(inner, Box::new(move |_| a.call()) as Box<_>)
+            .failing_maps(Box::new(move |_| m.call()) as Box<_>);
+        (alloc, faults)
+    }
+
+    /// Fails call `n` from now (`None`: none), and forgets earlier hits.
+    pub fn arm(&self, n: Option<u64>) {
+        self.0.calls.set(0);
+        self.0.fail_at.set(n);
+        self.0.hit.set(false);
+    }
+
+    /// Whether the armed call was reached (and failed).
+    pub fn hit(&self) -> bool {
+        self.0.hit.get()
+    }
+
+    /// Calls counted since `arm`.
+    pub fn calls(&self) -> u64 {
+        self.0.calls.get()
+    }
+
+    fn call(&self) -> bool {
+        let n = self.0.calls.get();
+        self.0.calls.set(n + 1);
+        let fail = self.0.fail_at.get() == Some(n);
+        if fail {
+            self.0.hit.set(true);
+            self.0.fail_at.set(None);
+        }
+        fail
+    }
+}
+
+/// Whether `e` is what an allocation or mapping failure surfaces as.
+pub fn is_fault(e: &WriteError) -> bool {
+    matches!(
+        e,
+        WriteError::OutOfPages { .. }
+            | WriteError::PageUnavailable { .. }
+            | WriteError::BadPage {
+                problem: BadPage::Unmapped,
+                ..
+            }
+    )
+}
+
+/// After an operation failed with `err`: every page of `before` holds
+/// exactly the bytes it held, and the allocator holds no other page except
+/// one refused as unmapped (which the writer may not give back, and which
+/// is zero). Returns the description of the first difference.
+pub fn unchanged(before: &PageMap, now: &MapAlloc, err: &WriteError) -> Result<(), String> {
+    for (p, bytes) in before.iter() {
+        match now.map().page(p, now.map().page_size()) {
+            Some(b) if b == bytes => {}
+            Some(b) => {
+                let at = b.iter().zip(bytes).position(|(x, y)| x != y).unwrap();
+                return Err(format!("page {p} changed at byte {at:#x} after {err}"));
+            }
+            None => return Err(format!("page {p} was given back after {err}")),
+        }
+    }
+    for (p, bytes) in now.map().iter() {
+        if before.contains(p) {
+            continue;
+        }
+        let leaked = matches!(
+            *err,
+            WriteError::BadPage { phys, problem: BadPage::Unmapped, .. } if phys == p
+        );
+        if !leaked || bytes.iter().any(|b| *b != 0) {
+            return Err(format!("page {p} is new after {err}"));
+        }
+    }
+    Ok(())
+}

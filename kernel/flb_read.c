@@ -374,9 +374,9 @@ static void flb_check_corruptions(const struct iommu_flb_image *img, u64 root)
 
 	flb_expect("root outside the preserved region", flb_region_phys + FLB_REGION_SIZE,
 		   IOMMU_FLB_MODE_HANDOVER, -EFAULT, IOMMU_FLB_ERR_ROOT_UNREADABLE);
-	flb_expect("root crossing the end of its page", (root & ~(u64)(PAGE - 1)) + PAGE - 8,
-		   IOMMU_FLB_MODE_HANDOVER, -EINVAL, IOMMU_FLB_ERR_ROOT_CROSSES_PAGE);
-	FLB_CORRUPT("version 2", r->version, 2, -EPROTONOSUPPORT,
+	flb_expect("root not at the start of its page", (root & ~(u64)(PAGE - 1)) + PAGE - 8,
+		   IOMMU_FLB_MODE_HANDOVER, -EINVAL, IOMMU_FLB_ERR_UNALIGNED);
+	FLB_CORRUPT("version 7", r->version, 7, -EPROTONOSUPPORT,
 		    IOMMU_FLB_ERR_UNSUPPORTED_VERSION);
 	FLB_CORRUPT("device chain head 0", r->device_array_phys, 0, -EINVAL,
 		    IOMMU_FLB_ERR_NULL_POINTER);

@@ -152,6 +152,8 @@ static void flb_plan(struct flb_manifest *m)
 			v->vendor.intel.pasid_table = 0x22000000ULL + (u64)i * PAGE;
 			v->vendor.intel.max_pasid = 1 << 20;
 		} else {
+			/* The ASID (stage 1) or VMID (stage 2) the SMMUv3 driver stores. */
+			v->attachment_id = 0x100 + i % 256;
 			v->vendor.smmuv3.l1_cdtab_lu_state = i;
 			v->vendor.smmuv3.num_l2_cdtables = i % 4;
 			v->vendor.smmuv3.l2_cdtab_lu_states_phys = 0x23000000ULL + (u64)i * PAGE;
@@ -195,7 +197,7 @@ static void flb_refusals(struct flb_manifest *m)
 {
 	struct iommu_device_ser init;
 	struct iommu_flb_handle h;
-	const struct flb_m_device *live = NULL, *smmu = NULL, *gone = NULL;
+	const struct flb_m_device *live = NULL, *gone = NULL;
 	u32 i;
 	int ret;
 
@@ -204,8 +206,6 @@ static void flb_refusals(struct flb_manifest *m)
 
 		if (v->live && !live)
 			live = v;
-		if (v->live && !smmu && m->iommus[v->iommu].type == IOMMU_ARM_SMMUV3)
-			smmu = v;
 		if (!v->live && !gone)
 			gone = v;
 	}
@@ -228,15 +228,6 @@ static void flb_refusals(struct flb_manifest *m)
 						 &flb_iommu_h[live->iommu], &h));
 	flb_expect_refusal("attaching to an unpreserved domain", ret, -ENOENT,
 			   IOMMU_FLB_ERR_ATTACH_TO_DELETED);
-
-	flb_device_init(smmu, &init);
-	init.devid = 0xffff;
-	init.domain_iommu_ser.attachment_id = 1;
-	ret = FLB_CALL(iommu_flb_preserve_device,
-		       iommu_flb_preserve_device(&flb_w, &init, &flb_domain_h[smmu->domain],
-						 &flb_iommu_h[smmu->iommu], &h));
-	flb_expect_refusal("an attachment_id behind an SMMUv3", ret, -EINVAL,
-			   IOMMU_FLB_ERR_ATTACHMENT_ID_ON_SMMUV3);
 
 	ret = FLB_CALL(iommu_flb_unpreserve_device,
 		       iommu_flb_unpreserve_device(&flb_w, &flb_device_h[gone - m->devices]));

@@ -371,10 +371,18 @@ enum iommu_flb_mode {
 /**
  * struct iommu_flb_image - A validated image (opaque).
  *
- * Only iommu_flb_validate() makes one, inside the caller's scratch; it is
- * valid until the scratch is freed or reused. Nothing is allocated, so
- * there is nothing to free besides the scratch. The image is only read:
- * several threads may walk it at once if its page callback allows that.
+ * Only iommu_flb_validate() makes one, at the start of the caller's
+ * scratch; it is valid until the scratch is freed or passed to
+ * iommu_flb_validate() again. Nothing is allocated, so there is nothing to
+ * free besides the scratch. The image is only read: several threads may
+ * walk it at once if its page callback allows that and nothing writes its
+ * pages meanwhile (DOC: Concurrency and writes).
+ *
+ * The library refuses what is no longer this image: after a failed
+ * iommu_flb_validate() into the same scratch every call on the pointer is
+ * -ESTALE; a copy of the image (or of the scratch) at another address is
+ * -EINVAL; a cursor started on an earlier image in the same scratch is
+ * -ESTALE.
  */
 struct iommu_flb_image;
 
@@ -382,21 +390,25 @@ struct iommu_flb_image;
  * struct iommu_flb_mem - How the library reads the image's pages.
  *
  * The library never dereferences a physical address itself: it asks
- * @page for one whole page at a time, and only for pages it has proven it
- * needs. It is copied into the image by iommu_flb_validate(), so it must
- * stay usable (and @ctx valid) for as long as the image is.
+ * @page for one whole page at a time. It is copied into the image by
+ * iommu_flb_validate(), so it must stay usable (and @ctx valid) for as long
+ * as the image is.
  */
 struct iommu_flb_mem {
   /**
-   * @page: Returns the page-aligned 4096-byte page at physical address
-   * @phys (always page-aligned), or NULL if it may not be read. In the
-   * kernel: NULL unless KHO preserved the page, else phys_to_virt(). A
-   * returned page must stay mapped from iommu_flb_validate() until the
-   * image is no longer used, and must not change during a library call
-   * (the callback must not write to image pages). Between calls the
-   * caller may write the fields the next kernel sets after adopting an
-   * object (IOMMU_SER_FLAG_INCOMING, restored, restored_domain). Must not
-   * be NULL.
+   * @page: Returns the 4096-byte page at physical address @phys, or NULL.
+   * The addresses come from the image, which is untrusted: the root's
+   * page, then whatever its chain pointers name. So before mapping, the
+   * callback must check that @phys is a page of this handover (in the
+   * kernel: a page KHO preserved for it; in a test or a tool: a page of
+   * the dump) and return NULL for any other address; phys_to_virt() of
+   * an unchecked address reads whatever the address names, and an
+   * address in a hole of the memory map is an oops. @phys is always
+   * page-aligned. A page the callback returned must stay mapped, at the
+   * same address, for as long as the image is used; it must not overlap
+   * the scratch (such a page is refused as unreadable). The library only
+   * reads pages; when they may be written is in the DOC: Concurrency and
+   * writes section at the top of this header. Must not be NULL.
    */
   const uint8_t *(*page)(void *ctx, uint64_t phys);
   /**
@@ -459,13 +471,23 @@ struct iommu_flb_error {
  * struct iommu_flb_cursor - Position of a walk.
  *
  * Initialize with IOMMU_FLB_CURSOR_INIT (all zero) to start at the first
- * record; each iommu_flb_next_*() call advances it. One cursor per walk.
+ * record; each iommu_flb_next_*() call advances it. One cursor per walk:
+ * its first use ties it to the image and to the kind of walk, and it is
+ * refused for any other (-ESTALE for an image validated later into the
+ * same scratch, -EINVAL for another kind of walk). Start a new walk with a
+ * new IOMMU_FLB_CURSOR_INIT; the iommu_flb_for_each_*() macros do.
  */
 struct iommu_flb_cursor {
   /**
-   * @pos: Private: the index of the next record slot to look at.
+   * @pos: Private: the index of the next record slot (or page) to look
+   * at.
    */
   uint64_t pos;
+  /**
+   * @owner: Private: the image and walk the cursor belongs to; 0 until
+   * its first use.
+   */
+  uint64_t owner;
 };
 
 /**
@@ -692,9 +714,13 @@ int iommu_flb_scratch_size(const struct iommu_flb_mem *mem,
  * @mode: An enum iommu_flb_mode value; the incoming kernel passes
  *        IOMMU_FLB_MODE_HANDOVER.
  * @scratch: Caller memory of @scratch_size bytes, aligned to
- *           IOMMU_FLB_SCRATCH_ALIGN; its contents do not matter. On success
- *           it holds the image and must stay allocated and untouched for as
- *           long as the image is used.
+ *           IOMMU_FLB_SCRATCH_ALIGN; its contents do not matter. The first
+ *           thing the call does (if @scratch is aligned and @scratch_size
+ *           at least 8) is mark it as holding no image, so an image an
+ *           earlier call left in it is gone, success or not. On success it
+ *           holds the new image and must stay allocated and untouched for as
+ *           long as the image is used. No other call on an image in
+ *           @scratch may run meanwhile.
  * @scratch_size: At least what iommu_flb_scratch_size() returned.
  * @image: Where to store the validated image (a pointer into @scratch), or
  *         NULL on failure.
@@ -714,7 +740,8 @@ int iommu_flb_scratch_size(const struct iommu_flb_mem *mem,
  * Return: 0 with *@image set, or a negative errno (see enum
  * iommu_flb_error_kind) with @err saying what is wrong and where; then the
  * kernel must not use the handover: restore nothing and leave the pages
- * alone. -EINVAL without touching @err if @err is NULL.
+ * alone, and every call on a pointer to an earlier image in @scratch is
+ * -ESTALE. -EINVAL without touching @err if @err is NULL.
  */
 int iommu_flb_validate(const struct iommu_flb_mem *mem,
                        uint64_t root,
@@ -730,14 +757,18 @@ int iommu_flb_validate(const struct iommu_flb_mem *mem,
  * @cursor: The walk's position (start with IOMMU_FLB_CURSOR_INIT).
  * @out: Where to store the next live IOMMU.
  *
- * Deleted slots are skipped. The image's pages may be written between
- * calls (e.g. to set IOMMU_SER_FLAG_INCOMING), not during one.
+ * Deleted slots are skipped. The records are those validation saw; the
+ * fields the next kernel sets may be written between calls (DOC:
+ * Concurrency and writes).
  *
  * Context: Any context the image's page callback allows.
  *
  * Return: 1 with *@out set, 0 at the end (*@out zeroed), or a negative
- * errno: -EINVAL for a NULL or misaligned pointer or a pointer that is not
- * an image, -EFAULT if the root page can no longer be read.
+ * errno: -EINVAL for a NULL or misaligned pointer, a pointer that is not
+ * an image (or is a copy of one), or a cursor of another kind of walk or
+ * not from IOMMU_FLB_CURSOR_INIT; -ESTALE if the last
+ * iommu_flb_validate() into @img's scratch failed, or @cursor walked an
+ * earlier image in it; -EFAULT if the root page can no longer be read.
  */
 int iommu_flb_next_iommu(const struct iommu_flb_image *img,
                          struct iommu_flb_cursor *cursor,
@@ -783,9 +814,10 @@ int iommu_flb_next_device(const struct iommu_flb_image *img,
  * Context: Any context the image's page callback allows.
  *
  * Return: 0 with *@out set; -ENOENT if there is no such live IOMMU (*@out
- * zeroed); -EINVAL for a bad pointer or an @iommu_type other than
- * IOMMU_INTEL and IOMMU_ARM_SMMUV3; -EFAULT if the root page can no longer
- * be read.
+ * zeroed); -EINVAL for a bad pointer (as for iommu_flb_next_iommu()) or
+ * an @iommu_type other than IOMMU_INTEL and IOMMU_ARM_SMMUV3; -ESTALE if
+ * the last iommu_flb_validate() into @img's scratch failed; -EFAULT if the
+ * root page can no longer be read.
  */
 int iommu_flb_find_iommu(const struct iommu_flb_image *img,
                          uint64_t token,
@@ -804,8 +836,9 @@ int iommu_flb_find_iommu(const struct iommu_flb_image *img,
  * Context: Any context the image's page callback allows.
  *
  * Return: 0 with *@out set; -ENOENT if there is no such live device (*@out
- * zeroed); -EINVAL for a bad pointer; -EFAULT if the root page can no
- * longer be read.
+ * zeroed); -EINVAL for a bad pointer; -ESTALE if the last
+ * iommu_flb_validate() into @img's scratch failed; -EFAULT if the root
+ * page can no longer be read.
  */
 int iommu_flb_find_device(const struct iommu_flb_image *img,
                           uint32_t segment,
@@ -825,8 +858,9 @@ int iommu_flb_find_device(const struct iommu_flb_image *img,
  * Context: Any context the image's page callback allows.
  *
  * Return: 0 with *@out set; -ENOENT if @dev->phys is not a live device of
- * @img; -EINVAL for a bad pointer; -EFAULT if the root page can no longer
- * be read.
+ * @img; -EINVAL for a bad pointer; -ESTALE if the last
+ * iommu_flb_validate() into @img's scratch failed; -EFAULT if the root
+ * page can no longer be read.
  */
 int iommu_flb_device_domain(const struct iommu_flb_image *img,
                             const struct iommu_flb_device_ref *dev,
@@ -854,7 +888,8 @@ int iommu_flb_device_iommu(const struct iommu_flb_image *img,
  *
  * Context: Any context the image's page callback allows.
  *
- * Return: 0 with *@out set; -EINVAL for a bad pointer; -EFAULT if the root
+ * Return: 0 with *@out set; -EINVAL for a bad pointer; -ESTALE if the last
+ * iommu_flb_validate() into @img's scratch failed; -EFAULT if the root
  * page can no longer be read.
  */
 int iommu_flb_image_info(const struct iommu_flb_image *img, struct iommu_flb_image_info *out);
@@ -884,7 +919,8 @@ int iommu_flb_next_page(const struct iommu_flb_image *img,
  * @restore: Called once per page with its physical address, in the order
  *           of iommu_flb_next_page(): the root's page first. In the kernel:
  *           kho_restore_folio(). Returns 0, or a negative errno to stop.
- *           Must not write to image pages.
+ *           Must not write to image pages or to @img's scratch, nor call
+ *           iommu_flb_validate() on that scratch.
  * @ctx: Passed to @restore unchanged; may be NULL.
  * @status: Where to store how far the walk got; written whenever the
  *          walk ran (not for a bad argument).
@@ -897,7 +933,8 @@ int iommu_flb_next_page(const struct iommu_flb_image *img,
  * Return: 0 when every page was restored, else the negative errno
  * @restore returned (-EINVAL if it returned a positive value); then
  * @status says which page failed and how many were restored before it,
- * for the caller to unwind. -EINVAL for a bad pointer, -EFAULT if the root
+ * for the caller to unwind. -EINVAL for a bad pointer, -ESTALE if the last
+ * iommu_flb_validate() into @img's scratch failed, -EFAULT if the root
  * page can no longer be read (nothing restored).
  */
 int iommu_flb_restore(const struct iommu_flb_image *img,
@@ -1131,32 +1168,35 @@ int iommu_flb_writer_abort(struct iommu_flb_writer *w);
 /**
  * iommu_flb_for_each_iommu - Loop over the live IOMMUs of an image.
  * @img: A validated image.
- * @cur: A struct iommu_flb_cursor variable (reset by the macro).
+ * @cur: A struct iommu_flb_cursor variable (reset by the macro, so one
+ *       variable serves several walks in turn).
  * @ref: A struct iommu_flb_iommu_ref variable, set for each IOMMU.
  * @ret: An int variable: 0 after a complete walk, else a negative errno.
  */
 #define iommu_flb_for_each_iommu(img, cur, ref, ret)                          \
-	for ((cur).pos = 0;                                                    \
+	for ((cur).pos = 0, (cur).owner = 0;                                   \
 	     ((ret) = iommu_flb_next_iommu((img), &(cur), &(ref))) > 0;)
 
 /**
  * iommu_flb_for_each_domain - Loop over the live domains of an image.
  * @img: A validated image.
- * @cur: A struct iommu_flb_cursor variable (reset by the macro).
+ * @cur: A struct iommu_flb_cursor variable (reset by the macro, so one
+ *       variable serves several walks in turn).
  * @ref: A struct iommu_flb_domain_ref variable, set for each domain.
  * @ret: An int variable: 0 after a complete walk, else a negative errno.
  */
 #define iommu_flb_for_each_domain(img, cur, ref, ret)                         \
-	for ((cur).pos = 0;                                                    \
+	for ((cur).pos = 0, (cur).owner = 0;                                   \
 	     ((ret) = iommu_flb_next_domain((img), &(cur), &(ref))) > 0;)
 
 /**
  * iommu_flb_for_each_device - Loop over the live devices of an image.
  * @img: A validated image.
- * @cur: A struct iommu_flb_cursor variable (reset by the macro).
+ * @cur: A struct iommu_flb_cursor variable (reset by the macro, so one
+ *       variable serves several walks in turn).
  * @ref: A struct iommu_flb_device_ref variable, set for each device.
  * @ret: An int variable: 0 after a complete walk, else a negative errno.
  */
 #define iommu_flb_for_each_device(img, cur, ref, ret)                         \
-	for ((cur).pos = 0;                                                    \
+	for ((cur).pos = 0, (cur).owner = 0;                                   \
 	     ((ret) = iommu_flb_next_device((img), &(cur), &(ref))) > 0;)

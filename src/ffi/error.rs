@@ -21,6 +21,9 @@ pub(super) mod errno {
     pub(in crate::ffi) const ENOSPC: c_int = -28;
     /// `-EOVERFLOW`: a size does not fit `size_t`.
     pub(in crate::ffi) const EOVERFLOW: c_int = -75;
+    /// `-ESTALE`: the scratch no longer holds the image (or the cursor's
+    /// image) the pointer came from.
+    pub(in crate::ffi) const ESTALE: c_int = -116;
 }
 
 /// IOMMU_FLB_NONE - The value of an index or address in

@@ -95,5 +95,36 @@ fn usable<T>(p: *const T) -> bool {
     !p.is_null() && p.is_aligned()
 }
 
+/// A range of caller memory the library borrows mutably during a call (the
+/// scratch, the writer state, the device index): a page callback's answer
+/// that overlaps it is refused, so a page can never alias memory the
+/// library writes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
+impl Span {
+    /// `len` bytes at `p`.
+    fn of<T>(p: *const T, len: usize) -> Self {
+        Span {
+            start: p.addr(),
+            len,
+        }
+    }
+
+    /// Whether `len` bytes at `p` share a byte with the span; also when the
+    /// range wraps around the address space, which no real memory does.
+    fn overlaps<T>(self, p: *const T, len: usize) -> bool {
+        let (Some(end), Some(p_end)) =
+            (self.start.checked_add(self.len), p.addr().checked_add(len))
+        else {
+            return true;
+        };
+        self.len != 0 && len != 0 && p.addr() < end && self.start < p_end
+    }
+}
+
 #[cfg(test)]
 mod tests;

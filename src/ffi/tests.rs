@@ -971,3 +971,193 @@ fn header_documents_every_error_kind_with_its_value_and_errno() {
         "every documented kind is produced"
     );
 }
+
+/// Validates the image at `root` in `pool` into `scratch` as it is, and
+/// returns what `iommu_flb_validate()` returned.
+fn validate_into(
+    pool: &mut Pool,
+    root: u64,
+    scratch: &mut [u64],
+) -> (c_int, *const IommuFlbImage, IommuFlbError) {
+    let mem = pool.mem();
+    let mut err = new_error();
+    let mut img = ptr::null();
+    // SAFETY: `scratch` is 8-aligned and `8 * len` bytes long.
+    let r = unsafe {
+        iommu_flb_validate(
+            &mem,
+            root,
+            0,
+            scratch.as_mut_ptr().cast(),
+            scratch.len() * 8,
+            &mut img,
+            &mut err,
+        )
+    };
+    (r, img, err)
+}
+
+/// A zeroed scratch of the size `iommu_flb_scratch_size()` asks for.
+fn sized_scratch(pool: &mut Pool, root: u64) -> Vec<u64> {
+    let mem = pool.mem();
+    let mut err = new_error();
+    let mut size = 0usize;
+    // SAFETY: valid pointers to live locals.
+    let r = unsafe { iommu_flb_scratch_size(&mem, root, &mut size, &mut err) };
+    assert_eq!(r, 0, "{}", message(&err));
+    vec![0u64; size.div_ceil(8)]
+}
+
+fn no_device() -> IommuFlbDeviceRef {
+    IommuFlbDeviceRef {
+        ser: ptr::null(),
+        phys: 0,
+    }
+}
+
+/// Flips bit `bit` of the `flags` of the record at `phys` in `pool`.
+fn flip_flag(pool: &mut Pool, phys: u64, bit: u32) {
+    // SAFETY: `pool` is a live `Pool`.
+    let page = unsafe { pool_page(pool.ctx(), phys & !0xfff) };
+    assert!(!page.is_null());
+    // SAFETY: `flags` (4 bytes at offset 4 of the record) is inside the page.
+    unsafe {
+        let flags = page.add((phys & 0xfff) as usize + 4).cast::<[u8; 4]>();
+        let v = u32::from_le_bytes(flags.read()) ^ 1 << bit;
+        flags.write(v.to_le_bytes());
+    }
+}
+
+fn set_flag(pool: &mut Pool, phys: u64, bit: u32) {
+    flip_flag(pool, phys, bit);
+}
+
+fn clear_flag(pool: &mut Pool, phys: u64, bit: u32) {
+    flip_flag(pool, phys, bit);
+}
+
+/// Issue 11, finding 1: validating a good image into scratch S, then a
+/// corrupted one into the same S, left the first image in S; walking it
+/// returned live records, the refused one included.
+#[test]
+fn failed_revalidation_leaves_no_image_in_the_scratch() {
+    let mut pool = Pool::new();
+    let b = build(&mut pool);
+    let mut scratch = sized_scratch(&mut pool, b.root);
+    let (r, img, _) = validate_into(&mut pool, b.root, &mut scratch);
+    assert_eq!(r, 0);
+    let mut dev = no_device();
+    let mut cur = IommuFlbCursor::default();
+    // SAFETY: `img` is in `scratch`, which lives; `pool` lives.
+    assert_eq!(unsafe { iommu_flb_next_device(img, &mut cur, &mut dev) }, 1);
+    assert_eq!(dev.phys, b.dev[0].phys);
+
+    set_flag(&mut pool, b.dev[0].phys, 7);
+    let (r, again, err) = validate_into(&mut pool, b.root, &mut scratch);
+    assert_eq!((r, err.kind), (-95, 12), "{}", message(&err));
+    assert!(again.is_null());
+
+    // Every call on the first image's pointer is -ESTALE now.
+    let mut cur = IommuFlbCursor::default();
+    let mut info = IommuFlbImageInfo::default();
+    let mut status = IommuFlbRestoreStatus {
+        restored: 0,
+        failed_phys: 0,
+        ret: 0,
+    };
+    let mut seen: Vec<u64> = Vec::new();
+    // SAFETY: as above; `seen` outlives the call.
+    unsafe {
+        dev = no_device();
+        assert_eq!(iommu_flb_next_device(img, &mut cur, &mut dev), -116);
+        assert!(dev.ser.is_null(), "no record is handed out");
+        assert_eq!(iommu_flb_find_device(img, 1, 0x100, &mut dev), -116);
+        assert_eq!(iommu_flb_image_info(img, &mut info), -116);
+        let ctx = ptr::from_mut(&mut seen).cast();
+        assert_eq!(
+            iommu_flb_restore(img, Some(restore_cb), ctx, &mut status),
+            -116
+        );
+    }
+    assert!(seen.is_empty(), "no page is restored");
+
+    // A validation refused for a bad argument ends the image too.
+    clear_flag(&mut pool, b.dev[0].phys, 7);
+    let (r, img, _) = validate_into(&mut pool, b.root, &mut scratch);
+    assert_eq!(r, 0);
+    let mem = pool.mem();
+    let mut out = ptr::null();
+    let mut err = new_error();
+    // SAFETY: as above.
+    unsafe {
+        let r = iommu_flb_validate(
+            &mem,
+            b.root,
+            7,
+            scratch.as_mut_ptr().cast(),
+            scratch.len() * 8,
+            &mut out,
+            &mut err,
+        );
+        assert_eq!((r, field(&err)), (-22, Some("mode")));
+        assert_eq!(iommu_flb_image_info(img, &mut info), -116);
+    }
+}
+
+/// Issue 11, finding 1 (the cursor half): a cursor of an image validated
+/// earlier into the same scratch went on walking the new image from its
+/// old position.
+#[test]
+fn cursor_of_an_earlier_image_in_the_same_scratch_is_stale() {
+    let mut pool = Pool::new();
+    let b = build(&mut pool);
+    let mut scratch = sized_scratch(&mut pool, b.root);
+    let (r, img, _) = validate_into(&mut pool, b.root, &mut scratch);
+    assert_eq!(r, 0);
+    let mut dev = no_device();
+    let mut cur = IommuFlbCursor::default();
+    // SAFETY: `img` is in `scratch`, which lives; `pool` lives.
+    assert_eq!(unsafe { iommu_flb_next_device(img, &mut cur, &mut dev) }, 1);
+
+    let (r, img2, _) = validate_into(&mut pool, b.root, &mut scratch);
+    assert_eq!(r, 0);
+    assert_eq!(img2, img, "the image is at the start of the scratch");
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(iommu_flb_next_device(img2, &mut cur, &mut dev), -116);
+        let mut fresh = IommuFlbCursor::default();
+        assert_eq!(iommu_flb_next_device(img2, &mut fresh, &mut dev), 1);
+        assert_eq!(dev.phys, b.dev[0].phys, "a fresh cursor starts over");
+        // The device walk's cursor is not an IOMMU walk's.
+        let mut hw = IommuFlbIommuRef {
+            ser: ptr::null(),
+            phys: 0,
+        };
+        assert_eq!(iommu_flb_next_iommu(img2, &mut fresh, &mut hw), -22);
+        let mut page = 0u64;
+        assert_eq!(iommu_flb_next_page(img2, &mut fresh, &mut page), -22);
+    }
+}
+
+/// Issue 11, finding 1 (the pointer half): a copy of the image's scratch
+/// elsewhere read as an image.
+#[test]
+fn copy_of_an_image_elsewhere_is_not_an_image() {
+    let mut pool = Pool::new();
+    let b = build(&mut pool);
+    let mut scratch = sized_scratch(&mut pool, b.root);
+    let (r, img, _) = validate_into(&mut pool, b.root, &mut scratch);
+    assert_eq!(r, 0);
+    let copy = scratch.clone();
+    let moved: *const IommuFlbImage = copy.as_ptr().cast();
+    assert_ne!(moved, img);
+    let mut dev = no_device();
+    let mut cur = IommuFlbCursor::default();
+    let mut info = IommuFlbImageInfo::default();
+    // SAFETY: `copy` and `scratch` live; `pool` lives.
+    unsafe {
+        assert_eq!(iommu_flb_next_device(moved, &mut cur, &mut dev), -22);
+        assert_eq!(iommu_flb_image_info(moved, &mut info), -22);
+        assert_eq!(iommu_flb_image_info(img, &mut info), 0);
+    }
+}

@@ -165,6 +165,16 @@ impl Chain {
         in_use: &[PhysAddr],
         write: impl FnOnce(&mut Rec<'_>) -> Result<(), WriteError>,
     ) -> Result<PhysAddr, WriteError> {
+        // The tail must be as this bookkeeping left it: a stale copy of the
+        // writer (C callers can copy its state back over it) would hand out
+        // a used slot again, or relink a page that already has a successor.
+        let hdr = array_hdr(self.tail, page(alloc, self.tail)?)?;
+        if hdr.nr_objects.get() != self.tail_len || hdr.next_array_phys.get() != 0 {
+            return Err(WriteError::Inconsistent {
+                phys: self.tail,
+                what: "the tail page is not where the writer left it",
+            });
+        }
         if self.tail_len >= self.kind.capacity() {
             let new = take_page(alloc, PagePurpose::Chain(self.kind), in_use)?;
             let old = page(alloc, self.tail)?;

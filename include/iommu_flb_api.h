@@ -594,10 +594,18 @@ struct iommu_flb_restore_status {
 /**
  * struct iommu_flb_writer - A writer's state (opaque, caller-allocated).
  *
- * Declare one (static, on the stack, or in a larger struct) and pass it to
+ * Declare one (static, on the stack, or in a larger struct), initialized
+ * to zero (IOMMU_FLB_WRITER_INIT, memset or kzalloc), and pass it to
  * iommu_flb_writer_start(); the library keeps all its state in it and
- * allocates nothing. Do not copy it while in use; calls on one writer
- * must not run concurrently (the caller's lock serializes them).
+ * allocates nothing. A started writer is refused by another start
+ * (-EBUSY) until iommu_flb_writer_finish() or iommu_flb_writer_abort(),
+ * after which it may be started again. The state records its own address:
+ * a copy, or the struct moved elsewhere, is refused by every call
+ * (-EINVAL); do not copy it back over the original either (the writer
+ * refuses to append after that, but cannot tell every stale field). Calls
+ * on one writer must not run concurrently (the caller's lock serializes
+ * them); a call made while another runs on the same writer, including
+ * from the writer's own callbacks, is refused (-EBUSY).
  */
 struct iommu_flb_writer {
   /**
@@ -614,7 +622,9 @@ struct iommu_flb_writer {
  * into the writer by iommu_flb_writer_start(); @ctx must stay valid until
  * iommu_flb_writer_finish() or iommu_flb_writer_abort(). No callback may be
  * NULL. The writer checks every page it is given (non-zero, page-aligned,
- * not already in the image, mapped, all zeroes) before using it.
+ * not already in the image, mapped, all zeroes) before using it. Until
+ * iommu_flb_writer_finish() or iommu_flb_writer_abort(), the pages are the
+ * writer's: nothing else may write them.
  */
 struct iommu_flb_page_alloc {
   /**
@@ -623,9 +633,16 @@ struct iommu_flb_page_alloc {
    */
   uint64_t (*alloc_page)(void *ctx);
   /**
-   * @page: Returns the writable mapping of a page @alloc_page handed out
-   * and @free_page did not take back, or NULL for any other address. The
-   * page must not be accessed by anyone else during a writer call.
+   * @page: Returns the writable mapping of the page at @phys. The
+   * library only asks for pages @alloc_page returned and @free_page has
+   * not taken back: a handle is checked before anything at its address is
+   * mapped, and every other address it maps it wrote itself into pages
+   * no one else writes. So in the kernel plain phys_to_virt() is enough.
+   * NULL makes the call fail (IOMMU_FLB_ERR_PAGE_UNAVAILABLE, or
+   * IOMMU_FLB_ERR_BAD_PAGE for a page just allocated). The page must not
+   * be accessed by anyone else during a writer call, and must not
+   * overlap the struct iommu_flb_writer or its device index (such a page
+   * is refused).
    */
   uint8_t *(*page)(void *ctx, uint64_t phys);
   /**
@@ -641,7 +658,13 @@ struct iommu_flb_page_alloc {
 /**
  * struct iommu_flb_handle - A preserved object, as the writer hands it out.
  *
- * Pass it back unchanged; only @phys is meant to be read.
+ * Pass it back unchanged; only @phys is meant to be read. A handle is
+ * accepted only by the writer (and the start of it) that handed it out,
+ * for the kind of object it was handed out for, with its @phys unchanged,
+ * and then only while that record's slot is in the image: anything else
+ * is refused before the library maps or reads what @phys names (a handle
+ * of another kind with IOMMU_FLB_ERR_INVALID_ARGUMENT, any other with
+ * IOMMU_FLB_ERR_FOREIGN_HANDLE).
  */
 struct iommu_flb_handle {
   /**
@@ -649,13 +672,10 @@ struct iommu_flb_handle {
    */
   uint64_t phys;
   /**
-   * @writer: Private: which writer made it.
+   * @check: Private: a keyed check value over the object's kind and
+   * @phys, keyed by a secret of the writer that handed it out.
    */
-  uint32_t writer;
-  /**
-   * @kind: Private: an enum iommu_flb_chain value, the object's kind.
-   */
-  uint32_t kind;
+  uint64_t check;
 };
 
 /**
@@ -944,7 +964,8 @@ int iommu_flb_restore(const struct iommu_flb_image *img,
 
 /**
  * iommu_flb_writer_start() - Start an image, as the kernel's first preserve.
- * @w: Writer state to initialize (its contents do not matter).
+ * @w: Writer state to initialize: zero (IOMMU_FLB_WRITER_INIT), or a
+ *     writer that was finished or aborted, or whose start failed.
  * @alloc: The page allocator; copied into @w.
  * @root: Where to store the root's physical address: what LUO hands over.
  *
@@ -952,13 +973,16 @@ int iommu_flb_restore(const struct iommu_flb_image *img,
  * three heads are set even if nothing is preserved. Duplicate devices are
  * found by scanning the device chain, except when devices are preserved in
  * ascending (segment, devid) order; iommu_flb_writer_start_indexed() finds
- * them in O(1) in any order.
+ * them in O(1) in any order. Handles of an earlier start of @w are not
+ * this writer's.
  *
  * Context: Whatever the @alloc callbacks need.
  *
- * Return: 0, or a negative errno (enum iommu_flb_error_kind), with the
- * details from iommu_flb_writer_last_error(): then every page taken was
- * given back and @w can only report that error.
+ * Return: 0; -EBUSY, changing nothing, if @w holds a started writer (or a
+ * copy of one) that was not finished or aborted; or another negative
+ * errno (enum iommu_flb_error_kind), with the details from
+ * iommu_flb_writer_last_error(): then every page taken was given back and
+ * @w can only report that error (or be started again).
  */
 int iommu_flb_writer_start(struct iommu_flb_writer *w,
                            const struct iommu_flb_page_alloc *alloc,
@@ -975,21 +999,23 @@ size_t iommu_flb_writer_index_size(size_t devices);
 
 /**
  * iommu_flb_writer_start_indexed() - Start an image with a device index.
- * @w: Writer state to initialize.
+ * @w: Writer state to initialize, as for iommu_flb_writer_start().
  * @alloc: The page allocator; copied into @w.
- * @index: Storage for the index, 8-byte aligned, owned by the writer until
- *         iommu_flb_writer_finish() or iommu_flb_writer_abort().
+ * @index: Storage for the index, 8-byte aligned, not overlapping @w, owned
+ *         by the writer until iommu_flb_writer_finish() or
+ *         iommu_flb_writer_abort() (one writer per storage).
  * @index_size: Its size in bytes (see iommu_flb_writer_index_size()).
  * @root: Where to store the root's physical address.
  *
  * As iommu_flb_writer_start(), but a live duplicate device is found in
  * O(1) whatever the order of preserves. A preserve beyond the index's
- * capacity fails with IOMMU_FLB_ERR_INDEX_FULL.
+ * capacity fails with IOMMU_FLB_ERR_INDEX_FULL. @index is not touched if
+ * @w is refused with -EBUSY.
  *
  * Context: Whatever the @alloc callbacks need.
  *
- * Return: As iommu_flb_writer_start(); -EINVAL if @index is NULL or
- * misaligned or @index_size holds less than one slot.
+ * Return: As iommu_flb_writer_start(); -EINVAL if @index is NULL,
+ * misaligned or overlaps @w, or @index_size holds less than one slot.
  */
 int iommu_flb_writer_start_indexed(struct iommu_flb_writer *w,
                                    const struct iommu_flb_page_alloc *alloc,
@@ -1117,20 +1143,23 @@ int iommu_flb_writer_counts(struct iommu_flb_writer *w, struct iommu_flb_counts 
 
 /**
  * iommu_flb_writer_last_error() - Explain a writer's most recent failure.
- * @w: A writer iommu_flb_writer_start() was called on (even if it failed).
+ * @w: A writer iommu_flb_writer_start() was called on (even if it failed,
+ *     or the writer was finished or aborted since).
  * @err: Where to store the error of the most recent call on @w; kind
  *       IOMMU_FLB_ERR_NONE if it succeeded or failed only for a bad
  *       argument.
  *
  * Context: Any.
  *
- * Return: 0, or -EINVAL for a bad pointer or a writer never started.
+ * Return: 0, or -EINVAL for a bad pointer or a writer never started (or a
+ * copy of one), -EBUSY while another call on @w runs.
  */
 int iommu_flb_writer_last_error(const struct iommu_flb_writer *w, struct iommu_flb_error *err);
 
 /**
  * iommu_flb_writer_finish() - End writing.
- * @w: A started writer; unusable afterwards.
+ * @w: A started writer; afterwards it can only report its last error or
+ *     be started again.
  * @root: Where to store the root's physical address, for the FLB's data.
  *
  * Every page stays allocated (and preserved): they are the image.
@@ -1138,13 +1167,15 @@ int iommu_flb_writer_last_error(const struct iommu_flb_writer *w, struct iommu_f
  * Context: Any.
  *
  * Return: 0, or -EINVAL for a bad pointer or a writer not started (or
- * already finished or aborted).
+ * already finished or aborted, or a copy), -EBUSY while another call on
+ * @w runs.
  */
 int iommu_flb_writer_finish(struct iommu_flb_writer *w, uint64_t *root);
 
 /**
  * iommu_flb_writer_abort() - Abandon the image and free its pages.
- * @w: A started writer; unusable afterwards.
+ * @w: A started writer; afterwards it can only report its last error or
+ *     be started again.
  *
  * Gives every page back through free_page(), in the order of the kernel's
  * FLB code: the domain, device and IOMMU chains, each head to tail, then
@@ -1153,7 +1184,8 @@ int iommu_flb_writer_finish(struct iommu_flb_writer *w, uint64_t *root);
  * Context: Whatever free_page() needs.
  *
  * Return: 0, or -EINVAL for a bad pointer or a writer not started (or
- * already finished or aborted).
+ * already finished or aborted, or a copy), -EBUSY while another call on
+ * @w runs.
  */
 int iommu_flb_writer_abort(struct iommu_flb_writer *w);
 
@@ -1164,6 +1196,13 @@ int iommu_flb_writer_abort(struct iommu_flb_writer *w);
  * starts a walk at the first record (or page).
  */
 #define IOMMU_FLB_CURSOR_INIT { 0 }
+
+/**
+ * IOMMU_FLB_WRITER_INIT - Initializer of a struct iommu_flb_writer never
+ * started (all zero), which iommu_flb_writer_start() requires: a static or
+ * kzalloc()ed struct is zero already.
+ */
+#define IOMMU_FLB_WRITER_INIT { { 0 } }
 
 /**
  * iommu_flb_for_each_iommu - Loop over the live IOMMUs of an image.

@@ -15,6 +15,8 @@ pub(super) mod errno {
     pub(in crate::ffi) const ENOENT: c_int = -2;
     /// `-EFAULT`: a page the image needs can no longer be read.
     pub(in crate::ffi) const EFAULT: c_int = -14;
+    /// `-EBUSY`: the writer is in use (started, or inside a call).
+    pub(in crate::ffi) const EBUSY: c_int = -16;
     /// `-EINVAL`: a bad argument.
     pub(in crate::ffi) const EINVAL: c_int = -22;
     /// `-ENOSPC`: the scratch is too small.

@@ -62,6 +62,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod error;
+mod mac;
 mod reader;
 mod walk;
 mod writer;

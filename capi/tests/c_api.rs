@@ -281,9 +281,14 @@ fn c_writer_image_is_accepted_with_exactly_its_manifest() {
             "handle-kind EINVAL",
             "domain-in-use EBUSY domain-in-use",
             "iommu-in-use EBUSY iommu-in-use",
+            "start-started EBUSY",
+            "copied-writer EINVAL",
+            "forged-handle EINVAL foreign-handle",
+            "unmapped-handle EINVAL foreign-handle",
             "unpreserve-twice ENOENT already-unpreserved",
             "out-of-pages ENOMEM out-of-pages",
             "index-full ENOSPC index-full",
+            "stale-writer EUCLEAN inconsistent",
             "after-finish EINVAL",
         ]
     );

@@ -53,16 +53,51 @@
  *   pr_err("%s\n", err.message);              // what is wrong, and where
  *   return ret;                               // restore and free nothing
  *
- * where flb_page() returns NULL unless KHO preserved the page and
- * phys_to_virt() otherwise, and flb_restore_page() is kho_restore_folio().
- * The outgoing kernel writes with iommu_flb_writer_start(),
- * iommu_flb_preserve_*() and iommu_flb_writer_finish() over its page
- * allocator (struct iommu_flb_page_alloc).
+ * where flb_page() is the struct iommu_flb_mem callback and
+ * flb_restore_page() is kho_restore_folio(). The outgoing kernel writes with
+ * iommu_flb_writer_start(), iommu_flb_preserve_*() and
+ * iommu_flb_writer_finish() over its page allocator (struct
+ * iommu_flb_page_alloc) in a zeroed struct iommu_flb_writer.
  *
  * Every function returns 0 (or, for walks, 1 per object and 0 at the end)
  * or a negative errno; every pointer argument is checked, NULL or
  * misaligned being -EINVAL. Nothing allocates, nothing panics. All state
  * lives in caller memory: the scratch (the image), struct iommu_flb_writer.
+ * What a caller can copy or keep is checked: an image pointer after a
+ * failed validation into its scratch, a cursor of an earlier image, a copy
+ * of an image or of a writer, a second start of a writer, and a handle
+ * another writer (or start) handed out or that was edited are refused.
+ *
+ * Callbacks
+ * ---------
+ * Each callback's contract is written once, at its member, and differs:
+ * struct iommu_flb_mem.page is asked for addresses read from the untrusted
+ * image, so it must check a page belongs to this handover before mapping
+ * it; struct iommu_flb_page_alloc.page is asked only for pages its
+ * allocator handed out, so phys_to_virt() is enough. No callback may call
+ * the library on the writer, or the image's scratch, it serves (a writer
+ * refuses such a call with -EBUSY).
+ *
+ * Concurrency and writes
+ * ----------------------
+ * The library holds references to caller memory (image pages, the scratch,
+ * the writer state, the device index) only during one of its calls, never
+ * from one call to the next. The contract that makes this sound:
+ *
+ *  - Nothing writes an image page while any library call on that image
+ *    runs, on any thread (the callbacks included).
+ *  - Calls that only read an image (walks, lookups, iommu_flb_image_info(),
+ *    iommu_flb_next_page(), iommu_flb_restore()) may run on several threads
+ *    at once, as long as nothing writes its pages meanwhile.
+ *  - Between calls, only the fields the next kernel sets after adopting an
+ *    object (IOMMU_SER_FLAG_INCOMING, restored, restored_domain) may be
+ *    written, e.g. under a lock the walkers also take; the walks go on
+ *    returning the records validation saw.
+ *  - iommu_flb_validate() into a scratch runs alone: no other call on an
+ *    image in that scratch at the same time.
+ *  - Calls on one writer are serialized by the caller, and until
+ *    iommu_flb_writer_finish() or iommu_flb_writer_abort() nothing but the
+ *    library writes the writer's pages or its device index.
  */
 
 #ifndef _IOMMU_FLB_API_H
@@ -376,7 +411,7 @@ enum iommu_flb_mode {
  * iommu_flb_validate() again. Nothing is allocated, so there is nothing to
  * free besides the scratch. The image is only read: several threads may
  * walk it at once if its page callback allows that and nothing writes its
- * pages meanwhile (DOC: Concurrency and writes).
+ * pages meanwhile ("Concurrency and writes" at the top of the header).
  *
  * The library refuses what is no longer this image: after a failed
  * iommu_flb_validate() into the same scratch every call on the pointer is
@@ -407,8 +442,8 @@ struct iommu_flb_mem {
    * page-aligned. A page the callback returned must stay mapped, at the
    * same address, for as long as the image is used; it must not overlap
    * the scratch (such a page is refused as unreadable). The library only
-   * reads pages; when they may be written is in the DOC: Concurrency and
-   * writes section at the top of this header. Must not be NULL.
+   * reads pages; when others may write them is in "Concurrency and
+   * writes" at the top of this header. Must not be NULL.
    */
   const uint8_t *(*page)(void *ctx, uint64_t phys);
   /**
@@ -704,6 +739,10 @@ struct iommu_flb_counts {
   uint64_t devices;
 };
 
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
 /**
  * iommu_flb_scratch_size() - Size the scratch for iommu_flb_validate().
  * @mem: How to read pages.
@@ -778,8 +817,8 @@ int iommu_flb_validate(const struct iommu_flb_mem *mem,
  * @out: Where to store the next live IOMMU.
  *
  * Deleted slots are skipped. The records are those validation saw; the
- * fields the next kernel sets may be written between calls (DOC:
- * Concurrency and writes).
+ * fields the next kernel sets may be written between calls ("Concurrency
+ * and writes" at the top of the header).
  *
  * Context: Any context the image's page callback allows.
  *
@@ -1189,13 +1228,15 @@ int iommu_flb_writer_finish(struct iommu_flb_writer *w, uint64_t *root);
  */
 int iommu_flb_writer_abort(struct iommu_flb_writer *w);
 
-#endif  /* _IOMMU_FLB_API_H */
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
 
 /**
  * IOMMU_FLB_CURSOR_INIT - Initializer of a struct iommu_flb_cursor that
  * starts a walk at the first record (or page).
  */
-#define IOMMU_FLB_CURSOR_INIT { 0 }
+#define IOMMU_FLB_CURSOR_INIT { 0, 0 }
 
 /**
  * IOMMU_FLB_WRITER_INIT - Initializer of a struct iommu_flb_writer never
@@ -1239,3 +1280,5 @@ int iommu_flb_writer_abort(struct iommu_flb_writer *w);
 #define iommu_flb_for_each_device(img, cur, ref, ret)                         \
 	for ((cur).pos = 0, (cur).owner = 0;                                   \
 	     ((ret) = iommu_flb_next_device((img), &(cur), &(ref))) > 0;)
+
+#endif /* _IOMMU_FLB_API_H */

@@ -11,9 +11,10 @@
 //!    (`kvmalloc`), and `iommu_flb_validate()` checks every rule of the
 //!    format and leaves the validated image *in the scratch*: the returned
 //!    `const struct iommu_flb_image *` points into it and lives exactly as
-//!    long as the scratch. Pages are reached only through the caller's
-//!    `struct iommu_flb_mem` callback (in the kernel: check the page was
-//!    preserved by KHO, then `phys_to_virt`).
+//!    long as the scratch (or until the next validation into it). Pages are
+//!    reached only through the caller's `struct iommu_flb_mem` callback (in
+//!    the kernel: check the page was preserved by KHO for this handover,
+//!    then `phys_to_virt`; the addresses come from the untrusted image).
 //! 2. Restore: `iommu_flb_restore()` calls the caller's callback on every
 //!    page of the image, root page first, each exactly once
 //!    (`kho_restore_folio`), and on failure says which page failed and how
@@ -49,6 +50,18 @@
 //! - Every pointer argument is checked before use: NULL or misaligned is
 //!   `-EINVAL`. `ctx` pointers are never dereferenced, only handed back to
 //!   the caller's callbacks, and may be NULL.
+//! - It holds Rust references to caller memory (image pages, the scratch,
+//!   the writer state, the device index) only during the call: every
+//!   `CMem`, `CAlloc` borrow, scratch slice and writer claim is a local of
+//!   one entry point, and what stays in caller memory between calls holds
+//!   raw pointers only. That is what makes writes between calls sound; the
+//!   header's "Concurrency and writes" states the whole contract (nothing
+//!   writes an image page while a call on the image runs, on any thread).
+//! - What C can copy, keep or edit is checked before it is trusted: the
+//!   image header and the writer state record their own address and a
+//!   generation or state word, cursors record their image and walk, and
+//!   handles carry a check value keyed by their writer (SipHash-2-4), verified
+//!   before anything at the handle's address is mapped.
 //! - `unsafe` (raw pointers from C) exists only in this module; each block
 //!   carries a `// SAFETY:` argument resting on the contract its function
 //!   documents.

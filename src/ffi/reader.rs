@@ -33,8 +33,8 @@ pub struct IommuFlbMem {
     /// page-aligned. A page the callback returned must stay mapped, at the
     /// same address, for as long as the image is used; it must not overlap
     /// the scratch (such a page is refused as unreadable). The library only
-    /// reads pages; when they may be written is in the DOC: Concurrency and
-    /// writes section at the top of this header. Must not be NULL.
+    /// reads pages; when others may write them is in "Concurrency and
+    /// writes" at the top of this header. Must not be NULL.
     pub page: Option<unsafe extern "C" fn(ctx: *mut c_void, phys: u64) -> *const u8>,
     /// @ctx: Passed to @page unchanged; may be NULL.
     pub ctx: *mut c_void,
@@ -117,7 +117,7 @@ fn mode(raw: u32) -> Result<Mode, Fail> {
 /// iommu_flb_validate() again. Nothing is allocated, so there is nothing to
 /// free besides the scratch. The image is only read: several threads may
 /// walk it at once if its page callback allows that and nothing writes its
-/// pages meanwhile (DOC: Concurrency and writes).
+/// pages meanwhile ("Concurrency and writes" at the top of the header).
 ///
 /// The library refuses what is no longer this image: after a failed
 /// iommu_flb_validate() into the same scratch every call on the pointer is

@@ -156,8 +156,8 @@ unsafe fn step<T: Copy>(
 /// @out: Where to store the next live IOMMU.
 ///
 /// Deleted slots are skipped. The records are those validation saw; the
-/// fields the next kernel sets may be written between calls (DOC:
-/// Concurrency and writes).
+/// fields the next kernel sets may be written between calls ("Concurrency
+/// and writes" at the top of the header).
 ///
 /// Context: Any context the image's page callback allows.
 ///

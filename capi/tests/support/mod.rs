@@ -62,6 +62,36 @@ pub fn build(dir: &Path, name: &str) -> PathBuf {
     exe
 }
 
+/// The flags the C++ test is built with (as [`c_support::CFLAGS`] for C).
+pub const CXXFLAGS: &[&str] = &["-std=gnu++17", "-Wall", "-Wextra", "-Werror", "-O2"];
+
+/// Compiles `tests/c/<name>.cc` with g++ against the headers and links it
+/// with the static library.
+pub fn build_cxx(dir: &Path, name: &str) -> PathBuf {
+    let exe = dir.join(name);
+    let src = format!("tests/c/{name}.cc");
+    let output = Command::new("g++")
+        .args(CXXFLAGS)
+        .args([
+            "-Iinclude",
+            &src,
+            staticlib().to_str().expect("utf-8 path"),
+            "-lpthread",
+            "-ldl",
+            "-o",
+            exe.to_str().expect("utf-8 path"),
+        ])
+        .current_dir(repo_root())
+        .output()
+        .expect("g++ must be installed to run the C++ test");
+    assert!(
+        output.status.success(),
+        "g++ {src} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    exe
+}
+
 /// Writes `map`'s pages as a flat dump starting at `base` (holes are
 /// zero) and returns its path.
 pub fn flat_dump(map: &PageMap, base: u64, path: &Path) -> PathBuf {

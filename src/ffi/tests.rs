@@ -1610,3 +1610,88 @@ fn call_into_a_writer_from_its_own_callback_is_ebusy() {
     let (doms, _) = live(&mut pool, root);
     assert_eq!(doms.len() as u64, cap + 1);
 }
+
+/// Issue 11, finding 6, on the writer's side: the writer kept a `&mut` to
+/// its device index in caller memory from one call to the next, so a read
+/// of that storage between calls (the contract forbids only writes)
+/// invalidated it in Rust's aliasing model, and the next preserve used an
+/// invalid reference: undefined behaviour, which miri reports.
+#[test]
+fn index_storage_may_be_read_between_writer_calls() {
+    let mut pool = PoolRef::new();
+    let alloc = pool.alloc();
+    let mut w = zeroed_writer();
+    let size = iommu_flb_writer_index_size(4);
+    let mut index = vec![0u64; size.div_ceil(8)];
+    let slots = index.as_mut_ptr();
+    let mut root = 0;
+    // SAFETY: valid pointers; `pool` and `index` outlive the writer.
+    let r =
+        unsafe { iommu_flb_writer_start_indexed(&mut *w, &alloc, slots.cast(), size, &mut root) };
+    assert_eq!(r, 0);
+    let v = intel_vendor(0x1000);
+    let mut hw = IommuFlbHandle::default();
+    // SAFETY: as above.
+    let r = unsafe { iommu_flb_preserve_iommu(&mut *w, 0x1000, 1, &v, &mut hw) };
+    assert_eq!(r, 0);
+    let (_, dom) = preserve_domain(&mut *w, 0);
+    let mut dev = IommuDeviceSer::new_zeroed();
+    let mut h = IommuFlbHandle::default();
+    let mut seen = 0u64;
+    for devid in [7u32, 3, 5] {
+        dev.devid = devid.into();
+        // SAFETY: as above.
+        let r = unsafe { iommu_flb_preserve_device(&mut *w, &dev, &dom, &hw, &mut h) };
+        assert_eq!(r, 0);
+        // A debugger's look at the index between calls.
+        // SAFETY: `slots` points to the live `index` storage.
+        seen = (0..index.len()).fold(seen, |a, i| a ^ unsafe { slots.add(i).read() });
+    }
+    assert_ne!(seen, 0, "the index holds the devices");
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(
+            iommu_flb_preserve_device(&mut *w, &dev, &dom, &hw, &mut h),
+            -17,
+            "the index still finds devid 5"
+        );
+        assert_eq!(iommu_flb_writer_finish(&mut *w, &mut root), 0);
+    }
+    let (_, devs) = live(&mut pool, root);
+    assert_eq!(devs.len(), 3);
+}
+
+/// Issue 11, finding 6, on the reader's side: the next kernel sets
+/// `INCOMING` and `restored` on records it adopted, between calls, while it
+/// still walks the image. The walk goes on with the records validation saw,
+/// and no reference of an earlier call is used after the write (miri checks
+/// that).
+#[test]
+fn next_kernel_fields_may_be_written_between_walk_calls() {
+    let mut pool = PoolRef::new();
+    let b = build(&mut pool);
+    let mut scratch = sized_scratch(&mut pool, b.root);
+    let (r, img, _) = validate_into(&mut pool, b.root, raw(&mut scratch));
+    assert_eq!(r, 0);
+    let mut cur = IommuFlbCursor::default();
+    let mut dev = no_device();
+    let mut got = Vec::new();
+    // SAFETY: `img` is in `scratch`, which lives; `pool` lives.
+    while unsafe { iommu_flb_next_device(img, &mut cur, &mut dev) } == 1 {
+        got.push(dev.phys);
+        // The adopting kernel's writes: INCOMING, and the Intel `restored`
+        // byte (the first of the vendor union, at offset 48).
+        set_flag(&mut pool, dev.phys, 1);
+        let page = pool.lookup(dev.phys & !0xfff);
+        // SAFETY: the record is inside the pool page.
+        unsafe { page.add((dev.phys & 0xfff) as usize + 48).write(1) };
+        let mut found = no_device();
+        // SAFETY: as above.
+        let r = unsafe { iommu_flb_find_device(img, 1, 0x100, &mut found) };
+        assert_eq!((r, found.phys), (0, b.dev[0].phys));
+    }
+    assert_eq!(got, b.dev[..3].iter().map(|h| h.phys).collect::<Vec<_>>());
+    // A dump of it now validates only as restored.
+    let (r, _, err) = validate_into(&mut pool, b.root, raw(&mut scratch));
+    assert_eq!((r, err.kind), (-114, 22));
+}

@@ -39,6 +39,8 @@ struct Pool {
     /// Called by `pool_alloc` before it allocates (to call back into the
     /// library from a callback).
     on_alloc: Option<fn(&mut Pool)>,
+    /// A page the writer's `page` callback refuses (a mapping failure).
+    refuse: Option<u64>,
     /// What `on_alloc` may use.
     writer: *mut IommuFlbWriter,
     reentered: Vec<c_int>,
@@ -104,6 +106,7 @@ impl PoolRef {
             used: [false; PAGES],
             freed: Vec::new(),
             strays: Vec::new(),
+            refuse: None,
             on_alloc: None,
             writer: ptr::null_mut(),
             reentered: Vec::new(),
@@ -161,6 +164,9 @@ unsafe extern "C" fn pool_page(ctx: *mut c_void, phys: u64) -> *mut u8 {
     let p = pool.lookup(phys);
     if p.is_null() {
         pool.strays.push(phys);
+    }
+    if pool.refuse == Some(phys) {
+        return ptr::null_mut();
     }
     p
 }
@@ -1694,4 +1700,35 @@ fn next_kernel_fields_may_be_written_between_walk_calls() {
     // A dump of it now validates only as restored.
     let (r, _, err) = validate_into(&mut pool, b.root, raw(&mut scratch));
     assert_eq!((r, err.kind), (-114, 22));
+}
+
+/// Found by the `capi` fuzz target: a device preserved onto an unpreserved
+/// domain while the IOMMU's page cannot be mapped. The writer reads the
+/// domain first and refuses with -ENOENT (ATTACH_TO_DELETED); the C API's
+/// handle check mapped the IOMMU's page before the writer ran and answered
+/// -EFAULT. The C API answers as the writer does.
+#[test]
+fn refused_page_is_reported_in_the_writers_order() {
+    let mut pool = PoolRef::new();
+    let mut b = build(&mut pool);
+    let (r, dom) = preserve_domain(&mut *b.w, 9);
+    assert_eq!(r, 0);
+    let mut err = new_error();
+    // SAFETY: `b.w` lives.
+    unsafe {
+        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &dom), 0);
+        pool.refuse = Some(b.hw[0].phys & !0xfff);
+        let mut d = IommuDeviceSer::new_zeroed();
+        d.devid = 0x777.into();
+        let mut h = IommuFlbHandle::default();
+        let r = iommu_flb_preserve_device(&mut *b.w, &d, &dom, &b.hw[0], &mut h);
+        assert_eq!(r, -2);
+        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+        assert_eq!((err.kind, err.page_phys), (133, dom.phys));
+        // With a live domain, the refused page is what stops it.
+        let r = iommu_flb_preserve_device(&mut *b.w, &d, &b.dom[1], &b.hw[0], &mut h);
+        assert_eq!(r, -14);
+        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+        assert_eq!((err.kind, err.page_phys), (130, b.hw[0].phys & !0xfff));
+    }
 }

@@ -709,14 +709,14 @@ unsafe fn handle(
     ) else {
         return Err(bad("the handle names no record slot"));
     };
-    let base = phys.page_base();
-    let page = wr
-        .alloc_mut()
-        .page_mut(base)
-        .ok_or(Fail::Write(WriteError::PageUnavailable { phys: base }))?;
-    let nr = IommuArrayHdrSer::read_from_prefix(page).map_or(0, |(hdr, _)| hdr.nr_objects.get());
-    if slot >= nr {
-        return Err(bad("the handle names a slot past its page's nr_objects"));
+    // A page that cannot be mapped now is left to the writer, which reports
+    // it in its own order of accesses (the C API answers as it does).
+    if let Some(page) = wr.alloc_mut().page_mut(phys.page_base()) {
+        let nr =
+            IommuArrayHdrSer::read_from_prefix(page).map_or(0, |(hdr, _)| hdr.nr_objects.get());
+        if slot >= nr {
+            return Err(bad("the handle names a slot past its page's nr_objects"));
+        }
     }
     Ok(phys)
 }

@@ -7,11 +7,14 @@
 //!   well-formed typed error; an accepted image agrees with its bytes);
 //! - [`model`]: what the writer should have written, for `roundtrip`;
 //! - [`image`]: building images with the writer, corrupting and flattening
-//!   them.
+//!   them;
+//! - [`capi`]: target `capi`, the C API through its `extern "C"` functions
+//!   against the Rust writer and reader.
 //!
 //! The unit tests of this crate write the seed corpus under `seeds/` (see
 //! `README.md`).
 
+pub mod capi;
 pub mod check;
 pub mod image;
 pub mod input;

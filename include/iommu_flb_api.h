@@ -299,8 +299,10 @@ enum iommu_flb_error_kind {
    */
   IOMMU_FLB_ERR_INCONSISTENT = 131,
   /**
-   * @IOMMU_FLB_ERR_FOREIGN_HANDLE: A handle from another writer.
-   * Returned as -EINVAL.
+   * @IOMMU_FLB_ERR_FOREIGN_HANDLE: A handle this writer did not hand
+   * out: from another writer or an earlier start of this one, or
+   * changed since (its check value does not match); @page_phys is its
+   * address. Returned as -EINVAL.
    */
   IOMMU_FLB_ERR_FOREIGN_HANDLE = 132,
   /**

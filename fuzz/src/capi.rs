@@ -207,12 +207,47 @@ unsafe extern "C" fn pool_free(ctx: *mut c_void, phys: u64) {
     pool.free_page(PhysAddr::new(phys));
 }
 
+/// An object at a fixed address, as C holds one: the library gets
+/// [`ptr`](Self::ptr), and the harness reaches the object between calls
+/// through short borrows of that same pointer (re-borrowing a `Box` would,
+/// in Rust's aliasing model, invalidate the pointers the library keeps).
+struct Leaked<T: ?Sized>(*mut T);
+
+impl<T: ?Sized> Leaked<T> {
+    fn new(b: Box<T>) -> Self {
+        Leaked(Box::into_raw(b))
+    }
+
+    fn ptr(&self) -> *mut T {
+        self.0
+    }
+
+    fn get(&self) -> &T {
+        // SAFETY: `new` leaked a live `T` for this `Leaked`; no library
+        // call runs while the harness borrows it.
+        unsafe { &*self.0 }
+    }
+
+    fn get_mut(&mut self) -> &mut T {
+        // SAFETY: as in `get`.
+        unsafe { &mut *self.0 }
+    }
+}
+
+impl<T: ?Sized> Drop for Leaked<T> {
+    fn drop(&mut self) {
+        // SAFETY: leaked by `new`, freed once, when no library call can
+        // use it any more (the harness drops it at the end of the run).
+        drop(unsafe { Box::from_raw(self.0) });
+    }
+}
+
 /// A C writer: its state and its pool at fixed addresses (as C holds
 /// them), and its device index storage.
 struct CWriter {
-    w: *mut IommuFlbWriter,
-    pool: *mut Pool,
-    index: *mut u64,
+    state: Leaked<IommuFlbWriter>,
+    pool: Leaked<Pool>,
+    index: Leaked<[u64; INDEX_WORDS]>,
 }
 
 /// Devices the index of an indexed writer holds.
@@ -222,22 +257,25 @@ const INDEX_WORDS: usize = (2 * INDEX_DEVICES + 1) * 2;
 impl CWriter {
     fn new() -> CWriter {
         CWriter {
-            w: Box::into_raw(Box::new(IommuFlbWriter {
+            state: Leaked::new(Box::new(IommuFlbWriter {
                 opaque: [0; IOMMU_FLB_WRITER_WORDS],
             })),
-            pool: Box::into_raw(Box::new(Pool::new())),
-            index: Box::into_raw(Box::new([0u64; INDEX_WORDS])).cast(),
+            pool: Leaked::new(Box::new(Pool::new())),
+            index: Leaked::new(Box::new([0u64; INDEX_WORDS])),
         }
     }
 
+    /// The writer state, as C passes it.
+    fn w(&self) -> *mut IommuFlbWriter {
+        self.state.ptr()
+    }
+
     fn pool(&self) -> &Pool {
-        // SAFETY: `new` leaked it for this `CWriter`; no library call runs.
-        unsafe { &*self.pool }
+        self.pool.get()
     }
 
     fn pool_mut(&mut self) -> &mut Pool {
-        // SAFETY: as in `pool`.
-        unsafe { &mut *self.pool }
+        self.pool.get_mut()
     }
 
     fn alloc(&self) -> IommuFlbPageAlloc {
@@ -245,7 +283,7 @@ impl CWriter {
             alloc_page: Some(pool_alloc),
             page: Some(pool_page),
             free_page: Some(pool_free),
-            ctx: self.pool.cast(),
+            ctx: self.pool.ptr().cast(),
         }
     }
 
@@ -258,9 +296,15 @@ impl CWriter {
             if indexed {
                 let size = iommu_flb_writer_index_size(INDEX_DEVICES);
                 assert!(size <= INDEX_WORDS * 8);
-                iommu_flb_writer_start_indexed(self.w, &alloc, self.index.cast(), size, &mut root)
+                iommu_flb_writer_start_indexed(
+                    self.w(),
+                    &alloc,
+                    self.index.ptr().cast(),
+                    size,
+                    &mut root,
+                )
             } else {
-                iommu_flb_writer_start(self.w, &alloc, &mut root)
+                iommu_flb_writer_start(self.w(), &alloc, &mut root)
             }
         };
         (r, root)
@@ -268,21 +312,10 @@ impl CWriter {
 
     fn last_error(&self) -> IommuFlbError {
         let mut err = blank_error();
-        // SAFETY: `self.w` lives.
-        let r = unsafe { iommu_flb_writer_last_error(self.w, &mut err) };
+        // SAFETY: the writer state lives.
+        let r = unsafe { iommu_flb_writer_last_error(self.w(), &mut err) };
         assert_eq!(r, 0, "last_error of a started writer");
         err
-    }
-}
-
-impl Drop for CWriter {
-    fn drop(&mut self) {
-        // SAFETY: leaked by `new`, freed once; no library call uses them.
-        unsafe {
-            drop(Box::from_raw(self.w));
-            drop(Box::from_raw(self.pool));
-            drop(Box::from_raw(self.index.cast::<[u64; INDEX_WORDS]>()));
-        }
     }
 }
 
@@ -497,7 +530,7 @@ impl<X: DeviceIndex> Session<'_, X> {
         phys: impl Fn(R) -> PhysAddr,
     ) -> Option<Entry<R>> {
         let mut out = IommuFlbHandle::default();
-        let rc = c(self.c.w, &mut out);
+        let rc = c(self.c.w(), &mut out);
         if rc == 0
             && let Some((_, appended)) = &mut self.snapshot
         {
@@ -542,7 +575,7 @@ impl<X: DeviceIndex> Session<'_, X> {
         c: impl FnOnce(*mut IommuFlbWriter) -> c_int,
         r: Option<impl FnOnce(&mut Writer<&mut Pool, X>) -> Result<(), WriteError>>,
     ) {
-        let rc = c(self.c.w);
+        let rc = c(self.c.w());
         if let (None, Some(r)) = (self.stale, r) {
             let want = r(&mut self.r);
             same_result(what, rc, &self.c.last_error(), want.as_ref().copied());
@@ -550,7 +583,7 @@ impl<X: DeviceIndex> Session<'_, X> {
     }
 
     fn op(&mut self, op: &CapiOp, outer: &mut Outer) -> Next {
-        let w = self.c.w;
+        let w = self.c.w();
         match *op {
             CapiOp::Start { indexed } => {
                 let pages = self.c.pool().clone();
@@ -771,7 +804,7 @@ impl<X: DeviceIndex> Session<'_, X> {
             kind: kinds[expect_kind],
             phys: PhysAddr::new(h.phys),
         });
-        let w = self.c.w;
+        let w = self.c.w();
         let genuine_domain = self.h.domains.first().map(|e| e.c);
         let genuine_iommu = self.h.iommus.first().map(|(e, _)| e.c);
         let x = IommuDeviceSer::new_zeroed();
@@ -922,10 +955,10 @@ const CURSORS: usize = 4;
 
 /// The reader side, and what the writer side needs between sessions.
 struct Outer {
-    mem: *mut RMem,
-    scratch: [*mut u64; 2],
+    mem: Leaked<RMem>,
+    scratch: [Leaked<[u64]>; 2],
     held: [Held; 2],
-    cursors: *mut [IommuFlbCursor; CURSORS],
+    cursors: Leaked<[IommuFlbCursor; CURSORS]>,
     /// Per cursor: the (generation, walk) it is tied to, and how many
     /// records it returned.
     cursor_model: [(Option<(u64, usize)>, usize); CURSORS],
@@ -946,19 +979,17 @@ fn header_bytes(size: usize, elems: usize) -> usize {
 
 impl Outer {
     fn mem(&self) -> &RMem {
-        // SAFETY: leaked by `run` for this `Outer`; no library call runs.
-        unsafe { &*self.mem }
+        self.mem.get()
     }
 
     fn mem_mut(&mut self) -> &mut RMem {
-        // SAFETY: as in `mem`; nothing borrows the pages meanwhile.
-        unsafe { &mut *self.mem }
+        self.mem.get_mut()
     }
 
     fn c_mem(&self) -> IommuFlbMem {
         IommuFlbMem {
             page: Some(rmem_page),
-            ctx: self.mem.cast(),
+            ctx: self.mem.ptr().cast(),
         }
     }
 
@@ -972,7 +1003,7 @@ impl Outer {
     }
 
     fn img(&self, s: usize) -> *const IommuFlbImage {
-        self.scratch[s].cast_const().cast()
+        self.scratch[s].ptr().cast_const().cast()
     }
 
     /// The errno every call on scratch `s` gives before it reads anything,
@@ -1028,7 +1059,7 @@ impl Outer {
             CapiOp::ResetCursor(c) => {
                 let c = usize::from(c) % CURSORS;
                 // SAFETY: leaked by `run`; no library call runs.
-                unsafe { (*self.cursors)[c] = IommuFlbCursor::default() };
+                unsafe { (*self.cursors.ptr())[c] = IommuFlbCursor::default() };
                 self.cursor_model[c] = (None, 0);
             }
             CapiOp::Lookup {
@@ -1044,9 +1075,7 @@ impl Outer {
                     Some(Some(e)) => e,
                     None => EINVAL,
                 };
-                // SAFETY: the scratch buffer is `SCRATCH_WORDS` live words.
-                let copy: Vec<u64> =
-                    unsafe { std::slice::from_raw_parts(self.scratch[s], SCRATCH_WORDS) }.to_vec();
+                let copy: Vec<u64> = self.scratch[s].get().to_vec();
                 let mut info = IommuFlbImageInfo::default();
                 let mut cur = IommuFlbCursor::default();
                 let mut r = IommuFlbDomainRef {
@@ -1161,7 +1190,7 @@ impl Outer {
                 &cm,
                 root,
                 mode,
-                self.scratch[s].cast(),
+                self.scratch[s].ptr().cast(),
                 size,
                 &mut img,
                 &mut err,
@@ -1208,7 +1237,7 @@ impl Outer {
     fn step(&mut self, s: usize, c: usize, k: usize) -> bool {
         let img = self.img(s);
         // SAFETY: leaked by `run`; the library borrows it for the call only.
-        let cur = unsafe { &mut (*self.cursors)[c] };
+        let cur = unsafe { &mut (*self.cursors.ptr())[c] };
         let mut hw = IommuFlbIommuRef {
             ser: ptr::null(),
             phys: 0,
@@ -1500,7 +1529,7 @@ fn session<X: DeviceIndex>(
     if let Next::Go = end {
         // The input ended first.
         // SAFETY: a live writer.
-        assert_eq!(unsafe { iommu_flb_writer_abort(s.c.w) }, 0);
+        assert_eq!(unsafe { iommu_flb_writer_abort(s.c.w()) }, 0);
     }
     let Session { c, r, h, stale, .. } = s;
     for (k, hs) in [0, 1, 2].map(|k| h.c_of(k)).into_iter().enumerate() {
@@ -1534,16 +1563,15 @@ pub fn run(input: &CapiInput) -> Stats {
         other: CWriter::new(),
     };
     let other_handles = other_writer(&mut w.other);
-    let mem = Box::into_raw(Box::new(RMem {
+    let mem = Leaked::new(Box::new(RMem {
         pages: BTreeMap::new(),
         root: 0,
         calls: Cell::new(0),
         fail_at: Cell::new(None),
         unaligned: Cell::new(false),
     }));
-    let scratch =
-        [0, 1].map(|_| Box::into_raw(vec![0u64; SCRATCH_WORDS].into_boxed_slice()).cast::<u64>());
-    let cursors = Box::into_raw(Box::new([IommuFlbCursor::default(); CURSORS]));
+    let scratch = [0, 1].map(|_| Leaked::new(vec![0u64; SCRATCH_WORDS].into_boxed_slice()));
+    let cursors = Leaked::new(Box::new([IommuFlbCursor::default(); CURSORS]));
     let mut outer = Outer {
         mem,
         scratch,
@@ -1578,25 +1606,15 @@ pub fn run(input: &CapiInput) -> Stats {
                 let mut root = 0;
                 // SAFETY: the writer's struct lives.
                 unsafe {
-                    assert_eq!(iommu_flb_preserve_domain(w.c.w, &x, &mut out), EINVAL);
-                    assert_eq!(iommu_flb_writer_finish(w.c.w, &mut root), EINVAL);
-                    assert_eq!(iommu_flb_writer_abort(w.c.w), EINVAL);
+                    assert_eq!(iommu_flb_preserve_domain(w.c.w(), &x, &mut out), EINVAL);
+                    assert_eq!(iommu_flb_writer_finish(w.c.w(), &mut root), EINVAL);
+                    assert_eq!(iommu_flb_writer_abort(w.c.w()), EINVAL);
                 }
             }
             _ => outer.reader_op(op, &w.c),
         }
     }
-    // SAFETY: leaked above, freed once, no library call uses them any more.
-    unsafe {
-        drop(Box::from_raw(mem));
-        for s in scratch {
-            drop(Box::from_raw(ptr::slice_from_raw_parts_mut(
-                s,
-                SCRATCH_WORDS,
-            )));
-        }
-        drop(Box::from_raw(cursors));
-    }
+    drop(outer);
     STATS.with(Cell::get)
 }
 
@@ -1611,10 +1629,13 @@ fn other_writer(c: &mut CWriter) -> [IommuFlbHandle; 3] {
     let x = IommuDeviceSer::new_zeroed();
     // SAFETY: a live writer and valid pointers.
     unsafe {
-        assert_eq!(iommu_flb_preserve_iommu(c.w, token(0), 1, &v, &mut h[0]), 0);
-        assert_eq!(iommu_flb_preserve_domain(c.w, &d, &mut h[1]), 0);
+        assert_eq!(
+            iommu_flb_preserve_iommu(c.w(), token(0), 1, &v, &mut h[0]),
+            0
+        );
+        assert_eq!(iommu_flb_preserve_domain(c.w(), &d, &mut h[1]), 0);
         let [hw, dom, dev] = &mut h;
-        assert_eq!(iommu_flb_preserve_device(c.w, &x, dom, hw, dev), 0);
+        assert_eq!(iommu_flb_preserve_device(c.w(), &x, dom, hw, dev), 0);
     }
     h
 }

@@ -48,7 +48,7 @@ fn load_empty_elf_file_with_a_base_is_refused_as_empty() {
 #[test]
 fn capi_handle_check_leaves_an_unmapped_page_to_the_writer() {
     let bytes = input("capi", "handle-check-mapped-the-iommu-page-first");
-    let input = crate::input::CapiInput::arbitrary_take_rest(Unstructured::new(&bytes))
-        .expect("decodes");
+    let input =
+        crate::input::CapiInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("decodes");
     targets::capi(&input);
 }

@@ -182,8 +182,10 @@ pub enum IommuFlbErrorKind {
     /// @IOMMU_FLB_ERR_INCONSISTENT: A page of the image was changed behind
     /// the writer's back. Returned as -EUCLEAN.
     IommuFlbErrInconsistent = 131,
-    /// @IOMMU_FLB_ERR_FOREIGN_HANDLE: A handle from another writer.
-    /// Returned as -EINVAL.
+    /// @IOMMU_FLB_ERR_FOREIGN_HANDLE: A handle this writer did not hand
+    /// out: from another writer or an earlier start of this one, or
+    /// changed since (its check value does not match); @page_phys is its
+    /// address. Returned as -EINVAL.
     IommuFlbErrForeignHandle = 132,
     /// @IOMMU_FLB_ERR_ATTACH_TO_DELETED: A device was to be attached to an
     /// unpreserved domain or IOMMU. Returned as -ENOENT.

@@ -1092,6 +1092,17 @@ fn sized_scratch(pool: &mut PoolRef, root: u64) -> Vec<u64> {
     vec![0u64; size.div_ceil(8)]
 }
 
+/// The image `build` writes in `pool`, validated into a scratch of the
+/// size asked for: the writer, the scratch, its raw buffer, the image.
+fn validated(pool: &mut PoolRef) -> (Built, Vec<u64>, (*mut u64, usize), *const IommuFlbImage) {
+    let b = build(pool);
+    let mut scratch = sized_scratch(pool, b.root);
+    let sp = raw(&mut scratch);
+    let (r, img, err) = validate_into(pool, b.root, sp);
+    assert_eq!(r, 0, "{}", message(&err));
+    (b, scratch, sp, img)
+}
+
 fn no_device() -> IommuFlbDeviceRef {
     IommuFlbDeviceRef {
         ser: ptr::null(),
@@ -1125,11 +1136,7 @@ fn clear_flag(pool: &mut PoolRef, phys: u64, bit: u32) {
 #[test]
 fn failed_revalidation_leaves_no_image_in_the_scratch() {
     let mut pool = PoolRef::new();
-    let b = build(&mut pool);
-    let mut scratch = sized_scratch(&mut pool, b.root);
-    let sp = raw(&mut scratch);
-    let (r, img, _) = validate_into(&mut pool, b.root, sp);
-    assert_eq!(r, 0);
+    let (b, _scratch, sp, img) = validated(&mut pool);
     let mut dev = no_device();
     let mut cur = IommuFlbCursor::default();
     // SAFETY: `img` is in `scratch`, which lives; `pool` lives.
@@ -1186,11 +1193,7 @@ fn failed_revalidation_leaves_no_image_in_the_scratch() {
 #[test]
 fn cursor_of_an_earlier_image_in_the_same_scratch_is_stale() {
     let mut pool = PoolRef::new();
-    let b = build(&mut pool);
-    let mut scratch = sized_scratch(&mut pool, b.root);
-    let sp = raw(&mut scratch);
-    let (r, img, _) = validate_into(&mut pool, b.root, sp);
-    assert_eq!(r, 0);
+    let (b, _scratch, sp, img) = validated(&mut pool);
     let mut dev = no_device();
     let mut cur = IommuFlbCursor::default();
     // SAFETY: `img` is in `scratch`, which lives; `pool` lives.
@@ -1221,11 +1224,7 @@ fn cursor_of_an_earlier_image_in_the_same_scratch_is_stale() {
 #[test]
 fn copy_of_an_image_elsewhere_is_not_an_image() {
     let mut pool = PoolRef::new();
-    let b = build(&mut pool);
-    let mut scratch = sized_scratch(&mut pool, b.root);
-    let sp = raw(&mut scratch);
-    let (r, img, _) = validate_into(&mut pool, b.root, sp);
-    assert_eq!(r, 0);
+    let (_b, scratch, _sp, img) = validated(&mut pool);
     let copy = scratch.clone();
     let moved: *const IommuFlbImage = copy.as_ptr().cast();
     assert_ne!(moved, img);
@@ -1368,33 +1367,56 @@ fn copy_of_a_writer_is_refused() {
     assert_eq!(doms[3], h.phys);
 }
 
-/// Issue 11, finding 3 with an index: two copies of an indexed writer held
-/// two `&mut` to one index (undefined behaviour, which miri reports).
-#[test]
-fn copy_of_an_indexed_writer_never_touches_the_index() {
-    let pool = PoolRef::new();
+/// A writer over `pool` started with an index for 4 devices, holding one
+/// Intel IOMMU and one domain.
+struct Indexed {
+    w: Box<IommuFlbWriter>,
+    /// The index storage; the writer holds `slots`, its buffer.
+    index: Vec<u64>,
+    slots: *mut u64,
+    hw: IommuFlbHandle,
+    dom: IommuFlbHandle,
+}
+
+fn indexed_writer(pool: &PoolRef) -> Indexed {
     let alloc = pool.alloc();
     let mut w = zeroed_writer();
     let size = iommu_flb_writer_index_size(4);
     let mut index = vec![0u64; size.div_ceil(8)];
+    let slots = index.as_mut_ptr();
     let mut root = 0;
-    // SAFETY: valid pointers; `pool` and `index` outlive the writer.
-    unsafe {
-        let r = iommu_flb_writer_start_indexed(
-            &mut *w,
-            &alloc,
-            index.as_mut_ptr().cast(),
-            size,
-            &mut root,
-        );
-        assert_eq!(r, 0);
-    }
+    // SAFETY: valid pointers; the pool and the index buffer (which moves
+    // with its `Vec`, not in memory) outlive the writer.
+    let r =
+        unsafe { iommu_flb_writer_start_indexed(&mut *w, &alloc, slots.cast(), size, &mut root) };
+    assert_eq!(r, 0);
     let v = intel_vendor(0x1000);
     let mut hw = IommuFlbHandle::default();
     // SAFETY: as above.
     let r = unsafe { iommu_flb_preserve_iommu(&mut *w, 0x1000, 1, &v, &mut hw) };
     assert_eq!(r, 0);
     let (_, dom) = preserve_domain(&mut *w, 0);
+    Indexed {
+        w,
+        index,
+        slots,
+        hw,
+        dom,
+    }
+}
+
+/// Issue 11, finding 3 with an index: two copies of an indexed writer held
+/// two `&mut` to one index (undefined behaviour, which miri reports).
+#[test]
+fn copy_of_an_indexed_writer_never_touches_the_index() {
+    let pool = PoolRef::new();
+    let Indexed {
+        mut w,
+        index,
+        hw,
+        dom,
+        ..
+    } = indexed_writer(&pool);
     let mut copy = zeroed_writer();
     copy_writer(&w, &mut copy);
     let dev = IommuDeviceSer::new_zeroed();
@@ -1625,22 +1647,14 @@ fn call_into_a_writer_from_its_own_callback_is_ebusy() {
 #[test]
 fn index_storage_may_be_read_between_writer_calls() {
     let mut pool = PoolRef::new();
-    let alloc = pool.alloc();
-    let mut w = zeroed_writer();
-    let size = iommu_flb_writer_index_size(4);
-    let mut index = vec![0u64; size.div_ceil(8)];
-    let slots = index.as_mut_ptr();
+    let Indexed {
+        mut w,
+        index,
+        slots,
+        hw,
+        dom,
+    } = indexed_writer(&pool);
     let mut root = 0;
-    // SAFETY: valid pointers; `pool` and `index` outlive the writer.
-    let r =
-        unsafe { iommu_flb_writer_start_indexed(&mut *w, &alloc, slots.cast(), size, &mut root) };
-    assert_eq!(r, 0);
-    let v = intel_vendor(0x1000);
-    let mut hw = IommuFlbHandle::default();
-    // SAFETY: as above.
-    let r = unsafe { iommu_flb_preserve_iommu(&mut *w, 0x1000, 1, &v, &mut hw) };
-    assert_eq!(r, 0);
-    let (_, dom) = preserve_domain(&mut *w, 0);
     let mut dev = IommuDeviceSer::new_zeroed();
     let mut h = IommuFlbHandle::default();
     let mut seen = 0u64;

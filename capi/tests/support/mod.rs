@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 #[path = "../../../tests/c_support/mod.rs"]
 pub mod c_support;
 
-use c_support::{gcc, repo_root};
+use c_support::repo_root;
 use iommu_flb_abi::PageMap;
 
 /// `libiommu_flb.a` as shipped: built by cargo in the release profile
@@ -48,18 +48,7 @@ pub fn staticlib() -> &'static Path {
 /// Compiles `tests/c/<name>.c` against the headers and links it with the
 /// static library, as the README's link line says.
 pub fn build(dir: &Path, name: &str) -> PathBuf {
-    let exe = dir.join(name);
-    let src = format!("tests/c/{name}.c");
-    gcc(&[
-        "-Iinclude",
-        &src,
-        staticlib().to_str().expect("utf-8 path"),
-        "-lpthread",
-        "-ldl",
-        "-o",
-        exe.to_str().expect("utf-8 path"),
-    ]);
-    exe
+    link(dir, name, "c", "gcc", c_support::CFLAGS)
 }
 
 /// The flags the C++ test is built with (as [`c_support::CFLAGS`] for C).
@@ -68,11 +57,16 @@ pub const CXXFLAGS: &[&str] = &["-std=gnu++17", "-Wall", "-Wextra", "-Werror", "
 /// Compiles `tests/c/<name>.cc` with g++ against the headers and links it
 /// with the static library.
 pub fn build_cxx(dir: &Path, name: &str) -> PathBuf {
+    link(dir, name, "cc", "g++", CXXFLAGS)
+}
+
+fn link(dir: &Path, name: &str, ext: &str, cc: &str, flags: &[&str]) -> PathBuf {
     let exe = dir.join(name);
-    let src = format!("tests/c/{name}.cc");
-    let output = Command::new("g++")
-        .args(CXXFLAGS)
-        .args([
+    let src = format!("tests/c/{name}.{ext}");
+    c_support::compile(
+        cc,
+        flags,
+        &[
             "-Iinclude",
             &src,
             staticlib().to_str().expect("utf-8 path"),
@@ -80,14 +74,7 @@ pub fn build_cxx(dir: &Path, name: &str) -> PathBuf {
             "-ldl",
             "-o",
             exe.to_str().expect("utf-8 path"),
-        ])
-        .current_dir(repo_root())
-        .output()
-        .expect("g++ must be installed to run the C++ test");
-    assert!(
-        output.status.success(),
-        "g++ {src} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
     exe
 }

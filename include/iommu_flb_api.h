@@ -53,16 +53,51 @@
  *   pr_err("%s\n", err.message);              // what is wrong, and where
  *   return ret;                               // restore and free nothing
  *
- * where flb_page() returns NULL unless KHO preserved the page and
- * phys_to_virt() otherwise, and flb_restore_page() is kho_restore_folio().
- * The outgoing kernel writes with iommu_flb_writer_start(),
- * iommu_flb_preserve_*() and iommu_flb_writer_finish() over its page
- * allocator (struct iommu_flb_page_alloc).
+ * where flb_page() is the struct iommu_flb_mem callback and
+ * flb_restore_page() is kho_restore_folio(). The outgoing kernel writes with
+ * iommu_flb_writer_start(), iommu_flb_preserve_*() and
+ * iommu_flb_writer_finish() over its page allocator (struct
+ * iommu_flb_page_alloc) in a zeroed struct iommu_flb_writer.
  *
  * Every function returns 0 (or, for walks, 1 per object and 0 at the end)
  * or a negative errno; every pointer argument is checked, NULL or
  * misaligned being -EINVAL. Nothing allocates, nothing panics. All state
  * lives in caller memory: the scratch (the image), struct iommu_flb_writer.
+ * What a caller can copy or keep is checked: an image pointer after a
+ * failed validation into its scratch, a cursor of an earlier image, a copy
+ * of an image or of a writer, a second start of a writer, and a handle
+ * another writer (or start) handed out or that was edited are refused.
+ *
+ * Callbacks
+ * ---------
+ * Each callback's contract is written once, at its member, and differs:
+ * struct iommu_flb_mem.page is asked for addresses read from the untrusted
+ * image, so it must check a page belongs to this handover before mapping
+ * it; struct iommu_flb_page_alloc.page is asked only for pages its
+ * allocator handed out, so phys_to_virt() is enough. No callback may call
+ * the library on the writer, or the image's scratch, it serves (a writer
+ * refuses such a call with -EBUSY).
+ *
+ * Concurrency and writes
+ * ----------------------
+ * The library holds references to caller memory (image pages, the scratch,
+ * the writer state, the device index) only during one of its calls, never
+ * from one call to the next. The contract that makes this sound:
+ *
+ *  - Nothing writes an image page while any library call on that image
+ *    runs, on any thread (the callbacks included).
+ *  - Calls that only read an image (walks, lookups, iommu_flb_image_info(),
+ *    iommu_flb_next_page(), iommu_flb_restore()) may run on several threads
+ *    at once, as long as nothing writes its pages meanwhile.
+ *  - Between calls, only the fields the next kernel sets after adopting an
+ *    object (IOMMU_SER_FLAG_INCOMING, restored, restored_domain) may be
+ *    written, e.g. under a lock the walkers also take; the walks go on
+ *    returning the records validation saw.
+ *  - iommu_flb_validate() into a scratch runs alone: no other call on an
+ *    image in that scratch at the same time.
+ *  - Calls on one writer are serialized by the caller, and until
+ *    iommu_flb_writer_finish() or iommu_flb_writer_abort() nothing but the
+ *    library writes the writer's pages or its device index.
  */
 
 #ifndef _IOMMU_FLB_API_H
@@ -270,8 +305,10 @@ enum iommu_flb_error_kind {
    */
   IOMMU_FLB_ERR_INCONSISTENT = 131,
   /**
-   * @IOMMU_FLB_ERR_FOREIGN_HANDLE: A handle from another writer.
-   * Returned as -EINVAL.
+   * @IOMMU_FLB_ERR_FOREIGN_HANDLE: A handle this writer did not hand
+   * out: from another writer or an earlier start of this one, or
+   * changed since (its check value does not match); @page_phys is its
+   * address. Returned as -EINVAL.
    */
   IOMMU_FLB_ERR_FOREIGN_HANDLE = 132,
   /**
@@ -379,10 +416,18 @@ enum iommu_flb_mode {
 /**
  * struct iommu_flb_image - A validated image (opaque).
  *
- * Only iommu_flb_validate() makes one, inside the caller's scratch; it is
- * valid until the scratch is freed or reused. Nothing is allocated, so
- * there is nothing to free besides the scratch. The image is only read:
- * several threads may walk it at once if its page callback allows that.
+ * Only iommu_flb_validate() makes one, at the start of the caller's
+ * scratch; it is valid until the scratch is freed or passed to
+ * iommu_flb_validate() again. Nothing is allocated, so there is nothing to
+ * free besides the scratch. The image is only read: several threads may
+ * walk it at once if its page callback allows that and nothing writes its
+ * pages meanwhile ("Concurrency and writes" at the top of the header).
+ *
+ * The library refuses what is no longer this image: after a failed
+ * iommu_flb_validate() into the same scratch every call on the pointer is
+ * -ESTALE; a copy of the image (or of the scratch) at another address is
+ * -EINVAL; a cursor started on an earlier image in the same scratch is
+ * -ESTALE.
  */
 struct iommu_flb_image;
 
@@ -390,21 +435,26 @@ struct iommu_flb_image;
  * struct iommu_flb_mem - How the library reads the image's pages.
  *
  * The library never dereferences a physical address itself: it asks
- * @page for one whole page at a time, and only for pages it has proven it
- * needs. It is copied into the image by iommu_flb_validate(), so it must
- * stay usable (and @ctx valid) for as long as the image is.
+ * @page for one whole page at a time. It is copied into the image by
+ * iommu_flb_validate(), so it must stay usable (and @ctx valid) for as long
+ * as the image is.
  */
 struct iommu_flb_mem {
   /**
-   * @page: Returns the @page_size-byte page at physical address
-   * @phys (always page-aligned), or NULL if it may not be read. In the
-   * kernel: NULL unless KHO preserved the page, else phys_to_virt(). A
-   * returned page must stay mapped from iommu_flb_validate() until the
-   * image is no longer used, and must not change during a library call
-   * (the callback must not write to image pages). Between calls the
-   * caller may write the fields the next kernel sets after adopting an
-   * object (IOMMU_SER_FLAG_INCOMING, restored, restored_domain). Must not
-   * be NULL.
+   * @page: Returns the @page_size-byte page at physical address @phys, or
+   * NULL.
+   * The addresses come from the image, which is untrusted: the root's
+   * page, then whatever its chain pointers name. So before mapping, the
+   * callback must check that @phys is a page of this handover (in the
+   * kernel: a page KHO preserved for it; in a test or a tool: a page of
+   * the dump) and return NULL for any other address; phys_to_virt() of
+   * an unchecked address reads whatever the address names, and an
+   * address in a hole of the memory map is an oops. @phys is always
+   * page-aligned. A page the callback returned must stay mapped, at the
+   * same address, for as long as the image is used; it must not overlap
+   * the scratch (such a page is refused as unreadable). The library only
+   * reads pages; when others may write them is in "Concurrency and
+   * writes" at the top of this header. Must not be NULL.
    */
   const uint8_t *(*page)(void *ctx, uint64_t phys);
   /**
@@ -473,13 +523,23 @@ struct iommu_flb_error {
  * struct iommu_flb_cursor - Position of a walk.
  *
  * Initialize with IOMMU_FLB_CURSOR_INIT (all zero) to start at the first
- * record; each iommu_flb_next_*() call advances it. One cursor per walk.
+ * record; each iommu_flb_next_*() call advances it. One cursor per walk:
+ * its first use ties it to the image and to the kind of walk, and it is
+ * refused for any other (-ESTALE for an image validated later into the
+ * same scratch, -EINVAL for another kind of walk). Start a new walk with a
+ * new IOMMU_FLB_CURSOR_INIT; the iommu_flb_for_each_*() macros do.
  */
 struct iommu_flb_cursor {
   /**
-   * @pos: Private: the index of the next record slot to look at.
+   * @pos: Private: the index of the next record slot (or page) to look
+   * at.
    */
   uint64_t pos;
+  /**
+   * @owner: Private: the image and walk the cursor belongs to; 0 until
+   * its first use.
+   */
+  uint64_t owner;
 };
 
 /**
@@ -590,10 +650,18 @@ struct iommu_flb_restore_status {
 /**
  * struct iommu_flb_writer - A writer's state (opaque, caller-allocated).
  *
- * Declare one (static, on the stack, or in a larger struct) and pass it to
+ * Declare one (static, on the stack, or in a larger struct), initialized
+ * to zero (IOMMU_FLB_WRITER_INIT, memset or kzalloc), and pass it to
  * iommu_flb_writer_start(); the library keeps all its state in it and
- * allocates nothing. Do not copy it while in use; calls on one writer
- * must not run concurrently (the caller's lock serializes them).
+ * allocates nothing. A started writer is refused by another start
+ * (-EBUSY) until iommu_flb_writer_finish() or iommu_flb_writer_abort(),
+ * after which it may be started again. The state records its own address:
+ * a copy, or the struct moved elsewhere, is refused by every call
+ * (-EINVAL); do not copy it back over the original either (the writer
+ * refuses to append after that, but cannot tell every stale field). Calls
+ * on one writer must not run concurrently (the caller's lock serializes
+ * them); a call made while another runs on the same writer, including
+ * from the writer's own callbacks, is refused (-EBUSY).
  */
 struct iommu_flb_writer {
   /**
@@ -610,7 +678,9 @@ struct iommu_flb_writer {
  * into the writer by iommu_flb_writer_start(); @ctx must stay valid until
  * iommu_flb_writer_finish() or iommu_flb_writer_abort(). No callback may be
  * NULL. The writer checks every page it is given (non-zero, page-aligned,
- * not already in the image, mapped, all zeroes) before using it.
+ * not already in the image, mapped, all zeroes) before using it. Until
+ * iommu_flb_writer_finish() or iommu_flb_writer_abort(), the pages are the
+ * writer's: nothing else may write them.
  */
 struct iommu_flb_page_alloc {
   /**
@@ -619,9 +689,16 @@ struct iommu_flb_page_alloc {
    */
   uint64_t (*alloc_page)(void *ctx);
   /**
-   * @page: Returns the writable mapping of a page @alloc_page handed out
-   * and @free_page did not take back, or NULL for any other address. The
-   * page must not be accessed by anyone else during a writer call.
+   * @page: Returns the writable mapping of the page at @phys. The
+   * library only asks for pages @alloc_page returned and @free_page has
+   * not taken back: a handle is checked before anything at its address is
+   * mapped, and every other address it maps it wrote itself into pages
+   * no one else writes. So in the kernel plain phys_to_virt() is enough.
+   * NULL makes the call fail (IOMMU_FLB_ERR_PAGE_UNAVAILABLE, or
+   * IOMMU_FLB_ERR_BAD_PAGE for a page just allocated). The page must not
+   * be accessed by anyone else during a writer call, and must not
+   * overlap the struct iommu_flb_writer or its device index (such a page
+   * is refused).
    */
   uint8_t *(*page)(void *ctx, uint64_t phys);
   /**
@@ -643,7 +720,13 @@ struct iommu_flb_page_alloc {
 /**
  * struct iommu_flb_handle - A preserved object, as the writer hands it out.
  *
- * Pass it back unchanged; only @phys is meant to be read.
+ * Pass it back unchanged; only @phys is meant to be read. A handle is
+ * accepted only by the writer (and the start of it) that handed it out,
+ * for the kind of object it was handed out for, with its @phys unchanged,
+ * and then only while that record's slot is in the image: anything else
+ * is refused before the library maps or reads what @phys names (a handle
+ * of another kind with IOMMU_FLB_ERR_INVALID_ARGUMENT, any other with
+ * IOMMU_FLB_ERR_FOREIGN_HANDLE).
  */
 struct iommu_flb_handle {
   /**
@@ -651,13 +734,10 @@ struct iommu_flb_handle {
    */
   uint64_t phys;
   /**
-   * @writer: Private: which writer made it.
+   * @check: Private: a keyed check value over the object's kind and
+   * @phys, keyed by a secret of the writer that handed it out.
    */
-  uint32_t writer;
-  /**
-   * @kind: Private: an enum iommu_flb_chain value, the object's kind.
-   */
-  uint32_t kind;
+  uint64_t check;
 };
 
 /**
@@ -685,6 +765,10 @@ struct iommu_flb_counts {
    */
   uint64_t devices;
 };
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
 
 /**
  * iommu_flb_scratch_size() - Size the scratch for iommu_flb_validate().
@@ -717,9 +801,13 @@ int iommu_flb_scratch_size(const struct iommu_flb_mem *mem,
  * @mode: An enum iommu_flb_mode value; the incoming kernel passes
  *        IOMMU_FLB_MODE_HANDOVER.
  * @scratch: Caller memory of @scratch_size bytes, aligned to
- *           IOMMU_FLB_SCRATCH_ALIGN; its contents do not matter. On success
- *           it holds the image and must stay allocated and untouched for as
- *           long as the image is used.
+ *           IOMMU_FLB_SCRATCH_ALIGN; its contents do not matter. The first
+ *           thing the call does (if @scratch is aligned and @scratch_size
+ *           at least 8) is mark it as holding no image, so an image an
+ *           earlier call left in it is gone, success or not. On success it
+ *           holds the new image and must stay allocated and untouched for as
+ *           long as the image is used. No other call on an image in
+ *           @scratch may run meanwhile.
  * @scratch_size: At least what iommu_flb_scratch_size() returned.
  * @image: Where to store the validated image (a pointer into @scratch), or
  *         NULL on failure.
@@ -739,7 +827,8 @@ int iommu_flb_scratch_size(const struct iommu_flb_mem *mem,
  * Return: 0 with *@image set, or a negative errno (see enum
  * iommu_flb_error_kind) with @err saying what is wrong and where; then the
  * kernel must not use the handover: restore nothing and leave the pages
- * alone. -EINVAL without touching @err if @err is NULL.
+ * alone, and every call on a pointer to an earlier image in @scratch is
+ * -ESTALE. -EINVAL without touching @err if @err is NULL.
  */
 int iommu_flb_validate(const struct iommu_flb_mem *mem,
                        uint64_t root,
@@ -755,14 +844,18 @@ int iommu_flb_validate(const struct iommu_flb_mem *mem,
  * @cursor: The walk's position (start with IOMMU_FLB_CURSOR_INIT).
  * @out: Where to store the next live IOMMU.
  *
- * Deleted slots are skipped. The image's pages may be written between
- * calls (e.g. to set IOMMU_SER_FLAG_INCOMING), not during one.
+ * Deleted slots are skipped. The records are those validation saw; the
+ * fields the next kernel sets may be written between calls ("Concurrency
+ * and writes" at the top of the header).
  *
  * Context: Any context the image's page callback allows.
  *
  * Return: 1 with *@out set, 0 at the end (*@out zeroed), or a negative
- * errno: -EINVAL for a NULL or misaligned pointer or a pointer that is not
- * an image, -EFAULT if the root page can no longer be read.
+ * errno: -EINVAL for a NULL or misaligned pointer, a pointer that is not
+ * an image (or is a copy of one), or a cursor of another kind of walk or
+ * not from IOMMU_FLB_CURSOR_INIT; -ESTALE if the last
+ * iommu_flb_validate() into @img's scratch failed, or @cursor walked an
+ * earlier image in it; -EFAULT if the root page can no longer be read.
  */
 int iommu_flb_next_iommu(const struct iommu_flb_image *img,
                          struct iommu_flb_cursor *cursor,
@@ -808,9 +901,10 @@ int iommu_flb_next_device(const struct iommu_flb_image *img,
  * Context: Any context the image's page callback allows.
  *
  * Return: 0 with *@out set; -ENOENT if there is no such live IOMMU (*@out
- * zeroed); -EINVAL for a bad pointer or an @iommu_type other than
- * IOMMU_INTEL and IOMMU_ARM_SMMUV3; -EFAULT if the root page can no longer
- * be read.
+ * zeroed); -EINVAL for a bad pointer (as for iommu_flb_next_iommu()) or
+ * an @iommu_type other than IOMMU_INTEL and IOMMU_ARM_SMMUV3; -ESTALE if
+ * the last iommu_flb_validate() into @img's scratch failed; -EFAULT if the
+ * root page can no longer be read.
  */
 int iommu_flb_find_iommu(const struct iommu_flb_image *img,
                          uint64_t token,
@@ -829,8 +923,9 @@ int iommu_flb_find_iommu(const struct iommu_flb_image *img,
  * Context: Any context the image's page callback allows.
  *
  * Return: 0 with *@out set; -ENOENT if there is no such live device (*@out
- * zeroed); -EINVAL for a bad pointer; -EFAULT if the root page can no
- * longer be read.
+ * zeroed); -EINVAL for a bad pointer; -ESTALE if the last
+ * iommu_flb_validate() into @img's scratch failed; -EFAULT if the root
+ * page can no longer be read.
  */
 int iommu_flb_find_device(const struct iommu_flb_image *img,
                           uint32_t segment,
@@ -850,8 +945,9 @@ int iommu_flb_find_device(const struct iommu_flb_image *img,
  * Context: Any context the image's page callback allows.
  *
  * Return: 0 with *@out set; -ENOENT if @dev->phys is not a live device of
- * @img; -EINVAL for a bad pointer; -EFAULT if the root page can no longer
- * be read.
+ * @img; -EINVAL for a bad pointer; -ESTALE if the last
+ * iommu_flb_validate() into @img's scratch failed; -EFAULT if the root
+ * page can no longer be read.
  */
 int iommu_flb_device_domain(const struct iommu_flb_image *img,
                             const struct iommu_flb_device_ref *dev,
@@ -879,7 +975,8 @@ int iommu_flb_device_iommu(const struct iommu_flb_image *img,
  *
  * Context: Any context the image's page callback allows.
  *
- * Return: 0 with *@out set; -EINVAL for a bad pointer; -EFAULT if the root
+ * Return: 0 with *@out set; -EINVAL for a bad pointer; -ESTALE if the last
+ * iommu_flb_validate() into @img's scratch failed; -EFAULT if the root
  * page can no longer be read.
  */
 int iommu_flb_image_info(const struct iommu_flb_image *img, struct iommu_flb_image_info *out);
@@ -909,7 +1006,8 @@ int iommu_flb_next_page(const struct iommu_flb_image *img,
  * @restore: Called once per page with its physical address, in the order
  *           of iommu_flb_next_page(): the root's page first. In the kernel:
  *           kho_restore_folio(). Returns 0, or a negative errno to stop.
- *           Must not write to image pages.
+ *           Must not write to image pages or to @img's scratch, nor call
+ *           iommu_flb_validate() on that scratch.
  * @ctx: Passed to @restore unchanged; may be NULL.
  * @status: Where to store how far the walk got; written whenever the
  *          walk ran (not for a bad argument).
@@ -922,7 +1020,8 @@ int iommu_flb_next_page(const struct iommu_flb_image *img,
  * Return: 0 when every page was restored, else the negative errno
  * @restore returned (-EINVAL if it returned a positive value); then
  * @status says which page failed and how many were restored before it,
- * for the caller to unwind. -EINVAL for a bad pointer, -EFAULT if the root
+ * for the caller to unwind. -EINVAL for a bad pointer, -ESTALE if the last
+ * iommu_flb_validate() into @img's scratch failed, -EFAULT if the root
  * page can no longer be read (nothing restored).
  */
 int iommu_flb_restore(const struct iommu_flb_image *img,
@@ -932,7 +1031,8 @@ int iommu_flb_restore(const struct iommu_flb_image *img,
 
 /**
  * iommu_flb_writer_start() - Start an image, as the kernel's first preserve.
- * @w: Writer state to initialize (its contents do not matter).
+ * @w: Writer state to initialize: zero (IOMMU_FLB_WRITER_INIT), or a
+ *     writer that was finished or aborted, or whose start failed.
  * @alloc: The page allocator; copied into @w.
  * @root: Where to store the root's physical address: what LUO hands over.
  *
@@ -940,13 +1040,16 @@ int iommu_flb_restore(const struct iommu_flb_image *img,
  * three heads are set even if nothing is preserved. Duplicate devices are
  * found by scanning the device chain, except when devices are preserved in
  * ascending (segment, devid) order; iommu_flb_writer_start_indexed() finds
- * them in O(1) in any order.
+ * them in O(1) in any order. Handles of an earlier start of @w are not
+ * this writer's.
  *
  * Context: Whatever the @alloc callbacks need.
  *
- * Return: 0, or a negative errno (enum iommu_flb_error_kind), with the
- * details from iommu_flb_writer_last_error(): then every page taken was
- * given back and @w can only report that error.
+ * Return: 0; -EBUSY, changing nothing, if @w holds a started writer (or a
+ * copy of one) that was not finished or aborted; or another negative
+ * errno (enum iommu_flb_error_kind), with the details from
+ * iommu_flb_writer_last_error(): then every page taken was given back and
+ * @w can only report that error (or be started again).
  */
 int iommu_flb_writer_start(struct iommu_flb_writer *w,
                            const struct iommu_flb_page_alloc *alloc,
@@ -963,21 +1066,23 @@ size_t iommu_flb_writer_index_size(size_t devices);
 
 /**
  * iommu_flb_writer_start_indexed() - Start an image with a device index.
- * @w: Writer state to initialize.
+ * @w: Writer state to initialize, as for iommu_flb_writer_start().
  * @alloc: The page allocator; copied into @w.
- * @index: Storage for the index, 8-byte aligned, owned by the writer until
- *         iommu_flb_writer_finish() or iommu_flb_writer_abort().
+ * @index: Storage for the index, 8-byte aligned, not overlapping @w, owned
+ *         by the writer until iommu_flb_writer_finish() or
+ *         iommu_flb_writer_abort() (one writer per storage).
  * @index_size: Its size in bytes (see iommu_flb_writer_index_size()).
  * @root: Where to store the root's physical address.
  *
  * As iommu_flb_writer_start(), but a live duplicate device is found in
  * O(1) whatever the order of preserves. A preserve beyond the index's
- * capacity fails with IOMMU_FLB_ERR_INDEX_FULL.
+ * capacity fails with IOMMU_FLB_ERR_INDEX_FULL. @index is not touched if
+ * @w is refused with -EBUSY.
  *
  * Context: Whatever the @alloc callbacks need.
  *
- * Return: As iommu_flb_writer_start(); -EINVAL if @index is NULL or
- * misaligned or @index_size holds less than one slot.
+ * Return: As iommu_flb_writer_start(); -EINVAL if @index is NULL,
+ * misaligned or overlaps @w, or @index_size holds less than one slot.
  */
 int iommu_flb_writer_start_indexed(struct iommu_flb_writer *w,
                                    const struct iommu_flb_page_alloc *alloc,
@@ -1106,20 +1211,23 @@ int iommu_flb_writer_counts(struct iommu_flb_writer *w, struct iommu_flb_counts 
 
 /**
  * iommu_flb_writer_last_error() - Explain a writer's most recent failure.
- * @w: A writer iommu_flb_writer_start() was called on (even if it failed).
+ * @w: A writer iommu_flb_writer_start() was called on (even if it failed,
+ *     or the writer was finished or aborted since).
  * @err: Where to store the error of the most recent call on @w; kind
  *       IOMMU_FLB_ERR_NONE if it succeeded or failed only for a bad
  *       argument.
  *
  * Context: Any.
  *
- * Return: 0, or -EINVAL for a bad pointer or a writer never started.
+ * Return: 0, or -EINVAL for a bad pointer or a writer never started (or a
+ * copy of one), -EBUSY while another call on @w runs.
  */
 int iommu_flb_writer_last_error(const struct iommu_flb_writer *w, struct iommu_flb_error *err);
 
 /**
  * iommu_flb_writer_finish() - End writing.
- * @w: A started writer; unusable afterwards.
+ * @w: A started writer; afterwards it can only report its last error or
+ *     be started again.
  * @root: Where to store the root's physical address, for the FLB's data.
  *
  * Every page stays allocated (and preserved): they are the image.
@@ -1127,13 +1235,15 @@ int iommu_flb_writer_last_error(const struct iommu_flb_writer *w, struct iommu_f
  * Context: Any.
  *
  * Return: 0, or -EINVAL for a bad pointer or a writer not started (or
- * already finished or aborted).
+ * already finished or aborted, or a copy), -EBUSY while another call on
+ * @w runs.
  */
 int iommu_flb_writer_finish(struct iommu_flb_writer *w, uint64_t *root);
 
 /**
  * iommu_flb_writer_abort() - Abandon the image and free its pages.
- * @w: A started writer; unusable afterwards.
+ * @w: A started writer; afterwards it can only report its last error or
+ *     be started again.
  *
  * Gives every page back through free_page(), in the order of the kernel's
  * FLB code: the domain, device and IOMMU chains, each head to tail, then
@@ -1142,47 +1252,62 @@ int iommu_flb_writer_finish(struct iommu_flb_writer *w, uint64_t *root);
  * Context: Whatever free_page() needs.
  *
  * Return: 0, or -EINVAL for a bad pointer or a writer not started (or
- * already finished or aborted).
+ * already finished or aborted, or a copy), -EBUSY while another call on
+ * @w runs.
  */
 int iommu_flb_writer_abort(struct iommu_flb_writer *w);
 
-#endif  /* _IOMMU_FLB_API_H */
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
 
 /**
  * IOMMU_FLB_CURSOR_INIT - Initializer of a struct iommu_flb_cursor that
  * starts a walk at the first record (or page).
  */
-#define IOMMU_FLB_CURSOR_INIT { 0 }
+#define IOMMU_FLB_CURSOR_INIT { 0, 0 }
+
+/**
+ * IOMMU_FLB_WRITER_INIT - Initializer of a struct iommu_flb_writer never
+ * started (all zero), which iommu_flb_writer_start() requires: a static or
+ * kzalloc()ed struct is zero already.
+ */
+#define IOMMU_FLB_WRITER_INIT { { 0 } }
 
 /**
  * iommu_flb_for_each_iommu - Loop over the live IOMMUs of an image.
  * @img: A validated image.
- * @cur: A struct iommu_flb_cursor variable (reset by the macro).
+ * @cur: A struct iommu_flb_cursor variable (reset by the macro, so one
+ *       variable serves several walks in turn).
  * @ref: A struct iommu_flb_iommu_ref variable, set for each IOMMU.
  * @ret: An int variable: 0 after a complete walk, else a negative errno.
  */
 #define iommu_flb_for_each_iommu(img, cur, ref, ret)                          \
-	for ((cur).pos = 0;                                                    \
+	for ((cur).pos = 0, (cur).owner = 0;                                   \
 	     ((ret) = iommu_flb_next_iommu((img), &(cur), &(ref))) > 0;)
 
 /**
  * iommu_flb_for_each_domain - Loop over the live domains of an image.
  * @img: A validated image.
- * @cur: A struct iommu_flb_cursor variable (reset by the macro).
+ * @cur: A struct iommu_flb_cursor variable (reset by the macro, so one
+ *       variable serves several walks in turn).
  * @ref: A struct iommu_flb_domain_ref variable, set for each domain.
  * @ret: An int variable: 0 after a complete walk, else a negative errno.
  */
 #define iommu_flb_for_each_domain(img, cur, ref, ret)                         \
-	for ((cur).pos = 0;                                                    \
+	for ((cur).pos = 0, (cur).owner = 0;                                   \
 	     ((ret) = iommu_flb_next_domain((img), &(cur), &(ref))) > 0;)
 
 /**
  * iommu_flb_for_each_device - Loop over the live devices of an image.
  * @img: A validated image.
- * @cur: A struct iommu_flb_cursor variable (reset by the macro).
+ * @cur: A struct iommu_flb_cursor variable (reset by the macro, so one
+ *       variable serves several walks in turn).
  * @ref: A struct iommu_flb_device_ref variable, set for each device.
  * @ret: An int variable: 0 after a complete walk, else a negative errno.
  */
 #define iommu_flb_for_each_device(img, cur, ref, ret)                         \
-	for ((cur).pos = 0;                                                    \
+	for ((cur).pos = 0, (cur).owner = 0;                                   \
 	     ((ret) = iommu_flb_next_device((img), &(cur), &(ref))) > 0;)
+
+#endif /* _IOMMU_FLB_API_H */

@@ -166,7 +166,7 @@ static void flb_check_restore(const struct iommu_flb_image *img,
 	memset(r, 0, sizeof(*r));
 	r->fail_at = 4;
 	ret = FLB_CALL(iommu_flb_restore, iommu_flb_restore(img, flb_restore_page, r, &st));
-	cur.pos = 0;
+	cur = (struct iommu_flb_cursor)IOMMU_FLB_CURSOR_INIT;
 	for (i = 0; i < 5; i++)
 		FLB_CALL(iommu_flb_next_page, iommu_flb_next_page(img, &cur, &phys));
 	flb_check(ret == -EIO && st.ret == -EIO && st.restored == 4 && st.failed_phys == phys,
@@ -186,7 +186,7 @@ static void flb_check_walks(const struct iommu_flb_image *img)
 	int ret;
 
 	n = bad = 0;
-	cur.pos = 0;
+	cur = (struct iommu_flb_cursor)IOMMU_FLB_CURSOR_INIT;
 	while ((ret = FLB_CALL(iommu_flb_next_iommu, iommu_flb_next_iommu(img, &cur, &iref))) > 0) {
 		for (j = 0; j < flb_m->nr_iommus; j++)
 			if (flb_m->iommus[j].phys == iref.phys)
@@ -200,7 +200,7 @@ static void flb_check_walks(const struct iommu_flb_image *img)
 		  bad);
 
 	n = bad = 0;
-	cur.pos = 0;
+	cur = (struct iommu_flb_cursor)IOMMU_FLB_CURSOR_INIT;
 	while ((ret = FLB_CALL(iommu_flb_next_domain,
 			       iommu_flb_next_domain(img, &cur, &dref))) > 0) {
 		for (j = 0; j < flb_m->nr_domains; j++)
@@ -216,7 +216,7 @@ static void flb_check_walks(const struct iommu_flb_image *img)
 
 	/* Each device with its resolved domain and IOMMU. */
 	n = bad = 0;
-	cur.pos = 0;
+	cur = (struct iommu_flb_cursor)IOMMU_FLB_CURSOR_INIT;
 	while ((ret = FLB_CALL(iommu_flb_next_device,
 			       iommu_flb_next_device(img, &cur, &vref))) > 0) {
 		v = flb_manifest_device(vref.ser->pci_domain_nr, vref.ser->devid);
@@ -358,7 +358,7 @@ static void flb_check_corruptions(const struct iommu_flb_image *img, u64 root)
 		FLB_CALL(iommu_flb_next_device, iommu_flb_next_device(img, &cur, &vref));
 		d1 = flb_at(vref.phys);
 	} while (d1->pci_domain_nr != d0->pci_domain_nr);
-	cur.pos = 0;
+	cur = (struct iommu_flb_cursor)IOMMU_FLB_CURSOR_INIT;
 	while (FLB_CALL(iommu_flb_next_iommu, iommu_flb_next_iommu(img, &cur, &iref)) > 0) {
 		struct iommu_hw_ser *hw = flb_at(iref.phys);
 
@@ -366,6 +366,10 @@ static void flb_check_corruptions(const struct iommu_flb_image *img, u64 root)
 			hw0 = hw;
 		else if (!hw1 && hw->type == hw0->type)
 			hw1 = hw;
+	}
+	if (!hw0) {
+		flb_check(false, "corruptions: no live IOMMU found to corrupt");
+		return;
 	}
 	dom0 = flb_at(d0->domain_iommu_ser.domain_phys);
 	for (i = 0; i < flb_m->nr_domains; i++)

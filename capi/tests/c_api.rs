@@ -15,7 +15,7 @@ use iommu_flb_abi::writer::{
 use support::c_support::{
     KERNEL_CFLAGS, Line, gcc, old_kernel_image, out_dir, reader_objects, run_ok, section,
 };
-use support::{build, flat_dump, staticlib};
+use support::{build, build_cxx, flat_dump, staticlib};
 
 fn hex(v: u64) -> String {
     format!("{v:#x}")
@@ -308,9 +308,14 @@ fn c_writer_image_is_accepted_with_exactly_its_manifest() {
             "handle-kind EINVAL",
             "domain-in-use EBUSY domain-in-use",
             "iommu-in-use EBUSY iommu-in-use",
+            "start-started EBUSY",
+            "copied-writer EINVAL",
+            "forged-handle EINVAL foreign-handle",
+            "unmapped-handle EINVAL foreign-handle",
             "unpreserve-twice ENOENT already-unpreserved",
             "out-of-pages ENOMEM out-of-pages",
             "index-full ENOSPC index-full",
+            "stale-writer EUCLEAN inconsistent",
             "after-finish EINVAL",
         ]
     );
@@ -355,4 +360,20 @@ fn api_header_and_calls_compile_in_kernel_mode() {
             "libiommu_flb.a does not define {sym}"
         );
     }
+}
+
+/// Issue 11, finding 7: the header's cursor initialiser and for_each
+/// macros sat after its include guard's #endif, and C++ callers had no
+/// extern "C" block. A C++ program includes it (twice: the second time
+/// must define no macro), links with the static library and walks an
+/// image it wrote.
+#[test]
+#[cfg_attr(miri, ignore = "runs g++")]
+fn api_header_compiles_and_links_as_cxx() {
+    let dir = out_dir("c_api_cxx");
+    let exe = build_cxx(&dir, "capi_cxx");
+    let out = run_ok(&exe, &[]);
+    // One of each object, found by the walks; the root's page and one
+    // page per chain.
+    assert_eq!(out, "cxx 1 1 1 4\n");
 }

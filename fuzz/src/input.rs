@@ -722,6 +722,364 @@ impl Encode for LoadInput<'_> {
     }
 }
 
+// ---- target `capi` ----
+
+/// A page-callback failure for one writer operation, the same on the C
+/// writer and on the Rust writer it is compared with: bit 7 makes every
+/// `alloc_page` of the operation fail; bits 0-6, if not 0, make the page
+/// callback refuse page number `(bits - 1) % pages in use` (in allocation
+/// order) during it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fault(pub u8);
+
+impl Fault {
+    /// Whether allocations fail.
+    pub fn alloc(self) -> bool {
+        self.0 & 0x80 != 0
+    }
+
+    /// Which page in use (by allocation order, modulo their number) the
+    /// page callback refuses, if any.
+    pub fn page(self) -> Option<usize> {
+        usize::from(self.0 & 0x7f).checked_sub(1)
+    }
+}
+
+/// How a [`CapiOp::Misuse`] spoils a handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spoil {
+    /// Its address moved by `8 × (n + 1)` bytes.
+    Moved(u8),
+    /// The address of another of this writer's handles, with its own check
+    /// value.
+    Swapped(u8),
+    /// One bit of its check value flipped.
+    Flipped(u8),
+    /// Passed where a handle of another kind is expected.
+    WrongKind,
+    /// A handle of the other writer (same page order, so same addresses).
+    OtherWriter,
+    /// A handle from an earlier start of this writer.
+    EarlierStart(u8),
+}
+
+/// One call (or a few) of the C API, for target `capi`. Objects are named
+/// by their index among those of their kind (modulo their number; the
+/// operation is skipped if there are none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapiOp {
+    /// `iommu_flb_writer_start()` (or `_indexed`): starts a session, or is
+    /// refused with -EBUSY on a started writer.
+    Start {
+        /// With a device index.
+        indexed: bool,
+    },
+    /// `iommu_flb_preserve_iommu()`.
+    Iommu {
+        /// Token number.
+        token: u8,
+        /// Intel or SMMUv3.
+        intel: bool,
+        /// Callback failures.
+        fault: Fault,
+    },
+    /// `iommu_flb_preserve_domain()`; `vasz` above 64 is refused.
+    Domain {
+        /// Page number of the top-level table (0 is refused).
+        top: u8,
+        /// `vasz`.
+        vasz: u8,
+        /// Callback failures.
+        fault: Fault,
+    },
+    /// `iommu_flb_preserve_device()`.
+    Device {
+        /// PCI segment.
+        seg: u8,
+        /// Requester ID (small, so duplicates are common).
+        devid: u8,
+        /// Which domain.
+        domain: u8,
+        /// Which IOMMU.
+        iommu: u8,
+        /// `attachment_id` (non-zero is refused behind an SMMUv3).
+        attachment: u8,
+        /// Callback failures.
+        fault: Fault,
+    },
+    /// `iommu_flb_unpreserve_device()`.
+    UnDevice(u8, Fault),
+    /// `iommu_flb_unpreserve_domain()`.
+    UnDomain(u8, Fault),
+    /// `iommu_flb_unpreserve_iommu()`.
+    UnIommu(u8, Fault),
+    /// A spoiled handle passed to the call `call % 4` (unpreserve of its
+    /// kind, or `preserve_device` as its domain or IOMMU).
+    Misuse {
+        /// Which handle, of which kind (`which % 3`: IOMMU, domain, device).
+        which: u8,
+        /// How it is spoiled.
+        spoil: Spoil,
+        /// Which call gets it.
+        call: u8,
+    },
+    /// A copy of the writer is called.
+    CopyCall,
+    /// The writer's bytes are saved...
+    Snapshot,
+    /// ...and copied back over it.
+    PutBack,
+    /// `iommu_flb_writer_counts()`.
+    Counts,
+    /// `iommu_flb_writer_finish()`.
+    Finish,
+    /// `iommu_flb_writer_abort()`.
+    Abort,
+    /// The writer's pages become the memory the reader side reads (as
+    /// after a kexec): every image validated before is left alone.
+    Publish,
+    /// `iommu_flb_scratch_size()` and `iommu_flb_validate()` into scratch
+    /// `scratch % 2`.
+    Validate {
+        /// Which scratch.
+        scratch: u8,
+        /// Bit 0: restored mode.
+        mode: u8,
+        /// Scratch size off what was asked for, in elements (signed).
+        delta: i8,
+        /// If not 0, page call number `mem_fail - 1` of the validation
+        /// returns NULL.
+        mem_fail: u8,
+    },
+    /// `steps` calls of `iommu_flb_next_*()` (`kind % 4`: IOMMUs, domains,
+    /// devices, pages) with cursor `cursor % 4` on scratch `scratch % 2`.
+    Walk {
+        /// Which scratch.
+        scratch: u8,
+        /// Which cursor.
+        cursor: u8,
+        /// Which walk.
+        kind: u8,
+        /// How many calls.
+        steps: u8,
+    },
+    /// Cursor `n % 4` is set to IOMMU_FLB_CURSOR_INIT.
+    ResetCursor(u8),
+    /// A lookup (`which % 5`: find an IOMMU, find a device, a device's
+    /// domain, its IOMMU, a key that is not there) of record `index`.
+    Lookup {
+        /// Which scratch.
+        scratch: u8,
+        /// Which lookup.
+        which: u8,
+        /// Which record.
+        index: u8,
+    },
+    /// `iommu_flb_restore()`, its callback failing at call `fail_at` (none
+    /// if past the last page).
+    Restore {
+        /// Which scratch.
+        scratch: u8,
+        /// Failing call.
+        fail_at: u8,
+    },
+    /// Calls on a copy of scratch `n % 2` elsewhere.
+    CopyImage(u8),
+    /// What the adopting kernel writes between calls: INCOMING on live
+    /// device `n` of the reader's memory.
+    SetIncoming(u8),
+    /// Flips bit `bit % 8` of byte `byte % 4096` of the reader's page
+    /// `page`: images validated before are left alone.
+    Corrupt {
+        /// Page (modulo the pages of the reader's memory).
+        page: u8,
+        /// Byte.
+        byte: u16,
+        /// Bit.
+        bit: u8,
+    },
+}
+
+/// Number of `CapiOp` variants.
+const CAPI_TAGS: u8 = 23;
+/// Bytes every encoded `CapiOp` takes (tag included), so that a byte flip
+/// in one does not shift the rest.
+pub const CAPI_OP_SIZE: usize = 8;
+
+impl<'a> Arbitrary<'a> for CapiOp {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        let b: [u8; CAPI_OP_SIZE] = take(u)?;
+        let [tag, a, c, d, e, f, g, _] = b;
+        Ok(match tag % CAPI_TAGS {
+            0 => CapiOp::Start {
+                indexed: a & 1 == 1,
+            },
+            1 => CapiOp::Iommu {
+                token: a,
+                intel: c & 1 == 1,
+                fault: Fault(d),
+            },
+            2 => CapiOp::Domain {
+                top: a,
+                vasz: c,
+                fault: Fault(d),
+            },
+            3 => CapiOp::Device {
+                seg: a,
+                devid: c,
+                domain: d,
+                iommu: e,
+                attachment: f,
+                fault: Fault(g),
+            },
+            4 => CapiOp::UnDevice(a, Fault(c)),
+            5 => CapiOp::UnDomain(a, Fault(c)),
+            6 => CapiOp::UnIommu(a, Fault(c)),
+            7 => CapiOp::Misuse {
+                which: a,
+                spoil: match c % 6 {
+                    0 => Spoil::Moved(d),
+                    1 => Spoil::Swapped(d),
+                    2 => Spoil::Flipped(d),
+                    3 => Spoil::WrongKind,
+                    4 => Spoil::OtherWriter,
+                    _ => Spoil::EarlierStart(d),
+                },
+                call: e,
+            },
+            8 => CapiOp::CopyCall,
+            9 => CapiOp::Snapshot,
+            10 => CapiOp::PutBack,
+            11 => CapiOp::Counts,
+            12 => CapiOp::Finish,
+            13 => CapiOp::Abort,
+            14 => CapiOp::Publish,
+            15 => CapiOp::Validate {
+                scratch: a,
+                mode: c,
+                delta: i8::from_le_bytes([d]),
+                mem_fail: e,
+            },
+            16 => CapiOp::Walk {
+                scratch: a,
+                cursor: c,
+                kind: d,
+                steps: e,
+            },
+            17 => CapiOp::ResetCursor(a),
+            18 => CapiOp::Lookup {
+                scratch: a,
+                which: c,
+                index: d,
+            },
+            19 => CapiOp::Restore {
+                scratch: a,
+                fail_at: c,
+            },
+            20 => CapiOp::CopyImage(a),
+            21 => CapiOp::SetIncoming(a),
+            _ => CapiOp::Corrupt {
+                page: a,
+                byte: u16::from_le_bytes([c, d]),
+                bit: e,
+            },
+        })
+    }
+}
+
+impl Encode for CapiOp {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let b: Vec<u8> = match *self {
+            CapiOp::Start { indexed } => vec![0, u8::from(indexed)],
+            CapiOp::Iommu {
+                token,
+                intel,
+                fault,
+            } => vec![1, token, u8::from(intel), fault.0],
+            CapiOp::Domain { top, vasz, fault } => vec![2, top, vasz, fault.0],
+            CapiOp::Device {
+                seg,
+                devid,
+                domain,
+                iommu,
+                attachment,
+                fault,
+            } => vec![3, seg, devid, domain, iommu, attachment, fault.0],
+            CapiOp::UnDevice(i, f) => vec![4, i, f.0],
+            CapiOp::UnDomain(i, f) => vec![5, i, f.0],
+            CapiOp::UnIommu(i, f) => vec![6, i, f.0],
+            CapiOp::Misuse { which, spoil, call } => {
+                let (how, n) = match spoil {
+                    Spoil::Moved(n) => (0, n),
+                    Spoil::Swapped(n) => (1, n),
+                    Spoil::Flipped(n) => (2, n),
+                    Spoil::WrongKind => (3, 0),
+                    Spoil::OtherWriter => (4, 0),
+                    Spoil::EarlierStart(n) => (5, n),
+                };
+                vec![7, which, how, n, call]
+            }
+            CapiOp::CopyCall => vec![8],
+            CapiOp::Snapshot => vec![9],
+            CapiOp::PutBack => vec![10],
+            CapiOp::Counts => vec![11],
+            CapiOp::Finish => vec![12],
+            CapiOp::Abort => vec![13],
+            CapiOp::Publish => vec![14],
+            CapiOp::Validate {
+                scratch,
+                mode,
+                delta,
+                mem_fail,
+            } => vec![15, scratch, mode, delta.to_le_bytes()[0], mem_fail],
+            CapiOp::Walk {
+                scratch,
+                cursor,
+                kind,
+                steps,
+            } => vec![16, scratch, cursor, kind, steps],
+            CapiOp::ResetCursor(n) => vec![17, n],
+            CapiOp::Lookup {
+                scratch,
+                which,
+                index,
+            } => vec![18, scratch, which, index],
+            CapiOp::Restore { scratch, fail_at } => vec![19, scratch, fail_at],
+            CapiOp::CopyImage(n) => vec![20, n],
+            CapiOp::SetIncoming(n) => vec![21, n],
+            CapiOp::Corrupt { page, byte, bit } => {
+                let [lo, hi] = byte.to_le_bytes();
+                vec![22, page, lo, hi, bit]
+            }
+        };
+        let mut b = b;
+        b.resize(CAPI_OP_SIZE, 0);
+        out.extend(b);
+    }
+}
+
+/// Target `capi`: C API calls, in order, to the end of the input
+/// ([`CAPI_OP_SIZE`] bytes each).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapiInput {
+    /// The calls.
+    pub ops: Vec<CapiOp>,
+}
+
+impl<'a> Arbitrary<'a> for CapiInput {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(CapiInput { ops: until_end(u)? })
+    }
+}
+
+impl Encode for CapiInput {
+    fn encode(&self, out: &mut Vec<u8>) {
+        for op in &self.ops {
+            op.encode(out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -888,6 +1246,109 @@ mod tests {
         let bytes = v.to_bytes();
         let back = LoadInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("decodes");
         assert_eq!(&back, v);
+    }
+
+    #[test]
+    fn every_capi_op_decodes_from_its_fixed_size_encoding() {
+        let f = Fault(0x83);
+        let ops = vec![
+            CapiOp::Start { indexed: true },
+            CapiOp::Iommu {
+                token: 3,
+                intel: true,
+                fault: f,
+            },
+            CapiOp::Domain {
+                top: 9,
+                vasz: 65,
+                fault: f,
+            },
+            CapiOp::Device {
+                seg: 1,
+                devid: 2,
+                domain: 3,
+                iommu: 4,
+                attachment: 5,
+                fault: f,
+            },
+            CapiOp::UnDevice(1, f),
+            CapiOp::UnDomain(2, f),
+            CapiOp::UnIommu(3, f),
+            CapiOp::Misuse {
+                which: 1,
+                spoil: Spoil::Moved(2),
+                call: 3,
+            },
+            CapiOp::Misuse {
+                which: 2,
+                spoil: Spoil::Swapped(1),
+                call: 0,
+            },
+            CapiOp::Misuse {
+                which: 0,
+                spoil: Spoil::Flipped(63),
+                call: 1,
+            },
+            CapiOp::Misuse {
+                which: 0,
+                spoil: Spoil::WrongKind,
+                call: 2,
+            },
+            CapiOp::Misuse {
+                which: 0,
+                spoil: Spoil::OtherWriter,
+                call: 2,
+            },
+            CapiOp::Misuse {
+                which: 0,
+                spoil: Spoil::EarlierStart(4),
+                call: 2,
+            },
+            CapiOp::CopyCall,
+            CapiOp::Snapshot,
+            CapiOp::PutBack,
+            CapiOp::Counts,
+            CapiOp::Finish,
+            CapiOp::Abort,
+            CapiOp::Publish,
+            CapiOp::Validate {
+                scratch: 1,
+                mode: 1,
+                delta: -3,
+                mem_fail: 7,
+            },
+            CapiOp::Walk {
+                scratch: 1,
+                cursor: 2,
+                kind: 3,
+                steps: 4,
+            },
+            CapiOp::ResetCursor(3),
+            CapiOp::Lookup {
+                scratch: 0,
+                which: 4,
+                index: 9,
+            },
+            CapiOp::Restore {
+                scratch: 1,
+                fail_at: 2,
+            },
+            CapiOp::CopyImage(1),
+            CapiOp::SetIncoming(2),
+            CapiOp::Corrupt {
+                page: 1,
+                byte: 4095,
+                bit: 7,
+            },
+        ];
+        assert_eq!(ops.len(), usize::from(CAPI_TAGS) + 5);
+        for op in &ops {
+            assert_eq!(op.to_bytes().len(), CAPI_OP_SIZE, "{op:?}");
+            roundtrip(op);
+        }
+        roundtrip(&CapiInput { ops });
+        assert_eq!((f.alloc(), f.page()), (true, Some(2)));
+        assert_eq!(Fault(0).page(), None);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   well-formed typed error; an accepted image agrees with its bytes);
 //! - [`model`]: what the writer should have written, for `roundtrip`;
 //! - [`image`]: building images with the writer, corrupting and flattening
-//!   them.
+//!   them;
+//! - [`capi`]: target `capi`, the C API through its `extern "C"` functions
+//!   against the Rust writer and reader.
 //!
 //! The unit tests of this crate write the seed corpus under `seeds/` (see
 //! `README.md`).
@@ -17,6 +19,7 @@ pub const PS: iommu_flb_abi::abi::PageSize = iommu_flb_abi::abi::PageSize::Size4
 /// [`PS`] in bytes.
 pub const PAGE_SIZE: usize = PS.bytes();
 
+pub mod capi;
 pub mod check;
 pub mod image;
 pub mod input;

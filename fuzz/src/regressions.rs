@@ -37,3 +37,31 @@ fn load_empty_elf_file_with_a_base_is_refused_as_empty() {
     assert_eq!(got, Err(iommu_flb_cli::load::LoadError::Empty));
     targets::load(&input);
 }
+
+/// `capi`, 39 bytes: a device preserved onto an unpreserved domain while
+/// the page callback refuses the IOMMU's page. The writer reads the domain
+/// first and refuses with -ENOENT; the C API's handle check had mapped the
+/// IOMMU's page before the writer ran and answered -EFAULT. The library
+/// was wrong (the regression test of the fix is
+/// `ffi::tests::refused_page_is_reported_in_the_writers_order` in the root
+/// crate); this runs the input through the target again.
+#[test]
+fn capi_handle_check_leaves_an_unmapped_page_to_the_writer() {
+    let bytes = input("capi", "handle-check-mapped-the-iommu-page-first");
+    let input =
+        crate::input::CapiInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("decodes");
+    targets::capi(&input);
+}
+
+/// `capi`: a validation whose page-call failure is armed past its last
+/// call, so that the Rust reader's listing of the image (the target's
+/// expectation) lost the device page instead of validation: the target
+/// expected no devices where the C walk rightly found one. The harness was
+/// wrong; it now lists the image with the memory whole.
+#[test]
+fn capi_expectation_is_listed_with_the_memory_whole() {
+    let bytes = input("capi", "failure-armed-past-validation");
+    let input =
+        crate::input::CapiInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("decodes");
+    targets::capi(&input);
+}

@@ -21,9 +21,10 @@ use crate::check::{validate_both, validate_checked};
 use crate::image::{Layout, build, corrupt, flatten};
 use iommu_flb_cli::elfcore::write_core;
 
+use crate::capi::Stats;
 use crate::input::{
-    Corruption, Encode, FileFormat, LimitsByte, LoadInput, MutateInput, Op, PageOrder, RawInput,
-    RoundtripInput,
+    CapiInput, CapiOp, Corruption, Encode, Fault, FileFormat, LimitsByte, LoadInput, MutateInput,
+    Op, PageOrder, RawInput, RoundtripInput, Spoil,
 };
 use crate::targets;
 
@@ -534,6 +535,339 @@ fn load_seeds() -> Vec<(&'static str, Vec<u8>, bool)> {
     ]
 }
 
+/// A writer session for the `capi` seeds: 2 IOMMUs (Intel, SMMUv3), 3
+/// domains, 4 devices, one unpreserved.
+fn capi_objects() -> Vec<CapiOp> {
+    let none = Fault::default();
+    let mut v = vec![
+        CapiOp::Iommu {
+            token: 1,
+            intel: true,
+            fault: none,
+        },
+        CapiOp::Iommu {
+            token: 2,
+            intel: false,
+            fault: none,
+        },
+    ];
+    for top in 1..=3 {
+        v.push(CapiOp::Domain {
+            top,
+            vasz: 48,
+            fault: none,
+        });
+    }
+    for devid in 0..4 {
+        v.push(CapiOp::Device {
+            seg: 0,
+            devid,
+            domain: devid,
+            iommu: devid,
+            attachment: 0,
+            fault: none,
+        });
+    }
+    v.push(CapiOp::UnDevice(3, none));
+    v
+}
+
+/// Every walk, lookup and restore of scratch `s`, on cursors 0 to 3.
+fn capi_reads(s: u8) -> Vec<CapiOp> {
+    let mut v: Vec<CapiOp> = (0..4)
+        .map(|k| CapiOp::Walk {
+            scratch: s,
+            cursor: k,
+            kind: k,
+            steps: 16,
+        })
+        .collect();
+    v.extend((0..5).map(|which| CapiOp::Lookup {
+        scratch: s,
+        which,
+        index: 1,
+    }));
+    v.push(CapiOp::Restore {
+        scratch: s,
+        fail_at: 2,
+    });
+    v.push(CapiOp::Restore {
+        scratch: s,
+        fail_at: 200,
+    });
+    v
+}
+
+fn validate(s: u8) -> CapiOp {
+    CapiOp::Validate {
+        scratch: s,
+        mode: 0,
+        delta: 0,
+        mem_fail: 0,
+    }
+}
+
+/// A `capi` seed: name, input, and what running it must exercise.
+type CapiSeed = (&'static str, CapiInput, fn(&Stats) -> bool);
+
+/// The `capi` seeds.
+fn capi_seeds() -> Vec<CapiSeed> {
+    let start = CapiOp::Start { indexed: false };
+    let none = Fault::default();
+    let mut v: Vec<CapiSeed> = Vec::new();
+
+    let mut ops = vec![start];
+    ops.extend(capi_objects());
+    ops.extend([CapiOp::Counts, CapiOp::Finish, CapiOp::Publish, validate(0)]);
+    ops.extend(capi_reads(0));
+    v.push(("write-publish-read", CapiInput { ops }, |s| {
+        s.writer_calls == 10
+            && s.validated == 1
+            && s.refused == 0
+            && s.walked == 12
+            && s.lookups == 7
+    }));
+
+    // The adopting kernel's INCOMING makes a re-validation in handover
+    // mode fail: the first image in that scratch is gone (-ESTALE), the
+    // other scratch's image is not; its cursor goes on.
+    let mut ops = vec![start];
+    ops.extend(capi_objects());
+    ops.extend([CapiOp::Finish, CapiOp::Publish, validate(0), validate(1)]);
+    ops.extend([
+        CapiOp::Walk {
+            scratch: 1,
+            cursor: 1,
+            kind: 2,
+            steps: 1,
+        },
+        CapiOp::SetIncoming(0),
+        validate(0),
+        CapiOp::Walk {
+            scratch: 0,
+            cursor: 0,
+            kind: 2,
+            steps: 4,
+        },
+        CapiOp::Walk {
+            scratch: 1,
+            cursor: 1,
+            kind: 2,
+            steps: 4,
+        },
+        CapiOp::Restore {
+            scratch: 0,
+            fail_at: 0,
+        },
+        CapiOp::CopyImage(1),
+        CapiOp::Validate {
+            scratch: 0,
+            mode: 1,
+            delta: 0,
+            mem_fail: 0,
+        },
+    ]);
+    ops.extend(capi_reads(0));
+    v.push((
+        "failed-revalidation-kills-the-image",
+        CapiInput { ops },
+        |s| {
+            s.refused == 1
+                && s.validated == 4
+                && s.stale == 3
+                && s.walked == 12
+                && s.image_copies == 1
+        },
+    ));
+
+    // A cursor of an earlier image in the same scratch, and of another walk.
+    let mut ops = vec![start];
+    ops.extend(capi_objects());
+    ops.extend([
+        CapiOp::Finish,
+        CapiOp::Publish,
+        validate(0),
+        CapiOp::Walk {
+            scratch: 0,
+            cursor: 0,
+            kind: 0,
+            steps: 1,
+        },
+        CapiOp::Walk {
+            scratch: 0,
+            cursor: 0,
+            kind: 2,
+            steps: 1,
+        },
+        validate(0),
+        CapiOp::Walk {
+            scratch: 0,
+            cursor: 0,
+            kind: 0,
+            steps: 1,
+        },
+        CapiOp::ResetCursor(0),
+        CapiOp::Walk {
+            scratch: 0,
+            cursor: 0,
+            kind: 0,
+            steps: 4,
+        },
+    ]);
+    // One IOMMU, the device walk on the IOMMU walk's cursor refused, the
+    // cursor -ESTALE after re-validation, then both IOMMUs on a reset one.
+    v.push(("stale-and-foreign-cursors", CapiInput { ops }, |s| {
+        s.stale == 1 && s.walked == 3
+    }));
+
+    // Scratch sizes off by some elements, and page callbacks failing.
+    let mut ops = vec![start];
+    ops.extend(capi_objects());
+    ops.extend([CapiOp::Finish, CapiOp::Publish]);
+    for (delta, mem_fail) in [(-1, 0), (0, 1), (0, 3), (1, 0), (-100, 0), (5, 0)] {
+        ops.push(CapiOp::Validate {
+            scratch: 0,
+            mode: 0,
+            delta,
+            mem_fail,
+        });
+        ops.push(CapiOp::Walk {
+            scratch: 0,
+            cursor: 0,
+            kind: 1,
+            steps: 2,
+        });
+        ops.push(CapiOp::ResetCursor(0));
+    }
+    // One element short, the root's and a chain page's read failing, and
+    // 100 short refuse; 1 and 5 spare accept. Every walk after a refusal is
+    // -ESTALE.
+    v.push(("short-scratch-and-failing-reads", CapiInput { ops }, |s| {
+        s.validated == 6 && s.refused == 4 && s.stale == 4
+    }));
+
+    // Spoiled handles of every kind and way, a copied writer, a second start.
+    let mut ops = vec![start];
+    ops.extend(capi_objects());
+    for which in 0..3 {
+        for spoil in [
+            Spoil::Moved(1),
+            Spoil::Swapped(1),
+            Spoil::Flipped(9),
+            Spoil::WrongKind,
+            Spoil::OtherWriter,
+        ] {
+            for call in 0..2 {
+                ops.push(CapiOp::Misuse { which, spoil, call });
+            }
+        }
+    }
+    ops.extend([CapiOp::CopyCall, start, CapiOp::Counts, CapiOp::Finish]);
+    // Handles of that session against the next one.
+    ops.push(CapiOp::Start { indexed: true });
+    ops.extend(capi_objects());
+    for which in 0..3 {
+        ops.push(CapiOp::Misuse {
+            which,
+            spoil: Spoil::EarlierStart(which),
+            call: 0,
+        });
+    }
+    ops.push(CapiOp::Abort);
+    v.push((
+        "spoiled-handles-and-copied-writers",
+        CapiInput { ops },
+        |s| s.misuse_refused == 33 && s.copies_refused == 2,
+    ));
+
+    // A stale copy put back: appends to the chains it does not know fail,
+    // to the others succeed.
+    let mut ops = vec![start];
+    ops.extend(capi_objects());
+    ops.extend([
+        CapiOp::Snapshot,
+        CapiOp::Domain {
+            top: 9,
+            vasz: 48,
+            fault: none,
+        },
+        CapiOp::PutBack,
+        CapiOp::Domain {
+            top: 10,
+            vasz: 48,
+            fault: none,
+        },
+        CapiOp::Iommu {
+            token: 5,
+            intel: true,
+            fault: none,
+        },
+        CapiOp::UnDomain(3, none),
+        CapiOp::Misuse {
+            which: 1,
+            spoil: Spoil::Moved(0),
+            call: 0,
+        },
+        CapiOp::Finish,
+        CapiOp::Publish,
+        validate(1),
+    ]);
+    ops.extend(capi_reads(1));
+    // The domain chain was appended to after the copy: its append fails;
+    // the IOMMU chain's succeeds; the image stays valid (2 IOMMUs, 3
+    // domains: the one appended after the copy is unpreserved, 3 devices,
+    // 4 pages walked).
+    v.push(("stale-copy-put-back", CapiInput { ops }, |s| {
+        s.stale_refused == 1
+            && s.misuse_refused == 1
+            && s.validated == 1
+            && s.refused == 0
+            && s.walked == 12
+    }));
+
+    // Allocation and page-mapping failures in the middle of operations,
+    // the same for the C and the Rust writer.
+    let mut ops = vec![CapiOp::Start { indexed: true }];
+    ops.extend(capi_objects());
+    for i in 0..8u8 {
+        let fault = Fault(if i % 2 == 0 { 0x80 } else { 1 + i });
+        ops.push(CapiOp::Domain {
+            top: 20 + i,
+            vasz: 48,
+            fault,
+        });
+        ops.push(CapiOp::Device {
+            seg: 1,
+            devid: i,
+            domain: i,
+            iommu: i,
+            attachment: 0,
+            fault,
+        });
+        ops.push(CapiOp::UnDevice(i, Fault(1 + i)));
+    }
+    // Past the first device page with every allocation failing: the
+    // device that needs a new page, and every one after it, is refused.
+    for devid in 0..60 {
+        ops.push(CapiOp::Device {
+            seg: 2,
+            devid,
+            domain: devid,
+            iommu: devid,
+            attachment: 0,
+            fault: if devid >= 30 { Fault(0x80) } else { none },
+        });
+    }
+    ops.extend([CapiOp::Counts, CapiOp::Abort]);
+    // How many of the page-mapping failures hit a page the operation needs
+    // depends on the writer's order of accesses; what matters is that the
+    // C and the Rust writer agreed on every one (checked by the run).
+    v.push(("callbacks-failing-mid-operation", CapiInput { ops }, |s| {
+        s.writer_calls == 94 && s.writer_refusals >= 8
+    }));
+    v
+}
+
 /// Every seed: target, file name, bytes.
 fn all_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut v = Vec::new();
@@ -548,6 +882,9 @@ fn all_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     for (name, bytes, _) in load_seeds() {
         v.push(("load", name.to_string(), bytes));
+    }
+    for (name, input, _) in capi_seeds() {
+        v.push(("capi", name.to_string(), input.to_bytes()));
     }
     v
 }
@@ -629,6 +966,22 @@ fn load_seeds_load_and_validate_as_named() {
 }
 
 #[test]
+fn capi_seeds_agree_with_the_models_and_reach_what_they_are_named_for() {
+    use arbitrary::{Arbitrary, Unstructured};
+    for (name, input, reached) in capi_seeds() {
+        let bytes = input.to_bytes();
+        let back = CapiInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("decodes");
+        assert_eq!(back, input, "{name}");
+        let stats = crate::capi::run(&input);
+        if std::env::var_os("CAPI_STATS").is_some() {
+            eprintln!("{name}: {stats:?}");
+            continue;
+        }
+        assert!(reached(&stats), "{name}: {stats:?}");
+    }
+}
+
+#[test]
 fn seeds_on_disk_are_current() {
     let write = std::env::var_os("FUZZ_WRITE_SEEDS").is_some();
     let mut stale = Vec::new();
@@ -646,7 +999,7 @@ fn seeds_on_disk_are_current() {
         .into_iter()
         .map(|(t, n, _)| format!("{t}/{n}"))
         .collect();
-    for target in ["raw", "mutate", "roundtrip", "load"] {
+    for target in ["raw", "mutate", "roundtrip", "load", "capi"] {
         for entry in std::fs::read_dir(seeds_dir().join(target)).expect("seeds dir") {
             let name = entry.expect("entry").file_name();
             let key = format!("{target}/{}", name.to_string_lossy());

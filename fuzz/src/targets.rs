@@ -13,7 +13,7 @@ use iommu_flb_cli::load::{Format, LoadError, LoadOptions};
 
 use crate::check::{check_accepted, validate_both, validate_checked, validate_limits};
 use crate::image::{Layout, allocator, build, corrupt};
-use crate::input::{FileFormat, LoadInput, MutateInput, RawInput, RoundtripInput};
+use crate::input::{CapiInput, FileFormat, LoadInput, MutateInput, RawInput, RoundtripInput};
 use crate::model::{Applied, IommuState, Model, max_devices};
 
 /// Target `raw`: arbitrary bytes as a flat physical dump with a root
@@ -237,4 +237,10 @@ pub fn load(input: &LoadInput<'_>) {
             (got, r) => panic!("validation gave {got:?}, the tool {r:?}"),
         }
     }
+}
+
+/// Target `capi`: the C API through its `extern "C"` functions, driven by
+/// the input's calls; see [`crate::capi`] for what is checked.
+pub fn capi(input: &CapiInput) {
+    let _ = crate::capi::run(input);
 }

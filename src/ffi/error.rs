@@ -15,12 +15,17 @@ pub(super) mod errno {
     pub(in crate::ffi) const ENOENT: c_int = -2;
     /// `-EFAULT`: a page the image needs can no longer be read.
     pub(in crate::ffi) const EFAULT: c_int = -14;
+    /// `-EBUSY`: the writer is in use (started, or inside a call).
+    pub(in crate::ffi) const EBUSY: c_int = -16;
     /// `-EINVAL`: a bad argument.
     pub(in crate::ffi) const EINVAL: c_int = -22;
     /// `-ENOSPC`: the scratch is too small.
     pub(in crate::ffi) const ENOSPC: c_int = -28;
     /// `-EOVERFLOW`: a size does not fit `size_t`.
     pub(in crate::ffi) const EOVERFLOW: c_int = -75;
+    /// `-ESTALE`: the scratch no longer holds the image (or the cursor's
+    /// image) the pointer came from.
+    pub(in crate::ffi) const ESTALE: c_int = -116;
 }
 
 /// IOMMU_FLB_NONE - The value of an index or address in
@@ -181,8 +186,10 @@ pub enum IommuFlbErrorKind {
     /// @IOMMU_FLB_ERR_INCONSISTENT: A page of the image was changed behind
     /// the writer's back. Returned as -EUCLEAN.
     IommuFlbErrInconsistent = 131,
-    /// @IOMMU_FLB_ERR_FOREIGN_HANDLE: A handle from another writer.
-    /// Returned as -EINVAL.
+    /// @IOMMU_FLB_ERR_FOREIGN_HANDLE: A handle this writer did not hand
+    /// out: from another writer or an earlier start of this one, or
+    /// changed since (its check value does not match); @page_phys is its
+    /// address. Returned as -EINVAL.
     IommuFlbErrForeignHandle = 132,
     /// @IOMMU_FLB_ERR_ATTACH_TO_DELETED: A device was to be attached to an
     /// unpreserved domain or IOMMU. Returned as -ENOENT.

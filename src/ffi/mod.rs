@@ -11,9 +11,10 @@
 //!    (`kvmalloc`), and `iommu_flb_validate()` checks every rule of the
 //!    format and leaves the validated image *in the scratch*: the returned
 //!    `const struct iommu_flb_image *` points into it and lives exactly as
-//!    long as the scratch. Pages are reached only through the caller's
-//!    `struct iommu_flb_mem` callback (in the kernel: check the page was
-//!    preserved by KHO, then `phys_to_virt`).
+//!    long as the scratch (or until the next validation into it). Pages are
+//!    reached only through the caller's `struct iommu_flb_mem` callback (in
+//!    the kernel: check the page was preserved by KHO for this handover,
+//!    then `phys_to_virt`; the addresses come from the untrusted image).
 //! 2. Restore: `iommu_flb_restore()` calls the caller's callback on every
 //!    page of the image, root page first, each exactly once
 //!    (`kho_restore_folio`), and on failure says which page failed and how
@@ -49,6 +50,18 @@
 //! - Every pointer argument is checked before use: NULL or misaligned is
 //!   `-EINVAL`. `ctx` pointers are never dereferenced, only handed back to
 //!   the caller's callbacks, and may be NULL.
+//! - It holds Rust references to caller memory (image pages, the scratch,
+//!   the writer state, the device index) only during the call: every
+//!   `CMem`, `CAlloc` borrow, scratch slice and writer claim is a local of
+//!   one entry point, and what stays in caller memory between calls holds
+//!   raw pointers only. That is what makes writes between calls sound; the
+//!   header's "Concurrency and writes" states the whole contract (nothing
+//!   writes an image page while a call on the image runs, on any thread).
+//! - What C can copy, keep or edit is checked before it is trusted: the
+//!   image header and the writer state record their own address and a
+//!   generation or state word, cursors record their image and walk, and
+//!   handles carry a check value keyed by their writer (SipHash-2-4), verified
+//!   before anything at the handle's address is mapped.
 //! - `unsafe` (raw pointers from C) exists only in this module; each block
 //!   carries a `// SAFETY:` argument resting on the contract its function
 //!   documents.
@@ -62,6 +75,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod error;
+mod mac;
 mod reader;
 mod walk;
 mod writer;
@@ -93,6 +107,37 @@ pub use writer::{
 /// the caller's contract.)
 fn usable<T>(p: *const T) -> bool {
     !p.is_null() && p.is_aligned()
+}
+
+/// A range of caller memory the library borrows mutably during a call (the
+/// scratch, the writer state, the device index): a page callback's answer
+/// that overlaps it is refused, so a page can never alias memory the
+/// library writes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
+impl Span {
+    /// `len` bytes at `p`.
+    fn of<T>(p: *const T, len: usize) -> Self {
+        Span {
+            start: p.addr(),
+            len,
+        }
+    }
+
+    /// Whether `len` bytes at `p` share a byte with the span; also when the
+    /// range wraps around the address space, which no real memory does.
+    fn overlaps<T>(self, p: *const T, len: usize) -> bool {
+        let (Some(end), Some(p_end)) =
+            (self.start.checked_add(self.len), p.addr().checked_add(len))
+        else {
+            return true;
+        };
+        self.len != 0 && len != 0 && p.addr() < end && self.start < p_end
+    }
 }
 
 #[cfg(test)]

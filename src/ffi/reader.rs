@@ -7,7 +7,7 @@ use core::mem::{align_of, size_of};
 use core::ptr;
 
 use super::error::{Fail, IommuFlbError, errno, report};
-use super::usable;
+use super::{Span, usable};
 use crate::abi::PageSize;
 use crate::error::ErrorKind;
 use crate::reader::{self, Frozen, Image, Mode, Options, ScratchElem};
@@ -16,21 +16,26 @@ use crate::{Memory, PhysAddr};
 /// struct iommu_flb_mem - How the library reads the image's pages.
 ///
 /// The library never dereferences a physical address itself: it asks
-/// @page for one whole page at a time, and only for pages it has proven it
-/// needs. It is copied into the image by iommu_flb_validate(), so it must
-/// stay usable (and @ctx valid) for as long as the image is.
+/// @page for one whole page at a time. It is copied into the image by
+/// iommu_flb_validate(), so it must stay usable (and @ctx valid) for as long
+/// as the image is.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct IommuFlbMem {
-    /// @page: Returns the @page_size-byte page at physical address
-    /// @phys (always page-aligned), or NULL if it may not be read. In the
-    /// kernel: NULL unless KHO preserved the page, else phys_to_virt(). A
-    /// returned page must stay mapped from iommu_flb_validate() until the
-    /// image is no longer used, and must not change during a library call
-    /// (the callback must not write to image pages). Between calls the
-    /// caller may write the fields the next kernel sets after adopting an
-    /// object (IOMMU_SER_FLAG_INCOMING, restored, restored_domain). Must not
-    /// be NULL.
+    /// @page: Returns the @page_size-byte page at physical address @phys, or
+    /// NULL.
+    /// The addresses come from the image, which is untrusted: the root's
+    /// page, then whatever its chain pointers name. So before mapping, the
+    /// callback must check that @phys is a page of this handover (in the
+    /// kernel: a page KHO preserved for it; in a test or a tool: a page of
+    /// the dump) and return NULL for any other address; phys_to_virt() of
+    /// an unchecked address reads whatever the address names, and an
+    /// address in a hole of the memory map is an oops. @phys is always
+    /// page-aligned. A page the callback returned must stay mapped, at the
+    /// same address, for as long as the image is used; it must not overlap
+    /// the scratch (such a page is refused as unreadable). The library only
+    /// reads pages; when others may write them is in "Concurrency and
+    /// writes" at the top of this header. Must not be NULL.
     pub page: Option<unsafe extern "C" fn(ctx: *mut c_void, phys: u64) -> *const u8>,
     /// @ctx: Passed to @page unchanged; may be NULL.
     pub ctx: *mut c_void,
@@ -40,16 +45,18 @@ pub struct IommuFlbMem {
     pub page_size: usize,
 }
 
-/// The caller's page callback, checked non-NULL, and its page size.
+/// The caller's page callback, checked non-NULL, its page size, and the
+/// scratch its pages must not overlap.
 #[derive(Clone, Copy)]
 pub(super) struct CMem {
     page: unsafe extern "C" fn(ctx: *mut c_void, phys: u64) -> *const u8,
     ctx: *mut c_void,
     page_size: PageSize,
+    scratch: Span,
 }
 
 impl CMem {
-    fn new(m: IommuFlbMem) -> Result<Self, Fail> {
+    fn new(m: IommuFlbMem, scratch: Span) -> Result<Self, Fail> {
         Ok(CMem {
             page: m.page.ok_or(Fail::Invalid(c"mem->page"))?,
             ctx: m.ctx,
@@ -57,6 +64,7 @@ impl CMem {
                 .ok()
                 .and_then(PageSize::from_bytes)
                 .ok_or(Fail::Invalid(c"mem->page_size"))?,
+            scratch,
         })
     }
 }
@@ -70,17 +78,22 @@ impl Memory for CMem {
         // with the contract of `struct iommu_flb_mem`: callable with its
         // `ctx` and any page-aligned address, returning NULL or a page.
         let p = unsafe { (self.page)(self.ctx, phys.get()) };
-        if p.is_null() {
+        if p.is_null() || self.scratch.overlaps(p, size.bytes()) {
             return None;
         }
         // SAFETY: by the `struct iommu_flb_mem` contract, a non-NULL return
         // points to `page_size` readable bytes (`size` is that page size,
-        // checked above) that stay mapped while the image is used and do not
-        // change during a library call. This borrow of `self` lasts at most
-        // one API call (the `CMem` is a local of each entry point), so the
-        // bytes neither move nor change while it lives. `u8` has alignment 1
-        // and every byte pattern is a valid value; `size.bytes()` is at most
-        // 64 KiB, far below `isize::MAX`.
+        // checked above) that stay mapped while the image
+        // is used, and by the "Concurrency and writes" contract nothing
+        // writes them while a library call on the image runs. The reference
+        // borrows `self`, and every `CMem` is a local of one API call
+        // (`iommu_flb_scratch_size`, `iommu_flb_validate`, `with_image`), so
+        // it ends before the call returns: no Rust reference to a page
+        // outlives the call, and a write between calls aliases nothing. The
+        // page does not overlap the scratch (checked above), the only caller
+        // memory the library writes while pages are borrowed.
+        // `u8` has alignment 1 and every byte pattern is a valid value;
+        // `size.bytes()` is at most 64 KiB, far below `isize::MAX`.
         Some(unsafe { core::slice::from_raw_parts(p, size.bytes()) })
     }
 }
@@ -110,20 +123,35 @@ fn mode(raw: u32) -> Result<Mode, Fail> {
 
 /// struct iommu_flb_image - A validated image (opaque).
 ///
-/// Only iommu_flb_validate() makes one, inside the caller's scratch; it is
-/// valid until the scratch is freed or reused. Nothing is allocated, so
-/// there is nothing to free besides the scratch. The image is only read:
-/// several threads may walk it at once if its page callback allows that.
+/// Only iommu_flb_validate() makes one, at the start of the caller's
+/// scratch; it is valid until the scratch is freed or passed to
+/// iommu_flb_validate() again. Nothing is allocated, so there is nothing to
+/// free besides the scratch. The image is only read: several threads may
+/// walk it at once if its page callback allows that and nothing writes its
+/// pages meanwhile ("Concurrency and writes" at the top of the header).
+///
+/// The library refuses what is no longer this image: after a failed
+/// iommu_flb_validate() into the same scratch every call on the pointer is
+/// -ESTALE; a copy of the image (or of the scratch) at another address is
+/// -EINVAL; a cursor started on an earlier image in the same scratch is
+/// -ESTALE.
 pub struct IommuFlbImage {
     _opaque: [u8; 0],
 }
 
-/// What the scratch starts with: the image's state between calls. Every
-/// field is valid for any bit pattern except through `magic`, which is
-/// checked before anything else is trusted.
+/// What the scratch starts with: the image's state between calls. `magic`
+/// is the first word and is written (as [`DEAD_MAGIC`]) before anything
+/// else by every `iommu_flb_validate()`; the rest is written, with
+/// [`IMAGE_MAGIC`], only when a validation succeeds, so nothing but `magic`
+/// is read unless it says the header is whole. Every field is valid for any
+/// initialized bit pattern.
 #[repr(C)]
 struct ImageState {
     magic: u64,
+    /// The header's own address: a copy elsewhere is not the image.
+    this: usize,
+    /// Which validation made the image; cursors record it.
+    generation: u64,
     mem: IommuFlbMem,
     frozen: Frozen,
     /// Scratch elements after the header.
@@ -132,6 +160,30 @@ struct ImageState {
 
 /// "iflbimg1": marks scratch that holds a validated image.
 const IMAGE_MAGIC: u64 = 0x6966_6c62_696d_6731;
+/// "iflbdead": marks scratch that iommu_flb_validate() was given and that
+/// holds no image (the validation failed, or is running).
+const DEAD_MAGIC: u64 = 0x6966_6c62_6465_6164;
+
+const _: () = assert!(core::mem::offset_of!(ImageState, magic) == 0);
+const _: () = assert!(core::mem::offset_of!(ImageState, this) == size_of::<u64>());
+
+/// A fresh generation for each validated image, so a cursor of an earlier
+/// image in the same scratch is told apart. Never 0 (a fresh cursor).
+fn next_generation() -> u64 {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    // Relaxed: only uniqueness matters, which fetch_add gives in any order.
+    // 2^64 validations do not happen; the counter cannot wrap to 0.
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A validated image, as each call on it sees it.
+pub(super) struct View<'m, 's> {
+    /// The image.
+    pub(super) image: Image<'m, 's, CMem>,
+    /// Which validation made it.
+    pub(super) generation: u64,
+}
 
 /// IOMMU_FLB_SCRATCH_ALIGN - Alignment the scratch given to
 /// iommu_flb_validate() must have (kmalloc and kvmalloc give at least this).
@@ -215,7 +267,7 @@ pub unsafe extern "C" fn iommu_flb_scratch_size(
     let run = || -> Result<(), Fail> {
         // SAFETY: `mem` is NULL or points to a `struct iommu_flb_mem`
         // (this function's contract).
-        let m = CMem::new(unsafe { read_arg(mem, c"mem") }?)?;
+        let m = CMem::new(unsafe { read_arg(mem, c"mem") }?, Span::default())?;
         let size = out(size, c"size")?;
         let opts = Options {
             page_size: m.page_size,
@@ -243,9 +295,13 @@ pub unsafe extern "C" fn iommu_flb_scratch_size(
 /// @mode: An enum iommu_flb_mode value; the incoming kernel passes
 ///        IOMMU_FLB_MODE_HANDOVER.
 /// @scratch: Caller memory of @scratch_size bytes, aligned to
-///           IOMMU_FLB_SCRATCH_ALIGN; its contents do not matter. On success
-///           it holds the image and must stay allocated and untouched for as
-///           long as the image is used.
+///           IOMMU_FLB_SCRATCH_ALIGN; its contents do not matter. The first
+///           thing the call does (if @scratch is aligned and @scratch_size
+///           at least 8) is mark it as holding no image, so an image an
+///           earlier call left in it is gone, success or not. On success it
+///           holds the new image and must stay allocated and untouched for as
+///           long as the image is used. No other call on an image in
+///           @scratch may run meanwhile.
 /// @scratch_size: At least what iommu_flb_scratch_size() returned.
 /// @image: Where to store the validated image (a pointer into @scratch), or
 ///         NULL on failure.
@@ -265,7 +321,8 @@ pub unsafe extern "C" fn iommu_flb_scratch_size(
 /// Return: 0 with *@image set, or a negative errno (see enum
 /// iommu_flb_error_kind) with @err saying what is wrong and where; then the
 /// kernel must not use the handover: restore nothing and leave the pages
-/// alone. -EINVAL without touching @err if @err is NULL.
+/// alone, and every call on a pointer to an earlier image in @scratch is
+/// -ESTALE. -EINVAL without touching @err if @err is NULL.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn iommu_flb_validate(
     mem: *const IommuFlbMem,
@@ -276,6 +333,9 @@ pub unsafe extern "C" fn iommu_flb_validate(
     image: *mut *const IommuFlbImage,
     err: *mut IommuFlbError,
 ) -> c_int {
+    // SAFETY: by the contract, `scratch` is NULL, misaligned, or
+    // `scratch_size` bytes of writable caller memory.
+    unsafe { invalidate(scratch, scratch_size) };
     if !usable(err.cast_const()) {
         return errno::EINVAL;
     }
@@ -286,13 +346,13 @@ pub unsafe extern "C" fn iommu_flb_validate(
         unsafe { image.write(ptr::null()) };
         // SAFETY: `mem` is NULL or points to a `struct iommu_flb_mem`.
         let mem = unsafe { read_arg(mem, c"mem") }?;
-        let m = CMem::new(mem)?;
+        let state = out(scratch.cast::<ImageState>(), c"scratch")?;
+        let m = CMem::new(mem, Span::of(state, scratch_size))?;
         let opts = Options {
             mode: self::mode(mode)?,
             page_size: m.page_size,
             ..Options::default()
         };
-        let state = out(scratch.cast::<ImageState>(), c"scratch")?;
         let elems = scratch_size
             .checked_sub(HEADER)
             .and_then(|b| b.checked_div(ELEM))
@@ -306,7 +366,9 @@ pub unsafe extern "C" fn iommu_flb_validate(
             // scratch_size`, so the elements are inside it, after the state,
             // and aligned (`HEADER` is a multiple of their alignment).
             // `write_bytes` initializes them (all-zero is a valid
-            // `ScratchElem`, two `u64`s) before the slice is made.
+            // `ScratchElem`, two `u64`s) before the slice is made. No page
+            // the reader borrows overlaps them (`CMem` refuses such a page).
+            // The slice is a local of this call.
             unsafe {
                 let first = scratch.cast::<u8>().add(HEADER).cast::<ScratchElem>();
                 first.write_bytes(0, elems);
@@ -333,6 +395,8 @@ pub unsafe extern "C" fn iommu_flb_validate(
         unsafe {
             state.write(ImageState {
                 magic: IMAGE_MAGIC,
+                this: state.addr(),
+                generation: next_generation(),
                 mem,
                 frozen,
                 elems,
@@ -347,42 +411,84 @@ pub unsafe extern "C" fn iommu_flb_validate(
     unsafe { report(err, run()) }
 }
 
-/// Runs `f` on the image behind `img`.
+/// Marks `scratch` as holding no image: the first thing
+/// `iommu_flb_validate()` does, so that no earlier image in it survives a
+/// validation that fails (or returns early for a bad argument).
 ///
 /// # Safety
 ///
-/// `img` must be NULL or a pointer `iommu_flb_validate` stored, whose
-/// scratch is still allocated and untouched.
+/// `scratch` must be NULL, misaligned for a `u64`, or valid for writing
+/// `size` bytes.
+unsafe fn invalidate(scratch: *mut c_void, size: usize) {
+    let magic = scratch.cast::<u64>();
+    if usable(magic.cast_const()) && size >= size_of::<u64>() {
+        // SAFETY: non-NULL, aligned (checked above) and, by the contract,
+        // the first 8 of `size >= 8` writable bytes.
+        unsafe { magic.write(DEAD_MAGIC) };
+    }
+}
+
+/// Runs `f` on the image behind `img`.
+///
+/// Refuses, before reading anything else: a pointer that is not aligned
+/// scratch (-EINVAL), scratch whose last validation failed (-ESTALE),
+/// scratch that never held an image (-EINVAL), and a copy of an image at
+/// another address (-EINVAL).
+///
+/// # Safety
+///
+/// `img` must be NULL, misaligned, or point to at least 8 readable,
+/// initialized bytes; if those say `IMAGE_MAGIC`, to a whole `ImageState`
+/// that `iommu_flb_validate` wrote (at `img`, or elsewhere and copied) whose
+/// scratch is still allocated and not written during the call.
 pub(super) unsafe fn with_image<R>(
     img: *const IommuFlbImage,
-    f: impl FnOnce(&Image<'_, '_, CMem>) -> Result<R, c_int>,
+    f: impl FnOnce(&View<'_, '_>) -> Result<R, c_int>,
 ) -> Result<R, c_int> {
     let state = img.cast::<ImageState>();
     if !usable(state) {
         return Err(errno::EINVAL);
     }
-    // SAFETY: `state` is non-NULL and aligned; by the contract it points to
-    // the `ImageState` `iommu_flb_validate` wrote at the start of the
-    // caller's scratch, still allocated. Every field of `ImageState` is
+    // SAFETY: `state` is non-NULL and aligned; by the contract its first 8
+    // bytes are readable and initialized, and `magic` is the first field
+    // (asserted).
+    let magic = unsafe { state.cast::<u64>().read() };
+    match magic {
+        IMAGE_MAGIC => {}
+        DEAD_MAGIC => return Err(errno::ESTALE),
+        _ => return Err(errno::EINVAL),
+    }
+    // SAFETY: `IMAGE_MAGIC` is only written together with a whole
+    // `ImageState` (by `iommu_flb_validate`), so by the contract `state`
+    // points to one, which nothing writes during the call. Every field is
     // valid for any initialized bit pattern (integers, raw pointers, an
-    // optional function pointer), so reading it is sound before `magic` is
-    // checked.
+    // optional function pointer). The borrow is a local of this call.
     let state = unsafe { &*state };
-    if state.magic != IMAGE_MAGIC {
+    if state.this != img.addr() {
         return Err(errno::EINVAL);
     }
-    let mem = CMem::new(state.mem).map_err(|_| errno::EINVAL)?;
-    // SAFETY: `iommu_flb_validate` initialized `elems` elements right after
-    // the `HEADER` bytes of this scratch (so `add` stays inside it), with
-    // their alignment, and the contract keeps the scratch allocated and
-    // unmodified while the image is used; nothing writes it during this
-    // shared borrow.
+    let bytes = state
+        .elems
+        .checked_mul(ELEM)
+        .and_then(|b| b.checked_add(HEADER))
+        .ok_or(errno::EINVAL)?;
+    let mem = CMem::new(state.mem, Span::of(img, bytes)).map_err(|_| errno::EINVAL)?;
+    // SAFETY: the header is at its own address (checked above), so this is
+    // the scratch `iommu_flb_validate` initialized: `elems` elements right
+    // after its `HEADER` bytes (so `add` stays inside it), with their
+    // alignment; the contract keeps it allocated and unwritten while the
+    // image is used, and no page `mem` hands out overlaps it. The shared
+    // slice is a local of this call: no reference to the scratch outlives
+    // it.
     let scratch = unsafe {
         let first = img.cast::<u8>().add(HEADER).cast::<ScratchElem>();
         core::slice::from_raw_parts(first, state.elems)
     };
     let image = Image::thaw(&mem, state.frozen, scratch).ok_or(errno::EFAULT)?;
-    f(&image)
+    f(&View {
+        image,
+        generation: state.generation,
+    })
 }
 
 /// Runs `f` on the image and stores its result through `out`: the calling
@@ -394,7 +500,7 @@ pub(super) unsafe fn with_image<R>(
 pub(super) unsafe fn answer<T>(
     img: *const IommuFlbImage,
     out: *mut T,
-    f: impl FnOnce(&Image<'_, '_, CMem>) -> Result<(T, c_int), c_int>,
+    f: impl FnOnce(&View<'_, '_>) -> Result<(T, c_int), c_int>,
 ) -> c_int {
     if !usable(out.cast_const()) {
         return errno::EINVAL;

@@ -32,25 +32,55 @@ struct Pool {
     _backing: Vec<u8>,
     used: [bool; PAGES],
     freed: Vec<u64>,
+    /// Addresses the writer's `page` callback was asked for that the
+    /// allocator had not handed out (or had taken back): each one breaks
+    /// the callback's contract, which in the kernel is plain
+    /// phys_to_virt().
+    strays: Vec<u64>,
+    /// Called by `pool_alloc` before it allocates (to call back into the
+    /// library from a callback).
+    on_alloc: Option<fn(&mut Pool)>,
+    /// A page the writer's `page` callback refuses (a mapping failure).
+    refuse: Option<u64>,
+    /// What `on_alloc` may use.
+    writer: *mut IommuFlbWriter,
+    reentered: Vec<c_int>,
 }
 
-impl Pool {
-    fn new() -> Box<Pool> {
-        let mut backing = vec![0u8; PAGES * PAGE_SIZE];
-        let mem = backing.as_mut_ptr();
-        Box::new(Pool {
-            mem,
-            _backing: backing,
-            used: [false; PAGES],
-            freed: Vec::new(),
-        })
+/// A [`Pool`] as C holds one: at one address that every callback's `ctx`
+/// is, however often the test reaches it. (A `Box` re-borrowed by the test
+/// would, in Rust's aliasing model, invalidate the `ctx` a writer or image
+/// holds from an earlier borrow.)
+struct PoolRef(*mut Pool);
+
+impl core::ops::Deref for PoolRef {
+    type Target = Pool;
+    fn deref(&self) -> &Pool {
+        // SAFETY: `PoolRef::new` leaked a live `Pool` for it.
+        unsafe { &*self.0 }
+    }
+}
+
+impl core::ops::DerefMut for PoolRef {
+    fn deref_mut(&mut self) -> &mut Pool {
+        // SAFETY: as above; the borrow is the test's, between library calls.
+        unsafe { &mut *self.0 }
+    }
+}
+
+impl Drop for PoolRef {
+    fn drop(&mut self) {
+        // SAFETY: leaked by `Pool::new`, freed once.
+        drop(unsafe { Box::from_raw(self.0) });
+    }
+}
+
+impl PoolRef {
+    fn ctx(&self) -> *mut c_void {
+        self.0.cast()
     }
 
-    fn ctx(&mut self) -> *mut c_void {
-        ptr::from_mut(self).cast()
-    }
-
-    fn alloc(&mut self) -> IommuFlbPageAlloc {
+    fn alloc(&self) -> IommuFlbPageAlloc {
         IommuFlbPageAlloc {
             alloc_page: Some(pool_alloc),
             page: Some(pool_page),
@@ -60,14 +90,34 @@ impl Pool {
         }
     }
 
-    fn mem(&mut self) -> IommuFlbMem {
+    fn mem(&self) -> IommuFlbMem {
         IommuFlbMem {
             page: Some(pool_read),
             ctx: self.ctx(),
             page_size: PAGE_SIZE,
         }
     }
+}
 
+impl PoolRef {
+    fn new() -> PoolRef {
+        let mut backing = vec![0u8; PAGES * PAGE_SIZE];
+        let mem = backing.as_mut_ptr();
+        PoolRef(Box::into_raw(Box::new(Pool {
+            mem,
+            _backing: backing,
+            used: [false; PAGES],
+            freed: Vec::new(),
+            strays: Vec::new(),
+            refuse: None,
+            on_alloc: None,
+            writer: ptr::null_mut(),
+            reentered: Vec::new(),
+        })))
+    }
+}
+
+impl Pool {
     fn index(phys: u64) -> Option<usize> {
         let off = phys.checked_sub(BASE)?;
         if off % 4096 != 0 {
@@ -76,11 +126,27 @@ impl Pool {
         let i = usize::try_from(off / 4096).ok()?;
         (i < PAGES).then_some(i)
     }
+
+    /// The page at `phys` if it is handed out, else NULL.
+    fn lookup(&self, phys: u64) -> *mut u8 {
+        match Pool::index(phys) {
+            // SAFETY: page `i` of the pool's memory.
+            Some(i) if self.used[i] => unsafe { self.mem.add(i * PAGE_SIZE) },
+            _ => ptr::null_mut(),
+        }
+    }
+
+    fn pages_in_use(&self) -> usize {
+        self.used.iter().filter(|u| **u).count()
+    }
 }
 
 unsafe extern "C" fn pool_alloc(ctx: *mut c_void) -> u64 {
     // SAFETY: the tests pass a live `Pool` as `ctx`.
     let pool = unsafe { &mut *ctx.cast::<Pool>() };
+    if let Some(f) = pool.on_alloc {
+        f(pool);
+    }
     for k in 0..PAGES {
         let i = (k * 5 + 3) % PAGES;
         if !pool.used[i] {
@@ -93,19 +159,27 @@ unsafe extern "C" fn pool_alloc(ctx: *mut c_void) -> u64 {
     0
 }
 
+/// The writer's `page` callback: its contract says it is only asked for
+/// pages the allocator handed out, so any other address is recorded.
 unsafe extern "C" fn pool_page(ctx: *mut c_void, phys: u64) -> *mut u8 {
     // SAFETY: the tests pass a live `Pool` as `ctx`.
     let pool = unsafe { &mut *ctx.cast::<Pool>() };
-    match Pool::index(phys) {
-        // SAFETY: page `i` of the pool's memory.
-        Some(i) if pool.used[i] => unsafe { pool.mem.add(i * PAGE_SIZE) },
-        _ => ptr::null_mut(),
+    let p = pool.lookup(phys);
+    if p.is_null() {
+        pool.strays.push(phys);
     }
+    if pool.refuse == Some(phys) {
+        return ptr::null_mut();
+    }
+    p
 }
 
+/// The reader's `page` callback: any address may come from the image, so
+/// it checks the page is one of the pool's (in use) and NULL otherwise.
 unsafe extern "C" fn pool_read(ctx: *mut c_void, phys: u64) -> *const u8 {
-    // SAFETY: as `pool_page`.
-    unsafe { pool_page(ctx, phys) }.cast_const()
+    // SAFETY: the tests pass a live `Pool` as `ctx`.
+    let pool = unsafe { &*ctx.cast::<Pool>() };
+    pool.lookup(phys).cast_const()
 }
 
 unsafe extern "C" fn pool_free(ctx: *mut c_void, phys: u64) {
@@ -155,7 +229,7 @@ fn intel_vendor(token: u64) -> IommuHwVendorSer {
     v
 }
 
-fn build(pool: &mut Pool) -> Built {
+fn build(pool: &mut PoolRef) -> Built {
     let mut w = Box::new(IommuFlbWriter {
         opaque: [0; IOMMU_FLB_WRITER_WORDS],
     });
@@ -208,7 +282,7 @@ fn build(pool: &mut Pool) -> Built {
 }
 
 /// Validates the image at `root` in `pool` into `scratch`.
-fn validate(pool: &mut Pool, root: u64, scratch: &mut Vec<u64>) -> *const IommuFlbImage {
+fn validate(pool: &mut PoolRef, root: u64, scratch: &mut Vec<u64>) -> *const IommuFlbImage {
     let mem = pool.mem();
     let mut err = new_error();
     let mut size = 0usize;
@@ -236,7 +310,7 @@ fn validate(pool: &mut Pool, root: u64, scratch: &mut Vec<u64>) -> *const IommuF
 
 #[test]
 fn image_written_and_read_through_the_c_api_holds_what_was_preserved() {
-    let mut pool = Pool::new();
+    let mut pool = PoolRef::new();
     let mut b = build(&mut pool);
     let mut root = 0;
     // SAFETY: valid pointers.
@@ -359,7 +433,7 @@ unsafe extern "C" fn restore_positive(_ctx: *mut c_void, _phys: u64) -> c_int {
 
 #[test]
 fn restore_stops_at_the_first_failure_and_says_how_far_it_got() {
-    let mut pool = Pool::new();
+    let mut pool = PoolRef::new();
     let b = build(&mut pool);
     let mut scratch = Vec::new();
     let img = validate(&mut pool, b.root, &mut scratch);
@@ -399,12 +473,12 @@ fn restore_stops_at_the_first_failure_and_says_how_far_it_got() {
 
 #[test]
 fn refused_image_reports_errno_kind_location_and_message() {
-    let mut pool = Pool::new();
+    let mut pool = PoolRef::new();
     let b = build(&mut pool);
     // Corrupt the version.
     // SAFETY: the root is in a pool page.
     unsafe {
-        pool_page(pool.ctx(), b.root & !0xfff)
+        pool.lookup(b.root & !0xfff)
             .add((b.root & 0xfff) as usize)
             .write(9)
     };
@@ -443,7 +517,7 @@ fn refused_image_reports_errno_kind_location_and_message() {
 
 #[test]
 fn scratch_too_small_is_enospc_counted_in_bytes() {
-    let mut pool = Pool::new();
+    let mut pool = PoolRef::new();
     let b = build(&mut pool);
     let mem = pool.mem();
     let mut err = new_error();
@@ -479,7 +553,7 @@ fn scratch_too_small_is_enospc_counted_in_bytes() {
 
 #[test]
 fn page_sizes_other_than_4_16_and_64_kib_are_einval_naming_the_field() {
-    let mut pool = Pool::new();
+    let mut pool = PoolRef::new();
     let b = build(&mut pool);
     let mut err = new_error();
     let mut size = 0usize;
@@ -512,7 +586,7 @@ fn page_sizes_other_than_4_16_and_64_kib_are_einval_naming_the_field() {
 
 #[test]
 fn null_and_misaligned_pointers_are_einval() {
-    let mut pool = Pool::new();
+    let mut pool = PoolRef::new();
     let b = build(&mut pool);
     let mem = pool.mem();
     let mut err = new_error();
@@ -649,7 +723,7 @@ fn null_and_misaligned_pointers_are_einval() {
 
 #[test]
 fn writer_refusals_are_kept_for_last_error() {
-    let mut pool = Pool::new();
+    let mut pool = PoolRef::new();
     let mut b = build(&mut pool);
     let mut err = new_error();
     let mut h = IommuFlbHandle::default();
@@ -676,7 +750,7 @@ fn writer_refusals_are_kept_for_last_error() {
         assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &odd), -22);
         // A handle from another writer.
         let mut other = b.dom[1];
-        other.writer = other.writer.wrapping_add(1000);
+        other.check ^= 1 << 40;
         assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &other), -22);
         assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
         assert_eq!(err.kind, 132);
@@ -715,7 +789,7 @@ unsafe extern "C" fn no_page(_ctx: *mut c_void) -> u64 {
 
 #[test]
 fn failed_start_keeps_its_error_and_an_index_fills_up() {
-    let mut pool = Pool::new();
+    let pool = PoolRef::new();
     let mut alloc = pool.alloc();
     alloc.alloc_page = Some(no_page);
     let mut w = IommuFlbWriter {
@@ -1011,4 +1085,705 @@ fn header_documents_every_error_kind_with_its_value_and_errno() {
         covered.iter().all(|c| *c),
         "every documented kind is produced"
     );
+}
+
+/// Validates the image at `root` in `pool` into `scratch` as it is, and
+/// returns what `iommu_flb_validate()` returned.
+///
+/// `scratch` is a raw pointer, as C holds it: re-borrowing a Rust slice for
+/// each call would invalidate the image pointers of the earlier calls in
+/// Rust's aliasing model.
+fn validate_into(
+    pool: &mut PoolRef,
+    root: u64,
+    scratch: (*mut u64, usize),
+) -> (c_int, *const IommuFlbImage, IommuFlbError) {
+    let mem = pool.mem();
+    let mut err = new_error();
+    let mut img = ptr::null();
+    // SAFETY: `scratch` is 8-aligned and `8 * len` bytes long (the callers
+    // pass a live `Vec<u64>`'s buffer).
+    let r = unsafe {
+        iommu_flb_validate(
+            &mem,
+            root,
+            0,
+            scratch.0.cast(),
+            scratch.1 * 8,
+            &mut img,
+            &mut err,
+        )
+    };
+    (r, img, err)
+}
+
+/// A `Vec<u64>`'s buffer as `validate_into` takes it.
+fn raw(v: &mut Vec<u64>) -> (*mut u64, usize) {
+    (v.as_mut_ptr(), v.len())
+}
+
+/// A zeroed scratch of the size `iommu_flb_scratch_size()` asks for.
+fn sized_scratch(pool: &mut PoolRef, root: u64) -> Vec<u64> {
+    let mem = pool.mem();
+    let mut err = new_error();
+    let mut size = 0usize;
+    // SAFETY: valid pointers to live locals.
+    let r = unsafe { iommu_flb_scratch_size(&mem, root, &mut size, &mut err) };
+    assert_eq!(r, 0, "{}", message(&err));
+    vec![0u64; size.div_ceil(8)]
+}
+
+/// The image `build` writes in `pool`, validated into a scratch of the
+/// size asked for: the writer, the scratch, its raw buffer, the image.
+fn validated(pool: &mut PoolRef) -> (Built, Vec<u64>, (*mut u64, usize), *const IommuFlbImage) {
+    let b = build(pool);
+    let mut scratch = sized_scratch(pool, b.root);
+    let sp = raw(&mut scratch);
+    let (r, img, err) = validate_into(pool, b.root, sp);
+    assert_eq!(r, 0, "{}", message(&err));
+    (b, scratch, sp, img)
+}
+
+fn no_device() -> IommuFlbDeviceRef {
+    IommuFlbDeviceRef {
+        ser: ptr::null(),
+        phys: 0,
+    }
+}
+
+/// Flips bit `bit` of the `flags` of the record at `phys` in `pool`.
+fn flip_flag(pool: &mut PoolRef, phys: u64, bit: u32) {
+    let page = pool.lookup(phys & !0xfff);
+    assert!(!page.is_null());
+    // SAFETY: `flags` (4 bytes at offset 4 of the record) is inside the page.
+    unsafe {
+        let flags = page.add((phys & 0xfff) as usize + 4).cast::<[u8; 4]>();
+        let v = u32::from_le_bytes(flags.read()) ^ 1 << bit;
+        flags.write(v.to_le_bytes());
+    }
+}
+
+fn set_flag(pool: &mut PoolRef, phys: u64, bit: u32) {
+    flip_flag(pool, phys, bit);
+}
+
+fn clear_flag(pool: &mut PoolRef, phys: u64, bit: u32) {
+    flip_flag(pool, phys, bit);
+}
+
+/// Issue 11, finding 1: validating a good image into scratch S, then a
+/// corrupted one into the same S, left the first image in S; walking it
+/// returned live records, the refused one included.
+#[test]
+fn failed_revalidation_leaves_no_image_in_the_scratch() {
+    let mut pool = PoolRef::new();
+    let (b, _scratch, sp, img) = validated(&mut pool);
+    let mut dev = no_device();
+    let mut cur = IommuFlbCursor::default();
+    // SAFETY: `img` is in `scratch`, which lives; `pool` lives.
+    assert_eq!(unsafe { iommu_flb_next_device(img, &mut cur, &mut dev) }, 1);
+    assert_eq!(dev.phys, b.dev[0].phys);
+
+    set_flag(&mut pool, b.dev[0].phys, 7);
+    let (r, again, err) = validate_into(&mut pool, b.root, sp);
+    assert_eq!((r, err.kind), (-95, 12), "{}", message(&err));
+    assert!(again.is_null());
+
+    // Every call on the first image's pointer is -ESTALE now.
+    let mut cur = IommuFlbCursor::default();
+    let mut info = IommuFlbImageInfo::default();
+    let mut status = IommuFlbRestoreStatus {
+        restored: 0,
+        failed_phys: 0,
+        ret: 0,
+    };
+    let mut seen: Vec<u64> = Vec::new();
+    // SAFETY: as above; `seen` outlives the call.
+    unsafe {
+        dev = no_device();
+        assert_eq!(iommu_flb_next_device(img, &mut cur, &mut dev), -116);
+        assert!(dev.ser.is_null(), "no record is handed out");
+        assert_eq!(iommu_flb_find_device(img, 1, 0x100, &mut dev), -116);
+        assert_eq!(iommu_flb_image_info(img, &mut info), -116);
+        let ctx = ptr::from_mut(&mut seen).cast();
+        assert_eq!(
+            iommu_flb_restore(img, Some(restore_cb), ctx, &mut status),
+            -116
+        );
+    }
+    assert!(seen.is_empty(), "no page is restored");
+
+    // A validation refused for a bad argument ends the image too.
+    clear_flag(&mut pool, b.dev[0].phys, 7);
+    let (r, img, _) = validate_into(&mut pool, b.root, sp);
+    assert_eq!(r, 0);
+    let mem = pool.mem();
+    let mut out = ptr::null();
+    let mut err = new_error();
+    // SAFETY: as above.
+    unsafe {
+        let r = iommu_flb_validate(&mem, b.root, 7, sp.0.cast(), sp.1 * 8, &mut out, &mut err);
+        assert_eq!((r, field(&err)), (-22, Some("mode")));
+        assert_eq!(iommu_flb_image_info(img, &mut info), -116);
+    }
+}
+
+/// Issue 11, finding 1 (the cursor half): a cursor of an image validated
+/// earlier into the same scratch went on walking the new image from its
+/// old position.
+#[test]
+fn cursor_of_an_earlier_image_in_the_same_scratch_is_stale() {
+    let mut pool = PoolRef::new();
+    let (b, _scratch, sp, img) = validated(&mut pool);
+    let mut dev = no_device();
+    let mut cur = IommuFlbCursor::default();
+    // SAFETY: `img` is in `scratch`, which lives; `pool` lives.
+    assert_eq!(unsafe { iommu_flb_next_device(img, &mut cur, &mut dev) }, 1);
+
+    let (r, img2, _) = validate_into(&mut pool, b.root, sp);
+    assert_eq!(r, 0);
+    assert_eq!(img2, img, "the image is at the start of the scratch");
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(iommu_flb_next_device(img2, &mut cur, &mut dev), -116);
+        let mut fresh = IommuFlbCursor::default();
+        assert_eq!(iommu_flb_next_device(img2, &mut fresh, &mut dev), 1);
+        assert_eq!(dev.phys, b.dev[0].phys, "a fresh cursor starts over");
+        // The device walk's cursor is not an IOMMU walk's.
+        let mut hw = IommuFlbIommuRef {
+            ser: ptr::null(),
+            phys: 0,
+        };
+        assert_eq!(iommu_flb_next_iommu(img2, &mut fresh, &mut hw), -22);
+        let mut page = 0u64;
+        assert_eq!(iommu_flb_next_page(img2, &mut fresh, &mut page), -22);
+    }
+}
+
+/// Issue 11, finding 1 (the pointer half): a copy of the image's scratch
+/// elsewhere read as an image.
+#[test]
+fn copy_of_an_image_elsewhere_is_not_an_image() {
+    let mut pool = PoolRef::new();
+    let (_b, scratch, _sp, img) = validated(&mut pool);
+    let copy = scratch.clone();
+    let moved: *const IommuFlbImage = copy.as_ptr().cast();
+    assert_ne!(moved, img);
+    let mut dev = no_device();
+    let mut cur = IommuFlbCursor::default();
+    let mut info = IommuFlbImageInfo::default();
+    // SAFETY: `copy` and `scratch` live; `pool` lives.
+    unsafe {
+        assert_eq!(iommu_flb_next_device(moved, &mut cur, &mut dev), -22);
+        assert_eq!(iommu_flb_image_info(moved, &mut info), -22);
+        assert_eq!(iommu_flb_image_info(img, &mut info), 0);
+    }
+}
+
+fn zeroed_writer() -> Box<IommuFlbWriter> {
+    Box::new(IommuFlbWriter {
+        opaque: [0; IOMMU_FLB_WRITER_WORDS],
+    })
+}
+
+/// Copies a writer's bytes as C's assignment or memcpy would (its padding
+/// is uninitialized as far as Rust is concerned, so not as `[u64; 64]`).
+fn copy_writer(from: &IommuFlbWriter, to: &mut IommuFlbWriter) {
+    // SAFETY: two distinct live structs of the same size.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            ptr::from_ref(from).cast::<u8>(),
+            ptr::from_mut(to).cast::<u8>(),
+            core::mem::size_of::<IommuFlbWriter>(),
+        )
+    }
+}
+
+fn domain_init(i: u64) -> IommuDomainSer {
+    let mut d = IommuDomainSer::new_zeroed();
+    d.top_table_phys = (0x3000_0000 + i * 0x1000).into();
+    d.vasz = 48.into();
+    d
+}
+
+/// Preserves a domain; returns the errno and the handle.
+fn preserve_domain(w: *mut IommuFlbWriter, i: u64) -> (c_int, IommuFlbHandle) {
+    let d = domain_init(i);
+    let mut h = IommuFlbHandle::default();
+    // SAFETY: `w` is a live writer of the calling test; `d` and `h` live.
+    let r = unsafe { iommu_flb_preserve_domain(w, &d, &mut h) };
+    (r, h)
+}
+
+/// The live domains and devices the Rust reader sees in `pool`'s image.
+fn live(pool: &mut PoolRef, root: u64) -> (Vec<u64>, Vec<u64>) {
+    let mut scratch = sized_scratch(pool, root);
+    let (r, img, err) = validate_into(pool, root, raw(&mut scratch));
+    assert_eq!(r, 0, "{}", message(&err));
+    let (mut doms, mut devs) = (Vec::new(), Vec::new());
+    let mut cur = IommuFlbCursor::default();
+    let mut d = IommuFlbDomainRef {
+        ser: ptr::null(),
+        phys: 0,
+    };
+    // SAFETY: `img` is in `scratch`, which lives.
+    while unsafe { iommu_flb_next_domain(img, &mut cur, &mut d) } == 1 {
+        doms.push(d.phys);
+    }
+    let mut cur = IommuFlbCursor::default();
+    let mut v = no_device();
+    // SAFETY: as above.
+    while unsafe { iommu_flb_next_device(img, &mut cur, &mut v) } == 1 {
+        devs.push(v.phys);
+    }
+    (doms, devs)
+}
+
+/// Issue 11, finding 2: starting a started writer overwrote it, and the
+/// first image's pages stayed allocated, owned by nobody.
+#[test]
+fn starting_a_started_writer_is_refused_and_keeps_its_image() {
+    let mut pool = PoolRef::new();
+    let mut b = build(&mut pool);
+    let pages = pool.pages_in_use();
+    let alloc = pool.alloc();
+    let mut root = 0u64;
+    let mut index = vec![0x5555_5555_5555_5555u64; 8];
+    // SAFETY: `b.w` is a live writer; `pool` and `index` outlive it.
+    unsafe {
+        assert_eq!(iommu_flb_writer_start(&mut *b.w, &alloc, &mut root), -16);
+        let r = iommu_flb_writer_start_indexed(
+            &mut *b.w,
+            &alloc,
+            index.as_mut_ptr().cast(),
+            64,
+            &mut root,
+        );
+        assert_eq!(r, -16);
+    }
+    assert_eq!(root, 0, "nothing is written");
+    assert!(index.iter().all(|&w| w == 0x5555_5555_5555_5555));
+    assert_eq!(pool.pages_in_use(), pages, "no page is taken");
+    // The first writer is intact: its handles work, abort frees it all.
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(iommu_flb_unpreserve_device(&mut *b.w, &b.dev[1]), 0);
+        assert_eq!(iommu_flb_writer_abort(&mut *b.w), 0);
+    }
+    assert_eq!(pool.pages_in_use(), 0, "abort gives every page back");
+    // A writer that ended may be started again.
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(iommu_flb_writer_start(&mut *b.w, &alloc, &mut root), 0);
+        assert_eq!(iommu_flb_writer_finish(&mut *b.w, &mut root), 0);
+        assert_eq!(iommu_flb_writer_start(&mut *b.w, &alloc, &mut root), 0);
+        assert_eq!(iommu_flb_writer_abort(&mut *b.w), 0);
+    }
+}
+
+/// Issue 11, finding 3: a copy of a started writer handed out the record
+/// slot the original hands out next (two domains at one address).
+#[test]
+fn copy_of_a_writer_is_refused() {
+    let mut pool = PoolRef::new();
+    let mut b = build(&mut pool);
+    let mut copy = zeroed_writer();
+    copy_writer(&b.w, &mut copy);
+    let (r, _) = preserve_domain(&mut *copy, 1);
+    assert_eq!(r, -22, "the copy is not a writer");
+    let mut err = new_error();
+    let mut root = 0;
+    // SAFETY: `copy` and `b.w` live.
+    unsafe {
+        assert_eq!(iommu_flb_writer_last_error(&*copy, &mut err), -22);
+        assert_eq!(iommu_flb_writer_finish(&mut *copy, &mut root), -22);
+        assert_eq!(iommu_flb_writer_abort(&mut *copy), -22);
+    }
+    let (r, h) = preserve_domain(&mut *b.w, 2);
+    assert_eq!(r, 0);
+    // SAFETY: as above.
+    assert_eq!(unsafe { iommu_flb_writer_finish(&mut *b.w, &mut root) }, 0);
+    let (doms, _) = live(&mut pool, root);
+    assert_eq!(doms.len(), 4);
+    assert_eq!(doms[3], h.phys);
+}
+
+/// A writer over `pool` started with an index for 4 devices, holding one
+/// Intel IOMMU and one domain.
+struct Indexed {
+    w: Box<IommuFlbWriter>,
+    /// The index storage; the writer holds `slots`, its buffer.
+    index: Vec<u64>,
+    slots: *mut u64,
+    hw: IommuFlbHandle,
+    dom: IommuFlbHandle,
+}
+
+fn indexed_writer(pool: &PoolRef) -> Indexed {
+    let alloc = pool.alloc();
+    let mut w = zeroed_writer();
+    let size = iommu_flb_writer_index_size(4);
+    let mut index = vec![0u64; size.div_ceil(8)];
+    let slots = index.as_mut_ptr();
+    let mut root = 0;
+    // SAFETY: valid pointers; the pool and the index buffer (which moves
+    // with its `Vec`, not in memory) outlive the writer.
+    let r =
+        unsafe { iommu_flb_writer_start_indexed(&mut *w, &alloc, slots.cast(), size, &mut root) };
+    assert_eq!(r, 0);
+    let v = intel_vendor(0x1000);
+    let mut hw = IommuFlbHandle::default();
+    // SAFETY: as above.
+    let r = unsafe { iommu_flb_preserve_iommu(&mut *w, 0x1000, 1, &v, &mut hw) };
+    assert_eq!(r, 0);
+    let (_, dom) = preserve_domain(&mut *w, 0);
+    Indexed {
+        w,
+        index,
+        slots,
+        hw,
+        dom,
+    }
+}
+
+/// Issue 11, finding 3 with an index: two copies of an indexed writer held
+/// two `&mut` to one index (undefined behaviour, which miri reports).
+#[test]
+fn copy_of_an_indexed_writer_never_touches_the_index() {
+    let pool = PoolRef::new();
+    let Indexed {
+        mut w,
+        index,
+        hw,
+        dom,
+        ..
+    } = indexed_writer(&pool);
+    let mut copy = zeroed_writer();
+    copy_writer(&w, &mut copy);
+    let dev = IommuDeviceSer::new_zeroed();
+    let mut h = IommuFlbHandle::default();
+    let before = index.clone();
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(
+            iommu_flb_preserve_device(&mut *copy, &dev, &dom, &hw, &mut h),
+            -22
+        );
+        assert_eq!(index, before, "the copy did not use the index");
+        assert_eq!(
+            iommu_flb_preserve_device(&mut *w, &dev, &dom, &hw, &mut h),
+            0
+        );
+        assert_eq!(iommu_flb_writer_abort(&mut *w), 0);
+    }
+}
+
+/// Issue 11, finding 3, the stale copy put back: a snapshot of the writer
+/// copied back over it (same address) would append into a slot already in
+/// use, or relink a page that already has a successor.
+#[test]
+fn stale_copy_put_back_over_a_writer_cannot_append() {
+    let mut pool = PoolRef::new();
+    let mut b = build(&mut pool);
+    let mut snapshot = zeroed_writer();
+    copy_writer(&b.w, &mut snapshot);
+    let (r, kept) = preserve_domain(&mut *b.w, 7);
+    assert_eq!(r, 0);
+    copy_writer(&snapshot, &mut b.w);
+    let (r, again) = preserve_domain(&mut *b.w, 8);
+    assert_eq!(r, -117, "slot {:#x} is taken", again.phys);
+    let mut err = new_error();
+    // SAFETY: `b.w` lives.
+    assert_eq!(unsafe { iommu_flb_writer_last_error(&*b.w, &mut err) }, 0);
+    assert_eq!((err.kind, err.page_phys), (131, kept.phys & !0xfff));
+    // What reads the pages still works: the domain preserved after the
+    // snapshot is in the image and can be unpreserved.
+    // SAFETY: as above.
+    assert_eq!(unsafe { iommu_flb_unpreserve_domain(&mut *b.w, &kept) }, 0);
+    let mut root = 0;
+    // SAFETY: as above.
+    assert_eq!(unsafe { iommu_flb_writer_finish(&mut *b.w, &mut root) }, 0);
+    let (doms, devs) = live(&mut pool, root);
+    assert_eq!((doms.len(), devs.len()), (3, 3));
+    assert!(pool.strays.is_empty(), "{:x?}", pool.strays);
+}
+
+/// The same when the tail was full at the snapshot: the domain after it
+/// went to a new page, and the stale writer would link another new page
+/// behind the old tail, cutting that domain out of the image.
+#[test]
+fn stale_copy_of_a_full_tail_does_not_relink_it() {
+    let mut pool = PoolRef::new();
+    let alloc = pool.alloc();
+    let mut w = zeroed_writer();
+    let mut root = 0;
+    // SAFETY: valid pointers; `pool` outlives the writer.
+    let r = unsafe { iommu_flb_writer_start(&mut *w, &alloc, &mut root) };
+    assert_eq!(r, 0);
+    let cap = crate::abi::v1::IOMMU_DOMAIN_ARRAY_CAPACITY_4K;
+    for i in 0..cap {
+        assert_eq!(preserve_domain(&mut *w, i).0, 0);
+    }
+    let mut snapshot = zeroed_writer();
+    copy_writer(&w, &mut snapshot);
+    let (r, next_page) = preserve_domain(&mut *w, cap);
+    assert_eq!(r, 0);
+    let pages = pool.pages_in_use();
+    copy_writer(&snapshot, &mut w);
+    assert_eq!(preserve_domain(&mut *w, cap + 1).0, -117);
+    assert_eq!(pool.pages_in_use(), pages, "no page is linked");
+    // SAFETY: as above.
+    assert_eq!(unsafe { iommu_flb_writer_finish(&mut *w, &mut root) }, 0);
+    let (doms, _) = live(&mut pool, root);
+    assert_eq!(doms.len() as u64, cap + 1);
+    assert_eq!(doms.last(), Some(&next_page.phys));
+}
+
+/// Issue 11, finding 4: a handle was checked for its kind, writer id and
+/// slot alignment only. A domain handle moved to a device page + 16 made
+/// `iommu_flb_unpreserve_domain()` mark device 0 DELETED.
+#[test]
+fn forged_handle_is_refused_and_changes_nothing() {
+    let mut pool = PoolRef::new();
+    let mut b = build(&mut pool);
+    let mut err = new_error();
+    let mut forged = b.dom[1];
+    forged.phys = (b.dev[0].phys & !0xfff) + 16;
+    // SAFETY: `b.w` lives.
+    unsafe {
+        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &forged), -22);
+        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+    }
+    assert_eq!((err.kind, err.page_phys), (132, forged.phys));
+    // Another domain's address under a genuine handle's check value.
+    let mut swapped = b.dom[1];
+    swapped.phys = b.dom[2].phys;
+    // A handle of the right kind from another writer over the same pages.
+    let mut pool2 = PoolRef::new();
+    let b2 = build(&mut pool2);
+    assert_eq!(b2.dom[1].phys, b.dom[1].phys, "the pools hand out alike");
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &swapped), -22);
+        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &b2.dom[2]), -22);
+        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+        assert_eq!(err.kind, 132);
+        // The right handle of the wrong kind: an invalid argument.
+        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &b.hw[0]), -22);
+        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+        assert_eq!(err.kind, 0);
+    }
+    let mut root = 0;
+    // SAFETY: as above.
+    assert_eq!(unsafe { iommu_flb_writer_finish(&mut *b.w, &mut root) }, 0);
+    let (doms, devs) = live(&mut pool, root);
+    assert_eq!(doms, b.dom.map(|h| h.phys));
+    assert_eq!(devs, b.dev[..3].iter().map(|h| h.phys).collect::<Vec<_>>());
+}
+
+/// A handle kept from an earlier start of the same writer names a slot of
+/// the new image (the pages are handed out again). Main refused it too, by
+/// the writer id in the handle; the check value, keyed afresh by every
+/// start, must go on refusing it.
+#[test]
+fn handle_of_an_earlier_start_is_refused() {
+    let mut pool = PoolRef::new();
+    let mut b = build(&mut pool);
+    let alloc = pool.alloc();
+    let mut root = 0;
+    // SAFETY: `b.w` lives; `pool` outlives it.
+    unsafe {
+        assert_eq!(iommu_flb_writer_abort(&mut *b.w), 0);
+        assert_eq!(iommu_flb_writer_start(&mut *b.w, &alloc, &mut root), 0);
+    }
+    let (r, h) = preserve_domain(&mut *b.w, 0);
+    assert_eq!(r, 0);
+    assert_eq!(h.phys, b.dom[0].phys, "the same slot again");
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &b.dom[0]), -22);
+        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &h), 0);
+    }
+}
+
+/// Issue 11, finding 5: the IOMMU handle's record was read before the
+/// handle was checked, so a forged handle made the writer ask its page
+/// callback (phys_to_virt() in the kernel) for an address the allocator
+/// never handed out.
+#[test]
+fn writer_maps_only_pages_its_allocator_handed_out() {
+    let mut pool = PoolRef::new();
+    let mut b = build(&mut pool);
+    assert!(pool.strays.is_empty(), "{:x?}", pool.strays);
+    let never = (0..PAGES as u64)
+        .map(|i| BASE + i * 4096)
+        .find(|&p| pool.lookup(p).is_null())
+        .expect("a free page");
+    let mut forged = b.hw[0];
+    forged.phys = never + 16;
+    let dev = IommuDeviceSer::new_zeroed();
+    let mut h = IommuFlbHandle::default();
+    let mut outside = b.dev[0];
+    outside.phys = 0x7777_0010;
+    // SAFETY: `b.w` lives.
+    unsafe {
+        assert_eq!(
+            iommu_flb_preserve_device(&mut *b.w, &dev, &b.dom[0], &forged, &mut h),
+            -22
+        );
+        assert_eq!(iommu_flb_unpreserve_iommu(&mut *b.w, &forged), -22);
+        assert_eq!(iommu_flb_unpreserve_device(&mut *b.w, &outside), -22);
+    }
+    assert!(pool.strays.is_empty(), "asked for {:x?}", pool.strays);
+}
+
+fn reenter(pool: &mut Pool) {
+    let w = pool.writer;
+    let (r, _) = preserve_domain(w, 99);
+    let mut err = new_error();
+    let mut root = 0;
+    // SAFETY: `w` is the live writer whose callback this is.
+    let (e, f) = unsafe {
+        (
+            iommu_flb_writer_last_error(w, &mut err),
+            iommu_flb_writer_finish(w, &mut root),
+        )
+    };
+    pool.reentered.extend([r, e, f]);
+}
+
+/// A sibling of finding 3: a writer callback that calls back into the same
+/// writer ran a second call on it while the first held its state (two
+/// `&mut`, undefined behaviour, which miri reports).
+#[test]
+fn call_into_a_writer_from_its_own_callback_is_ebusy() {
+    let mut pool = PoolRef::new();
+    let alloc = pool.alloc();
+    let mut w = zeroed_writer();
+    let mut root = 0;
+    // SAFETY: valid pointers; `pool` outlives the writer.
+    let r = unsafe { iommu_flb_writer_start(&mut *w, &alloc, &mut root) };
+    assert_eq!(r, 0);
+    let w: *mut IommuFlbWriter = &mut *w;
+    pool.writer = w;
+    pool.on_alloc = Some(reenter);
+    let cap = crate::abi::v1::IOMMU_DOMAIN_ARRAY_CAPACITY_4K;
+    for i in 0..=cap {
+        // The last one needs a page: `pool_alloc` calls back.
+        assert_eq!(preserve_domain(w, i).0, 0);
+    }
+    assert_eq!(pool.reentered, [-16, -16, -16]);
+    pool.on_alloc = None;
+    // SAFETY: as above.
+    assert_eq!(unsafe { iommu_flb_writer_finish(w, &mut root) }, 0);
+    let (doms, _) = live(&mut pool, root);
+    assert_eq!(doms.len() as u64, cap + 1);
+}
+
+/// Issue 11, finding 6, on the writer's side: the writer kept a `&mut` to
+/// its device index in caller memory from one call to the next, so a read
+/// of that storage between calls (the contract forbids only writes)
+/// invalidated it in Rust's aliasing model, and the next preserve used an
+/// invalid reference: undefined behaviour, which miri reports.
+#[test]
+fn index_storage_may_be_read_between_writer_calls() {
+    let mut pool = PoolRef::new();
+    let Indexed {
+        mut w,
+        index,
+        slots,
+        hw,
+        dom,
+    } = indexed_writer(&pool);
+    let mut root = 0;
+    let mut dev = IommuDeviceSer::new_zeroed();
+    let mut h = IommuFlbHandle::default();
+    let mut seen = 0u64;
+    for devid in [7u32, 3, 5] {
+        dev.devid = devid.into();
+        // SAFETY: as above.
+        let r = unsafe { iommu_flb_preserve_device(&mut *w, &dev, &dom, &hw, &mut h) };
+        assert_eq!(r, 0);
+        // A debugger's look at the index between calls.
+        // SAFETY: `slots` points to the live `index` storage.
+        seen = (0..index.len()).fold(seen, |a, i| a ^ unsafe { slots.add(i).read() });
+    }
+    assert_ne!(seen, 0, "the index holds the devices");
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(
+            iommu_flb_preserve_device(&mut *w, &dev, &dom, &hw, &mut h),
+            -17,
+            "the index still finds devid 5"
+        );
+        assert_eq!(iommu_flb_writer_finish(&mut *w, &mut root), 0);
+    }
+    let (_, devs) = live(&mut pool, root);
+    assert_eq!(devs.len(), 3);
+}
+
+/// Issue 11, finding 6, on the reader's side: the next kernel sets
+/// `INCOMING` and `restored` on records it adopted, between calls, while it
+/// still walks the image. The walk goes on with the records validation saw,
+/// and no reference of an earlier call is used after the write (miri checks
+/// that).
+#[test]
+fn next_kernel_fields_may_be_written_between_walk_calls() {
+    let mut pool = PoolRef::new();
+    let b = build(&mut pool);
+    let mut scratch = sized_scratch(&mut pool, b.root);
+    let (r, img, _) = validate_into(&mut pool, b.root, raw(&mut scratch));
+    assert_eq!(r, 0);
+    let mut cur = IommuFlbCursor::default();
+    let mut dev = no_device();
+    let mut got = Vec::new();
+    // SAFETY: `img` is in `scratch`, which lives; `pool` lives.
+    while unsafe { iommu_flb_next_device(img, &mut cur, &mut dev) } == 1 {
+        got.push(dev.phys);
+        // The adopting kernel's writes: INCOMING, and the Intel `restored`
+        // byte (the first of the vendor union, at offset 48).
+        set_flag(&mut pool, dev.phys, 1);
+        let page = pool.lookup(dev.phys & !0xfff);
+        // SAFETY: the record is inside the pool page.
+        unsafe { page.add((dev.phys & 0xfff) as usize + 48).write(1) };
+        let mut found = no_device();
+        // SAFETY: as above.
+        let r = unsafe { iommu_flb_find_device(img, 1, 0x100, &mut found) };
+        assert_eq!((r, found.phys), (0, b.dev[0].phys));
+    }
+    assert_eq!(got, b.dev[..3].iter().map(|h| h.phys).collect::<Vec<_>>());
+    // A dump of it now validates only as restored.
+    let (r, _, err) = validate_into(&mut pool, b.root, raw(&mut scratch));
+    assert_eq!((r, err.kind), (-114, 22));
+}
+
+/// Found by the `capi` fuzz target: a device preserved onto an unpreserved
+/// domain while the IOMMU's page cannot be mapped. The writer reads the
+/// domain first and refuses with -ENOENT (ATTACH_TO_DELETED); the C API's
+/// handle check mapped the IOMMU's page before the writer ran and answered
+/// -EFAULT. The C API answers as the writer does.
+#[test]
+fn refused_page_is_reported_in_the_writers_order() {
+    let mut pool = PoolRef::new();
+    let mut b = build(&mut pool);
+    let (r, dom) = preserve_domain(&mut *b.w, 9);
+    assert_eq!(r, 0);
+    let mut err = new_error();
+    // SAFETY: `b.w` lives.
+    unsafe {
+        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &dom), 0);
+        pool.refuse = Some(b.hw[0].phys & !0xfff);
+        let mut d = IommuDeviceSer::new_zeroed();
+        d.devid = 0x777.into();
+        let mut h = IommuFlbHandle::default();
+        let r = iommu_flb_preserve_device(&mut *b.w, &d, &dom, &b.hw[0], &mut h);
+        assert_eq!(r, -2);
+        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+        assert_eq!((err.kind, err.page_phys), (133, dom.phys));
+        // With a live domain, the refused page is what stops it.
+        let r = iommu_flb_preserve_device(&mut *b.w, &d, &b.dom[1], &b.hw[0], &mut h);
+        assert_eq!(r, -14);
+        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+        assert_eq!((err.kind, err.page_phys), (130, b.hw[0].phys & !0xfff));
+    }
 }

@@ -5,7 +5,7 @@ use core::ffi::{c_int, c_void};
 use core::ptr;
 
 use super::error::{IOMMU_FLB_NONE, errno};
-use super::reader::{CMem, IommuFlbImage, answer, read_arg};
+use super::reader::{CMem, IommuFlbImage, View, answer, read_arg};
 use super::usable;
 use crate::PhysAddr;
 use crate::abi::v1::{IommuDeviceSer, IommuDomainSer, IommuHwSer, IommuTypeSer};
@@ -15,12 +15,41 @@ use crate::reader::{self, Image};
 /// struct iommu_flb_cursor - Position of a walk.
 ///
 /// Initialize with IOMMU_FLB_CURSOR_INIT (all zero) to start at the first
-/// record; each iommu_flb_next_*() call advances it. One cursor per walk.
+/// record; each iommu_flb_next_*() call advances it. One cursor per walk:
+/// its first use ties it to the image and to the kind of walk, and it is
+/// refused for any other (-ESTALE for an image validated later into the
+/// same scratch, -EINVAL for another kind of walk). Start a new walk with a
+/// new IOMMU_FLB_CURSOR_INIT; the iommu_flb_for_each_*() macros do.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IommuFlbCursor {
-    /// @pos: Private: the index of the next record slot to look at.
+    /// @pos: Private: the index of the next record slot (or page) to look
+    /// at.
     pub pos: u64,
+    /// @owner: Private: the image and walk the cursor belongs to; 0 until
+    /// its first use.
+    pub owner: u64,
+}
+
+/// Which walk a cursor is for (the low bits of its `owner`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Walk {
+    Iommu = 0,
+    Domain = 1,
+    Device = 2,
+    Page = 3,
+}
+
+/// Walks per image: `owner` is `generation * WALKS + walk`.
+const WALKS: u64 = 4;
+
+impl Walk {
+    const fn code(self) -> u64 {
+        // A field-less enum's discriminant, small and non-negative.
+        #[allow(clippy::as_conversions)]
+        let c = self as u64;
+        c
+    }
 }
 
 /// struct iommu_flb_iommu_ref - A live IOMMU record in the image.
@@ -70,12 +99,16 @@ const NULL_DEVICE: IommuFlbDeviceRef = IommuFlbDeviceRef {
 /// The next live record at or after `cursor`, found with `at` (record by
 /// index, `None` past the end; `Some(None)` for a deleted slot). Returns
 /// `(found, 1)` and advances the cursor past it, or `(empty, 0)` at the
-/// end, leaving the cursor at the end.
+/// end, leaving the cursor at the end. A fresh cursor is tied to `view`'s
+/// image and to `walk`; a cursor tied to another is refused.
 ///
 /// # Safety
 ///
-/// `cursor` must be NULL or valid for reading and writing one cursor.
+/// `cursor` must be NULL, misaligned, or valid for reading and writing one
+/// cursor.
 unsafe fn step<T: Copy>(
+    view: &View<'_, '_>,
+    walk: Walk,
     cursor: *mut IommuFlbCursor,
     empty: T,
     mut at: impl FnMut(u64) -> Option<Option<T>>,
@@ -83,10 +116,29 @@ unsafe fn step<T: Copy>(
     if !usable(cursor.cast_const()) {
         return Err(errno::EINVAL);
     }
+    let owner = view
+        .generation
+        .checked_mul(WALKS)
+        .and_then(|g| g.checked_add(walk.code()))
+        .ok_or(errno::EOVERFLOW)?;
     // SAFETY: `cursor` is non-NULL and aligned (checked above) and, by the
-    // contract, a readable and writable `struct iommu_flb_cursor`, which is
-    // one `u64`: every bit pattern is valid.
+    // contract, a readable and writable `struct iommu_flb_cursor`, two
+    // `u64`s: every bit pattern is valid. The borrow is a local of this
+    // call.
     let cur = unsafe { &mut *cursor };
+    if cur.owner == 0 {
+        if cur.pos != 0 {
+            // Not from IOMMU_FLB_CURSOR_INIT.
+            return Err(errno::EINVAL);
+        }
+        cur.owner = owner;
+    } else if cur.owner != owner {
+        return Err(if cur.owner.checked_div(WALKS) == Some(view.generation) {
+            errno::EINVAL
+        } else {
+            errno::ESTALE
+        });
+    }
     loop {
         let Some(slot) = at(cur.pos) else {
             return Ok((empty, 0));
@@ -103,14 +155,18 @@ unsafe fn step<T: Copy>(
 /// @cursor: The walk's position (start with IOMMU_FLB_CURSOR_INIT).
 /// @out: Where to store the next live IOMMU.
 ///
-/// Deleted slots are skipped. The image's pages may be written between
-/// calls (e.g. to set IOMMU_SER_FLAG_INCOMING), not during one.
+/// Deleted slots are skipped. The records are those validation saw; the
+/// fields the next kernel sets may be written between calls ("Concurrency
+/// and writes" at the top of the header).
 ///
 /// Context: Any context the image's page callback allows.
 ///
 /// Return: 1 with *@out set, 0 at the end (*@out zeroed), or a negative
-/// errno: -EINVAL for a NULL or misaligned pointer or a pointer that is not
-/// an image, -EFAULT if the root page can no longer be read.
+/// errno: -EINVAL for a NULL or misaligned pointer, a pointer that is not
+/// an image (or is a copy of one), or a cursor of another kind of walk or
+/// not from IOMMU_FLB_CURSOR_INIT; -ESTALE if the last
+/// iommu_flb_validate() into @img's scratch failed, or @cursor walked an
+/// earlier image in it; -EFAULT if the root page can no longer be read.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn iommu_flb_next_iommu(
     img: *const IommuFlbImage,
@@ -119,9 +175,9 @@ pub unsafe extern "C" fn iommu_flb_next_iommu(
 ) -> c_int {
     // SAFETY: forwarded from this function's contract (kernel-doc above).
     unsafe {
-        answer(img, out, |image| {
-            step(cursor, NULL_IOMMU, |i| {
-                let r = image.iommu_by_index(i)?;
+        answer(img, out, |view| {
+            step(view, Walk::Iommu, cursor, NULL_IOMMU, |i| {
+                let r = view.image.iommu_by_index(i)?;
                 Some(
                     r.iommu()
                         .filter(|_| !r.is_deleted())
@@ -151,9 +207,9 @@ pub unsafe extern "C" fn iommu_flb_next_domain(
 ) -> c_int {
     // SAFETY: forwarded from this function's contract (kernel-doc above).
     unsafe {
-        answer(img, out, |image| {
-            step(cursor, NULL_DOMAIN, |i| {
-                let d = image.domain_by_index(i)?;
+        answer(img, out, |view| {
+            step(view, Walk::Domain, cursor, NULL_DOMAIN, |i| {
+                let d = view.image.domain_by_index(i)?;
                 Some((!d.is_deleted()).then(|| domain_ref(d)))
             })
         })
@@ -197,9 +253,9 @@ pub unsafe extern "C" fn iommu_flb_next_device(
 ) -> c_int {
     // SAFETY: forwarded from this function's contract (kernel-doc above).
     unsafe {
-        answer(img, out, |image| {
-            step(cursor, NULL_DEVICE, |i| {
-                let d = image.device_by_index(i)?;
+        answer(img, out, |view| {
+            step(view, Walk::Device, cursor, NULL_DEVICE, |i| {
+                let d = view.image.device_by_index(i)?;
                 Some(d.device().filter(|_| !d.is_deleted()).map(device_ref))
             })
         })
@@ -217,9 +273,10 @@ pub unsafe extern "C" fn iommu_flb_next_device(
 /// Context: Any context the image's page callback allows.
 ///
 /// Return: 0 with *@out set; -ENOENT if there is no such live IOMMU (*@out
-/// zeroed); -EINVAL for a bad pointer or an @iommu_type other than
-/// IOMMU_INTEL and IOMMU_ARM_SMMUV3; -EFAULT if the root page can no longer
-/// be read.
+/// zeroed); -EINVAL for a bad pointer (as for iommu_flb_next_iommu()) or
+/// an @iommu_type other than IOMMU_INTEL and IOMMU_ARM_SMMUV3; -ESTALE if
+/// the last iommu_flb_validate() into @img's scratch failed; -EFAULT if the
+/// root page can no longer be read.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn iommu_flb_find_iommu(
     img: *const IommuFlbImage,
@@ -233,8 +290,9 @@ pub unsafe extern "C" fn iommu_flb_find_iommu(
     };
     // SAFETY: forwarded from this function's contract (kernel-doc above).
     unsafe {
-        answer(img, out, |image| {
-            Ok(image
+        answer(img, out, |view| {
+            Ok(view
+                .image
                 .find_iommu(token, ty)
                 .map_or((NULL_IOMMU, errno::ENOENT), |m| (iommu_ref(m), 0)))
         })
@@ -252,8 +310,9 @@ pub unsafe extern "C" fn iommu_flb_find_iommu(
 /// Context: Any context the image's page callback allows.
 ///
 /// Return: 0 with *@out set; -ENOENT if there is no such live device (*@out
-/// zeroed); -EINVAL for a bad pointer; -EFAULT if the root page can no
-/// longer be read.
+/// zeroed); -EINVAL for a bad pointer; -ESTALE if the last
+/// iommu_flb_validate() into @img's scratch failed; -EFAULT if the root
+/// page can no longer be read.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn iommu_flb_find_device(
     img: *const IommuFlbImage,
@@ -263,8 +322,9 @@ pub unsafe extern "C" fn iommu_flb_find_device(
 ) -> c_int {
     // SAFETY: forwarded from this function's contract (kernel-doc above).
     unsafe {
-        answer(img, out, |image| {
-            Ok(image
+        answer(img, out, |view| {
+            Ok(view
+                .image
                 .find_device(segment, devid)
                 .map_or((NULL_DEVICE, errno::ENOENT), |d| (device_ref(d), 0)))
         })
@@ -299,8 +359,9 @@ unsafe fn device_of<'m>(
 /// Context: Any context the image's page callback allows.
 ///
 /// Return: 0 with *@out set; -ENOENT if @dev->phys is not a live device of
-/// @img; -EINVAL for a bad pointer; -EFAULT if the root page can no longer
-/// be read.
+/// @img; -EINVAL for a bad pointer; -ESTALE if the last
+/// iommu_flb_validate() into @img's scratch failed; -EFAULT if the root
+/// page can no longer be read.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn iommu_flb_device_domain(
     img: *const IommuFlbImage,
@@ -309,8 +370,8 @@ pub unsafe extern "C" fn iommu_flb_device_domain(
 ) -> c_int {
     // SAFETY: forwarded from this function's contract (kernel-doc above).
     unsafe {
-        answer(img, out, |image| {
-            Ok(device_of(image, dev)
+        answer(img, out, |view| {
+            Ok(device_of(&view.image, dev)
                 .map_or_else(|code| (NULL_DOMAIN, code), |d| (domain_ref(d.domain()), 0)))
         })
     }
@@ -333,8 +394,8 @@ pub unsafe extern "C" fn iommu_flb_device_iommu(
 ) -> c_int {
     // SAFETY: forwarded from this function's contract (kernel-doc above).
     unsafe {
-        answer(img, out, |image| {
-            Ok(device_of(image, dev)
+        answer(img, out, |view| {
+            Ok(device_of(&view.image, dev)
                 .map_or_else(|code| (NULL_IOMMU, code), |d| (iommu_ref(d.iommu()), 0)))
         })
     }
@@ -375,7 +436,8 @@ fn count(n: usize) -> u64 {
 ///
 /// Context: Any context the image's page callback allows.
 ///
-/// Return: 0 with *@out set; -EINVAL for a bad pointer; -EFAULT if the root
+/// Return: 0 with *@out set; -EINVAL for a bad pointer; -ESTALE if the last
+/// iommu_flb_validate() into @img's scratch failed; -EFAULT if the root
 /// page can no longer be read.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn iommu_flb_image_info(
@@ -384,7 +446,8 @@ pub unsafe extern "C" fn iommu_flb_image_info(
 ) -> c_int {
     // SAFETY: forwarded from this function's contract (kernel-doc above).
     unsafe {
-        answer(img, out, |image| {
+        answer(img, out, |view| {
+            let image = &view.image;
             Ok((
                 IommuFlbImageInfo {
                     root_phys: image.root_phys().get(),
@@ -424,10 +487,10 @@ pub unsafe extern "C" fn iommu_flb_next_page(
 ) -> c_int {
     // SAFETY: forwarded from this function's contract (kernel-doc above).
     unsafe {
-        answer(img, phys, |image| {
-            step(cursor, 0, |i| {
+        answer(img, phys, |view| {
+            step(view, Walk::Page, cursor, 0, |i| {
                 let i = usize::try_from(i).ok()?;
-                Some(Some(image.page_by_index(i)?.get()))
+                Some(Some(view.image.page_by_index(i)?.get()))
             })
         })
     }
@@ -451,7 +514,8 @@ pub struct IommuFlbRestoreStatus {
 /// @restore: Called once per page with its physical address, in the order
 ///           of iommu_flb_next_page(): the root's page first. In the kernel:
 ///           kho_restore_folio(). Returns 0, or a negative errno to stop.
-///           Must not write to image pages.
+///           Must not write to image pages or to @img's scratch, nor call
+///           iommu_flb_validate() on that scratch.
 /// @ctx: Passed to @restore unchanged; may be NULL.
 /// @status: Where to store how far the walk got; written whenever the
 ///          walk ran (not for a bad argument).
@@ -464,7 +528,8 @@ pub struct IommuFlbRestoreStatus {
 /// Return: 0 when every page was restored, else the negative errno
 /// @restore returned (-EINVAL if it returned a positive value); then
 /// @status says which page failed and how many were restored before it,
-/// for the caller to unwind. -EINVAL for a bad pointer, -EFAULT if the root
+/// for the caller to unwind. -EINVAL for a bad pointer, -ESTALE if the last
+/// iommu_flb_validate() into @img's scratch failed, -EFAULT if the root
 /// page can no longer be read (nothing restored).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn iommu_flb_restore(
@@ -476,8 +541,8 @@ pub unsafe extern "C" fn iommu_flb_restore(
     let Some(restore) = restore else {
         return errno::EINVAL;
     };
-    let walk = |image: &Image<'_, '_, CMem>| {
-        let done = image.restore(|page| {
+    let walk = |view: &View<'_, '_>| {
+        let done = view.image.restore(|page| {
             // SAFETY: `restore` is the caller's non-NULL callback, called as
             // its contract says: with `ctx` and a page of the image.
             match unsafe { restore(ctx, page.get()) } {

@@ -3,23 +3,25 @@
 
 use core::ffi::{CStr, c_int, c_void};
 use core::mem::{align_of, offset_of, size_of};
+use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use zerocopy::FromBytes;
 
 use super::error::{Fail, IommuFlbChain, IommuFlbError, errno, report};
+use super::mac::Key;
 use super::reader::read_arg;
-use super::usable;
+use super::{Span, usable};
 use crate::PhysAddr;
 use crate::abi::PageSize;
 use crate::abi::v1::{
-    IOMMU_ARRAY_HDR_SIZE, IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer, IommuHwVendorSer,
-    IommuIntelSer, IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer,
+    IOMMU_ARRAY_HDR_SIZE, IommuArrayHdrSer, IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer,
+    IommuHwVendorSer, IommuIntelSer, IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer,
 };
 use crate::writer::{
     DeviceHandle, DeviceIndex, DeviceInit, DeviceKey, DevicePayloadInit, DomainHandle, DomainInit,
     IndexSlot, IntelDeviceInit, IntelIommuInit, IommuHandle, IommuPayloadInit, Lookup, NoIndex,
     ObjectKind, PageAlloc, SliceIndex, Smmuv3DeviceInit, Smmuv3IommuInit, WriteError, Writer,
-    WriterId,
 };
 
 /// struct iommu_flb_page_alloc - Where the writer's pages come from.
@@ -29,16 +31,25 @@ use crate::writer::{
 /// into the writer by iommu_flb_writer_start(); @ctx must stay valid until
 /// iommu_flb_writer_finish() or iommu_flb_writer_abort(). No callback may be
 /// NULL. The writer checks every page it is given (non-zero, page-aligned,
-/// not already in the image, mapped, all zeroes) before using it.
+/// not already in the image, mapped, all zeroes) before using it. Until
+/// iommu_flb_writer_finish() or iommu_flb_writer_abort(), the pages are the
+/// writer's: nothing else may write them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct IommuFlbPageAlloc {
     /// @alloc_page: Returns the physical address of a zeroed, preserved
     /// page of @page_size bytes, or 0 when none is available.
     pub alloc_page: Option<unsafe extern "C" fn(ctx: *mut c_void) -> u64>,
-    /// @page: Returns the writable mapping of a page @alloc_page handed out
-    /// and @free_page did not take back, or NULL for any other address. The
-    /// page must not be accessed by anyone else during a writer call.
+    /// @page: Returns the writable mapping of the page at @phys. The
+    /// library only asks for pages @alloc_page returned and @free_page has
+    /// not taken back: a handle is checked before anything at its address is
+    /// mapped, and every other address it maps it wrote itself into pages
+    /// no one else writes. So in the kernel plain phys_to_virt() is enough.
+    /// NULL makes the call fail (IOMMU_FLB_ERR_PAGE_UNAVAILABLE, or
+    /// IOMMU_FLB_ERR_BAD_PAGE for a page just allocated). The page must not
+    /// be accessed by anyone else during a writer call, and must not
+    /// overlap the struct iommu_flb_writer or its device index (such a page
+    /// is refused).
     pub page: Option<unsafe extern "C" fn(ctx: *mut c_void, phys: u64) -> *mut u8>,
     /// @free_page: Takes back a page @alloc_page handed out.
     pub free_page: Option<unsafe extern "C" fn(ctx: *mut c_void, phys: u64)>,
@@ -50,7 +61,9 @@ pub struct IommuFlbPageAlloc {
     pub page_size: usize,
 }
 
-/// The caller's allocator, every callback checked non-NULL.
+/// The caller's allocator, every callback checked non-NULL, and the caller
+/// memory the writer writes besides pages (its state, its index), which no
+/// page may overlap.
 #[derive(Clone, Copy, Debug)]
 struct CAlloc {
     alloc_page: unsafe extern "C" fn(ctx: *mut c_void) -> u64,
@@ -58,10 +71,11 @@ struct CAlloc {
     free_page: unsafe extern "C" fn(ctx: *mut c_void, phys: u64),
     ctx: *mut c_void,
     page_size: PageSize,
+    not_pages: [Span; 2],
 }
 
 impl CAlloc {
-    fn new(a: IommuFlbPageAlloc) -> Result<Self, Fail> {
+    fn new(a: IommuFlbPageAlloc, not_pages: [Span; 2]) -> Result<Self, Fail> {
         Ok(CAlloc {
             alloc_page: a.alloc_page.ok_or(Fail::Invalid(c"alloc->alloc_page"))?,
             page: a.page.ok_or(Fail::Invalid(c"alloc->page"))?,
@@ -71,6 +85,7 @@ impl CAlloc {
                 .ok()
                 .and_then(PageSize::from_bytes)
                 .ok_or(Fail::Invalid(c"alloc->page_size"))?,
+            not_pages,
         })
     }
 }
@@ -101,7 +116,9 @@ impl PageAlloc for CAlloc {
             }
         }
         let size = self.page_size.bytes();
-        // SAFETY: as in `alloc_page`.
+        // SAFETY: as in `alloc_page`. The writer only asks for pages the
+        // allocator handed out and did not take back (handles are proven
+        // before anything at their address is mapped: `handle`).
         let ptrs = phys.map(|p| unsafe { (self.page)(self.ctx, p.get()) });
         for ((p, &at), i) in ptrs.iter().zip(&phys).zip(0usize..) {
             // Two distinct pages whose mappings overlap would alias.
@@ -109,16 +126,20 @@ impl PageAlloc for CAlloc {
                 .iter()
                 .take(i)
                 .any(|q| q.addr().abs_diff(p.addr()) < size);
-            if p.is_null() || overlaps {
+            // Nor may a page overlap the writer state or the index, the
+            // other caller memory the writer writes.
+            let state = self.not_pages.iter().any(|s| s.overlaps(*p, size));
+            if p.is_null() || overlaps || state {
                 return Err(at);
             }
         }
         // SAFETY: by the `struct iommu_flb_page_alloc` contract, a non-NULL
         // return is the writable mapping of `page_size` bytes that nothing
         // else accesses during a writer call; the K mappings were checked
-        // above to be pairwise disjoint, so the K borrows do not alias each
-        // other, and they are tied to `&mut self`, so they end before the
-        // next call and within this writer call. `u8` has alignment 1 and
+        // above to be pairwise disjoint and apart from the writer state and
+        // the index, so the K borrows alias nothing, and they are tied to
+        // `&mut self`, which lives in the writer state, borrowed only
+        // within one call (`claim`): no reference to a page outlives it. `u8` has alignment 1 and
         // every byte pattern is valid; the length is at most 64 KiB, far
         // below `isize::MAX`.
         Ok(ptrs.map(|p| unsafe { core::slice::from_raw_parts_mut(p, size) }))
@@ -131,30 +152,65 @@ impl PageAlloc for CAlloc {
 }
 
 /// The device index of a C writer: none, or a [`SliceIndex`] in caller
-/// storage.
+/// storage, kept as a raw pointer between calls so that no reference to
+/// caller memory outlives a call.
 #[derive(Debug)]
 enum CIndex {
     None(NoIndex),
-    Slice(SliceIndex<'static>),
+    Slice {
+        slots: *mut IndexSlot,
+        n: usize,
+        len: usize,
+    },
+}
+
+/// The index in `n` slots at `slots` holding `len` devices, for one
+/// operation.
+///
+/// # Safety
+///
+/// `slots` must be the start of `n` initialized slots that only this
+/// writer accesses (the contract of `iommu_flb_writer_start_indexed()`),
+/// with no other reference to them alive for `'a`.
+unsafe fn resume<'a>(slots: *mut IndexSlot, n: usize, len: usize) -> SliceIndex<'a> {
+    // SAFETY: forwarded from this function's contract; `IndexSlot` is two
+    // `u64`s, valid for the bytes `iommu_flb_writer_start_indexed` zeroed
+    // and the index wrote since.
+    SliceIndex::resume(unsafe { core::slice::from_raw_parts_mut(slots, n) }, len)
 }
 
 impl DeviceIndex for CIndex {
     fn lookup(&self, key: DeviceKey) -> Lookup {
-        match self {
+        match *self {
             CIndex::None(x) => x.lookup(key),
-            CIndex::Slice(x) => x.lookup(key),
+            // SAFETY: the storage `iommu_flb_writer_start_indexed` was
+            // given, the writer's alone until finish or abort; the slice
+            // lives only for this lookup, and no other reference to the
+            // storage exists (the writer never keeps one).
+            CIndex::Slice { slots, n, len } => unsafe { resume(slots, n, len) }.lookup(key),
         }
     }
     fn insert(&mut self, key: DeviceKey, device: PhysAddr) -> Result<(), WriteError> {
         match self {
             CIndex::None(x) => x.insert(key, device),
-            CIndex::Slice(x) => x.insert(key, device),
+            CIndex::Slice { slots, n, len } => {
+                // SAFETY: as in `lookup`.
+                let mut x = unsafe { resume(*slots, *n, *len) };
+                let r = x.insert(key, device);
+                *len = x.len();
+                r
+            }
         }
     }
     fn remove(&mut self, key: DeviceKey) {
         match self {
             CIndex::None(x) => x.remove(key),
-            CIndex::Slice(x) => x.remove(key),
+            CIndex::Slice { slots, n, len } => {
+                // SAFETY: as in `lookup`.
+                let mut x = unsafe { resume(*slots, *n, *len) };
+                x.remove(key);
+                *len = x.len();
+            }
         }
     }
 }
@@ -164,10 +220,18 @@ pub const IOMMU_FLB_WRITER_WORDS: usize = 64;
 
 /// struct iommu_flb_writer - A writer's state (opaque, caller-allocated).
 ///
-/// Declare one (static, on the stack, or in a larger struct) and pass it to
+/// Declare one (static, on the stack, or in a larger struct), initialized
+/// to zero (IOMMU_FLB_WRITER_INIT, memset or kzalloc), and pass it to
 /// iommu_flb_writer_start(); the library keeps all its state in it and
-/// allocates nothing. Do not copy it while in use; calls on one writer
-/// must not run concurrently (the caller's lock serializes them).
+/// allocates nothing. A started writer is refused by another start
+/// (-EBUSY) until iommu_flb_writer_finish() or iommu_flb_writer_abort(),
+/// after which it may be started again. The state records its own address:
+/// a copy, or the struct moved elsewhere, is refused by every call
+/// (-EINVAL); do not copy it back over the original either (the writer
+/// refuses to append after that, but cannot tell every stale field). Calls
+/// on one writer must not run concurrently (the caller's lock serializes
+/// them); a call made while another runs on the same writer, including
+/// from the writer's own callbacks, is refused (-EBUSY).
 #[repr(C)]
 #[derive(Debug)]
 pub struct IommuFlbWriter {
@@ -175,91 +239,225 @@ pub struct IommuFlbWriter {
     pub opaque: [u64; IOMMU_FLB_WRITER_WORDS],
 }
 
-/// What `struct iommu_flb_writer` holds.
+/// What `struct iommu_flb_writer` holds: plain words the boundary checks
+/// before it trusts anything else, then the typed state.
 #[repr(C)]
 struct WriterSlot {
+    head: Head,
+    body: Body,
+}
+
+/// The words every call reads first, through raw pointers (never through a
+/// reference covering the typed state): valid for any bit pattern.
+#[repr(C)]
+struct Head {
+    /// [`WRITER_MAGIC`] once `iommu_flb_writer_start` ran.
     magic: u64,
+    /// [`LIVE`], [`BUSY`] or [`ENDED`]; changed atomically, so a call that
+    /// overlaps another is refused.
+    state: u64,
+    /// The address of the `struct iommu_flb_writer` this lives in.
+    this: u64,
+}
+
+/// The typed state, only borrowed (by [`claim`]) once the [`Head`] proved
+/// it whole and at home.
+struct Body {
+    /// The secret handles are checked with.
+    key: Key,
     /// The most recent call's failure, for `iommu_flb_writer_last_error`.
     last_error: Option<WriteError>,
     /// `None` once finished or aborted, or if `start` failed.
     writer: Option<Writer<CAlloc, CIndex>>,
 }
 
-/// "iflbwrt1": marks a started writer.
-const WRITER_MAGIC: u64 = 0x6966_6c62_7772_7431;
+/// "iflbwrt2": marks a writer `iommu_flb_writer_start` initialized.
+const WRITER_MAGIC: u64 = 0x6966_6c62_7772_7432;
+/// Started, no call running.
+const LIVE: u64 = 1;
+/// A call is running.
+const BUSY: u64 = 2;
+/// Finished, aborted, or its start failed: only its last error is left.
+const ENDED: u64 = 3;
 
 const _: () = assert!(size_of::<WriterSlot>() <= size_of::<IommuFlbWriter>());
 const _: () = assert!(align_of::<WriterSlot>() <= align_of::<IommuFlbWriter>());
-const _: () = assert!(offset_of!(WriterSlot, magic) == 0);
+const _: () = assert!(offset_of!(WriterSlot, head) == 0);
+const _: () = assert!(align_of::<AtomicU64>() <= align_of::<IommuFlbWriter>());
+const _: () = assert!(offset_of!(Head, state) % align_of::<AtomicU64>() == 0);
 const _: () = assert!(align_of::<IndexSlot>() <= 8 && size_of::<IndexSlot>() > 0);
 
-/// The writer state behind `w`, checked for the start marker.
-///
-/// # Safety
-///
-/// `w` must be NULL or point to a readable `struct iommu_flb_writer`.
-unsafe fn checked(w: *const IommuFlbWriter) -> Result<*const WriterSlot, Fail> {
-    if !usable(w) {
-        return Err(Fail::Invalid(c"w"));
-    }
-    // SAFETY: `w` is non-NULL and aligned (checked above) and, by the
-    // contract, a `struct iommu_flb_writer`; its first word is a `u64`, at
-    // the offset of `WriterSlot::magic` (asserted).
-    let magic = unsafe { w.cast::<u64>().read() };
-    if magic != WRITER_MAGIC {
-        return Err(Fail::Invalid(c"w"));
-    }
-    Ok(w.cast::<WriterSlot>())
+/// A writer's address as its `Head` records it.
+fn address(w: *const IommuFlbWriter) -> u64 {
+    u64::try_from(w.addr()).unwrap_or(u64::MAX)
 }
 
-/// The started writer behind `w`, for changing it.
+/// The state word of the writer at `w`.
 ///
 /// # Safety
 ///
-/// `w` must be NULL or point to a `struct iommu_flb_writer` that is either
-/// started (and not copied since) or holds anything but the start marker in
-/// its first word, and that no one else accesses during the returned
-/// borrow.
-unsafe fn slot<'a>(w: *mut IommuFlbWriter) -> Result<&'a mut WriterSlot, Fail> {
-    // SAFETY: forwarded from this function's contract.
-    let s = unsafe { checked(w) }?.cast_mut();
-    // SAFETY: the marker is only written by `iommu_flb_writer_start`,
-    // together with a whole `WriterSlot`, which fits and is aligned
-    // (asserted); by the contract it was not copied or changed since, and
-    // the caller does not access it during this call.
-    Ok(unsafe { &mut *s })
+/// `w` must be non-NULL, aligned, and point to a `struct iommu_flb_writer`
+/// that outlives `'a`.
+unsafe fn state<'a>(w: *mut IommuFlbWriter) -> &'a AtomicU64 {
+    let slot = w.cast::<WriterSlot>();
+    // SAFETY: `w` points to a live `struct iommu_flb_writer` (the
+    // contract), which holds a `WriterSlot` (asserted), so the projection
+    // stays inside it; `state` is a `u64` aligned for `AtomicU64`
+    // (asserted) that is accessed atomically while calls can overlap, and
+    // non-atomically only by `iommu_flb_writer_start`, which must not
+    // overlap other calls on the writer.
+    unsafe { AtomicU64::from_ptr(ptr::addr_of_mut!((*slot).head.state)) }
+}
+
+/// A writer borrowed for one call: its typed state, and the state word to
+/// put back when the call ends.
+struct Claim<'a> {
+    state: &'a AtomicU64,
+    body: &'a mut Body,
+}
+
+impl Claim<'_> {
+    /// Ends the call; the writer is `LIVE` again, or `ENDED` if the call
+    /// finished or aborted it.
+    fn release(self) {
+        let now = if self.body.writer.is_some() {
+            LIVE
+        } else {
+            ENDED
+        };
+        self.state.store(now, Ordering::Release);
+    }
+}
+
+/// Borrows the writer at `w` for one call, if it is one `iommu_flb_writer_start`
+/// initialized at this very address, in one of the states `allowed`, and
+/// no other call on it is running. Reads nothing but its `Head` until it
+/// has proven all three.
+///
+/// # Safety
+///
+/// `w` must be NULL, misaligned, or point to a readable and writable
+/// `struct iommu_flb_writer` that is zero, or was initialized by
+/// `iommu_flb_writer_start` (here, or elsewhere and copied here), and that
+/// outlives `'a`.
+unsafe fn claim<'a>(w: *mut IommuFlbWriter, allowed: &[u64]) -> Result<Claim<'a>, c_int> {
+    if !usable(w.cast_const()) {
+        return Err(errno::EINVAL);
+    }
+    let slot = w.cast::<WriterSlot>();
+    // SAFETY: `w` is non-NULL and aligned (checked above) and points to a
+    // `struct iommu_flb_writer` (the contract), which holds a `Head` at its
+    // start (asserted); the `u64` words are valid for any bit pattern and
+    // read through raw pointers, so no reference covers the typed state.
+    let (magic, this) = unsafe {
+        (
+            ptr::addr_of!((*slot).head.magic).read(),
+            ptr::addr_of!((*slot).head.this).read(),
+        )
+    };
+    if magic != WRITER_MAGIC || this != address(w) {
+        // Never started, or a copy (or moved) from where it was.
+        return Err(errno::EINVAL);
+    }
+    // SAFETY: `w` is non-NULL, aligned and, by the contract, a live writer.
+    let state = unsafe { state(w) };
+    let was = state.load(Ordering::Acquire);
+    if was == BUSY {
+        return Err(errno::EBUSY);
+    }
+    if !allowed.contains(&was) {
+        return Err(errno::EINVAL);
+    }
+    if state
+        .compare_exchange(was, BUSY, Ordering::Acquire, Ordering::Acquire)
+        .is_err()
+    {
+        return Err(errno::EBUSY);
+    }
+    // SAFETY: the magic and the address say `iommu_flb_writer_start`
+    // wrote a whole `WriterSlot` here, at this address (a byte copy of a
+    // valid one elsewhere is refused just above; the contract forbids any
+    // other change), so `body` is a valid `Body`. The state word is now
+    // `BUSY` and only this call puts it back, so no other call borrows the
+    // body until `release`: the `&mut` is unique. It covers `body` only,
+    // never the `Head` other calls read meanwhile, and lives for this call.
+    let body = unsafe { &mut *ptr::addr_of_mut!((*slot).body) };
+    Ok(Claim { state, body })
+}
+
+/// The last error of the writer at `w`, read without writing anything (the
+/// C signature takes a `const` writer): the same checks as [`claim`], and
+/// a writer inside a call is refused, since its state is being changed.
+///
+/// # Safety
+///
+/// As [`claim`], but only readable; no other thread may be inside a call
+/// on the writer (the contract of every writer call).
+unsafe fn last_error(w: *const IommuFlbWriter) -> Result<Option<WriteError>, c_int> {
+    if !usable(w) {
+        return Err(errno::EINVAL);
+    }
+    let slot = w.cast::<WriterSlot>();
+    // SAFETY: as in `claim`: plain `u64` words of the `Head`, read through
+    // raw pointers.
+    let (magic, this, state) = unsafe {
+        (
+            ptr::addr_of!((*slot).head.magic).read(),
+            ptr::addr_of!((*slot).head.this).read(),
+            ptr::addr_of!((*slot).head.state).read(),
+        )
+    };
+    if magic != WRITER_MAGIC || this != address(w) {
+        return Err(errno::EINVAL);
+    }
+    match state {
+        LIVE | ENDED => {}
+        BUSY => return Err(errno::EBUSY),
+        _ => return Err(errno::EINVAL),
+    }
+    // SAFETY: the magic and the address prove a whole `WriterSlot` written
+    // here by `iommu_flb_writer_start` (as in `claim`), and no call is
+    // running on it (its state is not `BUSY`, and the contract rules out
+    // other threads), so nothing writes `last_error` meanwhile. It is read
+    // by value, through a raw pointer: no reference to caller memory.
+    Ok(unsafe { ptr::addr_of!((*slot).body.last_error).read() })
 }
 
 /// Runs one operation on a started writer and records its failure.
 ///
 /// # Safety
 ///
-/// As [`slot`].
+/// As [`claim`].
 unsafe fn with_writer(
     w: *mut IommuFlbWriter,
-    op: impl FnOnce(&mut Writer<CAlloc, CIndex>) -> Result<(), Fail>,
+    op: impl FnOnce(&mut Writer<CAlloc, CIndex>, &Key) -> Result<(), Fail>,
 ) -> c_int {
     // SAFETY: forwarded from this function's contract.
-    let s = match unsafe { slot(w) } {
-        Ok(s) => s,
-        Err(f) => return f.errno(),
+    let c = match unsafe { claim(w, &[LIVE]) } {
+        Ok(c) => c,
+        Err(code) => return code,
     };
-    let Some(writer) = s.writer.as_mut() else {
-        return errno::EINVAL;
-    };
-    match op(writer) {
-        Ok(()) => {
-            s.last_error = None;
+    let Body {
+        key,
+        last_error,
+        writer,
+    } = &mut *c.body;
+    let code = match writer.as_mut().map(|wr| op(wr, key)) {
+        None => errno::EINVAL,
+        Some(Ok(())) => {
+            *last_error = None;
             0
         }
-        Err(f) => {
-            s.last_error = match f {
+        Some(Err(f)) => {
+            *last_error = match f {
                 Fail::Write(e) => Some(e),
                 _ => None,
             };
             f.errno()
         }
-    }
+    };
+    c.release();
+    code
 }
 
 /// Writes an out-parameter.
@@ -293,7 +491,8 @@ unsafe fn bytes_of<'a, T>(p: *const T, name: &'static CStr) -> Result<&'a [u8], 
 }
 
 /// iommu_flb_writer_start() - Start an image, as the kernel's first preserve.
-/// @w: Writer state to initialize (its contents do not matter).
+/// @w: Writer state to initialize: zero (IOMMU_FLB_WRITER_INIT), or a
+///     writer that was finished or aborted, or whose start failed.
 /// @alloc: The page allocator; copied into @w.
 /// @root: Where to store the root's physical address: what LUO hands over.
 ///
@@ -301,13 +500,16 @@ unsafe fn bytes_of<'a, T>(p: *const T, name: &'static CStr) -> Result<&'a [u8], 
 /// three heads are set even if nothing is preserved. Duplicate devices are
 /// found by scanning the device chain, except when devices are preserved in
 /// ascending (segment, devid) order; iommu_flb_writer_start_indexed() finds
-/// them in O(1) in any order.
+/// them in O(1) in any order. Handles of an earlier start of @w are not
+/// this writer's.
 ///
 /// Context: Whatever the @alloc callbacks need.
 ///
-/// Return: 0, or a negative errno (enum iommu_flb_error_kind), with the
-/// details from iommu_flb_writer_last_error(): then every page taken was
-/// given back and @w can only report that error.
+/// Return: 0; -EBUSY, changing nothing, if @w holds a started writer (or a
+/// copy of one) that was not finished or aborted; or another negative
+/// errno (enum iommu_flb_error_kind), with the details from
+/// iommu_flb_writer_last_error(): then every page taken was given back and
+/// @w can only report that error (or be started again).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn iommu_flb_writer_start(
     w: *mut IommuFlbWriter,
@@ -315,7 +517,7 @@ pub unsafe extern "C" fn iommu_flb_writer_start(
     root: *mut u64,
 ) -> c_int {
     // SAFETY: forwarded from this function's contract (kernel-doc above).
-    unsafe { start(w, alloc, CIndex::None(NoIndex), root) }
+    unsafe { start(w, alloc, None, root) }
 }
 
 /// iommu_flb_writer_index_size() - Size the storage of a device index.
@@ -333,21 +535,23 @@ pub extern "C" fn iommu_flb_writer_index_size(devices: usize) -> usize {
 }
 
 /// iommu_flb_writer_start_indexed() - Start an image with a device index.
-/// @w: Writer state to initialize.
+/// @w: Writer state to initialize, as for iommu_flb_writer_start().
 /// @alloc: The page allocator; copied into @w.
-/// @index: Storage for the index, 8-byte aligned, owned by the writer until
-///         iommu_flb_writer_finish() or iommu_flb_writer_abort().
+/// @index: Storage for the index, 8-byte aligned, not overlapping @w, owned
+///         by the writer until iommu_flb_writer_finish() or
+///         iommu_flb_writer_abort() (one writer per storage).
 /// @index_size: Its size in bytes (see iommu_flb_writer_index_size()).
 /// @root: Where to store the root's physical address.
 ///
 /// As iommu_flb_writer_start(), but a live duplicate device is found in
 /// O(1) whatever the order of preserves. A preserve beyond the index's
-/// capacity fails with IOMMU_FLB_ERR_INDEX_FULL.
+/// capacity fails with IOMMU_FLB_ERR_INDEX_FULL. @index is not touched if
+/// @w is refused with -EBUSY.
 ///
 /// Context: Whatever the @alloc callbacks need.
 ///
-/// Return: As iommu_flb_writer_start(); -EINVAL if @index is NULL or
-/// misaligned or @index_size holds less than one slot.
+/// Return: As iommu_flb_writer_start(); -EINVAL if @index is NULL,
+/// misaligned or overlaps @w, or @index_size holds less than one slot.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn iommu_flb_writer_start_indexed(
     w: *mut IommuFlbWriter,
@@ -356,49 +560,67 @@ pub unsafe extern "C" fn iommu_flb_writer_start_indexed(
     index_size: usize,
     root: *mut u64,
 ) -> c_int {
-    let slots = index.cast::<IndexSlot>();
-    let n = index_size.checked_div(size_of::<IndexSlot>()).unwrap_or(0);
-    if !usable(slots.cast_const()) || n == 0 {
-        return errno::EINVAL;
-    }
-    // SAFETY: `slots` is non-NULL and aligned (checked above) and, by the
-    // contract, `index_size >= n * size_of::<IndexSlot>()` bytes of caller
-    // memory the writer owns until finish or abort, which is as long as
-    // the writer (and so this `'static` borrow) is used. `write_bytes`
-    // initializes every slot (all-zero is an empty `IndexSlot`, two `u64`s)
-    // before the slice is made.
-    let slots: &'static mut [IndexSlot] = unsafe {
-        slots.write_bytes(0, n);
-        core::slice::from_raw_parts_mut(slots, n)
-    };
     // SAFETY: forwarded from this function's contract (kernel-doc above).
-    unsafe { start(w, alloc, CIndex::Slice(SliceIndex::new(slots)), root) }
+    unsafe { start(w, alloc, Some((index, index_size)), root) }
+}
+
+/// Whether the writer at `w` is started and not finished or aborted (or
+/// inside a call): what `start` must not overwrite.
+///
+/// # Safety
+///
+/// `w` must be non-NULL, aligned, and point to a readable `struct
+/// iommu_flb_writer` (zero, or initialized by `iommu_flb_writer_start`).
+unsafe fn in_use(w: *mut IommuFlbWriter) -> bool {
+    let slot = w.cast::<WriterSlot>();
+    // SAFETY: as in `claim`: a plain `u64` at the start of the struct.
+    let magic = unsafe { ptr::addr_of!((*slot).head.magic).read() };
+    // SAFETY: `w` is non-NULL, aligned and live (the contract).
+    magic == WRITER_MAGIC && matches!(unsafe { state(w) }.load(Ordering::Acquire), LIVE | BUSY)
 }
 
 /// # Safety
 ///
-/// `w` must be NULL or valid for writing a `struct iommu_flb_writer`;
+/// `w` must be NULL, misaligned, or valid for reading and writing a `struct
+/// iommu_flb_writer` (zero, or initialized by `iommu_flb_writer_start`);
 /// `alloc` NULL or a readable `struct iommu_flb_page_alloc`; `root` NULL or
-/// writable.
+/// writable; `index` `None` or (NULL, misaligned, or `index_size` bytes of
+/// writable caller memory the writer owns until finish or abort).
 unsafe fn start(
     w: *mut IommuFlbWriter,
     alloc: *const IommuFlbPageAlloc,
-    index: CIndex,
+    index: Option<(*mut c_void, usize)>,
     root: *mut u64,
 ) -> c_int {
     if !usable(w.cast_const()) {
         return errno::EINVAL;
     }
-    let run = || -> Result<Writer<CAlloc, CIndex>, Fail> {
+    // SAFETY: `w` is non-NULL and aligned; the rest is this function's
+    // contract.
+    if unsafe { in_use(w) } {
+        return errno::EBUSY;
+    }
+    let state = Span::of(w, size_of::<IommuFlbWriter>());
+    let mut root_phys = PhysAddr::NULL;
+    let mut ctx = 0usize;
+    let mut run = || -> Result<Writer<CAlloc, CIndex>, Fail> {
         // SAFETY: forwarded from this function's contract.
-        let a = CAlloc::new(unsafe { read_arg(alloc, c"alloc") }?)?;
+        let a = unsafe { read_arg(alloc, c"alloc") }?;
+        ctx = a.ctx.addr();
+        let (index, index_span) = match index {
+            None => (CIndex::None(NoIndex), Span::default()),
+            // SAFETY: forwarded from this function's contract.
+            Some((p, size)) => unsafe { slice_index(p, size, state) }?,
+        };
+        let a = CAlloc::new(a, [state, index_span])?;
         if !usable(root.cast_const()) {
             return Err(Fail::Invalid(c"root"));
         }
         let writer = Writer::with_index(a, index).map_err(Fail::Write)?;
+        root_phys = writer.root();
         // SAFETY: `root` is non-NULL and aligned (checked above), writable
         // by the contract.
-        unsafe { root.write(writer.root().get()) };
+        unsafe { root.write(root_phys.get()) };
         Ok(writer)
     };
     let (writer, last_error, code) = match run() {
@@ -412,32 +634,66 @@ unsafe fn start(
             f.errno(),
         ),
     };
-    // SAFETY: `w` is non-NULL and aligned (checked above) and, by the
-    // contract, writable for `size_of::<IommuFlbWriter>()` bytes, which hold
-    // a `WriterSlot` with its alignment (asserted). `write` does not read
-    // the old contents.
-    unsafe {
-        w.cast::<WriterSlot>().write(WriterSlot {
+    let slot = WriterSlot {
+        head: Head {
             magic: WRITER_MAGIC,
+            state: if writer.is_some() { LIVE } else { ENDED },
+            this: address(w),
+        },
+        body: Body {
+            key: Key::derive(w.addr(), root_phys, ctx),
             last_error,
             writer,
-        })
+        },
     };
+    // SAFETY: `w` is non-NULL and aligned (checked above) and, by the
+    // contract, writable for `size_of::<IommuFlbWriter>()` bytes, which hold
+    // a `WriterSlot` with its alignment (asserted). It holds no writer that
+    // is in use (checked above), so nothing is lost; `write` neither reads
+    // nor drops the old contents.
+    unsafe { w.cast::<WriterSlot>().write(slot) };
     code
+}
+
+/// The device index in caller storage: `size` bytes at `p`, which must not
+/// overlap the writer state `state`. Zeroes it.
+///
+/// # Safety
+///
+/// `p` must be NULL, misaligned, or `size` bytes of writable caller memory
+/// the writer owns until finish or abort.
+unsafe fn slice_index(p: *mut c_void, size: usize, state: Span) -> Result<(CIndex, Span), Fail> {
+    let slots = p.cast::<IndexSlot>();
+    let n = size.checked_div(size_of::<IndexSlot>()).unwrap_or(0);
+    let bytes = n.saturating_mul(size_of::<IndexSlot>());
+    if !usable(slots.cast_const()) || n == 0 || state.overlaps(slots, bytes) {
+        return Err(Fail::Invalid(c"index"));
+    }
+    // SAFETY: `slots` is non-NULL and aligned (checked above) and, by the
+    // contract, `size >= bytes` bytes of writable caller memory the writer
+    // owns; all-zero is an empty `IndexSlot` (two `u64`s).
+    unsafe { slots.write_bytes(0, n) };
+    // What `SliceIndex::new` leaves: every slot empty, no device.
+    Ok((CIndex::Slice { slots, n, len: 0 }, Span::of(slots, bytes)))
 }
 
 /// struct iommu_flb_handle - A preserved object, as the writer hands it out.
 ///
-/// Pass it back unchanged; only @phys is meant to be read.
+/// Pass it back unchanged; only @phys is meant to be read. A handle is
+/// accepted only by the writer (and the start of it) that handed it out,
+/// for the kind of object it was handed out for, with its @phys unchanged,
+/// and then only while that record's slot is in the image: anything else
+/// is refused before the library maps or reads what @phys names (a handle
+/// of another kind with IOMMU_FLB_ERR_INVALID_ARGUMENT, any other with
+/// IOMMU_FLB_ERR_FOREIGN_HANDLE).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IommuFlbHandle {
     /// @phys: Physical address of the object's record in the image.
     pub phys: u64,
-    /// @writer: Private: which writer made it.
-    pub writer: u32,
-    /// @kind: Private: an enum iommu_flb_chain value, the object's kind.
-    pub kind: u32,
+    /// @check: Private: a keyed check value over the object's kind and
+    /// @phys, keyed by a secret of the writer that handed it out.
+    pub check: u64,
 }
 
 /// A handle's kind: the `enum iommu_flb_chain` value of its chain.
@@ -445,47 +701,77 @@ fn kind_code(kind: ObjectKind) -> u32 {
     IommuFlbChain::of_object(kind).code()
 }
 
-/// A handle from C, checked for its kind and for naming the start of a
-/// record slot (the writer checks it is its own and what the record holds).
+const KINDS: [ObjectKind; 3] = [ObjectKind::Iommu, ObjectKind::Domain, ObjectKind::Device];
+
+/// The address a handle from C names, once proven a live slot of `kind`
+/// that this writer handed out. The check value is verified first, before
+/// anything at the address is mapped: only then is the address one of the
+/// writer's own record slots, in a page the allocator handed out and did not
+/// take back, so asking the page callback for it keeps the callback's
+/// contract. Then the slot is checked against its page's `nr_objects`.
 ///
 /// # Safety
 ///
-/// `h` must be NULL or point to a readable `struct iommu_flb_handle`.
+/// `h` must be NULL, misaligned, or point to a readable `struct
+/// iommu_flb_handle`.
 unsafe fn handle(
+    wr: &mut Writer<CAlloc, CIndex>,
+    key: &Key,
     h: *const IommuFlbHandle,
     kind: ObjectKind,
-    page_size: PageSize,
     name: &'static CStr,
-) -> Result<(PhysAddr, WriterId), Fail> {
+) -> Result<PhysAddr, Fail> {
+    let page_size = wr.page_size();
     // SAFETY: forwarded from this function's contract.
     let h = unsafe { read_arg(h, name) }?;
     let phys = PhysAddr::new(h.phys);
-    let size = u64::try_from(kind.record_size()).map_err(|_| Fail::Invalid(name))?;
-    let slot_start = u64::try_from(phys.page_offset(page_size))
-        .ok()
-        .and_then(|o| o.checked_sub(IOMMU_ARRAY_HDR_SIZE))
-        .and_then(|o| o.checked_rem(size));
-    if h.kind != kind_code(kind) || slot_start != Some(0) {
-        return Err(Fail::Invalid(name));
+    if h.check != key.check(kind_code(kind), phys) {
+        let other_kind = KINDS
+            .iter()
+            .any(|&k| k != kind && h.check == key.check(kind_code(k), phys));
+        return Err(if other_kind {
+            Fail::Invalid(name)
+        } else {
+            Fail::Write(WriteError::ForeignHandle { kind, phys })
+        });
     }
-    Ok((phys, WriterId(h.writer)))
+    let bad = |what| Fail::Write(WriteError::Inconsistent { phys, what });
+    let size = u64::try_from(kind.record_size()).unwrap_or(u64::MAX);
+    let offset = u64::try_from(phys.page_offset(page_size))
+        .ok()
+        .and_then(|o| o.checked_sub(IOMMU_ARRAY_HDR_SIZE));
+    let (Some(slot), Some(0)) = (
+        offset.and_then(|o| o.checked_div(size)),
+        offset.and_then(|o| o.checked_rem(size)),
+    ) else {
+        return Err(bad("the handle names no record slot"));
+    };
+    // A page that cannot be mapped now is left to the writer, which reports
+    // it in its own order of accesses (the C API answers as it does).
+    if let Some(page) = wr.alloc_mut().page_mut(phys.page_base(page_size)) {
+        let nr =
+            IommuArrayHdrSer::read_from_prefix(page).map_or(0, |(hdr, _)| hdr.nr_objects.get());
+        if slot >= nr {
+            return Err(bad("the handle names a slot past its page's nr_objects"));
+        }
+    }
+    Ok(phys)
 }
 
 /// Stores a handle the writer returned.
 ///
 /// # Safety
 ///
-/// `out` must be NULL or writable.
+/// `out` must be NULL, misaligned, or writable.
 unsafe fn give(
     out: *mut IommuFlbHandle,
-    phys: PhysAddr,
-    writer: WriterId,
+    key: &Key,
     kind: ObjectKind,
+    phys: PhysAddr,
 ) -> Result<(), Fail> {
     let h = IommuFlbHandle {
         phys: phys.get(),
-        writer: writer.0,
-        kind: kind_code(kind),
+        check: key.check(kind_code(kind), phys),
     };
     // SAFETY: forwarded from this function's contract.
     unsafe { put(out, c"out", h) }
@@ -520,7 +806,7 @@ pub unsafe extern "C" fn iommu_flb_preserve_iommu(
     vendor: *const IommuHwVendorSer,
     out: *mut IommuFlbHandle,
 ) -> c_int {
-    let op = |wr: &mut Writer<CAlloc, CIndex>| {
+    let op = |wr: &mut Writer<CAlloc, CIndex>, key: &Key| {
         // SAFETY: forwarded from this function's contract (kernel-doc above).
         let bytes = unsafe { bytes_of(vendor, c"vendor") }?;
         let payload = match IommuTypeSer::from_wire(iommu_type) {
@@ -549,7 +835,7 @@ pub unsafe extern "C" fn iommu_flb_preserve_iommu(
         };
         let h: IommuHandle = wr.preserve_iommu(token, payload).map_err(Fail::Write)?;
         // SAFETY: forwarded from this function's contract.
-        unsafe { give(out, h.phys(), h.writer(), ObjectKind::Iommu) }
+        unsafe { give(out, key, ObjectKind::Iommu, h.phys()) }
     };
     // SAFETY: forwarded from this function's contract (kernel-doc above).
     unsafe { with_writer(w, op) }
@@ -571,7 +857,7 @@ pub unsafe extern "C" fn iommu_flb_preserve_domain(
     init: *const IommuDomainSer,
     out: *mut IommuFlbHandle,
 ) -> c_int {
-    let op = |wr: &mut Writer<CAlloc, CIndex>| {
+    let op = |wr: &mut Writer<CAlloc, CIndex>, key: &Key| {
         // SAFETY: forwarded from this function's contract (kernel-doc above).
         let d = unsafe { read_arg(init, c"init") }?;
         let h: DomainHandle = wr
@@ -583,7 +869,7 @@ pub unsafe extern "C" fn iommu_flb_preserve_domain(
             })
             .map_err(Fail::Write)?;
         // SAFETY: forwarded from this function's contract.
-        unsafe { give(out, h.phys(), h.writer(), ObjectKind::Domain) }
+        unsafe { give(out, key, ObjectKind::Domain, h.phys()) }
     };
     // SAFETY: forwarded from this function's contract (kernel-doc above).
     unsafe { with_writer(w, op) }
@@ -612,21 +898,22 @@ pub unsafe extern "C" fn iommu_flb_preserve_device(
     iommu: *const IommuFlbHandle,
     out: *mut IommuFlbHandle,
 ) -> c_int {
-    let op = |wr: &mut Writer<CAlloc, CIndex>| {
+    let op = |wr: &mut Writer<CAlloc, CIndex>, key: &Key| {
+        // Both handles are proven this writer's before anything at their
+        // addresses is mapped (the IOMMU's record is read just below).
         // SAFETY: forwarded from this function's contract (kernel-doc above).
-        let (dom_phys, dom_id) =
-            unsafe { handle(domain, ObjectKind::Domain, wr.page_size(), c"domain") }?;
+        let dom_phys = unsafe { handle(wr, key, domain, ObjectKind::Domain, c"domain") }?;
         // SAFETY: as above.
-        let (hw_phys, hw_id) =
-            unsafe { handle(iommu, ObjectKind::Iommu, wr.page_size(), c"iommu") }?;
+        let hw_phys = unsafe { handle(wr, key, iommu, ObjectKind::Iommu, c"iommu") }?;
+        let id = wr.id();
         // SAFETY: as above.
         let bytes = unsafe { bytes_of(init, c"init") }?;
         let d = IommuDeviceSer::ref_from_bytes(bytes).map_err(|_| Fail::Invalid(c"init"))?;
         let vendor = bytes
             .get(offset_of!(IommuDeviceSer, vendor)..)
             .ok_or(Fail::Invalid(c"init"))?;
-        // The IOMMU's type picks the union member to read; a handle the
-        // writer cannot resolve reads as Intel and is refused by it below.
+        // The IOMMU's type picks the union member to read; a record the
+        // writer cannot read reads as Intel and is refused by it below.
         let payload = match wr.iommu_type(hw_phys).unwrap_or(IommuTypeSer::IommuIntel) {
             IommuTypeSer::IommuArmSmmuv3 => {
                 let v = IommuMasterSmmuv3Ser::read_from_prefix(vendor)
@@ -657,12 +944,12 @@ pub unsafe extern "C" fn iommu_flb_preserve_device(
                     attachment_id: d.domain_iommu_ser.attachment_id.get(),
                     payload,
                 },
-                DomainHandle::new(dom_phys, dom_id),
-                IommuHandle::new(hw_phys, hw_id),
+                DomainHandle::new(dom_phys, id),
+                IommuHandle::new(hw_phys, id),
             )
             .map_err(Fail::Write)?;
         // SAFETY: forwarded from this function's contract.
-        unsafe { give(out, h.phys(), h.writer(), ObjectKind::Device) }
+        unsafe { give(out, key, ObjectKind::Device, h.phys()) }
     };
     // SAFETY: forwarded from this function's contract (kernel-doc above).
     unsafe { with_writer(w, op) }
@@ -683,10 +970,10 @@ pub unsafe extern "C" fn iommu_flb_unpreserve_device(
     w: *mut IommuFlbWriter,
     dev: *const IommuFlbHandle,
 ) -> c_int {
-    let op = |wr: &mut Writer<CAlloc, CIndex>| {
+    let op = |wr: &mut Writer<CAlloc, CIndex>, key: &Key| {
         // SAFETY: forwarded from this function's contract (kernel-doc above).
-        let (phys, id) = unsafe { handle(dev, ObjectKind::Device, wr.page_size(), c"dev") }?;
-        wr.unpreserve_device(DeviceHandle::new(phys, id))
+        let phys = unsafe { handle(wr, key, dev, ObjectKind::Device, c"dev") }?;
+        wr.unpreserve_device(DeviceHandle::new(phys, wr.id()))
             .map_err(Fail::Write)
     };
     // SAFETY: forwarded from this function's contract (kernel-doc above).
@@ -707,10 +994,10 @@ pub unsafe extern "C" fn iommu_flb_unpreserve_domain(
     w: *mut IommuFlbWriter,
     domain: *const IommuFlbHandle,
 ) -> c_int {
-    let op = |wr: &mut Writer<CAlloc, CIndex>| {
+    let op = |wr: &mut Writer<CAlloc, CIndex>, key: &Key| {
         // SAFETY: forwarded from this function's contract (kernel-doc above).
-        let (phys, id) = unsafe { handle(domain, ObjectKind::Domain, wr.page_size(), c"domain") }?;
-        wr.unpreserve_domain(DomainHandle::new(phys, id))
+        let phys = unsafe { handle(wr, key, domain, ObjectKind::Domain, c"domain") }?;
+        wr.unpreserve_domain(DomainHandle::new(phys, wr.id()))
             .map_err(Fail::Write)
     };
     // SAFETY: forwarded from this function's contract (kernel-doc above).
@@ -731,10 +1018,10 @@ pub unsafe extern "C" fn iommu_flb_unpreserve_iommu(
     w: *mut IommuFlbWriter,
     iommu: *const IommuFlbHandle,
 ) -> c_int {
-    let op = |wr: &mut Writer<CAlloc, CIndex>| {
+    let op = |wr: &mut Writer<CAlloc, CIndex>, key: &Key| {
         // SAFETY: forwarded from this function's contract (kernel-doc above).
-        let (phys, id) = unsafe { handle(iommu, ObjectKind::Iommu, wr.page_size(), c"iommu") }?;
-        wr.unpreserve_iommu(IommuHandle::new(phys, id))
+        let phys = unsafe { handle(wr, key, iommu, ObjectKind::Iommu, c"iommu") }?;
+        wr.unpreserve_iommu(IommuHandle::new(phys, wr.id()))
             .map_err(Fail::Write)
     };
     // SAFETY: forwarded from this function's contract (kernel-doc above).
@@ -769,7 +1056,7 @@ pub unsafe extern "C" fn iommu_flb_writer_counts(
     w: *mut IommuFlbWriter,
     out: *mut IommuFlbCounts,
 ) -> c_int {
-    let op = |wr: &mut Writer<CAlloc, CIndex>| {
+    let op = |wr: &mut Writer<CAlloc, CIndex>, _: &Key| {
         let c = wr.counts();
         let counts = IommuFlbCounts {
             pages: c.pages,
@@ -786,14 +1073,16 @@ pub unsafe extern "C" fn iommu_flb_writer_counts(
 }
 
 /// iommu_flb_writer_last_error() - Explain a writer's most recent failure.
-/// @w: A writer iommu_flb_writer_start() was called on (even if it failed).
+/// @w: A writer iommu_flb_writer_start() was called on (even if it failed,
+///     or the writer was finished or aborted since).
 /// @err: Where to store the error of the most recent call on @w; kind
 ///       IOMMU_FLB_ERR_NONE if it succeeded or failed only for a bad
 ///       argument.
 ///
 /// Context: Any.
 ///
-/// Return: 0, or -EINVAL for a bad pointer or a writer never started.
+/// Return: 0, or -EINVAL for a bad pointer or a writer never started (or a
+/// copy of one), -EBUSY while another call on @w runs.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn iommu_flb_writer_last_error(
     w: *const IommuFlbWriter,
@@ -803,13 +1092,10 @@ pub unsafe extern "C" fn iommu_flb_writer_last_error(
         return errno::EINVAL;
     }
     // SAFETY: forwarded from this function's contract (kernel-doc above).
-    let s = match unsafe { checked(w) } {
-        Ok(s) => s,
-        Err(f) => return f.errno(),
+    let last = match unsafe { last_error(w) } {
+        Ok(last) => last,
+        Err(code) => return code,
     };
-    // SAFETY: as in `slot`, but only read: `s` points to the `WriterSlot`
-    // `iommu_flb_writer_start` wrote, which nothing writes during the call.
-    let last = unsafe { &*s }.last_error;
     // SAFETY: `err` is non-NULL and aligned (checked above), writable by
     // the contract.
     unsafe { report(err, last.map_or(Ok(()), |e| Err(Fail::Write(e)))) };
@@ -817,7 +1103,8 @@ pub unsafe extern "C" fn iommu_flb_writer_last_error(
 }
 
 /// iommu_flb_writer_finish() - End writing.
-/// @w: A started writer; unusable afterwards.
+/// @w: A started writer; afterwards it can only report its last error or
+///     be started again.
 /// @root: Where to store the root's physical address, for the FLB's data.
 ///
 /// Every page stays allocated (and preserved): they are the image.
@@ -825,18 +1112,21 @@ pub unsafe extern "C" fn iommu_flb_writer_last_error(
 /// Context: Any.
 ///
 /// Return: 0, or -EINVAL for a bad pointer or a writer not started (or
-/// already finished or aborted).
+/// already finished or aborted, or a copy), -EBUSY while another call on
+/// @w runs.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn iommu_flb_writer_finish(w: *mut IommuFlbWriter, root: *mut u64) -> c_int {
     if !usable(root.cast_const()) {
         return errno::EINVAL;
     }
     // SAFETY: forwarded from this function's contract (kernel-doc above).
-    let s = match unsafe { slot(w) } {
-        Ok(s) => s,
-        Err(f) => return f.errno(),
+    let c = match unsafe { claim(w, &[LIVE]) } {
+        Ok(c) => c,
+        Err(code) => return code,
     };
-    let Some(writer) = s.writer.take() else {
+    let taken = c.body.writer.take();
+    c.release();
+    let Some(writer) = taken else {
         return errno::EINVAL;
     };
     let (phys, _alloc) = writer.finish();
@@ -847,7 +1137,8 @@ pub unsafe extern "C" fn iommu_flb_writer_finish(w: *mut IommuFlbWriter, root: *
 }
 
 /// iommu_flb_writer_abort() - Abandon the image and free its pages.
-/// @w: A started writer; unusable afterwards.
+/// @w: A started writer; afterwards it can only report its last error or
+///     be started again.
 ///
 /// Gives every page back through free_page(), in the order of the kernel's
 /// FLB code: the domain, device and IOMMU chains, each head to tail, then
@@ -856,18 +1147,21 @@ pub unsafe extern "C" fn iommu_flb_writer_finish(w: *mut IommuFlbWriter, root: *
 /// Context: Whatever free_page() needs.
 ///
 /// Return: 0, or -EINVAL for a bad pointer or a writer not started (or
-/// already finished or aborted).
+/// already finished or aborted, or a copy), -EBUSY while another call on
+/// @w runs.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn iommu_flb_writer_abort(w: *mut IommuFlbWriter) -> c_int {
     // SAFETY: forwarded from this function's contract (kernel-doc above).
-    let s = match unsafe { slot(w) } {
-        Ok(s) => s,
-        Err(f) => return f.errno(),
+    let c = match unsafe { claim(w, &[LIVE]) } {
+        Ok(c) => c,
+        Err(code) => return code,
     };
-    let Some(writer) = s.writer.take() else {
+    let Some(writer) = c.body.writer.take() else {
+        c.release();
         return errno::EINVAL;
     };
     let _alloc = writer.abort();
+    c.release();
     0
 }
 
@@ -908,6 +1202,7 @@ mod tests {
             free_page: no_free,
             ctx: buf.as_mut_ptr().cast(),
             page_size: PageSize::Size4K,
+            not_pages: [Span::default(); 2],
         };
         let [p, q] = a
             .pages_mut([PhysAddr::new(0x2000), PhysAddr::new(0x1000)])

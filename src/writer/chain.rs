@@ -413,6 +413,16 @@ impl Chain {
         build: impl FnOnce(PhysAddr) -> Result<[u8; N], WriteError>,
         last: impl FnOnce(PhysAddr) -> Result<(), WriteError>,
     ) -> Result<PhysAddr, WriteError> {
+        // The tail must be as this bookkeeping left it: a stale copy of the
+        // writer (C callers can copy its state back over it) would hand out
+        // a used slot again, or relink a page that already has a successor.
+        let hdr = array_hdr(self.tail, page(alloc, self.tail)?)?;
+        if hdr.nr_objects.get() != self.tail_len || hdr.next_array_phys.get() != 0 {
+            return Err(WriteError::Inconsistent {
+                phys: self.tail,
+                what: "the tail page is not where the writer left it",
+            });
+        }
         let slot = self.next_slot(alloc, in_use)?;
         let staged = build(slot.phys).and_then(|rec| {
             let (target, hw_page) = slot.map::<A, N>(alloc, iommu.map(|(p, _)| p))?;

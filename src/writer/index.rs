@@ -95,6 +95,16 @@ impl<'a> SliceIndex<'a> {
         SliceIndex { slots, len: 0 }
     }
 
+    /// The index `slots` already hold, with `len` devices: what an index
+    /// [`new`](Self::new) made and then filled holds. The C boundary
+    /// (`src/ffi`) keeps the storage as a raw pointer between calls, so no
+    /// reference to caller memory outlives a call, and resumes the index
+    /// for each call.
+    #[cfg(feature = "ffi")]
+    pub(crate) fn resume(slots: &'a mut [IndexSlot], len: usize) -> Self {
+        SliceIndex { slots, len }
+    }
+
     /// How many devices it can hold.
     pub fn capacity(&self) -> usize {
         self.slots.len().saturating_sub(1)

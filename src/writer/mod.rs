@@ -250,6 +250,14 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
         self.alloc.page_size()
     }
 
+    /// The identity this writer's handles carry: the C boundary
+    /// (`src/ffi`) makes handles from the addresses a C caller passes once
+    /// it has proven them this writer's.
+    #[cfg(feature = "ffi")]
+    pub(crate) fn id(&self) -> WriterId {
+        self.id
+    }
+
     /// What the image holds.
     pub fn counts(&self) -> Counts {
         let pages = [self.iommus, self.domains, self.devices]

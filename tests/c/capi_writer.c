@@ -54,14 +54,32 @@ static uint64_t pool_alloc(void *ctx)
 	return 0;
 }
 
+/*
+ * struct iommu_flb_page_alloc.page: the library promises to ask only for
+ * pages pool_alloc() handed out and pool_free() did not take back, which
+ * is what lets the kernel use plain phys_to_virt(). Anything else fails
+ * the test.
+ */
 static uint8_t *pool_page(void *ctx, uint64_t phys)
 {
 	struct pool *p = ctx;
 	uint64_t idx = (phys - MEM_BASE) / PAGE;
 
-	if (phys < MEM_BASE || phys % PAGE || idx >= NR_PAGES || !p->used[idx])
-		return NULL;
+	if (phys < MEM_BASE || phys % PAGE || idx >= NR_PAGES || !p->used[idx]) {
+		fprintf(stderr, "capi_writer: page(%#llx): not a page of the pool\n",
+			(unsigned long long)phys);
+		exit(1);
+	}
 	return mem + idx * PAGE;
+}
+
+static unsigned int pages_used(const struct pool *p)
+{
+	unsigned int i, n = 0;
+
+	for (i = 0; i < NR_PAGES; i++)
+		n += p->used[i];
+	return n;
 }
 
 static void pool_free(void *ctx, uint64_t phys)
@@ -122,7 +140,7 @@ int main(int argc, char **argv)
 		.page_size = PAGE,
 	};
 	struct iommu_flb_page_alloc no_pages = alloc;
-	struct iommu_flb_writer w, w2;
+	struct iommu_flb_writer w = IOMMU_FLB_WRITER_INIT, w2 = IOMMU_FLB_WRITER_INIT;
 	struct iommu_flb_handle hw[4], dom[110], dev[130], h;
 	unsigned int refs[4] = { 0 };
 	unsigned char dev_live[130], dom_live[110];
@@ -224,6 +242,36 @@ int main(int argc, char **argv)
 	expect("iommu-in-use", &w, iommu_flb_unpreserve_iommu(&w, &hw[0]), -EBUSY, "EBUSY",
 	       IOMMU_FLB_ERR_IOMMU_IN_USE, "iommu-in-use", NULL);
 
+	/* Misuse the C API makes possible, each refused with nothing changed. */
+	{
+		unsigned int used = pages_used(&pool);
+		struct iommu_flb_writer copy = w;
+		struct iommu_domain_ser d = { .top_table_phys = 0x3000, .vasz = 48 };
+		struct iommu_device_ser x;
+		struct iommu_flb_handle forged;
+
+		expect("start-started", NULL, iommu_flb_writer_start(&w, &alloc, &root2), -EBUSY,
+		       "EBUSY", -1, NULL, NULL);
+		expect("copied-writer", NULL, iommu_flb_preserve_domain(&copy, &d, &h), -EINVAL,
+		       "EINVAL", -1, NULL, NULL);
+		/* A domain handle moved onto device 0's slot. */
+		forged = dom[1];
+		forged.phys = (dev[0].phys & ~(uint64_t)(PAGE - 1)) + 16;
+		expect("forged-handle", &w, iommu_flb_unpreserve_domain(&w, &forged), -EINVAL,
+		       "EINVAL", IOMMU_FLB_ERR_FOREIGN_HANDLE, "foreign-handle", NULL);
+		/* An IOMMU handle naming a page the pool never handed out. */
+		forged = hw[0];
+		forged.phys = MEM_BASE + (NR_PAGES - 1) * PAGE + 16;
+		if (pool.used[NR_PAGES - 1])
+			die("the last pool page is in use", -1);
+		memset(&x, 0, sizeof(x));
+		x.devid = 0xffff;
+		expect("unmapped-handle", &w, iommu_flb_preserve_device(&w, &x, &dom[0], &forged, &h),
+		       -EINVAL, "EINVAL", IOMMU_FLB_ERR_FOREIGN_HANDLE, "foreign-handle", NULL);
+		if (pages_used(&pool) != used)
+			die("misuse took pages", (int)pages_used(&pool));
+	}
+
 	/* Unpreserve some devices, both of unit 3 (which hides it), and then unit 3. */
 	for (i = 0; i < 130; i += 9) {
 		int unit = i < 2 ? 3 : i % 3;
@@ -292,6 +340,16 @@ int main(int argc, char **argv)
 		x.devid = 2;
 		expect("index-full", &w2, iommu_flb_preserve_device(&w2, &x, &dh, &ih, &xh), -ENOSPC,
 		       "ENOSPC", IOMMU_FLB_ERR_INDEX_FULL, "index-full", NULL);
+		/* A stale copy put back: the domain after it holds the next slot. */
+		{
+			struct iommu_flb_writer snapshot = w2;
+
+			if (iommu_flb_preserve_domain(&w2, &d, &dh))
+				die("domain after the snapshot", -1);
+			w2 = snapshot;
+			expect("stale-writer", &w2, iommu_flb_preserve_domain(&w2, &d, &xh), -EUCLEAN,
+			       "EUCLEAN", IOMMU_FLB_ERR_INCONSISTENT, "inconsistent", NULL);
+		}
 	}
 	ret = iommu_flb_writer_abort(&w2);
 	if (ret)

@@ -38,7 +38,11 @@ _Static_assert(sizeof(((struct iommu_flb_error *)0)->message) == IOMMU_FLB_MESSA
 	       "the message buffer is the documented size");
 _Static_assert(IOMMU_FLB_SCRATCH_ALIGN <= 8, "kvmalloc() alignment suffices");
 
-/* struct iommu_flb_mem.page: only pages KHO preserved. */
+/*
+ * struct iommu_flb_mem.page: the addresses come from the untrusted image,
+ * so only a page KHO preserved for this handover is mapped; anything else
+ * (a hole in the memory map included) is NULL.
+ */
 static const uint8_t *flb_page(void *ctx, uint64_t phys)
 {
 	(void)ctx;
@@ -143,6 +147,11 @@ static uint64_t flb_alloc(void *ctx)
 	return p ? virt_to_phys(p) : 0;
 }
 
+/*
+ * struct iommu_flb_page_alloc.page: the library asks only for pages
+ * flb_alloc() handed out and flb_free() did not take back, so plain
+ * phys_to_virt() is enough.
+ */
 static uint8_t *flb_map(void *ctx, uint64_t phys)
 {
 	(void)ctx;
@@ -155,7 +164,7 @@ static void flb_free(void *ctx, uint64_t phys)
 	kho_unpreserve_free_page(phys_to_virt(phys));
 }
 
-static struct iommu_flb_writer flb_writer;
+static struct iommu_flb_writer flb_writer = IOMMU_FLB_WRITER_INIT;
 static uint64_t flb_index[64];
 
 /* The outgoing kernel: preserve one device, then hand over (or abort). */

@@ -42,15 +42,20 @@ pub fn out_dir(name: &str) -> PathBuf {
 
 /// Runs gcc from the repository root with [`CFLAGS`] and `args`.
 pub fn gcc(args: &[&str]) {
-    let output = Command::new("gcc")
-        .args(CFLAGS)
+    compile("gcc", CFLAGS, args);
+}
+
+/// Runs the compiler `cc` from the repository root with `flags` and `args`.
+pub fn compile(cc: &str, flags: &[&str], args: &[&str]) {
+    let output = Command::new(cc)
+        .args(flags)
         .args(args)
         .current_dir(repo_root())
         .output()
-        .expect("gcc must be installed to run the C tests");
+        .unwrap_or_else(|e| panic!("{cc} must be installed to run the C tests: {e}"));
     assert!(
         output.status.success(),
-        "gcc {args:?} failed:\n{}",
+        "{cc} {args:?} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
 }

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 #[path = "../../../tests/c_support/mod.rs"]
 pub mod c_support;
 
-use c_support::{gcc, repo_root};
+use c_support::repo_root;
 use iommu_flb_abi::PageMap;
 
 /// `libiommu_flb.a` as shipped: built by cargo in the release profile
@@ -48,17 +48,34 @@ pub fn staticlib() -> &'static Path {
 /// Compiles `tests/c/<name>.c` against the headers and links it with the
 /// static library, as the README's link line says.
 pub fn build(dir: &Path, name: &str) -> PathBuf {
+    link(dir, name, "c", "gcc", c_support::CFLAGS)
+}
+
+/// The flags the C++ test is built with (as [`c_support::CFLAGS`] for C).
+pub const CXXFLAGS: &[&str] = &["-std=gnu++17", "-Wall", "-Wextra", "-Werror", "-O2"];
+
+/// Compiles `tests/c/<name>.cc` with g++ against the headers and links it
+/// with the static library.
+pub fn build_cxx(dir: &Path, name: &str) -> PathBuf {
+    link(dir, name, "cc", "g++", CXXFLAGS)
+}
+
+fn link(dir: &Path, name: &str, ext: &str, cc: &str, flags: &[&str]) -> PathBuf {
     let exe = dir.join(name);
-    let src = format!("tests/c/{name}.c");
-    gcc(&[
-        "-Iinclude",
-        &src,
-        staticlib().to_str().expect("utf-8 path"),
-        "-lpthread",
-        "-ldl",
-        "-o",
-        exe.to_str().expect("utf-8 path"),
-    ]);
+    let src = format!("tests/c/{name}.{ext}");
+    c_support::compile(
+        cc,
+        flags,
+        &[
+            "-Iinclude",
+            &src,
+            staticlib().to_str().expect("utf-8 path"),
+            "-lpthread",
+            "-ldl",
+            "-o",
+            exe.to_str().expect("utf-8 path"),
+        ],
+    );
     exe
 }
 

@@ -30,339 +30,342 @@ typedef unsigned long long __le64;
 
 
 /**
- * The format version stored in `iommu_flb_ser.version`.
+ * IOMMU_LUO_FLB_VERSION - The format version stored in `iommu_flb_ser.version`.
  */
 #define IOMMU_LUO_FLB_VERSION 1
 
 /**
- * Object flag: the slot was unpreserved (or its preserve failed). Readers
+ * IOMMU_SER_FLAG_DELETED - Object flag: the slot was unpreserved (or its preserve failed). Readers
  * skip it; its other fields may be stale.
  */
 #define IOMMU_SER_FLAG_DELETED (1 << 0)
 
 /**
- * Object flag: set by the *next* kernel once it has adopted the object.
+ * IOMMU_SER_FLAG_INCOMING - Object flag: set by the *next* kernel once it has adopted the object.
  * Never set in memory that was just handed over.
  */
 #define IOMMU_SER_FLAG_INCOMING (1 << 1)
 
 /**
- * Every flag bit version 1 defines; any other bit is corruption.
+ * IOMMU_SER_FLAGS_KNOWN - Every flag bit version 1 defines; any other bit is corruption.
  */
 #define IOMMU_SER_FLAGS_KNOWN (IOMMU_SER_FLAG_DELETED | IOMMU_SER_FLAG_INCOMING)
 
 /**
- * Size of `struct iommu_array_hdr_ser`, the header at the start of every array page.
+ * IOMMU_ARRAY_HDR_SIZE - Size of `struct iommu_array_hdr_ser`, the header at the start of every array page.
  */
 #define IOMMU_ARRAY_HDR_SIZE 16
 
 /**
- * The kind of IOMMU an `struct iommu_hw_ser` describes (`enum iommu_type_ser`).
+ * enum iommu_type_ser - The kind of IOMMU an `struct iommu_hw_ser` describes.
  *
  * Stored in the 64-bit `iommu_hw_ser.type` field; it selects which member
  * of the vendor unions is meaningful.
  */
 enum iommu_type_ser {
   /**
-   * No IOMMU; never valid in a live record.
+   * @IOMMU_INVALID: No IOMMU; never valid in a live record.
    */
   IOMMU_INVALID = 0,
   /**
-   * Intel VT-d.
+   * @IOMMU_INTEL: Intel VT-d.
    */
   IOMMU_INTEL = 1,
   /**
-   * ARM SMMUv3.
+   * @IOMMU_ARM_SMMUV3: ARM SMMUv3.
    */
   IOMMU_ARM_SMMUV3 = 2,
 };
 
 /**
- * The root object (`struct iommu_flb_ser`): the physical address LUO hands
+ * struct iommu_flb_ser - The root object: the physical address LUO hands
  * to the next kernel points here. Each `*_phys` field is the head of a chain
  * of array pages.
  */
-struct __attribute__((__packed__)) iommu_flb_ser {
+struct iommu_flb_ser {
   /**
-   * Format version; `IOMMU_LUO_FLB_VERSION` for this layout.
+   * @version: Format version; `IOMMU_LUO_FLB_VERSION` for this layout.
    */
   __le64 version;
   /**
-   * Head of the IOMMU chain (`struct iommu_hw_ser` records).
+   * @iommu_array_phys: Head of the IOMMU chain (`struct iommu_hw_ser` records).
    */
   __le64 iommu_array_phys;
   /**
-   * Head of the domain chain (`struct iommu_domain_ser` records).
+   * @iommu_domain_array_phys: Head of the domain chain (`struct iommu_domain_ser` records).
    */
   __le64 iommu_domain_array_phys;
   /**
-   * Head of the device chain (`struct iommu_device_ser` records).
+   * @device_array_phys: Head of the device chain (`struct iommu_device_ser` records).
    */
   __le64 device_array_phys;
-};
+} __attribute__((__packed__));
 
 /**
- * The header at the start of every array page (`struct iommu_array_hdr_ser`).
+ * struct iommu_array_hdr_ser - The header at the start of every array page.
  * `nr_objects` records follow it back to back.
  */
-struct __attribute__((__packed__)) iommu_array_hdr_ser {
+struct iommu_array_hdr_ser {
   /**
-   * Physical address of the next page of the chain, 0 on the last page.
+   * @next_array_phys: Physical address of the next page of the chain, 0 on the last page.
    */
   __le64 next_array_phys;
   /**
-   * Records used in this page, deleted ones included.
+   * @nr_objects: Records used in this page, deleted ones included.
    */
   __le64 nr_objects;
-};
+} __attribute__((__packed__));
 
 /**
- * The header at the start of every record (`struct iommu_hdr_ser`).
+ * struct iommu_hdr_ser - The header at the start of every record.
  */
-struct __attribute__((__packed__)) iommu_hdr_ser {
+struct iommu_hdr_ser {
   /**
-   * 1 for domains and devices; for an IOMMU, the number of live devices
+   * @ref_count: 1 for domains and devices; for an IOMMU, the number of live devices
    * behind it.
    */
   __le32 ref_count;
   /**
-   * `IOMMU_SER_FLAG_*` bits.
+   * @flags: `IOMMU_SER_FLAG_*` bits.
    */
   __le32 flags;
-};
+} __attribute__((__packed__));
 
 /**
- * A preserved IOMMU domain (`struct iommu_domain_ser`).
+ * struct iommu_domain_ser - A preserved IOMMU domain.
  */
-struct __attribute__((__packed__)) iommu_domain_ser {
+struct iommu_domain_ser {
   /**
-   * Record header.
+   * @hdr: Record header.
    */
   struct iommu_hdr_ser hdr;
   /**
-   * Physical address of the top-level page table (page-aligned, non-zero).
+   * @top_table_phys: Physical address of the top-level page table (page-aligned, non-zero).
    */
   __le64 top_table_phys;
   /**
-   * Level of the top-level table.
+   * @top_level: Level of the top-level table.
    */
   __le64 top_level;
   /**
-   * Virtual address size in bits (at most 64).
+   * @vasz: Virtual address size in bits (at most 64).
    */
   __le32 vasz;
   /**
-   * Whether addresses are sign-extended (0 or 1).
+   * @sign_extend: Whether addresses are sign-extended (0 or 1).
    */
   uint8_t sign_extend;
   /**
-   * Always zero.
+   * @padding: Always zero.
    */
   uint8_t padding[3];
   /**
-   * Kernel pointer the next kernel stores after restore; 0 at handover.
+   * @restored_domain: Kernel pointer the next kernel stores after restore; 0 at handover.
    */
   __le64 restored_domain;
-};
+} __attribute__((__packed__));
 
 /**
- * Where a device is attached (`struct iommu_dev_map_ser`).
+ * struct iommu_dev_map_ser - Where a device is attached.
  */
-struct __attribute__((__packed__)) iommu_dev_map_ser {
+struct iommu_dev_map_ser {
   /**
-   * The attachment's hardware ID: the VT-d domain ID on Intel; the ASID
+   * @attachment_id: The attachment's hardware ID: the VT-d domain ID on Intel; the ASID
    * (stage 1) or VMID (stage 2) on SMMUv3.
    */
   __le64 attachment_id;
   /**
-   * Physical address of the device's `struct iommu_domain_ser` record.
+   * @domain_phys: Physical address of the device's `struct iommu_domain_ser` record.
    */
   __le64 domain_phys;
   /**
-   * Physical address of the device's `struct iommu_hw_ser` record.
+   * @iommu_phys: Physical address of the device's `struct iommu_hw_ser` record.
    */
   __le64 iommu_phys;
-};
+} __attribute__((__packed__));
 
 /**
- * Intel VT-d per-device state (`struct iommu_device_intel_ser`).
+ * struct iommu_device_intel_ser - Intel VT-d per-device state.
  */
-struct __attribute__((__packed__)) iommu_device_intel_ser {
+struct iommu_device_intel_ser {
   /**
-   * Set by the next kernel after restore; 0 at handover.
+   * @restored: Set by the next kernel after restore; 0 at handover.
    */
   uint8_t restored;
   /**
-   * Always zero.
+   * @padding: Always zero.
    */
   uint8_t padding[7];
   /**
-   * Physical address of the PASID table.
+   * @pasid_table: Physical address of the PASID table.
    */
   __le64 pasid_table;
   /**
-   * Number of PASIDs.
+   * @max_pasid: Number of PASIDs.
    */
   __le64 max_pasid;
-};
+} __attribute__((__packed__));
 
 /**
- * ARM SMMUv3 per-master state (`struct iommu_master_smmuv3_ser`).
+ * struct iommu_master_smmuv3_ser - ARM SMMUv3 per-master state.
  */
-struct __attribute__((__packed__)) iommu_master_smmuv3_ser {
+struct iommu_master_smmuv3_ser {
   /**
-   * Live-update state of the level-1 context-descriptor table.
+   * @l1_cdtab_lu_state: Live-update state of the level-1 context-descriptor table.
    */
   __le64 l1_cdtab_lu_state;
   /**
-   * Number of level-2 context-descriptor tables.
+   * @num_l2_cdtables: Number of level-2 context-descriptor tables.
    */
   __le32 num_l2_cdtables;
   /**
-   * Always zero.
+   * @padding: Always zero.
    */
   __le32 padding;
   /**
-   * Physical address of the level-2 tables' live-update states.
+   * @l2_cdtab_lu_states_phys: Physical address of the level-2 tables' live-update states.
    */
   __le64 l2_cdtab_lu_states_phys;
-};
+} __attribute__((__packed__));
 
 /**
- * The vendor part of a device record, chosen by the `type` of the IOMMU
+ * union iommu_device_vendor_ser - The vendor part of a device record, chosen by the `type` of the IOMMU
  * the device points to. In the kernel header this union is anonymous;
  * cbindgen cannot emit anonymous unions, so C reaches it as `vendor`.
  */
-union __attribute__((__packed__)) iommu_device_vendor_ser {
+union iommu_device_vendor_ser {
   /**
-   * Meaningful when the IOMMU is `IOMMU_INTEL`.
+   * @intel: Meaningful when the IOMMU is `IOMMU_INTEL`.
    */
   struct iommu_device_intel_ser intel;
   /**
-   * Meaningful when the IOMMU is `IOMMU_ARM_SMMUV3`.
+   * @smmuv3: Meaningful when the IOMMU is `IOMMU_ARM_SMMUV3`.
    */
   struct iommu_master_smmuv3_ser smmuv3;
-};
+} __attribute__((__packed__));
 
 /**
- * A preserved device (`struct iommu_device_ser`).
+ * struct iommu_device_ser - A preserved device.
  */
-struct __attribute__((__packed__)) iommu_device_ser {
+struct iommu_device_ser {
   /**
-   * Record header.
+   * @hdr: Record header.
    */
   struct iommu_hdr_ser hdr;
   /**
-   * PCI requester ID: bus << 8 | devfn.
+   * @devid: PCI requester ID: bus << 8 | devfn.
    */
   __le32 devid;
   /**
-   * PCI segment.
+   * @pci_domain_nr: PCI segment.
    */
   __le32 pci_domain_nr;
   /**
-   * Token of the DMA owner (the preserving file).
+   * @dma_owner_token: Token of the DMA owner (the preserving file).
    */
   __le64 dma_owner_token;
   /**
-   * The domain and IOMMU this device is attached to.
+   * @domain_iommu_ser: The domain and IOMMU this device is attached to.
    */
   struct iommu_dev_map_ser domain_iommu_ser;
   /**
-   * Vendor state; see `union iommu_device_vendor_ser`.
+   * @vendor: Vendor state; see `union iommu_device_vendor_ser`.
    */
   union iommu_device_vendor_ser vendor;
-};
+} __attribute__((__packed__));
 
 /**
- * Intel VT-d unit state (`struct iommu_intel_ser`).
+ * struct iommu_intel_ser - Intel VT-d unit state.
  */
-struct __attribute__((__packed__)) iommu_intel_ser {
+struct iommu_intel_ser {
   /**
-   * Set by the next kernel after restore; 0 at handover.
+   * @restored: Set by the next kernel after restore; 0 at handover.
    */
   uint8_t restored;
   /**
-   * Always zero.
+   * @padding: Always zero.
    */
   uint8_t padding[7];
   /**
-   * MMIO base of the unit.
+   * @phys_addr: MMIO base of the unit.
    */
   __le64 phys_addr;
   /**
-   * Physical address of the root table.
+   * @root_table: Physical address of the root table.
    */
   __le64 root_table;
   /**
-   * Which context tables are preserved, one bit per bus.
+   * @context_tables_bitmap: Which context tables are preserved, one bit per bus.
    */
   __le64 context_tables_bitmap[8];
-};
+} __attribute__((__packed__));
 
 /**
- * ARM SMMUv3 unit state (`struct iommu_smmuv3_hw_ser`).
+ * struct iommu_smmuv3_hw_ser - ARM SMMUv3 unit state.
  */
-struct __attribute__((__packed__)) iommu_smmuv3_hw_ser {
+struct iommu_smmuv3_hw_ser {
   /**
-   * MMIO base of the SMMU.
+   * @phys_addr: MMIO base of the SMMU.
    */
   __le64 phys_addr;
   /**
-   * The STRTAB_BASE_CFG register value.
+   * @strtab_base_cfg: The STRTAB_BASE_CFG register value.
    */
   __le64 strtab_base_cfg;
   /**
-   * Live-update state of the level-1 stream table.
+   * @l1_strtab_lu_state: Live-update state of the level-1 stream table.
    */
   __le64 l1_strtab_lu_state;
   /**
-   * Physical address of the level-2 stream tables' live-update states.
+   * @l2_strtab_lu_states_phys: Physical address of the level-2 stream tables' live-update states.
    */
   __le64 l2_strtab_lu_states_phys;
-};
+} __attribute__((__packed__));
 
 /**
- * The vendor part of an IOMMU record, chosen by `iommu_hw_ser.type`. In the
+ * union iommu_hw_vendor_ser - The vendor part of an IOMMU record, chosen by `iommu_hw_ser.type`. In the
  * kernel header this union is anonymous; cbindgen cannot emit anonymous
  * unions, so C reaches it as `vendor`.
  */
-union __attribute__((__packed__)) iommu_hw_vendor_ser {
+union iommu_hw_vendor_ser {
   /**
-   * Meaningful when `type` is `IOMMU_INTEL`.
+   * @intel: Meaningful when `type` is `IOMMU_INTEL`.
    */
   struct iommu_intel_ser intel;
   /**
-   * Meaningful when `type` is `IOMMU_ARM_SMMUV3`.
+   * @smmuv3: Meaningful when `type` is `IOMMU_ARM_SMMUV3`.
    */
   struct iommu_smmuv3_hw_ser smmuv3;
-};
+} __attribute__((__packed__));
 
 /**
- * A preserved IOMMU unit (`struct iommu_hw_ser`).
+ * struct iommu_hw_ser - A preserved IOMMU unit.
  */
-struct __attribute__((__packed__)) iommu_hw_ser {
+struct iommu_hw_ser {
   /**
-   * Record header; `ref_count` is the number of live devices behind it.
+   * @hdr: Record header; `ref_count` is the number of live devices behind it.
    */
   struct iommu_hdr_ser hdr;
   /**
-   * The IOMMU's MMIO base; with `type`, identifies the IOMMU.
+   * @token: The IOMMU's MMIO base; with `type`, identifies the IOMMU.
    */
   __le64 token;
   /**
-   * An `enum iommu_type_ser` value.
+   * @type: An `enum iommu_type_ser` value.
    */
   __le64 type;
   /**
-   * Vendor state; see `union iommu_hw_vendor_ser`.
+   * @vendor: Vendor state; see `union iommu_hw_vendor_ser`.
    */
   union iommu_hw_vendor_ser vendor;
-};
+} __attribute__((__packed__));
 
 
 
-/** The FLB compatible string under which LUO hands this blob over. */
+/**
+ * IOMMU_LUO_FLB_COMPATIBLE - The FLB compatible string under which LUO hands
+ * this blob over.
+ */
 #define IOMMU_LUO_FLB_COMPATIBLE "iommu-liveupdate"
 
 /*
@@ -388,19 +391,19 @@ struct __attribute__((__packed__)) iommu_hw_ser {
  * Array pages (hand-written: cbindgen cannot emit flexible array members).
  * Each chain page is one of these; `nr_objects` records follow the header.
  */
-struct __attribute__((__packed__)) iommu_hw_array_ser {
+struct iommu_hw_array_ser {
 	struct iommu_array_hdr_ser hdr;
 	struct iommu_hw_ser objects[];
-};
+} __attribute__((__packed__));
 
-struct __attribute__((__packed__)) iommu_domain_array_ser {
+struct iommu_domain_array_ser {
 	struct iommu_array_hdr_ser hdr;
 	struct iommu_domain_ser objects[];
-};
+} __attribute__((__packed__));
 
-struct __attribute__((__packed__)) iommu_device_array_ser {
+struct iommu_device_array_ser {
 	struct iommu_array_hdr_ser hdr;
 	struct iommu_device_ser objects[];
-};
+} __attribute__((__packed__));
 
 #endif /* _IOMMU_FLB_H */

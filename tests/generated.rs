@@ -22,8 +22,9 @@ fn check(config: &str, header: &str, builder: impl FnOnce(cbindgen::Builder) -> 
         .with_config(config)
         .generate()
         .expect("cbindgen failed to parse the crate");
-    let mut fresh = Vec::new();
-    bindings.write(&mut fresh);
+    let mut raw = Vec::new();
+    bindings.write(&mut raw);
+    let fresh = kernel_style(&String::from_utf8(raw).expect("cbindgen writes UTF-8")).into_bytes();
     let path = root().join(header);
     if std::env::var_os("IOMMU_FLB_BLESS").is_some() {
         std::fs::write(&path, &fresh).expect("write header");
@@ -35,6 +36,43 @@ fn check(config: &str, header: &str, builder: impl FnOnce(cbindgen::Builder) -> 
         "{header} is stale: the Rust sources changed the generated header.\n\
          Regenerate it with `scripts/regen` and review the diff."
     );
+}
+
+/// The one rewrite of cbindgen's output, so that `scripts/kernel-doc` can
+/// parse the header: cbindgen writes the packed attribute between the tag
+/// and the name (`struct ATTR name {`), which kernel-doc does not
+/// recognize as a struct; the kernel's style puts it after the closing
+/// brace (`} ATTR;`), which means the same to the compiler.
+fn kernel_style(header: &str) -> String {
+    const ATTR: &str = "__attribute__((__packed__))";
+    let mut out = String::with_capacity(header.len());
+    let mut packed_open = false;
+    for line in header.split_inclusive('\n') {
+        let moved = ["struct ", "union "].iter().find_map(|tag| {
+            line.strip_prefix(tag)?
+                .strip_prefix(ATTR)?
+                .strip_prefix(' ')
+                .map(|rest| (tag, rest))
+        });
+        if let Some((tag, rest)) = moved {
+            assert!(!packed_open, "nested packed definition in cbindgen output");
+            packed_open = true;
+            out.push_str(tag);
+            out.push_str(rest);
+        } else if packed_open && line.starts_with("};") {
+            packed_open = false;
+            out.push_str("} ");
+            out.push_str(ATTR);
+            out.push_str(&line[1..]);
+        } else {
+            out.push_str(line);
+        }
+    }
+    assert!(
+        !packed_open,
+        "unterminated packed definition in cbindgen output"
+    );
+    out
 }
 
 #[test]

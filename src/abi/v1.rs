@@ -15,24 +15,24 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::{Le32, Le64, PageSize, StructLayout, describe};
 
-/// The FLB compatible string under which LUO hands this blob over.
+/// IOMMU_LUO_FLB_COMPATIBLE - The FLB compatible string under which LUO hands this blob over.
 pub const IOMMU_LUO_FLB_COMPATIBLE: &str = "iommu-liveupdate";
 
-/// The format version stored in `iommu_flb_ser.version`.
+/// IOMMU_LUO_FLB_VERSION - The format version stored in `iommu_flb_ser.version`.
 pub const IOMMU_LUO_FLB_VERSION: u64 = 1;
 
-/// Object flag: the slot was unpreserved (or its preserve failed). Readers
+/// IOMMU_SER_FLAG_DELETED - Object flag: the slot was unpreserved (or its preserve failed). Readers
 /// skip it; its other fields may be stale.
 pub const IOMMU_SER_FLAG_DELETED: u32 = 1 << 0;
 
-/// Object flag: set by the *next* kernel once it has adopted the object.
+/// IOMMU_SER_FLAG_INCOMING - Object flag: set by the *next* kernel once it has adopted the object.
 /// Never set in memory that was just handed over.
 pub const IOMMU_SER_FLAG_INCOMING: u32 = 1 << 1;
 
-/// Every flag bit version 1 defines; any other bit is corruption.
+/// IOMMU_SER_FLAGS_KNOWN - Every flag bit version 1 defines; any other bit is corruption.
 pub const IOMMU_SER_FLAGS_KNOWN: u32 = IOMMU_SER_FLAG_DELETED | IOMMU_SER_FLAG_INCOMING;
 
-/// Size of `struct iommu_array_hdr_ser`, the header at the start of every array page.
+/// IOMMU_ARRAY_HDR_SIZE - Size of `struct iommu_array_hdr_ser`, the header at the start of every array page.
 pub const IOMMU_ARRAY_HDR_SIZE: u64 = 16;
 
 /// How many records of `record_size` bytes one array page of size `page`
@@ -61,18 +61,18 @@ pub const IOMMU_DOMAIN_ARRAY_CAPACITY_4K: u64 = 102;
 /// How many `struct iommu_device_ser` records fit in one 4 KiB array page.
 pub const IOMMU_DEVICE_ARRAY_CAPACITY_4K: u64 = 56;
 
-/// The kind of IOMMU an `struct iommu_hw_ser` describes (`enum iommu_type_ser`).
+/// enum iommu_type_ser - The kind of IOMMU an `struct iommu_hw_ser` describes.
 ///
 /// Stored in the 64-bit `iommu_hw_ser.type` field; it selects which member
 /// of the vendor unions is meaningful.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(C)]
 pub enum IommuTypeSer {
-    /// No IOMMU; never valid in a live record.
+    /// @IOMMU_INVALID: No IOMMU; never valid in a live record.
     IommuInvalid = 0,
-    /// Intel VT-d.
+    /// @IOMMU_INTEL: Intel VT-d.
     IommuIntel = 1,
-    /// ARM SMMUv3.
+    /// @IOMMU_ARM_SMMUV3: ARM SMMUv3.
     IommuArmSmmuv3 = 2,
 }
 
@@ -97,188 +97,188 @@ impl IommuTypeSer {
     }
 }
 
-/// The root object (`struct iommu_flb_ser`): the physical address LUO hands
+/// struct iommu_flb_ser - The root object: the physical address LUO hands
 /// to the next kernel points here. Each `*_phys` field is the head of a chain
 /// of array pages.
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned, Clone, Copy, Debug)]
 #[repr(C, packed)]
 pub struct IommuFlbSer {
-    /// Format version; `IOMMU_LUO_FLB_VERSION` for this layout.
+    /// @version: Format version; `IOMMU_LUO_FLB_VERSION` for this layout.
     pub version: Le64,
-    /// Head of the IOMMU chain (`struct iommu_hw_ser` records).
+    /// @iommu_array_phys: Head of the IOMMU chain (`struct iommu_hw_ser` records).
     pub iommu_array_phys: Le64,
-    /// Head of the domain chain (`struct iommu_domain_ser` records).
+    /// @iommu_domain_array_phys: Head of the domain chain (`struct iommu_domain_ser` records).
     pub iommu_domain_array_phys: Le64,
-    /// Head of the device chain (`struct iommu_device_ser` records).
+    /// @device_array_phys: Head of the device chain (`struct iommu_device_ser` records).
     pub device_array_phys: Le64,
 }
 
-/// The header at the start of every array page (`struct iommu_array_hdr_ser`).
+/// struct iommu_array_hdr_ser - The header at the start of every array page.
 /// `nr_objects` records follow it back to back.
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned, Clone, Copy, Debug)]
 #[repr(C, packed)]
 pub struct IommuArrayHdrSer {
-    /// Physical address of the next page of the chain, 0 on the last page.
+    /// @next_array_phys: Physical address of the next page of the chain, 0 on the last page.
     pub next_array_phys: Le64,
-    /// Records used in this page, deleted ones included.
+    /// @nr_objects: Records used in this page, deleted ones included.
     pub nr_objects: Le64,
 }
 
-/// The header at the start of every record (`struct iommu_hdr_ser`).
+/// struct iommu_hdr_ser - The header at the start of every record.
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned, Clone, Copy, Debug)]
 #[repr(C, packed)]
 pub struct IommuHdrSer {
-    /// 1 for domains and devices; for an IOMMU, the number of live devices
+    /// @ref_count: 1 for domains and devices; for an IOMMU, the number of live devices
     /// behind it.
     pub ref_count: Le32,
-    /// `IOMMU_SER_FLAG_*` bits.
+    /// @flags: `IOMMU_SER_FLAG_*` bits.
     pub flags: Le32,
 }
 
-/// A preserved IOMMU domain (`struct iommu_domain_ser`).
+/// struct iommu_domain_ser - A preserved IOMMU domain.
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned, Clone, Copy, Debug)]
 #[repr(C, packed)]
 pub struct IommuDomainSer {
-    /// Record header.
+    /// @hdr: Record header.
     pub hdr: IommuHdrSer,
-    /// Physical address of the top-level page table (page-aligned, non-zero).
+    /// @top_table_phys: Physical address of the top-level page table (page-aligned, non-zero).
     pub top_table_phys: Le64,
-    /// Level of the top-level table.
+    /// @top_level: Level of the top-level table.
     pub top_level: Le64,
-    /// Virtual address size in bits (at most 64).
+    /// @vasz: Virtual address size in bits (at most 64).
     pub vasz: Le32,
-    /// Whether addresses are sign-extended (0 or 1).
+    /// @sign_extend: Whether addresses are sign-extended (0 or 1).
     pub sign_extend: u8,
-    /// Always zero.
+    /// @padding: Always zero.
     pub padding: [u8; 3],
-    /// Kernel pointer the next kernel stores after restore; 0 at handover.
+    /// @restored_domain: Kernel pointer the next kernel stores after restore; 0 at handover.
     pub restored_domain: Le64,
 }
 
-/// Where a device is attached (`struct iommu_dev_map_ser`).
+/// struct iommu_dev_map_ser - Where a device is attached.
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned, Clone, Copy, Debug)]
 #[repr(C, packed)]
 pub struct IommuDevMapSer {
-    /// The attachment's hardware ID: the VT-d domain ID on Intel; the ASID
+    /// @attachment_id: The attachment's hardware ID: the VT-d domain ID on Intel; the ASID
     /// (stage 1) or VMID (stage 2) on SMMUv3.
     pub attachment_id: Le64,
-    /// Physical address of the device's `struct iommu_domain_ser` record.
+    /// @domain_phys: Physical address of the device's `struct iommu_domain_ser` record.
     pub domain_phys: Le64,
-    /// Physical address of the device's `struct iommu_hw_ser` record.
+    /// @iommu_phys: Physical address of the device's `struct iommu_hw_ser` record.
     pub iommu_phys: Le64,
 }
 
-/// Intel VT-d per-device state (`struct iommu_device_intel_ser`).
+/// struct iommu_device_intel_ser - Intel VT-d per-device state.
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned, Clone, Copy, Debug)]
 #[repr(C, packed)]
 pub struct IommuDeviceIntelSer {
-    /// Set by the next kernel after restore; 0 at handover.
+    /// @restored: Set by the next kernel after restore; 0 at handover.
     pub restored: u8,
-    /// Always zero.
+    /// @padding: Always zero.
     pub padding: [u8; 7],
-    /// Physical address of the PASID table.
+    /// @pasid_table: Physical address of the PASID table.
     pub pasid_table: Le64,
-    /// Number of PASIDs.
+    /// @max_pasid: Number of PASIDs.
     pub max_pasid: Le64,
 }
 
-/// ARM SMMUv3 per-master state (`struct iommu_master_smmuv3_ser`).
+/// struct iommu_master_smmuv3_ser - ARM SMMUv3 per-master state.
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned, Clone, Copy, Debug)]
 #[repr(C, packed)]
 pub struct IommuMasterSmmuv3Ser {
-    /// Live-update state of the level-1 context-descriptor table.
+    /// @l1_cdtab_lu_state: Live-update state of the level-1 context-descriptor table.
     pub l1_cdtab_lu_state: Le64,
-    /// Number of level-2 context-descriptor tables.
+    /// @num_l2_cdtables: Number of level-2 context-descriptor tables.
     pub num_l2_cdtables: Le32,
-    /// Always zero.
+    /// @padding: Always zero.
     pub padding: Le32,
-    /// Physical address of the level-2 tables' live-update states.
+    /// @l2_cdtab_lu_states_phys: Physical address of the level-2 tables' live-update states.
     pub l2_cdtab_lu_states_phys: Le64,
 }
 
-/// The vendor part of a device record, chosen by the `type` of the IOMMU
+/// union iommu_device_vendor_ser - The vendor part of a device record, chosen by the `type` of the IOMMU
 /// the device points to. In the kernel header this union is anonymous;
 /// cbindgen cannot emit anonymous unions, so C reaches it as `vendor`.
 #[derive(FromBytes, Immutable, KnownLayout, Unaligned, Clone, Copy)]
 #[repr(C, packed)]
 pub union IommuDeviceVendorSer {
-    /// Meaningful when the IOMMU is `IOMMU_INTEL`.
+    /// @intel: Meaningful when the IOMMU is `IOMMU_INTEL`.
     pub intel: IommuDeviceIntelSer,
-    /// Meaningful when the IOMMU is `IOMMU_ARM_SMMUV3`.
+    /// @smmuv3: Meaningful when the IOMMU is `IOMMU_ARM_SMMUV3`.
     pub smmuv3: IommuMasterSmmuv3Ser,
 }
 
-/// A preserved device (`struct iommu_device_ser`).
+/// struct iommu_device_ser - A preserved device.
 #[derive(FromBytes, Immutable, KnownLayout, Unaligned, Clone, Copy)]
 #[repr(C, packed)]
 pub struct IommuDeviceSer {
-    /// Record header.
+    /// @hdr: Record header.
     pub hdr: IommuHdrSer,
-    /// PCI requester ID: bus << 8 | devfn.
+    /// @devid: PCI requester ID: bus << 8 | devfn.
     pub devid: Le32,
-    /// PCI segment.
+    /// @pci_domain_nr: PCI segment.
     pub pci_domain_nr: Le32,
-    /// Token of the DMA owner (the preserving file).
+    /// @dma_owner_token: Token of the DMA owner (the preserving file).
     pub dma_owner_token: Le64,
-    /// The domain and IOMMU this device is attached to.
+    /// @domain_iommu_ser: The domain and IOMMU this device is attached to.
     pub domain_iommu_ser: IommuDevMapSer,
-    /// Vendor state; see `union iommu_device_vendor_ser`.
+    /// @vendor: Vendor state; see `union iommu_device_vendor_ser`.
     pub vendor: IommuDeviceVendorSer,
 }
 
-/// Intel VT-d unit state (`struct iommu_intel_ser`).
+/// struct iommu_intel_ser - Intel VT-d unit state.
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned, Clone, Copy, Debug)]
 #[repr(C, packed)]
 pub struct IommuIntelSer {
-    /// Set by the next kernel after restore; 0 at handover.
+    /// @restored: Set by the next kernel after restore; 0 at handover.
     pub restored: u8,
-    /// Always zero.
+    /// @padding: Always zero.
     pub padding: [u8; 7],
-    /// MMIO base of the unit.
+    /// @phys_addr: MMIO base of the unit.
     pub phys_addr: Le64,
-    /// Physical address of the root table.
+    /// @root_table: Physical address of the root table.
     pub root_table: Le64,
-    /// Which context tables are preserved, one bit per bus.
+    /// @context_tables_bitmap: Which context tables are preserved, one bit per bus.
     pub context_tables_bitmap: [Le64; 8],
 }
 
-/// ARM SMMUv3 unit state (`struct iommu_smmuv3_hw_ser`).
+/// struct iommu_smmuv3_hw_ser - ARM SMMUv3 unit state.
 #[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned, Clone, Copy, Debug)]
 #[repr(C, packed)]
 pub struct IommuSmmuv3HwSer {
-    /// MMIO base of the SMMU.
+    /// @phys_addr: MMIO base of the SMMU.
     pub phys_addr: Le64,
-    /// The STRTAB_BASE_CFG register value.
+    /// @strtab_base_cfg: The STRTAB_BASE_CFG register value.
     pub strtab_base_cfg: Le64,
-    /// Live-update state of the level-1 stream table.
+    /// @l1_strtab_lu_state: Live-update state of the level-1 stream table.
     pub l1_strtab_lu_state: Le64,
-    /// Physical address of the level-2 stream tables' live-update states.
+    /// @l2_strtab_lu_states_phys: Physical address of the level-2 stream tables' live-update states.
     pub l2_strtab_lu_states_phys: Le64,
 }
 
-/// The vendor part of an IOMMU record, chosen by `iommu_hw_ser.type`. In the
+/// union iommu_hw_vendor_ser - The vendor part of an IOMMU record, chosen by `iommu_hw_ser.type`. In the
 /// kernel header this union is anonymous; cbindgen cannot emit anonymous
 /// unions, so C reaches it as `vendor`.
 #[derive(FromBytes, Immutable, KnownLayout, Unaligned, Clone, Copy)]
 #[repr(C, packed)]
 pub union IommuHwVendorSer {
-    /// Meaningful when `type` is `IOMMU_INTEL`.
+    /// @intel: Meaningful when `type` is `IOMMU_INTEL`.
     pub intel: IommuIntelSer,
-    /// Meaningful when `type` is `IOMMU_ARM_SMMUV3`.
+    /// @smmuv3: Meaningful when `type` is `IOMMU_ARM_SMMUV3`.
     pub smmuv3: IommuSmmuv3HwSer,
 }
 
-/// A preserved IOMMU unit (`struct iommu_hw_ser`).
+/// struct iommu_hw_ser - A preserved IOMMU unit.
 #[derive(FromBytes, Immutable, KnownLayout, Unaligned, Clone, Copy)]
 #[repr(C, packed)]
 pub struct IommuHwSer {
-    /// Record header; `ref_count` is the number of live devices behind it.
+    /// @hdr: Record header; `ref_count` is the number of live devices behind it.
     pub hdr: IommuHdrSer,
-    /// The IOMMU's MMIO base; with `type`, identifies the IOMMU.
+    /// @token: The IOMMU's MMIO base; with `type`, identifies the IOMMU.
     pub token: Le64,
-    /// An `enum iommu_type_ser` value.
+    /// @type: An `enum iommu_type_ser` value.
     pub r#type: Le64,
-    /// Vendor state; see `union iommu_hw_vendor_ser`.
+    /// @vendor: Vendor state; see `union iommu_hw_vendor_ser`.
     pub vendor: IommuHwVendorSer,
 }
 

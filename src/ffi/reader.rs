@@ -121,7 +121,7 @@ fn mode(raw: u32) -> Result<Mode, Fail> {
     }
 }
 
-/// struct iommu_flb_image - A validated image (opaque).
+/// DOC: struct iommu_flb_image, a validated image (opaque)
 ///
 /// Only iommu_flb_validate() makes one, at the start of the caller's
 /// scratch; it is valid until the scratch is freed or passed to

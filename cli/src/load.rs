@@ -54,6 +54,13 @@
 //!
 //! Byte `X` of the file is physical address `base + X`, as `/dev/mem` or
 //! QEMU's `pmemsave` write them. They carry no root address.
+//!
+//! # Formats recognised and refused
+//!
+//! `--format auto` (and `elf`) refuse the kdump-compressed and diskdump
+//! formats and makedumpfile's flattened format by their signatures, with
+//! [`LoadError::Unsupported`] and advice on how to save the dump instead:
+//! see [`kdump`]. Only `--format phys` reads such a file as flat bytes.
 
 use core::cell::RefCell;
 use core::fmt;
@@ -68,23 +75,28 @@ use crate::source::Window;
 
 mod cache;
 mod elf;
+pub mod kdump;
 
 pub use cache::PER_PAGE_OVERHEAD;
 pub use elf::{MAX_PROGRAM_HEADERS, SEGMENT_BYTES};
 
 use cache::PageCache;
 use elf::Elf;
+use kdump::Unsupported;
 
 /// How to interpret a dump file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
-    /// An ELF64 core file if the file starts with the ELF magic, else a flat
-    /// physical dump.
+    /// An ELF64 core file if the file starts with the ELF magic; refused
+    /// with [`LoadError::Unsupported`] if it is a dump format the tool
+    /// recognises but cannot read (see [`kdump`]); else a flat physical
+    /// dump.
     #[default]
     Auto,
-    /// An ELF64 core file.
+    /// An ELF64 core file (a recognised unsupported format is refused as
+    /// such, not as a file without the ELF magic).
     Elf,
-    /// A flat physical dump.
+    /// A flat physical dump, whatever the file's contents.
     Phys,
 }
 
@@ -155,6 +167,10 @@ pub enum LoadError {
     },
     /// The file has two `IOMMUFLB` root notes.
     TwoRootNotes,
+    /// The file is a dump format the tool recognises but cannot read
+    /// (kdump-compressed, diskdump, makedumpfile flattened); the message
+    /// says how to save it in a format it reads.
+    Unsupported(Unsupported),
 }
 
 /// What is wrong with one `PT_LOAD` segment.
@@ -243,6 +259,7 @@ impl fmt::Display for LoadError {
                  descriptor bytes, expected 8"
             ),
             LoadError::TwoRootNotes => write!(f, "the file has two IOMMUFLB root notes"),
+            LoadError::Unsupported(u) => write!(f, "{u}"),
         }
     }
 }
@@ -382,6 +399,13 @@ pub fn load<S: Source>(data: S, opts: LoadOptions) -> Result<Dump<S>, LoadError>
         let mut magic = [0u8; 4];
         data.read_exact_at(&mut magic, 0).is_ok() && magic == ELFMAG
     };
+    // Without the ELF magic, a format the tool knows it cannot read is
+    // named, never read as flat bytes (unless `--format phys` says so).
+    if opts.format != Format::Phys && !has_magic {
+        if let Some(what) = kdump::recognise(&data) {
+            return Err(LoadError::Unsupported(what));
+        }
+    }
     let is_elf = match opts.format {
         Format::Elf => true,
         Format::Phys => false,

@@ -54,8 +54,10 @@ enum Command {
 /// Options of every command that reads an image.
 #[derive(Args, Debug)]
 struct ReadArgs {
-    /// How to read FILE: by its ELF magic, an ELF64 core file, or a flat
-    /// physical dump.
+    /// How to read FILE: `auto` by its contents (ELF magic: an ELF64 core
+    /// file; kdump-compressed, diskdump and makedumpfile flattened files are
+    /// refused with advice; anything else: a flat dump), an ELF64 core file,
+    /// or a flat physical dump (any file).
     #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
     format: FormatArg,
     /// Physical address of the root `iommu_flb_ser` (decimal or 0x-hex).

@@ -723,6 +723,106 @@ fn format_elf_on_a_flat_dump_is_a_usage_error() {
     );
 }
 
+// --- dump formats the tool cannot read --------------------------------------------
+
+/// A kdump-compressed header as QEMU's `dump-guest-memory -z` writes it on
+/// x86_64 (little-endian `DiskDumpHeader64`): `KDUMP   `, header_version 6
+/// at 8, status (zlib) at 424, block_size 4096 at 428; zeros up to 16 KiB.
+fn kdump_file(dir: &Path) -> PathBuf {
+    let mut bytes = vec![0u8; 0x4000];
+    bytes[..8].copy_from_slice(b"KDUMP   ");
+    write_u32(&mut bytes, 8, 6);
+    write_u32(&mut bytes, 424, 0x1);
+    write_u32(&mut bytes, 428, 4096);
+    let file = dir.join("guest.kdump");
+    std::fs::write(&file, bytes).unwrap();
+    file
+}
+
+/// A makedumpfile flattened header: the signature in a 16-byte field, type
+/// and version 1 as big-endian 64-bit integers.
+fn flattened_file(dir: &Path) -> PathBuf {
+    let mut bytes = vec![0u8; 0x2000];
+    bytes[..12].copy_from_slice(b"makedumpfile");
+    bytes[16..24].copy_from_slice(&1i64.to_be_bytes());
+    bytes[24..32].copy_from_slice(&1i64.to_be_bytes());
+    let file = dir.join("vmcore.flat");
+    std::fs::write(&file, bytes).unwrap();
+    file
+}
+
+/// Runs `args`, expects exit 2 and `needle` on stderr, and no word of a
+/// corrupt image.
+#[track_caller]
+fn assert_unreadable_format(args: &[&str], needle: &str) {
+    let o = run(args);
+    assert_exit(&o, 2);
+    let err = stderr(&o);
+    assert!(err.contains(needle), "{needle:?} not in {err}");
+    for word in ["corrupt", "root page", "refused"] {
+        assert!(!err.contains(word), "{word:?} in {err}");
+    }
+}
+
+#[test]
+fn kdump_compressed_dump_is_named_with_advice_not_read_as_flat() {
+    let dir = tmp("kdump");
+    let file = kdump_file(&dir);
+    let needle = "guest.kdump: kdump-compressed dump (makedumpfile header version 6, block \
+                  size 4096, zlib); this tool cannot read kdump-compressed dumps yet: save \
+                  the dump as an ELF core instead (QEMU `dump-guest-memory` without \
+                  -z/-l/-s, or `makedumpfile -E`)";
+    assert_unreadable_format(&["validate", path(&file)], needle);
+    // With --root, as for a flat dump: still named, not read.
+    assert_unreadable_format(&["validate", "--root", "0x1000", path(&file)], needle);
+    assert_unreadable_format(&["inspect", "--root", "0x1000", path(&file)], needle);
+    assert_unreadable_format(&["validate", "--format", "elf", path(&file)], needle);
+}
+
+#[test]
+fn makedumpfile_flattened_file_is_named_with_how_to_reassemble_it() {
+    let dir = tmp("flattened");
+    let file = flattened_file(&dir);
+    assert_unreadable_format(
+        &["validate", "--root", "0x1000", path(&file)],
+        "vmcore.flat: makedumpfile flattened format (type 1, version 1); this tool cannot \
+         read it: reassemble it with `makedumpfile -R OUT < FILE`",
+    );
+}
+
+#[test]
+fn elf_file_that_is_not_a_core_is_a_usage_error() {
+    let dir = tmp("not_core");
+    let file = elf_image(&dir);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[16..18].copy_from_slice(&2u16.to_le_bytes()); // e_type = ET_EXEC
+    std::fs::write(&file, bytes).unwrap();
+    assert_unreadable_format(
+        &["validate", path(&file)],
+        "not an ELF core file: e_type is 2, expected 4 (ET_CORE)",
+    );
+}
+
+#[test]
+fn format_phys_reads_a_kdump_file_as_flat_bytes_when_asked() {
+    let dir = tmp("kdump_phys");
+    let file = kdump_file(&dir);
+    // Read as flat bytes, the zeros at 0x1000 are no valid root: the image
+    // is refused (exit 1), and the container is not named.
+    let o = run(&[
+        "validate",
+        "--format",
+        "phys",
+        "--root",
+        "0x1000",
+        path(&file),
+    ]);
+    assert_exit(&o, 1);
+    let err = stderr(&o);
+    assert!(err.contains("invalid image: root at 0x1000"), "{err}");
+    assert!(!err.contains("kdump-compressed"), "{err}");
+}
+
 // --- usage --------------------------------------------------------------------------
 
 #[test]

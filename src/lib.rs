@@ -32,6 +32,7 @@ extern crate std;
 pub mod abi;
 mod addr;
 mod chain;
+pub mod crc;
 pub mod error;
 #[cfg(feature = "ffi")]
 pub mod ffi;

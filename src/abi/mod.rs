@@ -6,6 +6,7 @@
 //! [`LAYOUTS`] and compares it with those snapshots.
 
 pub mod v1;
+pub mod v2;
 
 /// The size of the pages an image is made of: the kernel's `PAGE_SIZE`.
 ///
@@ -121,10 +122,16 @@ pub struct VersionLayout {
 
 /// Every format version this crate knows, oldest first. Each must have a
 /// frozen snapshot `abi/v{version}.txt`.
-pub const LAYOUTS: &[VersionLayout] = &[VersionLayout {
-    version: v1::IOMMU_LUO_FLB_VERSION,
-    structs: v1::LAYOUT,
-}];
+pub const LAYOUTS: &[VersionLayout] = &[
+    VersionLayout {
+        version: v1::IOMMU_LUO_FLB_VERSION,
+        structs: v1::LAYOUT,
+    },
+    VersionLayout {
+        version: v2::IOMMU_FLB_V2_VERSION,
+        structs: v2::LAYOUT,
+    },
+];
 
 /// Describes one wire type for [`StructLayout`]: its C tag, kind and fields,
 /// each given as `name => "c type"`. Offsets and sizes are computed by the

@@ -97,6 +97,7 @@
 
 mod alloc;
 mod chain;
+mod encoding;
 mod error;
 pub mod index;
 mod map_alloc;
@@ -104,9 +105,8 @@ mod ops;
 mod record;
 mod types;
 
-use zerocopy::IntoBytes;
-
 pub use self::alloc::PageAlloc;
+pub use self::encoding::Config;
 pub use self::error::{BadPage, DomainField, ObjectKind, PagePurpose, WriteError};
 pub use self::index::{DeviceIndex, IndexSlot, Lookup, NoIndex, SliceIndex};
 pub use self::map_alloc::{FailingAlloc, random_failures};
@@ -118,11 +118,11 @@ pub use self::types::{
     Smmuv3IommuInit,
 };
 
-use self::chain::{Chain, take_page};
+use self::chain::{Chain, Image, take_page};
+use self::encoding::{Encoding, PageRole, Patch};
 pub(crate) use self::types::WriterId;
 use crate::PhysAddr;
 use crate::abi::PageSize;
-use crate::abi::v1::{IOMMU_LUO_FLB_VERSION, IommuFlbSer};
 
 /// How many objects and pages an image holds, as the writer counts them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -146,6 +146,7 @@ pub struct Counts {
 pub struct Writer<A: PageAlloc, X: DeviceIndex = NoIndex> {
     alloc: A,
     index: X,
+    enc: Encoding,
     id: WriterId,
     root: PhysAddr,
     iommus: Chain,
@@ -183,22 +184,37 @@ impl<A: PageAlloc> Writer<A> {
     pub fn start(alloc: A) -> Result<Self, WriteError> {
         Writer::with_index(alloc, NoIndex)
     }
+
+    /// Starts an image in the format `config` names (see
+    /// [Versions](self#versions)). Version 1 is [`Writer::start`]; version
+    /// 2 takes only the root, as its chains have no pages until their first
+    /// record. Refuses a version other than 1 or 2, and a version-1
+    /// `generation` other than 0, with [`WriteError::BadConfig`] (before
+    /// taking any page).
+    pub fn with_config(alloc: A, config: Config) -> Result<Self, WriteError> {
+        Writer::with_config_and_index(alloc, config, NoIndex)
+    }
 }
 
 impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
     /// [`Writer::start`] with a device index (which should be empty).
-    pub fn with_index(mut alloc: A, index: X) -> Result<Self, WriteError> {
+    pub fn with_index(alloc: A, index: X) -> Result<Self, WriteError> {
+        Writer::with_config_and_index(alloc, Config::v1(), index)
+    }
+
+    /// [`Writer::with_config`] with a device index (which should be empty).
+    pub fn with_config_and_index(
+        mut alloc: A,
+        config: Config,
+        index: X,
+    ) -> Result<Self, WriteError> {
+        let enc = Encoding::from_config(&config)?;
         let root = take_page(&mut alloc, PagePurpose::Root, &[])?;
         let mut taken = [root, PhysAddr::NULL, PhysAddr::NULL, PhysAddr::NULL];
         let mut chains =
-            [ObjectKind::Iommu, ObjectKind::Domain, ObjectKind::Device].map(|kind| Chain {
-                kind,
-                head: PhysAddr::NULL,
-                tail: PhysAddr::NULL,
-                tail_len: 0,
-                pages: 0,
-            });
-        for (i, chain) in (1..).zip(chains.iter_mut()) {
+            [ObjectKind::Iommu, ObjectKind::Domain, ObjectKind::Device].map(Chain::empty);
+        let heads = chains.iter_mut().filter(|_| enc.empty_chain_has_page());
+        for (i, chain) in (1..).zip(heads) {
             match Chain::start(&mut alloc, chain.kind, &taken) {
                 Ok(c) => {
                     *chain = c;
@@ -212,24 +228,25 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                 }
             }
         }
-        let [iommus, domains, devices] = &chains;
-        let flb = IommuFlbSer {
-            version: IOMMU_LUO_FLB_VERSION.into(),
-            iommu_array_phys: iommus.head.get().into(),
-            iommu_domain_array_phys: domains.head.get().into(),
-            device_array_phys: devices.head.get().into(),
-        };
-        let Some(page) = alloc.page_mut(root) else {
+        let ps = alloc.page_size();
+        let written = enc.root(ps, &chains).and_then(|bytes| {
+            let page = alloc
+                .page_mut(root)
+                .ok_or(WriteError::PageUnavailable { phys: root })?;
+            let patch = Some(Patch::new(0, bytes));
+            enc.page_write(root, page, PageRole::Root, [patch, None])?
+                .commit();
+            Ok(())
+        });
+        if let Err(e) = written {
             give_back(&mut alloc, root, &chains);
-            return Err(WriteError::PageUnavailable { phys: root });
-        };
-        if let Some(dst) = page.get_mut(..size_of::<IommuFlbSer>()) {
-            dst.copy_from_slice(flb.as_bytes());
+            return Err(e);
         }
         let [iommus, domains, devices] = chains;
         Ok(Writer {
             alloc,
             index,
+            enc,
             id: next_writer_id(),
             root,
             iommus,
@@ -243,6 +260,11 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
     /// The root's physical address: what LUO hands to the next kernel.
     pub fn root(&self) -> PhysAddr {
         self.root
+    }
+
+    /// The format version the image is written in (1 or 2).
+    pub fn version(&self) -> u64 {
+        self.enc.version()
     }
 
     /// The size of the image's pages (the allocator's page size).
@@ -308,13 +330,11 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
         self.alloc
     }
 
-    /// The root and the current tails: the pages a fresh page must not be.
-    fn in_use(&self) -> [PhysAddr; 4] {
-        [
-            self.root,
-            self.iommus.tail,
-            self.domains.tail,
-            self.devices.tail,
-        ]
+    /// The root and the chains as they are now.
+    fn image(&self) -> Image {
+        Image {
+            root: self.root,
+            chains: [self.iommus, self.domains, self.devices],
+        }
     }
 }

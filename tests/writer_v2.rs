@@ -2,7 +2,8 @@
 //! checked byte by byte by a walk of its own (it shares no code with the
 //! writer) after every operation of realistic sequences at 4 and 16 KiB,
 //! CRCs recomputed from scratch, failed operations leaving every byte as it
-//! was, and version 1 unchanged.
+//! was, and version 1 unchanged. After each of those operations the
+//! crate's reader must accept the image and show exactly what the walk found.
 #![cfg(feature = "alloc")] // The tests allocate from MapAlloc.
 
 mod writer_support;
@@ -13,6 +14,7 @@ use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::abi::v1::{IommuArrayHdrSer, IommuHdrSer};
 use iommu_flb_abi::abi::v2::*;
 use iommu_flb_abi::crc::Crc32;
+use iommu_flb_abi::reader::{self, Options};
 use iommu_flb_abi::writer::*;
 use iommu_flb_abi::{Memory, PageMap, PhysAddr};
 use writer_support::{Faults, Faulty, is_fault, unchanged};
@@ -203,7 +205,73 @@ fn check(mem: &(impl Memory + PageAlloc), root: PhysAddr) -> Dump {
         devices,
     };
     check_records(&d);
+    reads_back(mem, &d);
     d
+}
+
+/// What a reader sees of an image: live IOMMUs (address, token, type,
+/// ref_count), live domains, live devices (address, segment, devid,
+/// domain's and IOMMU's addresses).
+type Seen = (
+    Vec<(PhysAddr, u64, u64, u32)>,
+    Vec<PhysAddr>,
+    Vec<(PhysAddr, u32, u32, PhysAddr, PhysAddr)>,
+);
+
+/// The crate's reader accepts the image and shows exactly the live
+/// records of the walk `d`, with the references resolved.
+fn reads_back(mem: &(impl Memory + PageAlloc), d: &Dump) {
+    let opts = Options {
+        page_size: mem.page_size(),
+        ..Options::default()
+    };
+    let owned = reader::validate_alloc(mem, d.root, &opts)
+        .unwrap_or_else(|e| panic!("the reader refuses the image: {e}"));
+    let img = owned.image();
+    assert_eq!((img.version(), img.generation()), (2, Some(GEN)));
+    assert_eq!(img.page_count(), d.pages());
+    let seen: Seen = (
+        img.iommus()
+            .map(|i| (i.phys(), i.token(), i.iommu_type().wire(), i.ref_count()))
+            .collect(),
+        img.domains().map(|x| x.phys()).collect(),
+        img.devices()
+            .map(|x| {
+                (
+                    x.phys(),
+                    x.segment(),
+                    x.devid(),
+                    x.domain().phys(),
+                    x.iommu().phys(),
+                )
+            })
+            .collect(),
+    );
+    let live = |c: &Chain| -> Vec<Rec> { c.records.iter().filter(|r| r.live()).cloned().collect() };
+    let want: Seen = (
+        live(&d.iommus)
+            .iter()
+            .map(|r| {
+                (
+                    r.phys,
+                    le64(&r.bytes, 8),
+                    le64(&r.bytes, 16),
+                    r.hdr().ref_count.get(),
+                )
+            })
+            .collect(),
+        live(&d.domains).iter().map(|r| r.phys).collect(),
+        live(&d.devices)
+            .iter()
+            .map(|r| {
+                let b = &r.bytes;
+                let dom = d.domains.records[le64(b, 32) as usize].phys;
+                let hw = d.iommus.records[le64(b, 40) as usize].phys;
+                (r.phys, le32(b, 12), le32(b, 8), dom, hw)
+            })
+            .collect(),
+    );
+    assert_eq!(seen, want);
 }
 
 fn check_records(d: &Dump) {

@@ -345,6 +345,8 @@ impl IommuFlbErrorKind {
             WriteError::IommuInUse { .. } => K::IommuFlbErrIommuInUse,
             WriteError::RefCountOverflow { .. } => K::IommuFlbErrRefCountOverflow,
             WriteError::IndexFull { .. } => K::IommuFlbErrIndexFull,
+            // The C API starts version-1 writers only, so never reaches it.
+            WriteError::BadConfig { .. } => K::IommuFlbErrInvalidArgument,
         }
     }
 }
@@ -543,6 +545,7 @@ fn write_location(e: &WriteError) -> (Option<ObjectKind>, Option<u64>, Option<&'
             Some("ref_count"),
         ),
         WriteError::IndexFull { .. } => (Some(ObjectKind::Device), None, None),
+        WriteError::BadConfig { field } => (None, None, Some(field)),
     }
 }
 

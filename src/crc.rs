@@ -6,16 +6,42 @@
 //! finished CRC in zlib's convention: `crc(crc(0, a), b) == crc(0, a ++ b)`,
 //! so a page is summed in two calls around its `crc` field.
 
-/// A CRC-32/IEEE function in zlib's convention: `f(crc, bytes)` continues
-/// the finished CRC `crc` (0 to start) over `bytes` and returns the finished
-/// CRC. zlib's `crc32(crc, buf, len)` is one; the kernel's is
-/// `~crc32_le(~crc, buf, len)`.
+/// A CRC-32/IEEE function in zlib's convention: it continues the finished
+/// CRC `crc` (0 to start) over `bytes` and returns the finished CRC. zlib's
+/// `crc32(crc, buf, len)` is one; the kernel's is `~crc32_le(~crc, buf,
+/// len)`.
 #[derive(Clone, Copy, Debug)]
-pub struct Crc32(pub fn(u32, &[u8]) -> u32);
+pub struct Crc32(Imp);
+
+#[derive(Clone, Copy, Debug)]
+enum Imp {
+    Plain(fn(u32, &[u8]) -> u32),
+    /// A function and the context word it is called with (the C boundary
+    /// keeps its callback there).
+    Context(fn(usize, u32, &[u8]) -> u32, usize),
+}
 
 impl Crc32 {
     /// `crc32fast`'s implementation.
-    pub const FAST: Crc32 = Crc32(crc32fast_update);
+    pub const FAST: Crc32 = Crc32(Imp::Plain(crc32fast_update));
+
+    /// The CRC function `f(crc, bytes)`.
+    pub const fn new(f: fn(u32, &[u8]) -> u32) -> Crc32 {
+        Crc32(Imp::Plain(f))
+    }
+
+    /// The CRC function `f(ctx, crc, bytes)`, called with `ctx` each time.
+    pub const fn with_context(f: fn(usize, u32, &[u8]) -> u32, ctx: usize) -> Crc32 {
+        Crc32(Imp::Context(f, ctx))
+    }
+
+    /// Continues the finished CRC `crc` over `bytes`.
+    pub fn update(&self, crc: u32, bytes: &[u8]) -> u32 {
+        match self.0 {
+            Imp::Plain(f) => f(crc, bytes),
+            Imp::Context(f, ctx) => f(ctx, crc, bytes),
+        }
+    }
 
     /// The CRC of `page` with the 4 bytes at `crc_at` left out: the bytes
     /// before them, then the bytes after them. `None` if the field does not
@@ -23,7 +49,7 @@ impl Crc32 {
     pub fn page(&self, page: &[u8], crc_at: usize) -> Option<u32> {
         let before = page.get(..crc_at)?;
         let after = page.get(crc_at.checked_add(4)?..)?;
-        Some((self.0)((self.0)(0, before), after))
+        Some(self.update(self.update(0, before), after))
     }
 }
 
@@ -46,12 +72,12 @@ mod tests {
     #[test]
     fn matches_the_standard_check_value_and_chains() {
         // The CRC-32/ISO-HDLC check value of "123456789".
-        assert_eq!((Crc32::FAST.0)(0, b"123456789"), 0xcbf4_3926);
-        let whole = (Crc32::FAST.0)(0, b"123456789");
-        assert_eq!(
-            (Crc32::FAST.0)((Crc32::FAST.0)(0, b"1234"), b"56789"),
-            whole
-        );
+        let c = Crc32::FAST;
+        assert_eq!(c.update(0, b"123456789"), 0xcbf4_3926);
+        assert_eq!(c.update(c.update(0, b"1234"), b"56789"), 0xcbf4_3926);
+        // A context word reaches the function.
+        let ctx = Crc32::with_context(|k, crc, b| crc32fast_update(crc, b) ^ (k as u32), 1);
+        assert_eq!(ctx.update(0, b"123456789"), 0xcbf4_3927);
     }
 
     #[test]

@@ -497,7 +497,7 @@ fn config_constructors_name_their_versions() {
     }
     let w = Writer::with_config(
         MapAlloc::sequential(p(0x10_0000)),
-        Config::v2(GEN).with_crc(Crc32(zero)),
+        Config::v2(GEN).with_crc(Crc32::new(zero)),
     )
     .unwrap();
     let page = w.alloc().page(w.root(), K4).unwrap();

@@ -509,7 +509,8 @@ struct iommu_flb_image;
  * The library never dereferences a physical address itself: it asks
  * @page for one whole page at a time. It is copied into the image by
  * iommu_flb_validate(), so it must stay usable (and @ctx valid) for as long
- * as the image is.
+ * as the image is. An initializer that predates @crc32 leaves it NULL,
+ * which is the library's own CRC.
  */
 struct iommu_flb_mem {
   /**
@@ -539,6 +540,20 @@ struct iommu_flb_mem {
    * kernel that wrote the image.
    */
   size_t page_size;
+  /**
+   * @crc32: Checks version 2's page checksums: continues the CRC-32
+   * (IEEE 802.3, reflected polynomial 0xedb88320) @crc over the @len
+   * bytes at @buf and returns it, in zlib's convention, where @crc is
+   * a finished CRC (0 to start) and so is the result: zlib's
+   * crc32(@crc, @buf, @len). The kernel's crc32_le() neither seeds nor
+   * inverts, so the kernel passes a function that returns
+   * ~crc32_le(~@crc, @buf, @len), its arch-accelerated CRC. Called with
+   * @ctx, only during iommu_flb_scratch_size() and iommu_flb_validate()
+   * calls given this struct, never after them (walks check no CRC);
+   * it must only read @buf, which is inside an image page. NULL: the
+   * library's own (crc32fast). Unused for version-1 images.
+   */
+  uint32_t (*crc32)(void *ctx, uint32_t crc, const void *buf, size_t len);
 };
 
 /**
@@ -764,10 +779,12 @@ struct iommu_flb_writer {
  * struct iommu_flb_page_alloc - Where the writer's pages come from.
  *
  * In the kernel: kho_alloc_preserve() and virt_to_phys() for @alloc_page,
- * phys_to_virt() for @page, kho_unpreserve_free() for @free_page. Copied
- * into the writer by iommu_flb_writer_start(); @ctx must stay valid until
- * iommu_flb_writer_finish() or iommu_flb_writer_abort(). No callback may be
- * NULL. The writer checks every page it is given (non-zero, page-aligned,
+ * phys_to_virt() for @page, kho_unpreserve_free() for @free_page, and
+ * ~crc32_le(~crc, buf, len) for @crc32. Copied into the writer by
+ * iommu_flb_writer_start(); @ctx must stay valid until
+ * iommu_flb_writer_finish() or iommu_flb_writer_abort(). No callback but
+ * @crc32 may be NULL (an initializer that predates @crc32 leaves it
+ * NULL). The writer checks every page it is given (non-zero, page-aligned,
  * not already in the image, mapped, all zeroes) before using it. Until
  * iommu_flb_writer_finish() or iommu_flb_writer_abort(), the pages are the
  * writer's: nothing else may write them.
@@ -805,6 +822,49 @@ struct iommu_flb_page_alloc {
    * capacity follows from it.
    */
   size_t page_size;
+  /**
+   * @crc32: Computes version 2's page checksums: continues the CRC-32
+   * (IEEE 802.3, reflected polynomial 0xedb88320) @crc over the @len
+   * bytes at @buf and returns it, in zlib's convention, where @crc is
+   * a finished CRC (0 to start) and so is the result: zlib's
+   * crc32(@crc, @buf, @len). The kernel's crc32_le() neither seeds nor
+   * inverts, so the kernel passes a function that returns
+   * ~crc32_le(~@crc, @buf, @len), its arch-accelerated CRC; a page's
+   * checksum is then ~crc32_le(crc32_le(~0, page, off), page + off + 4,
+   * page_size - off - 4) for its crc field at offset off. Called with
+   * @ctx, only during calls on the writer this struct started (never
+   * after iommu_flb_writer_finish() or iommu_flb_writer_abort()); it
+   * must only read @buf, which is inside one of the writer's pages, and
+   * must not call the library on that writer (-EBUSY). NULL: the
+   * library's own (crc32fast). Unused by version 1.
+   */
+  uint32_t (*crc32)(void *ctx, uint32_t crc, const void *buf, size_t len);
+};
+
+/**
+ * struct iommu_flb_writer_config - The format a writer writes.
+ *
+ * For iommu_flb_writer_start_config(). iommu_flb_writer_start() and
+ * iommu_flb_writer_start_indexed() write version 1, as { 1, 0, 0 } does.
+ */
+struct iommu_flb_writer_config {
+  /**
+   * @version: The format version: 1 (IOMMU_LUO_FLB_VERSION, what
+   * kernels read today) or 2 (IOMMU_FLB_V2_VERSION, whose pages carry
+   * a CRC-32, computed by &struct iommu_flb_page_alloc.crc32).
+   */
+  uint32_t version;
+  /**
+   * @reserved: Must be 0.
+   */
+  uint32_t reserved;
+  /**
+   * @generation: Version 2: this handover's generation, which the root
+   * and every array page record, so that a page left from another
+   * handover is refused (e.g. a counter kept across kexecs, or random
+   * bits). Version 1 has none: must be 0.
+   */
+  uint64_t generation;
 };
 
 /**
@@ -1179,6 +1239,37 @@ int iommu_flb_writer_start_indexed(struct iommu_flb_writer *w,
                                    void *index,
                                    size_t index_size,
                                    uint64_t *root);
+
+/**
+ * iommu_flb_writer_start_config() - Start an image in a chosen format.
+ * @w: Writer state to initialize, as for iommu_flb_writer_start().
+ * @alloc: The page allocator, with the CRC callback version 2 uses
+ *         (&struct iommu_flb_page_alloc.crc32); copied into @w.
+ * @cfg: The format: version 1 or 2, and version 2's generation.
+ * @index: Storage for a device index, as for
+ *         iommu_flb_writer_start_indexed(); NULL for none (then
+ *         @index_size must be 0).
+ * @index_size: Its size in bytes.
+ * @root: Where to store the root's physical address.
+ *
+ * Version 1 is what iommu_flb_writer_start() writes. Version 2 takes only
+ * the root page (a chain gets its first page with its first record), and
+ * every call that changes a page rewrites that page's CRC; the operations,
+ * handles and their checks are those of version 1.
+ *
+ * Context: Whatever the @alloc callbacks need.
+ *
+ * Return: As iommu_flb_writer_start_indexed(); -EINVAL for a bad @cfg
+ * (IOMMU_FLB_ERR_INVALID_ARGUMENT from iommu_flb_writer_last_error(),
+ * its field "version", "reserved" or "generation"), taking no page, or
+ * for a NULL @index with a non-zero @index_size.
+ */
+int iommu_flb_writer_start_config(struct iommu_flb_writer *w,
+                                  const struct iommu_flb_page_alloc *alloc,
+                                  const struct iommu_flb_writer_config *cfg,
+                                  void *index,
+                                  size_t index_size,
+                                  uint64_t *root);
 
 /**
  * iommu_flb_preserve_iommu() - Preserve an IOMMU unit.

@@ -74,6 +74,7 @@
 // them into the header; a rustdoc "# Safety" heading would be noise there.
 #![allow(clippy::missing_safety_doc)]
 
+mod crc;
 mod error;
 mod mac;
 mod reader;
@@ -95,11 +96,11 @@ pub use walk::{
 };
 pub use writer::{
     IOMMU_FLB_WRITER_WORDS, IommuFlbCounts, IommuFlbHandle, IommuFlbPageAlloc, IommuFlbWriter,
-    iommu_flb_preserve_device, iommu_flb_preserve_domain, iommu_flb_preserve_iommu,
-    iommu_flb_unpreserve_device, iommu_flb_unpreserve_domain, iommu_flb_unpreserve_iommu,
-    iommu_flb_writer_abort, iommu_flb_writer_counts, iommu_flb_writer_finish,
-    iommu_flb_writer_index_size, iommu_flb_writer_last_error, iommu_flb_writer_start,
-    iommu_flb_writer_start_indexed,
+    IommuFlbWriterConfig, iommu_flb_preserve_device, iommu_flb_preserve_domain,
+    iommu_flb_preserve_iommu, iommu_flb_unpreserve_device, iommu_flb_unpreserve_domain,
+    iommu_flb_unpreserve_iommu, iommu_flb_writer_abort, iommu_flb_writer_counts,
+    iommu_flb_writer_finish, iommu_flb_writer_index_size, iommu_flb_writer_last_error,
+    iommu_flb_writer_start, iommu_flb_writer_start_config, iommu_flb_writer_start_indexed,
 };
 
 /// Whether a pointer from C may be dereferenced as a `T` as far as this side

@@ -6,6 +6,7 @@ use core::ffi::{CStr, c_int, c_void};
 use core::mem::{align_of, size_of};
 use core::ptr;
 
+use super::crc::CrcCall;
 use super::error::{Fail, IommuFlbError, errno, report};
 use super::{Span, usable};
 use crate::abi::PageSize;
@@ -18,7 +19,8 @@ use crate::{Memory, PhysAddr};
 /// The library never dereferences a physical address itself: it asks
 /// @page for one whole page at a time. It is copied into the image by
 /// iommu_flb_validate(), so it must stay usable (and @ctx valid) for as long
-/// as the image is.
+/// as the image is. An initializer that predates @crc32 leaves it NULL,
+/// which is the library's own CRC.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct IommuFlbMem {
@@ -43,6 +45,20 @@ pub struct IommuFlbMem {
     /// kernel's PAGE_SIZE (4096, 16384 or 65536), the page size of the
     /// kernel that wrote the image.
     pub page_size: usize,
+    /// @crc32: Checks version 2's page checksums: continues the CRC-32
+    /// (IEEE 802.3, reflected polynomial 0xedb88320) @crc over the @len
+    /// bytes at @buf and returns it, in zlib's convention, where @crc is
+    /// a finished CRC (0 to start) and so is the result: zlib's
+    /// crc32(@crc, @buf, @len). The kernel's crc32_le() neither seeds nor
+    /// inverts, so the kernel passes a function that returns
+    /// ~crc32_le(~@crc, @buf, @len), its arch-accelerated CRC. Called with
+    /// @ctx, only during iommu_flb_scratch_size() and iommu_flb_validate()
+    /// calls given this struct, never after them (walks check no CRC);
+    /// it must only read @buf, which is inside an image page. NULL: the
+    /// library's own (crc32fast). Unused for version-1 images.
+    pub crc32: Option<
+        unsafe extern "C" fn(ctx: *mut c_void, crc: u32, buf: *const c_void, len: usize) -> u32,
+    >,
 }
 
 /// The caller's page callback, checked non-NULL, its page size, and the
@@ -267,10 +283,20 @@ pub unsafe extern "C" fn iommu_flb_scratch_size(
     let run = || -> Result<(), Fail> {
         // SAFETY: `mem` is NULL or points to a `struct iommu_flb_mem`
         // (this function's contract).
-        let m = CMem::new(unsafe { read_arg(mem, c"mem") }?, Span::default())?;
+        let mem = unsafe { read_arg(mem, c"mem") }?;
+        let m = CMem::new(mem, Span::default())?;
         let size = out(size, c"size")?;
+        let call = CrcCall {
+            f: mem.crc32,
+            ctx: mem.ctx,
+        };
         let opts = Options {
             page_size: m.page_size,
+            // SAFETY: `call` is a local of this call that is never written
+            // and outlives `opts`, whose CRC is used only inside this call
+            // (`scratch_len` below); its callback is the caller's, with the
+            // contract of `struct iommu_flb_mem`.
+            crc: unsafe { CrcCall::crc32(&call) },
             ..Options::default()
         };
         let n = reader::scratch_len(&m, PhysAddr::new(root), &opts)
@@ -348,9 +374,19 @@ pub unsafe extern "C" fn iommu_flb_validate(
         let mem = unsafe { read_arg(mem, c"mem") }?;
         let state = out(scratch.cast::<ImageState>(), c"scratch")?;
         let m = CMem::new(mem, Span::of(state, scratch_size))?;
+        let call = CrcCall {
+            f: mem.crc32,
+            ctx: mem.ctx,
+        };
         let opts = Options {
             mode: self::mode(mode)?,
             page_size: m.page_size,
+            // SAFETY: `call` is a local of this call that is never written
+            // and outlives `opts`, whose CRC is used only inside this call
+            // (`validate` below; the frozen image keeps no CRC); its
+            // callback is the caller's, with the contract of `struct
+            // iommu_flb_mem`.
+            crc: unsafe { CrcCall::crc32(&call) },
             ..Options::default()
         };
         let elems = scratch_size

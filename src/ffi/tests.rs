@@ -45,6 +45,14 @@ struct Pool {
     /// What `on_alloc` may use.
     writer: *mut IommuFlbWriter,
     reentered: Vec<c_int>,
+    /// Calls of the CRC callback `pool_crc`.
+    crc_calls: usize,
+    /// XORed into every result of `pool_crc`: a CRC function other than
+    /// the library's own.
+    crc_flip: u32,
+    /// What `iommu_flb_writer_last_error()` on `writer` answered inside
+    /// `pool_crc`, when `writer` is set.
+    crc_probes: Vec<c_int>,
 }
 
 /// A [`Pool`] as C holds one: at one address that every callback's `ctx`
@@ -87,6 +95,15 @@ impl PoolRef {
             free_page: Some(pool_free),
             ctx: self.ctx(),
             page_size: PAGE_SIZE,
+            crc32: None,
+        }
+    }
+
+    /// [`PoolRef::alloc`] with the CRC callback.
+    fn alloc_crc(&self) -> IommuFlbPageAlloc {
+        IommuFlbPageAlloc {
+            crc32: Some(pool_crc),
+            ..self.alloc()
         }
     }
 
@@ -95,6 +112,15 @@ impl PoolRef {
             page: Some(pool_read),
             ctx: self.ctx(),
             page_size: PAGE_SIZE,
+            crc32: None,
+        }
+    }
+
+    /// [`PoolRef::mem`] with the CRC callback.
+    fn mem_crc(&self) -> IommuFlbMem {
+        IommuFlbMem {
+            crc32: Some(pool_crc),
+            ..self.mem()
         }
     }
 }
@@ -113,6 +139,9 @@ impl PoolRef {
             on_alloc: None,
             writer: ptr::null_mut(),
             reentered: Vec::new(),
+            crc_calls: 0,
+            crc_flip: 0,
+            crc_probes: Vec::new(),
         })))
     }
 }
@@ -191,6 +220,24 @@ unsafe extern "C" fn pool_free(ctx: *mut c_void, phys: u64) {
     pool.freed.push(phys);
 }
 
+/// The CRC callback: zlib's convention (the library's own CRC), with the
+/// pool's `crc_flip` XORed in; counts its calls and, when the pool names a
+/// writer, asks it for its last error (a call must be running on it).
+unsafe extern "C" fn pool_crc(ctx: *mut c_void, crc: u32, buf: *const c_void, len: usize) -> u32 {
+    // SAFETY: the tests pass a live `Pool` as `ctx`.
+    let pool = unsafe { &mut *ctx.cast::<Pool>() };
+    pool.crc_calls += 1;
+    if !pool.writer.is_null() {
+        let mut err = new_error();
+        // SAFETY: `pool.writer` is the live writer whose callback this is.
+        let r = unsafe { iommu_flb_writer_last_error(pool.writer, &mut err) };
+        pool.crc_probes.push(r);
+    }
+    // SAFETY: the library passes `len` readable bytes at `buf`.
+    let bytes = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), len) };
+    crate::crc::Crc32::FAST.update(crc, bytes) ^ pool.crc_flip
+}
+
 fn new_error() -> IommuFlbError {
     IommuFlbError::none()
 }
@@ -230,14 +277,69 @@ fn intel_vendor(token: u64) -> IommuHwVendorSer {
 }
 
 fn build(pool: &mut PoolRef) -> Built {
+    build_in(pool, 1)
+}
+
+/// The format versions the writer tests run in.
+const VERSIONS: [u32; 2] = [1, 2];
+
+/// The generation of the tests' version-2 images.
+const GENERATION: u64 = 0x2a;
+
+/// Starts the writer at `w` over `pool` in `version`: version 1 with
+/// iommu_flb_writer_start() (or _indexed()), version 2 with
+/// iommu_flb_writer_start_config() and the pool's CRC callback. Returns
+/// the errno.
+fn start_in(
+    w: *mut IommuFlbWriter,
+    pool: &PoolRef,
+    version: u32,
+    index: Option<(*mut c_void, usize)>,
+    root: &mut u64,
+) -> c_int {
+    // SAFETY: `w` is a live writer of the calling test, `index` live
+    // storage it owns, and `pool` outlives the writer.
+    unsafe {
+        match (version, index) {
+            (1, None) => iommu_flb_writer_start(w, &pool.alloc(), root),
+            (1, Some((p, n))) => iommu_flb_writer_start_indexed(w, &pool.alloc(), p, n, root),
+            (_, index) => {
+                let cfg = IommuFlbWriterConfig {
+                    version,
+                    reserved: 0,
+                    generation: GENERATION,
+                };
+                let (p, n) = index.unwrap_or((ptr::null_mut(), 0));
+                iommu_flb_writer_start_config(w, &pool.alloc_crc(), &cfg, p, n, root)
+            }
+        }
+    }
+}
+
+/// Where records start in a 4 KiB array page of `version`.
+fn hdr_size(version: u32) -> u64 {
+    if version == 2 { 48 } else { 16 }
+}
+
+/// How many domains a 4 KiB array page of `version` holds.
+fn domain_capacity(version: u32) -> u64 {
+    if version == 2 {
+        crate::abi::v2::records_per_page(
+            crate::abi::PageSize::Size4K,
+            core::mem::size_of::<crate::abi::v2::IommuDomainV2Ser>(),
+        )
+    } else {
+        crate::abi::v1::IOMMU_DOMAIN_ARRAY_CAPACITY_4K
+    }
+}
+
+/// [`build`] in format `version`.
+fn build_in(pool: &mut PoolRef, version: u32) -> Built {
     let mut w = Box::new(IommuFlbWriter {
         opaque: [0; IOMMU_FLB_WRITER_WORDS],
     });
-    let alloc = pool.alloc();
     let mut root = 0u64;
-    // SAFETY: valid pointers to live locals; `pool` outlives the writer.
-    let r = unsafe { iommu_flb_writer_start(&mut *w, &alloc, &mut root) };
-    assert_eq!(r, 0);
+    assert_eq!(start_in(&mut *w, pool, version, None, &mut root), 0);
     let mut hw = [IommuFlbHandle::default(); 2];
     for (i, h) in hw.iter_mut().enumerate() {
         let token = 0xfed0_0000 + i as u64 * 0x1000;
@@ -602,6 +704,7 @@ fn null_and_misaligned_pointers_are_einval() {
         page: None,
         ctx: ptr::null_mut(),
         page_size: PAGE_SIZE,
+        crc32: None,
     };
     // SAFETY: each pointer is NULL, misaligned, or
     // valid; the library must not dereference the bad ones.
@@ -1195,6 +1298,22 @@ fn validated(pool: &mut PoolRef) -> (Built, Vec<u64>, (*mut u64, usize), *const 
     (b, scratch, sp, img)
 }
 
+fn no_iommu() -> IommuFlbIommuRef {
+    IommuFlbIommuRef {
+        ser: ptr::null(),
+        ser_v2: ptr::null(),
+        phys: 0,
+    }
+}
+
+fn no_domain() -> IommuFlbDomainRef {
+    IommuFlbDomainRef {
+        ser: ptr::null(),
+        ser_v2: ptr::null(),
+        phys: 0,
+    }
+}
+
 fn no_device() -> IommuFlbDeviceRef {
     IommuFlbDeviceRef {
         ser: ptr::null(),
@@ -1394,44 +1513,49 @@ fn live(pool: &mut PoolRef, root: u64) -> (Vec<u64>, Vec<u64>) {
 }
 
 /// Issue 11, finding 2: starting a started writer overwrote it, and the
-/// first image's pages stayed allocated, owned by nobody.
+/// first image's pages stayed allocated, owned by nobody. In both versions,
+/// by every start.
 #[test]
 fn starting_a_started_writer_is_refused_and_keeps_its_image() {
-    let mut pool = PoolRef::new();
-    let mut b = build(&mut pool);
-    let pages = pool.pages_in_use();
-    let alloc = pool.alloc();
-    let mut root = 0u64;
-    let mut index = vec![0x5555_5555_5555_5555u64; 8];
-    // SAFETY: `b.w` is a live writer; `pool` and `index` outlive it.
-    unsafe {
-        assert_eq!(iommu_flb_writer_start(&mut *b.w, &alloc, &mut root), -16);
-        let r = iommu_flb_writer_start_indexed(
-            &mut *b.w,
-            &alloc,
-            index.as_mut_ptr().cast(),
-            64,
-            &mut root,
-        );
-        assert_eq!(r, -16);
-    }
-    assert_eq!(root, 0, "nothing is written");
-    assert!(index.iter().all(|&w| w == 0x5555_5555_5555_5555));
-    assert_eq!(pool.pages_in_use(), pages, "no page is taken");
-    // The first writer is intact: its handles work, abort frees it all.
-    // SAFETY: as above.
-    unsafe {
-        assert_eq!(iommu_flb_unpreserve_device(&mut *b.w, &b.dev[1]), 0);
-        assert_eq!(iommu_flb_writer_abort(&mut *b.w), 0);
-    }
-    assert_eq!(pool.pages_in_use(), 0, "abort gives every page back");
-    // A writer that ended may be started again.
-    // SAFETY: as above.
-    unsafe {
-        assert_eq!(iommu_flb_writer_start(&mut *b.w, &alloc, &mut root), 0);
-        assert_eq!(iommu_flb_writer_finish(&mut *b.w, &mut root), 0);
-        assert_eq!(iommu_flb_writer_start(&mut *b.w, &alloc, &mut root), 0);
-        assert_eq!(iommu_flb_writer_abort(&mut *b.w), 0);
+    for version in VERSIONS {
+        let mut pool = PoolRef::new();
+        let mut b = build_in(&mut pool, version);
+        let pages = pool.pages_in_use();
+        let alloc = pool.alloc();
+        let mut root = 0u64;
+        let mut index = vec![0x5555_5555_5555_5555u64; 8];
+        let ip: *mut c_void = index.as_mut_ptr().cast();
+        let cfg = IommuFlbWriterConfig {
+            version: 2,
+            ..IommuFlbWriterConfig::default()
+        };
+        // SAFETY: `b.w` is a live writer; `pool` and `index` outlive it.
+        unsafe {
+            assert_eq!(iommu_flb_writer_start(&mut *b.w, &alloc, &mut root), -16);
+            let r = iommu_flb_writer_start_indexed(&mut *b.w, &alloc, ip, 64, &mut root);
+            assert_eq!(r, -16);
+            let r = iommu_flb_writer_start_config(&mut *b.w, &alloc, &cfg, ip, 64, &mut root);
+            assert_eq!(r, -16);
+        }
+        assert_eq!(root, 0, "nothing is written");
+        assert!(index.iter().all(|&w| w == 0x5555_5555_5555_5555));
+        assert_eq!(pool.pages_in_use(), pages, "no page is taken");
+        // The first writer is intact: its handles work, abort frees it all.
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(iommu_flb_unpreserve_device(&mut *b.w, &b.dev[1]), 0);
+            assert_eq!(iommu_flb_writer_abort(&mut *b.w), 0);
+        }
+        assert_eq!(pool.pages_in_use(), 0, "abort gives every page back");
+        // A writer that ended may be started again, in either version.
+        for again in VERSIONS {
+            assert_eq!(start_in(&mut *b.w, &pool, again, None, &mut root), 0);
+            // SAFETY: as above.
+            assert_eq!(unsafe { iommu_flb_writer_finish(&mut *b.w, &mut root) }, 0);
+            assert_eq!(start_in(&mut *b.w, &pool, again, None, &mut root), 0);
+            // SAFETY: as above.
+            assert_eq!(unsafe { iommu_flb_writer_abort(&mut *b.w) }, 0);
+        }
     }
 }
 
@@ -1439,27 +1563,31 @@ fn starting_a_started_writer_is_refused_and_keeps_its_image() {
 /// slot the original hands out next (two domains at one address).
 #[test]
 fn copy_of_a_writer_is_refused() {
-    let mut pool = PoolRef::new();
-    let mut b = build(&mut pool);
-    let mut copy = zeroed_writer();
-    copy_writer(&b.w, &mut copy);
-    let (r, _) = preserve_domain(&mut *copy, 1);
-    assert_eq!(r, -22, "the copy is not a writer");
-    let mut err = new_error();
-    let mut root = 0;
-    // SAFETY: `copy` and `b.w` live.
-    unsafe {
-        assert_eq!(iommu_flb_writer_last_error(&*copy, &mut err), -22);
-        assert_eq!(iommu_flb_writer_finish(&mut *copy, &mut root), -22);
-        assert_eq!(iommu_flb_writer_abort(&mut *copy), -22);
+    for version in VERSIONS {
+        let mut pool = PoolRef::new();
+        let mut b = build_in(&mut pool, version);
+        let mut copy = zeroed_writer();
+        copy_writer(&b.w, &mut copy);
+        let calls = pool.crc_calls;
+        let (r, _) = preserve_domain(&mut *copy, 1);
+        assert_eq!(r, -22, "the copy is not a writer");
+        assert_eq!(pool.crc_calls, calls, "nor is its CRC callback called");
+        let mut err = new_error();
+        let mut root = 0;
+        // SAFETY: `copy` and `b.w` live.
+        unsafe {
+            assert_eq!(iommu_flb_writer_last_error(&*copy, &mut err), -22);
+            assert_eq!(iommu_flb_writer_finish(&mut *copy, &mut root), -22);
+            assert_eq!(iommu_flb_writer_abort(&mut *copy), -22);
+        }
+        let (r, h) = preserve_domain(&mut *b.w, 2);
+        assert_eq!(r, 0);
+        // SAFETY: as above.
+        assert_eq!(unsafe { iommu_flb_writer_finish(&mut *b.w, &mut root) }, 0);
+        let (doms, _) = live(&mut pool, root);
+        assert_eq!(doms.len(), 4);
+        assert_eq!(doms[3], h.phys);
     }
-    let (r, h) = preserve_domain(&mut *b.w, 2);
-    assert_eq!(r, 0);
-    // SAFETY: as above.
-    assert_eq!(unsafe { iommu_flb_writer_finish(&mut *b.w, &mut root) }, 0);
-    let (doms, _) = live(&mut pool, root);
-    assert_eq!(doms.len(), 4);
-    assert_eq!(doms[3], h.phys);
 }
 
 /// A writer over `pool` started with an index for 4 devices, holding one
@@ -1473,21 +1601,25 @@ struct Indexed {
     dom: IommuFlbHandle,
 }
 
-fn indexed_writer(pool: &PoolRef) -> Indexed {
-    let alloc = pool.alloc();
+fn indexed_writer(pool: &PoolRef, version: u32) -> Indexed {
     let mut w = zeroed_writer();
     let size = iommu_flb_writer_index_size(4);
     let mut index = vec![0u64; size.div_ceil(8)];
     let slots = index.as_mut_ptr();
     let mut root = 0;
-    // SAFETY: valid pointers; the pool and the index buffer (which moves
-    // with its `Vec`, not in memory) outlive the writer.
-    let r =
-        unsafe { iommu_flb_writer_start_indexed(&mut *w, &alloc, slots.cast(), size, &mut root) };
+    // The pool and the index buffer (which moves with its `Vec`, not in
+    // memory) outlive the writer.
+    let r = start_in(
+        &mut *w,
+        pool,
+        version,
+        Some((slots.cast(), size)),
+        &mut root,
+    );
     assert_eq!(r, 0);
     let v = intel_vendor(0x1000);
     let mut hw = IommuFlbHandle::default();
-    // SAFETY: as above.
+    // SAFETY: valid pointers to live locals.
     let r = unsafe { iommu_flb_preserve_iommu(&mut *w, 0x1000, 1, &v, &mut hw) };
     assert_eq!(r, 0);
     let (_, dom) = preserve_domain(&mut *w, 0);
@@ -1504,31 +1636,33 @@ fn indexed_writer(pool: &PoolRef) -> Indexed {
 /// two `&mut` to one index (undefined behaviour, which miri reports).
 #[test]
 fn copy_of_an_indexed_writer_never_touches_the_index() {
-    let pool = PoolRef::new();
-    let Indexed {
-        mut w,
-        index,
-        hw,
-        dom,
-        ..
-    } = indexed_writer(&pool);
-    let mut copy = zeroed_writer();
-    copy_writer(&w, &mut copy);
-    let dev = IommuDeviceSer::new_zeroed();
-    let mut h = IommuFlbHandle::default();
-    let before = index.clone();
-    // SAFETY: as above.
-    unsafe {
-        assert_eq!(
-            iommu_flb_preserve_device(&mut *copy, &dev, &dom, &hw, &mut h),
-            -22
-        );
-        assert_eq!(index, before, "the copy did not use the index");
-        assert_eq!(
-            iommu_flb_preserve_device(&mut *w, &dev, &dom, &hw, &mut h),
-            0
-        );
-        assert_eq!(iommu_flb_writer_abort(&mut *w), 0);
+    for version in VERSIONS {
+        let pool = PoolRef::new();
+        let Indexed {
+            mut w,
+            index,
+            hw,
+            dom,
+            ..
+        } = indexed_writer(&pool, version);
+        let mut copy = zeroed_writer();
+        copy_writer(&w, &mut copy);
+        let dev = IommuDeviceSer::new_zeroed();
+        let mut h = IommuFlbHandle::default();
+        let before = index.clone();
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(
+                iommu_flb_preserve_device(&mut *copy, &dev, &dom, &hw, &mut h),
+                -22
+            );
+            assert_eq!(index, before, "the copy did not use the index");
+            assert_eq!(
+                iommu_flb_preserve_device(&mut *w, &dev, &dom, &hw, &mut h),
+                0
+            );
+            assert_eq!(iommu_flb_writer_abort(&mut *w), 0);
+        }
     }
 }
 
@@ -1537,29 +1671,31 @@ fn copy_of_an_indexed_writer_never_touches_the_index() {
 /// use, or relink a page that already has a successor.
 #[test]
 fn stale_copy_put_back_over_a_writer_cannot_append() {
-    let mut pool = PoolRef::new();
-    let mut b = build(&mut pool);
-    let mut snapshot = zeroed_writer();
-    copy_writer(&b.w, &mut snapshot);
-    let (r, kept) = preserve_domain(&mut *b.w, 7);
-    assert_eq!(r, 0);
-    copy_writer(&snapshot, &mut b.w);
-    let (r, again) = preserve_domain(&mut *b.w, 8);
-    assert_eq!(r, -117, "slot {:#x} is taken", again.phys);
-    let mut err = new_error();
-    // SAFETY: `b.w` lives.
-    assert_eq!(unsafe { iommu_flb_writer_last_error(&*b.w, &mut err) }, 0);
-    assert_eq!((err.kind, err.page_phys), (131, kept.phys & !0xfff));
-    // What reads the pages still works: the domain preserved after the
-    // snapshot is in the image and can be unpreserved.
-    // SAFETY: as above.
-    assert_eq!(unsafe { iommu_flb_unpreserve_domain(&mut *b.w, &kept) }, 0);
-    let mut root = 0;
-    // SAFETY: as above.
-    assert_eq!(unsafe { iommu_flb_writer_finish(&mut *b.w, &mut root) }, 0);
-    let (doms, devs) = live(&mut pool, root);
-    assert_eq!((doms.len(), devs.len()), (3, 3));
-    assert!(pool.strays.is_empty(), "{:x?}", pool.strays);
+    for version in VERSIONS {
+        let mut pool = PoolRef::new();
+        let mut b = build_in(&mut pool, version);
+        let mut snapshot = zeroed_writer();
+        copy_writer(&b.w, &mut snapshot);
+        let (r, kept) = preserve_domain(&mut *b.w, 7);
+        assert_eq!(r, 0);
+        copy_writer(&snapshot, &mut b.w);
+        let (r, again) = preserve_domain(&mut *b.w, 8);
+        assert_eq!(r, -117, "slot {:#x} is taken", again.phys);
+        let mut err = new_error();
+        // SAFETY: `b.w` lives.
+        assert_eq!(unsafe { iommu_flb_writer_last_error(&*b.w, &mut err) }, 0);
+        assert_eq!((err.kind, err.page_phys), (131, kept.phys & !0xfff));
+        // What reads the pages still works: the domain preserved after the
+        // snapshot is in the image and can be unpreserved.
+        // SAFETY: as above.
+        assert_eq!(unsafe { iommu_flb_unpreserve_domain(&mut *b.w, &kept) }, 0);
+        let mut root = 0;
+        // SAFETY: as above.
+        assert_eq!(unsafe { iommu_flb_writer_finish(&mut *b.w, &mut root) }, 0);
+        let (doms, devs) = live(&mut pool, root);
+        assert_eq!((doms.len(), devs.len()), (3, 3));
+        assert!(pool.strays.is_empty(), "{:x?}", pool.strays);
+    }
 }
 
 /// The same when the tail was full at the snapshot: the domain after it
@@ -1567,96 +1703,104 @@ fn stale_copy_put_back_over_a_writer_cannot_append() {
 /// behind the old tail, cutting that domain out of the image.
 #[test]
 fn stale_copy_of_a_full_tail_does_not_relink_it() {
-    let mut pool = PoolRef::new();
-    let alloc = pool.alloc();
-    let mut w = zeroed_writer();
-    let mut root = 0;
-    // SAFETY: valid pointers; `pool` outlives the writer.
-    let r = unsafe { iommu_flb_writer_start(&mut *w, &alloc, &mut root) };
-    assert_eq!(r, 0);
-    let cap = crate::abi::v1::IOMMU_DOMAIN_ARRAY_CAPACITY_4K;
-    for i in 0..cap {
-        assert_eq!(preserve_domain(&mut *w, i).0, 0);
+    for version in VERSIONS {
+        let mut pool = PoolRef::new();
+        let mut w = zeroed_writer();
+        let mut root = 0;
+        assert_eq!(start_in(&mut *w, &pool, version, None, &mut root), 0);
+        let cap = domain_capacity(version);
+        for i in 0..cap {
+            assert_eq!(preserve_domain(&mut *w, i).0, 0);
+        }
+        let mut snapshot = zeroed_writer();
+        copy_writer(&w, &mut snapshot);
+        let (r, next_page) = preserve_domain(&mut *w, cap);
+        assert_eq!(r, 0);
+        let pages = pool.pages_in_use();
+        copy_writer(&snapshot, &mut w);
+        assert_eq!(preserve_domain(&mut *w, cap + 1).0, -117);
+        assert_eq!(pool.pages_in_use(), pages, "no page is linked");
+        // SAFETY: `w` lives; `pool` outlives it.
+        assert_eq!(unsafe { iommu_flb_writer_finish(&mut *w, &mut root) }, 0);
+        let (doms, _) = live(&mut pool, root);
+        assert_eq!(doms.len() as u64, cap + 1);
+        assert_eq!(doms.last(), Some(&next_page.phys));
     }
-    let mut snapshot = zeroed_writer();
-    copy_writer(&w, &mut snapshot);
-    let (r, next_page) = preserve_domain(&mut *w, cap);
-    assert_eq!(r, 0);
-    let pages = pool.pages_in_use();
-    copy_writer(&snapshot, &mut w);
-    assert_eq!(preserve_domain(&mut *w, cap + 1).0, -117);
-    assert_eq!(pool.pages_in_use(), pages, "no page is linked");
-    // SAFETY: as above.
-    assert_eq!(unsafe { iommu_flb_writer_finish(&mut *w, &mut root) }, 0);
-    let (doms, _) = live(&mut pool, root);
-    assert_eq!(doms.len() as u64, cap + 1);
-    assert_eq!(doms.last(), Some(&next_page.phys));
 }
 
 /// Issue 11, finding 4: a handle was checked for its kind, writer id and
-/// slot alignment only. A domain handle moved to a device page + 16 made
-/// `iommu_flb_unpreserve_domain()` mark device 0 DELETED.
+/// slot alignment only. A domain handle moved to a device page's first
+/// slot made `iommu_flb_unpreserve_domain()` mark device 0 DELETED.
 #[test]
 fn forged_handle_is_refused_and_changes_nothing() {
-    let mut pool = PoolRef::new();
-    let mut b = build(&mut pool);
-    let mut err = new_error();
-    let mut forged = b.dom[1];
-    forged.phys = (b.dev[0].phys & !0xfff) + 16;
-    // SAFETY: `b.w` lives.
-    unsafe {
-        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &forged), -22);
-        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+    for version in VERSIONS {
+        let mut pool = PoolRef::new();
+        let mut b = build_in(&mut pool, version);
+        let mut err = new_error();
+        let mut forged = b.dom[1];
+        forged.phys = (b.dev[0].phys & !0xfff) + hdr_size(version);
+        assert_eq!(forged.phys, b.dev[0].phys, "device 0 is the first slot");
+        // SAFETY: `b.w` lives.
+        unsafe {
+            assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &forged), -22);
+            assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+        }
+        assert_eq!((err.kind, err.page_phys), (132, forged.phys));
+        // Another domain's address under a genuine handle's check value.
+        let mut swapped = b.dom[1];
+        swapped.phys = b.dom[2].phys;
+        // A handle of the right kind from another writer over the same pages.
+        let mut pool2 = PoolRef::new();
+        let b2 = build_in(&mut pool2, version);
+        assert_eq!(b2.dom[1].phys, b.dom[1].phys, "the pools hand out alike");
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &swapped), -22);
+            assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &b2.dom[2]), -22);
+            assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+            assert_eq!(err.kind, 132);
+            // The right handle of the wrong kind: an invalid argument.
+            assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &b.hw[0]), -22);
+            assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+            assert_eq!(err.kind, 0);
+        }
+        let mut root = 0;
+        // SAFETY: as above.
+        assert_eq!(unsafe { iommu_flb_writer_finish(&mut *b.w, &mut root) }, 0);
+        let (doms, devs) = live(&mut pool, root);
+        assert_eq!(doms, b.dom.map(|h| h.phys));
+        assert_eq!(devs, b.dev[..3].iter().map(|h| h.phys).collect::<Vec<_>>());
     }
-    assert_eq!((err.kind, err.page_phys), (132, forged.phys));
-    // Another domain's address under a genuine handle's check value.
-    let mut swapped = b.dom[1];
-    swapped.phys = b.dom[2].phys;
-    // A handle of the right kind from another writer over the same pages.
-    let mut pool2 = PoolRef::new();
-    let b2 = build(&mut pool2);
-    assert_eq!(b2.dom[1].phys, b.dom[1].phys, "the pools hand out alike");
-    // SAFETY: as above.
-    unsafe {
-        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &swapped), -22);
-        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &b2.dom[2]), -22);
-        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
-        assert_eq!(err.kind, 132);
-        // The right handle of the wrong kind: an invalid argument.
-        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &b.hw[0]), -22);
-        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
-        assert_eq!(err.kind, 0);
-    }
-    let mut root = 0;
-    // SAFETY: as above.
-    assert_eq!(unsafe { iommu_flb_writer_finish(&mut *b.w, &mut root) }, 0);
-    let (doms, devs) = live(&mut pool, root);
-    assert_eq!(doms, b.dom.map(|h| h.phys));
-    assert_eq!(devs, b.dev[..3].iter().map(|h| h.phys).collect::<Vec<_>>());
 }
 
 /// A handle kept from an earlier start of the same writer names a slot of
 /// the new image (the pages are handed out again). Main refused it too, by
 /// the writer id in the handle; the check value, keyed afresh by every
-/// start, must go on refusing it.
+/// start, must go on refusing it, whatever versions the two starts write.
 #[test]
 fn handle_of_an_earlier_start_is_refused() {
-    let mut pool = PoolRef::new();
-    let mut b = build(&mut pool);
-    let alloc = pool.alloc();
-    let mut root = 0;
-    // SAFETY: `b.w` lives; `pool` outlives it.
-    unsafe {
-        assert_eq!(iommu_flb_writer_abort(&mut *b.w), 0);
-        assert_eq!(iommu_flb_writer_start(&mut *b.w, &alloc, &mut root), 0);
-    }
-    let (r, h) = preserve_domain(&mut *b.w, 0);
-    assert_eq!(r, 0);
-    assert_eq!(h.phys, b.dom[0].phys, "the same slot again");
-    // SAFETY: as above.
-    unsafe {
-        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &b.dom[0]), -22);
-        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &h), 0);
+    for (first, second) in [(1, 1), (2, 2), (1, 2), (2, 1)] {
+        let mut pool = PoolRef::new();
+        let mut b = build_in(&mut pool, first);
+        let mut root = 0;
+        // SAFETY: `b.w` lives; `pool` outlives it.
+        assert_eq!(unsafe { iommu_flb_writer_abort(&mut *b.w) }, 0);
+        assert_eq!(start_in(&mut *b.w, &pool, second, None, &mut root), 0);
+        let (r, h) = preserve_domain(&mut *b.w, 0);
+        assert_eq!(r, 0);
+        if (first, second) == (1, 1) {
+            // (Version 2 takes a chain's first page with its first record,
+            // so the domain chain's head is another page this time.)
+            assert_eq!(h.phys, b.dom[0].phys, "the same slot again");
+        }
+        let mut stale = b.dom[0];
+        stale.phys = h.phys;
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &b.dom[0]), -22);
+            assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &stale), -22);
+            assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &h), 0);
+        }
     }
 }
 
@@ -1666,29 +1810,31 @@ fn handle_of_an_earlier_start_is_refused() {
 /// never handed out.
 #[test]
 fn writer_maps_only_pages_its_allocator_handed_out() {
-    let mut pool = PoolRef::new();
-    let mut b = build(&mut pool);
-    assert!(pool.strays.is_empty(), "{:x?}", pool.strays);
-    let never = (0..PAGES as u64)
-        .map(|i| BASE + i * 4096)
-        .find(|&p| pool.lookup(p).is_null())
-        .expect("a free page");
-    let mut forged = b.hw[0];
-    forged.phys = never + 16;
-    let dev = IommuDeviceSer::new_zeroed();
-    let mut h = IommuFlbHandle::default();
-    let mut outside = b.dev[0];
-    outside.phys = 0x7777_0010;
-    // SAFETY: `b.w` lives.
-    unsafe {
-        assert_eq!(
-            iommu_flb_preserve_device(&mut *b.w, &dev, &b.dom[0], &forged, &mut h),
-            -22
-        );
-        assert_eq!(iommu_flb_unpreserve_iommu(&mut *b.w, &forged), -22);
-        assert_eq!(iommu_flb_unpreserve_device(&mut *b.w, &outside), -22);
+    for version in VERSIONS {
+        let mut pool = PoolRef::new();
+        let mut b = build_in(&mut pool, version);
+        assert!(pool.strays.is_empty(), "{:x?}", pool.strays);
+        let never = (0..PAGES as u64)
+            .map(|i| BASE + i * 4096)
+            .find(|&p| pool.lookup(p).is_null())
+            .expect("a free page");
+        let mut forged = b.hw[0];
+        forged.phys = never + hdr_size(version);
+        let dev = IommuDeviceSer::new_zeroed();
+        let mut h = IommuFlbHandle::default();
+        let mut outside = b.dev[0];
+        outside.phys = 0x7777_0000 + hdr_size(version);
+        // SAFETY: `b.w` lives.
+        unsafe {
+            assert_eq!(
+                iommu_flb_preserve_device(&mut *b.w, &dev, &b.dom[0], &forged, &mut h),
+                -22
+            );
+            assert_eq!(iommu_flb_unpreserve_iommu(&mut *b.w, &forged), -22);
+            assert_eq!(iommu_flb_unpreserve_device(&mut *b.w, &outside), -22);
+        }
+        assert!(pool.strays.is_empty(), "asked for {:x?}", pool.strays);
     }
-    assert!(pool.strays.is_empty(), "asked for {:x?}", pool.strays);
 }
 
 fn reenter(pool: &mut Pool) {
@@ -1708,30 +1854,41 @@ fn reenter(pool: &mut Pool) {
 
 /// A sibling of finding 3: a writer callback that calls back into the same
 /// writer ran a second call on it while the first held its state (two
-/// `&mut`, undefined behaviour, which miri reports).
+/// `&mut`, undefined behaviour, which miri reports). Version 2's CRC
+/// callback runs only inside a call on its writer, which is busy then.
 #[test]
 fn call_into_a_writer_from_its_own_callback_is_ebusy() {
-    let mut pool = PoolRef::new();
-    let alloc = pool.alloc();
-    let mut w = zeroed_writer();
-    let mut root = 0;
-    // SAFETY: valid pointers; `pool` outlives the writer.
-    let r = unsafe { iommu_flb_writer_start(&mut *w, &alloc, &mut root) };
-    assert_eq!(r, 0);
-    let w: *mut IommuFlbWriter = &mut *w;
-    pool.writer = w;
-    pool.on_alloc = Some(reenter);
-    let cap = crate::abi::v1::IOMMU_DOMAIN_ARRAY_CAPACITY_4K;
-    for i in 0..=cap {
-        // The last one needs a page: `pool_alloc` calls back.
-        assert_eq!(preserve_domain(w, i).0, 0);
+    for version in VERSIONS {
+        let mut pool = PoolRef::new();
+        let mut w = zeroed_writer();
+        let w: *mut IommuFlbWriter = &mut *w;
+        let mut root = 0;
+        assert_eq!(start_in(w, &pool, version, None, &mut root), 0);
+        pool.writer = w;
+        pool.on_alloc = Some(reenter);
+        let cap = domain_capacity(version);
+        for i in 0..=cap {
+            // The last one needs a page: `pool_alloc` calls back.
+            assert_eq!(preserve_domain(w, i).0, 0);
+        }
+        // Version 2 also takes the domain chain's head with the first.
+        let allocs = if version == 2 { 2 } else { 1 };
+        assert_eq!(pool.reentered, [-16, -16, -16].repeat(allocs));
+        pool.on_alloc = None;
+        pool.writer = ptr::null_mut();
+        // SAFETY: `w` is live; `pool` outlives it.
+        assert_eq!(unsafe { iommu_flb_writer_finish(w, &mut root) }, 0);
+        let probes = core::mem::take(&mut pool.crc_probes);
+        if version == 2 {
+            // Each preserve rewrites the root and a domain page.
+            assert!(probes.len() as u64 >= 2 * (cap + 1), "{}", probes.len());
+            assert!(probes.iter().all(|&r| r == -16), "{probes:?}");
+        } else {
+            assert!(probes.is_empty(), "version 1 has no CRC");
+        }
+        let (doms, _) = live(&mut pool, root);
+        assert_eq!(doms.len() as u64, cap + 1);
     }
-    assert_eq!(pool.reentered, [-16, -16, -16]);
-    pool.on_alloc = None;
-    // SAFETY: as above.
-    assert_eq!(unsafe { iommu_flb_writer_finish(w, &mut root) }, 0);
-    let (doms, _) = live(&mut pool, root);
-    assert_eq!(doms.len() as u64, cap + 1);
 }
 
 /// Issue 11, finding 6, on the writer's side: the writer kept a `&mut` to
@@ -1741,39 +1898,41 @@ fn call_into_a_writer_from_its_own_callback_is_ebusy() {
 /// invalid reference: undefined behaviour, which miri reports.
 #[test]
 fn index_storage_may_be_read_between_writer_calls() {
-    let mut pool = PoolRef::new();
-    let Indexed {
-        mut w,
-        index,
-        slots,
-        hw,
-        dom,
-    } = indexed_writer(&pool);
-    let mut root = 0;
-    let mut dev = IommuDeviceSer::new_zeroed();
-    let mut h = IommuFlbHandle::default();
-    let mut seen = 0u64;
-    for devid in [7u32, 3, 5] {
-        dev.devid = devid.into();
+    for version in VERSIONS {
+        let mut pool = PoolRef::new();
+        let Indexed {
+            mut w,
+            index,
+            slots,
+            hw,
+            dom,
+        } = indexed_writer(&pool, version);
+        let mut root = 0;
+        let mut dev = IommuDeviceSer::new_zeroed();
+        let mut h = IommuFlbHandle::default();
+        let mut seen = 0u64;
+        for devid in [7u32, 3, 5] {
+            dev.devid = devid.into();
+            // SAFETY: as above.
+            let r = unsafe { iommu_flb_preserve_device(&mut *w, &dev, &dom, &hw, &mut h) };
+            assert_eq!(r, 0);
+            // A debugger's look at the index between calls.
+            // SAFETY: `slots` points to the live `index` storage.
+            seen = (0..index.len()).fold(seen, |a, i| a ^ unsafe { slots.add(i).read() });
+        }
+        assert_ne!(seen, 0, "the index holds the devices");
         // SAFETY: as above.
-        let r = unsafe { iommu_flb_preserve_device(&mut *w, &dev, &dom, &hw, &mut h) };
-        assert_eq!(r, 0);
-        // A debugger's look at the index between calls.
-        // SAFETY: `slots` points to the live `index` storage.
-        seen = (0..index.len()).fold(seen, |a, i| a ^ unsafe { slots.add(i).read() });
+        unsafe {
+            assert_eq!(
+                iommu_flb_preserve_device(&mut *w, &dev, &dom, &hw, &mut h),
+                -17,
+                "the index still finds devid 5"
+            );
+            assert_eq!(iommu_flb_writer_finish(&mut *w, &mut root), 0);
+        }
+        let (_, devs) = live(&mut pool, root);
+        assert_eq!(devs.len(), 3);
     }
-    assert_ne!(seen, 0, "the index holds the devices");
-    // SAFETY: as above.
-    unsafe {
-        assert_eq!(
-            iommu_flb_preserve_device(&mut *w, &dev, &dom, &hw, &mut h),
-            -17,
-            "the index still finds devid 5"
-        );
-        assert_eq!(iommu_flb_writer_finish(&mut *w, &mut root), 0);
-    }
-    let (_, devs) = live(&mut pool, root);
-    assert_eq!(devs.len(), 3);
 }
 
 /// Issue 11, finding 6, on the reader's side: the next kernel sets
@@ -1818,26 +1977,367 @@ fn next_kernel_fields_may_be_written_between_walk_calls() {
 /// -EFAULT. The C API answers as the writer does.
 #[test]
 fn refused_page_is_reported_in_the_writers_order() {
-    let mut pool = PoolRef::new();
-    let mut b = build(&mut pool);
-    let (r, dom) = preserve_domain(&mut *b.w, 9);
-    assert_eq!(r, 0);
-    let mut err = new_error();
-    // SAFETY: `b.w` lives.
-    unsafe {
-        assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &dom), 0);
-        pool.refuse = Some(b.hw[0].phys & !0xfff);
-        let mut d = IommuDeviceSer::new_zeroed();
-        d.devid = 0x777.into();
-        let mut h = IommuFlbHandle::default();
-        let r = iommu_flb_preserve_device(&mut *b.w, &d, &dom, &b.hw[0], &mut h);
-        assert_eq!(r, -2);
-        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
-        assert_eq!((err.kind, err.page_phys), (133, dom.phys));
-        // With a live domain, the refused page is what stops it.
-        let r = iommu_flb_preserve_device(&mut *b.w, &d, &b.dom[1], &b.hw[0], &mut h);
-        assert_eq!(r, -14);
-        assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
-        assert_eq!((err.kind, err.page_phys), (130, b.hw[0].phys & !0xfff));
+    for version in VERSIONS {
+        let mut pool = PoolRef::new();
+        let mut b = build_in(&mut pool, version);
+        let (r, dom) = preserve_domain(&mut *b.w, 9);
+        assert_eq!(r, 0);
+        let mut err = new_error();
+        // SAFETY: `b.w` lives.
+        unsafe {
+            assert_eq!(iommu_flb_unpreserve_domain(&mut *b.w, &dom), 0);
+            pool.refuse = Some(b.hw[0].phys & !0xfff);
+            let mut d = IommuDeviceSer::new_zeroed();
+            d.devid = 0x777.into();
+            let mut h = IommuFlbHandle::default();
+            let r = iommu_flb_preserve_device(&mut *b.w, &d, &dom, &b.hw[0], &mut h);
+            assert_eq!(r, -2);
+            assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+            assert_eq!((err.kind, err.page_phys), (133, dom.phys));
+            // With a live domain, the refused page is what stops it.
+            let r = iommu_flb_preserve_device(&mut *b.w, &d, &b.dom[1], &b.hw[0], &mut h);
+            assert_eq!(r, -14);
+            assert_eq!(iommu_flb_writer_last_error(&*b.w, &mut err), 0);
+            assert_eq!((err.kind, err.page_phys), (130, b.hw[0].phys & !0xfff));
+        }
     }
+}
+
+/// Validates the image at `root` with `mem` into a fresh scratch
+/// of the size `mem` asks for: the errno, the image, the error, and the
+/// scratch holding the image.
+fn validate_with(
+    mem: &IommuFlbMem,
+    root: u64,
+) -> (c_int, *const IommuFlbImage, IommuFlbError, Vec<u64>) {
+    let mut err = new_error();
+    let mut size = 0usize;
+    // SAFETY: valid pointers to live locals; `mem`'s pool lives.
+    let r = unsafe { iommu_flb_scratch_size(mem, root, &mut size, &mut err) };
+    if r != 0 {
+        return (r, ptr::null(), err, Vec::new());
+    }
+    let mut scratch = vec![0u64; size.div_ceil(8)];
+    let mut img = ptr::null();
+    // SAFETY: `scratch` has at least `size` bytes, 8-aligned.
+    let r = unsafe {
+        iommu_flb_validate(
+            mem,
+            root,
+            0,
+            scratch.as_mut_ptr().cast(),
+            size,
+            &mut img,
+            &mut err,
+        )
+    };
+    (r, img, err, scratch)
+}
+
+/// The version-2 writer of the C API, read back through the C reader with
+/// the caller's CRC callback on both sides: what was preserved is there,
+/// in version 2's records (`ser_v2`), referencing by chain index.
+#[test]
+fn v2_image_written_and_read_through_the_c_api_holds_what_was_preserved() {
+    let mut pool = PoolRef::new();
+    let mut b = build_in(&mut pool, 2);
+    assert!(pool.crc_calls > 0, "the writer used the callback");
+    let mut root = 0;
+    // SAFETY: `b.w` lives.
+    assert_eq!(unsafe { iommu_flb_writer_finish(&mut *b.w, &mut root) }, 0);
+    assert_eq!(root, b.root);
+    let writer_calls = pool.crc_calls;
+    let mem = pool.mem_crc();
+    let (r, img, err, _scratch) = validate_with(&mem, root);
+    assert_eq!(r, 0, "{}", message(&err));
+    assert!(
+        pool.crc_calls > writer_calls,
+        "the reader used the callback"
+    );
+    let after_validate = pool.crc_calls;
+
+    let mut info = IommuFlbImageInfo::default();
+    // SAFETY: `img` is in `_scratch`, which lives, as does `pool`.
+    assert_eq!(unsafe { iommu_flb_image_info(img, &mut info) }, 0);
+    // The root's page and one page per chain.
+    assert_eq!(
+        (
+            info.version,
+            info.pages,
+            info.live_iommus,
+            info.live_devices
+        ),
+        (2, 4, 2, 3)
+    );
+
+    let mut cur = IommuFlbCursor::default();
+    let mut hw = no_iommu();
+    let mut got = Vec::new();
+    // SAFETY: as above.
+    while unsafe { iommu_flb_next_iommu(img, &mut cur, &mut hw) } == 1 {
+        assert!(hw.ser.is_null(), "no version-1 record in a version-2 image");
+        // SAFETY: `ser_v2` points into a pool page.
+        got.push((hw.phys, unsafe { (*hw.ser_v2).token.get() }));
+    }
+    assert_eq!(
+        got,
+        [(b.hw[0].phys, 0xfed0_0000), (b.hw[1].phys, 0xfed0_1000)]
+    );
+
+    let mut cur = IommuFlbCursor::default();
+    let mut dom = no_domain();
+    let mut got = Vec::new();
+    // SAFETY: as above.
+    while unsafe { iommu_flb_next_domain(img, &mut cur, &mut dom) } == 1 {
+        assert!(dom.ser.is_null());
+        // SAFETY: as above.
+        got.push((dom.phys, unsafe { (*dom.ser_v2).top_table_phys.get() }));
+    }
+    let want: Vec<_> = (0..3)
+        .map(|i| (b.dom[i].phys, 0x2000_0000 + i as u64 * 0x1000))
+        .collect();
+    assert_eq!(got, want);
+
+    let mut cur = IommuFlbCursor::default();
+    let mut dev = no_device();
+    let mut got = Vec::new();
+    // SAFETY: as above.
+    while unsafe { iommu_flb_next_device(img, &mut cur, &mut dev) } == 1 {
+        assert!(dev.ser.is_null());
+        // SAFETY: as above.
+        let d = unsafe { &*dev.ser_v2 };
+        // SAFETY: as above.
+        assert_eq!(unsafe { iommu_flb_device_domain(img, &dev, &mut dom) }, 0);
+        // SAFETY: as above.
+        assert_eq!(unsafe { iommu_flb_device_iommu(img, &dev, &mut hw) }, 0);
+        got.push((
+            dev.phys,
+            d.devid.get(),
+            d.attachment_id.get(),
+            d.domain_index.get(),
+            d.iommu_index.get(),
+            dom.phys,
+            hw.phys,
+        ));
+    }
+    let want: Vec<_> = (0..3usize)
+        .map(|i| {
+            (
+                b.dev[i].phys,
+                0x100 + i as u32,
+                if i % 2 == 0 { 5 } else { 0 },
+                (i % 3) as u64,
+                (i % 2) as u64,
+                b.dom[i % 3].phys,
+                b.hw[i % 2].phys,
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "device 3 was unpreserved");
+    assert_eq!(pool.crc_calls, after_validate, "walks check no CRC");
+}
+
+/// The callback is what both sides checksum with: a CRC function other
+/// than the library's own writes pages only that function accepts.
+#[test]
+fn crc_callback_is_what_the_writer_and_the_reader_use() {
+    let mut pool = PoolRef::new();
+    pool.crc_flip = 0x8000_0001;
+    let mut b = build_in(&mut pool, 2);
+    let mut root = 0;
+    // SAFETY: `b.w` lives.
+    assert_eq!(unsafe { iommu_flb_writer_finish(&mut *b.w, &mut root) }, 0);
+    let own = pool.mem();
+    let (r, img, err, _) = validate_with(&own, root);
+    assert_eq!(
+        (r, err.kind, err.page_phys),
+        (-74, 26, root),
+        "{}",
+        message(&err)
+    );
+    assert!(img.is_null());
+    let theirs = pool.mem_crc();
+    let (r, _, err, _) = validate_with(&theirs, root);
+    assert_eq!(r, 0, "{}", message(&err));
+    // And the other way round: the library's own CRC, read with the
+    // changed callback.
+    let mut pool = PoolRef::new();
+    let mut w = zeroed_writer();
+    let cfg = IommuFlbWriterConfig {
+        version: 2,
+        reserved: 0,
+        generation: 1,
+    };
+    // SAFETY: valid pointers; `pool` outlives the writer.
+    unsafe {
+        let r = iommu_flb_writer_start_config(
+            &mut *w,
+            &pool.alloc(),
+            &cfg,
+            ptr::null_mut(),
+            0,
+            &mut root,
+        );
+        assert_eq!(r, 0);
+        assert_eq!(iommu_flb_writer_finish(&mut *w, &mut root), 0);
+    }
+    assert_eq!(pool.crc_calls, 0, "no callback: the library's own CRC");
+    let own = pool.mem();
+    let (r, _, err, _) = validate_with(&own, root);
+    assert_eq!(r, 0, "{}", message(&err));
+    pool.crc_flip = 1;
+    let theirs = pool.mem_crc();
+    let (r, _, err, _) = validate_with(&theirs, root);
+    assert_eq!((r, err.kind), (-74, 26));
+}
+
+/// A configuration the writer cannot write is refused before any page is
+/// taken, naming the field, and the writer can only report it.
+#[test]
+fn bad_writer_config_is_einval_naming_the_field() {
+    let pool = PoolRef::new();
+    let alloc = pool.alloc_crc();
+    let cfg = |version, reserved, generation| IommuFlbWriterConfig {
+        version,
+        reserved,
+        generation,
+    };
+    let bad = [
+        (cfg(0, 0, 0), "version"),
+        (cfg(3, 0, 1), "version"),
+        (cfg(u32::MAX, 0, 1), "version"),
+        (cfg(2, 1, 1), "reserved"),
+        (cfg(1, 0x8000_0000, 0), "reserved"),
+        (cfg(1, 0, 1), "generation"),
+    ];
+    let mut index = vec![0x77u64; 8];
+    for (c, name) in bad {
+        index.fill(0x77);
+        let mut w = zeroed_writer();
+        let mut root = 0x1234;
+        let mut err = new_error();
+        // SAFETY: valid pointers to live locals; `pool` and `index` live.
+        unsafe {
+            let r =
+                iommu_flb_writer_start_config(&mut *w, &alloc, &c, ptr::null_mut(), 0, &mut root);
+            assert_eq!(r, -22, "{c:?}");
+            assert_eq!(iommu_flb_writer_last_error(&*w, &mut err), 0);
+            assert_eq!((err.error, err.kind, field(&err)), (-22, 64, Some(name)));
+            assert!(message(&err).contains(name), "{}", message(&err));
+            let (r, _) = preserve_domain(&mut *w, 0);
+            assert_eq!(r, -22, "a refused start is no writer");
+            // With an index, the refusal of `reserved` leaves it untouched.
+            let r = iommu_flb_writer_start_config(
+                &mut *w,
+                &alloc,
+                &c,
+                index.as_mut_ptr().cast(),
+                64,
+                &mut root,
+            );
+            assert_eq!(r, -22);
+        }
+        assert_eq!(root, 0x1234, "no root");
+        assert_eq!(pool.pages_in_use(), 0, "no page taken");
+        if name == "reserved" {
+            assert!(index.iter().all(|&x| x == 0x77));
+        }
+    }
+    // NULL arguments: the configuration, or an index with a size.
+    let mut w = zeroed_writer();
+    let mut root = 0;
+    let good = cfg(2, 0, 9);
+    // SAFETY: as above; the NULL pointers must not be dereferenced.
+    unsafe {
+        let r = iommu_flb_writer_start_config(
+            &mut *w,
+            &alloc,
+            ptr::null(),
+            ptr::null_mut(),
+            0,
+            &mut root,
+        );
+        assert_eq!(r, -22);
+        let r =
+            iommu_flb_writer_start_config(&mut *w, &alloc, &good, ptr::null_mut(), 64, &mut root);
+        assert_eq!(r, -22);
+        let r = iommu_flb_writer_start_config(
+            &mut *w,
+            &alloc,
+            &good,
+            index.as_mut_ptr().cast(),
+            0,
+            &mut root,
+        );
+        assert_eq!(r, -22, "an index of no slot");
+        let misaligned = index.as_mut_ptr().cast::<u8>().wrapping_add(4).cast();
+        let r = iommu_flb_writer_start_config(&mut *w, &alloc, &good, misaligned, 32, &mut root);
+        assert_eq!(r, -22);
+        let r = iommu_flb_writer_start_config(
+            &mut *w,
+            ptr::null(),
+            &good,
+            ptr::null_mut(),
+            0,
+            &mut root,
+        );
+        assert_eq!(r, -22);
+        let r = iommu_flb_writer_start_config(
+            &mut *w,
+            &alloc,
+            &good,
+            ptr::null_mut(),
+            0,
+            ptr::null_mut(),
+        );
+        assert_eq!(r, -22);
+    }
+    assert_eq!(pool.pages_in_use(), 0);
+    assert_eq!(pool.crc_calls, 0);
+}
+
+/// Version 1 through iommu_flb_writer_start_config() is exactly what
+/// iommu_flb_writer_start() writes, byte for byte, callback or not.
+#[test]
+fn v1_through_start_config_is_start() {
+    let run = |config: bool| {
+        let pool = PoolRef::new();
+        let mut w = zeroed_writer();
+        let mut root = 0;
+        let cfg = IommuFlbWriterConfig {
+            version: 1,
+            reserved: 0,
+            generation: 0,
+        };
+        // SAFETY: valid pointers; `pool` outlives the writer.
+        let r = unsafe {
+            if config {
+                let alloc = pool.alloc_crc();
+                iommu_flb_writer_start_config(&mut *w, &alloc, &cfg, ptr::null_mut(), 0, &mut root)
+            } else {
+                iommu_flb_writer_start(&mut *w, &pool.alloc(), &mut root)
+            }
+        };
+        assert_eq!(r, 0);
+        for i in 0..3 {
+            assert_eq!(preserve_domain(&mut *w, i).0, 0);
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { iommu_flb_writer_finish(&mut *w, &mut root) }, 0);
+        assert_eq!(pool.crc_calls, 0, "version 1 has no CRC");
+        let pages: Vec<Vec<u8>> = (0..PAGES as u64)
+            .map(|i| {
+                let p = pool.lookup(BASE + i * 4096);
+                if p.is_null() {
+                    return Vec::new();
+                }
+                // SAFETY: a pool page in use.
+                unsafe { core::slice::from_raw_parts(p, PAGE_SIZE) }.to_vec()
+            })
+            .collect();
+        (root, pages)
+    };
+    let (root, pages) = run(false);
+    assert_eq!(run(true), (root, pages.clone()));
+    assert_eq!(pages.iter().filter(|p| !p.is_empty()).count(), 4);
 }

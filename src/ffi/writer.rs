@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use zerocopy::FromBytes;
 
+use super::crc::CrcCall;
 use super::error::{Fail, IommuFlbChain, IommuFlbError, errno, report};
 use super::mac::Key;
 use super::reader::read_arg;
@@ -18,19 +19,26 @@ use crate::abi::v1::{
     IOMMU_ARRAY_HDR_SIZE, IommuArrayHdrSer, IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer,
     IommuHwVendorSer, IommuIntelSer, IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer,
 };
+use crate::abi::v2::{
+    IOMMU_FLB_V2_PAGE_HDR_SIZE, IOMMU_FLB_V2_VERSION, IommuDeviceV2Ser, IommuDomainV2Ser,
+    IommuHwV2Ser,
+};
 use crate::writer::{
-    DeviceHandle, DeviceIndex, DeviceInit, DeviceKey, DevicePayloadInit, DomainHandle, DomainInit,
-    IndexSlot, IntelDeviceInit, IntelIommuInit, IommuHandle, IommuPayloadInit, Lookup, NoIndex,
-    ObjectKind, PageAlloc, SliceIndex, Smmuv3DeviceInit, Smmuv3IommuInit, WriteError, Writer,
+    Config, DeviceHandle, DeviceIndex, DeviceInit, DeviceKey, DevicePayloadInit, DomainHandle,
+    DomainInit, IndexSlot, IntelDeviceInit, IntelIommuInit, IommuHandle, IommuPayloadInit, Lookup,
+    NoIndex, ObjectKind, PageAlloc, SliceIndex, Smmuv3DeviceInit, Smmuv3IommuInit, WriteError,
+    Writer,
 };
 
 /// struct iommu_flb_page_alloc - Where the writer's pages come from.
 ///
 /// In the kernel: kho_alloc_preserve() and virt_to_phys() for @alloc_page,
-/// phys_to_virt() for @page, kho_unpreserve_free() for @free_page. Copied
-/// into the writer by iommu_flb_writer_start(); @ctx must stay valid until
-/// iommu_flb_writer_finish() or iommu_flb_writer_abort(). No callback may be
-/// NULL. The writer checks every page it is given (non-zero, page-aligned,
+/// phys_to_virt() for @page, kho_unpreserve_free() for @free_page, and
+/// ~crc32_le(~crc, buf, len) for @crc32. Copied into the writer by
+/// iommu_flb_writer_start(); @ctx must stay valid until
+/// iommu_flb_writer_finish() or iommu_flb_writer_abort(). No callback but
+/// @crc32 may be NULL (an initializer that predates @crc32 leaves it
+/// NULL). The writer checks every page it is given (non-zero, page-aligned,
 /// not already in the image, mapped, all zeroes) before using it. Until
 /// iommu_flb_writer_finish() or iommu_flb_writer_abort(), the pages are the
 /// writer's: nothing else may write them.
@@ -59,6 +67,23 @@ pub struct IommuFlbPageAlloc {
     /// the kernel's PAGE_SIZE (4096, 16384 or 65536). Each array page's
     /// capacity follows from it.
     pub page_size: usize,
+    /// @crc32: Computes version 2's page checksums: continues the CRC-32
+    /// (IEEE 802.3, reflected polynomial 0xedb88320) @crc over the @len
+    /// bytes at @buf and returns it, in zlib's convention, where @crc is
+    /// a finished CRC (0 to start) and so is the result: zlib's
+    /// crc32(@crc, @buf, @len). The kernel's crc32_le() neither seeds nor
+    /// inverts, so the kernel passes a function that returns
+    /// ~crc32_le(~@crc, @buf, @len), its arch-accelerated CRC; a page's
+    /// checksum is then ~crc32_le(crc32_le(~0, page, off), page + off + 4,
+    /// page_size - off - 4) for its crc field at offset off. Called with
+    /// @ctx, only during calls on the writer this struct started (never
+    /// after iommu_flb_writer_finish() or iommu_flb_writer_abort()); it
+    /// must only read @buf, which is inside one of the writer's pages, and
+    /// must not call the library on that writer (-EBUSY). NULL: the
+    /// library's own (crc32fast). Unused by version 1.
+    pub crc32: Option<
+        unsafe extern "C" fn(ctx: *mut c_void, crc: u32, buf: *const c_void, len: usize) -> u32,
+    >,
 }
 
 /// The caller's allocator, every callback checked non-NULL, and the caller
@@ -240,10 +265,15 @@ pub struct IommuFlbWriter {
 }
 
 /// What `struct iommu_flb_writer` holds: plain words the boundary checks
-/// before it trusts anything else, then the typed state.
+/// before it trusts anything else, the CRC callback, then the typed state.
 #[repr(C)]
 struct WriterSlot {
     head: Head,
+    /// The page allocator's `crc32` and `ctx`, which the writer's CRC
+    /// reaches by this field's address (`CrcCall::crc32`): outside `body`,
+    /// so reading it never touches what a call's claim borrows. Written by
+    /// `iommu_flb_writer_start` before the writer exists, never after.
+    crc: CrcCall,
     body: Body,
 }
 
@@ -283,6 +313,7 @@ const ENDED: u64 = 3;
 const _: () = assert!(size_of::<WriterSlot>() <= size_of::<IommuFlbWriter>());
 const _: () = assert!(align_of::<WriterSlot>() <= align_of::<IommuFlbWriter>());
 const _: () = assert!(offset_of!(WriterSlot, head) == 0);
+const _: () = assert!(offset_of!(WriterSlot, crc) % align_of::<CrcCall>() == 0);
 const _: () = assert!(align_of::<AtomicU64>() <= align_of::<IommuFlbWriter>());
 const _: () = assert!(offset_of!(Head, state) % align_of::<AtomicU64>() == 0);
 const _: () = assert!(align_of::<IndexSlot>() <= 8 && size_of::<IndexSlot>() > 0);
@@ -374,6 +405,10 @@ unsafe fn claim<'a>(w: *mut IommuFlbWriter, allowed: &[u64]) -> Result<Claim<'a>
     {
         return Err(errno::EBUSY);
     }
+    // The writer's CRC finds the callback (`WriterSlot::crc`) through an
+    // exposed address: expose this call's pointer to the writer state, the
+    // one whose borrows are live while the call runs.
+    let _: usize = w.expose_provenance();
     // SAFETY: the magic and the address say `iommu_flb_writer_start`
     // wrote a whole `WriterSlot` here, at this address (a byte copy of a
     // valid one elsewhere is refused just above; the contract forbids any
@@ -517,7 +552,7 @@ pub unsafe extern "C" fn iommu_flb_writer_start(
     root: *mut u64,
 ) -> c_int {
     // SAFETY: forwarded from this function's contract (kernel-doc above).
-    unsafe { start(w, alloc, None, root) }
+    unsafe { start(w, alloc, None, None, root) }
 }
 
 /// iommu_flb_writer_index_size() - Size the storage of a device index.
@@ -561,7 +596,7 @@ pub unsafe extern "C" fn iommu_flb_writer_start_indexed(
     root: *mut u64,
 ) -> c_int {
     // SAFETY: forwarded from this function's contract (kernel-doc above).
-    unsafe { start(w, alloc, Some((index, index_size)), root) }
+    unsafe { start(w, alloc, None, Some((index, index_size)), root) }
 }
 
 /// Whether the writer at `w` is started and not finished or aborted (or
@@ -579,16 +614,87 @@ unsafe fn in_use(w: *mut IommuFlbWriter) -> bool {
     magic == WRITER_MAGIC && matches!(unsafe { state(w) }.load(Ordering::Acquire), LIVE | BUSY)
 }
 
+/// struct iommu_flb_writer_config - The format a writer writes.
+///
+/// For iommu_flb_writer_start_config(). iommu_flb_writer_start() and
+/// iommu_flb_writer_start_indexed() write version 1, as { 1, 0, 0 } does.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IommuFlbWriterConfig {
+    /// @version: The format version: 1 (IOMMU_LUO_FLB_VERSION, what
+    /// kernels read today) or 2 (IOMMU_FLB_V2_VERSION, whose pages carry
+    /// a CRC-32, computed by &struct iommu_flb_page_alloc.crc32).
+    pub version: u32,
+    /// @reserved: Must be 0.
+    pub reserved: u32,
+    /// @generation: Version 2: this handover's generation, which the root
+    /// and every array page record, so that a page left from another
+    /// handover is refused (e.g. a counter kept across kexecs, or random
+    /// bits). Version 1 has none: must be 0.
+    pub generation: u64,
+}
+
+/// The library's configuration for `c`, or the field it cannot have
+/// (checked here: `reserved`; by the writer: `version`, `generation`).
+fn writer_config(c: IommuFlbWriterConfig) -> Result<Config, Fail> {
+    if c.reserved != 0 {
+        return Err(Fail::Write(WriteError::BadConfig { field: "reserved" }));
+    }
+    Ok(Config {
+        version: u64::from(c.version),
+        ..Config::v2(c.generation)
+    })
+}
+
+/// iommu_flb_writer_start_config() - Start an image in a chosen format.
+/// @w: Writer state to initialize, as for iommu_flb_writer_start().
+/// @alloc: The page allocator, with the CRC callback version 2 uses
+///         (&struct iommu_flb_page_alloc.crc32); copied into @w.
+/// @cfg: The format: version 1 or 2, and version 2's generation.
+/// @index: Storage for a device index, as for
+///         iommu_flb_writer_start_indexed(); NULL for none (then
+///         @index_size must be 0).
+/// @index_size: Its size in bytes.
+/// @root: Where to store the root's physical address.
+///
+/// Version 1 is what iommu_flb_writer_start() writes. Version 2 takes only
+/// the root page (a chain gets its first page with its first record), and
+/// every call that changes a page rewrites that page's CRC; the operations,
+/// handles and their checks are those of version 1.
+///
+/// Context: Whatever the @alloc callbacks need.
+///
+/// Return: As iommu_flb_writer_start_indexed(); -EINVAL for a bad @cfg
+/// (IOMMU_FLB_ERR_INVALID_ARGUMENT from iommu_flb_writer_last_error(),
+/// its field "version", "reserved" or "generation"), taking no page, or
+/// for a NULL @index with a non-zero @index_size.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn iommu_flb_writer_start_config(
+    w: *mut IommuFlbWriter,
+    alloc: *const IommuFlbPageAlloc,
+    cfg: *const IommuFlbWriterConfig,
+    index: *mut c_void,
+    index_size: usize,
+    root: *mut u64,
+) -> c_int {
+    let index = (!index.is_null() || index_size != 0).then_some((index, index_size));
+    // SAFETY: forwarded from this function's contract (kernel-doc above).
+    unsafe { start(w, alloc, Some(cfg), index, root) }
+}
+
 /// # Safety
 ///
 /// `w` must be NULL, misaligned, or valid for reading and writing a `struct
 /// iommu_flb_writer` (zero, or initialized by `iommu_flb_writer_start`);
-/// `alloc` NULL or a readable `struct iommu_flb_page_alloc`; `root` NULL or
-/// writable; `index` `None` or (NULL, misaligned, or `index_size` bytes of
-/// writable caller memory the writer owns until finish or abort).
+/// `alloc` NULL or a readable `struct iommu_flb_page_alloc`; `cfg` `None`
+/// (version 1) or (NULL or a readable `struct iommu_flb_writer_config`);
+/// `root` NULL or writable; `index` `None` or (NULL, misaligned, or
+/// `index_size` bytes of writable caller memory the writer owns until
+/// finish or abort).
 unsafe fn start(
     w: *mut IommuFlbWriter,
     alloc: *const IommuFlbPageAlloc,
+    cfg: Option<*const IommuFlbWriterConfig>,
     index: Option<(*mut c_void, usize)>,
     root: *mut u64,
 ) -> c_int {
@@ -601,22 +707,54 @@ unsafe fn start(
         return errno::EBUSY;
     }
     let state = Span::of(w, size_of::<IommuFlbWriter>());
+    let slot = w.cast::<WriterSlot>();
+    // The callback's home for the life of the writer: its CRC reads it
+    // there, by address.
+    // SAFETY: `slot` is non-NULL and aligned (checked above) and points to
+    // the caller's `struct iommu_flb_writer`, which holds a `WriterSlot`
+    // (asserted): the projection stays inside it and reads nothing.
+    let crc_at = unsafe { ptr::addr_of_mut!((*slot).crc) };
+    let mut call = CrcCall::NONE;
     let mut root_phys = PhysAddr::NULL;
     let mut ctx = 0usize;
     let mut run = || -> Result<Writer<CAlloc, CIndex>, Fail> {
         // SAFETY: forwarded from this function's contract.
         let a = unsafe { read_arg(alloc, c"alloc") }?;
         ctx = a.ctx.addr();
+        let config = match cfg {
+            None => Config::v1(),
+            // SAFETY: forwarded from this function's contract.
+            Some(c) => writer_config(unsafe { read_arg(c, c"cfg") }?)?,
+        };
         let (index, index_span) = match index {
             None => (CIndex::None(NoIndex), Span::default()),
             // SAFETY: forwarded from this function's contract.
             Some((p, size)) => unsafe { slice_index(p, size, state) }?,
         };
+        call = CrcCall {
+            f: a.crc32,
+            ctx: a.ctx,
+        };
         let a = CAlloc::new(a, [state, index_span])?;
         if !usable(root.cast_const()) {
             return Err(Fail::Invalid(c"root"));
         }
-        let writer = Writer::with_index(a, index).map_err(Fail::Write)?;
+        // SAFETY: `crc_at` is inside the writer state (a `WriterSlot` fits
+        // in it, asserted), writable by the contract and not in use
+        // (checked above); no page overlaps it (`CAlloc` refuses such a
+        // page). The field is written here, before the writer exists, and
+        // rewritten with the same value with the whole slot below, and
+        // never otherwise while the writer lives.
+        unsafe { crc_at.write(call) };
+        // SAFETY: by the above, while the writer lives `crc_at` holds the
+        // caller's callback, with the contract of `struct
+        // iommu_flb_page_alloc`, unwritten; the writer is used only in
+        // this call and in later calls on `w` at this address (`claim`
+        // checks the address), which re-expose `w` (`claim`) so the
+        // pointer's provenance is valid then.
+        let crc = unsafe { CrcCall::crc32(crc_at) };
+        let writer =
+            Writer::with_config_and_index(a, config.with_crc(crc), index).map_err(Fail::Write)?;
         root_phys = writer.root();
         // SAFETY: `root` is non-NULL and aligned (checked above), writable
         // by the contract.
@@ -640,6 +778,7 @@ unsafe fn start(
             state: if writer.is_some() { LIVE } else { ENDED },
             this: address(w),
         },
+        crc: call,
         body: Body {
             key: Key::derive(w.addr(), root_phys, ctx),
             last_error,
@@ -703,6 +842,22 @@ fn kind_code(kind: ObjectKind) -> u32 {
 
 const KINDS: [ObjectKind; 3] = [ObjectKind::Iommu, ObjectKind::Domain, ObjectKind::Device];
 
+/// Where records of `kind` start in an array page of `version`, and their
+/// size: version 2's page header and records are its own.
+fn slots(version: u64, kind: ObjectKind) -> (u64, u64) {
+    let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    if version == IOMMU_FLB_V2_VERSION {
+        let size = match kind {
+            ObjectKind::Iommu => size_of::<IommuHwV2Ser>(),
+            ObjectKind::Domain => size_of::<IommuDomainV2Ser>(),
+            ObjectKind::Device => size_of::<IommuDeviceV2Ser>(),
+        };
+        (wide(IOMMU_FLB_V2_PAGE_HDR_SIZE), wide(size))
+    } else {
+        (IOMMU_ARRAY_HDR_SIZE, wide(kind.record_size()))
+    }
+}
+
 /// The address a handle from C names, once proven a live slot of `kind`
 /// that this writer handed out. The check value is verified first, before
 /// anything at the address is mapped: only then is the address one of the
@@ -736,10 +891,10 @@ unsafe fn handle(
         });
     }
     let bad = |what| Fail::Write(WriteError::Inconsistent { phys, what });
-    let size = u64::try_from(kind.record_size()).unwrap_or(u64::MAX);
+    let (hdr, size) = slots(wr.version(), kind);
     let offset = u64::try_from(phys.page_offset(page_size))
         .ok()
-        .and_then(|o| o.checked_sub(IOMMU_ARRAY_HDR_SIZE));
+        .and_then(|o| o.checked_sub(hdr));
     let (Some(slot), Some(0)) = (
         offset.and_then(|o| o.checked_div(size)),
         offset.and_then(|o| o.checked_rem(size)),

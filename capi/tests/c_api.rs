@@ -15,7 +15,7 @@ use iommu_flb_abi::writer::{
 use support::c_support::{
     KERNEL_CFLAGS, Line, gcc, old_kernel_image, out_dir, reader_objects, run_ok, section,
 };
-use support::{build, build_cxx, flat_dump, staticlib};
+use support::{build, build_cxx, build_with, flat_dump, staticlib};
 
 fn hex(v: u64) -> String {
     format!("{v:#x}")
@@ -319,6 +319,45 @@ fn c_writer_image_is_accepted_with_exactly_its_manifest() {
             "after-finish EINVAL",
         ]
     );
+}
+
+/// A version-2 image written from C with zlib's crc32() as the CRC
+/// callback: the C program checks every page's crc with zlib alone,
+/// validates and walks the image through the C API (ser_v2), and the Rust
+/// reader sees in its dump exactly what the C walk printed.
+#[test]
+#[cfg_attr(miri, ignore = "runs gcc")]
+fn c_writer_v2_image_with_a_zlib_crc_callback_is_accepted_with_its_manifest() {
+    let dir = out_dir("c_api_v2_zlib");
+    let exe = build_with(&dir, "capi_v2_zlib", &["-lz"]);
+    let dump = dir.join("capi_v2_zlib.dump");
+    let out = run_ok(&exe, &[dump.to_str().unwrap()]);
+    let checks: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("ok ")).collect();
+    assert_eq!(
+        checks,
+        [
+            "bad-config EINVAL reserved version",
+            "writer-crc-callback",
+            "zlib-page-crc 6",
+            "validate-v2 crc-callback",
+            "flipped-bit EBADMSG checksum-mismatch",
+        ]
+    );
+    let lines: Vec<Line> = out
+        .lines()
+        .filter(|l| !l.starts_with("ok "))
+        .map(Line::parse)
+        .collect();
+    let value = |what: &str| lines.iter().find(|l| l.what == what).expect(what).values[0];
+    let (base, root) = (value("base"), value("root"));
+    let mut want = objects(&lines);
+    want.sort();
+    // 2 IOMMUs, 139 domains, 100 devices less 11 unpreserved.
+    assert_eq!(want.len(), 2 + 139 + 89, "{out}");
+    let bytes = std::fs::read(&dump).unwrap();
+    let mut view = reader_objects(base, root, &bytes);
+    view.sort();
+    assert_eq!(view, want);
 }
 
 #[test]

@@ -48,7 +48,12 @@ pub fn staticlib() -> &'static Path {
 /// Compiles `tests/c/<name>.c` against the headers and links it with the
 /// static library, as the README's link line says.
 pub fn build(dir: &Path, name: &str) -> PathBuf {
-    link(dir, name, "c", "gcc", c_support::CFLAGS)
+    link(dir, name, "c", "gcc", c_support::CFLAGS, &[])
+}
+
+/// [`build`], also linking the system libraries `libs` (`-lz`).
+pub fn build_with(dir: &Path, name: &str, libs: &[&str]) -> PathBuf {
+    link(dir, name, "c", "gcc", c_support::CFLAGS, libs)
 }
 
 /// The flags the C++ test is built with (as [`c_support::CFLAGS`] for C).
@@ -57,25 +62,22 @@ pub const CXXFLAGS: &[&str] = &["-std=gnu++17", "-Wall", "-Wextra", "-Werror", "
 /// Compiles `tests/c/<name>.cc` with g++ against the headers and links it
 /// with the static library.
 pub fn build_cxx(dir: &Path, name: &str) -> PathBuf {
-    link(dir, name, "cc", "g++", CXXFLAGS)
+    link(dir, name, "cc", "g++", CXXFLAGS, &[])
 }
 
-fn link(dir: &Path, name: &str, ext: &str, cc: &str, flags: &[&str]) -> PathBuf {
+fn link(dir: &Path, name: &str, ext: &str, cc: &str, flags: &[&str], libs: &[&str]) -> PathBuf {
     let exe = dir.join(name);
     let src = format!("tests/c/{name}.{ext}");
-    c_support::compile(
-        cc,
-        flags,
-        &[
-            "-Iinclude",
-            &src,
-            staticlib().to_str().expect("utf-8 path"),
-            "-lpthread",
-            "-ldl",
-            "-o",
-            exe.to_str().expect("utf-8 path"),
-        ],
-    );
+    let mut args = vec![
+        "-Iinclude",
+        &src,
+        staticlib().to_str().expect("utf-8 path"),
+        "-lpthread",
+        "-ldl",
+    ];
+    args.extend_from_slice(libs);
+    args.extend(["-o", exe.to_str().expect("utf-8 path")]);
+    c_support::compile(cc, flags, &args);
     exe
 }
 

@@ -78,6 +78,19 @@
  * the library on the writer, or the image's scratch, it serves (a writer
  * refuses such a call with -EBUSY).
  *
+ * Version 2 checksums every page with CRC-32 (IEEE 802.3). The crc32
+ * member of both structs (last, so older initialisers leave it NULL: the
+ * library's own CRC) lets the kernel use its arch-accelerated one, in
+ * zlib's convention:
+ *
+ *   static u32 flb_crc32(void *ctx, u32 crc, const void *buf, size_t len)
+ *   {
+ *           return ~crc32_le(~crc, buf, len);
+ *   }
+ *
+ * The outgoing kernel writes version 2 with
+ * iommu_flb_writer_start_config(); the reader accepts either version.
+ *
  * Concurrency and writes
  * ----------------------
  * The library holds references to caller memory (image pages, the scratch,

@@ -108,7 +108,8 @@ int main()
 	if ((ret = iommu_flb_writer_finish(&w, &root)))
 		die("finish", ret);
 
-	struct iommu_flb_mem m = { read_page, nullptr, kPage };
+	// The last member, crc32: NULL is the library's own CRC.
+	struct iommu_flb_mem m = { read_page, nullptr, kPage, nullptr };
 	struct iommu_flb_error err;
 	size_t size;
 	if ((ret = iommu_flb_scratch_size(&m, root, &size, &err)))

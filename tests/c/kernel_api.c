@@ -27,6 +27,8 @@ void kho_unrestore_page(u64 phys);
 void *kho_alloc_preserve_page(void);
 void kho_unpreserve_free_page(void *p);
 int _printk(const char *fmt, ...);
+/* <linux/crc32.h>: the arch-accelerated CRC-32, no seed and no inversion. */
+u32 crc32_le(u32 crc, unsigned char const *p, size_t len);
 void adopt_iommu(const struct iommu_hw_ser *hw);
 void adopt_domain(const struct iommu_domain_ser *d);
 void adopt_device(const struct iommu_device_ser *dev, const struct iommu_domain_ser *d,
@@ -51,6 +53,17 @@ static const uint8_t *flb_page(void *ctx, uint64_t phys)
 	return phys_to_virt(phys);
 }
 
+/*
+ * struct iommu_flb_mem.crc32 and struct iommu_flb_page_alloc.crc32: zlib's
+ * convention from the kernel's crc32_le(), seeded with the inverted CRC
+ * and inverted at the end.
+ */
+static u32 flb_crc32(void *ctx, u32 crc, const void *buf, size_t len)
+{
+	(void)ctx;
+	return ~crc32_le(~crc, buf, len);
+}
+
 static int flb_restore_page(void *ctx, uint64_t phys)
 {
 	(void)ctx;
@@ -70,7 +83,9 @@ static void flb_unwind(const struct iommu_flb_image *img, u64 n)
 /* The incoming kernel: validate, restore, adopt. */
 int iommu_flb_retrieve(u64 data)
 {
-	struct iommu_flb_mem mem = { .page = flb_page, .ctx = NULL, .page_size = PAGE_SIZE };
+	struct iommu_flb_mem mem = {
+		.page = flb_page, .ctx = NULL, .page_size = PAGE_SIZE, .crc32 = flb_crc32,
+	};
 	struct iommu_flb_error err;
 	struct iommu_flb_restore_status status;
 	struct iommu_flb_image_info info;
@@ -167,12 +182,19 @@ static void flb_free(void *ctx, uint64_t phys)
 static struct iommu_flb_writer flb_writer = IOMMU_FLB_WRITER_INIT;
 static uint64_t flb_index[64];
 
-/* The outgoing kernel: preserve one device, then hand over (or abort). */
-int iommu_flb_preserve(u64 token, const struct iommu_device_ser *init, bool indexed, u64 *data)
+/*
+ * The outgoing kernel: preserve one device, then hand over (or abort), in
+ * version 1 or, given a @generation, version 2.
+ */
+int iommu_flb_preserve(u64 token, const struct iommu_device_ser *init, bool indexed, u64 generation,
+		       u64 *data)
 {
 	struct iommu_flb_page_alloc alloc = {
 		.alloc_page = flb_alloc, .page = flb_map, .free_page = flb_free, .ctx = NULL,
-		.page_size = PAGE_SIZE,
+		.page_size = PAGE_SIZE, .crc32 = flb_crc32,
+	};
+	struct iommu_flb_writer_config cfg = {
+		.version = IOMMU_FLB_V2_VERSION, .generation = generation,
 	};
 	struct iommu_domain_ser d = { .top_table_phys = 0x100000, .top_level = 4, .vasz = 48 };
 	union iommu_hw_vendor_ser v = { .intel = { .phys_addr = token } };
@@ -181,7 +203,9 @@ int iommu_flb_preserve(u64 token, const struct iommu_device_ser *init, bool inde
 	struct iommu_flb_error err;
 	int ret;
 
-	if (indexed && iommu_flb_writer_index_size(16) <= sizeof(flb_index))
+	if (generation)
+		ret = iommu_flb_writer_start_config(&flb_writer, &alloc, &cfg, NULL, 0, data);
+	else if (indexed && iommu_flb_writer_index_size(16) <= sizeof(flb_index))
 		ret = iommu_flb_writer_start_indexed(&flb_writer, &alloc, flb_index,
 						     sizeof(flb_index), data);
 	else

@@ -552,7 +552,7 @@ pub unsafe extern "C" fn iommu_flb_writer_start(
     root: *mut u64,
 ) -> c_int {
     // SAFETY: forwarded from this function's contract (kernel-doc above).
-    unsafe { start(w, alloc, None, None, root) }
+    unsafe { start(w, alloc, || Ok(None), None, root) }
 }
 
 /// iommu_flb_writer_index_size() - Size the storage of a device index.
@@ -596,7 +596,7 @@ pub unsafe extern "C" fn iommu_flb_writer_start_indexed(
     root: *mut u64,
 ) -> c_int {
     // SAFETY: forwarded from this function's contract (kernel-doc above).
-    unsafe { start(w, alloc, None, Some((index, index_size)), root) }
+    unsafe { start(w, alloc, || Ok(None), Some((index, index_size)), root) }
 }
 
 /// Whether the writer at `w` is started and not finished or aborted (or
@@ -678,23 +678,25 @@ pub unsafe extern "C" fn iommu_flb_writer_start_config(
     root: *mut u64,
 ) -> c_int {
     let index = (!index.is_null() || index_size != 0).then_some((index, index_size));
+    // SAFETY: `cfg` is NULL or a readable `struct iommu_flb_writer_config`
+    // (this function's contract).
+    let config = || writer_config(unsafe { read_arg(cfg, c"cfg") }?).map(Some);
     // SAFETY: forwarded from this function's contract (kernel-doc above).
-    unsafe { start(w, alloc, Some(cfg), index, root) }
+    unsafe { start(w, alloc, config, index, root) }
 }
 
 /// # Safety
 ///
 /// `w` must be NULL, misaligned, or valid for reading and writing a `struct
 /// iommu_flb_writer` (zero, or initialized by `iommu_flb_writer_start`);
-/// `alloc` NULL or a readable `struct iommu_flb_page_alloc`; `cfg` `None`
-/// (version 1) or (NULL or a readable `struct iommu_flb_writer_config`);
-/// `root` NULL or writable; `index` `None` or (NULL, misaligned, or
+/// `alloc` NULL or a readable `struct iommu_flb_page_alloc`; `root` NULL or
+/// writable; `index` `None` or (NULL, misaligned, or
 /// `index_size` bytes of writable caller memory the writer owns until
 /// finish or abort).
 unsafe fn start(
     w: *mut IommuFlbWriter,
     alloc: *const IommuFlbPageAlloc,
-    cfg: Option<*const IommuFlbWriterConfig>,
+    config: impl FnOnce() -> Result<Option<Config>, Fail>,
     index: Option<(*mut c_void, usize)>,
     root: *mut u64,
 ) -> c_int {
@@ -717,15 +719,13 @@ unsafe fn start(
     let mut call = CrcCall::NONE;
     let mut root_phys = PhysAddr::NULL;
     let mut ctx = 0usize;
-    let mut run = || -> Result<Writer<CAlloc, CIndex>, Fail> {
+    let run = || -> Result<Writer<CAlloc, CIndex>, Fail> {
         // SAFETY: forwarded from this function's contract.
         let a = unsafe { read_arg(alloc, c"alloc") }?;
         ctx = a.ctx.addr();
-        let config = match cfg {
-            None => Config::v1(),
-            // SAFETY: forwarded from this function's contract.
-            Some(c) => writer_config(unsafe { read_arg(c, c"cfg") }?)?,
-        };
+        // `None`: version 1 by `Writer::with_index`, as the entry points
+        // that predate version 2 always did (their stack use stays).
+        let config = config()?;
         let (index, index_span) = match index {
             None => (CIndex::None(NoIndex), Span::default()),
             // SAFETY: forwarded from this function's contract.
@@ -753,8 +753,11 @@ unsafe fn start(
         // checks the address), which re-expose `w` (`claim`) so the
         // pointer's provenance is valid then.
         let crc = unsafe { CrcCall::crc32(crc_at) };
-        let writer =
-            Writer::with_config_and_index(a, config.with_crc(crc), index).map_err(Fail::Write)?;
+        let writer = match config {
+            None => Writer::with_index(a, index),
+            Some(c) => Writer::with_config_and_index(a, c.with_crc(crc), index),
+        }
+        .map_err(Fail::Write)?;
         root_phys = writer.root();
         // SAFETY: `root` is non-NULL and aligned (checked above), writable
         // by the contract.

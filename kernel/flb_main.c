@@ -80,6 +80,11 @@ u32 flb_manifest_crc(const struct flb_manifest *m)
 			sizeof(*m) - offsetof(struct flb_manifest, size));
 }
 
+u32 flb_crc32(u32 crc, const void *buf, size_t len)
+{
+	return ~crc32_le(~crc, buf, len);
+}
+
 int flb_manifest_key_cmp(const void *key, const void *elt)
 {
 	const struct flb_m_device *k = key, *d = elt;

@@ -74,6 +74,10 @@ struct flb_manifest {
 	u32 crc;			/* crc32_le of everything after it */
 	u32 size;
 	u64 root;
+	/* The same objects written again in version 2 (its own pages). */
+	u64 root_v2;
+	u64 generation_v2;
+	u32 nr_pages_v2;
 	u32 nr_iommus, nr_domains, nr_devices, nr_pages;
 	u32 live_iommus, live_domains, live_devices;
 	struct flb_m_iommu iommus[FLB_IOMMUS];
@@ -134,6 +138,13 @@ static __always_inline unsigned long flb_probe_begin(unsigned long *flags)
 	flb_probe_end(FLB_X_##name, __sp, __flags);			\
 	__ret;								\
 })
+
+/*
+ * What struct iommu_flb_mem.crc32 and struct iommu_flb_page_alloc.crc32
+ * return in both kernels: zlib's convention from the kernel's crc32_le(),
+ * which neither seeds nor inverts.
+ */
+u32 flb_crc32(u32 crc, const void *buf, size_t len);
 
 /* flb_write.c: kernel 1 */
 int flb_write_image(struct flb_manifest *m);

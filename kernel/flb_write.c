@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 /*
  * Kernel 1: writes the handover image with the C writer API, the reserved
- * region being the page allocator, and fills the manifest. One of the two
- * files that call the API.
+ * region being the page allocator, and fills the manifest; then writes the
+ * same objects again as a version-2 image, with the kernel's crc32_le() as
+ * the CRC callback. One of the two files that call the API.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -29,6 +30,10 @@ struct flb_palloc {
 	unsigned long used[BITS_TO_LONGS(FLB_REGION_PAGES)];
 	u32 taken;
 	struct flb_manifest *m;		/* records the image's pages, or NULL */
+	unsigned long crc_calls;
+	/* The writer the CRC callback serves: inside a call on it, it is busy. */
+	struct iommu_flb_writer *w;
+	unsigned long crc_outside;
 };
 
 static u32 flb_cursor;
@@ -68,6 +73,18 @@ static u8 *flb_writer_page(void *ctx, u64 phys)
 	return flb_region + (u64)idx * PAGE;
 }
 
+/* struct iommu_flb_page_alloc.crc32: the kernel's CRC, counted. */
+static u32 flb_writer_crc32(void *ctx, u32 crc, const void *buf, size_t len)
+{
+	struct flb_palloc *a = ctx;
+	struct iommu_flb_error err;
+
+	a->crc_calls++;
+	if (a->w && iommu_flb_writer_last_error(a->w, &err) != -EBUSY)
+		a->crc_outside++;
+	return flb_crc32(crc, buf, len);
+}
+
 static void flb_free_page(void *ctx, u64 phys)
 {
 	struct flb_palloc *a = ctx;
@@ -89,12 +106,12 @@ static void flb_free_page(void *ctx, u64 phys)
 	}
 }
 
-static struct flb_palloc flb_image_alloc, flb_abort_alloc;
+static struct flb_palloc flb_image_alloc, flb_abort_alloc, flb_v2_alloc;
 /*
  * Zero-initialised (static) and cleared again before each start: the
  * writer state must start as zeroes.
  */
-static struct iommu_flb_writer flb_w, flb_w_abort;
+static struct iommu_flb_writer flb_w, flb_w_abort, flb_w_v2;
 static struct iommu_flb_handle flb_iommu_h[FLB_IOMMUS], flb_domain_h[FLB_DOMAINS],
 	flb_device_h[FLB_DEVICES];
 
@@ -266,6 +283,153 @@ static void flb_abort_writer(void)
 		  flb_abort_alloc.taken);
 }
 
+/*
+ * Preserves the manifest's objects through @w: every IOMMU and domain, the
+ * devices in a scattered order, then unpreserves the dead devices and
+ * domains and the last IOMMU (preserved, never used). The handles go to
+ * flb_*_h; in the first image (@v1) the records' addresses go to the
+ * manifest too.
+ */
+static int flb_preserve_all(struct iommu_flb_writer *w, struct flb_manifest *m, bool v1,
+			    u32 *unpreserved)
+{
+	struct iommu_domain_ser dinit;
+	struct iommu_device_ser init;
+	u32 i, k;
+	int ret;
+
+	for (i = 0; i < m->nr_iommus; i++) {
+		ret = FLB_CALL(iommu_flb_preserve_iommu,
+			       iommu_flb_preserve_iommu(w, m->iommus[i].token, m->iommus[i].type,
+							&m->iommus[i].vendor, &flb_iommu_h[i]));
+		if (ret)
+			return ret;
+		if (v1)
+			m->iommus[i].phys = flb_iommu_h[i].phys;
+	}
+	for (i = 0; i < m->nr_domains; i++) {
+		memset(&dinit, 0, sizeof(dinit));
+		dinit.top_table_phys = m->domains[i].top_table_phys;
+		dinit.top_level = m->domains[i].top_level;
+		dinit.vasz = m->domains[i].vasz;
+		dinit.sign_extend = m->domains[i].sign_extend;
+		ret = FLB_CALL(iommu_flb_preserve_domain,
+			       iommu_flb_preserve_domain(w, &dinit, &flb_domain_h[i]));
+		if (ret)
+			return ret;
+		if (v1)
+			m->domains[i].phys = flb_domain_h[i].phys;
+	}
+	/* Devices in a scattered order (1103 is prime to FLB_DEVICES). */
+	for (k = 0; k < m->nr_devices; k++) {
+		struct flb_m_device *v = &m->devices[(k * 1103 + 17) % FLB_DEVICES];
+
+		flb_device_init(v, &init);
+		ret = FLB_CALL(iommu_flb_preserve_device,
+			       iommu_flb_preserve_device(w, &init, &flb_domain_h[v->domain],
+							 &flb_iommu_h[v->iommu],
+							 &flb_device_h[v - m->devices]));
+		if (ret)
+			return ret;
+		if (v1)
+			v->phys = flb_device_h[v - m->devices].phys;
+	}
+	for (i = 0; i < m->nr_devices; i++) {
+		if (m->devices[i].live)
+			continue;
+		ret = FLB_CALL(iommu_flb_unpreserve_device,
+			       iommu_flb_unpreserve_device(w, &flb_device_h[i]));
+		if (ret)
+			return ret;
+		(*unpreserved)++;
+	}
+	for (i = 0; i < m->nr_domains; i++) {
+		if (m->domains[i].live)
+			continue;
+		ret = FLB_CALL(iommu_flb_unpreserve_domain,
+			       iommu_flb_unpreserve_domain(w, &flb_domain_h[i]));
+		if (ret)
+			return ret;
+	}
+	/* The last IOMMU: preserved, never used, unpreserved. */
+	ret = FLB_CALL(iommu_flb_unpreserve_iommu,
+		       iommu_flb_unpreserve_iommu(w, &flb_iommu_h[FLB_IOMMUS - 1]));
+	if (ret)
+		return ret;
+
+	return 0;
+}
+
+/*
+ * The same objects as a version-2 image, in pages of its own, with the
+ * kernel's CRC: kernel 2 validates both. The index is the first image's,
+ * whose writer finished.
+ */
+static int flb_write_image_v2(struct flb_manifest *m, void *index, size_t index_size)
+{
+	struct iommu_flb_page_alloc alloc = {
+		.alloc_page = flb_alloc_page, .page = flb_writer_page,
+		.free_page = flb_free_page, .ctx = &flb_v2_alloc, .page_size = PAGE_SIZE,
+		.crc32 = flb_writer_crc32,
+	};
+	struct iommu_flb_writer_config cfg = {
+		.version = IOMMU_FLB_V2_VERSION, .generation = 0x6b65726e656c2032ULL, /* "kernel 2" */
+	};
+	struct iommu_flb_counts counts;
+	u32 unpreserved = 0;
+	u64 root;
+	int ret;
+
+	flb_v2_alloc.cursor = &flb_cursor;
+	memset(&flb_w_v2, 0, sizeof(flb_w_v2));
+	/* A bad configuration is refused, naming the field, before any page. */
+	cfg.reserved = 1;
+	ret = FLB_CALL(iommu_flb_writer_start_config,
+		       iommu_flb_writer_start_config(&flb_w_v2, &alloc, &cfg, index, index_size,
+						     &root));
+	{
+		struct iommu_flb_error err;
+
+		FLB_CALL(iommu_flb_writer_last_error,
+			 iommu_flb_writer_last_error(&flb_w_v2, &err));
+		flb_check(ret == -EINVAL && err.kind == IOMMU_FLB_ERR_INVALID_ARGUMENT &&
+			  err.field && !strcmp(err.field, "reserved") && !flb_v2_alloc.taken,
+			  "version-2 writer refuses a non-zero reserved: %d, kind %u: %s", ret,
+			  err.kind, err.message);
+	}
+	cfg.reserved = 0;
+	memset(&flb_w_v2, 0, sizeof(flb_w_v2));
+	ret = FLB_CALL(iommu_flb_writer_start_config,
+		       iommu_flb_writer_start_config(&flb_w_v2, &alloc, &cfg, index, index_size,
+						     &root));
+	flb_check(!ret && flb_v2_alloc.crc_calls,
+		  "version-2 writer started, crc32_le as its CRC: %d, %lu calls", ret,
+		  flb_v2_alloc.crc_calls);
+	if (ret)
+		return ret;
+	/* From now on the callback checks it runs inside a call on the writer. */
+	flb_v2_alloc.w = &flb_w_v2;
+	ret = flb_preserve_all(&flb_w_v2, m, false, &unpreserved);
+	if (ret) {
+		flb_writer_error(&flb_w_v2, "writing the version-2 image", ret);
+		FLB_CALL(iommu_flb_writer_abort, iommu_flb_writer_abort(&flb_w_v2));
+		return ret;
+	}
+	ret = FLB_CALL(iommu_flb_writer_counts, iommu_flb_writer_counts(&flb_w_v2, &counts));
+	flb_check(!ret && counts.devices == m->live_devices && counts.domains == m->live_domains &&
+		  counts.live_iommus == m->live_iommus && counts.pages == flb_v2_alloc.taken,
+		  "version-2 writer counts: %llu pages, %llu IOMMUs (%llu live), %llu domains, %llu devices",
+		  counts.pages, counts.iommus, counts.live_iommus, counts.domains, counts.devices);
+	ret = FLB_CALL(iommu_flb_writer_finish, iommu_flb_writer_finish(&flb_w_v2, &m->root_v2));
+	flb_v2_alloc.w = NULL;
+	m->generation_v2 = cfg.generation;
+	m->nr_pages_v2 = flb_v2_alloc.taken;
+	flb_check(!ret && m->root_v2 == root && flb_v2_alloc.crc_calls && !flb_v2_alloc.crc_outside,
+		  "version-2 writer finished: root 0x%llx, %u pages, crc32_le called %lu times, all inside writer calls (%lu outside)",
+		  m->root_v2, m->nr_pages_v2, flb_v2_alloc.crc_calls, flb_v2_alloc.crc_outside);
+	return ret;
+}
+
 int flb_write_image(struct flb_manifest *m)
 {
 	struct iommu_flb_page_alloc alloc = {
@@ -273,11 +437,9 @@ int flb_write_image(struct flb_manifest *m)
 		.free_page = flb_free_page, .ctx = &flb_image_alloc, .page_size = PAGE_SIZE,
 	};
 	struct iommu_flb_counts counts;
-	struct iommu_domain_ser dinit;
-	struct iommu_device_ser init;
 	void *index;
 	size_t index_size;
-	u32 i, k, unpreserved = 0;
+	u32 i, unpreserved = 0;
 	u64 root;
 	int ret;
 
@@ -297,59 +459,7 @@ int flb_write_image(struct flb_manifest *m)
 	if (ret)
 		goto out;
 
-	for (i = 0; i < m->nr_iommus; i++) {
-		ret = FLB_CALL(iommu_flb_preserve_iommu,
-			       iommu_flb_preserve_iommu(&flb_w, m->iommus[i].token, m->iommus[i].type,
-							&m->iommus[i].vendor, &flb_iommu_h[i]));
-		if (ret)
-			goto fail;
-		m->iommus[i].phys = flb_iommu_h[i].phys;
-	}
-	for (i = 0; i < m->nr_domains; i++) {
-		memset(&dinit, 0, sizeof(dinit));
-		dinit.top_table_phys = m->domains[i].top_table_phys;
-		dinit.top_level = m->domains[i].top_level;
-		dinit.vasz = m->domains[i].vasz;
-		dinit.sign_extend = m->domains[i].sign_extend;
-		ret = FLB_CALL(iommu_flb_preserve_domain,
-			       iommu_flb_preserve_domain(&flb_w, &dinit, &flb_domain_h[i]));
-		if (ret)
-			goto fail;
-		m->domains[i].phys = flb_domain_h[i].phys;
-	}
-	/* Devices in a scattered order (1103 is prime to FLB_DEVICES). */
-	for (k = 0; k < m->nr_devices; k++) {
-		struct flb_m_device *v = &m->devices[(k * 1103 + 17) % FLB_DEVICES];
-
-		flb_device_init(v, &init);
-		ret = FLB_CALL(iommu_flb_preserve_device,
-			       iommu_flb_preserve_device(&flb_w, &init, &flb_domain_h[v->domain],
-							 &flb_iommu_h[v->iommu],
-							 &flb_device_h[v - m->devices]));
-		if (ret)
-			goto fail;
-		v->phys = flb_device_h[v - m->devices].phys;
-	}
-	for (i = 0; i < m->nr_devices; i++) {
-		if (m->devices[i].live)
-			continue;
-		ret = FLB_CALL(iommu_flb_unpreserve_device,
-			       iommu_flb_unpreserve_device(&flb_w, &flb_device_h[i]));
-		if (ret)
-			goto fail;
-		unpreserved++;
-	}
-	for (i = 0; i < m->nr_domains; i++) {
-		if (m->domains[i].live)
-			continue;
-		ret = FLB_CALL(iommu_flb_unpreserve_domain,
-			       iommu_flb_unpreserve_domain(&flb_w, &flb_domain_h[i]));
-		if (ret)
-			goto fail;
-	}
-	/* The last IOMMU: preserved, never used, unpreserved. */
-	ret = FLB_CALL(iommu_flb_unpreserve_iommu,
-		       iommu_flb_unpreserve_iommu(&flb_w, &flb_iommu_h[FLB_IOMMUS - 1]));
+	ret = flb_preserve_all(&flb_w, m, true, &unpreserved);
 	if (ret)
 		goto fail;
 
@@ -381,6 +491,8 @@ int flb_write_image(struct flb_manifest *m)
 	ret = FLB_CALL(iommu_flb_writer_finish, iommu_flb_writer_finish(&flb_w, &m->root));
 	flb_check(!ret && m->root == root, "writer finished: root 0x%llx, %u pages", m->root,
 		  m->nr_pages);
+	if (!ret)
+		ret = flb_write_image_v2(m, index, index_size);
 	goto out;
 fail:
 	flb_writer_error(&flb_w, "writing the image", ret);

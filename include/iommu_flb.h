@@ -24,6 +24,7 @@
 /* Userspace: only compiler-provided headers. The typedefs match the uapi
  * <linux/types.h> ones on LP64 (x86-64, arm64), so both may be included. */
 #include <stdint.h>
+typedef unsigned short __le16;
 typedef unsigned int __le32;
 typedef unsigned long long __le64;
 #endif
@@ -55,6 +56,76 @@ typedef unsigned long long __le64;
  * IOMMU_ARRAY_HDR_SIZE - Size of `struct iommu_array_hdr_ser`, the header at the start of every array page.
  */
 #define IOMMU_ARRAY_HDR_SIZE 16
+
+/**
+ * IOMMU_FLB_V2_VERSION - The format version stored in `iommu_flb_v2_ser.version`.
+ */
+#define IOMMU_FLB_V2_VERSION 2
+
+/**
+ * IOMMU_FLB_V2_ROOT_MAGIC - `iommu_flb_v2_ser.magic`: the bytes "IFLR" read as a little-endian u32.
+ */
+#define IOMMU_FLB_V2_ROOT_MAGIC 1380730441
+
+/**
+ * IOMMU_FLB_V2_PAGE_MAGIC - `iommu_array_v2_hdr_ser.magic`: the bytes "IFLP" read as a little-endian u32.
+ */
+#define IOMMU_FLB_V2_PAGE_MAGIC 1347176009
+
+/**
+ * IOMMU_FLB_V2_CHAIN_IOMMU - `iommu_array_v2_hdr_ser.chain` of an IOMMU array page.
+ */
+#define IOMMU_FLB_V2_CHAIN_IOMMU 1
+
+/**
+ * IOMMU_FLB_V2_CHAIN_DOMAIN - `iommu_array_v2_hdr_ser.chain` of a domain array page.
+ */
+#define IOMMU_FLB_V2_CHAIN_DOMAIN 2
+
+/**
+ * IOMMU_FLB_V2_CHAIN_DEVICE - `iommu_array_v2_hdr_ser.chain` of a device array page.
+ */
+#define IOMMU_FLB_V2_CHAIN_DEVICE 3
+
+/**
+ * IOMMU_FLB_V2_FLAG_DELETED - Record flag: the slot was unpreserved. The only flag version 2 defines.
+ */
+#define IOMMU_FLB_V2_FLAG_DELETED (1 << 0)
+
+/**
+ * IOMMU_FLB_V2_FLAGS_KNOWN - Every record flag bit version 2 defines; any other bit is corruption.
+ */
+#define IOMMU_FLB_V2_FLAGS_KNOWN IOMMU_FLB_V2_FLAG_DELETED
+
+/**
+ * IOMMU_FLB_V2_COMPAT_KNOWN - Compatible feature bits version 2.0 defines (none yet).
+ */
+#define IOMMU_FLB_V2_COMPAT_KNOWN 0
+
+/**
+ * IOMMU_FLB_V2_INCOMPAT_KNOWN - Incompatible feature bits version 2.0 defines (none yet).
+ */
+#define IOMMU_FLB_V2_INCOMPAT_KNOWN 0
+
+/**
+ * IOMMU_FLB_V2_ROOT_CRC_OFFSET - Offset of `crc` in the root page; the CRC leaves these 4 bytes out.
+ */
+#define IOMMU_FLB_V2_ROOT_CRC_OFFSET 48
+
+/**
+ * IOMMU_FLB_V2_PAGE_CRC_OFFSET - Offset of `crc` in an array page; the CRC leaves these 4 bytes out.
+ */
+#define IOMMU_FLB_V2_PAGE_CRC_OFFSET 40
+
+/**
+ * IOMMU_FLB_V2_PAGE_HDR_SIZE - Size of `struct iommu_array_v2_hdr_ser`; records start here.
+ */
+#define IOMMU_FLB_V2_PAGE_HDR_SIZE 48
+
+/**
+ * IOMMU_FLB_V2_STRIDE_ALIGN - Every stride is a multiple of this.
+ */
+#define IOMMU_FLB_V2_STRIDE_ALIGN 8
 
 /**
  * enum iommu_type_ser - The kind of IOMMU an `struct iommu_hw_ser` describes.
@@ -358,6 +429,284 @@ struct iommu_hw_ser {
    * @vendor: Vendor state; see `union iommu_hw_vendor_ser`.
    */
   union iommu_hw_vendor_ser vendor;
+} __attribute__((__packed__));
+
+/**
+ * struct iommu_flb_v2_chain_ser - What the root records about one chain.
+ */
+struct iommu_flb_v2_chain_ser {
+  /**
+   * @head_phys: Physical address of the chain's first page; 0 for an empty chain.
+   */
+  __le64 head_phys;
+  /**
+   * @nr_pages: Pages in the chain.
+   */
+  __le64 nr_pages;
+  /**
+   * @nr_records: Records in the chain, deleted ones included (the sum of the pages' counts).
+   */
+  __le64 nr_records;
+} __attribute__((__packed__));
+
+/**
+ * struct iommu_flb_v2_ser - The version-2 root, at the start of its own page.
+ *
+ * The CRC covers the whole root page, bytes past `root_size` included.
+ */
+struct iommu_flb_v2_ser {
+  /**
+   * @version: The writer's format version: 2, or a later one that sets
+   * @last_compatible_version to 2.
+   */
+  __le64 version;
+  /**
+   * @magic: `IOMMU_FLB_V2_ROOT_MAGIC`.
+   */
+  __le32 magic;
+  /**
+   * @root_size: Bytes of this struct the writer filled: at least
+   * sizeof(struct iommu_flb_v2_ser), at most the page size. A 2.x writer
+   * may append fields; a 2.0 reader skips them.
+   */
+  __le32 root_size;
+  /**
+   * @last_compatible_version: The oldest reader version that can read
+   * this image: 2 for every image of this layout.
+   */
+  __le32 last_compatible_version;
+  /**
+   * @page_size: The writer's page size in bytes: 4096, 16384 or 65536.
+   */
+  __le32 page_size;
+  /**
+   * @generation: Chosen by the writer for this handover; every array
+   * page repeats it.
+   */
+  __le64 generation;
+  /**
+   * @compat_features: Feature bits a reader that does not know them may ignore.
+   */
+  __le64 compat_features;
+  /**
+   * @incompat_features: Feature bits a reader must refuse unless it knows them.
+   */
+  __le64 incompat_features;
+  /**
+   * @crc: CRC-32 of the root page without these 4 bytes.
+   */
+  __le32 crc;
+  /**
+   * @reserved: Zero.
+   */
+  __le32 reserved;
+  /**
+   * @iommus: The IOMMU chain (`struct iommu_hw_v2_ser` records).
+   */
+  struct iommu_flb_v2_chain_ser iommus;
+  /**
+   * @domains: The domain chain (`struct iommu_domain_v2_ser` records).
+   */
+  struct iommu_flb_v2_chain_ser domains;
+  /**
+   * @devices: The device chain (`struct iommu_device_v2_ser` records).
+   */
+  struct iommu_flb_v2_chain_ser devices;
+} __attribute__((__packed__));
+
+/**
+ * struct iommu_array_v2_hdr_ser - The header at the start of every
+ * version-2 array page. `blk.nr_objects` records of `stride` bytes follow
+ * it back to back.
+ */
+struct iommu_array_v2_hdr_ser {
+  /**
+   * @blk: Next page and record count, as in version 1 and kho_block;
+   * the count is never 0.
+   */
+  struct iommu_array_hdr_ser blk;
+  /**
+   * @magic: `IOMMU_FLB_V2_PAGE_MAGIC`.
+   */
+  __le32 magic;
+  /**
+   * @chain: `IOMMU_FLB_V2_CHAIN_*`: the chain this page belongs to.
+   */
+  __le16 chain;
+  /**
+   * @stride: Bytes per record: at least the record's size in this
+   * version, a multiple of 8, the same on every page of the chain.
+   */
+  __le16 stride;
+  /**
+   * @index: The page's position in its chain, 0 for the head.
+   */
+  __le64 index;
+  /**
+   * @generation: The root's generation.
+   */
+  __le64 generation;
+  /**
+   * @crc: CRC-32 of the page without these 4 bytes.
+   */
+  __le32 crc;
+  /**
+   * @reserved: Zero.
+   */
+  __le32 reserved;
+} __attribute__((__packed__));
+
+/**
+ * struct iommu_intel_v2_ser - Intel VT-d unit state.
+ */
+struct iommu_intel_v2_ser {
+  /**
+   * @phys_addr: MMIO base of the unit.
+   */
+  __le64 phys_addr;
+  /**
+   * @root_table: Physical address of the root table.
+   */
+  __le64 root_table;
+  /**
+   * @context_tables_bitmap: Which context tables are preserved, one bit per bus.
+   */
+  __le64 context_tables_bitmap[8];
+} __attribute__((__packed__));
+
+/**
+ * union iommu_hw_vendor_v2_ser - The vendor part of a version-2 IOMMU
+ * record, chosen by `type`. Bytes past the member in use are zero.
+ */
+union iommu_hw_vendor_v2_ser {
+  /**
+   * @intel: Meaningful when `type` is `IOMMU_INTEL`.
+   */
+  struct iommu_intel_v2_ser intel;
+  /**
+   * @smmuv3: Meaningful when `type` is `IOMMU_ARM_SMMUV3`.
+   */
+  struct iommu_smmuv3_hw_ser smmuv3;
+} __attribute__((__packed__));
+
+/**
+ * struct iommu_hw_v2_ser - A preserved IOMMU unit.
+ */
+struct iommu_hw_v2_ser {
+  /**
+   * @hdr: Record header; `ref_count` is the number of live devices behind it.
+   */
+  struct iommu_hdr_ser hdr;
+  /**
+   * @token: The IOMMU's MMIO base; with `type`, identifies the IOMMU.
+   */
+  __le64 token;
+  /**
+   * @type: An `enum iommu_type_ser` value.
+   */
+  __le64 type;
+  /**
+   * @vendor: Vendor state; see `union iommu_hw_vendor_v2_ser`.
+   */
+  union iommu_hw_vendor_v2_ser vendor;
+} __attribute__((__packed__));
+
+/**
+ * struct iommu_domain_v2_ser - A preserved IOMMU domain.
+ */
+struct iommu_domain_v2_ser {
+  /**
+   * @hdr: Record header.
+   */
+  struct iommu_hdr_ser hdr;
+  /**
+   * @top_table_phys: Physical address of the top-level page table (4 KiB-aligned, non-zero).
+   */
+  __le64 top_table_phys;
+  /**
+   * @top_level: Level of the top-level table.
+   */
+  __le64 top_level;
+  /**
+   * @vasz: Virtual address size in bits (at most 64).
+   */
+  __le32 vasz;
+  /**
+   * @sign_extend: Whether addresses are sign-extended (0 or 1).
+   */
+  uint8_t sign_extend;
+  /**
+   * @padding: Zero.
+   */
+  uint8_t padding[3];
+} __attribute__((__packed__));
+
+/**
+ * struct iommu_device_intel_v2_ser - Intel VT-d per-device state.
+ */
+struct iommu_device_intel_v2_ser {
+  /**
+   * @pasid_table: Physical address of the PASID table.
+   */
+  __le64 pasid_table;
+  /**
+   * @max_pasid: Number of PASIDs.
+   */
+  __le64 max_pasid;
+} __attribute__((__packed__));
+
+/**
+ * union iommu_device_vendor_v2_ser - The vendor part of a version-2 device
+ * record, chosen by the `type` of its IOMMU. Bytes past the member in use
+ * are zero.
+ */
+union iommu_device_vendor_v2_ser {
+  /**
+   * @intel: Meaningful when the IOMMU is `IOMMU_INTEL`.
+   */
+  struct iommu_device_intel_v2_ser intel;
+  /**
+   * @smmuv3: Meaningful when the IOMMU is `IOMMU_ARM_SMMUV3`.
+   */
+  struct iommu_master_smmuv3_ser smmuv3;
+} __attribute__((__packed__));
+
+/**
+ * struct iommu_device_v2_ser - A preserved device.
+ */
+struct iommu_device_v2_ser {
+  /**
+   * @hdr: Record header.
+   */
+  struct iommu_hdr_ser hdr;
+  /**
+   * @devid: PCI requester ID: bus << 8 | devfn.
+   */
+  __le32 devid;
+  /**
+   * @pci_domain_nr: PCI segment.
+   */
+  __le32 pci_domain_nr;
+  /**
+   * @dma_owner_token: Token of the DMA owner (the preserving file).
+   */
+  __le64 dma_owner_token;
+  /**
+   * @attachment_id: The attachment's hardware ID (VT-d domain ID; SMMUv3 ASID or VMID).
+   */
+  __le64 attachment_id;
+  /**
+   * @domain_index: Index of the device's domain in the domain chain.
+   */
+  __le64 domain_index;
+  /**
+   * @iommu_index: Index of the device's IOMMU in the IOMMU chain.
+   */
+  __le64 iommu_index;
+  /**
+   * @vendor: Vendor state; see `union iommu_device_vendor_v2_ser`.
+   */
+  union iommu_device_vendor_v2_ser vendor;
 } __attribute__((__packed__));
 
 

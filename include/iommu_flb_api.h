@@ -273,6 +273,78 @@ enum iommu_flb_error_kind {
    */
   IOMMU_FLB_ERR_REF_COUNT_NOT_ONE = 24,
   /**
+   * @IOMMU_FLB_ERR_BAD_MAGIC: Version 2: the root's or a page's magic is
+   * wrong. Returned as -EPROTO.
+   */
+  IOMMU_FLB_ERR_BAD_MAGIC = 25,
+  /**
+   * @IOMMU_FLB_ERR_CHECKSUM_MISMATCH: Version 2: a page's crc is not the
+   * CRC-32 of its bytes. Returned as -EBADMSG.
+   */
+  IOMMU_FLB_ERR_CHECKSUM_MISMATCH = 26,
+  /**
+   * @IOMMU_FLB_ERR_WRONG_CHAIN: Version 2: a page names another chain.
+   * Returned as -EBADMSG.
+   */
+  IOMMU_FLB_ERR_WRONG_CHAIN = 27,
+  /**
+   * @IOMMU_FLB_ERR_WRONG_INDEX: Version 2: a page's index is not its
+   * position in the chain. Returned as -EBADMSG.
+   */
+  IOMMU_FLB_ERR_WRONG_INDEX = 28,
+  /**
+   * @IOMMU_FLB_ERR_STALE_GENERATION: Version 2: a page's generation is
+   * not the root's. Returned as -ESTALE.
+   */
+  IOMMU_FLB_ERR_STALE_GENERATION = 29,
+  /**
+   * @IOMMU_FLB_ERR_COUNT_MISMATCH: Version 2: the root's page or record
+   * count of a chain disagrees with the chain. Returned as -EBADMSG.
+   */
+  IOMMU_FLB_ERR_COUNT_MISMATCH = 30,
+  /**
+   * @IOMMU_FLB_ERR_UNKNOWN_FEATURES: Version 2: unknown incompatible
+   * feature bits. Returned as -EOPNOTSUPP.
+   */
+  IOMMU_FLB_ERR_UNKNOWN_FEATURES = 31,
+  /**
+   * @IOMMU_FLB_ERR_INCOMPATIBLE_VERSION: Version 2: the image needs a
+   * newer reader, or its last_compatible_version is invalid. Returned as
+   * -EPROTONOSUPPORT.
+   */
+  IOMMU_FLB_ERR_INCOMPATIBLE_VERSION = 32,
+  /**
+   * @IOMMU_FLB_ERR_BAD_PAGE_SIZE: Version 2: the root's page_size is not
+   * 4096, 16384 or 65536. Returned as -EINVAL.
+   */
+  IOMMU_FLB_ERR_BAD_PAGE_SIZE = 33,
+  /**
+   * @IOMMU_FLB_ERR_BAD_ROOT_SIZE: Version 2: root_size out of range.
+   * Returned as -EINVAL.
+   */
+  IOMMU_FLB_ERR_BAD_ROOT_SIZE = 34,
+  /**
+   * @IOMMU_FLB_ERR_BAD_STRIDE: Version 2: a page's stride is not a
+   * multiple of 8 between the record size and the page's room. Returned
+   * as -EINVAL.
+   */
+  IOMMU_FLB_ERR_BAD_STRIDE = 35,
+  /**
+   * @IOMMU_FLB_ERR_STRIDE_CHANGED: Version 2: a page's stride differs
+   * from its chain's first page. Returned as -EINVAL.
+   */
+  IOMMU_FLB_ERR_STRIDE_CHANGED = 36,
+  /**
+   * @IOMMU_FLB_ERR_EMPTY_PAGE: Version 2: an array page holds no
+   * records. Returned as -EBADMSG.
+   */
+  IOMMU_FLB_ERR_EMPTY_PAGE = 37,
+  /**
+   * @IOMMU_FLB_ERR_BAD_INDEX: Version 2: a device's domain_index or
+   * iommu_index names no live record. Returned as -ENOENT.
+   */
+  IOMMU_FLB_ERR_BAD_INDEX = 38,
+  /**
    * @IOMMU_FLB_ERR_INVALID_ARGUMENT: A pointer argument is NULL or
    * misaligned, or a value argument is out of range; @field names the
    * argument. Returned as -EINVAL.
@@ -547,9 +619,15 @@ struct iommu_flb_cursor {
  */
 struct iommu_flb_iommu_ref {
   /**
-   * @ser: The record, inside an image page (read-only).
+   * @ser: The version-1 record, inside an image page (read-only); NULL
+   * in a version-2 image.
    */
   const struct iommu_hw_ser *ser;
+  /**
+   * @ser_v2: The version-2 record, inside an image page (read-only);
+   * NULL in a version-1 image.
+   */
+  const struct iommu_hw_v2_ser *ser_v2;
   /**
    * @phys: Its physical address (what devices' iommu_phys holds).
    */
@@ -561,9 +639,15 @@ struct iommu_flb_iommu_ref {
  */
 struct iommu_flb_domain_ref {
   /**
-   * @ser: The record, inside an image page (read-only).
+   * @ser: The version-1 record, inside an image page (read-only); NULL
+   * in a version-2 image.
    */
   const struct iommu_domain_ser *ser;
+  /**
+   * @ser_v2: The version-2 record, inside an image page (read-only);
+   * NULL in a version-1 image.
+   */
+  const struct iommu_domain_v2_ser *ser_v2;
   /**
    * @phys: Its physical address (what devices' domain_phys holds).
    */
@@ -575,9 +659,15 @@ struct iommu_flb_domain_ref {
  */
 struct iommu_flb_device_ref {
   /**
-   * @ser: The record, inside an image page (read-only).
+   * @ser: The version-1 record, inside an image page (read-only); NULL
+   * in a version-2 image.
    */
   const struct iommu_device_ser *ser;
+  /**
+   * @ser_v2: The version-2 record, inside an image page (read-only);
+   * NULL in a version-1 image.
+   */
+  const struct iommu_device_v2_ser *ser_v2;
   /**
    * @phys: Its physical address; iommu_flb_device_domain() and
    * iommu_flb_device_iommu() find the device by it.

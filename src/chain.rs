@@ -10,36 +10,32 @@
 //! is reported as [`ErrorKind::Cycle`] naming the first page that repeats,
 //! not as an exceeded limit.
 
+use core::marker::PhantomData;
+
 use zerocopy::FromBytes;
 
 use crate::PhysAddr;
 use crate::abi::PageSize;
-use crate::abi::v1::{
-    IommuArrayHdrSer, IommuDeviceSer, IommuDomainSer, IommuHwSer, objects_per_page,
-};
+use crate::abi::v1::IommuArrayHdrSer;
+use crate::crc::Crc32;
 use crate::error::{Chain, Error, ErrorKind, Limit, Location};
+use crate::format::{Format, Root};
 use crate::mem::read_page;
 
 /// The three array chains, in the order the root lists them and the reader
 /// walks them.
 pub(crate) const ARRAYS: [Chain; 3] = [Chain::Iommu, Chain::Domain, Chain::Device];
 
-/// Size of one record of `chain` (0 for the root).
-pub(crate) const fn record_size(chain: Chain) -> usize {
-    match chain {
-        Chain::Root => 0,
-        Chain::Iommu => size_of::<IommuHwSer>(),
-        Chain::Domain => size_of::<IommuDomainSer>(),
-        Chain::Device => size_of::<IommuDeviceSer>(),
-    }
+/// Records of `stride` bytes per page of size `page` after a header of
+/// `hdr` bytes.
+pub(crate) fn capacity_of(page: PageSize, hdr: u64, stride: u64) -> u64 {
+    page.bytes_u64()
+        .saturating_sub(hdr)
+        .checked_div(stride)
+        .unwrap_or(0)
 }
 
-/// Records per page of `chain` in pages of size `page` (0 for the root).
-pub(crate) const fn capacity(chain: Chain, page: PageSize) -> u64 {
-    objects_per_page(page, record_size(chain))
-}
-
-/// The root field that holds the head of `chain`.
+/// The version-1 root field that holds the head of `chain`.
 pub(crate) const fn head_field(chain: Chain) -> &'static str {
     match chain {
         Chain::Root => "version",
@@ -58,7 +54,7 @@ pub(crate) struct ChainPage {
     pub nr_objects: u64,
 }
 
-/// The array header of a page.
+/// The block header every version's array page starts with.
 fn header(bytes: &[u8]) -> (PhysAddr, u64) {
     match IommuArrayHdrSer::read_from_prefix(bytes) {
         Ok((h, _)) => (PhysAddr::new(h.next_array_phys.get()), h.nr_objects.get()),
@@ -68,9 +64,13 @@ fn header(bytes: &[u8]) -> (PhysAddr, u64) {
 }
 
 /// Walks one chain from its head; see the module documentation.
-pub(crate) struct ChainWalk<'m, M: ?Sized> {
+pub(crate) struct ChainWalk<'m, 'r, M: ?Sized, F> {
     mem: &'m M,
+    root: &'r Root<'m>,
+    crc: Crc32,
     page_size: PageSize,
+    /// The stride of the chain's first page, which every page repeats.
+    stride: u64,
     chain: Chain,
     head: PhysAddr,
     /// The root's page, which no chain may use.
@@ -91,40 +91,55 @@ pub(crate) struct ChainWalk<'m, M: ?Sized> {
     power: u64,
     lam: u64,
     done: bool,
+    format: PhantomData<F>,
 }
 
-impl<'m, M: crate::Memory + ?Sized> ChainWalk<'m, M> {
-    /// A walk of `chain` in pages of `page_size`, whose head `head` is
-    /// stored in the root at `root_phys`. `objects_before` objects of
-    /// `max_objects` are already used by earlier chains.
+impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
+    /// A walk of `chain` of the image whose checked root `root` is at
+    /// `root_phys`. `objects_before` objects of `max_objects` are already
+    /// used by earlier chains.
     #[allow(clippy::too_many_arguments)] // Each is one fact about the walk.
     pub(crate) fn new(
         mem: &'m M,
-        page_size: PageSize,
+        root: &'r Root<'m>,
+        crc: Crc32,
         root_phys: PhysAddr,
         chain: Chain,
-        head: PhysAddr,
         max_pages: u64,
         max_objects: u64,
         objects_before: u64,
     ) -> Self {
+        let head = crate::chain::ARRAYS
+            .iter()
+            .position(|c| *c == chain)
+            .and_then(|i| root.heads.get(i).copied())
+            .unwrap_or(PhysAddr::NULL);
         ChainWalk {
             mem,
-            page_size,
+            root,
+            crc,
+            page_size: root.page_size,
+            stride: 0,
             chain,
             head,
-            root_page: root_phys.page_base(page_size),
+            root_page: root_phys.page_base(root.page_size),
             max_pages,
             max_objects,
             objects: objects_before,
             next: head,
             index: 0,
-            holder: Location::root(root_phys, Some(head_field(chain))),
+            holder: Location::root(root_phys, Some(F::head_field(chain))),
             tortoise: head,
             power: 1,
             lam: 0,
             done: false,
+            format: PhantomData,
         }
+    }
+
+    /// The chain's stride (0 before its first page).
+    pub(crate) fn stride(&self) -> u64 {
+        self.stride
     }
 
     /// Objects seen so far, those of earlier chains included.
@@ -152,7 +167,7 @@ impl<'m, M: crate::Memory + ?Sized> ChainWalk<'m, M> {
     fn step(&mut self) -> Result<Option<ChainPage>, Error> {
         let target = self.next;
         if target.is_null() {
-            if self.index == 0 {
+            if self.index == 0 && !F::EMPTY_CHAINS {
                 return Err(self.err(ErrorKind::NullPointer));
             }
             return Ok(None);
@@ -189,8 +204,20 @@ impl<'m, M: crate::Memory + ?Sized> ChainWalk<'m, M> {
             return Err(self.err(ErrorKind::Unreadable { target }));
         };
         let here = Location::page(self.chain, self.index, target);
-        let (next, nr_objects) = header(bytes);
-        let cap = capacity(self.chain, self.page_size);
+        let hdr = F::page(bytes, self.chain, self.index, self.root, &self.crc, here)?;
+        if self.index == 0 {
+            self.stride = hdr.stride;
+        } else if hdr.stride != self.stride {
+            return Err(Error::new(
+                ErrorKind::StrideChanged {
+                    stride: u16::try_from(hdr.stride).unwrap_or(u16::MAX),
+                    first: u16::try_from(self.stride).unwrap_or(u16::MAX),
+                },
+                here.field("stride"),
+            ));
+        }
+        let (next, nr_objects) = (hdr.next, hdr.nr_objects);
+        let cap = capacity_of(self.page_size, F::PAGE_HDR, self.stride);
         if nr_objects > cap {
             return Err(Error::new(
                 ErrorKind::CountOverCapacity {
@@ -199,6 +226,9 @@ impl<'m, M: crate::Memory + ?Sized> ChainWalk<'m, M> {
                 },
                 here.field("nr_objects"),
             ));
+        }
+        if F::EMPTY_CHAINS && nr_objects == 0 {
+            return Err(Error::new(ErrorKind::EmptyPage, here.field("nr_objects")));
         }
         if !next.is_null() && nr_objects != cap {
             return Err(Error::new(

@@ -217,6 +217,104 @@ pub enum ErrorKind {
         /// Elements supplied.
         got: usize,
     },
+    /// Version 2: the root's or a page's `magic` is wrong (a page reached
+    /// through a bad pointer, or not an image at all).
+    BadMagic {
+        /// The stored value.
+        found: u32,
+    },
+    /// Version 2: the page's stored `crc` is not the CRC-32 of its bytes.
+    ChecksumMismatch {
+        /// The value in the page.
+        stored: u32,
+        /// The CRC of the page as read.
+        computed: u32,
+    },
+    /// Version 2: the page says it belongs to another chain (`chain`).
+    WrongChain {
+        /// The stored `chain` value.
+        found: u16,
+    },
+    /// Version 2: the page's `index` is not its position in the chain.
+    WrongIndex {
+        /// The stored value.
+        found: u64,
+        /// Its position in the walk.
+        expected: u64,
+    },
+    /// Version 2: the page's `generation` is not the root's: a page of an
+    /// earlier handover.
+    StaleGeneration {
+        /// The page's value.
+        found: u64,
+        /// The root's.
+        expected: u64,
+    },
+    /// Version 2: the root's page or record count of a chain disagrees
+    /// with the chain as walked (a chain cut short or lengthened).
+    CountMismatch {
+        /// The root's value.
+        stored: u64,
+        /// What the walk found.
+        counted: u64,
+    },
+    /// Version 2: incompatible feature bits this reader does not know.
+    UnknownFeatures {
+        /// The unknown bits.
+        bits: u64,
+    },
+    /// Version 2: the image's writer needs a newer reader
+    /// (`last_compatible_version` above 2), or `last_compatible_version` is
+    /// not between 2 and `version`.
+    IncompatibleVersion {
+        /// The root's `version`.
+        version: u64,
+        /// The root's `last_compatible_version`.
+        last_compatible: u32,
+    },
+    /// Version 2: the root's `page_size` is not 4096, 16384 or 65536.
+    BadPageSize {
+        /// The stored value.
+        found: u32,
+    },
+    /// Version 2: the root's `root_size` is below the version-2 root or
+    /// above the page.
+    BadRootSize {
+        /// The stored value.
+        found: u32,
+        /// sizeof(struct iommu_flb_v2_ser).
+        min: u32,
+        /// The page size.
+        max: u32,
+    },
+    /// Version 2: a page's `stride` is not a multiple of 8 between the
+    /// record's size and the room in a page.
+    BadStride {
+        /// The stored value.
+        stride: u16,
+        /// The record's size in version 2.
+        min: u16,
+        /// The page size less the page header.
+        max: u32,
+    },
+    /// Version 2: a page's `stride` differs from the chain's first page.
+    StrideChanged {
+        /// The stored value.
+        stride: u16,
+        /// The head page's.
+        first: u16,
+    },
+    /// Version 2: an array page with no records (an empty chain has no
+    /// pages).
+    EmptyPage,
+    /// Version 2: a device's `domain_index` or `iommu_index` names no live
+    /// record of that chain.
+    BadIndex {
+        /// The stored index.
+        index: u64,
+        /// Why: past the chain's records (`BeyondCount`) or deleted.
+        fault: RefFault,
+    },
 }
 
 /// Linux errno values, numbered explicitly (asm-generic/errno-base.h and
@@ -236,6 +334,8 @@ mod errno {
     pub(super) const EOPNOTSUPP: i32 = 95;
     pub(super) const EADDRINUSE: i32 = 98;
     pub(super) const EALREADY: i32 = 114;
+    pub(super) const EPROTO: i32 = 71;
+    pub(super) const ESTALE: i32 = 116;
 }
 
 impl ErrorKind {
@@ -257,6 +357,13 @@ impl ErrorKind {
     /// | `VaszTooLarge`, `SignExtendInvalid` | `-ERANGE` (-34) |
     /// | `AlreadyRestored` | `-EALREADY` (-114) |
     /// | `ScratchTooSmall` | `-ENOSPC` (-28) |
+    /// | `BadMagic` | `-EPROTO` (-71) |
+    /// | `ChecksumMismatch`, `WrongChain`, `WrongIndex`, `CountMismatch`, `EmptyPage` | `-EBADMSG` (-74) |
+    /// | `StaleGeneration` | `-ESTALE` (-116) |
+    /// | `UnknownFeatures` | `-EOPNOTSUPP` (-95) |
+    /// | `IncompatibleVersion` | `-EPROTONOSUPPORT` (-93) |
+    /// | `BadPageSize`, `BadRootSize`, `BadStride`, `StrideChanged` | `-EINVAL` (-22) |
+    /// | `BadIndex` | `-ENOENT` (-2) |
     pub const fn errno(&self) -> i32 {
         use errno::*;
         let e = match self {
@@ -278,6 +385,20 @@ impl ErrorKind {
             ErrorKind::VaszTooLarge { .. } | ErrorKind::SignExtendInvalid { .. } => ERANGE,
             ErrorKind::AlreadyRestored => EALREADY,
             ErrorKind::ScratchTooSmall { .. } => ENOSPC,
+            ErrorKind::BadMagic { .. } => EPROTO,
+            ErrorKind::ChecksumMismatch { .. }
+            | ErrorKind::WrongChain { .. }
+            | ErrorKind::WrongIndex { .. }
+            | ErrorKind::CountMismatch { .. }
+            | ErrorKind::EmptyPage => EBADMSG,
+            ErrorKind::StaleGeneration { .. } => ESTALE,
+            ErrorKind::UnknownFeatures { .. } => EOPNOTSUPP,
+            ErrorKind::IncompatibleVersion { .. } => EPROTONOSUPPORT,
+            ErrorKind::BadPageSize { .. }
+            | ErrorKind::BadRootSize { .. }
+            | ErrorKind::BadStride { .. }
+            | ErrorKind::StrideChanged { .. } => EINVAL,
+            ErrorKind::BadIndex { .. } => ENOENT,
         };
         // The constants are small positive numbers: negation is exact.
         e.wrapping_neg()
@@ -349,6 +470,63 @@ impl fmt::Display for ErrorKind {
             ErrorKind::AlreadyRestored => f.write_str("set before restore (handover mode)"),
             ErrorKind::ScratchTooSmall { needed, got } => {
                 write!(f, "scratch has {got} elements, image needs {needed}")
+            }
+            ErrorKind::BadMagic { found } => write!(f, "bad magic {found:#010x}"),
+            ErrorKind::ChecksumMismatch { stored, computed } => {
+                write!(
+                    f,
+                    "checksum {stored:#010x} stored, {computed:#010x} computed"
+                )
+            }
+            ErrorKind::WrongChain { found } => write!(f, "page of chain {found}, not this one"),
+            ErrorKind::WrongIndex { found, expected } => {
+                write!(
+                    f,
+                    "page says index {found}, is page {expected} of the chain"
+                )
+            }
+            ErrorKind::StaleGeneration { found, expected } => write!(
+                f,
+                "generation {found:#x}, root's is {expected:#x}: a page of an earlier handover"
+            ),
+            ErrorKind::CountMismatch { stored, counted } => {
+                write!(f, "root says {stored}, chain holds {counted}")
+            }
+            ErrorKind::UnknownFeatures { bits } => {
+                write!(f, "unknown incompatible features {bits:#x}")
+            }
+            ErrorKind::IncompatibleVersion {
+                version,
+                last_compatible,
+            } => {
+                if u64::from(last_compatible) <= version && last_compatible > 2 {
+                    write!(
+                        f,
+                        "version {version} needs a reader of version {last_compatible} or later"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "last_compatible_version {last_compatible} not between 2 and version {version}"
+                    )
+                }
+            }
+            ErrorKind::BadPageSize { found } => {
+                write!(f, "page size {found}, not 4096, 16384 or 65536")
+            }
+            ErrorKind::BadRootSize { found, min, max } => {
+                write!(f, "root_size {found} not between {min} and {max}")
+            }
+            ErrorKind::BadStride { stride, min, max } => write!(
+                f,
+                "stride {stride} not a multiple of 8 between {min} and {max}"
+            ),
+            ErrorKind::StrideChanged { stride, first } => {
+                write!(f, "stride {stride}, the chain's first page has {first}")
+            }
+            ErrorKind::EmptyPage => f.write_str("array page with no records"),
+            ErrorKind::BadIndex { index, fault } => {
+                write!(f, "index {index} names no live record: {fault}")
             }
         }
     }

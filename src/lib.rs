@@ -36,6 +36,7 @@ pub mod crc;
 pub mod error;
 #[cfg(feature = "ffi")]
 pub mod ffi;
+mod format;
 pub mod mem;
 pub mod reader;
 pub mod writer;

@@ -438,7 +438,7 @@ fn an_smmuv3_asid_or_vmid_in_attachment_id_is_stored_and_read_back() {
     let owned = reader::validate_alloc(&pages, root, &Options::default()).unwrap();
     let seen = owned.image().find_device(0, 1).unwrap();
     assert_eq!(seen.phys(), dev.phys());
-    assert_eq!(seen.record().domain_iommu_ser.attachment_id.get(), 0x2a);
+    assert_eq!(seen.attachment_id(), 0x2a);
 }
 
 #[test]

@@ -8,19 +8,24 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use iommu_flb_abi::abi::v1::{
-    IOMMU_SER_FLAG_DELETED, IOMMU_SER_FLAG_INCOMING, IommuDeviceSer, IommuDomainSer, IommuHwSer,
-    IommuTypeSer,
-};
+use iommu_flb_abi::abi::v1::{IOMMU_SER_FLAG_DELETED, IOMMU_SER_FLAG_INCOMING, IommuTypeSer};
 use iommu_flb_abi::error::Chain;
-use iommu_flb_abi::reader::{AnyDevice, AnyIommu, DevicePayload, Domain, Image, IommuPayload};
+use iommu_flb_abi::reader::{
+    AnyDevice, AnyIommu, DevicePayload, Domain, Features, Image, IommuPayload,
+};
 use iommu_flb_abi::{Memory, PhysAddr};
 use serde_json::{Map, Value, json};
 
 /// The records of an image, each with its slot number, in chain order.
 pub struct Records<'m> {
     version: u64,
+    /// The format version the image was read as (1 or 2).
+    format: u64,
+    features: Option<Features>,
+    generation: Option<u64>,
     root_phys: PhysAddr,
+    /// Every page: address, chain, index in the chain.
+    page_list: Vec<(PhysAddr, Chain, u64)>,
     /// Pages of the root and of the IOMMU, domain and device chains.
     pages: [usize; 4],
     iommus: Vec<(usize, AnyIommu<'m>)>,
@@ -86,7 +91,15 @@ impl<'m> Records<'m> {
         let devices = keep(image.all_devices(), AnyDevice::is_deleted, kept, lv, dv);
         Records {
             version: image.version(),
+            format: image.format(),
+            features: image.features(),
+            generation: image.generation(),
             root_phys: image.root_phys(),
+            page_list: if kept == Kept::None {
+                Vec::new()
+            } else {
+                image.chain_pages_iter().collect()
+            },
             pages: [Chain::Root, Chain::Iommu, Chain::Domain, Chain::Device]
                 .map(|c| image.chain_pages(c)),
             iommus,
@@ -105,10 +118,29 @@ pub fn summary(r: &Records<'_>) -> String {
     let deleted = r.deleted.iter().fold(0usize, |a, b| a.saturating_add(*b));
     let pages = r.pages.iter().fold(0usize, |a, b| a.saturating_add(*b));
     format!(
-        "valid: version {}, root {}, {iommus} IOMMUs, {domains} domains, {devices} devices \
+        "valid: version {}{}, root {}, {iommus} IOMMUs, {domains} domains, {devices} devices \
          live, {deleted} deleted records, {pages} pages",
-        r.version, r.root_phys
+        r.version,
+        features_text(r),
+        r.root_phys
     )
+}
+
+/// `" (read as 2), features compat 0x0 incompat 0x0"` for a version-2
+/// image; empty for version 1.
+fn features_text(r: &Records<'_>) -> String {
+    let mut t = String::new();
+    if r.format != r.version {
+        let _ = write!(t, " (read as {})", r.format);
+    }
+    if let Some(f) = r.features {
+        let _ = write!(
+            t,
+            ", features compat {:#x} incompat {:#x}",
+            f.compat, f.incompat
+        );
+    }
+    t
 }
 
 fn flags_text(flags: u32) -> String {
@@ -153,9 +185,14 @@ pub fn text(r: &Records<'_>) -> String {
     let [root, pi, pd, pv] = r.pages;
     let _ = writeln!(
         out,
-        "IOMMU FLB handover image, version {}, root {}",
-        r.version, r.root_phys
+        "IOMMU FLB handover image, version {}{}, root {}",
+        r.version,
+        features_text(r),
+        r.root_phys
     );
+    if let Some(g) = r.generation {
+        let _ = writeln!(out, "generation {g:#x}");
+    }
     let _ = writeln!(
         out,
         "pages: root {root}, iommu chain {pi}, domain chain {pd}, device chain {pv}"
@@ -181,7 +218,7 @@ pub fn text(r: &Records<'_>) -> String {
     }
     let _ = writeln!(out, "\nDomains:");
     for (slot, d) in &r.domains {
-        domain_text(&mut out, *slot, d.phys(), d.record());
+        domain_text(&mut out, *slot, d);
     }
     let _ = writeln!(out, "\nDevices:");
     for (slot, d) in &r.devices {
@@ -190,15 +227,22 @@ pub fn text(r: &Records<'_>) -> String {
     out
 }
 
+/// The stored `ref_count` of any IOMMU record.
+fn iommu_ref_count(u: &AnyIommu<'_>) -> u32 {
+    u.v1()
+        .map(|r| r.hdr.ref_count.get())
+        .or_else(|| u.v2().map(|r| r.hdr.ref_count.get()))
+        .unwrap_or(0)
+}
+
 fn iommu_text(out: &mut String, slot: usize, u: &AnyIommu<'_>) {
-    let rec: &IommuHwSer = u.record();
     let _ = writeln!(
         out,
         "  #{slot:<3} {:<6} token {:#x}  ref_count {}  flags {}  phys {}",
-        type_name(rec.r#type.get()),
-        rec.token.get(),
-        rec.hdr.ref_count.get(),
-        flags_text(rec.hdr.flags.get()),
+        type_name(u.raw_type()),
+        u.token(),
+        iommu_ref_count(u),
+        flags_text(u.flags()),
         u.phys()
     );
     if let Some((_, fields)) = iommu_payload(u) {
@@ -206,26 +250,40 @@ fn iommu_text(out: &mut String, slot: usize, u: &AnyIommu<'_>) {
     }
 }
 
-fn domain_text(out: &mut String, slot: usize, phys: PhysAddr, rec: &IommuDomainSer) {
+fn domain_text(out: &mut String, slot: usize, d: &Domain<'_>) {
     let _ = writeln!(
         out,
         "  #{slot:<3} top_table_phys {:#x}  top_level {}  vasz {}  sign_extend {}  \
          ref_count {}  flags {}  phys {}",
-        rec.top_table_phys.get(),
-        rec.top_level.get(),
-        rec.vasz.get(),
-        rec.sign_extend,
-        rec.hdr.ref_count.get(),
-        flags_text(rec.hdr.flags.get()),
-        phys
+        d.top_table_phys().get(),
+        d.top_level(),
+        d.vasz(),
+        d.sign_extend(),
+        d.ref_count(),
+        flags_text(d.flags()),
+        d.phys()
     );
-    if rec.restored_domain.get() != 0 {
-        let _ = writeln!(
-            out,
-            "        restored_domain {:#x}",
-            rec.restored_domain.get()
-        );
+    let restored = d.v1().map_or(0, |r| r.restored_domain.get());
+    if restored != 0 {
+        let _ = writeln!(out, "        restored_domain {restored:#x}");
     }
+}
+
+/// A device's stored references to its domain and IOMMU: the field names
+/// and values of the image's version (`domain_phys`/`iommu_phys` or
+/// `domain_index`/`iommu_index`).
+fn device_refs(d: &AnyDevice<'_>) -> [(&'static str, u64); 2] {
+    if let Some(r) = d.v2() {
+        return [
+            ("domain_index", r.domain_index.get()),
+            ("iommu_index", r.iommu_index.get()),
+        ];
+    }
+    let (dom, hw) = d.v1().map_or((0, 0), |r| {
+        let m = &r.domain_iommu_ser;
+        (m.domain_phys.get(), m.iommu_phys.get())
+    });
+    [("domain_phys", dom), ("iommu_phys", hw)]
 }
 
 fn device_text(
@@ -235,38 +293,37 @@ fn device_text(
     iommu_slot: &HashMap<PhysAddr, usize>,
     domain_slot: &HashMap<PhysAddr, usize>,
 ) {
-    let rec: &IommuDeviceSer = d.record();
-    let map = &rec.domain_iommu_ser;
-    let domain = match domain_slot.get(&PhysAddr::new(map.domain_phys.get())) {
+    let [(_, dom_raw), (_, hw_raw)] = device_refs(d);
+    let domain = match d.domain().and_then(|x| domain_slot.get(&x.phys())) {
         Some(i) => format!("domain #{i}"),
-        None => format!("domain ? ({:#x})", map.domain_phys.get()),
+        None => format!("domain ? ({dom_raw:#x})"),
     };
-    let iommu = match (
-        d.iommu(),
-        iommu_slot.get(&PhysAddr::new(map.iommu_phys.get())),
-    ) {
-        (Some(u), Some(i)) => format!(
+    let iommu = match d
+        .iommu()
+        .and_then(|u| Some((u, iommu_slot.get(&u.phys())?)))
+    {
+        Some((u, i)) => format!(
             "iommu #{i} {} {:#x}",
             type_name(u.iommu_type().wire()),
             u.token()
         ),
-        _ => format!("iommu ? ({:#x})", map.iommu_phys.get()),
+        None => format!("iommu ? ({hw_raw:#x})"),
     };
     let _ = writeln!(
         out,
         "  #{slot:<3} {}  -> {domain} -> {iommu}  ref_count {}  flags {}  phys {}",
-        bdf(rec.pci_domain_nr.get(), rec.devid.get()),
-        rec.hdr.ref_count.get(),
-        flags_text(rec.hdr.flags.get()),
+        bdf(d.segment(), d.devid()),
+        d.ref_count(),
+        flags_text(d.flags()),
         d.phys()
     );
     let _ = writeln!(
         out,
         "        devid {:#x}  pci_domain_nr {}  dma_owner_token {:#x}  attachment_id {}",
-        rec.devid.get(),
-        rec.pci_domain_nr.get(),
-        rec.dma_owner_token.get(),
-        map.attachment_id.get()
+        d.devid(),
+        d.segment(),
+        d.dma_owner_token(),
+        d.attachment_id()
     );
     if let Some((_, fields)) = device_payload(d) {
         payload_text(out, &fields);
@@ -313,6 +370,17 @@ type Payload = (&'static str, Vec<(&'static str, Field)>);
 
 fn iommu_payload(u: &AnyIommu<'_>) -> Option<Payload> {
     Some(match u.iommu()?.payload() {
+        IommuPayload::IntelV2(p) => (
+            "intel",
+            vec![
+                ("phys_addr", Field::Hex(p.phys_addr.get())),
+                ("root_table", Field::Hex(p.root_table.get())),
+                (
+                    "context_tables_bitmap",
+                    Field::HexWords(p.context_tables_bitmap.iter().map(|w| w.get()).collect()),
+                ),
+            ],
+        ),
         IommuPayload::Intel(p) => (
             "intel",
             vec![
@@ -342,6 +410,13 @@ fn iommu_payload(u: &AnyIommu<'_>) -> Option<Payload> {
 
 fn device_payload(d: &AnyDevice<'_>) -> Option<Payload> {
     Some(match d.payload()? {
+        DevicePayload::IntelV2(p) => (
+            "intel",
+            vec![
+                ("pasid_table", Field::Hex(p.pasid_table.get())),
+                ("max_pasid", Field::Dec(p.max_pasid.get())),
+            ],
+        ),
         DevicePayload::Intel(p) => (
             "intel",
             vec![
@@ -393,7 +468,9 @@ fn payload_json(m: &mut Map<String, Value>, payload: Option<Payload>) {
 }
 
 /// The `inspect --json` object, as compact JSON text: `version`,
-/// `root_phys`, `iommus`, `domains`, `devices`; every record with `phys`
+/// `root_phys`, for version 2 `generation` and `features` (`compat`,
+/// `incompat`), `pages` (every page as `phys`, `chain` and `index`, in
+/// restore order), `iommus`, `domains`, `devices`; every record with `phys`
 /// and its fields under the kernel's names, numbers as JSON integers. The
 /// vendor payload is an object under the kernel's union member name
 /// (`intel` or `smmuv3`), absent for a deleted record whose IOMMU type is
@@ -411,17 +488,27 @@ pub fn json(r: &Records<'_>) -> String {
         r.version,
         r.root_phys.get()
     );
+    if let (Some(f), Some(g)) = (r.features, r.generation) {
+        let _ = write!(
+            out,
+            ",\"generation\":{g},\"features\":{}",
+            json!({"compat": f.compat, "incompat": f.incompat})
+        );
+    }
+    json_list(
+        &mut out,
+        "pages",
+        r.page_list.iter().map(|(phys, chain, index)| {
+            json!({"phys": phys.get(), "chain": chain.name(), "index": index})
+        }),
+    );
     json_list(
         &mut out,
         "iommus",
         r.iommus.iter().map(|(_, u)| iommu_json(u)),
     );
     let domains = r.domains.iter();
-    json_list(
-        &mut out,
-        "domains",
-        domains.map(|(_, d)| domain_json(d.phys(), d.record())),
-    );
+    json_list(&mut out, "domains", domains.map(|(_, d)| domain_json(d)));
     json_list(
         &mut out,
         "devices",
@@ -451,45 +538,46 @@ fn object(v: Value) -> Map<String, Value> {
 }
 
 fn iommu_json(u: &AnyIommu<'_>) -> Value {
-    let rec = u.record();
     let mut m = object(json!({
         "phys": u.phys().get(),
-        "ref_count": rec.hdr.ref_count.get(),
-        "flags": rec.hdr.flags.get(),
-        "token": rec.token.get(),
-        "type": rec.r#type.get(),
+        "ref_count": iommu_ref_count(u),
+        "flags": u.flags(),
+        "token": u.token(),
+        "type": u.raw_type(),
     }));
     payload_json(&mut m, iommu_payload(u));
     Value::Object(m)
 }
 
-fn domain_json(phys: PhysAddr, rec: &IommuDomainSer) -> Value {
-    json!({
-        "phys": phys.get(),
-        "ref_count": rec.hdr.ref_count.get(),
-        "flags": rec.hdr.flags.get(),
-        "top_table_phys": rec.top_table_phys.get(),
-        "top_level": rec.top_level.get(),
-        "vasz": rec.vasz.get(),
-        "sign_extend": rec.sign_extend,
-        "restored_domain": rec.restored_domain.get(),
-    })
+fn domain_json(d: &Domain<'_>) -> Value {
+    let mut m = object(json!({
+        "phys": d.phys().get(),
+        "ref_count": d.ref_count(),
+        "flags": d.flags(),
+        "top_table_phys": d.top_table_phys().get(),
+        "top_level": d.top_level(),
+        "vasz": d.vasz(),
+        "sign_extend": d.sign_extend(),
+    }));
+    if let Some(r) = d.v1() {
+        m.insert("restored_domain".into(), json!(r.restored_domain.get()));
+    }
+    Value::Object(m)
 }
 
 fn device_json(d: &AnyDevice<'_>) -> Value {
-    let rec = d.record();
-    let map = &rec.domain_iommu_ser;
     let mut m = object(json!({
         "phys": d.phys().get(),
-        "ref_count": rec.hdr.ref_count.get(),
-        "flags": rec.hdr.flags.get(),
-        "devid": rec.devid.get(),
-        "pci_domain_nr": rec.pci_domain_nr.get(),
-        "dma_owner_token": rec.dma_owner_token.get(),
-        "attachment_id": map.attachment_id.get(),
-        "domain_phys": map.domain_phys.get(),
-        "iommu_phys": map.iommu_phys.get(),
+        "ref_count": d.ref_count(),
+        "flags": d.flags(),
+        "devid": d.devid(),
+        "pci_domain_nr": d.segment(),
+        "dma_owner_token": d.dma_owner_token(),
+        "attachment_id": d.attachment_id(),
     }));
+    for (name, value) in device_refs(d) {
+        m.insert(name.into(), json!(value));
+    }
     payload_json(&mut m, device_payload(d));
     Value::Object(m)
 }

@@ -1115,6 +1115,7 @@ impl Outer {
                 let mut cur = IommuFlbCursor::default();
                 let mut r = IommuFlbDomainRef {
                     ser: ptr::null(),
+                    ser_v2: ptr::null(),
                     phys: 0,
                 };
                 let img: *const IommuFlbImage = copy.as_ptr().cast();
@@ -1279,14 +1280,17 @@ impl Outer {
         let cur = unsafe { &mut (*self.cursors.ptr())[c] };
         let mut hw = IommuFlbIommuRef {
             ser: ptr::null(),
+            ser_v2: ptr::null(),
             phys: 0,
         };
         let mut dom = IommuFlbDomainRef {
             ser: ptr::null(),
+            ser_v2: ptr::null(),
             phys: 0,
         };
         let mut dev = IommuFlbDeviceRef {
             ser: ptr::null(),
+            ser_v2: ptr::null(),
             phys: 0,
         };
         let mut page = 0u64;
@@ -1377,14 +1381,17 @@ impl Outer {
         };
         let mut hw = IommuFlbIommuRef {
             ser: ptr::null(),
+            ser_v2: ptr::null(),
             phys: 0,
         };
         let mut dom = IommuFlbDomainRef {
             ser: ptr::null(),
+            ser_v2: ptr::null(),
             phys: 0,
         };
         let mut dev = IommuFlbDeviceRef {
             ser: ptr::null(),
+            ser_v2: ptr::null(),
             phys: 0,
         };
         let iommu = expect
@@ -1407,6 +1414,7 @@ impl Outer {
                 (2, _, Some((phys, _, _, d, _))) => {
                     let r = IommuFlbDeviceRef {
                         ser: ptr::null(),
+                        ser_v2: ptr::null(),
                         phys,
                     };
                     assert_eq!(iommu_flb_device_domain(img, &r, &mut dom), want_rc);
@@ -1415,6 +1423,7 @@ impl Outer {
                 (3, _, Some((phys, _, _, _, h))) => {
                     let r = IommuFlbDeviceRef {
                         ser: ptr::null(),
+                        ser_v2: ptr::null(),
                         phys,
                     };
                     assert_eq!(iommu_flb_device_iommu(img, &r, &mut hw), want_rc);
@@ -1437,6 +1446,7 @@ impl Outer {
                     if let Some((phys, ..)) = iommu {
                         let r = IommuFlbDeviceRef {
                             ser: ptr::null(),
+                            ser_v2: ptr::null(),
                             phys,
                         };
                         assert_eq!(iommu_flb_device_domain(img, &r, &mut dom), ENOENT);

@@ -130,6 +130,7 @@ pub fn validate_checked<M: Memory + ?Sized>(
         mode,
         limits,
         page_size: PS,
+        ..Options::default()
     };
     let n = match reader::scratch_len(mem, root, &opts) {
         Ok(n) => n,
@@ -280,7 +281,7 @@ pub fn check_accepted<M: Memory + ?Sized>(
     let root_page = mem.page(root, PS).expect("root page readable");
     let (ser, _) = IommuFlbSer::ref_from_prefix(root_page).expect("root fits its page");
     assert!(
-        core::ptr::eq(ser, image.root()),
+        core::ptr::eq(ser, image.root_v1().expect("a version-1 image")),
         "root() is the root's bytes"
     );
     let heads = [
@@ -356,19 +357,19 @@ pub fn check_accepted<M: Memory + ?Sized>(
         records[2]
     );
     for (i, r) in all_iommus.iter().enumerate() {
-        assert!(same_bytes(mem, r.phys(), r.record()));
+        assert!(same_bytes(mem, r.phys(), r.v1().expect("a version-1 image")));
         if i < DEBUG_RECORDS {
             let _ = format!("{r:?}");
         }
     }
     for (i, r) in all_domains.iter().enumerate() {
-        assert!(same_bytes(mem, r.phys(), r.record()));
+        assert!(same_bytes(mem, r.phys(), r.v1().expect("a version-1 image")));
         if i < DEBUG_RECORDS {
             let _ = format!("{r:?}");
         }
     }
     for (i, r) in all_devices.iter().enumerate() {
-        assert!(same_bytes(mem, r.phys(), r.record()));
+        assert!(same_bytes(mem, r.phys(), r.v1().expect("a version-1 image")));
         if i < DEBUG_RECORDS {
             let _ = format!("{r:?}");
         }
@@ -452,7 +453,7 @@ fn check_iommus<M: Memory + ?Sized>(
         if i < DEBUG_RECORDS {
             let _ = format!("{m:?}");
         }
-        let rec = m.record();
+        let rec = m.v1().expect("a version-1 image");
         check_header(m.ref_count(), m.flags(), handover);
         assert!(!m.is_deleted());
         assert_eq!(m.token(), rec.token.get());
@@ -477,7 +478,7 @@ fn check_iommus<M: Memory + ?Sized>(
     // other type of each live token).
     for r in all {
         for ty in [IommuTypeSer::IommuIntel, IommuTypeSer::IommuArmSmmuv3] {
-            let token = r.record().token.get();
+            let token = r.v1().expect("a version-1 image").token.get();
             if !keys.contains(&(token, ty)) {
                 assert!(image.find_iommu(token, ty).is_none());
             }
@@ -494,7 +495,7 @@ fn check_domains<M: Memory + ?Sized>(
     let live: Vec<_> = image.domains().collect();
     let phys = live_is_all_but_deleted!(live, all, "domains()");
     for d in &live {
-        let rec = d.record();
+        let rec = d.v1().expect("a version-1 image");
         check_header(rec.hdr.ref_count.get(), rec.hdr.flags.get(), handover);
         assert_eq!(rec.hdr.ref_count.get(), 1, "a live domain's ref_count");
         let top = d.top_table_phys();
@@ -525,7 +526,7 @@ fn check_devices<M: Memory + ?Sized>(
     // its pointers name a record of the right kind (an IOMMU of a known
     // type), and then to that record.
     for d in all {
-        let map = &d.record().domain_iommu_ser;
+        let map = &d.v1().expect("a version-1 image").domain_iommu_ser;
         let (dom, hw) = (
             PhysAddr::new(map.domain_phys.get()),
             PhysAddr::new(map.iommu_phys.get()),
@@ -554,7 +555,7 @@ fn check_devices<M: Memory + ?Sized>(
         if i < DEBUG_RECORDS {
             let _ = format!("{d:?}");
         }
-        let rec = d.record();
+        let rec = d.v1().expect("a version-1 image");
         check_header(rec.hdr.ref_count.get(), rec.hdr.flags.get(), handover);
         assert_eq!(rec.hdr.ref_count.get(), 1, "a live device's ref_count");
         assert!(!d.is_deleted());
@@ -578,6 +579,7 @@ fn check_devices<M: Memory + ?Sized>(
                 assert_eq!(p.padding, [0; 7]);
             }
             DevicePayload::Smmuv3(p) => assert_eq!(p.padding.get(), 0),
+            DevicePayload::IntelV2(_) => panic!("a version-2 payload in a version-1 image"),
         }
         assert!(keys.insert((d.segment(), d.devid())), "unique keys");
         let found = image.find_device(d.segment(), d.devid()).map(|f| f.phys());
@@ -589,7 +591,7 @@ fn check_devices<M: Memory + ?Sized>(
         assert_eq!(u64::from(m.ref_count()), n, "ref_count of {}", m.phys());
     }
     for d in all {
-        let r = d.record();
+        let r = d.v1().expect("a version-1 image");
         let key = (r.pci_domain_nr.get(), r.devid.get());
         if !keys.contains(&key) {
             assert!(image.find_device(key.0, key.1).is_none());

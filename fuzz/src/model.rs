@@ -568,8 +568,8 @@ impl Model {
                 IommuState::Gone => IommuTypeSer::IommuInvalid,
                 _ => ty_of(m),
             };
-            ensure_eq!(r.record().r#type.get(), want_ty.wire(), "IOMMU type");
-            ensure_eq!(r.record().token.get(), m.token, "IOMMU token");
+            ensure_eq!(r.v1().expect("a version-1 image").r#type.get(), want_ty.wire(), "IOMMU type");
+            ensure_eq!(r.v1().expect("a version-1 image").token.get(), m.token, "IOMMU token");
         }
         let live: Vec<_> = self
             .iommus
@@ -629,7 +629,7 @@ impl Model {
         ensure_eq!(image.domains().count(), live.len(), "live domains");
         for (r, d) in image.domains().zip(live) {
             ensure_eq!(r.phys(), d.h.phys(), "live domain order");
-            let rec = r.record();
+            let rec = r.v1().expect("a version-1 image");
             ensure_eq!(r.top_table_phys(), d.init.top_table_phys, "top_table_phys");
             ensure_eq!(rec.top_level.get(), d.init.top_level, "top_level");
             ensure_eq!(rec.vasz.get(), d.init.vasz, "vasz");
@@ -652,7 +652,7 @@ impl Model {
             ensure_eq!(r.phys(), v.h.phys(), "live device order");
             ensure_eq!(r.segment(), v.init.pci_domain_nr, "segment");
             ensure_eq!(r.devid(), v.init.devid, "devid");
-            let rec = r.record();
+            let rec = r.v1().expect("a version-1 image");
             ensure_eq!(rec.dma_owner_token.get(), v.init.dma_owner_token, "owner");
             let map = &rec.domain_iommu_ser;
             ensure_eq!(map.attachment_id.get(), v.init.attachment_id, "attachment");

@@ -86,10 +86,10 @@ pub type Le16 = zerocopy::little_endian::U16;
 pub const IOMMU_FLB_V2_VERSION: u64 = 2;
 
 /// IOMMU_FLB_V2_ROOT_MAGIC - `iommu_flb_v2_ser.magic`: the bytes "IFLR" read as a little-endian u32.
-pub const IOMMU_FLB_V2_ROOT_MAGIC: u32 = u32::from_le_bytes(*b"IFLR");
+pub const IOMMU_FLB_V2_ROOT_MAGIC: u32 = 0x524c_4649;
 
 /// IOMMU_FLB_V2_PAGE_MAGIC - `iommu_array_v2_hdr_ser.magic`: the bytes "IFLP" read as a little-endian u32.
-pub const IOMMU_FLB_V2_PAGE_MAGIC: u32 = u32::from_le_bytes(*b"IFLP");
+pub const IOMMU_FLB_V2_PAGE_MAGIC: u32 = 0x504c_4649;
 
 /// IOMMU_FLB_V2_CHAIN_IOMMU - `iommu_array_v2_hdr_ser.chain` of an IOMMU array page.
 pub const IOMMU_FLB_V2_CHAIN_IOMMU: u16 = 1;
@@ -351,6 +351,8 @@ mod pinned {
         domain_index @ 32, iommu_index @ 40, vendor @ 48,
     });
 
+    const_assert_eq!(IOMMU_FLB_V2_ROOT_MAGIC, u32::from_le_bytes(*b"IFLR"));
+    const_assert_eq!(IOMMU_FLB_V2_PAGE_MAGIC, u32::from_le_bytes(*b"IFLP"));
     const_assert_eq!(offset_of!(IommuFlbV2Ser, crc), IOMMU_FLB_V2_ROOT_CRC_OFFSET);
     const_assert_eq!(
         offset_of!(IommuArrayV2HdrSer, crc),

@@ -166,6 +166,50 @@ pub enum IommuFlbErrorKind {
     /// @IOMMU_FLB_ERR_REF_COUNT_NOT_ONE: A live domain or device has a
     /// ref_count other than 0 or 1. Returned as -EBADMSG.
     IommuFlbErrRefCountNotOne = 24,
+    /// @IOMMU_FLB_ERR_BAD_MAGIC: Version 2: the root's or a page's magic is
+    /// wrong. Returned as -EPROTO.
+    IommuFlbErrBadMagic = 25,
+    /// @IOMMU_FLB_ERR_CHECKSUM_MISMATCH: Version 2: a page's crc is not the
+    /// CRC-32 of its bytes. Returned as -EBADMSG.
+    IommuFlbErrChecksumMismatch = 26,
+    /// @IOMMU_FLB_ERR_WRONG_CHAIN: Version 2: a page names another chain.
+    /// Returned as -EBADMSG.
+    IommuFlbErrWrongChain = 27,
+    /// @IOMMU_FLB_ERR_WRONG_INDEX: Version 2: a page's index is not its
+    /// position in the chain. Returned as -EBADMSG.
+    IommuFlbErrWrongIndex = 28,
+    /// @IOMMU_FLB_ERR_STALE_GENERATION: Version 2: a page's generation is
+    /// not the root's. Returned as -ESTALE.
+    IommuFlbErrStaleGeneration = 29,
+    /// @IOMMU_FLB_ERR_COUNT_MISMATCH: Version 2: the root's page or record
+    /// count of a chain disagrees with the chain. Returned as -EBADMSG.
+    IommuFlbErrCountMismatch = 30,
+    /// @IOMMU_FLB_ERR_UNKNOWN_FEATURES: Version 2: unknown incompatible
+    /// feature bits. Returned as -EOPNOTSUPP.
+    IommuFlbErrUnknownFeatures = 31,
+    /// @IOMMU_FLB_ERR_INCOMPATIBLE_VERSION: Version 2: the image needs a
+    /// newer reader, or its last_compatible_version is invalid. Returned as
+    /// -EPROTONOSUPPORT.
+    IommuFlbErrIncompatibleVersion = 32,
+    /// @IOMMU_FLB_ERR_BAD_PAGE_SIZE: Version 2: the root's page_size is not
+    /// 4096, 16384 or 65536. Returned as -EINVAL.
+    IommuFlbErrBadPageSize = 33,
+    /// @IOMMU_FLB_ERR_BAD_ROOT_SIZE: Version 2: root_size out of range.
+    /// Returned as -EINVAL.
+    IommuFlbErrBadRootSize = 34,
+    /// @IOMMU_FLB_ERR_BAD_STRIDE: Version 2: a page's stride is not a
+    /// multiple of 8 between the record size and the page's room. Returned
+    /// as -EINVAL.
+    IommuFlbErrBadStride = 35,
+    /// @IOMMU_FLB_ERR_STRIDE_CHANGED: Version 2: a page's stride differs
+    /// from its chain's first page. Returned as -EINVAL.
+    IommuFlbErrStrideChanged = 36,
+    /// @IOMMU_FLB_ERR_EMPTY_PAGE: Version 2: an array page holds no
+    /// records. Returned as -EBADMSG.
+    IommuFlbErrEmptyPage = 37,
+    /// @IOMMU_FLB_ERR_BAD_INDEX: Version 2: a device's domain_index or
+    /// iommu_index names no live record. Returned as -ENOENT.
+    IommuFlbErrBadIndex = 38,
     /// @IOMMU_FLB_ERR_INVALID_ARGUMENT: A pointer argument is NULL or
     /// misaligned, or a value argument is out of range; @field names the
     /// argument. Returned as -EINVAL.
@@ -265,6 +309,20 @@ impl IommuFlbErrorKind {
             ErrorKind::NonZeroPadding => K::IommuFlbErrNonZeroPadding,
             ErrorKind::AlreadyRestored => K::IommuFlbErrAlreadyRestored,
             ErrorKind::ScratchTooSmall { .. } => K::IommuFlbErrScratchTooSmall,
+            ErrorKind::BadMagic { .. } => K::IommuFlbErrBadMagic,
+            ErrorKind::ChecksumMismatch { .. } => K::IommuFlbErrChecksumMismatch,
+            ErrorKind::WrongChain { .. } => K::IommuFlbErrWrongChain,
+            ErrorKind::WrongIndex { .. } => K::IommuFlbErrWrongIndex,
+            ErrorKind::StaleGeneration { .. } => K::IommuFlbErrStaleGeneration,
+            ErrorKind::CountMismatch { .. } => K::IommuFlbErrCountMismatch,
+            ErrorKind::UnknownFeatures { .. } => K::IommuFlbErrUnknownFeatures,
+            ErrorKind::IncompatibleVersion { .. } => K::IommuFlbErrIncompatibleVersion,
+            ErrorKind::BadPageSize { .. } => K::IommuFlbErrBadPageSize,
+            ErrorKind::BadRootSize { .. } => K::IommuFlbErrBadRootSize,
+            ErrorKind::BadStride { .. } => K::IommuFlbErrBadStride,
+            ErrorKind::StrideChanged { .. } => K::IommuFlbErrStrideChanged,
+            ErrorKind::EmptyPage => K::IommuFlbErrEmptyPage,
+            ErrorKind::BadIndex { .. } => K::IommuFlbErrBadIndex,
         }
     }
 
@@ -287,6 +345,8 @@ impl IommuFlbErrorKind {
             WriteError::IommuInUse { .. } => K::IommuFlbErrIommuInUse,
             WriteError::RefCountOverflow { .. } => K::IommuFlbErrRefCountOverflow,
             WriteError::IndexFull { .. } => K::IommuFlbErrIndexFull,
+            // The C API starts version-1 writers only, so never reaches it.
+            WriteError::BadConfig { .. } => K::IommuFlbErrInvalidArgument,
         }
     }
 }
@@ -485,6 +545,7 @@ fn write_location(e: &WriteError) -> (Option<ObjectKind>, Option<u64>, Option<&'
             Some("ref_count"),
         ),
         WriteError::IndexFull { .. } => (Some(ObjectKind::Device), None, None),
+        WriteError::BadConfig { field } => (None, None, Some(field)),
     }
 }
 
@@ -569,6 +630,36 @@ const FIELDS: &[&CStr] = &[
     c"strtab_base_cfg",
     c"l1_strtab_lu_state",
     c"l2_strtab_lu_states_phys",
+    c"head_phys",
+    c"nr_pages",
+    c"nr_records",
+    c"magic",
+    c"root_size",
+    c"last_compatible_version",
+    c"page_size",
+    c"generation",
+    c"compat_features",
+    c"incompat_features",
+    c"crc",
+    c"reserved",
+    c"iommus",
+    c"domains",
+    c"devices",
+    c"blk",
+    c"chain",
+    c"stride",
+    c"index",
+    c"domain_index",
+    c"iommu_index",
+    c"iommus.head_phys",
+    c"iommus.nr_pages",
+    c"iommus.nr_records",
+    c"domains.head_phys",
+    c"domains.nr_pages",
+    c"domains.nr_records",
+    c"devices.head_phys",
+    c"devices.nr_pages",
+    c"devices.nr_records",
 ];
 
 /// The static C string for a field name; NULL for a name not in [`FIELDS`]

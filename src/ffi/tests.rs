@@ -323,6 +323,7 @@ fn image_written_and_read_through_the_c_api_holds_what_was_preserved() {
     let mut cur = IommuFlbCursor::default();
     let mut hw = IommuFlbIommuRef {
         ser: ptr::null(),
+        ser_v2: ptr::null(),
         phys: 0,
     };
     let mut got = Vec::new();
@@ -342,6 +343,7 @@ fn image_written_and_read_through_the_c_api_holds_what_was_preserved() {
     let mut cur = IommuFlbCursor::default();
     let mut dom = IommuFlbDomainRef {
         ser: ptr::null(),
+        ser_v2: ptr::null(),
         phys: 0,
     };
     let mut got = Vec::new();
@@ -354,6 +356,7 @@ fn image_written_and_read_through_the_c_api_holds_what_was_preserved() {
     let mut cur = IommuFlbCursor::default();
     let mut dev = IommuFlbDeviceRef {
         ser: ptr::null(),
+        ser_v2: ptr::null(),
         phys: 0,
     };
     let mut got = Vec::new();
@@ -397,6 +400,7 @@ fn image_written_and_read_through_the_c_api_holds_what_was_preserved() {
     assert_eq!(r, -22);
     let gone = IommuFlbDeviceRef {
         ser: ptr::null(),
+        ser_v2: ptr::null(),
         phys: b.dev[3].phys,
     };
     // SAFETY: as above.
@@ -664,6 +668,7 @@ fn null_and_misaligned_pointers_are_einval() {
         let mut cur = IommuFlbCursor::default();
         let mut dev = IommuFlbDeviceRef {
             ser: ptr::null(),
+            ser_v2: ptr::null(),
             phys: 0,
         };
         let mut info = IommuFlbImageInfo::default();
@@ -681,6 +686,7 @@ fn null_and_misaligned_pointers_are_einval() {
                 ptr::null(),
                 &mut IommuFlbIommuRef {
                     ser: ptr::null(),
+                    ser_v2: ptr::null(),
                     phys: 0
                 }
             ),
@@ -902,12 +908,14 @@ fn errno_number(name: &str) -> i32 {
         "-ENOSPC" => -28,
         "-ERANGE" => -34,
         "-ELOOP" => -40,
+        "-EPROTO" => -71,
         "-EBADMSG" => -74,
         "-EOVERFLOW" => -75,
         "-EPROTONOSUPPORT" => -93,
         "-EOPNOTSUPP" => -95,
         "-EADDRINUSE" => -98,
         "-EALREADY" => -114,
+        "-ESTALE" => -116,
         "-EUCLEAN" => -117,
         other => panic!("unknown errno {other}"),
     }
@@ -1008,6 +1016,49 @@ fn header_documents_every_error_kind_with_its_value_and_errno() {
         ErrorKind::SignExtendInvalid { value: 2 },
         ErrorKind::NonZeroPadding,
         ErrorKind::AlreadyRestored,
+        ErrorKind::BadMagic { found: 0 },
+        ErrorKind::ChecksumMismatch {
+            stored: 0,
+            computed: 1,
+        },
+        ErrorKind::WrongChain { found: 0 },
+        ErrorKind::WrongIndex {
+            found: 1,
+            expected: 0,
+        },
+        ErrorKind::StaleGeneration {
+            found: 1,
+            expected: 2,
+        },
+        ErrorKind::CountMismatch {
+            stored: 1,
+            counted: 2,
+        },
+        ErrorKind::UnknownFeatures { bits: 1 },
+        ErrorKind::IncompatibleVersion {
+            version: 3,
+            last_compatible: 3,
+        },
+        ErrorKind::BadPageSize { found: 0 },
+        ErrorKind::BadRootSize {
+            found: 0,
+            min: 128,
+            max: 4096,
+        },
+        ErrorKind::BadStride {
+            stride: 1,
+            min: 32,
+            max: 4048,
+        },
+        ErrorKind::StrideChanged {
+            stride: 40,
+            first: 32,
+        },
+        ErrorKind::EmptyPage,
+        ErrorKind::BadIndex {
+            index: 9,
+            fault: RefFault::BeyondCount,
+        },
     ];
     let k = ObjectKind::Device;
     let write = [
@@ -1147,6 +1198,7 @@ fn validated(pool: &mut PoolRef) -> (Built, Vec<u64>, (*mut u64, usize), *const 
 fn no_device() -> IommuFlbDeviceRef {
     IommuFlbDeviceRef {
         ser: ptr::null(),
+        ser_v2: ptr::null(),
         phys: 0,
     }
 }
@@ -1252,6 +1304,7 @@ fn cursor_of_an_earlier_image_in_the_same_scratch_is_stale() {
         // The device walk's cursor is not an IOMMU walk's.
         let mut hw = IommuFlbIommuRef {
             ser: ptr::null(),
+            ser_v2: ptr::null(),
             phys: 0,
         };
         assert_eq!(iommu_flb_next_iommu(img2, &mut fresh, &mut hw), -22);
@@ -1324,6 +1377,7 @@ fn live(pool: &mut PoolRef, root: u64) -> (Vec<u64>, Vec<u64>) {
     let mut cur = IommuFlbCursor::default();
     let mut d = IommuFlbDomainRef {
         ser: ptr::null(),
+        ser_v2: ptr::null(),
         phys: 0,
     };
     // SAFETY: `img` is in `scratch`, which lives.

@@ -9,6 +9,7 @@ use super::reader::{CMem, IommuFlbImage, View, answer, read_arg};
 use super::usable;
 use crate::PhysAddr;
 use crate::abi::v1::{IommuDeviceSer, IommuDomainSer, IommuHwSer, IommuTypeSer};
+use crate::abi::v2::{IommuDeviceV2Ser, IommuDomainV2Ser, IommuHwV2Ser};
 use crate::error::Chain;
 use crate::reader::{self, Image};
 
@@ -56,8 +57,12 @@ impl Walk {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct IommuFlbIommuRef {
-    /// @ser: The record, inside an image page (read-only).
+    /// @ser: The version-1 record, inside an image page (read-only); NULL
+    /// in a version-2 image.
     pub ser: *const IommuHwSer,
+    /// @ser_v2: The version-2 record, inside an image page (read-only);
+    /// NULL in a version-1 image.
+    pub ser_v2: *const IommuHwV2Ser,
     /// @phys: Its physical address (what devices' iommu_phys holds).
     pub phys: u64,
 }
@@ -66,8 +71,12 @@ pub struct IommuFlbIommuRef {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct IommuFlbDomainRef {
-    /// @ser: The record, inside an image page (read-only).
+    /// @ser: The version-1 record, inside an image page (read-only); NULL
+    /// in a version-2 image.
     pub ser: *const IommuDomainSer,
+    /// @ser_v2: The version-2 record, inside an image page (read-only);
+    /// NULL in a version-1 image.
+    pub ser_v2: *const IommuDomainV2Ser,
     /// @phys: Its physical address (what devices' domain_phys holds).
     pub phys: u64,
 }
@@ -76,8 +85,12 @@ pub struct IommuFlbDomainRef {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct IommuFlbDeviceRef {
-    /// @ser: The record, inside an image page (read-only).
+    /// @ser: The version-1 record, inside an image page (read-only); NULL
+    /// in a version-2 image.
     pub ser: *const IommuDeviceSer,
+    /// @ser_v2: The version-2 record, inside an image page (read-only);
+    /// NULL in a version-1 image.
+    pub ser_v2: *const IommuDeviceV2Ser,
     /// @phys: Its physical address; iommu_flb_device_domain() and
     /// iommu_flb_device_iommu() find the device by it.
     pub phys: u64,
@@ -85,14 +98,17 @@ pub struct IommuFlbDeviceRef {
 
 const NULL_IOMMU: IommuFlbIommuRef = IommuFlbIommuRef {
     ser: ptr::null(),
+    ser_v2: ptr::null(),
     phys: 0,
 };
 const NULL_DOMAIN: IommuFlbDomainRef = IommuFlbDomainRef {
     ser: ptr::null(),
+    ser_v2: ptr::null(),
     phys: 0,
 };
 const NULL_DEVICE: IommuFlbDeviceRef = IommuFlbDeviceRef {
     ser: ptr::null(),
+    ser_v2: ptr::null(),
     phys: 0,
 };
 
@@ -178,14 +194,7 @@ pub unsafe extern "C" fn iommu_flb_next_iommu(
         answer(img, out, |view| {
             step(view, Walk::Iommu, cursor, NULL_IOMMU, |i| {
                 let r = view.image.iommu_by_index(i)?;
-                Some(
-                    r.iommu()
-                        .filter(|_| !r.is_deleted())
-                        .map(|m| IommuFlbIommuRef {
-                            ser: ptr::from_ref(m.record()),
-                            phys: m.phys().get(),
-                        }),
-                )
+                Some(r.iommu().filter(|_| !r.is_deleted()).map(iommu_ref))
             })
         })
     }
@@ -216,23 +225,31 @@ pub unsafe extern "C" fn iommu_flb_next_domain(
     }
 }
 
+/// The record as a C pointer, NULL for `None`.
+fn opt_ptr<T>(r: Option<&T>) -> *const T {
+    r.map_or(ptr::null(), ptr::from_ref)
+}
+
 fn domain_ref(d: reader::Domain<'_>) -> IommuFlbDomainRef {
     IommuFlbDomainRef {
-        ser: ptr::from_ref(d.record()),
+        ser: opt_ptr(d.v1()),
+        ser_v2: opt_ptr(d.v2()),
         phys: d.phys().get(),
     }
 }
 
 fn iommu_ref(m: reader::Iommu<'_>) -> IommuFlbIommuRef {
     IommuFlbIommuRef {
-        ser: ptr::from_ref(m.record()),
+        ser: opt_ptr(m.v1()),
+        ser_v2: opt_ptr(m.v2()),
         phys: m.phys().get(),
     }
 }
 
 fn device_ref(d: reader::Device<'_>) -> IommuFlbDeviceRef {
     IommuFlbDeviceRef {
-        ser: ptr::from_ref(d.record()),
+        ser: opt_ptr(d.v1()),
+        ser_v2: opt_ptr(d.v2()),
         phys: d.phys().get(),
     }
 }

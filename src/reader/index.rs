@@ -16,12 +16,9 @@
 //! counted so far) for a live IOMMU, (0, 0) for a deleted one. Once the
 //! counts are checked, the live IOMMUs' keys are moved to its front.
 
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
-
 use crate::abi::PageSize;
-use crate::abi::v1::{IOMMU_ARRAY_HDR_SIZE, IOMMU_SER_FLAG_DELETED, IommuHdrSer};
-use crate::chain::capacity;
 use crate::error::{Chain, RefFault};
+use crate::format::record_hdr;
 use crate::mem::read_page;
 use crate::{Memory, PhysAddr};
 
@@ -79,57 +76,29 @@ pub(crate) const fn slot_of(chain: Chain) -> usize {
     }
 }
 
-/// The record `slot` of an array page, as its `N` bytes.
-#[inline]
-pub(crate) fn record_bytes<const N: usize>(page: &[u8], slot: u64) -> Option<&[u8; N]> {
-    let off = usize::try_from(slot)
-        .ok()?
-        .checked_mul(N)?
-        .checked_add(usize::try_from(IOMMU_ARRAY_HDR_SIZE).ok()?)?;
-    page.get(off..off.checked_add(N)?)?.try_into().ok()
-}
-
-/// The first `nr` records of an array page, `None` if they do not fit.
-#[inline]
-pub(crate) fn page_records<const N: usize>(page: &[u8], nr: u64) -> Option<&[[u8; N]]> {
-    let start = usize::try_from(IOMMU_ARRAY_HDR_SIZE).ok()?;
-    let nr = usize::try_from(nr).ok()?;
-    <[[u8; N]]>::ref_from_prefix_with_elems(page.get(start..)?, nr)
-        .ok()
-        .map(|(recs, _)| recs)
-}
-
-/// `(ref_count, flags)` of a record's header.
-#[inline]
-pub(crate) fn record_hdr(bytes: &[u8]) -> (u32, u32) {
-    match IommuHdrSer::read_from_prefix(bytes) {
-        Ok((h, _)) => (h.ref_count.get(), h.flags.get()),
-        Err(_) => (0, 0),
-    }
-}
-
-/// Byte offset of `N`-byte record `slot` from the page start, for its phys.
-pub(crate) fn record_offset<const N: usize>(slot: u64) -> Option<u64> {
-    slot.checked_mul(u64::try_from(N).ok()?)?
-        .checked_add(IOMMU_ARRAY_HDR_SIZE)
-}
-
 /// The validated page tables: chain pages in walk order, and every page
-/// (root's included) sorted by address, all of size `page_size`.
+/// (root's included) sorted by address, all of size `page_size`, with the
+/// geometry of each chain: records of `stride[c]` bytes from offset `hdr`,
+/// `cap[c]` per page.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Pages<'s> {
     pub page_size: PageSize,
+    pub hdr: u64,
+    pub stride: [u64; 3],
+    pub cap: [u64; 3],
+    /// The format's `DELETED` flag.
+    pub deleted: u32,
     pub walk: [&'s [ScratchElem]; 3],
     pub sorted: &'s [ScratchElem],
 }
 
-/// A record found by address or index.
+/// A record found by address or index: its first `len` bytes.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Found<'m, const N: usize> {
+pub(crate) struct Found<'m> {
     /// Index of the record in its chain (page index × capacity + slot).
     pub index: u64,
     pub phys: PhysAddr,
-    pub bytes: &'m [u8; N],
+    pub bytes: &'m [u8],
 }
 
 impl<'s> Pages<'s> {
@@ -138,14 +107,63 @@ impl<'s> Pages<'s> {
         self.walk.get(slot_of(chain)).copied().unwrap_or(&[])
     }
 
-    /// The record with index `index` in `chain`.
-    pub fn record_at<'m, M: Memory + ?Sized, const N: usize>(
+    /// Records per page of `chain`.
+    pub fn capacity(&self, chain: Chain) -> u64 {
+        self.cap.get(slot_of(chain)).copied().unwrap_or(0)
+    }
+
+    /// Bytes per record of `chain`.
+    pub fn stride(&self, chain: Chain) -> u64 {
+        self.stride.get(slot_of(chain)).copied().unwrap_or(0)
+    }
+
+    /// Byte offset of record `slot` of `chain` from its page's start.
+    fn offset(&self, chain: Chain, slot: u64) -> Option<u64> {
+        slot.checked_mul(self.stride(chain))?.checked_add(self.hdr)
+    }
+
+    /// The first `len` bytes of record `slot` of a page of `chain`.
+    fn record_bytes<'m>(
+        &self,
+        chain: Chain,
+        page: &'m [u8],
+        slot: u64,
+        len: usize,
+    ) -> Option<&'m [u8]> {
+        let off = usize::try_from(self.offset(chain, slot)?).ok()?;
+        page.get(off..off.checked_add(len)?)
+    }
+
+    /// The first `nr` records of a page of `chain`, each cut to its first
+    /// `len` bytes; `None` if they do not fit.
+    pub fn records<'m>(
+        &self,
+        chain: Chain,
+        page: &'m [u8],
+        nr: u64,
+        len: usize,
+    ) -> Option<impl Iterator<Item = &'m [u8]> + use<'m>> {
+        let start = usize::try_from(self.hdr).ok()?;
+        let stride = usize::try_from(self.stride(chain))
+            .ok()
+            .filter(|s| *s >= len && *s > 0)?;
+        let end = usize::try_from(nr)
+            .ok()?
+            .checked_mul(stride)?
+            .checked_add(start)?;
+        let body = page.get(start..end)?;
+        Some(body.chunks_exact(stride).filter_map(move |r| r.get(..len)))
+    }
+
+    /// The record with index `index` in `chain`, `len` bytes of it.
+    pub fn record_at<'m, M: Memory + ?Sized>(
         &self,
         mem: &'m M,
         chain: Chain,
         index: u64,
-    ) -> Option<Found<'m, N>> {
-        let cap = capacity(chain, self.page_size);
+        len: usize,
+    ) -> Option<Found<'m>> {
+        let cap = self.capacity(chain);
         let page = index.checked_div(cap)?;
         let slot = index.checked_rem(cap)?;
         let e = self.chain(chain).get(usize::try_from(page).ok()?)?;
@@ -153,12 +171,29 @@ impl<'s> Pages<'s> {
             return None;
         }
         let phys = PhysAddr::new(e.hi);
-        let bytes = record_bytes::<N>(read_page(mem, phys, self.page_size)?, slot)?;
+        let bytes = self.record_bytes(chain, read_page(mem, phys, self.page_size)?, slot, len)?;
         Some(Found {
             index,
-            phys: phys.checked_add(record_offset::<N>(slot)?)?,
+            phys: phys.checked_add(self.offset(chain, slot)?)?,
             bytes,
         })
+    }
+
+    /// The live record with index `index` in `chain` (an O(1) lookup).
+    pub fn live_at<'m, M: Memory + ?Sized>(
+        &self,
+        mem: &'m M,
+        chain: Chain,
+        index: u64,
+        len: usize,
+    ) -> Result<Found<'m>, RefFault> {
+        let found = self
+            .record_at(mem, chain, index, len)
+            .ok_or(RefFault::BeyondCount)?;
+        if record_hdr(found.bytes).1 & self.deleted != 0 {
+            return Err(RefFault::Deleted);
+        }
+        Ok(found)
     }
 
     /// The record of `chain` that starts at `phys`, deleted or not; with
@@ -171,14 +206,15 @@ impl<'s> Pages<'s> {
     /// run only when the target page changes. The checks on the record
     /// itself run on every lookup.
     #[inline]
-    pub fn locate<'m, M: Memory + ?Sized, const N: usize>(
+    pub fn locate<'m, M: Memory + ?Sized>(
         &self,
         mem: &'m M,
         chain: Chain,
         phys: PhysAddr,
+        len: usize,
         live: bool,
         cursor: &mut Cursor<'m>,
-    ) -> Result<Found<'m, N>, RefFault> {
+    ) -> Result<Found<'m>, RefFault> {
         let base = phys.page_base(self.page_size).get();
         // Page bases have their low 12 bits clear: the chain's tag fits.
         let key = base | chain_tag(chain);
@@ -198,7 +234,7 @@ impl<'s> Pages<'s> {
                 .map_or(0, |w| w.lo);
             *cursor = Cursor {
                 key,
-                first: page.checked_mul(capacity(chain, self.page_size)),
+                first: page.checked_mul(self.capacity(chain)),
                 nr,
                 bytes: read_page(mem, PhysAddr::new(base), self.page_size),
             };
@@ -206,9 +242,9 @@ impl<'s> Pages<'s> {
         let off = phys.page_offset(self.page_size);
         let rel = u64::try_from(off)
             .ok()
-            .and_then(|o| o.checked_sub(IOMMU_ARRAY_HDR_SIZE))
+            .and_then(|o| o.checked_sub(self.hdr))
             .ok_or(RefFault::NotRecordStart)?;
-        let size = u64::try_from(N).map_err(|_| RefFault::NotRecordStart)?;
+        let size = self.stride(chain);
         if rel.checked_rem(size) != Some(0) {
             return Err(RefFault::NotRecordStart);
         }
@@ -220,12 +256,11 @@ impl<'s> Pages<'s> {
             .first
             .and_then(|i| i.checked_add(slot))
             .ok_or(RefFault::BeyondCount)?;
-        let bytes: &'m [u8; N] = cursor
+        let bytes: &'m [u8] = cursor
             .bytes
-            .and_then(|p| p.get(off..off.checked_add(N)?))
-            .and_then(|b| b.try_into().ok())
+            .and_then(|p| p.get(off..off.checked_add(len)?))
             .ok_or(RefFault::NotInChain)?;
-        if live && record_hdr(bytes).1 & IOMMU_SER_FLAG_DELETED != 0 {
+        if live && record_hdr(bytes).1 & self.deleted != 0 {
             return Err(RefFault::Deleted);
         }
         Ok(Found { index, phys, bytes })
@@ -255,14 +290,4 @@ impl Default for Cursor<'_> {
             bytes: None,
         }
     }
-}
-
-/// A record's bytes split at its vendor union, so the union can be viewed as
-/// the member its type selects without `unsafe` (the wire unions have no
-/// `IntoBytes`).
-#[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
-#[repr(C)]
-pub(crate) struct Split<const H: usize, const T: usize> {
-    pub head: [u8; H],
-    pub tail: [u8; T],
 }

@@ -21,7 +21,8 @@ mod view;
 
 pub use index::ScratchElem;
 pub use view::{
-    AnyDevice, AnyIommu, Device, DevicePayload, Domain, Image, Iommu, IommuPayload, RestoreError,
+    AnyDevice, AnyIommu, Device, DevicePayload, Domain, Features, Image, Iommu, IommuPayload,
+    RestoreError,
 };
 
 #[cfg(feature = "ffi")]
@@ -30,6 +31,7 @@ pub(crate) use view::Frozen;
 pub use view::OwnedImage;
 
 use crate::abi::PageSize;
+use crate::crc::Crc32;
 use crate::error::Error;
 use crate::{Memory, PhysAddr};
 
@@ -73,7 +75,7 @@ impl Default for Limits {
 }
 
 /// How to validate.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
     /// Which state the image must be in.
     pub mode: Mode,
@@ -82,7 +84,11 @@ pub struct Options {
     /// The page size of the kernel that wrote the image (default 4 KiB):
     /// the size of the root's page and of every array page, and so each
     /// page's capacity. Every page is read from the [`Memory`] at this size.
+    /// Version 1 only: a version-2 image states its page size in its root.
     pub page_size: PageSize,
+    /// The CRC-32 function version 2's checksums are computed with
+    /// (`crc32fast` by default; the kernel passes its own).
+    pub crc: Crc32,
 }
 
 /// How many [`ScratchElem`]s [`validate`] needs for the image at `root`:

@@ -1,82 +1,40 @@
 //! Validation: every rule of the format, checked in a fixed order, before
 //! an [`Image`] exists.
 
-use zerocopy::FromBytes;
-
 use super::index::{
-    Cursor, Found, LOW_MASK, MAX_OBJECTS, MAX_PAGES, Pages, ScratchElem, Split, TAG_SHIFT,
-    chain_tag, page_records, record_hdr, tag_chain,
+    Cursor, Found, LOW_MASK, MAX_OBJECTS, MAX_PAGES, Pages, ScratchElem, TAG_SHIFT, chain_tag,
+    tag_chain,
 };
 use super::view::{Image, Shape};
 use super::{Mode, Options};
 use crate::abi::PageSize;
-use crate::abi::v1::{
-    IOMMU_LUO_FLB_VERSION, IOMMU_SER_FLAG_DELETED, IOMMU_SER_FLAG_INCOMING, IOMMU_SER_FLAGS_KNOWN,
-    IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer, IommuFlbSer, IommuHwSer, IommuHwVendorSer,
-    IommuIntelSer, IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer,
-};
-use crate::chain::{ARRAYS, ChainWalk, capacity, head_field};
+use crate::abi::v1::IommuTypeSer;
+use crate::chain::{ARRAYS, ChainWalk, capacity_of};
 use crate::error::{Chain, Error, ErrorKind, Location};
-use crate::mem::read_page;
+use crate::format::v1::V1;
+use crate::format::v2::{V2, chain_fields};
+use crate::format::{Format, Ops, Ref, Root, Version, record_hdr};
 use crate::{Memory, PhysAddr};
-
-/// Record sizes, as const generic arguments.
-pub(crate) const HW: usize = size_of::<IommuHwSer>();
-pub(crate) const DOM: usize = size_of::<IommuDomainSer>();
-pub(crate) const DEV: usize = size_of::<IommuDeviceSer>();
 
 /// What the root and the chain walk found, before any record is read.
 pub(crate) struct Survey<'m> {
-    root: &'m IommuFlbSer,
-    heads: [PhysAddr; 3],
+    root: Root<'m>,
     pages: [u64; 3],
     objects: [u64; 3],
+    strides: [u64; 3],
     max_pages: u64,
     max_objects: u64,
     /// Scratch elements `validate` needs.
     pub needed: usize,
 }
 
-/// Checks the root completely, in order: page-aligned (the kernel
-/// allocates the root as a preserved page of its own, which `restore` hands
-/// back whole), readable, version, then each head non-zero and page-aligned.
-fn check_root<M: Memory + ?Sized>(
-    mem: &M,
-    root: PhysAddr,
-    page_size: PageSize,
-) -> Result<(&IommuFlbSer, [PhysAddr; 3]), Error> {
-    let at = |field| Location::root(root, field);
-    if !root.is_page_aligned(page_size) {
-        return Err(Error::new(ErrorKind::Unaligned { value: root }, at(None)));
-    }
-    let page =
-        read_page(mem, root, page_size).ok_or(Error::new(ErrorKind::RootUnreadable, at(None)))?;
-    // A page is longer than the 32-byte root, so this cannot fail.
-    let (ser, _) = IommuFlbSer::ref_from_prefix(page)
-        .map_err(|_| Error::new(ErrorKind::RootUnreadable, at(None)))?;
-    let found = ser.version.get();
-    if found != IOMMU_LUO_FLB_VERSION {
-        return Err(Error::new(
-            ErrorKind::UnsupportedVersion { found },
-            at(Some("version")),
-        ));
-    }
-    let heads = [
-        ser.iommu_array_phys.get(),
-        ser.iommu_domain_array_phys.get(),
-        ser.device_array_phys.get(),
-    ]
-    .map(PhysAddr::new);
-    for (chain, head) in ARRAYS.into_iter().zip(heads) {
-        let loc = at(Some(head_field(chain)));
-        if head.is_null() {
-            return Err(Error::new(ErrorKind::NullPointer, loc));
-        }
-        if !head.is_page_aligned(page_size) {
-            return Err(Error::new(ErrorKind::Unaligned { value: head }, loc));
-        }
-    }
-    Ok((ser, heads))
+/// The view functions of the format `F`.
+pub(crate) trait HasOps {
+    const OPS: &'static Ops;
+}
+
+impl<F: Format> HasOps for F {
+    const OPS: &'static Ops = &Ops::of::<F>();
 }
 
 pub(crate) fn survey<'m, M: Memory + ?Sized>(
@@ -84,33 +42,89 @@ pub(crate) fn survey<'m, M: Memory + ?Sized>(
     root: PhysAddr,
     opts: &Options,
 ) -> Result<Survey<'m>, Error> {
-    let page_size = opts.page_size;
-    let (ser, heads) = check_root(mem, root, page_size)?;
+    match Version::detect(mem, root, opts) {
+        (Version::V1, first) => survey_as::<M, V1>(mem, root, opts, first),
+        (Version::V2, first) => survey_as::<M, V2>(mem, root, opts, first),
+    }
+}
+
+pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
+    mem: &'m M,
+    root: PhysAddr,
+    opts: &Options,
+    scratch: &'s mut [ScratchElem],
+) -> Result<Image<'m, 's, M>, Error> {
+    match Version::detect(mem, root, opts) {
+        (Version::V1, first) => validate_as::<M, V1>(mem, root, opts, first, scratch),
+        (Version::V2, first) => validate_as::<M, V2>(mem, root, opts, first, scratch),
+    }
+}
+
+/// The root's count of a chain against the walk's, for formats that
+/// record them.
+fn check_counts(
+    root: &Root<'_>,
+    root_phys: PhysAddr,
+    i: usize,
+    chain: Chain,
+    pages: u64,
+    objects: u64,
+) -> Result<(), Error> {
+    let Some(&(stored_pages, stored_records)) = root.counts.as_ref().and_then(|c| c.get(i)) else {
+        return Ok(());
+    };
+    let [_, pages_f, records_f] = chain_fields(chain);
+    let mismatch = |stored, counted, field| {
+        Err(Error::new(
+            ErrorKind::CountMismatch { stored, counted },
+            Location::root(root_phys, Some(field)),
+        ))
+    };
+    if stored_pages != pages {
+        return mismatch(stored_pages, pages, pages_f);
+    }
+    if stored_records != objects {
+        return mismatch(stored_records, objects, records_f);
+    }
+    Ok(())
+}
+
+fn survey_as<'m, M: Memory + ?Sized, F: Format>(
+    mem: &'m M,
+    root_phys: PhysAddr,
+    opts: &Options,
+    first: Option<&'m [u8]>,
+) -> Result<Survey<'m>, Error> {
+    let root = F::root(mem, root_phys, opts, first)?;
     let max_pages = opts.limits.max_pages_per_chain.min(MAX_PAGES);
     let max_objects = opts.limits.max_objects.min(MAX_OBJECTS);
     let mut pages = [0u64; 3];
     let mut objects = [0u64; 3];
+    let mut strides = [0u64; 3];
     let mut total = 0u64;
-    for ((chain, head), (p, o)) in ARRAYS
-        .into_iter()
-        .zip(heads)
-        .zip(pages.iter_mut().zip(objects.iter_mut()))
-    {
-        let mut walk = ChainWalk::new(
+    for (i, chain) in ARRAYS.into_iter().enumerate() {
+        let mut walk = ChainWalk::<M, F>::new(
             mem,
-            page_size,
-            root,
+            &root,
+            opts.crc,
+            root_phys,
             chain,
-            head,
             max_pages,
             max_objects,
             total,
         );
+        let mut n = 0u64;
         while walk.next_page()?.is_some() {
-            *p = p.saturating_add(1);
+            n = n.saturating_add(1);
         }
-        *o = walk.objects().saturating_sub(total);
+        let o = walk.objects().saturating_sub(total);
+        check_counts(&root, root_phys, i, chain, n, o)?;
         total = walk.objects();
+        if let (Some(p), Some(ob), Some(st)) =
+            (pages.get_mut(i), objects.get_mut(i), strides.get_mut(i))
+        {
+            (*p, *ob, *st) = (n, o, walk.stride());
+        }
     }
     // Both sums are bounded by the clamped limits (3 × 2^40, 2^48).
     let all_pages = pages.iter().fold(0u64, |a, &p| a.saturating_add(p));
@@ -120,10 +134,10 @@ pub(crate) fn survey<'m, M: Memory + ?Sized>(
         .saturating_add(objects[0])
         .saturating_add(objects[2]);
     Ok(Survey {
-        root: ser,
-        heads,
+        root,
         pages,
         objects,
+        strides,
         max_pages,
         max_objects,
         needed: usize::try_from(needed).unwrap_or(usize::MAX),
@@ -149,13 +163,14 @@ fn take<'s>(
     Ok(head)
 }
 
-pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
+fn validate_as<'m, 's, M: Memory + ?Sized, F: Format>(
     mem: &'m M,
     root: PhysAddr,
     opts: &Options,
+    first: Option<&'m [u8]>,
     scratch: &'s mut [ScratchElem],
 ) -> Result<Image<'m, 's, M>, Error> {
-    let s = survey(mem, root, opts)?;
+    let s = survey_as::<M, F>(mem, root, opts, first)?;
     let got = scratch.len();
     let small = too_small(root, s.needed, got);
     let mut rest: &'s mut [ScratchElem] = scratch;
@@ -171,13 +186,13 @@ pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
     // so a `Memory` that changed its answers is still caught.
     let mut total = 0u64;
     let mut walks = [walk_iommu, walk_domain, walk_device];
-    for ((chain, head), region) in ARRAYS.into_iter().zip(s.heads).zip(walks.iter_mut()) {
-        let mut walk = ChainWalk::new(
+    for (chain, region) in ARRAYS.into_iter().zip(walks.iter_mut()) {
+        let mut walk = ChainWalk::<M, F>::new(
             mem,
-            opts.page_size,
+            &s.root,
+            opts.crc,
             root,
             chain,
-            head,
             s.max_pages,
             s.max_objects,
             total,
@@ -193,22 +208,28 @@ pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
     }
     let [walk_iommu, walk_domain, walk_device] = walks;
 
-    find_reused_pages(
+    let page_size = s.root.page_size;
+    find_reused_pages::<F>(
         root,
-        opts.page_size,
+        page_size,
         [&*walk_iommu, &*walk_domain, &*walk_device],
         sorted,
     )?;
     let pages = Pages {
-        page_size: opts.page_size,
+        page_size,
+        hdr: F::PAGE_HDR,
+        stride: s.strides,
+        cap: s.strides.map(|st| capacity_of(page_size, F::PAGE_HDR, st)),
+        deleted: F::DELETED,
         walk: [&*walk_iommu, &*walk_domain, &*walk_device],
         sorted: &*sorted,
     };
     let handover = opts.mode == Mode::Handover;
-    check_iommus(mem, &pages, handover, iommu_keys)?;
-    check_domains(mem, &pages, handover)?;
-    let (live_devices, ascending) = check_devices(mem, &pages, handover, iommu_keys, device_keys)?;
-    let live_iommus = check_ref_counts(mem, &pages, iommu_keys)?;
+    check_iommus::<M, F>(mem, &pages, handover, iommu_keys)?;
+    check_domains::<M, F>(mem, &pages, handover)?;
+    let (live_devices, ascending) =
+        check_devices::<M, F>(mem, &pages, handover, iommu_keys, device_keys)?;
+    let live_iommus = check_ref_counts::<M, F>(mem, &pages, iommu_keys)?;
     let iommu_keys = iommu_keys.get_mut(..live_iommus).unwrap_or(&mut []);
     iommu_keys.sort_unstable();
     find_duplicates(iommu_keys, Chain::Iommu, &pages)?;
@@ -222,10 +243,11 @@ pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
     }
 
     let shape = Shape {
-        page_size: opts.page_size,
+        ops: <F as HasOps>::OPS,
         root_phys: root,
         root: s.root,
         pages: s.pages,
+        strides: s.strides,
         iommu_slots: s.objects[0],
         live_iommus,
         live_devices,
@@ -242,7 +264,7 @@ pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
 
 /// Sorts every page by address (the root's page too) and refuses a page
 /// used twice, reported at the later use in walk order.
-fn find_reused_pages(
+fn find_reused_pages<F: Format>(
     root: PhysAddr,
     page_size: PageSize,
     walks: [&[ScratchElem]; 3],
@@ -275,7 +297,7 @@ fn find_reused_pages(
     // The pointer to the reused page: the previous page's next_array_phys,
     // or the root's head field.
     let holder = match index.checked_sub(1) {
-        None => Location::root(root, Some(head_field(chain))),
+        None => Location::root(root, Some(F::head_field(chain))),
         Some(prev) => {
             let walk = walks
                 .get(super::index::slot_of(chain))
@@ -298,25 +320,27 @@ fn find_reused_pages(
     ))
 }
 
-/// Calls `f` on every record of `chain` with its location and index.
-fn for_each_record<'m, M: Memory + ?Sized, const N: usize>(
+/// Calls `f` on every record of `chain` (its first `len` bytes) with its
+/// location and index.
+fn for_each_record<'m, M: Memory + ?Sized>(
     mem: &'m M,
     pages: &Pages<'_>,
     chain: Chain,
-    mut f: impl FnMut(Location, u64, &'m [u8; N]) -> Result<(), Error>,
+    len: usize,
+    mut f: impl FnMut(Location, u64, &'m [u8]) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let mut index = 0u64;
     for (p, e) in (0u64..).zip(pages.chain(chain)) {
         let phys = PhysAddr::new(e.hi);
         let loc = Location::page(chain, p, phys);
-        let bytes = read_page(mem, phys, pages.page_size)
+        let bytes = crate::mem::read_page(mem, phys, pages.page_size)
             .ok_or_else(|| Error::new(ErrorKind::Unreadable { target: phys }, loc))?;
         // The walk refused a count over the capacity, so the records fit.
-        let recs = page_records::<N>(bytes, e.lo).ok_or_else(|| {
+        let recs = pages.records(chain, bytes, e.lo, len).ok_or_else(|| {
             Error::new(
                 ErrorKind::CountOverCapacity {
                     nr_objects: e.lo,
-                    capacity: capacity(chain, pages.page_size),
+                    capacity: pages.capacity(chain),
                 },
                 loc.field("nr_objects"),
             )
@@ -334,18 +358,18 @@ fn for_each_record<'m, M: Memory + ?Sized, const N: usize>(
 /// no `INCOMING` at handover, which only the next kernel sets), then for a
 /// live record a non-zero `ref_count`. `Ok(false)` for a deleted one.
 #[inline]
-fn check_header(loc: Location, bytes: &[u8], handover: bool) -> Result<bool, Error> {
+fn check_header<F: Format>(loc: Location, bytes: &[u8], handover: bool) -> Result<bool, Error> {
     let (ref_count, flags) = record_hdr(bytes);
-    if flags & !IOMMU_SER_FLAGS_KNOWN != 0 {
+    if flags & !F::FLAGS_KNOWN != 0 {
         return Err(Error::new(
             ErrorKind::UnknownFlags { flags },
             loc.field("flags"),
         ));
     }
-    if handover && flags & IOMMU_SER_FLAG_INCOMING != 0 {
+    if handover && flags & F::INCOMING != 0 {
         return Err(Error::new(ErrorKind::AlreadyRestored, loc.field("flags")));
     }
-    if flags & IOMMU_SER_FLAG_DELETED != 0 {
+    if flags & F::DELETED != 0 {
         return Ok(false);
     }
     if ref_count == 0 {
@@ -368,127 +392,58 @@ fn check_ref_count_one(loc: Location, bytes: &[u8]) -> Result<(), Error> {
     }
 }
 
-fn non_zero_padding(loc: Location, field: &'static str) -> Error {
-    Error::new(ErrorKind::NonZeroPadding, loc.field(field))
-}
-
-/// The first 8 bytes both Intel payloads (IOMMU and device) start with:
-/// `restored`, which only the next kernel sets, and `padding[7]`.
-fn check_intel_head(
-    loc: Location,
-    restored: u8,
-    padding: [u8; 7],
-    handover: bool,
-) -> Result<(), Error> {
-    if handover && restored != 0 {
-        return Err(Error::new(
-            ErrorKind::AlreadyRestored,
-            loc.field("restored"),
-        ));
-    }
-    if padding != [0; 7] {
-        return Err(non_zero_padding(loc, "padding"));
-    }
-    Ok(())
-}
-
 /// The type of a live IOMMU record, Intel or SMMUv3.
-pub(crate) fn iommu_type(rec: &IommuHwSer) -> Option<IommuTypeSer> {
-    match IommuTypeSer::from_wire(rec.r#type.get()) {
+pub(crate) fn iommu_type(raw: u64) -> Option<IommuTypeSer> {
+    match IommuTypeSer::from_wire(raw) {
         Some(t @ (IommuTypeSer::IommuIntel | IommuTypeSer::IommuArmSmmuv3)) => Some(t),
         _ => None,
     }
 }
 
-/// The vendor union of an IOMMU record, as Intel's member.
-pub(crate) fn hw_intel(bytes: &[u8; HW]) -> &IommuIntelSer {
-    let split: &Split<24, 88> = zerocopy::transmute_ref!(bytes);
-    zerocopy::transmute_ref!(&split.tail)
-}
-
-/// The vendor union of an IOMMU record, as SMMUv3's member and the union
-/// bytes after it (which no member of version 1 uses).
-pub(crate) fn hw_smmuv3(bytes: &[u8; HW]) -> (&IommuSmmuv3HwSer, &[u8; HW_UNION_TAIL]) {
-    let split: &Split<24, 88> = zerocopy::transmute_ref!(bytes);
-    let vendor: &Split<32, HW_UNION_TAIL> = zerocopy::transmute_ref!(&split.tail);
-    (zerocopy::transmute_ref!(&vendor.head), &vendor.tail)
-}
-
-/// Bytes of the IOMMU vendor union past `iommu_smmuv3_hw_ser`.
-const HW_UNION_TAIL: usize = size_of::<IommuHwVendorSer>() - size_of::<IommuSmmuv3HwSer>();
-
-/// The vendor union of a device record, as Intel's member.
-pub(crate) fn dev_intel(bytes: &[u8; DEV]) -> &IommuDeviceIntelSer {
-    let split: &Split<48, 24> = zerocopy::transmute_ref!(bytes);
-    zerocopy::transmute_ref!(&split.tail)
-}
-
-/// The vendor union of a device record, as SMMUv3's member.
-pub(crate) fn dev_smmuv3(bytes: &[u8; DEV]) -> &IommuMasterSmmuv3Ser {
-    let split: &Split<48, 24> = zerocopy::transmute_ref!(bytes);
-    zerocopy::transmute_ref!(&split.tail)
-}
-
 /// Checks the IOMMU records and writes, at the position of each record's
 /// index in `slots`, (token, type << 56) for a live one (the low bits count
 /// its devices in `check_devices`) and (0, 0) for a deleted one.
-fn check_iommus<M: Memory + ?Sized>(
+fn check_iommus<M: Memory + ?Sized, F: Format>(
     mem: &M,
     pages: &Pages<'_>,
     handover: bool,
     slots: &mut [ScratchElem],
 ) -> Result<(), Error> {
     let mut out = slots.iter_mut();
-    for_each_record::<M, HW>(mem, pages, Chain::Iommu, |loc, _, bytes| {
+    for_each_record(mem, pages, Chain::Iommu, F::HW, |loc, _, bytes| {
         let slot = out.next();
-        if !check_header(loc, bytes, handover)? {
+        if !check_header::<F>(loc, bytes, handover)? {
             if let Some(k) = slot {
                 *k = ScratchElem::new(0, 0);
             }
             return Ok(());
         }
-        let rec: &IommuHwSer = zerocopy::transmute_ref!(bytes);
-        let ty = iommu_type(rec).ok_or(Error::new(
-            ErrorKind::UnknownIommuType {
-                raw: rec.r#type.get(),
-            },
+        let (token, raw) = F::hw(bytes);
+        let ty = iommu_type(raw).ok_or(Error::new(
+            ErrorKind::UnknownIommuType { raw },
             loc.field("type"),
         ))?;
-        // Intel's member fills the union; SMMUv3's leaves bytes no version-1
-        // member uses, which the kernel's zeroed slot holds as zeros: they
-        // are padding (a non-zero byte there is corruption, or a longer
-        // SMMUv3 struct under the same version).
-        match ty {
-            IommuTypeSer::IommuIntel => {
-                let intel = hw_intel(bytes);
-                check_intel_head(loc, intel.restored, intel.padding, handover)?;
-            }
-            _ => {
-                if hw_smmuv3(bytes).1.iter().any(|b| *b != 0) {
-                    return Err(non_zero_padding(loc, "vendor"));
-                }
-            }
-        }
+        F::check_hw_vendor(bytes, ty, loc, handover)?;
         if let Some(k) = slot {
-            *k = ScratchElem::new(rec.token.get(), ty.wire() << TAG_SHIFT);
+            *k = ScratchElem::new(token, ty.wire() << TAG_SHIFT);
         }
         Ok(())
     })
 }
 
-fn check_domains<M: Memory + ?Sized>(
+fn check_domains<M: Memory + ?Sized, F: Format>(
     mem: &M,
     pages: &Pages<'_>,
     handover: bool,
 ) -> Result<(), Error> {
-    for_each_record::<M, DOM>(mem, pages, Chain::Domain, |loc, _, bytes| {
-        if !check_header(loc, bytes, handover)? {
+    for_each_record(mem, pages, Chain::Domain, F::DOM, |loc, _, bytes| {
+        if !check_header::<F>(loc, bytes, handover)? {
             return Ok(());
         }
         check_ref_count_one(loc, bytes)?;
-        let d: &IommuDomainSer = zerocopy::transmute_ref!(bytes);
+        let d = F::domain(bytes);
         let err = |kind, field| Err(Error::new(kind, loc.field(field)));
-        let top = PhysAddr::new(d.top_table_phys.get());
+        let top = PhysAddr::new(d.top_table_phys);
         if top.is_null() {
             return err(ErrorKind::NullPointer, "top_table_phys");
         }
@@ -497,9 +452,8 @@ fn check_domains<M: Memory + ?Sized>(
         if !top.is_page_aligned(PageSize::Size4K) {
             return err(ErrorKind::Unaligned { value: top }, "top_table_phys");
         }
-        let vasz = d.vasz.get();
-        if vasz > 64 {
-            return err(ErrorKind::VaszTooLarge { vasz }, "vasz");
+        if d.vasz > 64 {
+            return err(ErrorKind::VaszTooLarge { vasz: d.vasz }, "vasz");
         }
         if d.sign_extend > 1 {
             let value = d.sign_extend;
@@ -508,11 +462,32 @@ fn check_domains<M: Memory + ?Sized>(
         if d.padding != [0; 3] {
             return err(ErrorKind::NonZeroPadding, "padding");
         }
-        if handover && d.restored_domain.get() != 0 {
+        if handover && d.restored != 0 {
             return err(ErrorKind::AlreadyRestored, "restored_domain");
         }
         Ok(())
     })
+}
+
+/// Resolves a device's reference to a live record of `chain`: by address
+/// through `cursor`, or by index in O(1).
+fn resolve<'m, M: Memory + ?Sized>(
+    mem: &'m M,
+    pages: &Pages<'_>,
+    chain: Chain,
+    to: Ref,
+    len: usize,
+    cursor: &mut Cursor<'m>,
+    at: Location,
+) -> Result<Found<'m>, Error> {
+    match to {
+        Ref::Phys(target) => pages
+            .locate(mem, chain, target, len, true, cursor)
+            .map_err(|fault| Error::new(ErrorKind::BadReference { target, fault }, at)),
+        Ref::Index(index) => pages
+            .live_at(mem, chain, index, len)
+            .map_err(|fault| Error::new(ErrorKind::BadIndex { index, fault }, at)),
+    }
 }
 
 /// Checks the live devices' references and handover state; counts each
@@ -520,7 +495,7 @@ fn check_domains<M: Memory + ?Sized>(
 /// and writes its key (segment << 32 | devid, device index) into `keys`.
 /// Returns the number of live devices and whether their keys came in
 /// strictly ascending order.
-fn check_devices<M: Memory + ?Sized>(
+fn check_devices<M: Memory + ?Sized, F: Format>(
     mem: &M,
     pages: &Pages<'_>,
     handover: bool,
@@ -532,33 +507,34 @@ fn check_devices<M: Memory + ?Sized>(
     let mut last: Option<u64> = None;
     let mut ascending = true;
     let (mut dom_cursor, mut hw_cursor) = (Cursor::default(), Cursor::default());
-    for_each_record::<M, DEV>(mem, pages, Chain::Device, |loc, index, bytes| {
-        if !check_header(loc, bytes, handover)? {
+    for_each_record(mem, pages, Chain::Device, F::DEV, |loc, index, bytes| {
+        if !check_header::<F>(loc, bytes, handover)? {
             return Ok(());
         }
         check_ref_count_one(loc, bytes)?;
-        let d: &IommuDeviceSer = zerocopy::transmute_ref!(bytes);
-        let map = &d.domain_iommu_ser;
-        let bad = |target, fault, field| {
-            Error::new(ErrorKind::BadReference { target, fault }, loc.field(field))
-        };
-        let dom = PhysAddr::new(map.domain_phys.get());
-        pages
-            .locate::<M, DOM>(mem, Chain::Domain, dom, true, &mut dom_cursor)
-            .map_err(|f| bad(dom, f, "domain_phys"))?;
-        let hw = PhysAddr::new(map.iommu_phys.get());
-        let iommu: Found<'_, HW> = pages
-            .locate(mem, Chain::Iommu, hw, true, &mut hw_cursor)
-            .map_err(|f| bad(hw, f, "iommu_phys"))?;
-        let rec: &IommuHwSer = zerocopy::transmute_ref!(iommu.bytes);
-        // `locate` found a live IOMMU, whose type `check_iommus` proved.
-        if iommu_type(rec) == Some(IommuTypeSer::IommuIntel) {
-            let intel = dev_intel(bytes);
-            check_intel_head(loc, intel.restored, intel.padding, handover)?;
-        } else if dev_smmuv3(bytes).padding.get() != 0 {
-            return Err(non_zero_padding(loc, "padding"));
-        }
-        // `locate` proved the index is a slot of the IOMMU chain, so the
+        let d = F::device(bytes);
+        resolve(
+            mem,
+            pages,
+            Chain::Domain,
+            d.domain,
+            F::DOM,
+            &mut dom_cursor,
+            loc.field(F::DOMAIN_REF),
+        )?;
+        let iommu = resolve(
+            mem,
+            pages,
+            Chain::Iommu,
+            d.iommu,
+            F::HW,
+            &mut hw_cursor,
+            loc.field(F::IOMMU_REF),
+        )?;
+        // `resolve` found a live IOMMU, whose type `check_iommus` proved.
+        let ty = iommu_type(F::hw(iommu.bytes).1).unwrap_or(IommuTypeSer::IommuInvalid);
+        F::check_dev_vendor(bytes, ty, loc, handover)?;
+        // `resolve` proved the index is a slot of the IOMMU chain, so the
         // element exists; the count cannot reach the tag (2^48 records).
         if let Some(c) = usize::try_from(iommu.index)
             .ok()
@@ -567,7 +543,7 @@ fn check_devices<M: Memory + ?Sized>(
             c.lo = c.lo.saturating_add(1);
         }
         if let Some(k) = out.next() {
-            let key = (u64::from(d.pci_domain_nr.get()) << 32) | u64::from(d.devid.get());
+            let key = (u64::from(d.segment) << 32) | u64::from(d.devid);
             *k = ScratchElem::new(key, index);
             live = live.saturating_add(1);
             ascending &= last.is_none_or(|l| l < key);
@@ -582,15 +558,15 @@ fn check_devices<M: Memory + ?Sized>(
 /// devices, as `check_devices` counted them in `slots`. Then moves the live
 /// IOMMUs' keys to the front of `slots` as (token, type << 56 | IOMMU
 /// index), in chain order, and returns how many there are.
-fn check_ref_counts<M: Memory + ?Sized>(
+fn check_ref_counts<M: Memory + ?Sized, F: Format>(
     mem: &M,
     pages: &Pages<'_>,
     slots: &mut [ScratchElem],
 ) -> Result<usize, Error> {
     let mut live = 0usize;
-    for_each_record::<M, HW>(mem, pages, Chain::Iommu, |loc, index, bytes| {
+    for_each_record(mem, pages, Chain::Iommu, F::HW, |loc, index, bytes| {
         let (stored, flags) = record_hdr(bytes);
-        if flags & IOMMU_SER_FLAG_DELETED != 0 {
+        if flags & F::DELETED != 0 {
             return Ok(());
         }
         let k = usize::try_from(index)
@@ -626,7 +602,7 @@ fn find_duplicates(keys: &[ScratchElem], chain: Chain, pages: &Pages<'_>) -> Res
     }) else {
         return Ok(());
     };
-    let cap = capacity(chain, pages.page_size);
+    let cap = pages.capacity(chain);
     let split = |e: ScratchElem| {
         let i = e.lo & LOW_MASK;
         (

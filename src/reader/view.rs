@@ -1,33 +1,45 @@
 //! The validated view: [`Image`] and the record handles it hands out.
+//!
+//! One view serves every format version: handles read the fields all
+//! versions share through the version's functions ([`Ops`]), and give the
+//! version's own struct through `v1()` / `v2()`.
 
 use core::fmt;
 
+use zerocopy::FromBytes;
+
 use super::index::{Cursor, Found, Pages, ScratchElem, TAG_SHIFT};
-use super::validate::{DEV, DOM, HW, dev_intel, dev_smmuv3, hw_intel, hw_smmuv3, iommu_type};
+use super::validate::iommu_type;
 use crate::abi::PageSize;
 use crate::abi::v1::{
-    IOMMU_ARRAY_HDR_SIZE, IOMMU_SER_FLAG_DELETED, IommuDeviceIntelSer, IommuDeviceSer,
-    IommuDomainSer, IommuFlbSer, IommuHwSer, IommuIntelSer, IommuMasterSmmuv3Ser, IommuSmmuv3HwSer,
-    IommuTypeSer,
+    IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer, IommuFlbSer, IommuHwSer, IommuIntelSer,
+    IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer,
 };
+use crate::abi::v2::{
+    IommuDeviceIntelV2Ser, IommuDeviceV2Ser, IommuDomainV2Ser, IommuFlbV2Ser, IommuHwV2Ser,
+    IommuIntelV2Ser,
+};
+use crate::chain::capacity_of;
 use crate::error::Chain;
+use crate::format::{DeviceFields, DomainFields, Ops, Ref, Root, record_hdr};
 use crate::mem::read_page;
 use crate::{Memory, PhysAddr};
 
 /// What validation proved about the image, besides the scratch contents.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Shape<'m> {
-    pub page_size: PageSize,
+    pub ops: &'static Ops,
     pub root_phys: PhysAddr,
-    pub root: &'m IommuFlbSer,
+    pub root: Root<'m>,
     pub pages: [u64; 3],
+    pub strides: [u64; 3],
     /// Only re-slicing the scratch (`Image::from_scratch`) needs it.
     pub iommu_slots: u64,
     pub live_iommus: usize,
     pub live_devices: usize,
 }
 
-/// A validated handover image.
+/// A validated handover image, of any format version.
 ///
 /// Only [`validate`](super::validate) makes one, so everything it hands out
 /// has been checked: live records only reference live records of the right
@@ -56,12 +68,23 @@ impl<M: ?Sized> Copy for Image<'_, '_, M> {}
 impl<M: ?Sized> fmt::Debug for Image<'_, '_, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Image")
+            .field("version", &self.shape.root.version)
             .field("root_phys", &self.shape.root_phys)
             .field("pages", &self.shape.pages)
             .field("live_iommus", &self.shape.live_iommus)
             .field("live_devices", &self.shape.live_devices)
             .finish_non_exhaustive()
     }
+}
+
+/// Feature bits of a version-2 root.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Features {
+    /// `compat_features`: bits a reader may ignore (unknown ones are).
+    pub compat: u64,
+    /// `incompat_features`: bits a reader must know (unknown ones were
+    /// refused).
+    pub incompat: u64,
 }
 
 impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
@@ -73,11 +96,17 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         iommu_keys: &'s [ScratchElem],
         device_keys: &'s [ScratchElem],
     ) -> Self {
+        let ps = shape.root.page_size;
+        let hdr = shape.ops.page_hdr;
         Image {
             mem,
             shape,
             pages: Pages {
-                page_size: shape.page_size,
+                page_size: ps,
+                hdr,
+                stride: shape.strides,
+                cap: shape.strides.map(|st| capacity_of(ps, hdr, st)),
+                deleted: shape.ops.deleted,
                 walk,
                 sorted,
             },
@@ -113,24 +142,63 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         self.shape
     }
 
-    /// The format version (always 1 for a validated image).
+    /// The root's stored `version`: 1 or 2, or a later version that a
+    /// version-2 reader may read (see [`format`](Self::format)).
     pub fn version(&self) -> u64 {
-        self.shape.root.version.get()
+        self.shape.root.version
     }
 
-    /// The page size the image was validated with.
+    /// The format version whose rules the image was validated by (1 or 2).
+    pub fn format(&self) -> u64 {
+        self.shape.ops.version
+    }
+
+    /// The page size of the image: the one validation was given for version
+    /// 1, the root's for version 2.
     pub fn page_size(&self) -> PageSize {
-        self.shape.page_size
+        self.shape.root.page_size
     }
 
-    /// The physical address of the root `iommu_flb_ser`.
+    /// The physical address of the root.
     pub fn root_phys(&self) -> PhysAddr {
         self.shape.root_phys
     }
 
-    /// The root struct.
-    pub fn root(&self) -> &'m IommuFlbSer {
-        self.shape.root
+    /// The version-1 root struct, for a version-1 image.
+    pub fn root_v1(&self) -> Option<&'m IommuFlbSer> {
+        (self.format() == 1)
+            .then(|| IommuFlbSer::ref_from_prefix(self.shape.root.bytes).ok())
+            .flatten()
+            .map(|(r, _)| r)
+    }
+
+    /// The version-2 root struct, for a version-2 image.
+    pub fn root_v2(&self) -> Option<&'m IommuFlbV2Ser> {
+        (self.format() == 2)
+            .then(|| IommuFlbV2Ser::ref_from_prefix(self.shape.root.bytes).ok())
+            .flatten()
+            .map(|(r, _)| r)
+    }
+
+    /// The root's feature bits (version 2; `None` for version 1, which has
+    /// none).
+    pub fn features(&self) -> Option<Features> {
+        self.root_v2().map(|r| Features {
+            compat: r.compat_features.get(),
+            incompat: r.incompat_features.get(),
+        })
+    }
+
+    /// The root's generation (version 2; `None` for version 1).
+    pub fn generation(&self) -> Option<u64> {
+        self.root_v2().map(|_| self.shape.root.generation)
+    }
+
+    /// Bytes per record of `chain` (the record size in version 1; the
+    /// pages' `stride` in version 2; 0 for an empty version-2 chain or the
+    /// root).
+    pub fn chain_stride(&self, chain: Chain) -> u64 {
+        self.pages.stride(chain)
     }
 
     /// Number of pages: the root's page and every chain page.
@@ -160,21 +228,25 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         self.shape.live_devices
     }
 
-    /// Every record slot of `chain`, deleted ones included.
-    fn records<const N: usize>(&self, chain: Chain) -> Records<'m, 's, M, N> {
+    /// Every record slot of `chain`, `len` bytes of each.
+    fn records(&self, chain: Chain, len: usize) -> Records<'m, 's, M> {
         Records {
             mem: self.mem,
-            page_size: self.shape.page_size,
-            pages: self.pages.chain(chain).iter(),
+            pages: self.pages,
+            chain,
+            len,
+            walk: self.pages.chain(chain).iter(),
             next: None,
-            recs: [].iter(),
+            page: &[],
+            left: 0,
         }
     }
 
     /// Every IOMMU record, deleted ones included, in chain order.
     pub fn all_iommus(&self) -> impl Iterator<Item = AnyIommu<'m>> + use<'m, 's, M> {
-        self.records::<HW>(Chain::Iommu)
-            .map(|(phys, bytes)| AnyIommu { phys, bytes })
+        let ops = self.shape.ops;
+        self.records(Chain::Iommu, ops.hw)
+            .map(move |(phys, bytes)| AnyIommu { phys, bytes, ops })
     }
 
     /// The live IOMMUs, in chain order.
@@ -186,11 +258,9 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
 
     /// Every domain record, deleted ones included, in chain order.
     pub fn all_domains(&self) -> impl Iterator<Item = Domain<'m>> + use<'m, 's, M> {
-        self.records::<DOM>(Chain::Domain)
-            .map(|(phys, bytes)| Domain {
-                phys,
-                record: zerocopy::transmute_ref!(bytes),
-            })
+        let ops = self.shape.ops;
+        self.records(Chain::Domain, ops.dom)
+            .map(move |(phys, bytes)| Domain { phys, bytes, ops })
     }
 
     /// The live domains, in chain order.
@@ -199,11 +269,11 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     }
 
     /// Every device record, deleted ones included, in chain order, with its
-    /// domain and IOMMU resolved where its (possibly stale) pointers name a
-    /// record of the right kind.
+    /// domain and IOMMU resolved where its (possibly stale) references name
+    /// a record of the right kind.
     pub fn all_devices(&self) -> impl Iterator<Item = AnyDevice<'m>> + use<'m, 's, M> {
         let this = *self;
-        self.records::<DEV>(Chain::Device)
+        self.records(Chain::Device, self.shape.ops.dev)
             .scan(Default::default(), move |cursors, (phys, bytes)| {
                 Some(this.any_device(phys, bytes, cursors))
             })
@@ -213,14 +283,31 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     pub fn devices(&self) -> impl Iterator<Item = Device<'m>> + use<'m, 's, M> {
         let this = *self;
         let mut cursors = Default::default();
-        self.records::<DEV>(Chain::Device)
+        let deleted = self.shape.ops.deleted;
+        self.records(Chain::Device, self.shape.ops.dev)
             .filter_map(move |(phys, bytes)| {
-                let rec: &IommuDeviceSer = zerocopy::transmute_ref!(bytes);
-                if rec.hdr.flags.get() & IOMMU_SER_FLAG_DELETED != 0 {
+                if record_hdr(bytes).1 & deleted != 0 {
                     return None;
                 }
                 this.any_device(phys, bytes, &mut cursors).device()
             })
+    }
+
+    /// The record a device's reference names in `chain`, deleted or not.
+    fn resolve(
+        &self,
+        chain: Chain,
+        to: Ref,
+        len: usize,
+        cursor: &mut Cursor<'m>,
+    ) -> Option<Found<'m>> {
+        match to {
+            Ref::Phys(phys) => self
+                .pages
+                .locate(self.mem, chain, phys, len, false, cursor)
+                .ok(),
+            Ref::Index(index) => self.pages.record_at(self.mem, chain, index, len),
+        }
     }
 
     /// A device record with its references resolved; `cursors` are the
@@ -229,46 +316,33 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     fn any_device(
         &self,
         phys: PhysAddr,
-        bytes: &'m [u8; DEV],
+        bytes: &'m [u8],
         cursors: &mut [Cursor<'m>; 2],
     ) -> AnyDevice<'m> {
         let [dom_cursor, hw_cursor] = cursors;
-        let rec: &IommuDeviceSer = zerocopy::transmute_ref!(bytes);
-        let map = &rec.domain_iommu_ser;
+        let ops = self.shape.ops;
+        let d = (ops.device)(bytes);
         let domain = self
-            .pages
-            .locate::<M, DOM>(
-                self.mem,
-                Chain::Domain,
-                PhysAddr::new(map.domain_phys.get()),
-                false,
-                dom_cursor,
-            )
-            .ok()
+            .resolve(Chain::Domain, d.domain, ops.dom, dom_cursor)
             .map(|f| Domain {
                 phys: f.phys,
-                record: zerocopy::transmute_ref!(f.bytes),
+                bytes: f.bytes,
+                ops,
             });
         let iommu = self
-            .pages
-            .locate::<M, HW>(
-                self.mem,
-                Chain::Iommu,
-                PhysAddr::new(map.iommu_phys.get()),
-                false,
-                hw_cursor,
-            )
-            .ok()
+            .resolve(Chain::Iommu, d.iommu, ops.hw, hw_cursor)
             .and_then(|f| {
                 AnyIommu {
                     phys: f.phys,
                     bytes: f.bytes,
+                    ops,
                 }
                 .iommu()
             });
         AnyDevice {
             phys,
             bytes,
+            ops,
             domain,
             iommu,
         }
@@ -282,12 +356,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
             .binary_search_by(|e| (e.hi, e.lo >> TAG_SHIFT).cmp(&key))
             .ok()?;
         let index = self.iommu_keys.get(i)?.lo & super::index::LOW_MASK;
-        let f: Found<'m, HW> = self.pages.record_at(self.mem, Chain::Iommu, index)?;
-        AnyIommu {
-            phys: f.phys,
-            bytes: f.bytes,
-        }
-        .iommu()
+        self.iommu_by_index(index)?.iommu()
     }
 
     /// The live device with this PCI segment and devid (bus << 8 | devfn),
@@ -296,17 +365,68 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         let key = (u64::from(segment) << 32) | u64::from(devid);
         let i = self.device_keys.binary_search_by(|e| e.hi.cmp(&key)).ok()?;
         let index = self.device_keys.get(i)?.lo;
-        let f: Found<'m, DEV> = self.pages.record_at(self.mem, Chain::Device, index)?;
-        self.any_device(f.phys, f.bytes, &mut Default::default())
-            .device()
+        self.device_by_index(index)?.device()
+    }
+
+    /// IOMMU record `index` of the chain (page × capacity + slot), deleted
+    /// or not; `None` past the last.
+    pub fn iommu_by_index(&self, index: u64) -> Option<AnyIommu<'m>> {
+        let ops = self.shape.ops;
+        let f = self
+            .pages
+            .record_at(self.mem, Chain::Iommu, index, ops.hw)?;
+        Some(AnyIommu {
+            phys: f.phys,
+            bytes: f.bytes,
+            ops,
+        })
+    }
+
+    /// Domain record `index` of the chain, deleted or not.
+    pub fn domain_by_index(&self, index: u64) -> Option<Domain<'m>> {
+        let ops = self.shape.ops;
+        let f = self
+            .pages
+            .record_at(self.mem, Chain::Domain, index, ops.dom)?;
+        Some(Domain {
+            phys: f.phys,
+            bytes: f.bytes,
+            ops,
+        })
+    }
+
+    /// Device record `index` of the chain, deleted or not.
+    pub fn device_by_index(&self, index: u64) -> Option<AnyDevice<'m>> {
+        let f = self
+            .pages
+            .record_at(self.mem, Chain::Device, index, self.shape.ops.dev)?;
+        Some(self.any_device(f.phys, f.bytes, &mut Default::default()))
     }
 
     /// Every page of the image exactly once, in restore order: the root's
     /// page, then the IOMMU, domain and device chains, each from its head.
     pub fn pages(&self) -> impl Iterator<Item = PhysAddr> + use<'m, 's, M> {
-        let root = self.shape.root_phys.page_base(self.shape.page_size);
+        let root = self.shape.root_phys.page_base(self.page_size());
         let [a, b, c] = self.pages.walk;
         core::iter::once(root).chain(a.iter().chain(b).chain(c).map(|e| PhysAddr::new(e.hi)))
+    }
+
+    /// Every page of the image in [`pages`](Self::pages) order, with its
+    /// chain ([`Chain::Root`] for the root's) and its index in the chain.
+    pub fn chain_pages_iter(
+        &self,
+    ) -> impl Iterator<Item = (PhysAddr, Chain, u64)> + use<'m, 's, M> {
+        let root = self.shape.root_phys.page_base(self.page_size());
+        let [a, b, c] = self.pages.walk;
+        let tag = |chain: Chain, w: &'s [ScratchElem]| {
+            (0u64..)
+                .zip(w)
+                .map(move |(i, e)| (PhysAddr::new(e.hi), chain, i))
+        };
+        core::iter::once((root, Chain::Root, 0))
+            .chain(tag(Chain::Iommu, a))
+            .chain(tag(Chain::Domain, b))
+            .chain(tag(Chain::Device, c))
     }
 
     /// Calls `restore` on every page in [`pages`](Self::pages) order and
@@ -337,47 +457,60 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
 /// The record slots of one chain, in chain order, with their addresses: one
 /// `Memory::page` call per page. Ends early if the memory stops serving a
 /// page.
-struct Records<'m, 's, M: ?Sized, const N: usize> {
+struct Records<'m, 's, M: ?Sized> {
     mem: &'m M,
-    page_size: PageSize,
-    pages: core::slice::Iter<'s, ScratchElem>,
-    /// The address of the next record of `recs`.
+    pages: Pages<'s>,
+    chain: Chain,
+    len: usize,
+    walk: core::slice::Iter<'s, ScratchElem>,
+    /// The address of the next record of `page`.
     next: Option<PhysAddr>,
-    recs: core::slice::Iter<'m, [u8; N]>,
+    /// The rest of the current page, from the next record on.
+    page: &'m [u8],
+    left: u64,
 }
 
-impl<'m, M: Memory + ?Sized, const N: usize> Iterator for Records<'m, '_, M, N> {
-    type Item = (PhysAddr, &'m [u8; N]);
+impl<'m, M: Memory + ?Sized> Iterator for Records<'m, '_, M> {
+    type Item = (PhysAddr, &'m [u8]);
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        let stride = self.pages.stride(self.chain);
         loop {
-            if let Some(rec) = self.recs.next() {
-                if let Some(phys) = self.next {
-                    self.next = phys.checked_add(u64::try_from(N).unwrap_or(u64::MAX));
-                    return Some((phys, rec));
+            if self.left > 0 {
+                let rec = self.page.get(..self.len);
+                let rest = usize::try_from(stride)
+                    .ok()
+                    .and_then(|s| self.page.get(s..));
+                match (rec, self.next) {
+                    (Some(rec), Some(phys)) => {
+                        self.left = self.left.saturating_sub(1);
+                        self.page = rest.unwrap_or(&[]);
+                        self.next = phys.checked_add(stride);
+                        return Some((phys, rec));
+                    }
+                    _ => return self.stop(),
                 }
-                return self.stop();
             }
-            let e = self.pages.next()?;
+            let e = self.walk.next()?;
             let phys = PhysAddr::new(e.hi);
-            let Some(page) = read_page(self.mem, phys, self.page_size) else {
+            let Some(page) = read_page(self.mem, phys, self.pages.page_size) else {
                 return self.stop();
             };
-            self.recs = super::index::page_records::<N>(page, e.lo)
-                .unwrap_or(&[])
-                .iter();
-            self.next = phys.checked_add(IOMMU_ARRAY_HDR_SIZE);
+            let start = usize::try_from(self.pages.hdr).unwrap_or(usize::MAX);
+            self.page = page.get(start..).unwrap_or(&[]);
+            self.left = e.lo;
+            self.next = phys.checked_add(self.pages.hdr);
         }
     }
 }
 
-impl<M: ?Sized, const N: usize> Records<'_, '_, M, N> {
+impl<M: ?Sized> Records<'_, '_, M> {
     /// Ends the iteration for good.
     #[cold]
     fn stop<T>(&mut self) -> Option<T> {
-        self.pages = [].iter();
-        self.recs = [].iter();
+        self.walk = [].iter();
+        self.left = 0;
         None
     }
 }
@@ -419,41 +552,67 @@ impl<E: std::error::Error + 'static> std::error::Error for RestoreError<E> {
     }
 }
 
-/// The vendor part of an IOMMU record, chosen by its `type`.
+/// The vendor part of an IOMMU record, chosen by its `type`: the wire
+/// struct of the image's version.
 #[derive(Clone, Copy, Debug)]
 pub enum IommuPayload<'m> {
-    /// `IOMMU_INTEL`.
+    /// `IOMMU_INTEL`, version 1.
     Intel(&'m IommuIntelSer),
-    /// `IOMMU_ARM_SMMUV3`.
+    /// `IOMMU_ARM_SMMUV3` (the same struct in both versions).
     Smmuv3(&'m IommuSmmuv3HwSer),
+    /// `IOMMU_INTEL`, version 2.
+    IntelV2(&'m IommuIntelV2Ser),
 }
 
-/// The vendor part of a device record, chosen by its IOMMU's `type`.
+/// The vendor part of a device record, chosen by its IOMMU's `type`: the
+/// wire struct of the image's version.
 #[derive(Clone, Copy, Debug)]
 pub enum DevicePayload<'m> {
-    /// The device's IOMMU is `IOMMU_INTEL`.
+    /// The device's IOMMU is `IOMMU_INTEL`, version 1.
     Intel(&'m IommuDeviceIntelSer),
-    /// The device's IOMMU is `IOMMU_ARM_SMMUV3`.
+    /// The device's IOMMU is `IOMMU_ARM_SMMUV3` (the same struct in both
+    /// versions).
     Smmuv3(&'m IommuMasterSmmuv3Ser),
+    /// The device's IOMMU is `IOMMU_INTEL`, version 2.
+    IntelV2(&'m IommuDeviceIntelV2Ser),
+}
+
+/// The version-`V` struct `T` over `bytes`, if the record is of version `V`.
+fn as_version<'m, T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(
+    ops: &Ops,
+    version: u64,
+    bytes: &'m [u8],
+) -> Option<&'m T> {
+    (ops.version == version)
+        .then(|| T::ref_from_prefix(bytes).ok())
+        .flatten()
+        .map(|(t, _)| t)
 }
 
 /// An IOMMU record whose type is Intel or SMMUv3 (every live one is).
 #[derive(Clone, Copy)]
 pub struct Iommu<'m> {
     phys: PhysAddr,
-    bytes: &'m [u8; HW],
+    bytes: &'m [u8],
+    ops: &'static Ops,
     ty: IommuTypeSer,
+    payload: IommuPayload<'m>,
 }
 
 impl<'m> Iommu<'m> {
-    /// The record's physical address (what devices' `iommu_phys` holds).
+    /// The record's physical address.
     pub fn phys(&self) -> PhysAddr {
         self.phys
     }
 
-    /// The record.
-    pub fn record(&self) -> &'m IommuHwSer {
-        zerocopy::transmute_ref!(self.bytes)
+    /// The version-1 record, in a version-1 image.
+    pub fn v1(&self) -> Option<&'m IommuHwSer> {
+        as_version(self.ops, 1, self.bytes)
+    }
+
+    /// The version-2 record, in a version-2 image.
+    pub fn v2(&self) -> Option<&'m IommuHwV2Ser> {
+        as_version(self.ops, 2, self.bytes)
     }
 
     /// Intel or SMMUv3.
@@ -463,31 +622,28 @@ impl<'m> Iommu<'m> {
 
     /// The IOMMU's token (its MMIO base).
     pub fn token(&self) -> u64 {
-        self.record().token.get()
+        (self.ops.hw_fields)(self.bytes).0
     }
 
     /// Live devices behind it.
     pub fn ref_count(&self) -> u32 {
-        self.record().hdr.ref_count.get()
+        record_hdr(self.bytes).0
     }
 
-    /// `IOMMU_SER_FLAG_*` bits.
+    /// The record's flag bits.
     pub fn flags(&self) -> u32 {
-        self.record().hdr.flags.get()
+        record_hdr(self.bytes).1
     }
 
     /// Whether the record is deleted (never, for one from
     /// [`Image::iommus`]).
     pub fn is_deleted(&self) -> bool {
-        self.flags() & IOMMU_SER_FLAG_DELETED != 0
+        self.flags() & self.ops.deleted != 0
     }
 
     /// The vendor state.
     pub fn payload(&self) -> IommuPayload<'m> {
-        match self.ty {
-            IommuTypeSer::IommuIntel => IommuPayload::Intel(hw_intel(self.bytes)),
-            _ => IommuPayload::Smmuv3(hw_smmuv3(self.bytes).0),
-        }
+        self.payload
     }
 }
 
@@ -509,7 +665,8 @@ impl fmt::Debug for Iommu<'_> {
 #[derive(Clone, Copy)]
 pub struct AnyIommu<'m> {
     phys: PhysAddr,
-    bytes: &'m [u8; HW],
+    bytes: &'m [u8],
+    ops: &'static Ops,
 }
 
 impl<'m> AnyIommu<'m> {
@@ -518,66 +675,135 @@ impl<'m> AnyIommu<'m> {
         self.phys
     }
 
-    /// The record.
-    pub fn record(&self) -> &'m IommuHwSer {
-        zerocopy::transmute_ref!(self.bytes)
+    /// The version-1 record, in a version-1 image.
+    pub fn v1(&self) -> Option<&'m IommuHwSer> {
+        as_version(self.ops, 1, self.bytes)
+    }
+
+    /// The version-2 record, in a version-2 image.
+    pub fn v2(&self) -> Option<&'m IommuHwV2Ser> {
+        as_version(self.ops, 2, self.bytes)
+    }
+
+    /// The stored `token`.
+    pub fn token(&self) -> u64 {
+        (self.ops.hw_fields)(self.bytes).0
+    }
+
+    /// The stored `type`, which a deleted record may hold any value in.
+    pub fn raw_type(&self) -> u64 {
+        (self.ops.hw_fields)(self.bytes).1
+    }
+
+    /// The record's flag bits.
+    pub fn flags(&self) -> u32 {
+        record_hdr(self.bytes).1
     }
 
     /// Whether the record is deleted.
     pub fn is_deleted(&self) -> bool {
-        self.record().hdr.flags.get() & IOMMU_SER_FLAG_DELETED != 0
+        self.flags() & self.ops.deleted != 0
     }
 
     /// The record as an [`Iommu`], if its type is Intel or SMMUv3 (always,
     /// when it is live).
     pub fn iommu(&self) -> Option<Iommu<'m>> {
-        iommu_type(self.record()).map(|ty| Iommu {
+        let ty = iommu_type(self.raw_type())?;
+        Some(Iommu {
             phys: self.phys,
             bytes: self.bytes,
+            ops: self.ops,
             ty,
+            payload: (self.ops.hw_payload)(self.bytes, ty)?,
         })
     }
 }
 
 impl fmt::Debug for AnyIommu<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = self.record();
         f.debug_struct("AnyIommu")
             .field("phys", &self.phys)
-            .field("type", &r.r#type.get())
-            .field("token", &r.token.get())
-            .field("flags", &r.hdr.flags.get())
+            .field("type", &self.raw_type())
+            .field("token", &self.token())
+            .field("flags", &self.flags())
             .finish_non_exhaustive()
     }
 }
 
 /// A domain record.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Domain<'m> {
     phys: PhysAddr,
-    record: &'m IommuDomainSer,
+    bytes: &'m [u8],
+    ops: &'static Ops,
 }
 
 impl<'m> Domain<'m> {
-    /// The record's physical address (what devices' `domain_phys` holds).
+    /// The record's physical address.
     pub fn phys(&self) -> PhysAddr {
         self.phys
     }
 
-    /// The record.
-    pub fn record(&self) -> &'m IommuDomainSer {
-        self.record
+    /// The version-1 record, in a version-1 image.
+    pub fn v1(&self) -> Option<&'m IommuDomainSer> {
+        as_version(self.ops, 1, self.bytes)
+    }
+
+    /// The version-2 record, in a version-2 image.
+    pub fn v2(&self) -> Option<&'m IommuDomainV2Ser> {
+        as_version(self.ops, 2, self.bytes)
+    }
+
+    fn fields(&self) -> DomainFields {
+        (self.ops.domain)(self.bytes)
+    }
+
+    /// The record's flag bits.
+    pub fn flags(&self) -> u32 {
+        record_hdr(self.bytes).1
+    }
+
+    /// The stored `ref_count` (1 when live).
+    pub fn ref_count(&self) -> u32 {
+        record_hdr(self.bytes).0
     }
 
     /// Whether the record is deleted (never, for one from
     /// [`Image::domains`] or [`Device::domain`]).
     pub fn is_deleted(&self) -> bool {
-        self.record.hdr.flags.get() & IOMMU_SER_FLAG_DELETED != 0
+        self.flags() & self.ops.deleted != 0
     }
 
-    /// The top-level page table (non-zero and page-aligned when live).
+    /// The top-level page table (non-zero and 4 KiB-aligned when live).
     pub fn top_table_phys(&self) -> PhysAddr {
-        PhysAddr::new(self.record.top_table_phys.get())
+        PhysAddr::new(self.fields().top_table_phys)
+    }
+
+    /// The level of the top-level table.
+    pub fn top_level(&self) -> u64 {
+        self.fields().top_level
+    }
+
+    /// The virtual address size in bits.
+    pub fn vasz(&self) -> u32 {
+        self.fields().vasz
+    }
+
+    /// Whether addresses are sign-extended (0 or 1).
+    pub fn sign_extend(&self) -> u8 {
+        self.fields().sign_extend
+    }
+}
+
+impl fmt::Debug for Domain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Domain")
+            .field("phys", &self.phys)
+            .field("flags", &self.flags())
+            .field("top_table_phys", &self.top_table_phys())
+            .field("top_level", &self.top_level())
+            .field("vasz", &self.vasz())
+            .finish_non_exhaustive()
     }
 }
 
@@ -587,58 +813,88 @@ impl<'m> Domain<'m> {
 #[derive(Clone, Copy)]
 pub struct Device<'m> {
     phys: PhysAddr,
-    bytes: &'m [u8; DEV],
+    bytes: &'m [u8],
+    ops: &'static Ops,
     domain: Domain<'m>,
     iommu: Iommu<'m>,
+    payload: DevicePayload<'m>,
+}
+
+/// The accessors device handles share.
+macro_rules! device_fields {
+    () => {
+        /// The record's physical address.
+        pub fn phys(&self) -> PhysAddr {
+            self.phys
+        }
+
+        /// The version-1 record, in a version-1 image.
+        pub fn v1(&self) -> Option<&'m IommuDeviceSer> {
+            as_version(self.ops, 1, self.bytes)
+        }
+
+        /// The version-2 record, in a version-2 image.
+        pub fn v2(&self) -> Option<&'m IommuDeviceV2Ser> {
+            as_version(self.ops, 2, self.bytes)
+        }
+
+        fn fields(&self) -> DeviceFields {
+            (self.ops.device)(self.bytes)
+        }
+
+        /// The PCI segment (`pci_domain_nr`).
+        pub fn segment(&self) -> u32 {
+            self.fields().segment
+        }
+
+        /// The PCI requester ID, bus << 8 | devfn.
+        pub fn devid(&self) -> u32 {
+            self.fields().devid
+        }
+
+        /// The DMA owner's token.
+        pub fn dma_owner_token(&self) -> u64 {
+            self.fields().dma_owner_token
+        }
+
+        /// The attachment's hardware ID.
+        pub fn attachment_id(&self) -> u64 {
+            self.fields().attachment_id
+        }
+
+        /// The record's flag bits.
+        pub fn flags(&self) -> u32 {
+            record_hdr(self.bytes).1
+        }
+
+        /// The stored `ref_count` (1 when live).
+        pub fn ref_count(&self) -> u32 {
+            record_hdr(self.bytes).0
+        }
+
+        /// Whether the record is deleted.
+        pub fn is_deleted(&self) -> bool {
+            self.flags() & self.ops.deleted != 0
+        }
+    };
 }
 
 impl<'m> Device<'m> {
-    /// The record's physical address.
-    pub fn phys(&self) -> PhysAddr {
-        self.phys
-    }
+    device_fields!();
 
-    /// The record.
-    pub fn record(&self) -> &'m IommuDeviceSer {
-        zerocopy::transmute_ref!(self.bytes)
-    }
-
-    /// The PCI segment (`pci_domain_nr`).
-    pub fn segment(&self) -> u32 {
-        self.record().pci_domain_nr.get()
-    }
-
-    /// The PCI requester ID, bus << 8 | devfn.
-    pub fn devid(&self) -> u32 {
-        self.record().devid.get()
-    }
-
-    /// Whether the record is deleted (never, for one from
-    /// [`Image::devices`]).
-    pub fn is_deleted(&self) -> bool {
-        self.record().hdr.flags.get() & IOMMU_SER_FLAG_DELETED != 0
-    }
-
-    /// The domain `domain_phys` names.
+    /// The domain the device names.
     pub fn domain(&self) -> Domain<'m> {
         self.domain
     }
 
-    /// The IOMMU `iommu_phys` names.
+    /// The IOMMU the device names.
     pub fn iommu(&self) -> Iommu<'m> {
         self.iommu
     }
 
     /// The vendor state, chosen by the IOMMU's type.
     pub fn payload(&self) -> DevicePayload<'m> {
-        device_payload(self.bytes, self.iommu.ty)
-    }
-}
-
-fn device_payload(bytes: &[u8; DEV], ty: IommuTypeSer) -> DevicePayload<'_> {
-    match ty {
-        IommuTypeSer::IommuIntel => DevicePayload::Intel(dev_intel(bytes)),
-        _ => DevicePayload::Smmuv3(dev_smmuv3(bytes)),
+        self.payload
     }
 }
 
@@ -656,45 +912,35 @@ impl fmt::Debug for Device<'_> {
 }
 
 /// Any device record, deleted or not (from [`Image::all_devices`]). A
-/// deleted record is not validated: its pointers may be stale, so its domain
-/// and IOMMU are resolved only where they name a record of the right kind.
+/// deleted record is not validated: its references may be stale, so its
+/// domain and IOMMU are resolved only where they name a record of the right
+/// kind.
 #[derive(Clone, Copy)]
 pub struct AnyDevice<'m> {
     phys: PhysAddr,
-    bytes: &'m [u8; DEV],
+    bytes: &'m [u8],
+    ops: &'static Ops,
     domain: Option<Domain<'m>>,
     iommu: Option<Iommu<'m>>,
 }
 
 impl<'m> AnyDevice<'m> {
-    /// The record's physical address.
-    pub fn phys(&self) -> PhysAddr {
-        self.phys
-    }
+    device_fields!();
 
-    /// The record.
-    pub fn record(&self) -> &'m IommuDeviceSer {
-        zerocopy::transmute_ref!(self.bytes)
-    }
-
-    /// Whether the record is deleted.
-    pub fn is_deleted(&self) -> bool {
-        self.record().hdr.flags.get() & IOMMU_SER_FLAG_DELETED != 0
-    }
-
-    /// The domain record `domain_phys` names, if it names one.
+    /// The domain record the device names, if it names one.
     pub fn domain(&self) -> Option<Domain<'m>> {
         self.domain
     }
 
-    /// The IOMMU record `iommu_phys` names, if it names one of a known type.
+    /// The IOMMU record the device names, if it names one of a known type.
     pub fn iommu(&self) -> Option<Iommu<'m>> {
         self.iommu
     }
 
     /// The vendor state, if the IOMMU resolves.
     pub fn payload(&self) -> Option<DevicePayload<'m>> {
-        self.iommu.map(|i| device_payload(self.bytes, i.ty))
+        self.iommu
+            .and_then(|i| (self.ops.dev_payload)(self.bytes, i.ty))
     }
 
     /// The record as a [`Device`], if both its domain and its IOMMU resolve
@@ -703,20 +949,21 @@ impl<'m> AnyDevice<'m> {
         Some(Device {
             phys: self.phys,
             bytes: self.bytes,
+            ops: self.ops,
             domain: self.domain?,
             iommu: self.iommu?,
+            payload: self.payload()?,
         })
     }
 }
 
 impl fmt::Debug for AnyDevice<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = self.record();
         f.debug_struct("AnyDevice")
             .field("phys", &self.phys)
-            .field("segment", &r.pci_domain_nr.get())
-            .field("devid", &r.devid.get())
-            .field("flags", &r.hdr.flags.get())
+            .field("segment", &self.segment())
+            .field("devid", &self.devid())
+            .field("flags", &self.flags())
             .field("domain", &self.domain.map(|d| d.phys))
             .field("iommu", &self.iommu.map(|i| i.phys))
             .finish_non_exhaustive()
@@ -729,9 +976,15 @@ impl fmt::Debug for AnyDevice<'_> {
 #[cfg(feature = "ffi")]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Frozen {
+    ops: &'static Ops,
     page_size: PageSize,
     root_phys: PhysAddr,
+    root_version: u64,
+    heads: [PhysAddr; 3],
+    counts: Option<[(u64, u64); 3]>,
+    generation: u64,
     pages: [u64; 3],
+    strides: [u64; 3],
     iommu_slots: u64,
     live_iommus: usize,
     live_devices: usize,
@@ -746,9 +999,15 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     pub(crate) fn freeze(&self) -> Frozen {
         let s = self.shape;
         Frozen {
-            page_size: s.page_size,
+            ops: s.ops,
+            page_size: s.root.page_size,
             root_phys: s.root_phys,
+            root_version: s.root.version,
+            heads: s.root.heads,
+            counts: s.root.counts,
+            generation: s.root.generation,
             pages: s.pages,
+            strides: s.strides,
             iommu_slots: s.iommu_slots,
             live_iommus: s.live_iommus,
             live_devices: s.live_devices,
@@ -758,16 +1017,21 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     /// The image `freeze` was called on, over the same memory and the same
     /// scratch; `None` if the root can no longer be read.
     pub(crate) fn thaw(mem: &'m M, f: Frozen, scratch: &'s [ScratchElem]) -> Option<Self> {
-        use zerocopy::FromBytes;
         let ps = f.page_size;
-        let page = read_page(mem, f.root_phys.page_base(ps), ps)?;
-        let (root, _) =
-            IommuFlbSer::ref_from_prefix(page.get(f.root_phys.page_offset(ps)..)?).ok()?;
+        let bytes = read_page(mem, f.root_phys.page_base(ps), ps)?;
         let shape = Shape {
-            page_size: ps,
+            ops: f.ops,
             root_phys: f.root_phys,
-            root,
+            root: Root {
+                version: f.root_version,
+                page_size: ps,
+                heads: f.heads,
+                counts: f.counts,
+                generation: f.generation,
+                bytes,
+            },
             pages: f.pages,
+            strides: f.strides,
             iommu_slots: f.iommu_slots,
             live_iommus: f.live_iommus,
             live_devices: f.live_devices,
@@ -775,36 +1039,18 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         Some(Image::from_scratch(mem, shape, scratch))
     }
 
-    /// IOMMU record `index` of the chain (page × capacity + slot), deleted
-    /// or not; `None` past the last.
-    pub(crate) fn iommu_by_index(&self, index: u64) -> Option<AnyIommu<'m>> {
-        let f: Found<'m, HW> = self.pages.record_at(self.mem, Chain::Iommu, index)?;
-        Some(AnyIommu {
-            phys: f.phys,
-            bytes: f.bytes,
-        })
-    }
-
-    /// Domain record `index` of the chain, deleted or not.
-    pub(crate) fn domain_by_index(&self, index: u64) -> Option<Domain<'m>> {
-        let f: Found<'m, DOM> = self.pages.record_at(self.mem, Chain::Domain, index)?;
-        Some(Domain {
-            phys: f.phys,
-            record: zerocopy::transmute_ref!(f.bytes),
-        })
-    }
-
-    /// Device record `index` of the chain, deleted or not.
-    pub(crate) fn device_by_index(&self, index: u64) -> Option<AnyDevice<'m>> {
-        let f: Found<'m, DEV> = self.pages.record_at(self.mem, Chain::Device, index)?;
-        Some(self.any_device(f.phys, f.bytes, &mut Default::default()))
-    }
-
     /// The live device whose record starts at `phys`.
     pub(crate) fn device_at(&self, phys: PhysAddr) -> Option<Device<'m>> {
-        let f: Found<'m, DEV> = self
+        let f = self
             .pages
-            .locate(self.mem, Chain::Device, phys, true, &mut Cursor::default())
+            .locate(
+                self.mem,
+                Chain::Device,
+                phys,
+                self.shape.ops.dev,
+                true,
+                &mut Cursor::default(),
+            )
             .ok()?;
         self.any_device(f.phys, f.bytes, &mut Default::default())
             .device()
@@ -813,7 +1059,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     /// Page `index` in [`pages`](Self::pages) order.
     pub(crate) fn page_by_index(&self, index: usize) -> Option<PhysAddr> {
         let Some(mut rest) = index.checked_sub(1) else {
-            return Some(self.shape.root_phys.page_base(self.shape.page_size));
+            return Some(self.shape.root_phys.page_base(self.page_size()));
         };
         for walk in self.pages.walk {
             match walk.get(rest) {

@@ -4,31 +4,24 @@
 
 use core::ops::ControlFlow;
 
-use zerocopy::FromBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
+use super::encoding::{Bytes, Encoding, PageRole, PageWrite, Patch, Reference};
 use super::error::{BadPage, ObjectKind, PagePurpose};
 use super::record::Rec;
 use super::{PageAlloc, WriteError};
 use crate::PhysAddr;
 use crate::abi::PageSize;
-use crate::abi::v1::{
-    IOMMU_ARRAY_HDR_SIZE, IommuArrayHdrSer, IommuDeviceSer, IommuDomainSer, IommuHdrSer,
-    IommuHwSer, objects_per_page,
-};
+use crate::abi::v1::{IommuArrayHdrSer, IommuDeviceSer, IommuDomainSer, IommuHdrSer, IommuHwSer};
 
 impl ObjectKind {
-    /// Size of one record in bytes.
+    /// Size of one version-1 record in bytes.
     pub(crate) const fn record_size(self) -> usize {
         match self {
             ObjectKind::Iommu => size_of::<IommuHwSer>(),
             ObjectKind::Domain => size_of::<IommuDomainSer>(),
             ObjectKind::Device => size_of::<IommuDeviceSer>(),
         }
-    }
-
-    /// Records per array page of size `page`.
-    pub(crate) const fn capacity(self, page: PageSize) -> u64 {
-        objects_per_page(page, self.record_size())
     }
 }
 
@@ -105,47 +98,81 @@ pub(crate) fn pages<A: PageAlloc, const K: usize>(
     Ok(mapped)
 }
 
-/// The offset of `phys` in its mapped `page`, whose length is the page
-/// size.
-fn offset_in(page: &[u8], phys: PhysAddr) -> Option<usize> {
-    let ps = PageSize::from_bytes(u64::try_from(page.len()).ok()?)?;
-    Some(phys.page_offset(ps))
+/// Maps up to four pages of one operation with one
+/// [`PageAlloc::pages_mut`] call (see [`pages`]): the `Some` addresses, in
+/// order; each mapping comes back in its address's place.
+fn some_pages<A: PageAlloc>(
+    alloc: &mut A,
+    want: [Option<PhysAddr>; 4],
+) -> Result<[Option<&mut [u8]>; 4], WriteError> {
+    let mut it = want.iter().flatten().copied();
+    let mapped: [Option<&mut [u8]>; 4] = match (it.next(), it.next(), it.next(), it.next()) {
+        (Some(a), None, _, _) => {
+            let [a] = pages(alloc, [a])?;
+            [Some(a), None, None, None]
+        }
+        (Some(a), Some(b), None, _) => {
+            let [a, b] = pages(alloc, [a, b])?;
+            [Some(a), Some(b), None, None]
+        }
+        (Some(a), Some(b), Some(c), None) => {
+            let [a, b, c] = pages(alloc, [a, b, c])?;
+            [Some(a), Some(b), Some(c), None]
+        }
+        (Some(a), Some(b), Some(c), Some(d)) => {
+            let [a, b, c, d] = pages(alloc, [a, b, c, d])?;
+            [Some(a), Some(b), Some(c), Some(d)]
+        }
+        _ => [None, None, None, None],
+    };
+    let mut got = mapped.into_iter().flatten();
+    Ok(want.map(|w| w.and_then(|_| got.next())))
 }
 
-/// The `N` bytes of the record at `phys` (which the writer handed out as a
-/// handle or read from its own record) in its mapped page, for writing.
-pub(crate) fn record_mut<const N: usize>(
-    page: &mut [u8],
-    phys: PhysAddr,
-) -> Result<&mut [u8; N], WriteError> {
-    offset_in(page, phys)
-        .and_then(|start| Some(start..start.checked_add(N)?))
-        .and_then(|r| page.get_mut(r))
-        .and_then(|b| b.try_into().ok())
-        .ok_or(WriteError::Inconsistent {
-            phys,
-            what: "record does not fit its page",
-        })
+fn unfit(phys: PhysAddr) -> WriteError {
+    WriteError::Inconsistent {
+        phys,
+        what: "record does not fit its page",
+    }
 }
 
-/// The header of the `N`-byte record at `phys` in its mapped page, for
-/// writing (checking the whole record fits, as reading it did).
-pub(crate) fn hdr_mut<const N: usize>(
+/// The offset of the record of `kind` at `phys` in its mapped `page`,
+/// checking the whole record fits.
+pub(crate) fn record_offset(
+    enc: Encoding,
+    kind: ObjectKind,
+    page: &[u8],
+    phys: PhysAddr,
+) -> Result<usize, WriteError> {
+    let ps = u64::try_from(page.len())
+        .ok()
+        .and_then(PageSize::from_bytes)
+        .ok_or(unfit(phys))?;
+    let start = phys.page_offset(ps);
+    match start.checked_add(enc.record_size(kind)) {
+        Some(end) if end <= page.len() => Ok(start),
+        _ => Err(unfit(phys)),
+    }
+}
+
+/// The write of a new header `hdr` into the record of `kind` at `phys`, in
+/// its mapped `page`.
+pub(crate) fn hdr_write(
+    enc: Encoding,
+    kind: ObjectKind,
     page: &mut [u8],
     phys: PhysAddr,
-) -> Result<&mut IommuHdrSer, WriteError> {
-    let rec: &mut [u8; N] = record_mut(page, phys)?;
-    IommuHdrSer::mut_from_prefix(rec)
-        .map(|(h, _)| h)
-        .map_err(|_| WriteError::Inconsistent {
-            phys,
-            what: "record does not fit its page",
-        })
+    hdr: IommuHdrSer,
+) -> Result<PageWrite<'_>, WriteError> {
+    let at = record_offset(enc, kind, page, phys)?;
+    let patch = Patch::of(at, hdr.as_bytes()).ok_or(unfit(phys))?;
+    enc.page_write(phys, page, PageRole::Array, [Some(patch), None])
 }
 
 /// The record of `kind` at `phys`, for reading.
 pub(crate) fn record<A: PageAlloc>(
     alloc: &mut A,
+    enc: Encoding,
     kind: ObjectKind,
     phys: PhysAddr,
 ) -> Result<Rec<&[u8]>, WriteError> {
@@ -153,13 +180,37 @@ pub(crate) fn record<A: PageAlloc>(
     let p = page(alloc, phys.page_base(ps))?;
     let start = phys.page_offset(ps);
     let bytes = start
-        .checked_add(kind.record_size())
+        .checked_add(enc.record_size(kind))
         .and_then(|end| p.get(start..end))
-        .ok_or(WriteError::Inconsistent {
-            phys,
-            what: "record does not fit its page",
-        })?;
+        .ok_or(unfit(phys))?;
     Ok(Rec { phys, bytes })
+}
+
+/// What a device stores to name the record of `kind` at `phys` (see
+/// [`Reference`]): its address, or its index in its chain, from the index
+/// its page's header states.
+pub(crate) fn reference_to<A: PageAlloc>(
+    alloc: &mut A,
+    enc: Encoding,
+    kind: ObjectKind,
+    phys: PhysAddr,
+) -> Result<u64, WriteError> {
+    if enc.reference() == Reference::Phys {
+        return Ok(phys.get());
+    }
+    let ps = alloc.page_size();
+    let p = page(alloc, phys.page_base(ps))?;
+    let bad = |what| WriteError::Inconsistent { phys, what };
+    let page_index = enc
+        .page_index(kind, p)
+        .ok_or(bad("page header is not the writer's"))?;
+    let slot = enc
+        .slot_at(kind, phys.page_offset(ps))
+        .ok_or(bad("the handle names no record slot"))?;
+    page_index
+        .checked_mul(enc.capacity(kind, ps))
+        .and_then(|first| first.checked_add(slot))
+        .ok_or(bad("record index overflows"))
 }
 
 fn array_hdr(phys: PhysAddr, p: &[u8]) -> Result<IommuArrayHdrSer, WriteError> {
@@ -171,160 +222,46 @@ fn array_hdr(phys: PhysAddr, p: &[u8]) -> Result<IommuArrayHdrSer, WriteError> {
         })
 }
 
-fn array_hdr_mut(phys: PhysAddr, p: &mut [u8]) -> Result<&mut IommuArrayHdrSer, WriteError> {
-    IommuArrayHdrSer::mut_from_prefix(p)
-        .map(|(h, _)| h)
-        .map_err(|_| WriteError::Inconsistent {
-            phys,
-            what: "array header unreadable",
-        })
-}
-
-/// Size of an IOMMU record, whose header a device's append rewrites.
-const IOMMU_RECORD: usize = size_of::<IommuHwSer>();
-
-/// Where slot `index` of a page of `kind` starts, relative to the page.
-fn slot_offset(kind: ObjectKind, index: u64) -> Option<u64> {
-    let size = u64::try_from(kind.record_size()).ok()?;
-    index.checked_mul(size)?.checked_add(IOMMU_ARRAY_HDR_SIZE)
+/// How a new slot's page joins its chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// It is the tail already.
+    Tail,
+    /// It is a fresh page, linked behind this full tail.
+    Behind(PhysAddr),
+    /// It is a fresh page heading an empty chain (version 2).
+    Head,
 }
 
 /// The next free slot of a chain, found with nothing in the image written.
-/// If the tail was full, a fresh page was taken for it, which
-/// [`Slot::abandon`] gives back if the operation fails before its writes.
+/// If the tail was full (or there was none), a fresh page was taken for
+/// it, which [`Slot::abandon`] gives back if the operation fails before its
+/// writes.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
-    kind: ObjectKind,
-    /// The full tail the fresh page is to be linked behind, if there is one.
-    link: Option<PhysAddr>,
+    link: Link,
     /// The page the record goes in: the tail, or the fresh page.
     page: PhysAddr,
+    /// The page's position in its chain.
+    page_index: u64,
     /// The record's slot in that page; its `nr_objects` becomes `index + 1`.
     index: u64,
     /// The record's address (what its handle names).
     phys: PhysAddr,
-    /// The image's page size.
-    page_size: PageSize,
-}
-
-/// Everything one append writes, mapped and checked: the slot, the header
-/// of its page, and the old tail's header when a page is linked.
-/// [`Append::commit`] writes them and cannot fail.
-struct Append<'a, const N: usize> {
-    slot: &'a mut [u8; N],
-    hdr: &'a mut IommuArrayHdrSer,
-    /// The old tail's header, the page it will link to, and its count.
-    link: Option<(&'a mut IommuArrayHdrSer, PhysAddr, u64)>,
-    /// The new `nr_objects` of the slot's page.
-    nr: u64,
-}
-
-impl<const N: usize> Append<'_, N> {
-    /// Writes the record, counts it in its page, then links the page
-    /// behind the old tail if it is a fresh one. Plain assignments: nothing
-    /// here can fail.
-    fn commit(self, record: [u8; N]) {
-        *self.slot = record;
-        *self.hdr = IommuArrayHdrSer {
-            next_array_phys: 0.into(),
-            nr_objects: self.nr.into(),
-        };
-        if let Some((old, next, nr)) = self.link {
-            *old = IommuArrayHdrSer {
-                next_array_phys: next.get().into(),
-                nr_objects: nr.into(),
-            };
-        }
-    }
 }
 
 impl Slot {
     /// Gives back the page taken for this slot, if any. For an operation
     /// that failed before writing anything: the page was never linked.
     fn abandon<A: PageAlloc>(&self, alloc: &mut A) {
-        if self.link.is_some() {
+        if self.link != Link::Tail {
             alloc.free_page(self.page);
         }
-    }
-
-    /// Maps every page an append of an `N`-byte record writes (the old
-    /// tail when linking, the slot's page, and the page holding `extra`, a
-    /// record of another chain the operation updates) with one
-    /// `pages_mut` call, and returns the write targets and `extra`'s page.
-    fn map<'a, A: PageAlloc, const N: usize>(
-        &self,
-        alloc: &'a mut A,
-        extra: Option<PhysAddr>,
-    ) -> Result<(Append<'a, N>, Option<&'a mut [u8]>), WriteError> {
-        if N != self.kind.record_size() {
-            return Err(WriteError::Inconsistent {
-                phys: self.phys,
-                what: "record size is not its chain's",
-            });
-        }
-        let extra_page = extra.map(|x| x.page_base(self.page_size));
-        let (old, page, extra) = match (self.link, extra_page) {
-            (None, None) => {
-                let [p] = pages(alloc, [self.page])?;
-                (None, p, None)
-            }
-            (None, Some(x)) => {
-                let [p, x] = pages(alloc, [self.page, x])?;
-                (None, p, Some(x))
-            }
-            (Some(old), None) => {
-                let [o, p] = pages(alloc, [old, self.page])?;
-                (Some((old, o)), p, None)
-            }
-            (Some(old), Some(x)) => {
-                let [o, p, x] = pages(alloc, [old, self.page, x])?;
-                (Some((old, o)), p, Some(x))
-            }
-        };
-        let link = match old {
-            Some((phys, o)) => Some((
-                array_hdr_mut(phys, o)?,
-                self.page,
-                self.kind.capacity(self.page_size),
-            )),
-            None => None,
-        };
-        let unreadable = WriteError::Inconsistent {
-            phys: self.page,
-            what: "array header unreadable",
-        };
-        let (hdr, rest) = page
-            .split_at_mut_checked(size_of::<IommuArrayHdrSer>())
-            .ok_or(unreadable)?;
-        let hdr = IommuArrayHdrSer::mut_from_bytes(hdr).map_err(|_| unreadable)?;
-        let bad = WriteError::Inconsistent {
-            phys: self.phys,
-            what: "record does not fit its page",
-        };
-        let start = self
-            .phys
-            .page_offset(self.page_size)
-            .checked_sub(size_of::<IommuArrayHdrSer>())
-            .ok_or(bad)?;
-        let slot = start
-            .checked_add(N)
-            .and_then(|end| rest.get_mut(start..end))
-            .and_then(|b| b.try_into().ok())
-            .ok_or(bad)?;
-        let nr = self.index.saturating_add(1);
-        Ok((
-            Append {
-                slot,
-                hdr,
-                link,
-                nr,
-            },
-            extra,
-        ))
     }
 }
 
 /// One chain as the writer keeps it: the head, and the tail it appends to.
+/// A version-2 chain without records has no pages: head and tail 0.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Chain {
     pub(crate) kind: ObjectKind,
@@ -336,8 +273,42 @@ pub(crate) struct Chain {
     pub(crate) pages: u64,
 }
 
+/// The root of an image and its chains, `[iommus, domains, devices]`: what
+/// an append needs to know about the rest of the image.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Image {
+    pub(crate) root: PhysAddr,
+    pub(crate) chains: [Chain; 3],
+}
+
+impl Image {
+    /// The root and the current tails: the pages a fresh page must not be.
+    pub(crate) fn in_use(&self) -> [PhysAddr; 4] {
+        let [i, d, v] = &self.chains;
+        [self.root, i.tail, d.tail, v.tail]
+    }
+
+    /// The chains with `c` in place of the chain of its kind.
+    fn chains_with(&self, c: Chain) -> [Chain; 3] {
+        self.chains
+            .map(|old| if old.kind == c.kind { c } else { old })
+    }
+}
+
 impl Chain {
-    /// A chain of one empty page (its header is the page's zeroes).
+    /// A chain with no pages.
+    pub(crate) const fn empty(kind: ObjectKind) -> Chain {
+        Chain {
+            kind,
+            head: PhysAddr::NULL,
+            tail: PhysAddr::NULL,
+            tail_len: 0,
+            pages: 0,
+        }
+    }
+
+    /// A chain of one empty page (its header is the page's zeroes), as
+    /// version 1 starts every chain.
     pub(crate) fn start<A: PageAlloc>(
         alloc: &mut A,
         kind: ObjectKind,
@@ -353,24 +324,49 @@ impl Chain {
         })
     }
 
+    /// Records in the chain, deleted ones included: every page but the
+    /// tail is full.
+    pub(crate) fn records(&self, enc: Encoding, page: PageSize) -> Result<u64, WriteError> {
+        let Some(full) = self.pages.checked_sub(1) else {
+            return Ok(0);
+        };
+        full.checked_mul(enc.capacity(self.kind, page))
+            .and_then(|n| n.checked_add(self.tail_len))
+            .ok_or(WriteError::Inconsistent {
+                phys: self.tail,
+                what: "record count overflows",
+            })
+    }
+
     /// The slot the next record goes in: the tail's next one, or, if the
-    /// tail is full, the first of a fresh page taken from `alloc` (which
-    /// must not be one of `in_use`). Writes nothing.
+    /// tail is full or there is none, the first of a fresh page taken from
+    /// `alloc` (which must not be one of `in_use`). Writes nothing.
     fn next_slot<A: PageAlloc>(
         &self,
+        enc: Encoding,
         alloc: &mut A,
         in_use: &[PhysAddr],
     ) -> Result<Slot, WriteError> {
         let page_size = alloc.page_size();
-        let (link, page, index) = if self.tail_len >= self.kind.capacity(page_size) {
-            let new = take_page(alloc, PagePurpose::Chain(self.kind), in_use)?;
-            (Some(self.tail), new, 0)
-        } else {
-            (None, self.tail, self.tail_len)
+        let last = self.pages.checked_sub(1);
+        let (link, page, page_index, index) = match last {
+            Some(last) if self.tail_len < enc.capacity(self.kind, page_size) => {
+                (Link::Tail, self.tail, last, self.tail_len)
+            }
+            _ => {
+                let new = take_page(alloc, PagePurpose::Chain(self.kind), in_use)?;
+                let link = match last {
+                    Some(_) => Link::Behind(self.tail),
+                    None => Link::Head,
+                };
+                (link, new, self.pages, 0)
+            }
         };
-        let phys = slot_offset(self.kind, index).and_then(|off| page.checked_add(off));
+        let phys = enc
+            .slot_offset(self.kind, index)
+            .and_then(|off| page.checked_add(off));
         let Some(phys) = phys else {
-            if link.is_some() {
+            if link != Link::Tail {
                 alloc.free_page(page);
             }
             return Err(WriteError::Inconsistent {
@@ -379,85 +375,182 @@ impl Chain {
             });
         };
         Ok(Slot {
-            kind: self.kind,
             link,
             page,
+            page_index,
             index,
             phys,
-            page_size,
         })
     }
 
-    /// Takes the slot's record into the writer's bookkeeping, once
-    /// [`Append::commit`] wrote it.
-    fn commit(&mut self, slot: &Slot) {
-        if slot.link.is_some() {
-            self.tail = slot.page;
-            self.pages = self.pages.saturating_add(1);
+    /// The chain once the slot's record is in.
+    fn with(&self, slot: &Slot) -> Chain {
+        let mut next = *self;
+        match slot.link {
+            Link::Tail => {}
+            Link::Head => {
+                next.head = slot.page;
+                next.tail = slot.page;
+                next.pages = 1;
+            }
+            Link::Behind(_) => {
+                next.tail = slot.page;
+                next.pages = self.pages.saturating_add(1);
+            }
         }
-        self.tail_len = slot.index.saturating_add(1);
+        next.tail_len = slot.index.saturating_add(1);
+        next
     }
 
-    /// Appends one `N`-byte record, whole or not at all (see
+    /// Appends one record, whole or not at all (see
     /// [Failures](super#failures)): finds the slot (taking a fresh page if
-    /// the tail is full), has `build` make the record's bytes for the slot's
-    /// address, maps every page written at once (with the page of the IOMMU
-    /// record whose header `iommu` rewrites, if any), runs `last` (the final
-    /// step that may fail; the device index), then writes. On any failure
+    /// the tail is full or there is none), has `build` make the record's
+    /// bytes for the slot's address, maps every page written at once (the
+    /// root if it counts records, the old tail when linking, the slot's
+    /// page, and the page of the IOMMU record whose header `iommu`
+    /// rewrites, if any), runs `last` (the final step that may fail; the
+    /// device index), then writes and checksums those pages. On any failure
     /// the fresh page is given back and nothing was written.
-    pub(crate) fn append<A: PageAlloc, const N: usize>(
+    pub(crate) fn append<A: PageAlloc>(
         &mut self,
+        enc: Encoding,
         alloc: &mut A,
-        in_use: &[PhysAddr],
+        image: &Image,
         iommu: Option<(PhysAddr, IommuHdrSer)>,
-        build: impl FnOnce(PhysAddr) -> Result<[u8; N], WriteError>,
+        build: impl FnOnce(PhysAddr) -> Result<Bytes, WriteError>,
         last: impl FnOnce(PhysAddr) -> Result<(), WriteError>,
     ) -> Result<PhysAddr, WriteError> {
         // The tail must be as this bookkeeping left it: a stale copy of the
         // writer (C callers can copy its state back over it) would hand out
         // a used slot again, or relink a page that already has a successor.
-        let hdr = array_hdr(self.tail, page(alloc, self.tail)?)?;
-        if hdr.nr_objects.get() != self.tail_len || hdr.next_array_phys.get() != 0 {
-            return Err(WriteError::Inconsistent {
-                phys: self.tail,
-                what: "the tail page is not where the writer left it",
-            });
+        if self.pages > 0 {
+            let hdr = array_hdr(self.tail, page(alloc, self.tail)?)?;
+            if hdr.nr_objects.get() != self.tail_len || hdr.next_array_phys.get() != 0 {
+                return Err(WriteError::Inconsistent {
+                    phys: self.tail,
+                    what: "the tail page is not where the writer left it",
+                });
+            }
         }
-        let slot = self.next_slot(alloc, in_use)?;
+        let ps = alloc.page_size();
+        let slot = self.next_slot(enc, alloc, &image.in_use())?;
+        let next = self.with(&slot);
         let staged = build(slot.phys).and_then(|rec| {
-            let (target, hw_page) = slot.map::<A, N>(alloc, iommu.map(|(p, _)| p))?;
-            let hw = match (iommu, hw_page) {
-                (Some((phys, h)), Some(page)) => Some((hdr_mut::<IOMMU_RECORD>(page, phys)?, h)),
+            let root = match enc.root_counts_records() {
+                true => Some(enc.root(ps, &image.chains_with(next))?),
+                false => None,
+            };
+            let old = match slot.link {
+                Link::Behind(tail) => Some(tail),
                 _ => None,
             };
+            let want = [
+                root.map(|_| image.root),
+                old,
+                Some(slot.page),
+                iommu.map(|(hw, _)| hw.page_base(ps)),
+            ];
+            let [r, o, p, x] = some_pages(alloc, want)?;
+            let missing = |phys| WriteError::PageUnavailable { phys };
+            let root = match root {
+                Some(bytes) => Some(enc.page_write(
+                    image.root,
+                    r.ok_or(missing(image.root))?,
+                    PageRole::Root,
+                    [Some(Patch::new(0, bytes)), None],
+                )?),
+                None => None,
+            };
+            let link = match old {
+                Some(tail) => {
+                    let blk = IommuArrayHdrSer {
+                        next_array_phys: slot.page.get().into(),
+                        nr_objects: enc.capacity(self.kind, ps).into(),
+                    };
+                    let patch = Patch::of(0, blk.as_bytes()).ok_or(unfit(tail))?;
+                    let page = o.ok_or(missing(tail))?;
+                    Some(enc.page_write(tail, page, PageRole::Array, [Some(patch), None])?)
+                }
+                None => None,
+            };
+            let p = p.ok_or(missing(slot.page))?;
+            let hdr = enc
+                .array_hdr(self.kind, slot.page_index, next.tail_len)
+                .ok_or(unfit(slot.page))?;
+            let at = record_offset(enc, self.kind, p, slot.phys)?;
+            let target = enc.page_write(
+                slot.phys,
+                p,
+                PageRole::Array,
+                [Some(Patch::new(0, hdr)), Some(Patch::new(at, rec))],
+            )?;
+            let hw = match iommu {
+                Some((phys, h)) => {
+                    let page = x.ok_or(missing(phys.page_base(ps)))?;
+                    Some(hdr_write(enc, ObjectKind::Iommu, page, phys, h)?)
+                }
+                None => None,
+            };
             last(slot.phys)?;
-            Ok((rec, target, hw))
+            Ok([root, link, Some(target), hw])
         });
         match staged {
-            Ok((rec, target, hw)) => {
-                target.commit(rec);
-                if let Some((dst, h)) = hw {
-                    *dst = h;
-                }
-            }
+            Ok(writes) => writes.into_iter().flatten().for_each(PageWrite::commit),
             Err(e) => {
                 slot.abandon(alloc);
                 return Err(e);
             }
         }
-        self.commit(&slot);
+        *self = next;
         Ok(slot.phys)
+    }
+
+    /// The address of the record the reference `r` names in this chain
+    /// (see [`Reference`]): the address itself, or the record at that
+    /// index, found by walking the chain to its page.
+    pub(crate) fn resolve<A: PageAlloc>(
+        &self,
+        enc: Encoding,
+        alloc: &mut A,
+        r: u64,
+    ) -> Result<PhysAddr, WriteError> {
+        if enc.reference() == Reference::Phys {
+            return Ok(PhysAddr::new(r));
+        }
+        let bad = WriteError::Inconsistent {
+            phys: self.head,
+            what: "a device's reference is past the end of its chain",
+        };
+        let cap = enc.capacity(self.kind, alloc.page_size());
+        let (Some(page_no), Some(slot)) = (r.checked_div(cap), r.checked_rem(cap)) else {
+            return Err(bad);
+        };
+        let last = self.pages.checked_sub(1).ok_or(bad)?;
+        if page_no > last || (page_no == last && slot >= self.tail_len) {
+            return Err(bad);
+        }
+        let mut at = self.head;
+        for _ in 0..page_no {
+            at = PhysAddr::new(array_hdr(at, page(alloc, at)?)?.next_array_phys.get());
+            if at.is_null() {
+                return Err(bad);
+            }
+        }
+        enc.slot_offset(self.kind, slot)
+            .and_then(|off| at.checked_add(off))
+            .ok_or(bad)
     }
 
     /// Calls `f` on every record of the chain, head to tail, until it
     /// breaks. Checks the chain is still what the writer built.
     pub(crate) fn scan<A: PageAlloc, T>(
         &self,
+        enc: Encoding,
         alloc: &mut A,
         mut f: impl FnMut(Rec<&[u8]>) -> Result<ControlFlow<T>, WriteError>,
     ) -> Result<Option<T>, WriteError> {
-        let size = self.kind.record_size();
-        let capacity = self.kind.capacity(alloc.page_size());
+        let size = enc.record_size(self.kind);
+        let capacity = enc.capacity(self.kind, alloc.page_size());
         let mut at = self.head;
         for _ in 0..self.pages {
             let p = page(alloc, at)?;
@@ -471,7 +564,9 @@ impl Chain {
             }
             for i in 0..nr {
                 let bad = |what| WriteError::Inconsistent { phys: at, what };
-                let off = slot_offset(self.kind, i).ok_or(bad("slot address overflows"))?;
+                let off = enc
+                    .slot_offset(self.kind, i)
+                    .ok_or(bad("slot address overflows"))?;
                 let phys = at.checked_add(off).ok_or(bad("slot address overflows"))?;
                 let bytes = usize::try_from(off)
                     .ok()

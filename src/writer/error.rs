@@ -217,6 +217,13 @@ pub enum WriteError {
         /// Its capacity in devices.
         capacity: usize,
     },
+    /// [`Writer::with_config`](super::Writer::with_config) was given a
+    /// [`Config`](super::Config) it cannot write: a `version` other than 1
+    /// or 2, or a version-1 `generation` other than 0. No page was taken.
+    BadConfig {
+        /// The field refused: `"version"` or `"generation"`.
+        field: &'static str,
+    },
 }
 
 /// Linux errno values the writer's errors map to.
@@ -241,7 +248,8 @@ impl WriteError {
             WriteError::Inconsistent { .. } => errno::EUCLEAN,
             WriteError::ForeignHandle { .. }
             | WriteError::PayloadMismatch { .. }
-            | WriteError::InvalidDomain { .. } => errno::EINVAL,
+            | WriteError::InvalidDomain { .. }
+            | WriteError::BadConfig { .. } => errno::EINVAL,
             WriteError::AttachToDeleted { .. } | WriteError::AlreadyUnpreserved { .. } => {
                 errno::ENOENT
             }
@@ -322,6 +330,9 @@ impl fmt::Display for WriteError {
             }
             WriteError::IndexFull { capacity } => {
                 write!(f, "device index full ({capacity} devices)")
+            }
+            WriteError::BadConfig { field } => {
+                write!(f, "invalid writer configuration: {field}")
             }
         }
     }

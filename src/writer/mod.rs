@@ -1,4 +1,5 @@
-//! The writer: builds a version-1 image the way the outgoing kernel does.
+//! The writer: builds a version-1 or version-2 image the way the outgoing
+//! kernel does (see [Versions](#versions)).
 //!
 //! [`Writer::start`] takes the root and one zeroed page per chain, exactly
 //! as the kernel's first preserve does, so the three heads are set even in
@@ -8,6 +9,32 @@
 //! never reuses a domain or device slot. At every step the image is one the
 //! reader accepts, and an operation that fails changes nothing (see
 //! [Failures](#failures)).
+//!
+//! # Versions
+//!
+//! [`Writer::start`] writes version 1, the layout kernels write today.
+//! [`Writer::with_config`] with [`Config::v2`] writes version 2
+//! ([`abi::v2`](crate::abi::v2)) with the same operations, guarantees and
+//! handles. What differs:
+//!
+//! - The root is `iommu_flb_v2_ser` and records each chain's head, page
+//!   count and record count (deleted records included), so every append
+//!   rewrites it.
+//! - A chain has no pages until its first record (a version-2 page never
+//!   holds 0 records): `with_config` takes only the root, and a chain's
+//!   first record takes its head page and sets the root's head.
+//! - Every array page starts with `iommu_array_v2_hdr_ser` (magic, chain,
+//!   stride, its index in the chain, the root's generation), records follow
+//!   it at 48, and have version 2's layouts (no next-kernel state).
+//! - A device names its domain and IOMMU by their index in their chain
+//!   (page index × capacity + slot), not by address.
+//! - Every page carries a CRC-32 of its bytes. An operation recomputes the
+//!   CRC of exactly the pages it writes, after its other writes to them, in
+//!   its last phase (which cannot fail); the whole image is never
+//!   re-hashed.
+//!
+//! The parts that differ live in one internal type, chosen from the
+//! version; the chains and operations are shared.
 //!
 //! # IOMMUs and their reference counts
 //!
@@ -37,13 +64,14 @@
 //!    own, and, if the chain's tail is full, takes a fresh page and proves it
 //!    zeroed. Nothing in the image is written.
 //! 2. It maps every page it writes with one
-//!    [`PageAlloc::pages_mut`] call: the old tail and the fresh page when it
+//!    [`PageAlloc::pages_mut`] call: in version 2 the root (whose counts
+//!    change with every append), the old tail and the fresh page when it
 //!    links one, the record's page, and for a device the IOMMU's page (whose
 //!    `ref_count` changes with it). A mapping failure here is
 //!    [`WriteError::PageUnavailable`]; the fresh page, never linked, is
 //!    given back. A device's index entry is made last in this phase.
-//! 3. It writes, with plain assignments into the mapped pages: no step can
-//!    fail.
+//! 3. It writes, with plain copies into the mapped pages, then (version
+//!    2) recomputes those pages' CRCs: no step can fail.
 //!
 //! A page the allocator hands out and the writer refuses
 //! ([`WriteError::BadPage`]) is neither used nor given back, as the writer
@@ -52,11 +80,13 @@
 //! # Page order
 //!
 //! [`Writer::start`] takes the root, then the IOMMU, domain and device
-//! chain heads (the root's field order). [`Writer::abort`] gives pages back
+//! chain heads (the root's field order); version 2 takes only the root.
+//! [`Writer::abort`] gives pages back
 //! in the order of the kernel's FLB code, which walks (to restore or to
 //! free) the domain chain, then the device chain, then the IOMMU chain, each
 //! head to tail, and frees the root last, because the chain heads are read
-//! from it. Each page's link is read before the page is freed.
+//! from it; an empty version-2 chain has no pages to give back. Each page's
+//! link is read before the page is freed.
 //!
 //! # Cost
 //!
@@ -97,6 +127,7 @@
 
 mod alloc;
 mod chain;
+mod encoding;
 mod error;
 pub mod index;
 mod map_alloc;
@@ -104,9 +135,8 @@ mod ops;
 mod record;
 mod types;
 
-use zerocopy::IntoBytes;
-
 pub use self::alloc::PageAlloc;
+pub use self::encoding::Config;
 pub use self::error::{BadPage, DomainField, ObjectKind, PagePurpose, WriteError};
 pub use self::index::{DeviceIndex, IndexSlot, Lookup, NoIndex, SliceIndex};
 pub use self::map_alloc::{FailingAlloc, random_failures};
@@ -118,11 +148,11 @@ pub use self::types::{
     Smmuv3IommuInit,
 };
 
-use self::chain::{Chain, take_page};
+use self::chain::{Chain, Image, take_page};
+use self::encoding::{Encoding, PageRole, Patch};
 pub(crate) use self::types::WriterId;
 use crate::PhysAddr;
 use crate::abi::PageSize;
-use crate::abi::v1::{IOMMU_LUO_FLB_VERSION, IommuFlbSer};
 
 /// How many objects and pages an image holds, as the writer counts them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -146,6 +176,7 @@ pub struct Counts {
 pub struct Writer<A: PageAlloc, X: DeviceIndex = NoIndex> {
     alloc: A,
     index: X,
+    enc: Encoding,
     id: WriterId,
     root: PhysAddr,
     iommus: Chain,
@@ -183,22 +214,63 @@ impl<A: PageAlloc> Writer<A> {
     pub fn start(alloc: A) -> Result<Self, WriteError> {
         Writer::with_index(alloc, NoIndex)
     }
+
+    /// Starts an image in the format `config` names (see
+    /// [Versions](self#versions)). Version 1 is [`Writer::start`]; version
+    /// 2 takes only the root, as its chains have no pages until their first
+    /// record. Refuses a version other than 1 or 2, and a version-1
+    /// `generation` other than 0, with [`WriteError::BadConfig`] (before
+    /// taking any page).
+    ///
+    /// ```
+    /// # #[cfg(feature = "alloc")]
+    /// # fn main() -> Result<(), iommu_flb_abi::writer::WriteError> {
+    /// use iommu_flb_abi::PhysAddr;
+    /// use iommu_flb_abi::writer::*;
+    ///
+    /// let pages = MapAlloc::sequential(PhysAddr::new(0x10_0000));
+    /// let mut w = Writer::with_config(pages, Config::v2(0x2a))?;
+    /// assert_eq!((w.version(), w.counts().pages), (2, 1));
+    /// let domain = w.preserve_domain(DomainInit {
+    ///     top_table_phys: PhysAddr::new(0x30_0000), top_level: 4, vasz: 48, sign_extend: 0,
+    /// })?;
+    /// // The domain chain's head page came with its first record, which
+    /// // starts after the 48-byte version-2 page header.
+    /// assert_eq!(domain.phys(), PhysAddr::new(0x10_1000 + 48));
+    /// assert_eq!(w.counts().pages, 2);
+    /// assert_eq!(
+    ///     Writer::with_config(MapAlloc::sequential(PhysAddr::new(0x10_0000)), Config { version: 3, ..Config::v2(1) }).err(),
+    ///     Some(WriteError::BadConfig { field: "version" }),
+    /// );
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "alloc"))]
+    /// # fn main() {}
+    /// ```
+    pub fn with_config(alloc: A, config: Config) -> Result<Self, WriteError> {
+        Writer::with_config_and_index(alloc, config, NoIndex)
+    }
 }
 
 impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
     /// [`Writer::start`] with a device index (which should be empty).
-    pub fn with_index(mut alloc: A, index: X) -> Result<Self, WriteError> {
+    pub fn with_index(alloc: A, index: X) -> Result<Self, WriteError> {
+        Writer::with_config_and_index(alloc, Config::v1(), index)
+    }
+
+    /// [`Writer::with_config`] with a device index (which should be empty).
+    pub fn with_config_and_index(
+        mut alloc: A,
+        config: Config,
+        index: X,
+    ) -> Result<Self, WriteError> {
+        let enc = Encoding::from_config(&config)?;
         let root = take_page(&mut alloc, PagePurpose::Root, &[])?;
         let mut taken = [root, PhysAddr::NULL, PhysAddr::NULL, PhysAddr::NULL];
         let mut chains =
-            [ObjectKind::Iommu, ObjectKind::Domain, ObjectKind::Device].map(|kind| Chain {
-                kind,
-                head: PhysAddr::NULL,
-                tail: PhysAddr::NULL,
-                tail_len: 0,
-                pages: 0,
-            });
-        for (i, chain) in (1..).zip(chains.iter_mut()) {
+            [ObjectKind::Iommu, ObjectKind::Domain, ObjectKind::Device].map(Chain::empty);
+        let heads = chains.iter_mut().filter(|_| enc.empty_chain_has_page());
+        for (i, chain) in (1..).zip(heads) {
             match Chain::start(&mut alloc, chain.kind, &taken) {
                 Ok(c) => {
                     *chain = c;
@@ -212,24 +284,25 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                 }
             }
         }
-        let [iommus, domains, devices] = &chains;
-        let flb = IommuFlbSer {
-            version: IOMMU_LUO_FLB_VERSION.into(),
-            iommu_array_phys: iommus.head.get().into(),
-            iommu_domain_array_phys: domains.head.get().into(),
-            device_array_phys: devices.head.get().into(),
-        };
-        let Some(page) = alloc.page_mut(root) else {
+        let ps = alloc.page_size();
+        let written = enc.root(ps, &chains).and_then(|bytes| {
+            let page = alloc
+                .page_mut(root)
+                .ok_or(WriteError::PageUnavailable { phys: root })?;
+            let patch = Some(Patch::new(0, bytes));
+            enc.page_write(root, page, PageRole::Root, [patch, None])?
+                .commit();
+            Ok(())
+        });
+        if let Err(e) = written {
             give_back(&mut alloc, root, &chains);
-            return Err(WriteError::PageUnavailable { phys: root });
-        };
-        if let Some(dst) = page.get_mut(..size_of::<IommuFlbSer>()) {
-            dst.copy_from_slice(flb.as_bytes());
+            return Err(e);
         }
         let [iommus, domains, devices] = chains;
         Ok(Writer {
             alloc,
             index,
+            enc,
             id: next_writer_id(),
             root,
             iommus,
@@ -243,6 +316,11 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
     /// The root's physical address: what LUO hands to the next kernel.
     pub fn root(&self) -> PhysAddr {
         self.root
+    }
+
+    /// The format version the image is written in (1 or 2).
+    pub fn version(&self) -> u64 {
+        self.enc.version()
     }
 
     /// The size of the image's pages (the allocator's page size).
@@ -308,13 +386,11 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
         self.alloc
     }
 
-    /// The root and the current tails: the pages a fresh page must not be.
-    fn in_use(&self) -> [PhysAddr; 4] {
-        [
-            self.root,
-            self.iommus.tail,
-            self.domains.tail,
-            self.devices.tail,
-        ]
+    /// The root and the chains as they are now.
+    fn image(&self) -> Image {
+        Image {
+            root: self.root,
+            chains: [self.iommus, self.domains, self.devices],
+        }
     }
 }

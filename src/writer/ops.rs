@@ -2,9 +2,9 @@
 
 use core::ops::ControlFlow;
 
-use super::chain::{hdr_mut, page, pages, record, record_mut};
+use super::chain::{hdr_write, page, pages, record, record_offset, reference_to};
+use super::encoding::{Bytes, PageRole, Patch};
 use super::index::Lookup;
-use super::record::{DEV, DOM, HW, Rec, built};
 use super::types::WriterId;
 use super::{
     DeviceHandle, DeviceIndex, DeviceInit, DeviceKey, DomainField, DomainHandle, DomainInit,
@@ -51,7 +51,7 @@ fn check_owner(
 impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
     /// The state and type of the IOMMU at `phys`.
     fn iommu_state(&mut self, phys: PhysAddr) -> Result<(IommuState, IommuTypeSer), WriteError> {
-        let rec = record(&mut self.alloc, ObjectKind::Iommu, phys)?;
+        let rec = record(&mut self.alloc, self.enc, ObjectKind::Iommu, phys)?;
         let h = rec.hdr()?;
         let (_, raw) = rec.iommu_key()?;
         let bad = |what| WriteError::Inconsistent { phys, what };
@@ -86,7 +86,7 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
     ) -> Result<IommuHandle, WriteError> {
         let ty = payload.iommu_type().wire();
         // An unpreserved slot's type is IOMMU_INVALID, so it never matches.
-        let dup = self.iommus.scan(&mut self.alloc, |rec| {
+        let dup = self.iommus.scan(self.enc, &mut self.alloc, |rec| {
             Ok(if rec.iommu_key()? == (token, ty) {
                 ControlFlow::Break(rec.phys)
             } else {
@@ -100,16 +100,13 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                 existing,
             });
         }
-        let in_use = self.in_use();
+        let (enc, image) = (self.enc, self.image());
         let phys = self.iommus.append(
+            enc,
             &mut self.alloc,
-            &in_use,
+            &image,
             None,
-            |at| {
-                built::<HW>(at, |r| {
-                    r.write_iommu(token, &payload, hdr(0, IOMMU_SER_FLAG_DELETED))
-                })
-            },
+            |at| enc.iommu_record(at, token, &payload, hdr(0, IOMMU_SER_FLAG_DELETED)),
             |_| Ok(()),
         )?;
         self.counts.iommus = self.counts.iommus.saturating_add(1);
@@ -131,12 +128,13 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
         if d.sign_extend > 1 {
             return invalid(DomainField::SignExtend, u64::from(d.sign_extend));
         }
-        let in_use = self.in_use();
+        let (enc, image) = (self.enc, self.image());
         let phys = self.domains.append(
+            enc,
             &mut self.alloc,
-            &in_use,
+            &image,
             None,
-            |at| built::<DOM>(at, |r| r.write_domain(&d, hdr(1, 0))),
+            |at| enc.domain_record(at, &d, hdr(1, 0)),
             |_| Ok(()),
         )?;
         self.counts.domains = self.counts.domains.saturating_add(1);
@@ -153,7 +151,7 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
         if self.max_device_key.is_none_or(|max| key > max) {
             return Ok(None);
         }
-        self.devices.scan(&mut self.alloc, |rec| {
+        self.devices.scan(self.enc, &mut self.alloc, |rec| {
             let (seg, devid, _, _) = rec.device_fields()?;
             Ok(
                 if !is_deleted(&rec.hdr()?) && DeviceKey::new(seg, devid) == key {
@@ -175,7 +173,8 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
     ) -> Result<DeviceHandle, WriteError> {
         check_owner(self.id, domain.writer(), ObjectKind::Domain, domain.phys())?;
         check_owner(self.id, iommu.writer(), ObjectKind::Iommu, iommu.phys())?;
-        let dom = record(&mut self.alloc, ObjectKind::Domain, domain.phys())?.hdr()?;
+        let enc = self.enc;
+        let dom = record(&mut self.alloc, enc, ObjectKind::Domain, domain.phys())?.hdr()?;
         if is_deleted(&dom) {
             return Err(WriteError::AttachToDeleted {
                 kind: ObjectKind::Domain,
@@ -210,17 +209,16 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                 existing,
             });
         }
-        let in_use = self.in_use();
+        let domain_ref = reference_to(&mut self.alloc, enc, ObjectKind::Domain, domain.phys())?;
+        let iommu_ref = reference_to(&mut self.alloc, enc, ObjectKind::Iommu, iommu.phys())?;
+        let image = self.image();
         let index = &mut self.index;
         let phys = self.devices.append(
+            enc,
             &mut self.alloc,
-            &in_use,
+            &image,
             Some((iommu.phys(), hdr(new_count, 0))),
-            |at| {
-                built::<DEV>(at, |r| {
-                    r.write_device(&d, domain.phys(), iommu.phys(), hdr(1, 0))
-                })
-            },
+            |at| enc.device_record(at, &d, domain_ref, iommu_ref, hdr(1, 0)),
             // A failed insert leaves the index unchanged.
             |at| index.insert(key, at),
         )?;
@@ -237,7 +235,8 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
     pub fn unpreserve_device(&mut self, device: DeviceHandle) -> Result<(), WriteError> {
         let phys = device.phys();
         check_owner(self.id, device.writer(), ObjectKind::Device, phys)?;
-        let rec = record(&mut self.alloc, ObjectKind::Device, phys)?;
+        let enc = self.enc;
+        let rec = record(&mut self.alloc, enc, ObjectKind::Device, phys)?;
         let h = rec.hdr()?;
         if is_deleted(&h) {
             return Err(WriteError::AlreadyUnpreserved {
@@ -245,7 +244,8 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                 phys,
             });
         }
-        let (seg, devid, _, iommu) = rec.device_fields()?;
+        let (seg, devid, _, iommu_ref) = rec.device_fields()?;
+        let iommu = self.iommus.resolve(enc, &mut self.alloc, iommu_ref)?;
         let IommuState::Live(n) = self.iommu_state(iommu)?.0 else {
             return Err(WriteError::Inconsistent {
                 phys: iommu,
@@ -257,10 +257,11 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
         let ps = self.alloc.page_size();
         let [dev_page, hw_page] =
             pages(&mut self.alloc, [phys.page_base(ps), iommu.page_base(ps)])?;
-        let dev = hdr_mut::<DEV>(dev_page, phys)?;
-        let hw = hdr_mut::<HW>(hw_page, iommu)?;
-        *dev = hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED);
-        *hw = hdr(left, flags);
+        let dev_hdr = hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED);
+        let dev = hdr_write(enc, ObjectKind::Device, dev_page, phys, dev_hdr)?;
+        let hw = hdr_write(enc, ObjectKind::Iommu, hw_page, iommu, hdr(left, flags))?;
+        dev.commit();
+        hw.commit();
         if left == 0 {
             self.counts.live_iommus = self.counts.live_iommus.saturating_sub(1);
         }
@@ -275,16 +276,18 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
     pub fn unpreserve_domain(&mut self, domain: DomainHandle) -> Result<(), WriteError> {
         let phys = domain.phys();
         check_owner(self.id, domain.writer(), ObjectKind::Domain, phys)?;
-        let h = record(&mut self.alloc, ObjectKind::Domain, phys)?.hdr()?;
+        let enc = self.enc;
+        let h = record(&mut self.alloc, enc, ObjectKind::Domain, phys)?.hdr()?;
         if is_deleted(&h) {
             return Err(WriteError::AlreadyUnpreserved {
                 kind: ObjectKind::Domain,
                 phys,
             });
         }
-        let user = self.devices.scan(&mut self.alloc, |rec| {
+        let me = reference_to(&mut self.alloc, enc, ObjectKind::Domain, phys)?;
+        let user = self.devices.scan(enc, &mut self.alloc, |rec| {
             let (_, _, dom, _) = rec.device_fields()?;
-            Ok(if dom == phys && !is_deleted(&rec.hdr()?) {
+            Ok(if dom == me && !is_deleted(&rec.hdr()?) {
                 ControlFlow::Break(rec.phys)
             } else {
                 ControlFlow::Continue(())
@@ -297,8 +300,9 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             });
         }
         let ps = self.alloc.page_size();
-        *hdr_mut::<DOM>(page(&mut self.alloc, phys.page_base(ps))?, phys)? =
-            hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED);
+        let deleted = hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED);
+        let p = page(&mut self.alloc, phys.page_base(ps))?;
+        hdr_write(enc, ObjectKind::Domain, p, phys, deleted)?.commit();
         self.counts.domains = self.counts.domains.saturating_sub(1);
         Ok(())
     }
@@ -318,12 +322,22 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                 devices,
             }),
             IommuState::Idle => {
-                let ps = self.alloc.page_size();
-                let slot = record_mut::<HW>(page(&mut self.alloc, phys.page_base(ps))?, phys)?;
-                let mut rec = Rec { phys, bytes: *slot };
-                rec.set_iommu_type(IommuTypeSer::IommuInvalid)?;
-                rec.set_hdr(0, IOMMU_SER_FLAG_DELETED)?;
-                *slot = rec.bytes;
+                let (enc, ps) = (self.enc, self.alloc.page_size());
+                let p = page(&mut self.alloc, phys.page_base(ps))?;
+                let at = record_offset(enc, ObjectKind::Iommu, p, phys)?;
+                let size = enc.record_size(ObjectKind::Iommu);
+                let old = at.checked_add(size).and_then(|end| p.get(at..end));
+                let old = old.ok_or(WriteError::Inconsistent {
+                    phys,
+                    what: "record does not fit its page",
+                })?;
+                let bytes = Bytes::edited(phys, old, |r| {
+                    r.set_iommu_type(IommuTypeSer::IommuInvalid)?;
+                    r.set_hdr(0, IOMMU_SER_FLAG_DELETED)
+                })?;
+                let patch = Some(Patch::new(at, bytes));
+                enc.page_write(phys, p, PageRole::Array, [patch, None])?
+                    .commit();
                 self.counts.iommus = self.counts.iommus.saturating_sub(1);
                 Ok(())
             }

@@ -31,7 +31,8 @@ macro_rules! handle {
             }
 
             /// The physical address of the object's record in the image
-            /// (what a device's `domain_phys` / `iommu_phys` stores).
+            /// (what a version-1 device's `domain_phys` / `iommu_phys`
+            /// stores; a version-2 device stores the record's index).
             pub const fn phys(self) -> PhysAddr {
                 self.phys
             }

@@ -185,7 +185,7 @@ pub fn reader_objects(base: u64, root: u64, bytes: &[u8]) -> Vec<Line> {
         lines.push(Line::new("iommu", &values));
     }
     for d in image.domains() {
-        let vasz = u64::from(d.record().vasz.get());
+        let vasz = u64::from(d.vasz());
         lines.push(Line::new(
             "domain",
             &[d.phys().get(), d.top_table_phys().get(), vasz],

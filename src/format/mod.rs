@@ -1,0 +1,303 @@
+//! What differs between format versions, for the reader: one module per
+//! version implements [`Format`]; the chain walk, the indexes, the record
+//! checks, the view and the C boundary are written once over it.
+//!
+//! Adding a version is one new module here (its rules) beside its layout in
+//! `abi/`, and one line in [`Version`]'s dispatch.
+
+pub(crate) mod v1;
+pub(crate) mod v2;
+
+use crate::abi::PageSize;
+use crate::abi::v1::IommuTypeSer;
+use crate::crc::Crc32;
+use crate::error::{Chain, Error, Location};
+use crate::mem::read_page;
+use crate::reader::{DevicePayload, IommuPayload, Options};
+use crate::{Memory, PhysAddr};
+
+/// The checked root, whatever its version.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Root<'m> {
+    /// The stored `version`.
+    pub version: u64,
+    /// The page size of every page of the image.
+    pub page_size: PageSize,
+    /// The three chain heads (IOMMU, domain, device); `NULL` only for an
+    /// empty chain of a format that allows one.
+    pub heads: [PhysAddr; 3],
+    /// The root's (pages, records) per chain, in formats that record them.
+    pub counts: Option<[(u64, u64); 3]>,
+    /// The generation every page must repeat (0 in version 1).
+    pub generation: u64,
+    /// The root's page.
+    pub bytes: &'m [u8],
+}
+
+/// A checked array-page header.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PageHdr {
+    pub next: PhysAddr,
+    pub nr_objects: u64,
+    /// Bytes per record in this page.
+    pub stride: u64,
+}
+
+/// How a device names its domain or IOMMU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ref {
+    /// The physical address of the record (version 1).
+    Phys(PhysAddr),
+    /// The record's index in its chain (version 2).
+    Index(u64),
+}
+
+/// The fields of a domain record the checks and the view read.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DomainFields {
+    pub top_table_phys: u64,
+    pub top_level: u64,
+    pub vasz: u32,
+    pub sign_extend: u8,
+    pub padding: [u8; 3],
+    /// `restored_domain` in version 1; 0 in formats without it.
+    pub restored: u64,
+}
+
+/// The fields of a device record the checks and the view read.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeviceFields {
+    pub segment: u32,
+    pub devid: u32,
+    pub dma_owner_token: u64,
+    pub attachment_id: u64,
+    pub domain: Ref,
+    pub iommu: Ref,
+}
+
+/// The rules of one format version. Record arguments are exactly the
+/// version's record size (`HW`, `DOM`, `DEV`) long; the functions return
+/// zeros for a shorter slice rather than fail, since the callers cut them.
+pub(crate) trait Format {
+    /// The version whose rules these are.
+    const VERSION: u64;
+    /// Bytes before the first record of an array page.
+    const PAGE_HDR: u64;
+    /// Bytes of an IOMMU, domain and device record this version defines.
+    const HW: usize;
+    const DOM: usize;
+    const DEV: usize;
+    /// Every record flag this version defines, and its `DELETED` and
+    /// `INCOMING` bits (0 where the version has none).
+    const FLAGS_KNOWN: u32;
+    const DELETED: u32;
+    const INCOMING: u32;
+    /// Whether an empty chain has no pages (a zero head).
+    const EMPTY_CHAINS: bool;
+    /// The device fields that name the domain and the IOMMU.
+    const DOMAIN_REF: &'static str;
+    const IOMMU_REF: &'static str;
+
+    /// The root field that holds the head of `chain`.
+    fn head_field(chain: Chain) -> &'static str;
+
+    /// Checks the root and returns what it says. `first` is the root's
+    /// page as [`Version::detect`] read it (`None`: it could not).
+    fn root<'m, M: Memory + ?Sized>(
+        mem: &'m M,
+        root: PhysAddr,
+        opts: &Options,
+        first: Option<&'m [u8]>,
+    ) -> Result<Root<'m>, Error>;
+
+    /// Checks the header of `page`, page `index` of `chain`, located at
+    /// `here`.
+    fn page(
+        page: &[u8],
+        chain: Chain,
+        index: u64,
+        root: &Root<'_>,
+        crc: &Crc32,
+        here: Location,
+    ) -> Result<PageHdr, Error>;
+
+    /// An IOMMU record's (token, type).
+    fn hw(rec: &[u8]) -> (u64, u64);
+    /// Checks the vendor part of a live IOMMU record of type `ty`.
+    fn check_hw_vendor(
+        rec: &[u8],
+        ty: IommuTypeSer,
+        loc: Location,
+        handover: bool,
+    ) -> Result<(), Error>;
+    /// The vendor part of a valid IOMMU record of type `ty`.
+    fn hw_payload(rec: &[u8], ty: IommuTypeSer) -> Option<IommuPayload<'_>>;
+
+    /// A domain record's fields.
+    fn domain(rec: &[u8]) -> DomainFields;
+
+    /// A device record's fields.
+    fn device(rec: &[u8]) -> DeviceFields;
+    /// Checks the vendor part of a live device record whose IOMMU has type
+    /// `ty`.
+    fn check_dev_vendor(
+        rec: &[u8],
+        ty: IommuTypeSer,
+        loc: Location,
+        handover: bool,
+    ) -> Result<(), Error>;
+    /// The vendor part of a valid device record whose IOMMU has type `ty`.
+    fn dev_payload(rec: &[u8], ty: IommuTypeSer) -> Option<DevicePayload<'_>>;
+}
+
+/// The format versions this reader knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Version {
+    V1,
+    V2,
+}
+
+impl Version {
+    /// Which format's rules apply to the root at `root`: version 2 for a
+    /// first word of 2 or more followed by version 2's root magic (2, or a
+    /// later writer that may allow version-2 readers); version 1
+    /// otherwise, whose root check then reports a bad alignment, an
+    /// unreadable root or an unsupported version exactly as before version
+    /// 2 existed. A word of 2 without the magic is not a version-2 root, so
+    /// it is an unsupported version.
+    ///
+    /// The root is read once, at `opts.page_size` (the size version 1 reads
+    /// it at), and the page returned for the root check to use, so a
+    /// version-1 image costs the reads it cost before version 2 existed.
+    pub(crate) fn detect<'m, M: Memory + ?Sized>(
+        mem: &'m M,
+        root: PhysAddr,
+        opts: &Options,
+    ) -> (Self, Option<&'m [u8]>) {
+        let page = read_page(mem, root, opts.page_size);
+        let word = |at: usize, len: usize| -> Option<u64> {
+            let b = page?.get(at..at.checked_add(len)?)?;
+            let mut w = [0u8; 8];
+            w.get_mut(..len)?.copy_from_slice(b);
+            Some(u64::from_le_bytes(w))
+        };
+        let magic = word(8, 4) == Some(u64::from(crate::abi::v2::IOMMU_FLB_V2_ROOT_MAGIC));
+        let version = match word(0, 8) {
+            Some(v) if v >= 2 && magic => Version::V2,
+            _ => Version::V1,
+        };
+        (version, page)
+    }
+}
+
+/// The view's per-version functions, so that record handles need only a
+/// reference to them.
+#[derive(Clone, Copy)]
+pub(crate) struct Ops {
+    /// The format version these are the rules of.
+    pub version: u64,
+    pub page_hdr: u64,
+    pub hw: usize,
+    pub dom: usize,
+    pub dev: usize,
+    pub deleted: u32,
+    pub hw_fields: fn(&[u8]) -> (u64, u64),
+    pub hw_payload: for<'a> fn(&'a [u8], IommuTypeSer) -> Option<IommuPayload<'a>>,
+    pub domain: fn(&[u8]) -> DomainFields,
+    pub device: fn(&[u8]) -> DeviceFields,
+    pub dev_payload: for<'a> fn(&'a [u8], IommuTypeSer) -> Option<DevicePayload<'a>>,
+}
+
+impl core::fmt::Debug for Ops {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Ops")
+            .field("page_hdr", &self.page_hdr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ops {
+    /// The functions of format `F`.
+    pub(crate) const fn of<F: Format>() -> Ops {
+        Ops {
+            version: F::VERSION,
+            page_hdr: F::PAGE_HDR,
+            hw: F::HW,
+            dom: F::DOM,
+            dev: F::DEV,
+            deleted: F::DELETED,
+            hw_fields: F::hw,
+            hw_payload: F::hw_payload,
+            domain: F::domain,
+            device: F::device,
+            dev_payload: F::dev_payload,
+        }
+    }
+}
+
+/// The fields both versions lay out the same: an IOMMU record's (token,
+/// type) at 8 and 16.
+#[inline]
+pub(crate) fn hw_token_type(rec: &[u8]) -> (u64, u64) {
+    (le64(rec, 8), le64(rec, 16))
+}
+
+/// A domain record's first 32 bytes, the same in both versions, with
+/// `restored` (version 1's `restored_domain`, or 0).
+#[inline]
+pub(crate) fn domain_fields(rec: &[u8], restored: u64) -> DomainFields {
+    let byte = |i: usize| rec.get(i).copied().unwrap_or(0);
+    DomainFields {
+        top_table_phys: le64(rec, 8),
+        top_level: le64(rec, 16),
+        vasz: le32(rec, 24),
+        sign_extend: byte(28),
+        padding: [byte(29), byte(30), byte(31)],
+        restored,
+    }
+}
+
+/// A device record's first 48 bytes: the same offsets in both versions,
+/// the two references at 32 and 40 read as `to` says.
+#[inline]
+pub(crate) fn device_fields(rec: &[u8], to: fn(u64) -> Ref) -> DeviceFields {
+    DeviceFields {
+        devid: le32(rec, 8),
+        segment: le32(rec, 12),
+        dma_owner_token: le64(rec, 16),
+        attachment_id: le64(rec, 24),
+        domain: to(le64(rec, 32)),
+        iommu: to(le64(rec, 40)),
+    }
+}
+
+/// `(ref_count, flags)` of a record's header (the same 8 bytes in every
+/// version).
+#[inline]
+pub(crate) fn record_hdr(bytes: &[u8]) -> (u32, u32) {
+    (le32(bytes, 0), le32(bytes, 4))
+}
+
+/// The little-endian `u64` at `at`, 0 if it does not fit.
+#[inline]
+pub(crate) fn le64(bytes: &[u8], at: usize) -> u64 {
+    at.checked_add(8)
+        .and_then(|end| bytes.get(at..end))
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// The little-endian `u32` at `at`, 0 if it does not fit.
+#[inline]
+pub(crate) fn le32(bytes: &[u8], at: usize) -> u32 {
+    at.checked_add(4)
+        .and_then(|end| bytes.get(at..end))
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+/// Whether every byte of `bytes[from..]` is zero (true past the end).
+#[inline]
+pub(crate) fn zero_from(bytes: &[u8], from: usize) -> bool {
+    bytes.get(from..).is_none_or(|t| t.iter().all(|b| *b == 0))
+}

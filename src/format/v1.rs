@@ -1,0 +1,200 @@
+//! Version 1's rules: what the kernel writes today.
+
+use zerocopy::FromBytes;
+
+use super::{
+    DeviceFields, DomainFields, Format, PageHdr, Ref, Root, device_fields, domain_fields,
+    hw_token_type, le32, le64, zero_from,
+};
+use crate::PhysAddr;
+use crate::abi::v1::{
+    IOMMU_ARRAY_HDR_SIZE, IOMMU_LUO_FLB_VERSION, IOMMU_SER_FLAG_DELETED, IOMMU_SER_FLAG_INCOMING,
+    IOMMU_SER_FLAGS_KNOWN, IommuArrayHdrSer, IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer,
+    IommuFlbSer, IommuHwSer, IommuIntelSer, IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer,
+};
+use crate::crc::Crc32;
+use crate::error::{Chain, Error, ErrorKind, Location};
+use crate::reader::{DevicePayload, IommuPayload, Options};
+use crate::{Memory, chain::head_field};
+
+/// Version 1.
+pub(crate) struct V1;
+
+/// Offset of the vendor union in an IOMMU record and in a device record.
+const HW_VENDOR: usize = 24;
+const DEV_VENDOR: usize = 48;
+
+/// Checks the first 8 bytes both Intel payloads start with: `restored`,
+/// which only the next kernel sets, and `padding[7]`.
+fn check_intel_head(loc: Location, head: &[u8], handover: bool) -> Result<(), Error> {
+    if handover && head.first().is_some_and(|b| *b != 0) {
+        return Err(Error::new(
+            ErrorKind::AlreadyRestored,
+            loc.field("restored"),
+        ));
+    }
+    if head.get(1..8).is_some_and(|p| p.iter().any(|b| *b != 0)) {
+        return Err(Error::new(ErrorKind::NonZeroPadding, loc.field("padding")));
+    }
+    Ok(())
+}
+
+impl Format for V1 {
+    const VERSION: u64 = 1;
+    const PAGE_HDR: u64 = IOMMU_ARRAY_HDR_SIZE;
+    const HW: usize = size_of::<IommuHwSer>();
+    const DOM: usize = size_of::<IommuDomainSer>();
+    const DEV: usize = size_of::<IommuDeviceSer>();
+    const FLAGS_KNOWN: u32 = IOMMU_SER_FLAGS_KNOWN;
+    const DELETED: u32 = IOMMU_SER_FLAG_DELETED;
+    const INCOMING: u32 = IOMMU_SER_FLAG_INCOMING;
+    const EMPTY_CHAINS: bool = false;
+    const DOMAIN_REF: &'static str = "domain_phys";
+    const IOMMU_REF: &'static str = "iommu_phys";
+
+    fn head_field(chain: Chain) -> &'static str {
+        head_field(chain)
+    }
+
+    /// In order: page-aligned (the kernel allocates the root as a preserved
+    /// page of its own, which `restore` hands back whole), readable,
+    /// version, then each head non-zero and page-aligned.
+    fn root<'m, M: Memory + ?Sized>(
+        mem: &'m M,
+        root: PhysAddr,
+        opts: &Options,
+        first: Option<&'m [u8]>,
+    ) -> Result<Root<'m>, Error> {
+        let page_size = opts.page_size;
+        let at = |field| Location::root(root, field);
+        if !root.is_page_aligned(page_size) {
+            return Err(Error::new(ErrorKind::Unaligned { value: root }, at(None)));
+        }
+        let _ = mem;
+        let page = first.ok_or(Error::new(ErrorKind::RootUnreadable, at(None)))?;
+        // A page is longer than the 32-byte root, so this cannot fail.
+        let (ser, _) = IommuFlbSer::ref_from_prefix(page)
+            .map_err(|_| Error::new(ErrorKind::RootUnreadable, at(None)))?;
+        let found = ser.version.get();
+        if found != IOMMU_LUO_FLB_VERSION {
+            return Err(Error::new(
+                ErrorKind::UnsupportedVersion { found },
+                at(Some("version")),
+            ));
+        }
+        let heads = [
+            ser.iommu_array_phys.get(),
+            ser.iommu_domain_array_phys.get(),
+            ser.device_array_phys.get(),
+        ]
+        .map(PhysAddr::new);
+        for (chain, head) in crate::chain::ARRAYS.into_iter().zip(heads) {
+            let loc = at(Some(head_field(chain)));
+            if head.is_null() {
+                return Err(Error::new(ErrorKind::NullPointer, loc));
+            }
+            if !head.is_page_aligned(page_size) {
+                return Err(Error::new(ErrorKind::Unaligned { value: head }, loc));
+            }
+        }
+        Ok(Root {
+            version: found,
+            page_size,
+            heads,
+            counts: None,
+            generation: 0,
+            bytes: page,
+        })
+    }
+
+    fn page(
+        page: &[u8],
+        chain: Chain,
+        _index: u64,
+        _root: &Root<'_>,
+        _crc: &Crc32,
+        _here: Location,
+    ) -> Result<PageHdr, Error> {
+        let (next, nr_objects) = match IommuArrayHdrSer::read_from_prefix(page) {
+            Ok((h, _)) => (PhysAddr::new(h.next_array_phys.get()), h.nr_objects.get()),
+            // Unreachable: a page is longer than the 16-byte header.
+            Err(_) => (PhysAddr::NULL, 0),
+        };
+        let size = match chain {
+            Chain::Iommu => Self::HW,
+            Chain::Domain => Self::DOM,
+            _ => Self::DEV,
+        };
+        Ok(PageHdr {
+            next,
+            nr_objects,
+            stride: u64::try_from(size).unwrap_or(u64::MAX),
+        })
+    }
+
+    fn hw(rec: &[u8]) -> (u64, u64) {
+        hw_token_type(rec)
+    }
+
+    /// Intel's member fills the union; SMMUv3's leaves bytes no version-1
+    /// member uses, which the kernel's zeroed slot holds as zeros: they are
+    /// padding (a non-zero byte there is corruption, or a longer SMMUv3
+    /// struct under the same version).
+    fn check_hw_vendor(
+        rec: &[u8],
+        ty: IommuTypeSer,
+        loc: Location,
+        handover: bool,
+    ) -> Result<(), Error> {
+        let vendor = rec.get(HW_VENDOR..).unwrap_or(&[]);
+        match ty {
+            IommuTypeSer::IommuIntel => check_intel_head(loc, vendor, handover),
+            _ if zero_from(vendor, size_of::<IommuSmmuv3HwSer>()) => Ok(()),
+            _ => Err(Error::new(ErrorKind::NonZeroPadding, loc.field("vendor"))),
+        }
+    }
+
+    fn hw_payload(rec: &[u8], ty: IommuTypeSer) -> Option<IommuPayload<'_>> {
+        let vendor = rec.get(HW_VENDOR..)?;
+        Some(match ty {
+            IommuTypeSer::IommuIntel => {
+                IommuPayload::Intel(IommuIntelSer::ref_from_prefix(vendor).ok()?.0)
+            }
+            _ => IommuPayload::Smmuv3(IommuSmmuv3HwSer::ref_from_prefix(vendor).ok()?.0),
+        })
+    }
+
+    fn domain(rec: &[u8]) -> DomainFields {
+        domain_fields(rec, le64(rec, 32))
+    }
+
+    fn device(rec: &[u8]) -> DeviceFields {
+        device_fields(rec, |a| Ref::Phys(PhysAddr::new(a)))
+    }
+
+    fn check_dev_vendor(
+        rec: &[u8],
+        ty: IommuTypeSer,
+        loc: Location,
+        handover: bool,
+    ) -> Result<(), Error> {
+        let vendor = rec.get(DEV_VENDOR..).unwrap_or(&[]);
+        if ty == IommuTypeSer::IommuIntel {
+            check_intel_head(loc, vendor, handover)
+        } else if le32(vendor, 12) != 0 {
+            Err(Error::new(ErrorKind::NonZeroPadding, loc.field("padding")))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn dev_payload(rec: &[u8], ty: IommuTypeSer) -> Option<DevicePayload<'_>> {
+        let vendor = rec.get(DEV_VENDOR..)?;
+        Some(match ty {
+            IommuTypeSer::IommuIntel => {
+                DevicePayload::Intel(IommuDeviceIntelSer::ref_from_prefix(vendor).ok()?.0)
+            }
+            _ => DevicePayload::Smmuv3(IommuMasterSmmuv3Ser::ref_from_prefix(vendor).ok()?.0),
+        })
+    }
+}

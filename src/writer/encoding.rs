@@ -1,0 +1,520 @@
+//! What differs between the format versions the writer writes, behind one
+//! small type: the root, the array page header, the record layouts, how a
+//! device names its domain and IOMMU, whether an empty chain has a page,
+//! and the page checksums. The chains and the operations are shared and
+//! ask an [`Encoding`] whenever the version matters.
+//!
+//! Everything an operation writes is built here first as [`Patch`]es (bytes
+//! and where they go), checked against the mapped pages as a [`PageWrite`],
+//! and only then written by [`PageWrite::commit`], which cannot fail and
+//! recomputes the checksum of the page it wrote (version 2).
+
+use core::mem::size_of;
+
+use static_assertions::const_assert;
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::WriteError;
+use super::chain::Chain;
+use super::error::ObjectKind;
+use super::record::Rec;
+use super::types::{DeviceInit, DomainInit, IommuPayloadInit};
+use crate::PhysAddr;
+use crate::abi::PageSize;
+use crate::abi::v1::{
+    IOMMU_LUO_FLB_VERSION, IOMMU_SER_FLAG_DELETED, IommuArrayHdrSer, IommuFlbSer, IommuHdrSer,
+    IommuHwSer, objects_per_page,
+};
+use crate::abi::v2::{
+    IOMMU_FLB_V2_CHAIN_DEVICE, IOMMU_FLB_V2_CHAIN_DOMAIN, IOMMU_FLB_V2_CHAIN_IOMMU,
+    IOMMU_FLB_V2_FLAG_DELETED, IOMMU_FLB_V2_PAGE_CRC_OFFSET, IOMMU_FLB_V2_PAGE_HDR_SIZE,
+    IOMMU_FLB_V2_PAGE_MAGIC, IOMMU_FLB_V2_ROOT_CRC_OFFSET, IOMMU_FLB_V2_ROOT_MAGIC,
+    IOMMU_FLB_V2_VERSION, IommuArrayV2HdrSer, IommuDeviceV2Ser, IommuDomainV2Ser,
+    IommuFlbV2ChainSer, IommuFlbV2Ser, IommuHwV2Ser, records_per_page,
+};
+use crate::crc::Crc32;
+
+/// The format an image is written in, chosen when it is started
+/// ([`Writer::with_config`](super::Writer::with_config)).
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// The format version: 1 (what kernels write today) or 2 (the
+    /// self-checking format of [`abi::v2`](crate::abi::v2)).
+    pub version: u64,
+    /// Version 2's `generation`, which every array page repeats; 0 for
+    /// version 1, which has none.
+    pub generation: u64,
+    /// The CRC-32 function of version 2's page checksums (unused by
+    /// version 1).
+    pub crc: Crc32,
+}
+
+impl Config {
+    /// Version 1, as [`Writer::start`](super::Writer::start) writes it.
+    pub const fn v1() -> Self {
+        Config {
+            version: IOMMU_LUO_FLB_VERSION,
+            generation: 0,
+            crc: Crc32::FAST,
+        }
+    }
+
+    /// Version 2 with this handover's `generation`, checksummed with
+    /// [`Crc32::FAST`].
+    pub const fn v2(generation: u64) -> Self {
+        Config {
+            version: IOMMU_FLB_V2_VERSION,
+            generation,
+            crc: Crc32::FAST,
+        }
+    }
+
+    /// The same configuration with another CRC-32 function (the kernel's).
+    #[must_use]
+    pub const fn with_crc(self, crc: Crc32) -> Self {
+        Config { crc, ..self }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::v1()
+    }
+}
+
+/// The largest number of bytes one [`Patch`] holds: the version-2 root.
+const PATCH_MAX: usize = size_of::<IommuFlbV2Ser>();
+const_assert!(size_of::<IommuHwSer>() <= PATCH_MAX);
+const_assert!(size_of::<IommuFlbSer>() <= PATCH_MAX);
+const_assert!(size_of::<IommuArrayV2HdrSer>() <= PATCH_MAX);
+// The writer marks deletion with one bit, the same in both versions.
+const_assert!(IOMMU_SER_FLAG_DELETED == IOMMU_FLB_V2_FLAG_DELETED);
+
+/// Up to [`PATCH_MAX`] bytes built in the writer's own memory: a record, a
+/// header, a root.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bytes {
+    buf: [u8; PATCH_MAX],
+    len: usize,
+}
+
+impl Bytes {
+    /// A copy of `src`; `None` if it is longer than any patch.
+    pub(crate) fn of(src: &[u8]) -> Option<Bytes> {
+        let mut buf = [0; PATCH_MAX];
+        buf.get_mut(..src.len())?.copy_from_slice(src);
+        Some(Bytes {
+            buf,
+            len: src.len(),
+        })
+    }
+
+    /// A copy of `src` that `write` changes in place (through a [`Rec`]
+    /// for `phys`); its error is returned as is.
+    pub(crate) fn edited(
+        phys: PhysAddr,
+        src: &[u8],
+        write: impl FnOnce(&mut Rec<&mut [u8]>) -> Result<(), WriteError>,
+    ) -> Result<Bytes, WriteError> {
+        let unfit = WriteError::Inconsistent {
+            phys,
+            what: "record does not fit its page",
+        };
+        let mut b = Bytes::of(src).ok_or(unfit)?;
+        let bytes = b.buf.get_mut(..b.len).ok_or(unfit)?;
+        write(&mut Rec { phys, bytes })?;
+        Ok(b)
+    }
+
+    /// `len` zero bytes that `write` fills in (see [`Bytes::edited`]).
+    pub(crate) fn built(
+        phys: PhysAddr,
+        len: usize,
+        write: impl FnOnce(&mut Rec<&mut [u8]>) -> Result<(), WriteError>,
+    ) -> Result<Bytes, WriteError> {
+        let zeros = [0; PATCH_MAX];
+        let src = zeros.get(..len).ok_or(WriteError::Inconsistent {
+            phys,
+            what: "record does not fit its page",
+        })?;
+        Bytes::edited(phys, src, write)
+    }
+
+    /// The bytes.
+    pub(crate) fn get(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// Bytes to put at offset `at` of a page.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Patch {
+    pub(crate) at: usize,
+    pub(crate) bytes: Bytes,
+}
+
+impl Patch {
+    /// `bytes` at `at`.
+    pub(crate) fn new(at: usize, bytes: Bytes) -> Patch {
+        Patch { at, bytes }
+    }
+
+    /// A copy of `src` at `at`; `None` if it is longer than any patch.
+    pub(crate) fn of(at: usize, src: &[u8]) -> Option<Patch> {
+        Bytes::of(src).map(|bytes| Patch { at, bytes })
+    }
+}
+
+/// Which header a page starts with, and so where its checksum is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PageRole {
+    /// The root.
+    Root,
+    /// A chain's array page.
+    Array,
+}
+
+/// One mapped page an operation writes, with its patches checked to fit:
+/// [`commit`](Self::commit) cannot fail.
+pub(crate) struct PageWrite<'a> {
+    page: &'a mut [u8],
+    patches: [Option<Patch>; 2],
+    /// Where the page's checksum goes and the function that computes it.
+    seal: Option<(usize, Crc32)>,
+}
+
+impl PageWrite<'_> {
+    /// Writes the patches in order, then the page's checksum over the
+    /// result. Plain copies into ranges checked to fit: nothing can fail.
+    pub(crate) fn commit(self) {
+        let PageWrite {
+            page,
+            patches,
+            seal,
+        } = self;
+        for p in patches.iter().flatten() {
+            let bytes = p.bytes.get();
+            if let Some(dst) =
+                p.at.checked_add(bytes.len())
+                    .and_then(|end| page.get_mut(p.at..end))
+            {
+                dst.copy_from_slice(bytes);
+            }
+        }
+        if let Some((at, crc)) = seal {
+            if let Some(sum) = crc.page(page, at) {
+                if let Some(dst) = at.checked_add(4).and_then(|end| page.get_mut(at..end)) {
+                    dst.copy_from_slice(&sum.to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// How a device names its domain and IOMMU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reference {
+    /// By the record's physical address (version 1).
+    Phys,
+    /// By the record's index in its chain (version 2).
+    Index,
+}
+
+/// The format version's rules, for the shared writer code.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Encoding {
+    /// Version 1.
+    V1,
+    /// Version 2, with the image's generation and CRC function.
+    V2 {
+        /// The root's `generation`, repeated in every array page.
+        generation: u64,
+        /// The checksum function.
+        crc: Crc32,
+    },
+}
+
+impl Encoding {
+    /// The encoding `config` asks for, or the field it cannot have.
+    pub(crate) fn from_config(config: &Config) -> Result<Encoding, WriteError> {
+        let bad = |field| Err(WriteError::BadConfig { field });
+        match config.version {
+            IOMMU_LUO_FLB_VERSION if config.generation != 0 => bad("generation"),
+            IOMMU_LUO_FLB_VERSION => Ok(Encoding::V1),
+            IOMMU_FLB_V2_VERSION => Ok(Encoding::V2 {
+                generation: config.generation,
+                crc: config.crc,
+            }),
+            _ => bad("version"),
+        }
+    }
+
+    /// The format version written.
+    pub(crate) const fn version(self) -> u64 {
+        match self {
+            Encoding::V1 => IOMMU_LUO_FLB_VERSION,
+            Encoding::V2 { .. } => IOMMU_FLB_V2_VERSION,
+        }
+    }
+
+    /// Whether every chain has a page from the start (version 1), or only
+    /// from its first record (version 2, whose pages are never empty).
+    pub(crate) const fn empty_chain_has_page(self) -> bool {
+        matches!(self, Encoding::V1)
+    }
+
+    /// Whether the root records the chains' lengths, and so is written by
+    /// every append (version 2), or only by `start` (version 1).
+    pub(crate) const fn root_counts_records(self) -> bool {
+        matches!(self, Encoding::V2 { .. })
+    }
+
+    /// How a device names its domain and IOMMU.
+    pub(crate) const fn reference(self) -> Reference {
+        match self {
+            Encoding::V1 => Reference::Phys,
+            Encoding::V2 { .. } => Reference::Index,
+        }
+    }
+
+    /// Size of an array page's header: where its records start.
+    pub(crate) const fn hdr_size(self) -> usize {
+        match self {
+            Encoding::V1 => size_of::<IommuArrayHdrSer>(),
+            Encoding::V2 { .. } => IOMMU_FLB_V2_PAGE_HDR_SIZE,
+        }
+    }
+
+    /// Size of one record of `kind` (version 2's stride).
+    pub(crate) const fn record_size(self, kind: ObjectKind) -> usize {
+        match self {
+            Encoding::V1 => kind.record_size(),
+            Encoding::V2 { .. } => match kind {
+                ObjectKind::Iommu => size_of::<IommuHwV2Ser>(),
+                ObjectKind::Domain => size_of::<IommuDomainV2Ser>(),
+                ObjectKind::Device => size_of::<IommuDeviceV2Ser>(),
+            },
+        }
+    }
+
+    /// Records of `kind` per array page of size `page`.
+    pub(crate) const fn capacity(self, kind: ObjectKind, page: PageSize) -> u64 {
+        let size = self.record_size(kind);
+        match self {
+            Encoding::V1 => objects_per_page(page, size),
+            Encoding::V2 { .. } => records_per_page(page, size),
+        }
+    }
+
+    /// Where slot `slot` of a page of `kind` starts, relative to the page.
+    pub(crate) fn slot_offset(self, kind: ObjectKind, slot: u64) -> Option<u64> {
+        let size = u64::try_from(self.record_size(kind)).ok()?;
+        let hdr = u64::try_from(self.hdr_size()).ok()?;
+        slot.checked_mul(size)?.checked_add(hdr)
+    }
+
+    /// The slot of the record of `kind` starting at `offset` in its page;
+    /// `None` if no slot starts there.
+    pub(crate) fn slot_at(self, kind: ObjectKind, offset: usize) -> Option<u64> {
+        let rel = offset.checked_sub(self.hdr_size())?;
+        let size = self.record_size(kind);
+        if rel.checked_rem(size)? != 0 {
+            return None;
+        }
+        u64::try_from(rel.checked_div(size)?).ok()
+    }
+
+    /// Where a page of `role` keeps its checksum, if it has one.
+    const fn crc_offset(self, role: PageRole) -> Option<usize> {
+        match (self, role) {
+            (Encoding::V1, _) => None,
+            (Encoding::V2 { .. }, PageRole::Root) => Some(IOMMU_FLB_V2_ROOT_CRC_OFFSET),
+            (Encoding::V2 { .. }, PageRole::Array) => Some(IOMMU_FLB_V2_PAGE_CRC_OFFSET),
+        }
+    }
+
+    /// Checks that `patches` (and the checksum) fit in `page`, mapped for
+    /// `phys`, and returns the write to make.
+    pub(crate) fn page_write(
+        self,
+        phys: PhysAddr,
+        page: &mut [u8],
+        role: PageRole,
+        patches: [Option<Patch>; 2],
+    ) -> Result<PageWrite<'_>, WriteError> {
+        let bad = WriteError::Inconsistent {
+            phys,
+            what: "record does not fit its page",
+        };
+        let crc_end = self
+            .crc_offset(role)
+            .map_or(Some(0), |at| at.checked_add(4));
+        let ends = patches
+            .iter()
+            .flatten()
+            .map(|p| p.at.checked_add(p.bytes.get().len()));
+        for end in ends.chain([crc_end]) {
+            if end.is_none_or(|end| end > page.len()) {
+                return Err(bad);
+            }
+        }
+        let seal = match self {
+            Encoding::V1 => None,
+            Encoding::V2 { crc, .. } => self.crc_offset(role).map(|at| (at, crc)),
+        };
+        Ok(PageWrite {
+            page,
+            patches,
+            seal,
+        })
+    }
+
+    /// The root's bytes for an image of `chains` (`[iommus, domains,
+    /// devices]`) in pages of `page`.
+    pub(crate) fn root(self, page: PageSize, chains: &[Chain; 3]) -> Result<Bytes, WriteError> {
+        let [iommus, domains, devices] = chains;
+        let bytes = match self {
+            Encoding::V1 => Bytes::of(
+                IommuFlbSer {
+                    version: IOMMU_LUO_FLB_VERSION.into(),
+                    iommu_array_phys: iommus.head.get().into(),
+                    iommu_domain_array_phys: domains.head.get().into(),
+                    device_array_phys: devices.head.get().into(),
+                }
+                .as_bytes(),
+            ),
+            Encoding::V2 { generation, .. } => {
+                let chain = |c: &Chain| {
+                    Ok(IommuFlbV2ChainSer {
+                        head_phys: c.head.get().into(),
+                        nr_pages: c.pages.into(),
+                        nr_records: c.records(self, page)?.into(),
+                    })
+                };
+                let sizes = (
+                    u32::try_from(size_of::<IommuFlbV2Ser>()),
+                    u32::try_from(page.bytes()),
+                );
+                let (Ok(root_size), Ok(page_size)) = sizes else {
+                    return Err(WriteError::Inconsistent {
+                        phys: PhysAddr::NULL,
+                        what: "page size does not fit the root",
+                    });
+                };
+                let version = u32::try_from(IOMMU_FLB_V2_VERSION).unwrap_or(u32::MAX);
+                Bytes::of(
+                    IommuFlbV2Ser {
+                        version: IOMMU_FLB_V2_VERSION.into(),
+                        magic: IOMMU_FLB_V2_ROOT_MAGIC.into(),
+                        root_size: root_size.into(),
+                        last_compatible_version: version.into(),
+                        page_size: page_size.into(),
+                        generation: generation.into(),
+                        compat_features: 0.into(),
+                        incompat_features: 0.into(),
+                        crc: 0.into(),
+                        reserved: 0.into(),
+                        iommus: chain(iommus)?,
+                        domains: chain(domains)?,
+                        devices: chain(devices)?,
+                    }
+                    .as_bytes(),
+                )
+            }
+        };
+        bytes.ok_or(WriteError::Inconsistent {
+            phys: PhysAddr::NULL,
+            what: "root larger than a patch",
+        })
+    }
+
+    /// The header of the `index`-th page of a chain of `kind`, the chain's
+    /// tail, holding `nr` records.
+    pub(crate) fn array_hdr(self, kind: ObjectKind, index: u64, nr: u64) -> Option<Bytes> {
+        let blk = IommuArrayHdrSer {
+            next_array_phys: 0.into(),
+            nr_objects: nr.into(),
+        };
+        match self {
+            Encoding::V1 => Bytes::of(blk.as_bytes()),
+            Encoding::V2 { generation, .. } => {
+                let chain = match kind {
+                    ObjectKind::Iommu => IOMMU_FLB_V2_CHAIN_IOMMU,
+                    ObjectKind::Domain => IOMMU_FLB_V2_CHAIN_DOMAIN,
+                    ObjectKind::Device => IOMMU_FLB_V2_CHAIN_DEVICE,
+                };
+                let stride = u16::try_from(self.record_size(kind)).ok()?;
+                Bytes::of(
+                    IommuArrayV2HdrSer {
+                        blk,
+                        magic: IOMMU_FLB_V2_PAGE_MAGIC.into(),
+                        chain: chain.into(),
+                        stride: stride.into(),
+                        index: index.into(),
+                        generation: generation.into(),
+                        crc: 0.into(),
+                        reserved: 0.into(),
+                    }
+                    .as_bytes(),
+                )
+            }
+        }
+    }
+
+    /// The index of the page `page` of a chain of `kind` (version 2 pages
+    /// say so in their header); `None` if its header is not one this
+    /// encoding wrote for that chain, or has no index (version 1).
+    pub(crate) fn page_index(self, kind: ObjectKind, page: &[u8]) -> Option<u64> {
+        let Encoding::V2 { generation, .. } = self else {
+            return None;
+        };
+        let (hdr, _) = IommuArrayV2HdrSer::read_from_prefix(page).ok()?;
+        let same = hdr.magic.get() == IOMMU_FLB_V2_PAGE_MAGIC
+            && usize::from(hdr.stride.get()) == self.record_size(kind)
+            && hdr.generation.get() == generation;
+        same.then_some(hdr.index.get())
+    }
+
+    /// A new IOMMU record at `at`.
+    pub(crate) fn iommu_record(
+        self,
+        at: PhysAddr,
+        token: u64,
+        payload: &IommuPayloadInit,
+        hdr: IommuHdrSer,
+    ) -> Result<Bytes, WriteError> {
+        let size = self.record_size(ObjectKind::Iommu);
+        Bytes::built(at, size, |r| match self {
+            Encoding::V1 => r.write_iommu(token, payload, hdr),
+            Encoding::V2 { .. } => r.write_iommu_v2(token, payload, hdr),
+        })
+    }
+
+    /// A new domain record at `at`.
+    pub(crate) fn domain_record(
+        self,
+        at: PhysAddr,
+        d: &DomainInit,
+        hdr: IommuHdrSer,
+    ) -> Result<Bytes, WriteError> {
+        let size = self.record_size(ObjectKind::Domain);
+        Bytes::built(at, size, |r| r.write_domain(d, hdr))
+    }
+
+    /// A new device record at `at`, naming its domain and IOMMU with the
+    /// references `domain` and `iommu` (see [`Encoding::reference`]).
+    pub(crate) fn device_record(
+        self,
+        at: PhysAddr,
+        d: &DeviceInit,
+        domain: u64,
+        iommu: u64,
+        hdr: IommuHdrSer,
+    ) -> Result<Bytes, WriteError> {
+        let size = self.record_size(ObjectKind::Device);
+        Bytes::built(at, size, |r| match self {
+            Encoding::V1 => r.write_device(d, PhysAddr::new(domain), PhysAddr::new(iommu), hdr),
+            Encoding::V2 { .. } => r.write_device_v2(d, domain, iommu, hdr),
+        })
+    }
+}

@@ -1,4 +1,5 @@
-//! Loading dump files: ELF64 core files and flat physical dumps.
+//! Loading dump files: ELF64 core files, kdump-compressed dumps,
+//! makedumpfile flattened files and flat physical dumps.
 //!
 //! [`load`] takes the file as a [`Source`] (a byte slice, or an open file,
 //! read with positioned reads) and returns a [`Dump`], which implements the

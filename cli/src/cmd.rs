@@ -14,7 +14,7 @@ use iommu_flb_abi::writer::{
 use iommu_flb_abi::{Memory, PageMap, PhysAddr};
 
 use crate::elfcore::write_core;
-use crate::load::{Format, LoadOptions, load};
+use crate::load::{Container, Format, LoadOptions, load};
 use crate::plan::{Plan, Spec, Step, Vendor, plan};
 use crate::render::{self, Records};
 use crate::rng::Rng;
@@ -124,10 +124,12 @@ pub fn report<S: Source>(
             .ok_or_else(|| {
                 Failure::Usage(format!(
                     "{name}: no root address: pass --root PHYS ({})",
-                    if dump.is_elf() {
-                        "this ELF file has no IOMMUFLB note"
-                    } else {
-                        "flat dumps do not record it"
+                    match dump.container() {
+                        Container::Elf | Container::FlattenedElf =>
+                            "this ELF file has no IOMMUFLB note",
+                        Container::Flat => "flat dumps do not record it",
+                        Container::Kdump | Container::FlattenedKdump =>
+                            "kdump-compressed dumps do not record it",
                     }
                 ))
             })?,
@@ -137,7 +139,19 @@ pub fn report<S: Source>(
         page_size: opts.page_size,
         ..Options::default()
     };
-    let owned = reader::validate_alloc(&dump, root, &vopts).map_err(|e| refused(name, &e))?;
+    let owned = reader::validate_alloc(&dump, root, &vopts).map_err(|e| {
+        // A page the container could not give (a malformed kdump page
+        // descriptor or page data) is the container's fault: exit 2, not a
+        // refused image.
+        match dump.page_error() {
+            Some(container) => Failure::Usage(format!(
+                "{name}: {container}; so the image cannot be read: {}: {}",
+                e.location(),
+                e.kind()
+            )),
+            None => refused(name, &e),
+        }
+    })?;
     let image = owned.image();
     Ok(match what {
         Report::Summary => format!("{name}: {}\n", render::summary(&Records::count(&image))),

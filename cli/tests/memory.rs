@@ -41,9 +41,7 @@ use common::{Ph, data_offset, le, load_seg};
 // 16 bytes, for a device page). `inspect` also builds its listing before
 // printing it: twice the output's size (the string grows by doubling) and
 // PER_LISTED_RECORD per record.
-// 1.25 MiB: the peak resident size counts code pages as they are first
-// run, and reading both format versions is more code.
-const FIXED: u64 = 5 << 18;
+const FIXED: u64 = 1 << 20;
 const PER_PROGRAM_HEADER: u64 = 40;
 const PER_PAGE: u64 = 4096 + 128 + 58 * 16;
 const PER_LISTED_RECORD: u64 = 128;

@@ -125,6 +125,10 @@ struct GenArgs {
     /// The image's page size in bytes: 4096, 16384 or 65536.
     #[arg(long, value_name = "N", default_value = "4096", value_parser = parse_page_size)]
     page_size: PageSize,
+    /// The format version to write: 2 (self-checking), or 1 (what kernels
+    /// write today).
+    #[arg(long, value_name = "V", default_value = "2", value_parser = clap::value_parser!(u64).range(1..=2))]
+    abi_version: u64,
     /// Output file.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: PathBuf,
@@ -186,6 +190,7 @@ impl GenArgs {
             },
             output: self.output.clone(),
             page_size: self.page_size,
+            version: self.abi_version,
         }
     }
 }

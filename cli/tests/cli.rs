@@ -75,8 +75,13 @@ fn path(p: &Path) -> &str {
 }
 
 /// Runs `gen` with `extra` arguments into `file` and returns its output.
+/// The image is version 1 (which most of these tests mangle) unless
+/// `extra` names a version.
 fn generate(file: &Path, extra: &[&str]) -> String {
     let mut args = vec!["gen", "-o", path(file)];
+    if !extra.contains(&"--abi-version") {
+        args.extend_from_slice(&["--abi-version", "1"]);
+    }
     args.extend_from_slice(extra);
     let o = run(&args);
     assert_exit(&o, 0);
@@ -208,6 +213,8 @@ fn page_size_goes_with_every_command_and_must_match_the_image() {
         let flat = dir.join(format!("image-{ps}.bin"));
         let o = run(&[
             "gen",
+            "--abi-version",
+            "1",
             "--format",
             "phys",
             "--page-size",
@@ -1039,4 +1046,59 @@ fn every_single_byte_corruption_of_the_root_and_heads_exits_0_1_or_2_without_pan
         );
         assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     }
+}
+
+// ---- version 2 ----
+
+#[test]
+fn gen_writes_version_2_by_default_and_the_tool_names_it() {
+    let dir = tmp("v2_default");
+    let file = dir.join("image.elf");
+    let o = run(&["gen", "-o", path(&file)]);
+    assert_exit(&o, 0);
+    let o = run(&["validate", path(&file)]);
+    assert_exit(&o, 0);
+    let line = stdout(&o);
+    assert!(
+        line.contains(": valid: version 2, features compat 0x0 incompat 0x0, root "),
+        "{line}"
+    );
+    let o = run(&["inspect", "--json", "--all", path(&file)]);
+    assert_exit(&o, 0);
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["generation"], 1); // seed 0, plus 1
+    assert_eq!(
+        v["features"],
+        serde_json::json!({"compat": 0, "incompat": 0})
+    );
+    let pages = v["pages"].as_array().unwrap();
+    assert_eq!(pages[0]["chain"], "root");
+    assert!(pages.iter().skip(1).all(|p| p["chain"] != "root"));
+    // Devices name their domain and IOMMU by index, which the listing
+    // resolves.
+    let devices = v["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 18);
+    for d in devices {
+        assert!(d.get("domain_phys").is_none());
+        let i = d["domain_index"].as_u64().unwrap() as usize;
+        assert!(i < v["domains"].as_array().unwrap().len());
+    }
+}
+
+#[test]
+fn version_2_images_give_their_page_size_and_refuse_any_flipped_byte() {
+    let dir = tmp("v2_page_size");
+    let (file, root) = phys_image(&dir, &["--abi-version", "2", "--page-size", "16384"]);
+    // No --page-size: the root says 16 KiB.
+    let o = run(&["validate", "--root", &root, path(&file)]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("valid: version 2"), "{}", stdout(&o));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let root_off = parse_root(&root) as usize;
+    bytes[root_off + 200] ^= 0x40;
+    std::fs::write(&file, &bytes).unwrap();
+    let o = run(&["validate", "--root", &root, path(&file)]);
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains(" crc: checksum 0x"), "{}", stderr(&o));
 }

@@ -317,27 +317,6 @@ pub enum ErrorKind {
     },
 }
 
-/// Linux errno values, numbered explicitly (asm-generic/errno-base.h and
-/// errno.h, identical on x86-64 and arm64).
-mod errno {
-    pub(super) const ENOENT: i32 = 2;
-    pub(super) const E2BIG: i32 = 7;
-    pub(super) const EFAULT: i32 = 14;
-    pub(super) const EEXIST: i32 = 17;
-    pub(super) const EINVAL: i32 = 22;
-    pub(super) const ENOSPC: i32 = 28;
-    pub(super) const ERANGE: i32 = 34;
-    pub(super) const ELOOP: i32 = 40;
-    pub(super) const EBADMSG: i32 = 74;
-    pub(super) const EOVERFLOW: i32 = 75;
-    pub(super) const EPROTONOSUPPORT: i32 = 93;
-    pub(super) const EOPNOTSUPP: i32 = 95;
-    pub(super) const EADDRINUSE: i32 = 98;
-    pub(super) const EALREADY: i32 = 114;
-    pub(super) const EPROTO: i32 = 71;
-    pub(super) const ESTALE: i32 = 116;
-}
-
 impl ErrorKind {
     /// The stable negative errno for this kind:
     ///
@@ -365,7 +344,7 @@ impl ErrorKind {
     /// | `BadPageSize`, `BadRootSize`, `BadStride`, `StrideChanged` | `-EINVAL` (-22) |
     /// | `BadIndex` | `-ENOENT` (-2) |
     pub const fn errno(&self) -> i32 {
-        use errno::*;
+        use crate::errno::*;
         let e = match self {
             ErrorKind::RootUnreadable | ErrorKind::Unreadable { .. } => EFAULT,
             ErrorKind::NullPointer | ErrorKind::Unaligned { .. } => EINVAL,

@@ -33,6 +33,7 @@ pub mod abi;
 mod addr;
 mod chain;
 pub mod crc;
+mod errno;
 pub mod error;
 #[cfg(feature = "ffi")]
 pub mod ffi;

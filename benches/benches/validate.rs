@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use iommu_flb_abi::abi::v1::IOMMU_DEVICE_ARRAY_CAPACITY_4K;
 use iommu_flb_abi::reader::ScratchElem;
-use iommu_flb_abi::writer::SliceIndex;
+use iommu_flb_abi::writer::{Config, SliceIndex};
 use iommu_flb_bench::image::{self, Built, Prepared};
 use iommu_flb_bench::plan::{IMAGE_A, IMAGE_B, Plan, Shape};
 use iommu_flb_bench::pool::ScrambledPool;
@@ -38,13 +38,15 @@ use iommu_flb_bench::{kernel_walk, kho, validate};
 /// default page limit instead.
 const KHO_LIMIT: u64 = 1 << 20;
 
-const IDS: [&str; 6] = [
+const IDS: [&str; 8] = [
     "1_memcpy",
     "2_kernel_walk_c",
     "3_validate_visit",
     "4_kho_check_visit",
     "5_rkyv_access_visit",
     "3a_validate_only",
+    "6_validate_visit_v2",
+    "6a_validate_only_v2",
 ];
 
 fn readers(c: &mut Criterion, shape: Shape) {
@@ -113,6 +115,18 @@ fn readers(c: &mut Criterion, shape: Shape) {
     });
     g.bench_function(IDS[5], |b| {
         b.iter(|| validate::validate_only(black_box(&mem), root, &mut scratch))
+    });
+    // The same objects written as version 2: every page's CRC checked,
+    // references by index.
+    let v2 = Built::with_config(shape, Config::v2(0x2026));
+    let (mem2, root2) = (v2.memory(), v2.root());
+    let mut scratch2 = validate::scratch_for(&v2);
+    assert!(validate::validate_and_visit_any(&mem2, root2, &mut scratch2).is_ok());
+    g.bench_function(IDS[6], |b| {
+        b.iter(|| validate::validate_and_visit_any(black_box(&mem2), root2, &mut scratch2))
+    });
+    g.bench_function(IDS[7], |b| {
+        b.iter(|| validate::validate_only(black_box(&mem2), root2, &mut scratch2))
     });
     g.finish();
 }
@@ -276,6 +290,30 @@ fn summary(dir: &std::path::Path, since: SystemTime) -> String {
                 let _ = writeln!(
                     out,
                     "| {n}: (3) validate / (5) rkyv | not measured in this run | (report) | |"
+                );
+            }
+        }
+    }
+    for shape in [IMAGE_A, IMAGE_B] {
+        let n = shape.name;
+        target_line(
+            &mut out,
+            &format!("{n}: (6) validate v2 / (2) kernel walk (v1)"),
+            r(shape, IDS[6], IDS[1]),
+            2.0,
+        );
+        match r(shape, IDS[6], IDS[2]) {
+            Some(e) => {
+                let _ = writeln!(
+                    out,
+                    "| {n}: (6) validate v2 / (3) validate v1 | {} | (report) | |",
+                    ratio(e)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "| {n}: (6) validate v2 / (3) validate v1 | not measured in this run | (report) | |"
                 );
             }
         }

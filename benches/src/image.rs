@@ -5,7 +5,7 @@ use iommu_flb_abi::abi::v1::{
     IOMMU_DEVICE_ARRAY_CAPACITY_4K, IOMMU_DOMAIN_ARRAY_CAPACITY_4K, IOMMU_HW_ARRAY_CAPACITY_4K,
 };
 use iommu_flb_abi::writer::{
-    DeviceIndex, DeviceInit, DevicePayloadInit, DomainHandle, DomainInit, IndexSlot,
+    Config, DeviceIndex, DeviceInit, DevicePayloadInit, DomainHandle, DomainInit, IndexSlot,
     IntelDeviceInit, IntelIommuInit, IommuHandle, IommuPayloadInit, SliceIndex, Smmuv3DeviceInit,
     Smmuv3IommuInit, WriteError, Writer,
 };
@@ -110,7 +110,17 @@ impl<'p, X: DeviceIndex> Prepared<'p, X> {
     /// Starts an image in `pool` and preserves the plan's IOMMUs and its
     /// domains (each ghost domain preserved and unpreserved in its place).
     pub fn new(plan: &Plan, pool: &'p mut ScrambledPool, index: X) -> Result<Self, WriteError> {
-        let mut writer = Writer::with_index(pool, index)?;
+        Self::with_config(plan, pool, index, Config::v1())
+    }
+
+    /// [`new`](Self::new) in the format `config` says.
+    pub fn with_config(
+        plan: &Plan,
+        pool: &'p mut ScrambledPool,
+        index: X,
+        config: Config,
+    ) -> Result<Self, WriteError> {
+        let mut writer = Writer::with_config_and_index(pool, config, index)?;
         let iommus = plan
             .iommus
             .iter()
@@ -174,22 +184,33 @@ pub struct Built {
 }
 
 impl Built {
-    /// Writes the image of `shape`.
+    /// Writes the version-1 image of `shape`.
     pub fn new(shape: Shape) -> Built {
+        Self::with_config(shape, Config::v1())
+    }
+
+    /// Writes the image of `shape` in the format `config` says. Version 2
+    /// holds as many records per page or more (its pages and records are
+    /// laid out differently), so it needs at most the pages version 1 does.
+    pub fn with_config(shape: Shape, config: Config) -> Built {
+        let v1 = config.version == 1;
         let plan = Plan::new(shape);
         let mut pool = ScrambledPool::new(BASE, pages_for(shape), SEED);
         let mut slots = index_slots(shape);
-        let mut prepared = Prepared::new(&plan, &mut pool, SliceIndex::new(&mut slots))
-            .expect("the plan's IOMMUs and domains are valid");
+        let mut prepared =
+            Prepared::with_config(&plan, &mut pool, SliceIndex::new(&mut slots), config)
+                .expect("the plan's IOMMUs and domains are valid");
         prepared
             .preserve_devices(&plan)
             .expect("the plan's devices are valid");
         let (root, iommu_phys, domain_phys) = prepared.finish();
-        assert_eq!(
-            pool.handed_out(),
-            pages_for(shape),
-            "the writer took the pages the shape needs"
-        );
+        if v1 {
+            assert_eq!(
+                pool.handed_out(),
+                pages_for(shape),
+                "the writer took the pages the shape needs"
+            );
+        }
         let opts = iommu_flb_abi::reader::Options::default();
         iommu_flb_abi::reader::validate_alloc(&pool.memory(), root, &opts)
             .expect("the reader accepts the writer's image");

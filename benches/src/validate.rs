@@ -37,6 +37,32 @@ pub fn validate_and_visit<M: Memory>(
     Ok(sum)
 }
 
+/// [`validate_and_visit`] for an image of any version: the visit reads
+/// the fields both versions share through the view's accessors (a
+/// version-2 image has no version-1 records for `fold` to take).
+pub fn validate_and_visit_any<M: Memory>(
+    mem: &M,
+    root: PhysAddr,
+    scratch: &mut [ScratchElem],
+) -> Result<u64, Error> {
+    let image = reader::validate(mem, root, &Options::default(), scratch)?;
+    let mut sum = 0u64;
+    for i in image.iommus() {
+        sum = sum.rotate_left(5) ^ i.token() ^ u64::from(i.ref_count());
+    }
+    for d in image.domains() {
+        sum = sum.rotate_left(5) ^ d.top_table_phys().get() ^ u64::from(d.vasz());
+    }
+    for d in image.devices() {
+        sum = sum.rotate_left(5)
+            ^ u64::from(d.devid())
+            ^ d.attachment_id()
+            ^ d.domain().phys().get()
+            ^ d.iommu().phys().get();
+    }
+    Ok(sum)
+}
+
 /// [`validate_and_visit`] without the visit: what validation alone costs.
 pub fn validate_only<M: Memory>(
     mem: &M,

@@ -9,12 +9,13 @@ use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::abi::v1::{IommuDeviceSer, IommuDomainSer, IommuHwSer, objects_per_page};
 use iommu_flb_abi::reader::{self, Image, Mode, Options};
 use iommu_flb_abi::writer::{
-    DeviceHandle, DomainHandle, IndexSlot, IommuHandle, MapAlloc, SliceIndex, WriteError, Writer,
+    Config, DeviceHandle, DomainHandle, IndexSlot, IommuHandle, MapAlloc, SliceIndex, WriteError,
+    Writer,
 };
 use iommu_flb_abi::{Memory, PageMap, PhysAddr};
 
 use crate::elfcore::write_core;
-use crate::load::{Format, LoadOptions, load};
+use crate::load::{Container, Format, LoadOptions, load};
 use crate::plan::{Plan, Spec, Step, Vendor, plan};
 use crate::render::{self, Records};
 use crate::rng::Rng;
@@ -86,6 +87,8 @@ pub struct GenOptions {
     pub output: PathBuf,
     /// The page size of the image's pages.
     pub page_size: PageSize,
+    /// The format version to write (1 or 2).
+    pub version: u64,
 }
 
 /// What to print about a valid image.
@@ -124,10 +127,12 @@ pub fn report<S: Source>(
             .ok_or_else(|| {
                 Failure::Usage(format!(
                     "{name}: no root address: pass --root PHYS ({})",
-                    if dump.is_elf() {
-                        "this ELF file has no IOMMUFLB note"
-                    } else {
-                        "flat dumps do not record it"
+                    match dump.container() {
+                        Container::Elf | Container::FlattenedElf =>
+                            "this ELF file has no IOMMUFLB note",
+                        Container::Flat => "flat dumps do not record it",
+                        Container::Kdump | Container::FlattenedKdump =>
+                            "kdump-compressed dumps do not record it",
                     }
                 ))
             })?,
@@ -137,7 +142,19 @@ pub fn report<S: Source>(
         page_size: opts.page_size,
         ..Options::default()
     };
-    let owned = reader::validate_alloc(&dump, root, &vopts).map_err(|e| refused(name, &e))?;
+    let owned = reader::validate_alloc(&dump, root, &vopts).map_err(|e| {
+        // A page the container could not give (a malformed kdump page
+        // descriptor or page data) is the container's fault: exit 2, not a
+        // refused image.
+        match dump.page_error() {
+            Some(container) => Failure::Usage(format!(
+                "{name}: {container}; so the image cannot be read: {}: {}",
+                e.location(),
+                e.kind()
+            )),
+            None => refused(name, &e),
+        }
+    })?;
     let image = owned.image();
     Ok(match what {
         Report::Summary => format!("{name}: {}\n", render::summary(&Records::count(&image))),
@@ -223,12 +240,17 @@ fn writer_failure(e: WriteError) -> Failure {
 /// the pages. Devices come in a shuffled order, so the writer gets a
 /// [`SliceIndex`] (two slots per device) to find duplicates in O(1) instead
 /// of scanning the device chain each time.
-fn build(plan: &Plan, addrs: Vec<PhysAddr>, ps: PageSize) -> Result<(PhysAddr, PageMap), Failure> {
+fn build(
+    plan: &Plan,
+    addrs: Vec<PhysAddr>,
+    ps: PageSize,
+    config: Config,
+) -> Result<(PhysAddr, PageMap), Failure> {
     let slots = plan.devices.len().saturating_mul(2).saturating_add(1);
     let mut slots = vec![IndexSlot::empty(); slots];
     let index = SliceIndex::new(&mut slots);
     let alloc = MapAlloc::from_list(addrs).with_page_size(ps);
-    let mut w = Writer::with_index(alloc, index).map_err(writer_failure)?;
+    let mut w = Writer::with_config_and_index(alloc, config, index).map_err(writer_failure)?;
     let mut iommus: Vec<Option<IommuHandle>> = vec![None; plan.iommus.len()];
     let mut domains: Vec<Option<DomainHandle>> = vec![None; plan.domains.len()];
     let mut devices: Vec<Option<DeviceHandle>> = vec![None; plan.devices.len()];
@@ -270,16 +292,31 @@ fn build(plan: &Plan, addrs: Vec<PhysAddr>, ps: PageSize) -> Result<(PhysAddr, P
     Ok((root, alloc.into_map()))
 }
 
-/// Builds the image `spec` describes with the writer, as `gen` and `demo`
-/// do; returns the root and the pages.
+/// Builds the version-1 image `spec` describes with the writer, as
+/// `demo` does; returns the root and the pages.
 pub fn build_image(spec: &Spec) -> Result<(PhysAddr, PageMap), Failure> {
-    build_image_at(spec, PageSize::default())
+    build_image_at(spec, PageSize::default(), 1)
 }
 
-/// [`build_image`] in pages of `ps`.
-pub fn build_image_at(spec: &Spec, ps: PageSize) -> Result<(PhysAddr, PageMap), Failure> {
+/// [`build_image`] in pages of `ps`, in format `version` (1 or 2). A
+/// version-2 image's generation is derived from the seed, so the same
+/// arguments give the same bytes.
+pub fn build_image_at(
+    spec: &Spec,
+    ps: PageSize,
+    version: u64,
+) -> Result<(PhysAddr, PageMap), Failure> {
     let plan = plan(spec).map_err(|e| Failure::Usage(format!("gen: {e}")))?;
-    build(&plan, page_addresses(spec, ps), ps)
+    let config = match version {
+        1 => Config::v1(),
+        2 => Config::v2(spec.seed.wrapping_add(1)),
+        v => {
+            return Err(Failure::Usage(format!(
+                "gen: no format version {v} (1 or 2)"
+            )));
+        }
+    };
+    build(&plan, page_addresses(spec, ps), ps, config)
 }
 
 /// A flat dump of `pages` from physical address 0 to the end of the
@@ -310,7 +347,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
 
 /// `gen`: writes an image built with the writer.
 pub fn gen_image(opts: &GenOptions) -> Result<String, Failure> {
-    let (root, pages) = build_image_at(&opts.spec, opts.page_size)?;
+    let (root, pages) = build_image_at(&opts.spec, opts.page_size, opts.version)?;
     let name = opts.output.display();
     let what = describe(&opts.spec);
     match opts.format {
@@ -364,7 +401,7 @@ pub const DEMO: Spec = Spec {
 /// `demo`: builds [`DEMO`] with the writer in pages of `ps`, validates it
 /// and lists it.
 pub fn demo(ps: PageSize) -> Result<String, Failure> {
-    let (root, pages) = build_image_at(&DEMO, ps)?;
+    let (root, pages) = build_image_at(&DEMO, ps, 1)?;
     let opts = Options {
         page_size: ps,
         ..Options::default()

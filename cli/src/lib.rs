@@ -4,8 +4,9 @@
 //! codes; everything it does lives here, so tests and a fuzz target can call
 //! the same code on arbitrary bytes:
 //!
-//! - [`load`]: turns the bytes of a dump file (an ELF64 core or a flat
-//!   physical dump) into a [`iommu_flb_abi::Memory`], refusing malformed
+//! - [`load`]: turns the bytes of a dump file (an ELF64 core, a
+//!   kdump-compressed or makedumpfile flattened dump, or a flat physical
+//!   dump) into a [`iommu_flb_abi::Memory`], refusing malformed
 //!   containers with a [`load::LoadError`], never a panic, and keeping in
 //!   memory only the pages the reader asks for;
 //! - [`source`]: where those bytes come from (a slice or an open file, read

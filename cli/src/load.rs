@@ -1,4 +1,5 @@
-//! Loading dump files: ELF64 core files and flat physical dumps.
+//! Loading dump files: ELF64 core files, kdump-compressed dumps,
+//! makedumpfile flattened files and flat physical dumps.
 //!
 //! [`load`] takes the file as a [`Source`] (a byte slice, or an open file,
 //! read with positioned reads) and returns a [`Dump`], which implements the
@@ -55,12 +56,19 @@
 //! Byte `X` of the file is physical address `base + X`, as `/dev/mem` or
 //! QEMU's `pmemsave` write them. They carry no root address.
 //!
-//! # Formats recognised and refused
+//! # kdump-compressed dumps and makedumpfile's flattened format
 //!
-//! `--format auto` (and `elf`) refuse the kdump-compressed and diskdump
-//! formats and makedumpfile's flattened format by their signatures, with
-//! [`LoadError::Unsupported`] and advice on how to save the dump instead:
-//! see [`kdump`]. Only `--format phys` reads such a file as flat bytes.
+//! `--format auto` reads a file that starts with `KDUMP   ` as a
+//! kdump-compressed dump ([`diskdump`]) and one that starts with
+//! `makedumpfile` as a flattened file ([`flattened`]), whose reassembled
+//! contents are read as kdump-compressed or ELF. Loading reads their
+//! headers and walks the kdump bitmap once, keeping a bounded table; pages
+//! are read (and decompressed) when asked for, as for ELF files. A
+//! descriptor or a page's data found malformed then makes the page
+//! unreadable and is kept, to be reported ([`Dump::page_error`]). The older
+//! `DISKDUMP` format is recognised and refused with
+//! [`LoadError::Unsupported`]. Only `--format phys` reads such files as
+//! flat bytes.
 
 use core::cell::RefCell;
 use core::fmt;
@@ -74,30 +82,53 @@ use crate::source::Source;
 use crate::source::Window;
 
 mod cache;
+pub mod compress;
+pub mod diskdump;
 mod elf;
+pub mod flattened;
 pub mod kdump;
 
 pub use cache::PER_PAGE_OVERHEAD;
 pub use elf::{MAX_PROGRAM_HEADERS, SEGMENT_BYTES};
 
 use cache::PageCache;
+use diskdump::{Kdump, KdumpError};
 use elf::Elf;
-use kdump::Unsupported;
+use flattened::{FlatIndex, FlattenedError, Reassembled};
+use kdump::{DiskdumpHeader, DiskdumpKind, Recognised};
 
 /// How to interpret a dump file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
-    /// An ELF64 core file if the file starts with the ELF magic; refused
-    /// with [`LoadError::Unsupported`] if it is a dump format the tool
-    /// recognises but cannot read (see [`kdump`]); else a flat physical
-    /// dump.
+    /// By the file's first bytes: an ELF64 core file (the ELF magic), a
+    /// kdump-compressed dump (`KDUMP   `), a flattened file
+    /// (`makedumpfile`); refused with [`LoadError::Unsupported`] for the
+    /// `DISKDUMP` format; else a flat physical dump.
     #[default]
     Auto,
-    /// An ELF64 core file (a recognised unsupported format is refused as
-    /// such, not as a file without the ELF magic).
+    /// An ELF64 core file (a file of another recognised format is refused
+    /// naming it, not as a file without the ELF magic).
     Elf,
+    /// A kdump-compressed dump (`KDUMP   `).
+    Kdump,
+    /// A makedumpfile flattened file, whose reassembled contents are a
+    /// kdump-compressed dump or an ELF64 core file.
+    Flattened,
     /// A flat physical dump, whatever the file's contents.
     Phys,
+}
+
+impl Format {
+    /// The name `--format` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::Elf => "elf",
+            Format::Kdump => "kdump",
+            Format::Flattened => "flattened",
+            Format::Phys => "phys",
+        }
+    }
 }
 
 /// Options for [`load`].
@@ -120,6 +151,11 @@ pub enum LoadError {
     Unreadable,
     /// `--base` was given for an ELF file.
     BaseWithElf,
+    /// `--base` was given for a kdump-compressed or flattened file.
+    BaseNotFlat {
+        /// What the file is.
+        found: &'static str,
+    },
     /// The file is not an ELF64 core file the tool can read.
     NotElf64(&'static str),
     /// The ELF file is not a core file (`e_type` is given).
@@ -167,10 +203,25 @@ pub enum LoadError {
     },
     /// The file has two `IOMMUFLB` root notes.
     TwoRootNotes,
-    /// The file is a dump format the tool recognises but cannot read
-    /// (kdump-compressed, diskdump, makedumpfile flattened); the message
-    /// says how to save it in a format it reads.
-    Unsupported(Unsupported),
+    /// The file is a dump format the tool recognises but cannot read (the
+    /// older `DISKDUMP` format); the message says how to save it in a
+    /// format it reads.
+    Unsupported(DiskdumpHeader),
+    /// `--format` names one format and the file is of another.
+    WrongFormat {
+        /// The format asked for.
+        asked: Format,
+        /// What the file is.
+        found: &'static str,
+    },
+    /// The kdump-compressed dump is malformed (or uses a compression the
+    /// tool does not read).
+    Kdump(KdumpError),
+    /// The flattened file's own structure is malformed.
+    Flattened(FlattenedError),
+    /// What a flattened file reassembles to is malformed, or is not a
+    /// format the tool reads; offsets are of the reassembled file.
+    Reassembled(Box<LoadError>),
 }
 
 /// What is wrong with one `PT_LOAD` segment.
@@ -209,6 +260,11 @@ impl fmt::Display for LoadError {
             LoadError::BaseWithElf => write!(
                 f,
                 "--base applies to flat physical dumps only; an ELF file places memory by p_paddr"
+            ),
+            LoadError::BaseNotFlat { found } => write!(
+                f,
+                "--base applies to flat physical dumps only; the file is {found}, which \
+                 places memory by page frame number"
             ),
             LoadError::NotElf64(why) => write!(f, "not an ELF64 core file: {why}"),
             LoadError::NotCore(t) => write!(
@@ -259,7 +315,19 @@ impl fmt::Display for LoadError {
                  descriptor bytes, expected 8"
             ),
             LoadError::TwoRootNotes => write!(f, "the file has two IOMMUFLB root notes"),
-            LoadError::Unsupported(u) => write!(f, "{u}"),
+            LoadError::Unsupported(h) => f.write_str(&h.refusal()),
+            LoadError::WrongFormat { asked, found } => write!(
+                f,
+                "--format {}: the file is {found}, not that; --format auto reads it",
+                asked.name()
+            ),
+            LoadError::Kdump(e) => write!(f, "{e}"),
+            LoadError::Flattened(e) => write!(f, "{e}"),
+            LoadError::Reassembled(e) => write!(
+                f,
+                "in what the makedumpfile flattened file reassembles to (offsets are of \
+                 the reassembled file): {e}"
+            ),
         }
     }
 }
@@ -278,6 +346,9 @@ pub struct Dump<S> {
     /// A page buffer that was read into but not kept (the page was
     /// unreadable or all zero tail), for the next page.
     spare: RefCell<Option<Box<[u8]>>>,
+    /// The first malformed thing found while reading a page (a kdump
+    /// descriptor or page data): the page was unreadable because of it.
+    page_error: RefCell<Option<LoadError>>,
 }
 
 /// Where physical memory is in the file.
@@ -286,11 +357,49 @@ enum Layout {
     Flat { base: PhysAddr },
     /// By the segments of an ELF core file.
     Elf(Elf),
+    /// By the bitmaps and page descriptors of a kdump-compressed dump.
+    Kdump(Kdump),
+    /// What a flattened file reassembles to, read through its index.
+    Flattened(FlatIndex, Inner),
+}
+
+/// What a flattened file reassembles to.
+enum Inner {
+    Elf(Elf),
+    Kdump(Kdump),
+}
+
+/// What kind of file a [`Dump`] was read as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Container {
+    /// A flat physical dump.
+    Flat,
+    /// An ELF64 core file.
+    Elf,
+    /// A kdump-compressed dump.
+    Kdump,
+    /// A makedumpfile flattened file of an ELF64 core file.
+    FlattenedElf,
+    /// A makedumpfile flattened file of a kdump-compressed dump.
+    FlattenedKdump,
+}
+
+impl Container {
+    /// How messages name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Container::Flat => "flat dump",
+            Container::Elf => "ELF file",
+            Container::Kdump => "kdump-compressed dump",
+            Container::FlattenedElf => "flattened ELF file",
+            Container::FlattenedKdump => "flattened kdump-compressed dump",
+        }
+    }
 }
 
 /// What reading one page found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PageRead {
+pub(crate) enum PageRead {
     /// The buffer holds the page, and some of it came from the file.
     Data,
     /// The page is all zero tail (bytes past `p_filesz`): no file bytes.
@@ -304,7 +413,12 @@ impl<S> fmt::Debug for Dump<S> {
         let mut d = f.debug_struct("Dump");
         match &self.layout {
             Layout::Flat { base } => d.field("flat_base", base),
-            Layout::Elf(e) => d.field("elf_segments", &e.segments()),
+            Layout::Elf(e) | Layout::Flattened(_, Inner::Elf(e)) => {
+                d.field("elf_segments", &e.segments())
+            }
+            Layout::Kdump(k) | Layout::Flattened(_, Inner::Kdump(k)) => {
+                d.field("kdump_pages", &k.pages())
+            }
         };
         d.field("len", &self.len)
             .field("pages_held", &self.cache.len())
@@ -313,9 +427,31 @@ impl<S> fmt::Debug for Dump<S> {
 }
 
 impl<S: Source> Dump<S> {
-    /// Whether the dump was read as an ELF core file.
+    /// Whether the dump was read as an ELF core file (flattened or not).
     pub fn is_elf(&self) -> bool {
-        matches!(self.layout, Layout::Elf(_))
+        matches!(
+            self.layout,
+            Layout::Elf(_) | Layout::Flattened(_, Inner::Elf(_))
+        )
+    }
+
+    /// What kind of file the dump was read as.
+    pub fn container(&self) -> Container {
+        match &self.layout {
+            Layout::Flat { .. } => Container::Flat,
+            Layout::Elf(_) => Container::Elf,
+            Layout::Kdump(_) => Container::Kdump,
+            Layout::Flattened(_, Inner::Elf(_)) => Container::FlattenedElf,
+            Layout::Flattened(_, Inner::Kdump(_)) => Container::FlattenedKdump,
+        }
+    }
+
+    /// The first malformed thing reading a page found (a kdump page
+    /// descriptor, or a page's data that does not decompress): that page
+    /// read as unreadable, and this says why. `None` if every page asked
+    /// for was read or simply not in the dump.
+    pub fn page_error(&self) -> Option<LoadError> {
+        self.page_error.borrow().clone()
     }
 
     /// The root address the file records: the `IOMMUFLB` note of an ELF
@@ -324,8 +460,13 @@ impl<S: Source> Dump<S> {
     /// caller that needs the root from the file.
     pub fn root_note(&self) -> Result<Option<PhysAddr>, LoadError> {
         match &self.layout {
-            Layout::Flat { .. } => Ok(None),
+            Layout::Flat { .. } | Layout::Kdump(_) | Layout::Flattened(_, Inner::Kdump(_)) => {
+                Ok(None)
+            }
             Layout::Elf(e) => e.root_note(&self.src, self.len),
+            Layout::Flattened(index, Inner::Elf(e)) => e
+                .root_note(&self.reassembled(index), index.len())
+                .map_err(|e| LoadError::Reassembled(Box::new(e))),
         }
     }
 
@@ -344,6 +485,45 @@ impl<S: Source> Dump<S> {
                 _ => PageRead::Unreadable,
             },
             Layout::Elf(e) => e.read_page(&self.src, phys.get(), buf),
+            Layout::Kdump(k) => self.kdump_page(k, &self.src, phys, buf, false),
+            Layout::Flattened(index, Inner::Elf(e)) => {
+                e.read_page(&self.reassembled(index), phys.get(), buf)
+            }
+            Layout::Flattened(index, Inner::Kdump(k)) => {
+                self.kdump_page(k, &self.reassembled(index), phys, buf, true)
+            }
+        }
+    }
+
+    fn reassembled<'a>(&'a self, index: &'a FlatIndex) -> Reassembled<'a, S> {
+        Reassembled {
+            src: &self.src,
+            index,
+        }
+    }
+
+    /// Reads a kdump page; a malformed descriptor or payload makes it
+    /// unreadable, and the first such error is kept.
+    fn kdump_page<T: Source + ?Sized>(
+        &self,
+        k: &Kdump,
+        src: &T,
+        phys: PhysAddr,
+        buf: &mut [u8],
+        flattened: bool,
+    ) -> PageRead {
+        match k.read_page(src, phys.get(), buf) {
+            Ok(read) => read,
+            Err(e) => {
+                let e = LoadError::Kdump(e);
+                let e = if flattened {
+                    LoadError::Reassembled(Box::new(e))
+                } else {
+                    e
+                };
+                self.page_error.borrow_mut().get_or_insert(e);
+                PageRead::Unreadable
+            }
         }
     }
 }
@@ -388,6 +568,66 @@ impl<S: Source> Memory for Dump<S> {
     }
 }
 
+/// What the first bytes of a file say it is.
+enum Magic {
+    Elf,
+    Kdump,
+    Diskdump(DiskdumpHeader),
+    Flattened,
+    Other,
+}
+
+fn magic<S: Source + ?Sized>(src: &S) -> Magic {
+    let mut elf = [0u8; 4];
+    if src.read_exact_at(&mut elf, 0).is_ok() && elf == ELFMAG {
+        return Magic::Elf;
+    }
+    match kdump::recognise(src) {
+        Some(Recognised::Diskdump(h)) if h.kind == DiskdumpKind::Kdump => Magic::Kdump,
+        Some(Recognised::Diskdump(h)) => Magic::Diskdump(h),
+        Some(Recognised::Flattened(_)) => Magic::Flattened,
+        None => Magic::Other,
+    }
+}
+
+impl Magic {
+    fn name(&self) -> &'static str {
+        match self {
+            Magic::Elf => "an ELF file",
+            Magic::Kdump => "a kdump-compressed dump",
+            Magic::Diskdump(_) => "a diskdump dump (DISKDUMP signature)",
+            Magic::Flattened => "a makedumpfile flattened file",
+            Magic::Other => "none of the dump formats the tool recognises",
+        }
+    }
+}
+
+/// Parses what a flattened file reassembles to: kdump-compressed or ELF.
+fn reassembled_layout<S: Source + ?Sized>(src: &S, len: u64) -> Result<Layout, LoadError> {
+    let index = FlatIndex::parse(src, len).map_err(LoadError::Flattened)?;
+    let inner = {
+        let r = Reassembled { src, index: &index };
+        let wrap = |e| LoadError::Reassembled(Box::new(e));
+        match magic(&r) {
+            Magic::Elf => Inner::Elf(Elf::parse(&r, index.len()).map_err(wrap)?),
+            Magic::Kdump => {
+                Inner::Kdump(Kdump::parse(&r, index.len()).map_err(|e| wrap(LoadError::Kdump(e)))?)
+            }
+            Magic::Diskdump(h) => return Err(wrap(LoadError::Unsupported(h))),
+            other => {
+                return Err(wrap(LoadError::WrongFormat {
+                    asked: Format::Flattened,
+                    found: match other {
+                        Magic::Flattened => "a flattened file again (flattened twice)",
+                        _ => "neither kdump-compressed nor ELF",
+                    },
+                }));
+            }
+        }
+    };
+    Ok(Layout::Flattened(index, inner))
+}
+
 /// Loads a dump from the file's contents: a byte slice, or an open file.
 pub fn load<S: Source>(data: S, opts: LoadOptions) -> Result<Dump<S>, LoadError> {
     let len = data.size().map_err(|_| LoadError::Unreadable)?;
@@ -395,36 +635,42 @@ pub fn load<S: Source>(data: S, opts: LoadOptions) -> Result<Dump<S>, LoadError>
         return Err(LoadError::Empty);
     }
     // A flat dump is not even looked at until the reader asks for a page.
-    let has_magic = opts.format != Format::Phys && {
-        let mut magic = [0u8; 4];
-        data.read_exact_at(&mut magic, 0).is_ok() && magic == ELFMAG
+    let magic = match opts.format {
+        Format::Phys => Magic::Other,
+        _ => magic(&data),
     };
-    // Without the ELF magic, a format the tool knows it cannot read is
-    // named, never read as flat bytes (unless `--format phys` says so).
-    if opts.format != Format::Phys && !has_magic {
-        if let Some(what) = kdump::recognise(&data) {
-            return Err(LoadError::Unsupported(what));
+    if opts.format != Format::Phys {
+        if let Magic::Diskdump(h) = magic {
+            return Err(LoadError::Unsupported(h));
         }
     }
-    let is_elf = match opts.format {
-        Format::Elf => true,
-        Format::Phys => false,
-        Format::Auto => has_magic,
+    let wrong = |asked| LoadError::WrongFormat {
+        asked,
+        found: magic.name(),
     };
-    let layout = if is_elf {
-        if opts.base.is_some() {
-            return Err(LoadError::BaseWithElf);
+    let layout = match (opts.format, &magic) {
+        (Format::Phys, _) | (Format::Auto, Magic::Other) => Layout::Flat {
+            base: opts.base.unwrap_or(PhysAddr::NULL),
+        },
+        (_, _) if opts.base.is_some() => {
+            return Err(match magic {
+                Magic::Elf | Magic::Other => LoadError::BaseWithElf,
+                _ => LoadError::BaseNotFlat {
+                    found: magic.name(),
+                },
+            });
         }
-        if !has_magic {
+        (Format::Auto | Format::Elf, Magic::Elf) => Layout::Elf(Elf::parse(&data, len)?),
+        (Format::Auto | Format::Kdump, Magic::Kdump) => {
+            Layout::Kdump(Kdump::parse(&data, len).map_err(LoadError::Kdump)?)
+        }
+        (Format::Auto | Format::Flattened, Magic::Flattened) => reassembled_layout(&data, len)?,
+        (Format::Elf, Magic::Other) => {
             return Err(LoadError::NotElf64(
                 "the file does not start with the ELF magic",
             ));
         }
-        Layout::Elf(Elf::parse(&data, len)?)
-    } else {
-        Layout::Flat {
-            base: opts.base.unwrap_or(PhysAddr::NULL),
-        }
+        (asked, _) => return Err(wrong(asked)),
     };
     Ok(Dump {
         src: data,
@@ -432,5 +678,6 @@ pub fn load<S: Source>(data: S, opts: LoadOptions) -> Result<Dump<S>, LoadError>
         layout,
         cache: PageCache::default(),
         spare: RefCell::new(None),
+        page_error: RefCell::new(None),
     })
 }

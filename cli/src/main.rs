@@ -17,7 +17,7 @@ use iommu_flb_cli::plan::{Spec, Vendor};
 /// Inspect, validate and generate IOMMU live-update FLB handover images.
 ///
 /// Exit status: 0 success; 1 the image is refused (invalid); 2 usage or I/O
-/// error (bad option, missing or unreadable file, malformed ELF container,
+/// error (bad option, missing or unreadable file, malformed container,
 /// no root address).
 #[derive(Parser, Debug)]
 #[command(name = "iommu-flb", version)]
@@ -55,9 +55,12 @@ enum Command {
 #[derive(Args, Debug)]
 struct ReadArgs {
     /// How to read FILE: `auto` by its contents (ELF magic: an ELF64 core
-    /// file; kdump-compressed, diskdump and makedumpfile flattened files are
-    /// refused with advice; anything else: a flat dump), an ELF64 core file,
-    /// or a flat physical dump (any file).
+    /// file; `KDUMP   `: kdump-compressed; `makedumpfile`: flattened; the
+    /// older DISKDUMP format is refused with advice; anything else: a flat
+    /// dump), or as the format named: an ELF64 core file, a
+    /// kdump-compressed dump, a makedumpfile flattened file (of a
+    /// kdump-compressed dump or an ELF core), or a flat physical dump (any
+    /// file).
     #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
     format: FormatArg,
     /// Physical address of the root `iommu_flb_ser` (decimal or 0x-hex).
@@ -85,6 +88,8 @@ struct ReadArgs {
 enum FormatArg {
     Auto,
     Elf,
+    Kdump,
+    Flattened,
     Phys,
 }
 
@@ -120,6 +125,10 @@ struct GenArgs {
     /// The image's page size in bytes: 4096, 16384 or 65536.
     #[arg(long, value_name = "N", default_value = "4096", value_parser = parse_page_size)]
     page_size: PageSize,
+    /// The format version to write: 2 (self-checking), or 1 (what kernels
+    /// write today).
+    #[arg(long, value_name = "V", default_value = "2", value_parser = clap::value_parser!(u64).range(1..=2))]
+    abi_version: u64,
     /// Output file.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: PathBuf,
@@ -145,6 +154,8 @@ impl ReadArgs {
             format: match self.format {
                 FormatArg::Auto => Format::Auto,
                 FormatArg::Elf => Format::Elf,
+                FormatArg::Kdump => Format::Kdump,
+                FormatArg::Flattened => Format::Flattened,
                 FormatArg::Phys => Format::Phys,
             },
             root: self.root,
@@ -179,6 +190,7 @@ impl GenArgs {
             },
             output: self.output.clone(),
             page_size: self.page_size,
+            version: self.abi_version,
         }
     }
 }

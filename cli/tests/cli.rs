@@ -14,6 +14,10 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "common/kdump.rs"]
+mod kdump_files;
+use kdump_files::{Built, Comp, Spec, build, flatten, pages_of_flat};
+
 const BIN: &str = env!("CARGO_BIN_EXE_iommu-flb");
 
 /// Runs the binary with `args`.
@@ -71,8 +75,13 @@ fn path(p: &Path) -> &str {
 }
 
 /// Runs `gen` with `extra` arguments into `file` and returns its output.
+/// The image is version 1 (which most of these tests mangle) unless
+/// `extra` names a version.
 fn generate(file: &Path, extra: &[&str]) -> String {
     let mut args = vec!["gen", "-o", path(file)];
+    if !extra.contains(&"--abi-version") {
+        args.extend_from_slice(&["--abi-version", "1"]);
+    }
     args.extend_from_slice(extra);
     let o = run(&args);
     assert_exit(&o, 0);
@@ -204,6 +213,8 @@ fn page_size_goes_with_every_command_and_must_match_the_image() {
         let flat = dir.join(format!("image-{ps}.bin"));
         let o = run(&[
             "gen",
+            "--abi-version",
+            "1",
             "--format",
             "phys",
             "--page-size",
@@ -740,12 +751,13 @@ fn format_elf_on_a_flat_dump_is_a_usage_error() {
     );
 }
 
-// --- dump formats the tool cannot read --------------------------------------------
+// --- kdump-compressed and flattened dumps --------------------------------------------
 
 /// A kdump-compressed header as QEMU's `dump-guest-memory -z` writes it on
 /// x86_64 (little-endian `DiskDumpHeader64`): `KDUMP   `, header_version 6
-/// at 8, status (zlib) at 424, block_size 4096 at 428; zeros up to 16 KiB.
-fn kdump_file(dir: &Path) -> PathBuf {
+/// at 8, status (zlib) at 424, block_size 4096 at 428; zeros up to 16 KiB,
+/// so no valid kdump file.
+fn kdump_header_file(dir: &Path) -> PathBuf {
     let mut bytes = vec![0u8; 0x4000];
     bytes[..8].copy_from_slice(b"KDUMP   ");
     write_u32(&mut bytes, 8, 6);
@@ -756,16 +768,167 @@ fn kdump_file(dir: &Path) -> PathBuf {
     file
 }
 
-/// A makedumpfile flattened header: the signature in a 16-byte field, type
-/// and version 1 as big-endian 64-bit integers.
-fn flattened_file(dir: &Path) -> PathBuf {
-    let mut bytes = vec![0u8; 0x2000];
-    bytes[..12].copy_from_slice(b"makedumpfile");
-    bytes[16..24].copy_from_slice(&1i64.to_be_bytes());
-    bytes[24..32].copy_from_slice(&1i64.to_be_bytes());
-    let file = dir.join("vmcore.flat");
-    std::fs::write(&file, bytes).unwrap();
-    file
+/// The image `gen` writes with `extra`, as an ELF file and as a
+/// kdump-compressed dump of `comp` made from the flat dump of the same
+/// image (all-zero pages excluded), with the root's address.
+fn kdump_and_elf(dir: &Path, comp: Comp, extra: &[&str]) -> (PathBuf, PathBuf, String, Built) {
+    let (flat, root) = phys_image(dir, extra);
+    let elf = dir.join("image.elf");
+    generate(&elf, extra);
+    let bytes = std::fs::read(&flat).unwrap();
+    let pages = pages_of_flat(&bytes);
+    let max_mapnr = bytes.len().div_ceil(4096) as u64 + 3;
+    let built = build(&Spec::x86_64(comp, max_mapnr), &pages);
+    let kdump = dir.join("image.kdump");
+    std::fs::write(&kdump, &built.bytes).unwrap();
+    (kdump, elf, root, built)
+}
+
+/// Runs `args` on `file` and returns stdout, expecting exit 0; the file's
+/// name is replaced by FILE so that outputs of two files compare.
+fn output_of(args: &[&str], file: &Path) -> String {
+    let mut all = args.to_vec();
+    all.push(path(file));
+    let o = run(&all);
+    assert_exit(&o, 0);
+    stdout(&o).replace(path(file), "FILE")
+}
+
+#[test]
+fn an_image_in_a_kdump_file_reads_exactly_like_the_same_image_in_an_elf_file() {
+    let dir = tmp("kdump_like_elf");
+    for comp in [Comp::Zlib, Comp::Snappy, Comp::Zstd, Comp::Raw] {
+        let (kdump, elf, root, built) = kdump_and_elf(&dir, comp, &["--seed", "7"]);
+        let flattened = dir.join("image.flat");
+        std::fs::write(&flattened, flatten(&built.bytes, 8192)).unwrap();
+        for args in [
+            &["validate", "--root", &root][..],
+            &["inspect", "--root", &root],
+            &["inspect", "--all", "--json", "--root", &root],
+        ] {
+            let want = output_of(args, &elf);
+            assert!(
+                want.contains("0x101000") || want.contains("1052672"),
+                "{want}"
+            );
+            assert_eq!(output_of(args, &kdump), want, "{comp:?} {args:?}");
+            assert_eq!(
+                output_of(args, &flattened),
+                want,
+                "{comp:?} flattened {args:?}"
+            );
+            let mut named = args.to_vec();
+            named.extend(["--format", "kdump"]);
+            assert_eq!(output_of(&named, &kdump), want, "{comp:?} --format kdump");
+            let mut named = args.to_vec();
+            named.extend(["--format", "flattened"]);
+            assert_eq!(
+                output_of(&named, &flattened),
+                want,
+                "{comp:?} --format flattened"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_kdump_file_needs_root_and_says_why() {
+    let dir = tmp("kdump_no_root");
+    let (kdump, _, _, _) = kdump_and_elf(&dir, Comp::Zlib, &[]);
+    assert_fails(
+        &["validate", path(&kdump)],
+        2,
+        "image.kdump: no root address: pass --root PHYS (kdump-compressed dumps do not record it)",
+    );
+}
+
+#[test]
+fn a_malformed_page_descriptor_under_the_image_is_a_container_error_not_a_refused_image() {
+    let dir = tmp("kdump_bad_desc");
+    let (kdump, _, root, built) = kdump_and_elf(&dir, Comp::Zlib, &[]);
+    let pfn = parse_root(&root) / 4096;
+    let desc = built.desc[&pfn];
+    let mut bytes = built.bytes.clone();
+    write_u32(&mut bytes, desc as u64 + 12, 0x40);
+    std::fs::write(&kdump, &bytes).unwrap();
+    let o = run(&["validate", "--root", &root, path(&kdump)]);
+    assert_exit(&o, 2);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "image.kdump: malformed kdump-compressed dump: at file offset {desc:#x}: the page \
+             descriptor of page frame {pfn:#x}: flags 0x40 name no compression the tool knows; \
+             so the image cannot be read: root"
+        )),
+        "{err}"
+    );
+    // A root in a page the dump left out is an unreadable page: a refused
+    // image, as for an ELF file.
+    let o = run(&["validate", "--root", "0x0", path(&kdump)]);
+    assert_exit(&o, 1);
+}
+
+#[test]
+fn a_kdump_file_with_an_unknown_compression_is_named_and_refused() {
+    let dir = tmp("kdump_unknown");
+    let (kdump, _, root, built) = kdump_and_elf(&dir, Comp::Zlib, &[]);
+    let mut bytes = built.bytes.clone();
+    write_u32(&mut bytes, 424, 0x80);
+    std::fs::write(&kdump, &bytes).unwrap();
+    assert_fails(
+        &["validate", "--root", &root, path(&kdump)],
+        2,
+        "image.kdump: kdump-compressed with an unknown compression (status 0x80 at file offset \
+         0x1a8",
+    );
+}
+
+#[test]
+fn a_kdump_header_without_the_rest_of_the_file_is_a_container_error() {
+    let dir = tmp("kdump_header_only");
+    let file = kdump_header_file(&dir);
+    assert_fails(
+        &["validate", "--root", "0x1000", path(&file)],
+        2,
+        "guest.kdump: malformed kdump-compressed dump: at file offset 0x1b0: sub_hdr_size is 0x0",
+    );
+}
+
+#[test]
+fn diskdump_signature_is_named_with_advice_not_read_as_flat() {
+    let dir = tmp("diskdump");
+    let file = kdump_header_file(&dir);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[..8].copy_from_slice(b"DISKDUMP");
+    std::fs::write(&file, &bytes).unwrap();
+    for args in [
+        &["validate", path(&file)][..],
+        &["inspect", "--root", "0x1000", path(&file)],
+        &["validate", "--format", "elf", path(&file)],
+    ] {
+        let o = run(args);
+        assert_exit(&o, 2);
+        let err = stderr(&o);
+        assert!(
+            err.contains(
+                "guest.kdump: diskdump dump (DISKDUMP signature) (makedumpfile header \
+                          version 6, block size 4096); this tool cannot read diskdump dumps"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("invalid image"), "{err}");
+    }
+}
+
+#[test]
+fn format_elf_on_a_kdump_file_names_what_it_is() {
+    let dir = tmp("kdump_as_elf");
+    let (kdump, _, root, _) = kdump_and_elf(&dir, Comp::Zlib, &[]);
+    assert_fails(
+        &["validate", "--format", "elf", "--root", &root, path(&kdump)],
+        2,
+        "--format elf: the file is a kdump-compressed dump, not that; --format auto reads it",
+    );
 }
 
 /// Runs `args`, expects exit 2 and `needle` on stderr, and no word of a
@@ -779,32 +942,6 @@ fn assert_unreadable_format(args: &[&str], needle: &str) {
     for word in ["corrupt", "root page", "refused"] {
         assert!(!err.contains(word), "{word:?} in {err}");
     }
-}
-
-#[test]
-fn kdump_compressed_dump_is_named_with_advice_not_read_as_flat() {
-    let dir = tmp("kdump");
-    let file = kdump_file(&dir);
-    let needle = "guest.kdump: kdump-compressed dump (makedumpfile header version 6, block \
-                  size 4096, zlib); this tool cannot read kdump-compressed dumps yet: save \
-                  the dump as an ELF core instead (QEMU `dump-guest-memory` without \
-                  -z/-l/-s, or `makedumpfile -E`)";
-    assert_unreadable_format(&["validate", path(&file)], needle);
-    // With --root, as for a flat dump: still named, not read.
-    assert_unreadable_format(&["validate", "--root", "0x1000", path(&file)], needle);
-    assert_unreadable_format(&["inspect", "--root", "0x1000", path(&file)], needle);
-    assert_unreadable_format(&["validate", "--format", "elf", path(&file)], needle);
-}
-
-#[test]
-fn makedumpfile_flattened_file_is_named_with_how_to_reassemble_it() {
-    let dir = tmp("flattened");
-    let file = flattened_file(&dir);
-    assert_unreadable_format(
-        &["validate", "--root", "0x1000", path(&file)],
-        "vmcore.flat: makedumpfile flattened format (type 1, version 1); this tool cannot \
-         read it: reassemble it with `makedumpfile -R OUT < FILE`",
-    );
 }
 
 #[test]
@@ -823,7 +960,7 @@ fn elf_file_that_is_not_a_core_is_a_usage_error() {
 #[test]
 fn format_phys_reads_a_kdump_file_as_flat_bytes_when_asked() {
     let dir = tmp("kdump_phys");
-    let file = kdump_file(&dir);
+    let file = kdump_header_file(&dir);
     // Read as flat bytes, the zeros at 0x1000 are no valid root: the image
     // is refused (exit 1), and the container is not named.
     let o = run(&[
@@ -909,4 +1046,59 @@ fn every_single_byte_corruption_of_the_root_and_heads_exits_0_1_or_2_without_pan
         );
         assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     }
+}
+
+// ---- version 2 ----
+
+#[test]
+fn gen_writes_version_2_by_default_and_the_tool_names_it() {
+    let dir = tmp("v2_default");
+    let file = dir.join("image.elf");
+    let o = run(&["gen", "-o", path(&file)]);
+    assert_exit(&o, 0);
+    let o = run(&["validate", path(&file)]);
+    assert_exit(&o, 0);
+    let line = stdout(&o);
+    assert!(
+        line.contains(": valid: version 2, features compat 0x0 incompat 0x0, root "),
+        "{line}"
+    );
+    let o = run(&["inspect", "--json", "--all", path(&file)]);
+    assert_exit(&o, 0);
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["generation"], 1); // seed 0, plus 1
+    assert_eq!(
+        v["features"],
+        serde_json::json!({"compat": 0, "incompat": 0})
+    );
+    let pages = v["pages"].as_array().unwrap();
+    assert_eq!(pages[0]["chain"], "root");
+    assert!(pages.iter().skip(1).all(|p| p["chain"] != "root"));
+    // Devices name their domain and IOMMU by index, which the listing
+    // resolves.
+    let devices = v["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 18);
+    for d in devices {
+        assert!(d.get("domain_phys").is_none());
+        let i = d["domain_index"].as_u64().unwrap() as usize;
+        assert!(i < v["domains"].as_array().unwrap().len());
+    }
+}
+
+#[test]
+fn version_2_images_give_their_page_size_and_refuse_any_flipped_byte() {
+    let dir = tmp("v2_page_size");
+    let (file, root) = phys_image(&dir, &["--abi-version", "2", "--page-size", "16384"]);
+    // No --page-size: the root says 16 KiB.
+    let o = run(&["validate", "--root", &root, path(&file)]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("valid: version 2"), "{}", stdout(&o));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let root_off = parse_root(&root) as usize;
+    bytes[root_off + 200] ^= 0x40;
+    std::fs::write(&file, &bytes).unwrap();
+    let o = run(&["validate", "--root", &root, path(&file)]);
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains(" crc: checksum 0x"), "{}", stderr(&o));
 }

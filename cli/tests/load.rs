@@ -12,19 +12,10 @@ use object::{BigEndian, Endian, Endianness, LittleEndian, U32, bytes_of};
 use proptest::prelude::*;
 
 mod common;
-use common::{Ph, hand_made, le, load_seg};
+use common::{AUTO, ELF, Ph, hand_made, le, load_seg};
 
 /// Where hand-made files with few program headers put their payload.
 const PAYLOAD: u64 = 0x1000;
-
-const ELF: LoadOptions = LoadOptions {
-    format: Format::Elf,
-    base: None,
-};
-const AUTO: LoadOptions = LoadOptions {
-    format: Format::Auto,
-    base: None,
-};
 
 /// A page whose every byte says which page it is.
 /// The tool's page size.

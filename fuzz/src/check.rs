@@ -357,19 +357,31 @@ pub fn check_accepted<M: Memory + ?Sized>(
         records[2]
     );
     for (i, r) in all_iommus.iter().enumerate() {
-        assert!(same_bytes(mem, r.phys(), r.v1().expect("a version-1 image")));
+        assert!(same_bytes(
+            mem,
+            r.phys(),
+            r.v1().expect("a version-1 image")
+        ));
         if i < DEBUG_RECORDS {
             let _ = format!("{r:?}");
         }
     }
     for (i, r) in all_domains.iter().enumerate() {
-        assert!(same_bytes(mem, r.phys(), r.v1().expect("a version-1 image")));
+        assert!(same_bytes(
+            mem,
+            r.phys(),
+            r.v1().expect("a version-1 image")
+        ));
         if i < DEBUG_RECORDS {
             let _ = format!("{r:?}");
         }
     }
     for (i, r) in all_devices.iter().enumerate() {
-        assert!(same_bytes(mem, r.phys(), r.v1().expect("a version-1 image")));
+        assert!(same_bytes(
+            mem,
+            r.phys(),
+            r.v1().expect("a version-1 image")
+        ));
         if i < DEBUG_RECORDS {
             let _ = format!("{r:?}");
         }

@@ -29,3 +29,4 @@ mod regressions;
 #[cfg(test)]
 mod seeds;
 pub mod targets;
+pub mod v2;

@@ -568,8 +568,16 @@ impl Model {
                 IommuState::Gone => IommuTypeSer::IommuInvalid,
                 _ => ty_of(m),
             };
-            ensure_eq!(r.v1().expect("a version-1 image").r#type.get(), want_ty.wire(), "IOMMU type");
-            ensure_eq!(r.v1().expect("a version-1 image").token.get(), m.token, "IOMMU token");
+            ensure_eq!(
+                r.v1().expect("a version-1 image").r#type.get(),
+                want_ty.wire(),
+                "IOMMU type"
+            );
+            ensure_eq!(
+                r.v1().expect("a version-1 image").token.get(),
+                m.token,
+                "IOMMU token"
+            );
         }
         let live: Vec<_> = self
             .iommus

@@ -9,7 +9,7 @@ use iommu_flb_abi::writer::{
 use iommu_flb_abi::{FlatMemory, Memory, PhysAddr};
 use iommu_flb_cli as cli;
 use iommu_flb_cli::cmd::{Failure, ReadOptions, Report};
-use iommu_flb_cli::load::{Format, LoadError, LoadOptions};
+use iommu_flb_cli::load::{Container, Format, LoadError, LoadOptions};
 
 use crate::check::{check_accepted, validate_both, validate_checked, validate_limits};
 use crate::image::{Layout, allocator, build, corrupt};
@@ -161,9 +161,14 @@ pub fn load(input: &LoadInput<'_>) {
     let base = input.base.map(PhysAddr::new);
     let elf = match format {
         Format::Elf => true,
-        Format::Phys => false,
+        Format::Phys | Format::Kdump | Format::Flattened => false,
         Format::Auto => input.file.starts_with(b"\x7fELF"),
     };
+    // Auto reads a kdump-compressed or flattened file as what it is.
+    let dump_file = format == Format::Auto
+        && (input.file.starts_with(b"KDUMP   ")
+            || input.file.starts_with(b"DISKDUMP")
+            || input.file.starts_with(b"makedumpfile"));
     let root_opt = input.root.map(PhysAddr::new);
     let read = |what| {
         let opts = ReadOptions {
@@ -190,7 +195,7 @@ pub fn load(input: &LoadInput<'_>) {
             // The loader checks the length first, then the base.
             if input.file.is_empty() {
                 assert_eq!(e, LoadError::Empty);
-            } else if elf && base.is_some() {
+            } else if elf && base.is_some() && !dump_file {
                 assert_eq!(e, LoadError::BaseWithElf);
             }
             for r in reports {
@@ -199,14 +204,17 @@ pub fn load(input: &LoadInput<'_>) {
             return;
         }
     };
+    let flat = dump.container() == Container::Flat;
     assert!(!(elf && base.is_some()), "a base is refused for ELF files");
-    assert_eq!(dump.is_elf(), elf);
+    if !dump_file {
+        assert_eq!(dump.is_elf(), elf);
+    }
     let _ = format!("{dump:?}");
     let note = dump.root_note();
     if let Err(e) = &note {
         assert!(!e.to_string().is_empty());
     }
-    if !elf {
+    if flat {
         assert_eq!(note, Ok(None), "flat dumps carry no root");
     }
     let root = match (root_opt, note) {
@@ -219,7 +227,7 @@ pub fn load(input: &LoadInput<'_>) {
         }
     };
     let got = validate_both(&dump, root, Limits::default());
-    if !elf {
+    if flat {
         let flat = FlatMemory::new(base.unwrap_or(PhysAddr::NULL), input.file);
         let want = validate_both(&flat, root, Limits::default());
         assert_eq!(

@@ -8,8 +8,10 @@
 pub(crate) mod v1;
 pub(crate) mod v2;
 
+use zerocopy::FromBytes;
+
 use crate::abi::PageSize;
-use crate::abi::v1::IommuTypeSer;
+use crate::abi::v1::{IommuHdrSer, IommuTypeSer};
 use crate::crc::Crc32;
 use crate::error::{Chain, Error, Location};
 use crate::mem::read_page;
@@ -64,6 +66,18 @@ pub(crate) struct DomainFields {
     pub restored: u64,
 }
 
+impl DomainFields {
+    /// All zero (a record too short to read, which callers never pass).
+    pub(crate) const ZERO: DomainFields = DomainFields {
+        top_table_phys: 0,
+        top_level: 0,
+        vasz: 0,
+        sign_extend: 0,
+        padding: [0; 3],
+        restored: 0,
+    };
+}
+
 /// The fields of a device record the checks and the view read.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DeviceFields {
@@ -73,6 +87,18 @@ pub(crate) struct DeviceFields {
     pub attachment_id: u64,
     pub domain: Ref,
     pub iommu: Ref,
+}
+
+impl DeviceFields {
+    /// All zero (a record too short to read, which callers never pass).
+    pub(crate) const ZERO: DeviceFields = DeviceFields {
+        segment: 0,
+        devid: 0,
+        dma_owner_token: 0,
+        attachment_id: 0,
+        domain: Ref::Index(u64::MAX),
+        iommu: Ref::Index(u64::MAX),
+    };
 }
 
 /// The rules of one format version. Record arguments are exactly the
@@ -235,56 +261,14 @@ impl Ops {
     }
 }
 
-/// The fields both versions lay out the same: an IOMMU record's (token,
-/// type) at 8 and 16.
-#[inline]
-pub(crate) fn hw_token_type(rec: &[u8]) -> (u64, u64) {
-    (le64(rec, 8), le64(rec, 16))
-}
-
-/// A domain record's first 32 bytes, the same in both versions, with
-/// `restored` (version 1's `restored_domain`, or 0).
-#[inline]
-pub(crate) fn domain_fields(rec: &[u8], restored: u64) -> DomainFields {
-    let byte = |i: usize| rec.get(i).copied().unwrap_or(0);
-    DomainFields {
-        top_table_phys: le64(rec, 8),
-        top_level: le64(rec, 16),
-        vasz: le32(rec, 24),
-        sign_extend: byte(28),
-        padding: [byte(29), byte(30), byte(31)],
-        restored,
-    }
-}
-
-/// A device record's first 48 bytes: the same offsets in both versions,
-/// the two references at 32 and 40 read as `to` says.
-#[inline]
-pub(crate) fn device_fields(rec: &[u8], to: fn(u64) -> Ref) -> DeviceFields {
-    DeviceFields {
-        devid: le32(rec, 8),
-        segment: le32(rec, 12),
-        dma_owner_token: le64(rec, 16),
-        attachment_id: le64(rec, 24),
-        domain: to(le64(rec, 32)),
-        iommu: to(le64(rec, 40)),
-    }
-}
-
 /// `(ref_count, flags)` of a record's header (the same 8 bytes in every
 /// version).
 #[inline]
 pub(crate) fn record_hdr(bytes: &[u8]) -> (u32, u32) {
-    (le32(bytes, 0), le32(bytes, 4))
-}
-
-/// The little-endian `u64` at `at`, 0 if it does not fit.
-#[inline]
-pub(crate) fn le64(bytes: &[u8], at: usize) -> u64 {
-    at.checked_add(8)
-        .and_then(|end| bytes.get(at..end))
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(0, u64::from_le_bytes)
+    match IommuHdrSer::read_from_prefix(bytes) {
+        Ok((h, _)) => (h.ref_count.get(), h.flags.get()),
+        Err(_) => (0, 0),
+    }
 }
 
 /// The little-endian `u32` at `at`, 0 if it does not fit.
@@ -296,8 +280,11 @@ pub(crate) fn le32(bytes: &[u8], at: usize) -> u32 {
         .map_or(0, u32::from_le_bytes)
 }
 
-/// Whether every byte of `bytes[from..]` is zero (true past the end).
+/// Whether every byte of `bytes[from..]` is zero (true past the end). An
+/// OR over the bytes, with no early exit, so that it vectorises.
 #[inline]
 pub(crate) fn zero_from(bytes: &[u8], from: usize) -> bool {
-    bytes.get(from..).is_none_or(|t| t.iter().all(|b| *b == 0))
+    bytes
+        .get(from..)
+        .is_none_or(|t| t.iter().fold(0u8, |a, b| a | b) == 0)
 }

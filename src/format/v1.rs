@@ -2,10 +2,7 @@
 
 use zerocopy::FromBytes;
 
-use super::{
-    DeviceFields, DomainFields, Format, PageHdr, Ref, Root, device_fields, domain_fields,
-    hw_token_type, le32, le64, zero_from,
-};
+use super::{DeviceFields, DomainFields, Format, PageHdr, Ref, Root, le32, zero_from};
 use crate::PhysAddr;
 use crate::abi::v1::{
     IOMMU_ARRAY_HDR_SIZE, IOMMU_LUO_FLB_VERSION, IOMMU_SER_FLAG_DELETED, IOMMU_SER_FLAG_INCOMING,
@@ -33,7 +30,7 @@ fn check_intel_head(loc: Location, head: &[u8], handover: bool) -> Result<(), Er
             loc.field("restored"),
         ));
     }
-    if head.get(1..8).is_some_and(|p| p.iter().any(|b| *b != 0)) {
+    if head.get(1..8).is_some_and(|p| p != [0u8; 7]) {
         return Err(Error::new(ErrorKind::NonZeroPadding, loc.field("padding")));
     }
     Ok(())
@@ -133,7 +130,10 @@ impl Format for V1 {
     }
 
     fn hw(rec: &[u8]) -> (u64, u64) {
-        hw_token_type(rec)
+        match IommuHwSer::ref_from_prefix(rec) {
+            Ok((r, _)) => (r.token.get(), r.r#type.get()),
+            Err(_) => (0, 0),
+        }
     }
 
     /// Intel's member fills the union; SMMUv3's leaves bytes no version-1
@@ -165,11 +165,34 @@ impl Format for V1 {
     }
 
     fn domain(rec: &[u8]) -> DomainFields {
-        domain_fields(rec, le64(rec, 32))
+        match IommuDomainSer::ref_from_prefix(rec) {
+            Ok((d, _)) => DomainFields {
+                top_table_phys: d.top_table_phys.get(),
+                top_level: d.top_level.get(),
+                vasz: d.vasz.get(),
+                sign_extend: d.sign_extend,
+                padding: d.padding,
+                restored: d.restored_domain.get(),
+            },
+            Err(_) => DomainFields::ZERO,
+        }
     }
 
     fn device(rec: &[u8]) -> DeviceFields {
-        device_fields(rec, |a| Ref::Phys(PhysAddr::new(a)))
+        match IommuDeviceSer::ref_from_prefix(rec) {
+            Ok((d, _)) => {
+                let m = &d.domain_iommu_ser;
+                DeviceFields {
+                    devid: d.devid.get(),
+                    segment: d.pci_domain_nr.get(),
+                    dma_owner_token: d.dma_owner_token.get(),
+                    attachment_id: m.attachment_id.get(),
+                    domain: Ref::Phys(PhysAddr::new(m.domain_phys.get())),
+                    iommu: Ref::Phys(PhysAddr::new(m.iommu_phys.get())),
+                }
+            }
+            Err(_) => DeviceFields::ZERO,
+        }
     }
 
     fn check_dev_vendor(

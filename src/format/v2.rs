@@ -2,10 +2,7 @@
 
 use zerocopy::FromBytes;
 
-use super::{
-    DeviceFields, DomainFields, Format, PageHdr, Ref, Root, device_fields, domain_fields,
-    hw_token_type, le32, zero_from,
-};
+use super::{DeviceFields, DomainFields, Format, PageHdr, Ref, Root, le32, zero_from};
 use crate::PhysAddr;
 use crate::abi::PageSize;
 use crate::abi::v1::{IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer};
@@ -299,7 +296,10 @@ impl Format for V2 {
     }
 
     fn hw(rec: &[u8]) -> (u64, u64) {
-        hw_token_type(rec)
+        match IommuHwV2Ser::ref_from_prefix(rec) {
+            Ok((r, _)) => (r.token.get(), r.r#type.get()),
+            Err(_) => (0, 0),
+        }
     }
 
     /// Bytes of the union past the member in use are zero (Intel's fills it).
@@ -332,11 +332,31 @@ impl Format for V2 {
     }
 
     fn domain(rec: &[u8]) -> DomainFields {
-        domain_fields(rec, 0)
+        match IommuDomainV2Ser::ref_from_prefix(rec) {
+            Ok((d, _)) => DomainFields {
+                top_table_phys: d.top_table_phys.get(),
+                top_level: d.top_level.get(),
+                vasz: d.vasz.get(),
+                sign_extend: d.sign_extend,
+                padding: d.padding,
+                restored: 0,
+            },
+            Err(_) => DomainFields::ZERO,
+        }
     }
 
     fn device(rec: &[u8]) -> DeviceFields {
-        device_fields(rec, Ref::Index)
+        match IommuDeviceV2Ser::ref_from_prefix(rec) {
+            Ok((d, _)) => DeviceFields {
+                devid: d.devid.get(),
+                segment: d.pci_domain_nr.get(),
+                dma_owner_token: d.dma_owner_token.get(),
+                attachment_id: d.attachment_id.get(),
+                domain: Ref::Index(d.domain_index.get()),
+                iommu: Ref::Index(d.iommu_index.get()),
+            },
+            Err(_) => DeviceFields::ZERO,
+        }
     }
 
     /// Intel's member leaves 8 union bytes, which are zero; SMMUv3's

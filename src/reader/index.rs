@@ -205,7 +205,7 @@ impl<'s> Pages<'s> {
     /// one cursor per kind of target the search and the `Memory::page` call
     /// run only when the target page changes. The checks on the record
     /// itself run on every lookup.
-    #[inline]
+    #[inline(always)]
     pub fn locate<'m, M: Memory + ?Sized>(
         &self,
         mem: &'m M,
@@ -240,15 +240,19 @@ impl<'s> Pages<'s> {
             };
         }
         let off = phys.page_offset(self.page_size);
-        let rel = u64::try_from(off)
+        // Offsets and strides are below 2^16 (a page is at most 64 KiB):
+        // one 32-bit division, checked by multiplying back, instead of a
+        // 64-bit remainder and quotient.
+        let rel = u32::try_from(off)
             .ok()
-            .and_then(|o| o.checked_sub(self.hdr))
+            .and_then(|o| o.checked_sub(u32::try_from(self.hdr).ok()?))
             .ok_or(RefFault::NotRecordStart)?;
-        let size = self.stride(chain);
-        if rel.checked_rem(size) != Some(0) {
+        let size = u32::try_from(self.stride(chain)).map_err(|_| RefFault::NotRecordStart)?;
+        let slot = rel.checked_div(size).ok_or(RefFault::NotRecordStart)?;
+        if slot.checked_mul(size) != Some(rel) {
             return Err(RefFault::NotRecordStart);
         }
-        let slot = rel.checked_div(size).ok_or(RefFault::NotRecordStart)?;
+        let slot = u64::from(slot);
         if slot >= cursor.nr {
             return Err(RefFault::BeyondCount);
         }

@@ -471,6 +471,7 @@ fn check_domains<M: Memory + ?Sized, F: Format>(
 
 /// Resolves a device's reference to a live record of `chain`: by address
 /// through `cursor`, or by index in O(1).
+#[inline(always)]
 fn resolve<'m, M: Memory + ?Sized>(
     mem: &'m M,
     pages: &Pages<'_>,

@@ -226,37 +226,26 @@ pub enum WriteError {
     },
 }
 
-/// Linux errno values the writer's errors map to.
-mod errno {
-    pub(super) const ENOENT: i32 = 2;
-    pub(super) const ENOMEM: i32 = 12;
-    pub(super) const EFAULT: i32 = 14;
-    pub(super) const EBUSY: i32 = 16;
-    pub(super) const EEXIST: i32 = 17;
-    pub(super) const EINVAL: i32 = 22;
-    pub(super) const ENOSPC: i32 = 28;
-    pub(super) const EOVERFLOW: i32 = 75;
-    pub(super) const EUCLEAN: i32 = 117;
-}
-
 impl WriteError {
     /// The negative errno a kernel caller returns for this error.
     pub const fn errno(&self) -> i32 {
         let e = match self {
-            WriteError::OutOfPages { .. } => errno::ENOMEM,
-            WriteError::BadPage { .. } | WriteError::PageUnavailable { .. } => errno::EFAULT,
-            WriteError::Inconsistent { .. } => errno::EUCLEAN,
+            WriteError::OutOfPages { .. } => crate::errno::ENOMEM,
+            WriteError::BadPage { .. } | WriteError::PageUnavailable { .. } => crate::errno::EFAULT,
+            WriteError::Inconsistent { .. } => crate::errno::EUCLEAN,
             WriteError::ForeignHandle { .. }
             | WriteError::PayloadMismatch { .. }
             | WriteError::InvalidDomain { .. }
-            | WriteError::BadConfig { .. } => errno::EINVAL,
+            | WriteError::BadConfig { .. } => crate::errno::EINVAL,
             WriteError::AttachToDeleted { .. } | WriteError::AlreadyUnpreserved { .. } => {
-                errno::ENOENT
+                crate::errno::ENOENT
             }
-            WriteError::DuplicateDevice { .. } | WriteError::DuplicateIommu { .. } => errno::EEXIST,
-            WriteError::DomainInUse { .. } | WriteError::IommuInUse { .. } => errno::EBUSY,
-            WriteError::RefCountOverflow { .. } => errno::EOVERFLOW,
-            WriteError::IndexFull { .. } => errno::ENOSPC,
+            WriteError::DuplicateDevice { .. } | WriteError::DuplicateIommu { .. } => {
+                crate::errno::EEXIST
+            }
+            WriteError::DomainInUse { .. } | WriteError::IommuInUse { .. } => crate::errno::EBUSY,
+            WriteError::RefCountOverflow { .. } => crate::errno::EOVERFLOW,
+            WriteError::IndexFull { .. } => crate::errno::ENOSPC,
         };
         0i32.wrapping_sub(e)
     }

@@ -1,6 +1,8 @@
-//! Recognising dump formats the tool cannot read, so `--format auto` names
-//! them instead of reading them as flat physical dumps (whose "root page"
-//! would then look corrupt).
+//! Recognising the diskdump-family formats by their headers, so that
+//! `--format auto` reads them as what they are (see [`super::diskdump`]
+//! and [`super::flattened`]), and names the one it cannot read (the older
+//! `DISKDUMP` format), instead of reading them as flat physical dumps
+//! (whose "root page" would then look corrupt).
 //!
 //! - the diskdump / kdump-compressed format (`dump-guest-memory -z/-l/-s`,
 //!   makedumpfile's default output): `KDUMP   ` (or the older `DISKDUMP`)
@@ -70,9 +72,9 @@ pub struct FlattenedHeader {
     pub version: Option<i64>,
 }
 
-/// A dump format the tool recognises but cannot read.
+/// A diskdump-family format recognised by its signature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unsupported {
+pub enum Recognised {
     /// diskdump / kdump-compressed.
     Diskdump(DiskdumpHeader),
     /// makedumpfile's flattened format.
@@ -87,7 +89,7 @@ fn read<const N: usize, S: Source + ?Sized>(src: &S, at: u64) -> Option<[u8; N]>
 
 /// Whether the file at `src` is one of the formats above; reads at most
 /// the header's first 432 bytes.
-pub fn recognise<S: Source + ?Sized>(src: &S) -> Option<Unsupported> {
+pub fn recognise<S: Source + ?Sized>(src: &S) -> Option<Recognised> {
     let sig: Option<[u8; 8]> = read(src, 0);
     let kind = match sig.as_ref() {
         Some(s) if s == KDUMP_SIGNATURE => Some(DiskdumpKind::Kdump),
@@ -95,12 +97,12 @@ pub fn recognise<S: Source + ?Sized>(src: &S) -> Option<Unsupported> {
         _ => None,
     };
     if let Some(kind) = kind {
-        return Some(Unsupported::Diskdump(diskdump(src, kind)));
+        return Some(Recognised::Diskdump(diskdump(src, kind)));
     }
     let mdf: Option<[u8; 12]> = read(src, 0);
     if mdf.as_ref() == Some(MAKEDUMPFILE_SIGNATURE) {
         let be = |at| read::<8, S>(src, at).map(i64::from_be_bytes);
-        return Some(Unsupported::Flattened(FlattenedHeader {
+        return Some(Recognised::Flattened(FlattenedHeader {
             flat_type: be(16),
             version: be(24),
         }));
@@ -153,9 +155,18 @@ fn diskdump<S: Source + ?Sized>(src: &S, kind: DiskdumpKind) -> DiskdumpHeader {
     header
 }
 
-/// How the tool advises saving a dump it can read.
-const SAVE_AS_ELF: &str = "save the dump as an ELF core instead (QEMU `dump-guest-memory` \
-                           without -z/-l/-s, or `makedumpfile -E`)";
+impl DiskdumpHeader {
+    /// The refusal of a file the tool cannot read (the `DISKDUMP`
+    /// signature), with advice.
+    pub fn refusal(&self) -> String {
+        format!(
+            "{self}; this tool cannot read diskdump dumps (only kdump-compressed ones, \
+             signature `KDUMP   `): save the dump as an ELF core instead (QEMU \
+             `dump-guest-memory` without -z/-l/-s, or `makedumpfile -E`) or with \
+             makedumpfile's default kdump-compressed output"
+        )
+    }
+}
 
 impl fmt::Display for DiskdumpHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -189,14 +200,7 @@ impl fmt::Display for DiskdumpHeader {
                 write!(f, ", marked incomplete")?;
             }
         }
-        write!(
-            f,
-            "); this tool cannot read {} dumps yet: {SAVE_AS_ELF}",
-            match self.kind {
-                DiskdumpKind::Kdump => "kdump-compressed",
-                DiskdumpKind::Diskdump => "diskdump",
-            }
-        )
+        write!(f, ")")
     }
 }
 
@@ -204,23 +208,17 @@ impl fmt::Display for FlattenedHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "makedumpfile flattened format")?;
         match (self.flat_type, self.version) {
-            (Some(t), Some(v)) => write!(f, " (type {t}, version {v})")?,
-            _ => write!(f, " (header cut short)")?,
+            (Some(t), Some(v)) => write!(f, " (type {t}, version {v})"),
+            _ => write!(f, " (header cut short)"),
         }
-        write!(
-            f,
-            "; this tool cannot read it: reassemble it with `makedumpfile -R OUT < FILE`; \
-             OUT is then kdump-compressed, which this tool cannot read yet either, so for \
-             this tool {SAVE_AS_ELF}"
-        )
     }
 }
 
-impl fmt::Display for Unsupported {
+impl fmt::Display for Recognised {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Unsupported::Diskdump(h) => h.fmt(f),
-            Unsupported::Flattened(h) => h.fmt(f),
+            Recognised::Diskdump(h) => h.fmt(f),
+            Recognised::Flattened(h) => h.fmt(f),
         }
     }
 }

@@ -1,8 +1,24 @@
 //! Hand-made ELF64 core files for the tests of `cli/tests/`: any program
 //! headers, any byte order, the payload after the program headers.
 
+use iommu_flb_cli::load::{Format, LoadOptions};
 use object::elf::{self, FileHeader64, Ident, ProgramHeader64};
 use object::{Endian, LittleEndian, U16, U32, U64, bytes_of};
+
+pub mod kdump;
+
+/// `--format auto`, no `--base`.
+#[allow(dead_code)] // not every test crate loads files itself
+pub const AUTO: LoadOptions = LoadOptions {
+    format: Format::Auto,
+    base: None,
+};
+/// `--format elf`, no `--base`.
+#[allow(dead_code)]
+pub const ELF: LoadOptions = LoadOptions {
+    format: Format::Elf,
+    base: None,
+};
 
 /// One program header of a hand-made core file.
 #[derive(Clone, Copy)]

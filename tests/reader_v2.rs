@@ -307,7 +307,7 @@ fn root_counts_that_disagree_with_the_chains_are_refused() {
 // ---- pages ----
 
 #[test]
-fn page_magic_checksum_chain_index_and_generation_are_checked_in_that_order() {
+fn page_magic_checksum_chain_index_generation_and_reserved_are_each_checked() {
     let spec = Spec::typical(70);
     let mut img = Img::build(&spec);
     let p = img.page(2, 1);
@@ -375,6 +375,71 @@ fn page_magic_checksum_chain_index_and_generation_are_checked_in_that_order() {
         ErrorKind::NonZeroPadding,
         page_at(&img, 0, 0).field("reserved"),
     );
+}
+
+/// Two header fields broken at once: the one checked first is reported,
+/// in the order magic, CRC, chain, index, generation, reserved, stride.
+#[test]
+fn page_header_checks_run_in_their_order() {
+    let spec = Spec::typical(70);
+    // Magic before CRC: a bad magic, CRC not resealed.
+    let mut img = Img::build(&spec);
+    let p = img.page(2, 1);
+    img.put_u32(p + 16, 0);
+    expect(
+        &img,
+        ErrorKind::BadMagic { found: 0 },
+        page_at(&img, 2, 1).field("magic"),
+    );
+    // CRC before chain: a wrong chain, CRC not resealed.
+    let mut img = Img::build(&spec);
+    let stored = u32::from_le_bytes(img.bytes[p + 40..p + 44].try_into().unwrap());
+    img.put_u16(p + 20, 1);
+    let computed = v2_support::crc_of(&img.bytes[p..p + 4096], 40);
+    expect(
+        &img,
+        ErrorKind::ChecksumMismatch { stored, computed },
+        page_at(&img, 2, 1).field("crc"),
+    );
+    // Each later pair, resealed: the earlier field is named.
+    let pairs: [(usize, u64, usize, u64, ErrorKind, &str); 4] = [
+        (20, 1, 24, 7, ErrorKind::WrongChain { found: 1 }, "chain"),
+        (
+            24,
+            7,
+            32,
+            1,
+            ErrorKind::WrongIndex {
+                found: 7,
+                expected: 1,
+            },
+            "index",
+        ),
+        (
+            32,
+            1,
+            44,
+            1,
+            ErrorKind::StaleGeneration {
+                found: 1,
+                expected: spec.generation,
+            },
+            "generation",
+        ),
+        (44, 1, 22, 36, ErrorKind::NonZeroPadding, "reserved"),
+    ];
+    for (at_a, a, at_b, b, kind, field) in pairs {
+        let mut img = Img::build(&spec);
+        for (at, v) in [(at_a, a), (at_b, b)] {
+            match at {
+                20 | 22 => img.put_u16(p + at, v as u16),
+                44 => img.put_u32(p + at, v as u32),
+                _ => img.put_u64(p + at, v),
+            }
+        }
+        img.seal();
+        expect(&img, kind, page_at(&img, 2, 1).field(field));
+    }
 }
 
 #[test]

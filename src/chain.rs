@@ -15,8 +15,8 @@ use core::marker::PhantomData;
 use zerocopy::FromBytes;
 
 use crate::PhysAddr;
-use crate::abi::PageSize;
 use crate::abi::v1::IommuArrayHdrSer;
+use crate::abi::{PageSize, records_in_page};
 use crate::crc::Crc32;
 use crate::error::{Chain, Error, ErrorKind, Limit, Location};
 use crate::format::{Format, Root};
@@ -25,15 +25,6 @@ use crate::mem::read_page;
 /// The three array chains, in the order the root lists them and the reader
 /// walks them.
 pub(crate) const ARRAYS: [Chain; 3] = [Chain::Iommu, Chain::Domain, Chain::Device];
-
-/// Records of `stride` bytes per page of size `page` after a header of
-/// `hdr` bytes.
-pub(crate) fn capacity_of(page: PageSize, hdr: u64, stride: u64) -> u64 {
-    page.bytes_u64()
-        .saturating_sub(hdr)
-        .checked_div(stride)
-        .unwrap_or(0)
-}
 
 /// The version-1 root field that holds the head of `chain`.
 pub(crate) const fn head_field(chain: Chain) -> &'static str {
@@ -217,7 +208,7 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
             ));
         }
         let (next, nr_objects) = (hdr.next, hdr.nr_objects);
-        let cap = capacity_of(self.page_size, F::PAGE_HDR, self.stride);
+        let cap = records_in_page(self.page_size, F::PAGE_HDR, self.stride);
         if nr_objects > cap {
             return Err(Error::new(
                 ErrorKind::CountOverCapacity {

@@ -77,6 +77,16 @@ impl core::fmt::Display for PageSize {
     }
 }
 
+/// Records of `stride` bytes that fit in a page of size `page` after a
+/// `header`-byte page header: `(page - header) / stride`, 0 for a zero
+/// stride. Every version's capacity is this formula with its own header.
+pub const fn records_in_page(page: PageSize, header: u64, stride: u64) -> u64 {
+    match page.bytes_u64().saturating_sub(header).checked_div(stride) {
+        Some(n) => n,
+        None => 0,
+    }
+}
+
 /// A little-endian `u64` as stored in the image (`__le64` in the C header).
 pub type Le64 = zerocopy::little_endian::U64;
 

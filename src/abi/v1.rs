@@ -43,12 +43,7 @@ pub const fn objects_per_page(page: PageSize, record_size: usize) -> u64 {
     // Lossless: `usize` is at most 64 bits on every target.
     #[allow(clippy::as_conversions)]
     let size = record_size as u64;
-    // A page (4 KiB at least) is always longer than its 16-byte header.
-    let room = page.bytes_u64().saturating_sub(IOMMU_ARRAY_HDR_SIZE);
-    match room.checked_div(size) {
-        Some(n) => n,
-        None => 0,
-    }
+    super::records_in_page(page, IOMMU_ARRAY_HDR_SIZE, size)
 }
 
 /// How many `struct iommu_hw_ser` records fit in one 4 KiB array page

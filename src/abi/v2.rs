@@ -129,14 +129,8 @@ pub const IOMMU_FLB_V2_STRIDE_ALIGN: usize = 8;
 pub const fn records_per_page(page: PageSize, stride: usize) -> u64 {
     // Lossless: `usize` is at most 64 bits on every target.
     #[allow(clippy::as_conversions)]
-    let (room, stride) = (
-        page.bytes().saturating_sub(IOMMU_FLB_V2_PAGE_HDR_SIZE) as u64,
-        stride as u64,
-    );
-    match room.checked_div(stride) {
-        Some(n) => n,
-        None => 0,
-    }
+    let (hdr, stride) = (IOMMU_FLB_V2_PAGE_HDR_SIZE as u64, stride as u64);
+    super::records_in_page(page, hdr, stride)
 }
 
 /// struct iommu_flb_v2_chain_ser - What the root records about one chain.

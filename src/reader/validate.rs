@@ -8,8 +8,9 @@ use super::index::{
 use super::view::{Image, Shape};
 use super::{Mode, Options};
 use crate::abi::PageSize;
+use crate::abi::records_in_page;
 use crate::abi::v1::IommuTypeSer;
-use crate::chain::{ARRAYS, ChainWalk, capacity_of};
+use crate::chain::{ARRAYS, ChainWalk};
 use crate::error::{Chain, Error, ErrorKind, Location};
 use crate::format::v1::V1;
 use crate::format::v2::{V2, chain_fields};
@@ -219,7 +220,9 @@ fn validate_as<'m, 's, M: Memory + ?Sized, F: Format>(
         page_size,
         hdr: F::PAGE_HDR,
         stride: s.strides,
-        cap: s.strides.map(|st| capacity_of(page_size, F::PAGE_HDR, st)),
+        cap: s
+            .strides
+            .map(|st| records_in_page(page_size, F::PAGE_HDR, st)),
         deleted: F::DELETED,
         walk: [&*walk_iommu, &*walk_domain, &*walk_device],
         sorted: &*sorted,

@@ -11,6 +11,7 @@ use zerocopy::FromBytes;
 use super::index::{Cursor, Found, Pages, ScratchElem, TAG_SHIFT};
 use super::validate::iommu_type;
 use crate::abi::PageSize;
+use crate::abi::records_in_page;
 use crate::abi::v1::{
     IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer, IommuFlbSer, IommuHwSer, IommuIntelSer,
     IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer,
@@ -19,7 +20,6 @@ use crate::abi::v2::{
     IommuDeviceIntelV2Ser, IommuDeviceV2Ser, IommuDomainV2Ser, IommuFlbV2Ser, IommuHwV2Ser,
     IommuIntelV2Ser,
 };
-use crate::chain::capacity_of;
 use crate::error::Chain;
 use crate::format::{DeviceFields, DomainFields, Ops, Ref, Root, record_hdr};
 use crate::mem::read_page;
@@ -105,7 +105,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 page_size: ps,
                 hdr,
                 stride: shape.strides,
-                cap: shape.strides.map(|st| capacity_of(ps, hdr, st)),
+                cap: shape.strides.map(|st| records_in_page(ps, hdr, st)),
                 deleted: shape.ops.deleted,
                 walk,
                 sorted,
@@ -589,6 +589,22 @@ fn as_version<'m, T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(
         .map(|(t, _)| t)
 }
 
+/// `v1()` and `v2()` of a record handle: the record as the struct of its
+/// image's version, `None` in an image of the other.
+macro_rules! versioned {
+    ($v1:ty, $v2:ty) => {
+        /// The version-1 record, in a version-1 image.
+        pub fn v1(&self) -> Option<&'m $v1> {
+            as_version(self.ops, 1, self.bytes)
+        }
+
+        /// The version-2 record, in a version-2 image.
+        pub fn v2(&self) -> Option<&'m $v2> {
+            as_version(self.ops, 2, self.bytes)
+        }
+    };
+}
+
 /// An IOMMU record whose type is Intel or SMMUv3 (every live one is).
 #[derive(Clone, Copy)]
 pub struct Iommu<'m> {
@@ -605,15 +621,7 @@ impl<'m> Iommu<'m> {
         self.phys
     }
 
-    /// The version-1 record, in a version-1 image.
-    pub fn v1(&self) -> Option<&'m IommuHwSer> {
-        as_version(self.ops, 1, self.bytes)
-    }
-
-    /// The version-2 record, in a version-2 image.
-    pub fn v2(&self) -> Option<&'m IommuHwV2Ser> {
-        as_version(self.ops, 2, self.bytes)
-    }
+    versioned!(IommuHwSer, IommuHwV2Ser);
 
     /// Intel or SMMUv3.
     pub fn iommu_type(&self) -> IommuTypeSer {
@@ -675,15 +683,7 @@ impl<'m> AnyIommu<'m> {
         self.phys
     }
 
-    /// The version-1 record, in a version-1 image.
-    pub fn v1(&self) -> Option<&'m IommuHwSer> {
-        as_version(self.ops, 1, self.bytes)
-    }
-
-    /// The version-2 record, in a version-2 image.
-    pub fn v2(&self) -> Option<&'m IommuHwV2Ser> {
-        as_version(self.ops, 2, self.bytes)
-    }
+    versioned!(IommuHwSer, IommuHwV2Ser);
 
     /// The stored `token`.
     pub fn token(&self) -> u64 {
@@ -744,15 +744,7 @@ impl<'m> Domain<'m> {
         self.phys
     }
 
-    /// The version-1 record, in a version-1 image.
-    pub fn v1(&self) -> Option<&'m IommuDomainSer> {
-        as_version(self.ops, 1, self.bytes)
-    }
-
-    /// The version-2 record, in a version-2 image.
-    pub fn v2(&self) -> Option<&'m IommuDomainV2Ser> {
-        as_version(self.ops, 2, self.bytes)
-    }
+    versioned!(IommuDomainSer, IommuDomainV2Ser);
 
     fn fields(&self) -> DomainFields {
         (self.ops.domain)(self.bytes)
@@ -828,15 +820,7 @@ macro_rules! device_fields {
             self.phys
         }
 
-        /// The version-1 record, in a version-1 image.
-        pub fn v1(&self) -> Option<&'m IommuDeviceSer> {
-            as_version(self.ops, 1, self.bytes)
-        }
-
-        /// The version-2 record, in a version-2 image.
-        pub fn v2(&self) -> Option<&'m IommuDeviceV2Ser> {
-            as_version(self.ops, 2, self.bytes)
-        }
+        versioned!(IommuDeviceSer, IommuDeviceV2Ser);
 
         fn fields(&self) -> DeviceFields {
             (self.ops.device)(self.bytes)

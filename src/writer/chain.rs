@@ -6,7 +6,7 @@ use core::ops::ControlFlow;
 
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::encoding::{Bytes, Encoding, PageRole, PageWrite, Patch, Reference};
+use super::encoding::{Encoding, PATCH_MAX, PagePlan, PageRole, Patch, ROOT_CHAINS_AT, Reference};
 use super::error::{BadPage, ObjectKind, PagePurpose};
 use super::record::Rec;
 use super::{PageAlloc, WriteError};
@@ -101,6 +101,7 @@ pub(crate) fn pages<A: PageAlloc, const K: usize>(
 /// Maps up to four pages of one operation with one
 /// [`PageAlloc::pages_mut`] call (see [`pages`]): the `Some` addresses, in
 /// order; each mapping comes back in its address's place.
+#[inline(always)]
 fn some_pages<A: PageAlloc>(
     alloc: &mut A,
     want: [Option<PhysAddr>; 4],
@@ -136,37 +137,33 @@ fn unfit(phys: PhysAddr) -> WriteError {
     }
 }
 
-/// The offset of the record of `kind` at `phys` in its mapped `page`,
+/// The offset of the record of `kind` at `phys` in its page of `ps`,
 /// checking the whole record fits.
 pub(crate) fn record_offset(
     enc: Encoding,
     kind: ObjectKind,
-    page: &[u8],
+    ps: PageSize,
     phys: PhysAddr,
 ) -> Result<usize, WriteError> {
-    let ps = u64::try_from(page.len())
-        .ok()
-        .and_then(PageSize::from_bytes)
-        .ok_or(unfit(phys))?;
     let start = phys.page_offset(ps);
     match start.checked_add(enc.record_size(kind)) {
-        Some(end) if end <= page.len() => Ok(start),
+        Some(end) if end <= ps.bytes() => Ok(start),
         _ => Err(unfit(phys)),
     }
 }
 
-/// The write of a new header `hdr` into the record of `kind` at `phys`, in
-/// its mapped `page`.
-pub(crate) fn hdr_write(
+/// The plan of writing a new header `hdr` into the record of `kind` at
+/// `phys`, in a page of `ps`.
+pub(crate) fn hdr_plan(
     enc: Encoding,
     kind: ObjectKind,
-    page: &mut [u8],
+    ps: PageSize,
     phys: PhysAddr,
-    hdr: IommuHdrSer,
-) -> Result<PageWrite<'_>, WriteError> {
-    let at = record_offset(enc, kind, page, phys)?;
-    let patch = Patch::of(at, hdr.as_bytes()).ok_or(unfit(phys))?;
-    enc.page_write(phys, page, PageRole::Array, [Some(patch), None])
+    hdr: &IommuHdrSer,
+) -> Result<PagePlan<'_>, WriteError> {
+    let at = record_offset(enc, kind, ps, phys)?;
+    let patch = Patch::new(at, hdr.as_bytes());
+    enc.plan(phys, ps, PageRole::Array, [Some(patch), None])
 }
 
 /// The record of `kind` at `phys`, for reading.
@@ -287,12 +284,6 @@ impl Image {
         let [i, d, v] = &self.chains;
         [self.root, i.tail, d.tail, v.tail]
     }
-
-    /// The chains with `c` in place of the chain of its kind.
-    fn chains_with(&self, c: Chain) -> [Chain; 3] {
-        self.chains
-            .map(|old| if old.kind == c.kind { c } else { old })
-    }
 }
 
 impl Chain {
@@ -411,13 +402,14 @@ impl Chain {
     /// rewrites, if any), runs `last` (the final step that may fail; the
     /// device index), then writes and checksums those pages. On any failure
     /// the fresh page is given back and nothing was written.
+    #[inline(never)]
     pub(crate) fn append<A: PageAlloc>(
         &mut self,
         enc: Encoding,
         alloc: &mut A,
         image: &Image,
         iommu: Option<(PhysAddr, IommuHdrSer)>,
-        build: impl FnOnce(PhysAddr) -> Result<Bytes, WriteError>,
+        build: impl FnOnce(&mut Rec<&mut [u8]>) -> Result<(), WriteError>,
         last: impl FnOnce(PhysAddr) -> Result<(), WriteError>,
     ) -> Result<PhysAddr, WriteError> {
         // The tail must be as this bookkeeping left it: a stale copy of the
@@ -432,77 +424,104 @@ impl Chain {
                 });
             }
         }
-        let ps = alloc.page_size();
         let slot = self.next_slot(enc, alloc, &image.in_use())?;
         let next = self.with(&slot);
-        let staged = build(slot.phys).and_then(|rec| {
-            let root = match enc.root_counts_records() {
-                true => Some(enc.root(ps, &image.chains_with(next))?),
-                false => None,
-            };
-            let old = match slot.link {
-                Link::Behind(tail) => Some(tail),
-                _ => None,
-            };
-            let want = [
-                root.map(|_| image.root),
-                old,
-                Some(slot.page),
-                iommu.map(|(hw, _)| hw.page_base(ps)),
-            ];
-            let [r, o, p, x] = some_pages(alloc, want)?;
-            let missing = |phys| WriteError::PageUnavailable { phys };
-            let root = match root {
-                Some(bytes) => Some(enc.page_write(
-                    image.root,
-                    r.ok_or(missing(image.root))?,
-                    PageRole::Root,
-                    [Some(Patch::new(0, bytes)), None],
-                )?),
-                None => None,
-            };
-            let link = match old {
-                Some(tail) => {
-                    let blk = IommuArrayHdrSer {
-                        next_array_phys: slot.page.get().into(),
-                        nr_objects: enc.capacity(self.kind, ps).into(),
-                    };
-                    let patch = Patch::of(0, blk.as_bytes()).ok_or(unfit(tail))?;
-                    let page = o.ok_or(missing(tail))?;
-                    Some(enc.page_write(tail, page, PageRole::Array, [Some(patch), None])?)
-                }
-                None => None,
-            };
-            let p = p.ok_or(missing(slot.page))?;
-            let hdr = enc
-                .array_hdr(self.kind, slot.page_index, next.tail_len)
-                .ok_or(unfit(slot.page))?;
-            let at = record_offset(enc, self.kind, p, slot.phys)?;
-            let target = enc.page_write(
-                slot.phys,
-                p,
-                PageRole::Array,
-                [Some(Patch::new(0, hdr)), Some(Patch::new(at, rec))],
-            )?;
-            let hw = match iommu {
-                Some((phys, h)) => {
-                    let page = x.ok_or(missing(phys.page_base(ps)))?;
-                    Some(hdr_write(enc, ObjectKind::Iommu, page, phys, h)?)
-                }
-                None => None,
-            };
-            last(slot.phys)?;
-            Ok([root, link, Some(target), hw])
-        });
-        match staged {
-            Ok(writes) => writes.into_iter().flatten().for_each(PageWrite::commit),
+        match self.fill(enc, alloc, image, &slot, &next, iommu, build, last) {
+            Ok(()) => {
+                *self = next;
+                Ok(slot.phys)
+            }
             Err(e) => {
                 slot.abandon(alloc);
-                return Err(e);
+                Err(e)
             }
         }
-        *self = next;
-        Ok(slot.phys)
+    }
+
+    /// The writes of [`append`](Self::append) once its slot is found:
+    /// builds every byte it writes, once, plans each page's write, maps the
+    /// pages, runs `last`, and only then writes.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn fill<A: PageAlloc>(
+        &self,
+        enc: Encoding,
+        alloc: &mut A,
+        image: &Image,
+        slot: &Slot,
+        next: &Chain,
+        iommu: Option<(PhysAddr, IommuHdrSer)>,
+        build: impl FnOnce(&mut Rec<&mut [u8]>) -> Result<(), WriteError>,
+        last: impl FnOnce(PhysAddr) -> Result<(), WriteError>,
+    ) -> Result<(), WriteError> {
+        let ps = alloc.page_size();
+        // The bytes.
+        let mut buf = [0; PATCH_MAX];
+        let rec = buf
+            .get_mut(..enc.record_size(self.kind))
+            .ok_or(unfit(slot.phys))?;
+        build(&mut Rec {
+            phys: slot.phys,
+            bytes: &mut *rec,
+        })?;
+        let chains = match enc.root_counts_records() {
+            true => Some(enc.root_chains(ps, &image.chains, Some(next))?),
+            false => None,
+        };
+        let old = match slot.link {
+            Link::Behind(tail) => Some(tail),
+            _ => None,
+        };
+        let blk = IommuArrayHdrSer {
+            next_array_phys: slot.page.get().into(),
+            nr_objects: enc.capacity(self.kind, ps).into(),
+        };
+        let hdr = enc
+            .array_hdr(self.kind, slot.page_index, next.tail_len)
+            .ok_or(unfit(slot.page))?;
+        // The plans: the root's chains, the old tail's link, the new
+        // record and its page's header, the IOMMU's header.
+        let root = match &chains {
+            Some(c) => {
+                let patch = Patch::new(ROOT_CHAINS_AT, c.as_bytes());
+                Some(enc.plan(image.root, ps, PageRole::Root, [Some(patch), None])?)
+            }
+            None => None,
+        };
+        let link = match old {
+            Some(tail) => {
+                let patch = Patch::new(0, blk.as_bytes());
+                Some(enc.plan(tail, ps, PageRole::Array, [Some(patch), None])?)
+            }
+            None => None,
+        };
+        let at = record_offset(enc, self.kind, ps, slot.phys)?;
+        let patches = [
+            Some(Patch::new(0, hdr.as_bytes())),
+            Some(Patch::new(at, rec)),
+        ];
+        let target = enc.plan(slot.phys, ps, PageRole::Array, patches)?;
+        let hw = match &iommu {
+            Some((phys, h)) => Some(hdr_plan(enc, ObjectKind::Iommu, ps, *phys, h)?),
+            None => None,
+        };
+        // The pages, and the last step that may fail.
+        let want = [
+            root.map(|_| image.root),
+            old,
+            Some(slot.page),
+            iommu.map(|(hw, _)| hw.page_base(ps)),
+        ];
+        let mapped = some_pages(alloc, want)?;
+        last(slot.phys)?;
+        // The writes.
+        let plans = [root.as_ref(), link.as_ref(), Some(&target), hw.as_ref()];
+        for (plan, page) in plans.into_iter().zip(mapped) {
+            if let (Some(plan), Some(page)) = (plan, page) {
+                enc.commit(plan, page);
+            }
+        }
+        Ok(())
     }
 
     /// The address of the record the reference `r` names in this chain
@@ -543,6 +562,7 @@ impl Chain {
 
     /// Calls `f` on every record of the chain, head to tail, until it
     /// breaks. Checks the chain is still what the writer built.
+    #[inline(never)]
     pub(crate) fn scan<A: PageAlloc, T>(
         &self,
         enc: Encoding,

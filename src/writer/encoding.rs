@@ -4,10 +4,11 @@
 //! and the page checksums. The chains and the operations are shared and
 //! ask an [`Encoding`] whenever the version matters.
 //!
-//! Everything an operation writes is built here first as [`Patch`]es (bytes
-//! and where they go), checked against the mapped pages as a [`PageWrite`],
-//! and only then written by [`PageWrite::commit`], which cannot fail and
-//! recomputes the checksum of the page it wrote (version 2).
+//! Everything an operation writes is built first, as [`Patch`]es (bytes and
+//! where they go) checked to fit their page as a [`PagePlan`], before any
+//! page is mapped; only then is each written by [`Encoding::commit`], which
+//! cannot fail and recomputes the checksum of the page it wrote (version
+//! 2).
 
 use core::mem::size_of;
 
@@ -18,7 +19,7 @@ use super::WriteError;
 use super::chain::Chain;
 use super::error::ObjectKind;
 use super::record::Rec;
-use super::types::{DeviceInit, DomainInit, IommuPayloadInit};
+use super::types::{DeviceInit, IommuPayloadInit};
 use crate::PhysAddr;
 use crate::abi::PageSize;
 use crate::abi::v1::{
@@ -83,10 +84,9 @@ impl Default for Config {
 }
 
 /// The largest number of bytes one [`Patch`] holds: the version-2 root.
-const PATCH_MAX: usize = size_of::<IommuFlbV2Ser>();
+pub(crate) const PATCH_MAX: usize = size_of::<IommuFlbV2Ser>();
 const_assert!(size_of::<IommuHwSer>() <= PATCH_MAX);
 const_assert!(size_of::<IommuFlbSer>() <= PATCH_MAX);
-const_assert!(size_of::<IommuArrayV2HdrSer>() <= PATCH_MAX);
 // The writer marks deletion with one bit, the same in both versions.
 const_assert!(IOMMU_SER_FLAG_DELETED == IOMMU_FLB_V2_FLAG_DELETED);
 
@@ -116,28 +116,20 @@ impl Bytes {
         src: &[u8],
         write: impl FnOnce(&mut Rec<&mut [u8]>) -> Result<(), WriteError>,
     ) -> Result<Bytes, WriteError> {
-        let unfit = WriteError::Inconsistent {
-            phys,
-            what: "record does not fit its page",
-        };
-        let mut b = Bytes::of(src).ok_or(unfit)?;
-        let bytes = b.buf.get_mut(..b.len).ok_or(unfit)?;
-        write(&mut Rec { phys, bytes })?;
+        let mut b = Bytes::of(src).ok_or(unfit(phys))?;
+        b.edit(phys, write)?;
         Ok(b)
     }
 
-    /// `len` zero bytes that `write` fills in (see [`Bytes::edited`]).
-    pub(crate) fn built(
+    /// Has `write` change the bytes in place, through a [`Rec`] for
+    /// `phys`; its error is returned as is.
+    fn edit(
+        &mut self,
         phys: PhysAddr,
-        len: usize,
         write: impl FnOnce(&mut Rec<&mut [u8]>) -> Result<(), WriteError>,
-    ) -> Result<Bytes, WriteError> {
-        let zeros = [0; PATCH_MAX];
-        let src = zeros.get(..len).ok_or(WriteError::Inconsistent {
-            phys,
-            what: "record does not fit its page",
-        })?;
-        Bytes::edited(phys, src, write)
+    ) -> Result<(), WriteError> {
+        let bytes = self.buf.get_mut(..self.len).ok_or(unfit(phys))?;
+        write(&mut Rec { phys, bytes })
     }
 
     /// The bytes.
@@ -146,22 +138,25 @@ impl Bytes {
     }
 }
 
-/// Bytes to put at offset `at` of a page.
+/// Bytes to put at offset `at` of a page, borrowed from where they were
+/// built: an operation's writes hold no copies (the kernel's stack is small).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Patch {
+pub(crate) struct Patch<'b> {
     pub(crate) at: usize,
-    pub(crate) bytes: Bytes,
+    pub(crate) bytes: &'b [u8],
 }
 
-impl Patch {
+impl<'b> Patch<'b> {
     /// `bytes` at `at`.
-    pub(crate) fn new(at: usize, bytes: Bytes) -> Patch {
+    pub(crate) fn new(at: usize, bytes: &'b [u8]) -> Patch<'b> {
         Patch { at, bytes }
     }
+}
 
-    /// A copy of `src` at `at`; `None` if it is longer than any patch.
-    pub(crate) fn of(at: usize, src: &[u8]) -> Option<Patch> {
-        Bytes::of(src).map(|bytes| Patch { at, bytes })
+fn unfit(phys: PhysAddr) -> WriteError {
+    WriteError::Inconsistent {
+        phys,
+        what: "record does not fit its page",
     }
 }
 
@@ -174,39 +169,37 @@ pub(crate) enum PageRole {
     Array,
 }
 
-/// One mapped page an operation writes, with its patches checked to fit:
-/// [`commit`](Self::commit) cannot fail.
-pub(crate) struct PageWrite<'a> {
-    page: &'a mut [u8],
-    patches: [Option<Patch>; 2],
-    /// Where the page's checksum goes and the function that computes it.
-    seal: Option<(usize, Crc32)>,
+/// What an operation writes into one page: up to two patches, checked to
+/// fit a page of the image's size before any page is mapped, so that
+/// [`Encoding::commit`] cannot fail. Only borrows its bytes: an operation
+/// plans every page it writes before writing one, in a kernel's small stack.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PagePlan<'b> {
+    role: PageRole,
+    patches: [Option<Patch<'b>>; 2],
 }
 
-impl PageWrite<'_> {
-    /// Writes the patches in order, then the page's checksum over the
-    /// result. Plain copies into ranges checked to fit: nothing can fail.
-    pub(crate) fn commit(self) {
-        let PageWrite {
-            page,
-            patches,
-            seal,
-        } = self;
-        for p in patches.iter().flatten() {
-            let bytes = p.bytes.get();
-            if let Some(dst) =
-                p.at.checked_add(bytes.len())
-                    .and_then(|end| page.get_mut(p.at..end))
-            {
-                dst.copy_from_slice(bytes);
-            }
-        }
-        if let Some((at, crc)) = seal {
-            if let Some(sum) = crc.page(page, at) {
-                if let Some(dst) = at.checked_add(4).and_then(|end| page.get_mut(at..end)) {
-                    dst.copy_from_slice(&sum.to_le_bytes());
-                }
-            }
+/// Where version 2's root describes its chains, the part an append
+/// rewrites.
+pub(crate) const ROOT_CHAINS_AT: usize = core::mem::offset_of!(IommuFlbV2Ser, iommus);
+// The rewritten chains do not overlap the root's checksum.
+const_assert!(ROOT_CHAINS_AT >= IOMMU_FLB_V2_ROOT_CRC_OFFSET + 4);
+
+/// An array page's header as an encoding writes it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ArrayHdr {
+    /// Version 1's `{next, count}`.
+    V1(IommuArrayHdrSer),
+    /// Version 2's page header.
+    V2(IommuArrayV2HdrSer),
+}
+
+impl ArrayHdr {
+    /// The header's bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            ArrayHdr::V1(h) => h.as_bytes(),
+            ArrayHdr::V2(h) => h.as_bytes(),
         }
     }
 }
@@ -333,44 +326,57 @@ impl Encoding {
         }
     }
 
-    /// Checks that `patches` (and the checksum) fit in `page`, mapped for
-    /// `phys`, and returns the write to make.
-    pub(crate) fn page_write(
+    /// Checks that `patches` (and the checksum) fit in a page of `ps`, the
+    /// one at `phys`, and returns them as the plan of its write.
+    pub(crate) fn plan(
         self,
         phys: PhysAddr,
-        page: &mut [u8],
+        ps: PageSize,
         role: PageRole,
-        patches: [Option<Patch>; 2],
-    ) -> Result<PageWrite<'_>, WriteError> {
-        let bad = WriteError::Inconsistent {
-            phys,
-            what: "record does not fit its page",
-        };
+        patches: [Option<Patch<'_>>; 2],
+    ) -> Result<PagePlan<'_>, WriteError> {
         let crc_end = self
             .crc_offset(role)
             .map_or(Some(0), |at| at.checked_add(4));
         let ends = patches
             .iter()
             .flatten()
-            .map(|p| p.at.checked_add(p.bytes.get().len()));
+            .map(|p| p.at.checked_add(p.bytes.len()));
         for end in ends.chain([crc_end]) {
-            if end.is_none_or(|end| end > page.len()) {
-                return Err(bad);
+            if end.is_none_or(|end| end > ps.bytes()) {
+                return Err(unfit(phys));
             }
         }
-        let seal = match self {
-            Encoding::V1 => None,
-            Encoding::V2 { crc, .. } => self.crc_offset(role).map(|at| (at, crc)),
+        Ok(PagePlan { role, patches })
+    }
+
+    /// Writes the plan's patches into `page`, in order, then the page's
+    /// checksum over the result (version 2). `page` is a mapping of the
+    /// planned page, whose length [`chain::pages`](super::chain::pages)
+    /// checked is the page size: plain copies into ranges checked to fit,
+    /// nothing can fail.
+    pub(crate) fn commit(self, plan: &PagePlan<'_>, page: &mut [u8]) {
+        for p in plan.patches.iter().flatten() {
+            if let Some(dst) =
+                p.at.checked_add(p.bytes.len())
+                    .and_then(|end| page.get_mut(p.at..end))
+            {
+                dst.copy_from_slice(p.bytes);
+            }
+        }
+        let (Encoding::V2 { crc, .. }, Some(at)) = (self, self.crc_offset(plan.role)) else {
+            return;
         };
-        Ok(PageWrite {
-            page,
-            patches,
-            seal,
-        })
+        if let Some(sum) = crc.page(page, at) {
+            if let Some(dst) = at.checked_add(4).and_then(|end| page.get_mut(at..end)) {
+                dst.copy_from_slice(&sum.to_le_bytes());
+            }
+        }
     }
 
     /// The root's bytes for an image of `chains` (`[iommus, domains,
     /// devices]`) in pages of `page`.
+    #[inline(never)]
     pub(crate) fn root(self, page: PageSize, chains: &[Chain; 3]) -> Result<Bytes, WriteError> {
         let [iommus, domains, devices] = chains;
         let bytes = match self {
@@ -384,13 +390,6 @@ impl Encoding {
                 .as_bytes(),
             ),
             Encoding::V2 { generation, .. } => {
-                let chain = |c: &Chain| {
-                    Ok(IommuFlbV2ChainSer {
-                        head_phys: c.head.get().into(),
-                        nr_pages: c.pages.into(),
-                        nr_records: c.records(self, page)?.into(),
-                    })
-                };
                 let sizes = (
                     u32::try_from(size_of::<IommuFlbV2Ser>()),
                     u32::try_from(page.bytes()),
@@ -402,6 +401,7 @@ impl Encoding {
                     });
                 };
                 let version = u32::try_from(IOMMU_FLB_V2_VERSION).unwrap_or(u32::MAX);
+                let [iommus, domains, devices] = self.root_chains(page, chains, None)?;
                 Bytes::of(
                     IommuFlbV2Ser {
                         version: IOMMU_FLB_V2_VERSION.into(),
@@ -414,9 +414,9 @@ impl Encoding {
                         incompat_features: 0.into(),
                         crc: 0.into(),
                         reserved: 0.into(),
-                        iommus: chain(iommus)?,
-                        domains: chain(domains)?,
-                        devices: chain(devices)?,
+                        iommus,
+                        domains,
+                        devices,
                     }
                     .as_bytes(),
                 )
@@ -428,15 +428,36 @@ impl Encoding {
         })
     }
 
+    /// Version 2's description of `chains` in the root (at
+    /// [`ROOT_CHAINS_AT`]), with `new` in place of the chain of its kind:
+    /// the only part of the root an append changes.
+    pub(crate) fn root_chains(
+        self,
+        page: PageSize,
+        chains: &[Chain; 3],
+        new: Option<&Chain>,
+    ) -> Result<[IommuFlbV2ChainSer; 3], WriteError> {
+        let chain = |c: &Chain| {
+            let c = new.filter(|n| n.kind == c.kind).unwrap_or(c);
+            Ok(IommuFlbV2ChainSer {
+                head_phys: c.head.get().into(),
+                nr_pages: c.pages.into(),
+                nr_records: c.records(self, page)?.into(),
+            })
+        };
+        let [iommus, domains, devices] = chains;
+        Ok([chain(iommus)?, chain(domains)?, chain(devices)?])
+    }
+
     /// The header of the `index`-th page of a chain of `kind`, the chain's
     /// tail, holding `nr` records.
-    pub(crate) fn array_hdr(self, kind: ObjectKind, index: u64, nr: u64) -> Option<Bytes> {
+    pub(crate) fn array_hdr(self, kind: ObjectKind, index: u64, nr: u64) -> Option<ArrayHdr> {
         let blk = IommuArrayHdrSer {
             next_array_phys: 0.into(),
             nr_objects: nr.into(),
         };
         match self {
-            Encoding::V1 => Bytes::of(blk.as_bytes()),
+            Encoding::V1 => Some(ArrayHdr::V1(blk)),
             Encoding::V2 { generation, .. } => {
                 let chain = match kind {
                     ObjectKind::Iommu => IOMMU_FLB_V2_CHAIN_IOMMU,
@@ -444,19 +465,16 @@ impl Encoding {
                     ObjectKind::Device => IOMMU_FLB_V2_CHAIN_DEVICE,
                 };
                 let stride = u16::try_from(self.record_size(kind)).ok()?;
-                Bytes::of(
-                    IommuArrayV2HdrSer {
-                        blk,
-                        magic: IOMMU_FLB_V2_PAGE_MAGIC.into(),
-                        chain: chain.into(),
-                        stride: stride.into(),
-                        index: index.into(),
-                        generation: generation.into(),
-                        crc: 0.into(),
-                        reserved: 0.into(),
-                    }
-                    .as_bytes(),
-                )
+                Some(ArrayHdr::V2(IommuArrayV2HdrSer {
+                    blk,
+                    magic: IOMMU_FLB_V2_PAGE_MAGIC.into(),
+                    chain: chain.into(),
+                    stride: stride.into(),
+                    index: index.into(),
+                    generation: generation.into(),
+                    crc: 0.into(),
+                    reserved: 0.into(),
+                }))
             }
         }
     }
@@ -475,46 +493,34 @@ impl Encoding {
         same.then_some(hdr.index.get())
     }
 
-    /// A new IOMMU record at `at`.
+    /// Writes a new IOMMU record into `r`, the record's zeroed bytes.
     pub(crate) fn iommu_record(
         self,
-        at: PhysAddr,
+        r: &mut Rec<&mut [u8]>,
         token: u64,
         payload: &IommuPayloadInit,
         hdr: IommuHdrSer,
-    ) -> Result<Bytes, WriteError> {
-        let size = self.record_size(ObjectKind::Iommu);
-        Bytes::built(at, size, |r| match self {
+    ) -> Result<(), WriteError> {
+        match self {
             Encoding::V1 => r.write_iommu(token, payload, hdr),
             Encoding::V2 { .. } => r.write_iommu_v2(token, payload, hdr),
-        })
+        }
     }
 
-    /// A new domain record at `at`.
-    pub(crate) fn domain_record(
-        self,
-        at: PhysAddr,
-        d: &DomainInit,
-        hdr: IommuHdrSer,
-    ) -> Result<Bytes, WriteError> {
-        let size = self.record_size(ObjectKind::Domain);
-        Bytes::built(at, size, |r| r.write_domain(d, hdr))
-    }
-
-    /// A new device record at `at`, naming its domain and IOMMU with the
-    /// references `domain` and `iommu` (see [`Encoding::reference`]).
+    /// Writes a new device record into `r`, the record's zeroed bytes,
+    /// naming its domain and IOMMU with the references `domain` and `iommu`
+    /// (see [`Encoding::reference`]).
     pub(crate) fn device_record(
         self,
-        at: PhysAddr,
+        r: &mut Rec<&mut [u8]>,
         d: &DeviceInit,
         domain: u64,
         iommu: u64,
         hdr: IommuHdrSer,
-    ) -> Result<Bytes, WriteError> {
-        let size = self.record_size(ObjectKind::Device);
-        Bytes::built(at, size, |r| match self {
+    ) -> Result<(), WriteError> {
+        match self {
             Encoding::V1 => r.write_device(d, PhysAddr::new(domain), PhysAddr::new(iommu), hdr),
             Encoding::V2 { .. } => r.write_device_v2(d, domain, iommu, hdr),
-        })
+        }
     }
 }

@@ -286,12 +286,13 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
         }
         let ps = alloc.page_size();
         let written = enc.root(ps, &chains).and_then(|bytes| {
+            let patch = Some(Patch::new(0, bytes.get()));
+            let plan = enc.plan(root, ps, PageRole::Root, [patch, None])?;
             let page = alloc
                 .page_mut(root)
+                .filter(|p| p.len() == ps.bytes())
                 .ok_or(WriteError::PageUnavailable { phys: root })?;
-            let patch = Some(Patch::new(0, bytes));
-            enc.page_write(root, page, PageRole::Root, [patch, None])?
-                .commit();
+            enc.commit(&plan, page);
             Ok(())
         });
         if let Err(e) = written {

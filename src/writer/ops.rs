@@ -2,7 +2,7 @@
 
 use core::ops::ControlFlow;
 
-use super::chain::{hdr_write, page, pages, record, record_offset, reference_to};
+use super::chain::{hdr_plan, page, pages, record, record_offset, reference_to};
 use super::encoding::{Bytes, PageRole, Patch};
 use super::index::Lookup;
 use super::types::WriterId;
@@ -106,7 +106,7 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             &mut self.alloc,
             &image,
             None,
-            |at| enc.iommu_record(at, token, &payload, hdr(0, IOMMU_SER_FLAG_DELETED)),
+            |r| enc.iommu_record(r, token, &payload, hdr(0, IOMMU_SER_FLAG_DELETED)),
             |_| Ok(()),
         )?;
         self.counts.iommus = self.counts.iommus.saturating_add(1);
@@ -134,7 +134,7 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             &mut self.alloc,
             &image,
             None,
-            |at| enc.domain_record(at, &d, hdr(1, 0)),
+            |r| r.write_domain(&d, hdr(1, 0)),
             |_| Ok(()),
         )?;
         self.counts.domains = self.counts.domains.saturating_add(1);
@@ -218,7 +218,7 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             &mut self.alloc,
             &image,
             Some((iommu.phys(), hdr(new_count, 0))),
-            |at| enc.device_record(at, &d, domain_ref, iommu_ref, hdr(1, 0)),
+            |r| enc.device_record(r, &d, domain_ref, iommu_ref, hdr(1, 0)),
             // A failed insert leaves the index unchanged.
             |at| index.insert(key, at),
         )?;
@@ -255,13 +255,14 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
         let left = n.saturating_sub(1);
         let flags = if left == 0 { IOMMU_SER_FLAG_DELETED } else { 0 };
         let ps = self.alloc.page_size();
+        let dev_hdr = hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED);
+        let hw_hdr = hdr(left, flags);
+        let dev = hdr_plan(enc, ObjectKind::Device, ps, phys, &dev_hdr)?;
+        let hw = hdr_plan(enc, ObjectKind::Iommu, ps, iommu, &hw_hdr)?;
         let [dev_page, hw_page] =
             pages(&mut self.alloc, [phys.page_base(ps), iommu.page_base(ps)])?;
-        let dev_hdr = hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED);
-        let dev = hdr_write(enc, ObjectKind::Device, dev_page, phys, dev_hdr)?;
-        let hw = hdr_write(enc, ObjectKind::Iommu, hw_page, iommu, hdr(left, flags))?;
-        dev.commit();
-        hw.commit();
+        enc.commit(&dev, dev_page);
+        enc.commit(&hw, hw_page);
         if left == 0 {
             self.counts.live_iommus = self.counts.live_iommus.saturating_sub(1);
         }
@@ -301,8 +302,8 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
         }
         let ps = self.alloc.page_size();
         let deleted = hdr(h.ref_count.get(), IOMMU_SER_FLAG_DELETED);
-        let p = page(&mut self.alloc, phys.page_base(ps))?;
-        hdr_write(enc, ObjectKind::Domain, p, phys, deleted)?.commit();
+        let plan = hdr_plan(enc, ObjectKind::Domain, ps, phys, &deleted)?;
+        enc.commit(&plan, page(&mut self.alloc, phys.page_base(ps))?);
         self.counts.domains = self.counts.domains.saturating_sub(1);
         Ok(())
     }
@@ -323,9 +324,9 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             }),
             IommuState::Idle => {
                 let (enc, ps) = (self.enc, self.alloc.page_size());
-                let p = page(&mut self.alloc, phys.page_base(ps))?;
-                let at = record_offset(enc, ObjectKind::Iommu, p, phys)?;
+                let at = record_offset(enc, ObjectKind::Iommu, ps, phys)?;
                 let size = enc.record_size(ObjectKind::Iommu);
+                let p = page(&mut self.alloc, phys.page_base(ps))?;
                 let old = at.checked_add(size).and_then(|end| p.get(at..end));
                 let old = old.ok_or(WriteError::Inconsistent {
                     phys,
@@ -335,9 +336,9 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
                     r.set_iommu_type(IommuTypeSer::IommuInvalid)?;
                     r.set_hdr(0, IOMMU_SER_FLAG_DELETED)
                 })?;
-                let patch = Some(Patch::new(at, bytes));
-                enc.page_write(phys, p, PageRole::Array, [patch, None])?
-                    .commit();
+                let patch = Some(Patch::new(at, bytes.get()));
+                let plan = enc.plan(phys, ps, PageRole::Array, [patch, None])?;
+                enc.commit(&plan, page(&mut self.alloc, phys.page_base(ps))?);
                 self.counts.iommus = self.counts.iommus.saturating_sub(1);
                 Ok(())
             }

@@ -411,9 +411,9 @@ pub unsafe extern "C" fn iommu_flb_validate(
                 core::slice::from_raw_parts_mut(first, elems)
             }
         };
-        let frozen = reader::validate(&m, PhysAddr::new(root), &opts, slice)
-            .map_err(|e| read_fail(e, root, scratch_size))?
-            .freeze();
+        let shape = reader::validate_shape(&m, PhysAddr::new(root), &opts, slice)
+            .map_err(|e| read_fail(e, root, scratch_size))?;
+        let frozen = Frozen::of(&shape);
         if scratch_size < HEADER {
             // Unreachable: a valid image needs elements, so `elems` was
             // non-zero and the header fits. Refused rather than assumed.

@@ -56,6 +56,7 @@ impl Format for V1 {
     /// In order: page-aligned (the kernel allocates the root as a preserved
     /// page of its own, which `restore` hands back whole), readable,
     /// version, then each head non-zero and page-aligned.
+    #[inline(never)]
     fn root<'m, M: Memory + ?Sized>(
         mem: &'m M,
         root: PhysAddr,

@@ -90,6 +90,7 @@ impl Format for V2 {
     /// the size the root's page is first read at: the root states the
     /// image's page size, and its page is read again at that size when it
     /// differs.
+    #[inline(never)]
     fn root<'m, M: Memory + ?Sized>(
         mem: &'m M,
         root: PhysAddr,

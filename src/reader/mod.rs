@@ -26,6 +26,8 @@ pub use view::{
 };
 
 #[cfg(feature = "ffi")]
+pub(crate) use validate::validate_shape;
+#[cfg(feature = "ffi")]
 pub(crate) use view::Frozen;
 #[cfg(feature = "alloc")]
 pub use view::OwnedImage;
@@ -187,6 +189,6 @@ pub fn validate_alloc<'m, M: Memory + ?Sized>(
 ) -> Result<OwnedImage<'m, M>, Error> {
     let n = scratch_len(mem, root, opts)?;
     let mut scratch = alloc::vec![ScratchElem::default(); n];
-    let shape = validate::validate(mem, root, opts, &mut scratch)?.shape();
+    let shape = validate::validate_shape(mem, root, opts, &mut scratch)?;
     Ok(OwnedImage::new(mem, shape, scratch))
 }

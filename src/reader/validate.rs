@@ -17,9 +17,8 @@ use crate::format::v2::{V2, chain_fields};
 use crate::format::{Format, Ops, Ref, Root, Version, record_hdr};
 use crate::{Memory, PhysAddr};
 
-/// What the root and the chain walk found, before any record is read.
-pub(crate) struct Survey<'m> {
-    root: Root<'m>,
+/// What the chain walk found, before any record is read.
+pub(crate) struct Survey {
     pages: [u64; 3],
     objects: [u64; 3],
     strides: [u64; 3],
@@ -38,23 +37,46 @@ impl<F: Format> HasOps for F {
     const OPS: &'static Ops = &Ops::of::<F>();
 }
 
-pub(crate) fn survey<'m, M: Memory + ?Sized>(
-    mem: &'m M,
+/// The survey of the image at `root`, of either version.
+pub(crate) fn survey<M: Memory + ?Sized>(
+    mem: &M,
     root: PhysAddr,
     opts: &Options,
-) -> Result<Survey<'m>, Error> {
+) -> Result<Survey, Error> {
+    fn of<M: Memory + ?Sized, F: Format>(
+        mem: &M,
+        root: PhysAddr,
+        opts: &Options,
+        first: Option<&[u8]>,
+    ) -> Result<Survey, Error> {
+        survey_as::<M, F>(mem, &F::root(mem, root, opts, first)?, root, opts)
+    }
     match Version::detect(mem, root, opts) {
-        (Version::V1, first) => survey_as::<M, V1>(mem, root, opts, first),
-        (Version::V2, first) => survey_as::<M, V2>(mem, root, opts, first),
+        (Version::V1, first) => of::<M, V1>(mem, root, opts, first),
+        (Version::V2, first) => of::<M, V2>(mem, root, opts, first),
     }
 }
 
+/// Validates the image at `root` and returns its view.
 pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
     mem: &'m M,
     root: PhysAddr,
     opts: &Options,
     scratch: &'s mut [ScratchElem],
 ) -> Result<Image<'m, 's, M>, Error> {
+    let shape = validate_shape(mem, root, opts, scratch)?;
+    Ok(Image::from_scratch(mem, shape, scratch))
+}
+
+/// Validates the image at `root`, leaving its indexes in `scratch`, and
+/// returns what the view needs besides them (the C boundary keeps only
+/// this, and the stack never holds a whole [`Image`]).
+pub(crate) fn validate_shape<'m, M: Memory + ?Sized>(
+    mem: &'m M,
+    root: PhysAddr,
+    opts: &Options,
+    scratch: &mut [ScratchElem],
+) -> Result<Shape<'m>, Error> {
     match Version::detect(mem, root, opts) {
         (Version::V1, first) => validate_as::<M, V1>(mem, root, opts, first, scratch),
         (Version::V2, first) => validate_as::<M, V2>(mem, root, opts, first, scratch),
@@ -90,13 +112,15 @@ fn check_counts(
     Ok(())
 }
 
-fn survey_as<'m, M: Memory + ?Sized, F: Format>(
-    mem: &'m M,
+/// Walks every chain of the image whose checked root `root` is at
+/// `root_phys`, counting pages and records.
+#[inline(never)]
+fn survey_as<M: Memory + ?Sized, F: Format>(
+    mem: &M,
+    root: &Root<'_>,
     root_phys: PhysAddr,
     opts: &Options,
-    first: Option<&'m [u8]>,
-) -> Result<Survey<'m>, Error> {
-    let root = F::root(mem, root_phys, opts, first)?;
+) -> Result<Survey, Error> {
     let max_pages = opts.limits.max_pages_per_chain.min(MAX_PAGES);
     let max_objects = opts.limits.max_objects.min(MAX_OBJECTS);
     let mut pages = [0u64; 3];
@@ -104,27 +128,14 @@ fn survey_as<'m, M: Memory + ?Sized, F: Format>(
     let mut strides = [0u64; 3];
     let mut total = 0u64;
     for (i, chain) in ARRAYS.into_iter().enumerate() {
-        let mut walk = ChainWalk::<M, F>::new(
-            mem,
-            &root,
-            opts.crc,
-            root_phys,
-            chain,
-            max_pages,
-            max_objects,
-            total,
-        );
-        let mut n = 0u64;
-        while walk.next_page()?.is_some() {
-            n = n.saturating_add(1);
-        }
-        let o = walk.objects().saturating_sub(total);
-        check_counts(&root, root_phys, i, chain, n, o)?;
-        total = walk.objects();
+        let limits = (max_pages, max_objects, total);
+        let (n, o, stride) = count_chain::<M, F>(mem, root, opts, root_phys, chain, limits)?;
+        check_counts(root, root_phys, i, chain, n, o)?;
+        total = total.saturating_add(o);
         if let (Some(p), Some(ob), Some(st)) =
             (pages.get_mut(i), objects.get_mut(i), strides.get_mut(i))
         {
-            (*p, *ob, *st) = (n, o, walk.stride());
+            (*p, *ob, *st) = (n, o, stride);
         }
     }
     // Both sums are bounded by the clamped limits (3 × 2^40, 2^48).
@@ -135,7 +146,6 @@ fn survey_as<'m, M: Memory + ?Sized, F: Format>(
         .saturating_add(objects[0])
         .saturating_add(objects[2]);
     Ok(Survey {
-        root,
         pages,
         objects,
         strides,
@@ -143,6 +153,34 @@ fn survey_as<'m, M: Memory + ?Sized, F: Format>(
         max_objects,
         needed: usize::try_from(needed).unwrap_or(usize::MAX),
     })
+}
+
+/// Walks `chain` once: its pages, its objects and its stride. `limits` are
+/// the pages limit, the objects limit and the objects earlier chains used
+/// of it.
+fn count_chain<M: Memory + ?Sized, F: Format>(
+    mem: &M,
+    root: &Root<'_>,
+    opts: &Options,
+    root_phys: PhysAddr,
+    chain: Chain,
+    (max_pages, max_objects, before): (u64, u64, u64),
+) -> Result<(u64, u64, u64), Error> {
+    let mut walk = ChainWalk::<M, F>::new(
+        mem,
+        root,
+        opts.crc,
+        root_phys,
+        chain,
+        max_pages,
+        max_objects,
+        before,
+    );
+    let mut n = 0u64;
+    while walk.next_page()?.is_some() {
+        n = n.saturating_add(1);
+    }
+    Ok((n, walk.objects().saturating_sub(before), walk.stride()))
 }
 
 fn too_small(root: PhysAddr, needed: usize, got: usize) -> Error {
@@ -153,63 +191,80 @@ fn too_small(root: PhysAddr, needed: usize, got: usize) -> Error {
 }
 
 /// Splits `n` elements off the front of `rest`.
-fn take<'s>(
-    rest: &mut &'s mut [ScratchElem],
-    n: u64,
-    err: Error,
-) -> Result<&'s mut [ScratchElem], Error> {
-    let n = usize::try_from(n).map_err(|_| err)?;
-    let (head, tail) = core::mem::take(rest).split_at_mut_checked(n).ok_or(err)?;
+/// `None` (and `rest` emptied) if it has fewer.
+fn take<'s>(rest: &mut &'s mut [ScratchElem], n: u64) -> Option<&'s mut [ScratchElem]> {
+    let n = usize::try_from(n).ok()?;
+    let (head, tail) = core::mem::take(rest).split_at_mut_checked(n)?;
     *rest = tail;
-    Ok(head)
+    Some(head)
 }
 
+#[inline(never)]
 fn validate_as<'m, 's, M: Memory + ?Sized, F: Format>(
     mem: &'m M,
     root: PhysAddr,
     opts: &Options,
     first: Option<&'m [u8]>,
     scratch: &'s mut [ScratchElem],
-) -> Result<Image<'m, 's, M>, Error> {
-    let s = survey_as::<M, F>(mem, root, opts, first)?;
+) -> Result<Shape<'m>, Error> {
+    // The root is borrowed in place, not moved out of its `Result`: one
+    // copy of it on the stack, which the shape takes at the end.
+    let checked = F::root(mem, root, opts, first);
+    let r = match &checked {
+        Ok(r) => r,
+        Err(e) => return Err(*e),
+    };
+    let s = &survey_as::<M, F>(mem, r, root, opts)?;
     let got = scratch.len();
-    let small = too_small(root, s.needed, got);
+    let small = || too_small(root, s.needed, got);
     let mut rest: &'s mut [ScratchElem] = scratch;
-    let walk_iommu = take(&mut rest, s.pages[0], small)?;
-    let walk_domain = take(&mut rest, s.pages[1], small)?;
-    let walk_device = take(&mut rest, s.pages[2], small)?;
+    let walk_iommu = take(&mut rest, s.pages[0]).ok_or_else(small)?;
+    let walk_domain = take(&mut rest, s.pages[1]).ok_or_else(small)?;
+    let walk_device = take(&mut rest, s.pages[2]).ok_or_else(small)?;
     let all_pages = s.pages.iter().fold(0u64, |a, &p| a.saturating_add(p));
-    let sorted = take(&mut rest, all_pages.saturating_add(1), small)?;
-    let iommu_keys = take(&mut rest, s.objects[0], small)?;
-    let device_keys = take(&mut rest, s.objects[2], small)?;
-
-    // Walk again, recording the pages. The walk repeats the survey's checks,
-    // so a `Memory` that changed its answers is still caught.
-    let mut total = 0u64;
+    let sorted = take(&mut rest, all_pages.saturating_add(1)).ok_or_else(small)?;
+    let iommu_keys = take(&mut rest, s.objects[0]).ok_or_else(small)?;
+    let device_keys = take(&mut rest, s.objects[2]).ok_or_else(small)?;
     let mut walks = [walk_iommu, walk_domain, walk_device];
-    for (chain, region) in ARRAYS.into_iter().zip(walks.iter_mut()) {
-        let mut walk = ChainWalk::<M, F>::new(
-            mem,
-            &s.root,
-            opts.crc,
-            root,
-            chain,
-            s.max_pages,
-            s.max_objects,
-            total,
-        );
-        let mut slots = region.iter_mut();
-        while let Some(page) = walk.next_page()? {
-            *slots.next().ok_or(small)? = ScratchElem::new(page.phys.get(), page.nr_objects);
-        }
-        if slots.next().is_some() {
-            return Err(small);
-        }
-        total = walk.objects();
-    }
-    let [walk_iommu, walk_domain, walk_device] = walks;
+    record_pages::<M, F>(mem, r, root, opts, s, got, &mut walks)?;
+    let regions = Regions {
+        walks,
+        sorted,
+        iommu_keys,
+        device_keys,
+    };
+    finish_as::<M, F>(mem, r, root, opts, s, regions)
+}
 
-    let page_size = s.root.page_size;
+/// The scratch, split as the survey sized it: the pages of each chain (in
+/// walk order, filled), the sorted page table, the IOMMU and device keys.
+struct Regions<'s> {
+    walks: [&'s mut [ScratchElem]; 3],
+    sorted: &'s mut [ScratchElem],
+    iommu_keys: &'s mut [ScratchElem],
+    device_keys: &'s mut [ScratchElem],
+}
+
+/// The rest of [`validate_as`] once the pages are recorded: the page table
+/// and every record check, each a function of its own that runs after the
+/// one before has returned, so that the stack holds one at a time (the
+/// kernel's stack is small).
+#[inline(never)]
+fn finish_as<'m, M: Memory + ?Sized, F: Format>(
+    mem: &'m M,
+    r: &Root<'m>,
+    root: PhysAddr,
+    opts: &Options,
+    s: &Survey,
+    regions: Regions<'_>,
+) -> Result<Shape<'m>, Error> {
+    let Regions {
+        walks: [walk_iommu, walk_domain, walk_device],
+        sorted,
+        iommu_keys,
+        device_keys,
+    } = regions;
+    let page_size = r.page_size;
     find_reused_pages::<F>(
         root,
         page_size,
@@ -245,28 +300,62 @@ fn validate_as<'m, 's, M: Memory + ?Sized, F: Format>(
         find_duplicates(device_keys, Chain::Device, &pages)?;
     }
 
-    let shape = Shape {
+    Ok(Shape {
         ops: <F as HasOps>::OPS,
         root_phys: root,
-        root: s.root,
+        root: *r,
         pages: s.pages,
         strides: s.strides,
         iommu_slots: s.objects[0],
         live_iommus,
         live_devices,
-    };
-    Ok(Image::from_parts(
-        mem,
-        shape,
-        pages.walk,
-        pages.sorted,
-        &*iommu_keys,
-        &*device_keys,
-    ))
+    })
+}
+
+/// Walks every chain again, recording its pages in `walks`, which the
+/// survey sized from the `got` scratch elements. The walk repeats the
+/// survey's checks, so a `Memory` that changed its answers is still
+/// caught.
+#[inline(never)]
+fn record_pages<M: Memory + ?Sized, F: Format>(
+    mem: &M,
+    r: &Root<'_>,
+    root: PhysAddr,
+    opts: &Options,
+    s: &Survey,
+    got: usize,
+    walks: &mut [&mut [ScratchElem]; 3],
+) -> Result<(), Error> {
+    let mut total = 0u64;
+    for (chain, region) in ARRAYS.into_iter().zip(walks.iter_mut()) {
+        let mut walk = ChainWalk::<M, F>::new(
+            mem,
+            r,
+            opts.crc,
+            root,
+            chain,
+            s.max_pages,
+            s.max_objects,
+            total,
+        );
+        let mut slots = region.iter_mut();
+        while let Some(page) = walk.next_page()? {
+            let Some(slot) = slots.next() else {
+                return Err(too_small(root, s.needed, got));
+            };
+            *slot = ScratchElem::new(page.phys.get(), page.nr_objects);
+        }
+        if slots.next().is_some() {
+            return Err(too_small(root, s.needed, got));
+        }
+        total = walk.objects();
+    }
+    Ok(())
 }
 
 /// Sorts every page by address (the root's page too) and refuses a page
 /// used twice, reported at the later use in walk order.
+#[inline(never)]
 fn find_reused_pages<F: Format>(
     root: PhysAddr,
     page_size: PageSize,
@@ -406,6 +495,7 @@ pub(crate) fn iommu_type(raw: u64) -> Option<IommuTypeSer> {
 /// Checks the IOMMU records and writes, at the position of each record's
 /// index in `slots`, (token, type << 56) for a live one (the low bits count
 /// its devices in `check_devices`) and (0, 0) for a deleted one.
+#[inline(never)]
 fn check_iommus<M: Memory + ?Sized, F: Format>(
     mem: &M,
     pages: &Pages<'_>,
@@ -434,6 +524,7 @@ fn check_iommus<M: Memory + ?Sized, F: Format>(
     })
 }
 
+#[inline(never)]
 fn check_domains<M: Memory + ?Sized, F: Format>(
     mem: &M,
     pages: &Pages<'_>,
@@ -499,6 +590,7 @@ fn resolve<'m, M: Memory + ?Sized>(
 /// and writes its key (segment << 32 | devid, device index) into `keys`.
 /// Returns the number of live devices and whether their keys came in
 /// strictly ascending order.
+#[inline(never)]
 fn check_devices<M: Memory + ?Sized, F: Format>(
     mem: &M,
     pages: &Pages<'_>,
@@ -562,6 +654,7 @@ fn check_devices<M: Memory + ?Sized, F: Format>(
 /// devices, as `check_devices` counted them in `slots`. Then moves the live
 /// IOMMUs' keys to the front of `slots` as (token, type << 56 | IOMMU
 /// index), in chain order, and returns how many there are.
+#[inline(never)]
 fn check_ref_counts<M: Memory + ?Sized, F: Format>(
     mem: &M,
     pages: &Pages<'_>,
@@ -597,6 +690,7 @@ fn check_ref_counts<M: Memory + ?Sized, F: Format>(
 
 /// In sorted `keys` (key, tag << 56 | index), refuses two live records with
 /// the same key (and tag), reported at the later one.
+#[inline(never)]
 fn find_duplicates(keys: &[ScratchElem], chain: Chain, pages: &Pages<'_>) -> Result<(), Error> {
     let same =
         |a: &ScratchElem, b: &ScratchElem| a.hi == b.hi && a.lo >> TAG_SHIFT == b.lo >> TAG_SHIFT;

@@ -137,11 +137,6 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         Image::from_parts(mem, shape, walk, sorted, iommu_keys, device_keys)
     }
 
-    #[cfg_attr(not(feature = "alloc"), allow(dead_code))] // For `validate_alloc`.
-    pub(crate) fn shape(&self) -> Shape<'m> {
-        self.shape
-    }
-
     /// The root's stored `version`: 1 or 2, or a later version that a
     /// version-2 reader may read (see [`format`](Self::format)).
     pub fn version(&self) -> u64 {
@@ -974,14 +969,10 @@ pub(crate) struct Frozen {
     live_devices: usize,
 }
 
-/// Crate-internal access by position, for the C boundary's cursors and
-/// lookups (`src/ffi`): each call costs O(1) or O(log n), where the public
-/// iterators would have to start over.
 #[cfg(feature = "ffi")]
-impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
-    /// The image without its borrows.
-    pub(crate) fn freeze(&self) -> Frozen {
-        let s = self.shape;
+impl Frozen {
+    /// The shape of a validated image, without its borrows.
+    pub(crate) fn of(s: &Shape<'_>) -> Frozen {
         Frozen {
             ops: s.ops,
             page_size: s.root.page_size,
@@ -997,7 +988,13 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
             live_devices: s.live_devices,
         }
     }
+}
 
+/// Crate-internal access by position, for the C boundary's cursors and
+/// lookups (`src/ffi`): each call costs O(1) or O(log n), where the public
+/// iterators would have to start over.
+#[cfg(feature = "ffi")]
+impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     /// The image `freeze` was called on, over the same memory and the same
     /// scratch; `None` if the root can no longer be read.
     pub(crate) fn thaw(mem: &'m M, f: Frozen, scratch: &'s [ScratchElem]) -> Option<Self> {

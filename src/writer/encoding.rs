@@ -13,7 +13,7 @@
 use core::mem::size_of;
 
 use static_assertions::const_assert;
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use super::WriteError;
 use super::chain::Chain;
@@ -23,8 +23,8 @@ use super::types::{DeviceInit, IommuPayloadInit};
 use crate::PhysAddr;
 use crate::abi::PageSize;
 use crate::abi::v1::{
-    IOMMU_LUO_FLB_VERSION, IOMMU_SER_FLAG_DELETED, IommuArrayHdrSer, IommuFlbSer, IommuHdrSer,
-    IommuHwSer, objects_per_page,
+    IOMMU_LUO_FLB_VERSION, IOMMU_SER_FLAG_DELETED, IommuArrayHdrSer, IommuDeviceSer,
+    IommuDomainSer, IommuFlbSer, IommuHdrSer, IommuHwSer, objects_per_page,
 };
 use crate::abi::v2::{
     IOMMU_FLB_V2_CHAIN_DEVICE, IOMMU_FLB_V2_CHAIN_DOMAIN, IOMMU_FLB_V2_CHAIN_IOMMU,
@@ -83,10 +83,16 @@ impl Default for Config {
     }
 }
 
-/// The largest number of bytes one [`Patch`] holds: the version-2 root.
-pub(crate) const PATCH_MAX: usize = size_of::<IommuFlbV2Ser>();
-const_assert!(size_of::<IommuHwSer>() <= PATCH_MAX);
-const_assert!(size_of::<IommuFlbSer>() <= PATCH_MAX);
+/// The largest record the writer builds in its own memory: an IOMMU's.
+pub(crate) const PATCH_MAX: usize = if size_of::<IommuHwSer>() > size_of::<IommuHwV2Ser>() {
+    size_of::<IommuHwSer>()
+} else {
+    size_of::<IommuHwV2Ser>()
+};
+const_assert!(size_of::<IommuDomainSer>() <= PATCH_MAX);
+const_assert!(size_of::<IommuDeviceSer>() <= PATCH_MAX);
+const_assert!(size_of::<IommuDomainV2Ser>() <= PATCH_MAX);
+const_assert!(size_of::<IommuDeviceV2Ser>() <= PATCH_MAX);
 // The writer marks deletion with one bit, the same in both versions.
 const_assert!(IOMMU_SER_FLAG_DELETED == IOMMU_FLB_V2_FLAG_DELETED);
 
@@ -184,6 +190,25 @@ pub(crate) struct PagePlan<'b> {
 pub(crate) const ROOT_CHAINS_AT: usize = core::mem::offset_of!(IommuFlbV2Ser, iommus);
 // The rewritten chains do not overlap the root's checksum.
 const_assert!(ROOT_CHAINS_AT >= IOMMU_FLB_V2_ROOT_CRC_OFFSET + 4);
+
+/// A root as an encoding writes it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RootSer {
+    /// Version 1's `struct iommu_flb_ser`.
+    V1(IommuFlbSer),
+    /// Version 2's root.
+    V2(IommuFlbV2Ser),
+}
+
+impl RootSer {
+    /// The root's bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            RootSer::V1(r) => r.as_bytes(),
+            RootSer::V2(r) => r.as_bytes(),
+        }
+    }
+}
 
 /// An array page's header as an encoding writes it.
 #[derive(Clone, Copy, Debug)]
@@ -374,58 +399,46 @@ impl Encoding {
         }
     }
 
-    /// The root's bytes for an image of `chains` (`[iommus, domains,
-    /// devices]`) in pages of `page`.
+    /// The root of an image of `chains` (`[iommus, domains, devices]`) in
+    /// pages of `page`.
     #[inline(never)]
-    pub(crate) fn root(self, page: PageSize, chains: &[Chain; 3]) -> Result<Bytes, WriteError> {
+    pub(crate) fn root(self, page: PageSize, chains: &[Chain; 3]) -> Result<RootSer, WriteError> {
         let [iommus, domains, devices] = chains;
-        let bytes = match self {
-            Encoding::V1 => Bytes::of(
-                IommuFlbSer {
-                    version: IOMMU_LUO_FLB_VERSION.into(),
-                    iommu_array_phys: iommus.head.get().into(),
-                    iommu_domain_array_phys: domains.head.get().into(),
-                    device_array_phys: devices.head.get().into(),
-                }
-                .as_bytes(),
-            ),
-            Encoding::V2 { generation, .. } => {
-                let sizes = (
-                    u32::try_from(size_of::<IommuFlbV2Ser>()),
-                    u32::try_from(page.bytes()),
-                );
-                let (Ok(root_size), Ok(page_size)) = sizes else {
-                    return Err(WriteError::Inconsistent {
-                        phys: PhysAddr::NULL,
-                        what: "page size does not fit the root",
-                    });
-                };
-                let version = u32::try_from(IOMMU_FLB_V2_VERSION).unwrap_or(u32::MAX);
-                let [iommus, domains, devices] = self.root_chains(page, chains, None)?;
-                Bytes::of(
-                    IommuFlbV2Ser {
-                        version: IOMMU_FLB_V2_VERSION.into(),
-                        magic: IOMMU_FLB_V2_ROOT_MAGIC.into(),
-                        root_size: root_size.into(),
-                        last_compatible_version: version.into(),
-                        page_size: page_size.into(),
-                        generation: generation.into(),
-                        compat_features: 0.into(),
-                        incompat_features: 0.into(),
-                        crc: 0.into(),
-                        reserved: 0.into(),
-                        iommus,
-                        domains,
-                        devices,
-                    }
-                    .as_bytes(),
-                )
-            }
+        let Encoding::V2 { generation, .. } = self else {
+            return Ok(RootSer::V1(IommuFlbSer {
+                version: IOMMU_LUO_FLB_VERSION.into(),
+                iommu_array_phys: iommus.head.get().into(),
+                iommu_domain_array_phys: domains.head.get().into(),
+                device_array_phys: devices.head.get().into(),
+            }));
         };
-        bytes.ok_or(WriteError::Inconsistent {
-            phys: PhysAddr::NULL,
-            what: "root larger than a patch",
-        })
+        let sizes = (
+            u32::try_from(size_of::<IommuFlbV2Ser>()),
+            u32::try_from(page.bytes()),
+            u32::try_from(IOMMU_FLB_V2_VERSION),
+        );
+        let (Ok(root_size), Ok(page_size), Ok(version)) = sizes else {
+            return Err(WriteError::Inconsistent {
+                phys: PhysAddr::NULL,
+                what: "page size does not fit the root",
+            });
+        };
+        let [iommus, domains, devices] = self.root_chains(page, chains, None)?;
+        Ok(RootSer::V2(IommuFlbV2Ser {
+            version: IOMMU_FLB_V2_VERSION.into(),
+            magic: IOMMU_FLB_V2_ROOT_MAGIC.into(),
+            root_size: root_size.into(),
+            last_compatible_version: version.into(),
+            page_size: page_size.into(),
+            generation: generation.into(),
+            compat_features: 0.into(),
+            incompat_features: 0.into(),
+            crc: 0.into(),
+            reserved: 0.into(),
+            iommus,
+            domains,
+            devices,
+        }))
     }
 
     /// Version 2's description of `chains` in the root (at
@@ -437,16 +450,14 @@ impl Encoding {
         chains: &[Chain; 3],
         new: Option<&Chain>,
     ) -> Result<[IommuFlbV2ChainSer; 3], WriteError> {
-        let chain = |c: &Chain| {
+        let mut out = [IommuFlbV2ChainSer::new_zeroed(); 3];
+        for (o, c) in out.iter_mut().zip(chains) {
             let c = new.filter(|n| n.kind == c.kind).unwrap_or(c);
-            Ok(IommuFlbV2ChainSer {
-                head_phys: c.head.get().into(),
-                nr_pages: c.pages.into(),
-                nr_records: c.records(self, page)?.into(),
-            })
-        };
-        let [iommus, domains, devices] = chains;
-        Ok([chain(iommus)?, chain(domains)?, chain(devices)?])
+            o.head_phys = c.head.get().into();
+            o.nr_pages = c.pages.into();
+            o.nr_records = c.records(self, page)?.into();
+        }
+        Ok(out)
     }
 
     /// The header of the `index`-th page of a chain of `kind`, the chain's

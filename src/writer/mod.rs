@@ -285,8 +285,8 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
             }
         }
         let ps = alloc.page_size();
-        let written = enc.root(ps, &chains).and_then(|bytes| {
-            let patch = Some(Patch::new(0, bytes.get()));
+        let written = enc.root(ps, &chains).and_then(|r| {
+            let patch = Some(Patch::new(0, r.as_bytes()));
             let plan = enc.plan(root, ps, PageRole::Root, [patch, None])?;
             let page = alloc
                 .page_mut(root)

@@ -411,10 +411,35 @@ pub unsafe extern "C" fn iommu_flb_validate(
                 core::slice::from_raw_parts_mut(first, elems)
             }
         };
-        let shape = reader::validate_shape(&m, PhysAddr::new(root), &opts, slice)
+        // The state, provisional: `DEAD_MAGIC` (no image) until the end,
+        // with the frozen shape that validation writes in place. A scratch
+        // too small for it is too small for any image: validation then
+        // refuses with the size it needs.
+        let mut frozen: Option<&mut Frozen> = None;
+        if scratch_size >= HEADER {
+            // SAFETY: `state` is non-NULL and aligned for `ImageState`
+            // (checked by `out`; its alignment is at most
+            // IOMMU_FLB_SCRATCH_ALIGN) and the first `HEADER >=
+            // size_of::<ImageState>()` bytes of the scratch are the
+            // caller's writable memory (checked just above), disjoint from
+            // the elements of `slice`. The reference to its `frozen` field
+            // is made after the write initialized it, and is the only one
+            // to the state until it is dropped below.
+            frozen = Some(unsafe {
+                state.write(ImageState {
+                    magic: DEAD_MAGIC,
+                    this: state.addr(),
+                    generation: 0,
+                    mem,
+                    frozen: Frozen::UNSET,
+                    elems,
+                });
+                &mut (*state).frozen
+            });
+        }
+        reader::validate_into(&m, PhysAddr::new(root), &opts, slice, &mut frozen)
             .map_err(|e| read_fail(e, root, scratch_size))?;
-        let frozen = Frozen::of(&shape);
-        if scratch_size < HEADER {
+        if frozen.take().is_none() {
             // Unreachable: a valid image needs elements, so `elems` was
             // non-zero and the header fits. Refused rather than assumed.
             return Err(Fail::ScratchBytes {
@@ -423,21 +448,12 @@ pub unsafe extern "C" fn iommu_flb_validate(
                 got: scratch_size,
             });
         }
-        // SAFETY: `state` is non-NULL and aligned for `ImageState` (checked
-        // by `out`; its alignment is at most IOMMU_FLB_SCRATCH_ALIGN) and
-        // the first `HEADER >= size_of::<ImageState>()` bytes of the
-        // scratch are the caller's writable memory (checked just above),
-        // disjoint from the elements `slice` borrowed, whose borrow ended.
+        // SAFETY: the state was written above (the header fits) and no
+        // reference into it is left; the image is one only from here on.
         unsafe {
-            state.write(ImageState {
-                magic: IMAGE_MAGIC,
-                this: state.addr(),
-                generation: next_generation(),
-                mem,
-                frozen,
-                elems,
-            })
-        };
+            (*state).generation = next_generation();
+            (*state).magic = IMAGE_MAGIC;
+        }
         // SAFETY: as for the `write(ptr::null())` above.
         unsafe { image.write(state.cast_const().cast::<IommuFlbImage>()) };
         Ok(())

@@ -19,9 +19,9 @@ use crate::{Memory, PhysAddr};
 
 /// What the chain walk found, before any record is read.
 pub(crate) struct Survey {
-    pages: [u64; 3],
-    objects: [u64; 3],
-    strides: [u64; 3],
+    pub pages: [u64; 3],
+    pub objects: [u64; 3],
+    pub strides: [u64; 3],
     max_pages: u64,
     max_objects: u64,
     /// Scratch elements `validate` needs.
@@ -64,22 +64,68 @@ pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
     opts: &Options,
     scratch: &'s mut [ScratchElem],
 ) -> Result<Image<'m, 's, M>, Error> {
-    let shape = validate_shape(mem, root, opts, scratch)?;
-    Ok(Image::from_scratch(mem, shape, scratch))
+    let mut shape = None;
+    validate_into(mem, root, opts, scratch, &mut shape)?;
+    // Never `None`: `validate_into` puts a shape whenever it returns `Ok`.
+    let unset = Error::new(ErrorKind::RootUnreadable, Location::root(root, None));
+    shape
+        .map(|s| Image::from_scratch(mem, s, scratch))
+        .ok_or(unset)
+}
+
+/// Where validation puts the shape of an image it accepts: once, at the
+/// end, in place. The Rust view takes it into an `Option<Shape>`; the C
+/// boundary into the frozen state in the caller's scratch, so that no
+/// frame above the record checks holds a copy (the kernel's stack is
+/// small).
+pub(crate) trait PutShape<'m> {
+    /// Keeps the shape of the image of format `ops` whose checked root `r`
+    /// is at `root_phys`, whose chains the survey `s` measured, with
+    /// `live` (IOMMUs, devices) live records.
+    fn put(
+        &mut self,
+        ops: &'static Ops,
+        root_phys: PhysAddr,
+        r: &Root<'m>,
+        s: &Survey,
+        live: (usize, usize),
+    );
+}
+
+impl<'m> PutShape<'m> for Option<Shape<'m>> {
+    fn put(
+        &mut self,
+        ops: &'static Ops,
+        root_phys: PhysAddr,
+        r: &Root<'m>,
+        s: &Survey,
+        (live_iommus, live_devices): (usize, usize),
+    ) {
+        *self = Some(Shape {
+            ops,
+            root_phys,
+            root: *r,
+            pages: s.pages,
+            strides: s.strides,
+            iommu_slots: s.objects[0],
+            live_iommus,
+            live_devices,
+        });
+    }
 }
 
 /// Validates the image at `root`, leaving its indexes in `scratch`, and
-/// returns what the view needs besides them (the C boundary keeps only
-/// this, and the stack never holds a whole [`Image`]).
-pub(crate) fn validate_shape<'m, M: Memory + ?Sized>(
+/// puts what the view needs besides them into `out`.
+pub(crate) fn validate_into<'m, M: Memory + ?Sized, O: PutShape<'m>>(
     mem: &'m M,
     root: PhysAddr,
     opts: &Options,
     scratch: &mut [ScratchElem],
-) -> Result<Shape<'m>, Error> {
+    out: &mut O,
+) -> Result<(), Error> {
     match Version::detect(mem, root, opts) {
-        (Version::V1, first) => validate_as::<M, V1>(mem, root, opts, first, scratch),
-        (Version::V2, first) => validate_as::<M, V2>(mem, root, opts, first, scratch),
+        (Version::V1, first) => validate_as::<M, V1, O>(mem, root, opts, first, scratch, out),
+        (Version::V2, first) => validate_as::<M, V2, O>(mem, root, opts, first, scratch, out),
     }
 }
 
@@ -200,21 +246,26 @@ fn take<'s>(rest: &mut &'s mut [ScratchElem], n: u64) -> Option<&'s mut [Scratch
 }
 
 #[inline(never)]
-fn validate_as<'m, 's, M: Memory + ?Sized, F: Format>(
+fn validate_as<'m, 's, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
     mem: &'m M,
     root: PhysAddr,
     opts: &Options,
     first: Option<&'m [u8]>,
     scratch: &'s mut [ScratchElem],
-) -> Result<Shape<'m>, Error> {
-    // The root is borrowed in place, not moved out of its `Result`: one
-    // copy of it on the stack, which the shape takes at the end.
+    out: &mut O,
+) -> Result<(), Error> {
+    // The root and the survey are borrowed in place, not moved out of
+    // their `Result`s: one copy of each on the stack.
     let checked = F::root(mem, root, opts, first);
     let r = match &checked {
         Ok(r) => r,
         Err(e) => return Err(*e),
     };
-    let s = &survey_as::<M, F>(mem, r, root, opts)?;
+    let surveyed = survey_as::<M, F>(mem, r, root, opts);
+    let s = match &surveyed {
+        Ok(s) => s,
+        Err(e) => return Err(*e),
+    };
     let got = scratch.len();
     let small = || too_small(root, s.needed, got);
     let mut rest: &'s mut [ScratchElem] = scratch;
@@ -233,7 +284,7 @@ fn validate_as<'m, 's, M: Memory + ?Sized, F: Format>(
         iommu_keys,
         device_keys,
     };
-    finish_as::<M, F>(mem, r, root, opts, s, regions)
+    finish_as::<M, F, O>(mem, r, root, opts, s, regions, out)
 }
 
 /// The scratch, split as the survey sized it: the pages of each chain (in
@@ -250,14 +301,15 @@ struct Regions<'s> {
 /// one before has returned, so that the stack holds one at a time (the
 /// kernel's stack is small).
 #[inline(never)]
-fn finish_as<'m, M: Memory + ?Sized, F: Format>(
+fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
     mem: &'m M,
     r: &Root<'m>,
     root: PhysAddr,
     opts: &Options,
     s: &Survey,
     regions: Regions<'_>,
-) -> Result<Shape<'m>, Error> {
+    out: &mut O,
+) -> Result<(), Error> {
     let Regions {
         walks: [walk_iommu, walk_domain, walk_device],
         sorted,
@@ -300,16 +352,8 @@ fn finish_as<'m, M: Memory + ?Sized, F: Format>(
         find_duplicates(device_keys, Chain::Device, &pages)?;
     }
 
-    Ok(Shape {
-        ops: <F as HasOps>::OPS,
-        root_phys: root,
-        root: *r,
-        pages: s.pages,
-        strides: s.strides,
-        iommu_slots: s.objects[0],
-        live_iommus,
-        live_devices,
-    })
+    out.put(<F as HasOps>::OPS, root, r, s, (live_iommus, live_devices));
+    Ok(())
 }
 
 /// Walks every chain again, recording its pages in `walks`, which the

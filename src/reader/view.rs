@@ -970,24 +970,53 @@ pub(crate) struct Frozen {
 }
 
 #[cfg(feature = "ffi")]
-impl Frozen {
-    /// The shape of a validated image, without its borrows.
-    pub(crate) fn of(s: &Shape<'_>) -> Frozen {
-        Frozen {
-            ops: s.ops,
-            page_size: s.root.page_size,
-            root_phys: s.root_phys,
-            root_version: s.root.version,
-            heads: s.root.heads,
-            counts: s.root.counts,
-            generation: s.root.generation,
-            pages: s.pages,
-            strides: s.strides,
-            iommu_slots: s.iommu_slots,
-            live_iommus: s.live_iommus,
-            live_devices: s.live_devices,
+impl<'m> super::PutShape<'m> for Option<&mut Frozen> {
+    fn put(
+        &mut self,
+        ops: &'static Ops,
+        root_phys: PhysAddr,
+        r: &Root<'m>,
+        s: &super::validate::Survey,
+        (live_iommus, live_devices): (usize, usize),
+    ) {
+        if let Some(f) = self {
+            **f = Frozen {
+                ops,
+                page_size: r.page_size,
+                root_phys,
+                root_version: r.version,
+                heads: r.heads,
+                counts: r.counts,
+                generation: r.generation,
+                pages: s.pages,
+                strides: s.strides,
+                iommu_slots: s.objects[0],
+                live_iommus,
+                live_devices,
+            };
         }
     }
+}
+
+#[cfg(feature = "ffi")]
+impl Frozen {
+    /// What a scratch holds before a validation puts an image's shape
+    /// there: an image of no pages, never handed out (its state says
+    /// `DEAD_MAGIC` until the shape is in).
+    pub(crate) const UNSET: Frozen = Frozen {
+        ops: <crate::format::v1::V1 as super::validate::HasOps>::OPS,
+        page_size: crate::abi::PageSize::Size4K,
+        root_phys: PhysAddr::NULL,
+        root_version: 0,
+        heads: [PhysAddr::NULL; 3],
+        counts: None,
+        generation: 0,
+        pages: [0; 3],
+        strides: [0; 3],
+        iommu_slots: 0,
+        live_iommus: 0,
+        live_devices: 0,
+    };
 }
 
 /// Crate-internal access by position, for the C boundary's cursors and
@@ -995,7 +1024,7 @@ impl Frozen {
 /// iterators would have to start over.
 #[cfg(feature = "ffi")]
 impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
-    /// The image `freeze` was called on, over the same memory and the same
+    /// The image whose shape validation put into `f`, over the same memory and the same
     /// scratch; `None` if the root can no longer be read.
     pub(crate) fn thaw(mem: &'m M, f: Frozen, scratch: &'s [ScratchElem]) -> Option<Self> {
         let ps = f.page_size;

@@ -189,14 +189,6 @@ pub fn validate_alloc<'m, M: Memory + ?Sized>(
 ) -> Result<OwnedImage<'m, M>, Error> {
     let n = scratch_len(mem, root, opts)?;
     let mut scratch = alloc::vec![ScratchElem::default(); n];
-    let mut shape = None;
-    validate::validate_into(mem, root, opts, &mut scratch, &mut shape)?;
-    match shape {
-        Some(shape) => Ok(OwnedImage::new(mem, shape, scratch)),
-        // Never: `validate_into` puts a shape whenever it returns `Ok`.
-        None => Err(Error::new(
-            crate::error::ErrorKind::RootUnreadable,
-            crate::error::Location::root(root, None),
-        )),
-    }
+    let shape = validate::validate_shape(mem, root, opts, &mut scratch)?;
+    Ok(OwnedImage::new(mem, shape, scratch))
 }

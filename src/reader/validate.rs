@@ -64,13 +64,25 @@ pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
     opts: &Options,
     scratch: &'s mut [ScratchElem],
 ) -> Result<Image<'m, 's, M>, Error> {
+    let shape = validate_shape(mem, root, opts, scratch)?;
+    Ok(Image::from_scratch(mem, shape, scratch))
+}
+
+/// Validates the image at `root`, leaving its indexes in `scratch`, and
+/// returns what the view needs besides them.
+pub(crate) fn validate_shape<'m, M: Memory + ?Sized>(
+    mem: &'m M,
+    root: PhysAddr,
+    opts: &Options,
+    scratch: &mut [ScratchElem],
+) -> Result<Shape<'m>, Error> {
     let mut shape = None;
     validate_into(mem, root, opts, scratch, &mut shape)?;
     // Never `None`: `validate_into` puts a shape whenever it returns `Ok`.
-    let unset = Error::new(ErrorKind::RootUnreadable, Location::root(root, None));
-    shape
-        .map(|s| Image::from_scratch(mem, s, scratch))
-        .ok_or(unset)
+    shape.ok_or(Error::new(
+        ErrorKind::RootUnreadable,
+        Location::root(root, None),
+    ))
 }
 
 /// Where validation puts the shape of an image it accepts: once, at the

@@ -290,6 +290,19 @@ fn root_counts_that_disagree_with_the_chains_are_refused() {
         },
         root_at(&img, "devices.nr_pages"),
     );
+    // A chain the root says has no pages, though its head leads to two:
+    // the walk's real count is reported, not a guess from the head.
+    let mut img = Img::build(&Spec::typical(70));
+    img.put_u64(56 + 48 + 8, 0);
+    img.seal();
+    expect(
+        &img,
+        ErrorKind::CountMismatch {
+            stored: 0,
+            counted: 2,
+        },
+        root_at(&img, "devices.nr_pages"),
+    );
     // A chain lengthened: the root knows one page of two.
     let mut img = Img::build(&Spec::typical(70));
     img.put_u64(56 + 48 + 8, 1);

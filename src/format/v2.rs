@@ -84,8 +84,9 @@ impl Format for V2 {
 
     /// In order: 4 KiB-aligned, readable, magic, versions, page size,
     /// aligned to it, the page's CRC, `root_size`, `reserved`, unknown
-    /// incompatible features, then per chain: a zero head exactly when it
-    /// has no pages (and then no records), otherwise a page-aligned one.
+    /// incompatible features, then per chain: a zero or page-aligned head.
+    /// Each chain's page and record counts are checked against its walk,
+    /// which finds the real ones (`CountMismatch` says both).
     /// Unknown compatible features are ignored. `opts.page_size` is only
     /// the size the root's page is first read at: the root states the
     /// image's page size, and its page is read again at that size when it
@@ -177,31 +178,12 @@ impl Format for V2 {
             .zip(heads.iter_mut())
             .zip(counts.iter_mut())
         {
-            let [head_f, pages_f, records_f] = chain_fields(chain);
+            let [head_f, _, _] = chain_fields(chain);
             let (h, pages, records) = (
                 PhysAddr::new(c.head_phys.get()),
                 c.nr_pages.get(),
                 c.nr_records.get(),
             );
-            if h.is_null() != (pages == 0) {
-                let counted = u64::from(!h.is_null());
-                return err(
-                    ErrorKind::CountMismatch {
-                        stored: pages,
-                        counted,
-                    },
-                    Some(pages_f),
-                );
-            }
-            if pages == 0 && records != 0 {
-                return err(
-                    ErrorKind::CountMismatch {
-                        stored: records,
-                        counted: 0,
-                    },
-                    Some(records_f),
-                );
-            }
             if !h.is_page_aligned(page_size) {
                 return err(ErrorKind::Unaligned { value: h }, Some(head_f));
             }

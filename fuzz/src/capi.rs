@@ -315,6 +315,7 @@ impl CWriter {
             free_page: Some(pool_free),
             ctx: self.pool.ptr().cast(),
             page_size: PAGE_SIZE,
+            crc32: None,
         }
     }
 
@@ -1025,6 +1026,7 @@ impl Outer {
             page: Some(rmem_page),
             ctx: self.mem.ptr().cast(),
             page_size: PAGE_SIZE,
+            crc32: None,
         }
     }
 

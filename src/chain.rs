@@ -29,7 +29,6 @@ pub(crate) const ARRAYS: [Chain; 3] = [Chain::Iommu, Chain::Domain, Chain::Devic
 /// The version-1 root field that holds the head of `chain`.
 pub(crate) const fn head_field(chain: Chain) -> &'static str {
     match chain {
-        Chain::Root => "version",
         Chain::Iommu => "iommu_array_phys",
         Chain::Domain => "iommu_domain_array_phys",
         Chain::Device => "device_array_phys",
@@ -171,7 +170,7 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
         if target == self.root_page {
             return Err(self.err(ErrorKind::PageReused {
                 target,
-                other_chain: Chain::Root,
+                other_chain: None,
                 other_page: None,
             }));
         }

@@ -11,25 +11,44 @@ use core::fmt;
 
 use crate::PhysAddr;
 
-/// Which part of the image an error is in.
+/// The three chains of an image, and the kind of record each holds: the
+/// one enum the reader, the writer (as
+/// [`writer::ObjectKind`](crate::writer::ObjectKind)), the errors and the C
+/// boundary share. The root is not a chain: a location in it has no chain
+/// (`None`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Chain {
-    /// The root `iommu_flb_ser`.
-    Root = 0,
-    /// The chain of `iommu_hw_ser` array pages.
+    /// The chain of `iommu_hw_ser` array pages (IOMMU records).
     Iommu = 1,
-    /// The chain of `iommu_domain_ser` array pages.
+    /// The chain of `iommu_domain_ser` array pages (domain records).
     Domain = 2,
-    /// The chain of `iommu_device_ser` array pages.
+    /// The chain of `iommu_device_ser` array pages (device records).
     Device = 3,
 }
 
 impl Chain {
-    /// A short lower-case name (`"root"`, `"iommu"`, `"domain"`, `"device"`).
+    /// A short lower-case name (`"iommu"`, `"domain"`, `"device"`).
     pub const fn name(self) -> &'static str {
         match self {
-            Chain::Root => "root",
             Chain::Iommu => "iommu",
+            Chain::Domain => "domain",
+            Chain::Device => "device",
+        }
+    }
+
+    /// The name of a location's chain: the chain's, or `"root"`.
+    pub const fn name_of(chain: Option<Chain>) -> &'static str {
+        match chain {
+            Some(c) => c.name(),
+            None => "root",
+        }
+    }
+
+    /// The name a log line uses for a record of this kind (`"IOMMU"`,
+    /// `"domain"`, `"device"`).
+    pub const fn noun(self) -> &'static str {
+        match self {
+            Chain::Iommu => "IOMMU",
             Chain::Domain => "domain",
             Chain::Device => "device",
         }
@@ -131,8 +150,8 @@ pub enum ErrorKind {
         /// The page used twice.
         target: PhysAddr,
         /// The chain that uses the page first (in walk order: root, IOMMU,
-        /// domain, device).
-        other_chain: Chain,
+        /// domain, device); `None` for the root's page.
+        other_chain: Option<Chain>,
         /// The page's index there (`None` for the root's page).
         other_page: Option<u64>,
     },
@@ -405,14 +424,12 @@ impl fmt::Display for ErrorKind {
             }
             ErrorKind::PageReused {
                 target,
-                other_chain,
+                other_chain: Some(c),
                 other_page: Some(p),
-            } => write!(f, "{target} is also {other_chain} chain page {p}"),
-            ErrorKind::PageReused {
-                target,
-                other_chain,
-                other_page: None,
-            } => write!(f, "{target} is also the {other_chain}'s page"),
+            } => write!(f, "{target} is also {c} chain page {p}"),
+            ErrorKind::PageReused { target, .. } => {
+                write!(f, "{target} is also the root's page")
+            }
             ErrorKind::LimitExceeded { what, limit } => match what {
                 Limit::PagesPerChain => write!(f, "more than {limit} pages in the chain"),
                 Limit::Objects => write!(f, "more than {limit} objects"),
@@ -515,8 +532,8 @@ impl fmt::Display for ErrorKind {
 /// the field. Fields that do not apply are `None`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Location {
-    /// The chain (or the root).
-    pub chain: Chain,
+    /// The chain; `None` for the root.
+    pub chain: Option<Chain>,
     /// Index of the page in its chain (0 = head); `None` for the root.
     pub page: Option<u64>,
     /// Physical address of that page (for the root: the root's address).
@@ -531,7 +548,7 @@ impl Location {
     /// The root struct at `phys`, field `field`.
     pub const fn root(phys: PhysAddr, field: Option<&'static str>) -> Self {
         Location {
-            chain: Chain::Root,
+            chain: None,
             page: None,
             page_phys: phys,
             object: None,
@@ -542,7 +559,7 @@ impl Location {
     /// Page `page` (at `page_phys`) of `chain`.
     pub const fn page(chain: Chain, page: u64, page_phys: PhysAddr) -> Self {
         Location {
-            chain,
+            chain: Some(chain),
             page: Some(page),
             page_phys,
             object: None,
@@ -568,8 +585,14 @@ impl Location {
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.page {
-            None => write!(f, "{} at {}", self.chain, self.page_phys)?,
-            Some(p) => write!(f, "{} chain page {} ({})", self.chain, p, self.page_phys)?,
+            None => write!(f, "{} at {}", Chain::name_of(self.chain), self.page_phys)?,
+            Some(p) => write!(
+                f,
+                "{} chain page {} ({})",
+                Chain::name_of(self.chain),
+                p,
+                self.page_phys
+            )?,
         }
         if let Some(o) = self.object {
             write!(f, " object {o}")?;
@@ -608,8 +631,8 @@ impl Error {
         self.location
     }
 
-    /// The chain (or root) the error is in.
-    pub const fn chain(&self) -> Chain {
+    /// The chain the error is in; `None` for the root.
+    pub const fn chain(&self) -> Option<Chain> {
         self.location.chain
     }
 
@@ -717,7 +740,7 @@ mod tests {
             (
                 ErrorKind::PageReused {
                     target: p,
-                    other_chain: Chain::Root,
+                    other_chain: None,
                     other_page: None,
                 },
                 -98,

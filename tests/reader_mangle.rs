@@ -272,7 +272,7 @@ fn page_shared_by_two_chains_is_refused() {
         &img,
         ErrorKind::PageReused {
             target: shared,
-            other_chain: Chain::Iommu,
+            other_chain: Some(Chain::Iommu),
             other_page: Some(0),
         },
         root_at(&img, "iommu_domain_array_phys"),
@@ -288,7 +288,7 @@ fn page_shared_in_the_middle_of_a_chain_is_refused() {
         &img,
         ErrorKind::PageReused {
             target: shared,
-            other_chain: Chain::Domain,
+            other_chain: Some(Chain::Domain),
             other_page: Some(0),
         },
         img.at_page(Chain::Device, 0).field("next_array_phys"),
@@ -304,7 +304,7 @@ fn chain_head_naming_the_roots_page_is_refused() {
         &img,
         ErrorKind::PageReused {
             target: root_page,
-            other_chain: Chain::Root,
+            other_chain: None,
             other_page: None,
         },
         root_at(&img, "device_array_phys"),
@@ -320,7 +320,7 @@ fn next_array_phys_naming_the_roots_page_is_refused() {
         &img,
         ErrorKind::PageReused {
             target: root_page,
-            other_chain: Chain::Root,
+            other_chain: None,
             other_page: None,
         },
         img.at_page(Chain::Domain, 0).field("next_array_phys"),

@@ -85,14 +85,14 @@ fn typical_image_has_exactly_its_objects() {
         .chain_pages_iter()
         .map(|(p, c, i)| (p.get(), c, i))
         .collect();
-    let want: Vec<_> = std::iter::once((img.base, Chain::Root, 0))
-        .chain(img.pages[0].iter().map(|&p| (p, Chain::Iommu, 0)))
-        .chain(img.pages[1].iter().map(|&p| (p, Chain::Domain, 0)))
+    let want: Vec<_> = std::iter::once((img.base, None, 0))
+        .chain(img.pages[0].iter().map(|&p| (p, Some(Chain::Iommu), 0)))
+        .chain(img.pages[1].iter().map(|&p| (p, Some(Chain::Domain), 0)))
         .chain(
             img.pages[2]
                 .iter()
                 .enumerate()
-                .map(|(i, &p)| (p, Chain::Device, i as u64)),
+                .map(|(i, &p)| (p, Some(Chain::Device), i as u64)),
         )
         .collect();
     assert_eq!(pages, want);

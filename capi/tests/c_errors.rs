@@ -92,10 +92,10 @@ fn refusal(img: &Img, name: &str, mode: u32, short: usize) -> (Refusal, String) 
 /// The refusal expected: errno by name and number, kind, and where.
 fn want(errno_name: &str, errno: i32, kind: u32, at: Location) -> Refusal {
     let chain = match at.chain {
-        Chain::Root => 0,
-        Chain::Iommu => 1,
-        Chain::Domain => 2,
-        Chain::Device => 3,
+        None => 0,
+        Some(Chain::Iommu) => 1,
+        Some(Chain::Domain) => 2,
+        Some(Chain::Device) => 3,
     };
     Refusal {
         errno_name: errno_name.to_string(),

@@ -25,7 +25,7 @@ pub struct Records<'m> {
     generation: Option<u64>,
     root_phys: PhysAddr,
     /// Every page: address, chain, index in the chain.
-    page_list: Vec<(PhysAddr, Chain, u64)>,
+    page_list: Vec<(PhysAddr, Option<Chain>, u64)>,
     /// Pages of the root and of the IOMMU, domain and device chains.
     pages: [usize; 4],
     iommus: Vec<(usize, AnyIommu<'m>)>,
@@ -100,8 +100,13 @@ impl<'m> Records<'m> {
             } else {
                 image.chain_pages_iter().collect()
             },
-            pages: [Chain::Root, Chain::Iommu, Chain::Domain, Chain::Device]
-                .map(|c| image.chain_pages(c)),
+            pages: [
+                None,
+                Some(Chain::Iommu),
+                Some(Chain::Domain),
+                Some(Chain::Device),
+            ]
+            .map(|c| c.map_or(1, |c| image.chain_pages(c))),
             iommus,
             domains,
             devices,
@@ -499,7 +504,7 @@ pub fn json(r: &Records<'_>) -> String {
         &mut out,
         "pages",
         r.page_list.iter().map(|(phys, chain, index)| {
-            json!({"phys": phys.get(), "chain": chain.name(), "index": index})
+            json!({"phys": phys.get(), "chain": Chain::name_of(*chain), "index": index})
         }),
     );
     json_list(

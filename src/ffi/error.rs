@@ -8,24 +8,26 @@ use core::fmt::{self, Write as _};
 use crate::error::{Chain, Error, ErrorKind, Location};
 use crate::writer::{ObjectKind, WriteError};
 
-/// Linux errno values the boundary itself returns (asm-generic/errno-base.h).
+/// The errno values the boundary itself returns, negated as C callers get
+/// them; the values are the crate's one table (`crate::errno`).
 pub(super) mod errno {
+    use crate::errno as positive;
     use core::ffi::c_int;
     /// `-ENOENT`: no such object.
-    pub(in crate::ffi) const ENOENT: c_int = -2;
+    pub(in crate::ffi) const ENOENT: c_int = -positive::ENOENT;
     /// `-EFAULT`: a page the image needs can no longer be read.
-    pub(in crate::ffi) const EFAULT: c_int = -14;
+    pub(in crate::ffi) const EFAULT: c_int = -positive::EFAULT;
     /// `-EBUSY`: the writer is in use (started, or inside a call).
-    pub(in crate::ffi) const EBUSY: c_int = -16;
+    pub(in crate::ffi) const EBUSY: c_int = -positive::EBUSY;
     /// `-EINVAL`: a bad argument.
-    pub(in crate::ffi) const EINVAL: c_int = -22;
+    pub(in crate::ffi) const EINVAL: c_int = -positive::EINVAL;
     /// `-ENOSPC`: the scratch is too small.
-    pub(in crate::ffi) const ENOSPC: c_int = -28;
+    pub(in crate::ffi) const ENOSPC: c_int = -positive::ENOSPC;
     /// `-EOVERFLOW`: a size does not fit `size_t`.
-    pub(in crate::ffi) const EOVERFLOW: c_int = -75;
+    pub(in crate::ffi) const EOVERFLOW: c_int = -positive::EOVERFLOW;
     /// `-ESTALE`: the scratch no longer holds the image (or the cursor's
     /// image) the pointer came from.
-    pub(in crate::ffi) const ESTALE: c_int = -116;
+    pub(in crate::ffi) const ESTALE: c_int = -positive::ESTALE;
 }
 
 /// IOMMU_FLB_NONE - The value of an index or address in
@@ -53,20 +55,13 @@ pub enum IommuFlbChain {
 }
 
 impl IommuFlbChain {
-    fn of(chain: Chain) -> Self {
+    /// The C code of a location's chain (`None`: the root).
+    pub(super) fn of(chain: Option<Chain>) -> Self {
         match chain {
-            Chain::Root => IommuFlbChain::IommuFlbChainRoot,
-            Chain::Iommu => IommuFlbChain::IommuFlbChainIommu,
-            Chain::Domain => IommuFlbChain::IommuFlbChainDomain,
-            Chain::Device => IommuFlbChain::IommuFlbChainDevice,
-        }
-    }
-
-    pub(super) fn of_object(kind: ObjectKind) -> Self {
-        match kind {
-            ObjectKind::Iommu => IommuFlbChain::IommuFlbChainIommu,
-            ObjectKind::Domain => IommuFlbChain::IommuFlbChainDomain,
-            ObjectKind::Device => IommuFlbChain::IommuFlbChainDevice,
+            None => IommuFlbChain::IommuFlbChainRoot,
+            Some(Chain::Iommu) => IommuFlbChain::IommuFlbChainIommu,
+            Some(Chain::Domain) => IommuFlbChain::IommuFlbChainDomain,
+            Some(Chain::Device) => IommuFlbChain::IommuFlbChainDevice,
         }
     }
 
@@ -436,7 +431,7 @@ impl IommuFlbError {
                 rec.kind = IommuFlbErrorKind::of_write(e).code();
                 let (kind, phys, field) = write_location(e);
                 if let Some(k) = kind {
-                    rec.chain = IommuFlbChain::of_object(k).code();
+                    rec.chain = IommuFlbChain::of(Some(k)).code();
                 }
                 if let Some(p) = phys {
                     rec.page_phys = p;

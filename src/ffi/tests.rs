@@ -17,7 +17,7 @@ use crate::PhysAddr;
 /// The pool's page size.
 const PAGE_SIZE: usize = 4096;
 use crate::abi::v1::{IommuDeviceSer, IommuDomainSer, IommuHwVendorSer};
-use crate::error::{Chain, ErrorKind, Limit, RefFault};
+use crate::error::{ErrorKind, Limit, RefFault};
 use crate::writer::{BadPage, DomainField, ObjectKind, PagePurpose, WriteError};
 use zerocopy::FromZeros;
 
@@ -1105,7 +1105,7 @@ fn header_documents_every_error_kind_with_its_value_and_errno() {
         },
         ErrorKind::PageReused {
             target: p,
-            other_chain: Chain::Root,
+            other_chain: None,
             other_page: None,
         },
         ErrorKind::LimitExceeded {

@@ -840,7 +840,7 @@ pub struct IommuFlbHandle {
 
 /// A handle's kind: the `enum iommu_flb_chain` value of its chain.
 fn kind_code(kind: ObjectKind) -> u32 {
-    IommuFlbChain::of_object(kind).code()
+    IommuFlbChain::of(Some(kind)).code()
 }
 
 const KINDS: [ObjectKind; 3] = [ObjectKind::Iommu, ObjectKind::Domain, ObjectKind::Device];
@@ -1128,14 +1128,8 @@ pub unsafe extern "C" fn iommu_flb_unpreserve_device(
     w: *mut IommuFlbWriter,
     dev: *const IommuFlbHandle,
 ) -> c_int {
-    let op = |wr: &mut Writer<CAlloc, CIndex>, key: &Key| {
-        // SAFETY: forwarded from this function's contract (kernel-doc above).
-        let phys = unsafe { handle(wr, key, dev, ObjectKind::Device, c"dev") }?;
-        wr.unpreserve_device(DeviceHandle::new(phys, wr.id()))
-            .map_err(Fail::Write)
-    };
     // SAFETY: forwarded from this function's contract (kernel-doc above).
-    unsafe { with_writer(w, op) }
+    unsafe { unpreserve(w, dev, ObjectKind::Device, c"dev") }
 }
 
 /// iommu_flb_unpreserve_domain() - Unpreserve a domain.
@@ -1152,14 +1146,8 @@ pub unsafe extern "C" fn iommu_flb_unpreserve_domain(
     w: *mut IommuFlbWriter,
     domain: *const IommuFlbHandle,
 ) -> c_int {
-    let op = |wr: &mut Writer<CAlloc, CIndex>, key: &Key| {
-        // SAFETY: forwarded from this function's contract (kernel-doc above).
-        let phys = unsafe { handle(wr, key, domain, ObjectKind::Domain, c"domain") }?;
-        wr.unpreserve_domain(DomainHandle::new(phys, wr.id()))
-            .map_err(Fail::Write)
-    };
     // SAFETY: forwarded from this function's contract (kernel-doc above).
-    unsafe { with_writer(w, op) }
+    unsafe { unpreserve(w, domain, ObjectKind::Domain, c"domain") }
 }
 
 /// iommu_flb_unpreserve_iommu() - Unpreserve an IOMMU with no devices left.
@@ -1176,13 +1164,35 @@ pub unsafe extern "C" fn iommu_flb_unpreserve_iommu(
     w: *mut IommuFlbWriter,
     iommu: *const IommuFlbHandle,
 ) -> c_int {
-    let op = |wr: &mut Writer<CAlloc, CIndex>, key: &Key| {
-        // SAFETY: forwarded from this function's contract (kernel-doc above).
-        let phys = unsafe { handle(wr, key, iommu, ObjectKind::Iommu, c"iommu") }?;
-        wr.unpreserve_iommu(IommuHandle::new(phys, wr.id()))
-            .map_err(Fail::Write)
-    };
     // SAFETY: forwarded from this function's contract (kernel-doc above).
+    unsafe { unpreserve(w, iommu, ObjectKind::Iommu, c"iommu") }
+}
+
+/// The one body of the three `iommu_flb_unpreserve_*()`: the record of
+/// `kind` behind the handle `h` (the argument called `name`).
+///
+/// # Safety
+///
+/// As [`with_writer`]; `h` must be NULL or point to an initialized
+/// `struct iommu_flb_handle`.
+unsafe fn unpreserve(
+    w: *mut IommuFlbWriter,
+    h: *const IommuFlbHandle,
+    kind: ObjectKind,
+    name: &'static CStr,
+) -> c_int {
+    let op = |wr: &mut Writer<CAlloc, CIndex>, key: &Key| {
+        // SAFETY: forwarded from this function's contract.
+        let phys = unsafe { handle(wr, key, h, kind, name) }?;
+        let id = wr.id();
+        match kind {
+            ObjectKind::Device => wr.unpreserve_device(DeviceHandle::new(phys, id)),
+            ObjectKind::Domain => wr.unpreserve_domain(DomainHandle::new(phys, id)),
+            ObjectKind::Iommu => wr.unpreserve_iommu(IommuHandle::new(phys, id)),
+        }
+        .map_err(Fail::Write)
+    };
+    // SAFETY: forwarded from this function's contract.
     unsafe { with_writer(w, op) }
 }
 

@@ -47,29 +47,29 @@ pub(crate) const LOW_MASK: u64 = (1 << TAG_SHIFT) - 1;
 pub(crate) const MAX_PAGES: u64 = 1 << 40;
 pub(crate) const MAX_OBJECTS: u64 = 1 << 48;
 
-pub(crate) const fn chain_tag(chain: Chain) -> u64 {
+/// The tag of a page's chain in the sorted page table: 0 for the root's.
+pub(crate) const fn chain_tag(chain: Option<Chain>) -> u64 {
     match chain {
-        Chain::Root => 0,
-        Chain::Iommu => 1,
-        Chain::Domain => 2,
-        Chain::Device => 3,
+        None => 0,
+        Some(Chain::Iommu) => 1,
+        Some(Chain::Domain) => 2,
+        Some(Chain::Device) => 3,
     }
 }
 
-pub(crate) const fn tag_chain(tag: u64) -> Chain {
+/// The chain a tag names (`None`: the root's page).
+pub(crate) const fn tag_chain(tag: u64) -> Option<Chain> {
     match tag {
-        1 => Chain::Iommu,
-        2 => Chain::Domain,
-        3 => Chain::Device,
-        _ => Chain::Root,
+        1 => Some(Chain::Iommu),
+        2 => Some(Chain::Domain),
+        3 => Some(Chain::Device),
+        _ => None,
     }
 }
 
-/// Position of `chain` among the three arrays (3, out of range, for the
-/// root, which has no array pages).
+/// Position of `chain` among the three arrays.
 pub(crate) const fn slot_of(chain: Chain) -> usize {
     match chain {
-        Chain::Root => 3,
         Chain::Iommu => 0,
         Chain::Domain => 1,
         Chain::Device => 2,
@@ -217,14 +217,14 @@ impl<'s> Pages<'s> {
     ) -> Result<Found<'m>, RefFault> {
         let base = phys.page_base(self.page_size).get();
         // Page bases have their low 12 bits clear: the chain's tag fits.
-        let key = base | chain_tag(chain);
+        let key = base | chain_tag(Some(chain));
         if cursor.key != key {
             let pos = self
                 .sorted
                 .binary_search_by(|e| e.hi.cmp(&base))
                 .map_err(|_| RefFault::NotInChain)?;
             let e = self.sorted.get(pos).ok_or(RefFault::NotInChain)?;
-            if tag_chain(e.lo >> TAG_SHIFT) != chain {
+            if tag_chain(e.lo >> TAG_SHIFT) != Some(chain) {
                 return Err(RefFault::NotInChain);
             }
             let page = e.lo & LOW_MASK;

@@ -425,7 +425,7 @@ fn find_reused_pages<F: Format>(
     for (chain, walk) in ARRAYS.into_iter().zip(walks) {
         for (i, (w, e)) in walk.iter().zip(out.by_ref()).enumerate() {
             let i = u64::try_from(i).unwrap_or(u64::MAX);
-            *e = ScratchElem::new(w.hi, (chain_tag(chain) << TAG_SHIFT) | i);
+            *e = ScratchElem::new(w.hi, (chain_tag(Some(chain)) << TAG_SHIFT) | i);
         }
     }
     sorted.sort_unstable();
@@ -439,9 +439,11 @@ fn find_reused_pages<F: Format>(
     let Some((earlier, later)) = first else {
         return Ok(());
     };
-    let (chain, index) = (tag_chain(later.lo >> TAG_SHIFT), later.lo & LOW_MASK);
+    // The later use is a chain page: the root's entry (tag 0) sorts first.
+    let chain = tag_chain(later.lo >> TAG_SHIFT).unwrap_or(Chain::Iommu);
+    let index = later.lo & LOW_MASK;
     let other_chain = tag_chain(earlier.lo >> TAG_SHIFT);
-    let other_page = (other_chain != Chain::Root).then_some(earlier.lo & LOW_MASK);
+    let other_page = other_chain.map(|_| earlier.lo & LOW_MASK);
     // The pointer to the reused page: the previous page's next_array_phys,
     // or the root's head field.
     let holder = match index.checked_sub(1) {

@@ -205,12 +205,9 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
             .fold(1, usize::saturating_add)
     }
 
-    /// Number of pages in `chain` (1 for [`Chain::Root`]).
+    /// Number of pages in `chain`.
     pub fn chain_pages(&self, chain: Chain) -> usize {
-        match chain {
-            Chain::Root => 1,
-            c => self.pages.chain(c).len(),
-        }
+        self.pages.chain(chain).len()
     }
 
     /// Number of live IOMMUs.
@@ -407,18 +404,18 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     }
 
     /// Every page of the image in [`pages`](Self::pages) order, with its
-    /// chain ([`Chain::Root`] for the root's) and its index in the chain.
+    /// chain (`None` for the root's) and its index in the chain.
     pub fn chain_pages_iter(
         &self,
-    ) -> impl Iterator<Item = (PhysAddr, Chain, u64)> + use<'m, 's, M> {
+    ) -> impl Iterator<Item = (PhysAddr, Option<Chain>, u64)> + use<'m, 's, M> {
         let root = self.shape.root_phys.page_base(self.page_size());
         let [a, b, c] = self.pages.walk;
         let tag = |chain: Chain, w: &'s [ScratchElem]| {
             (0u64..)
                 .zip(w)
-                .map(move |(i, e)| (PhysAddr::new(e.hi), chain, i))
+                .map(move |(i, e)| (PhysAddr::new(e.hi), Some(chain), i))
         };
-        core::iter::once((root, Chain::Root, 0))
+        core::iter::once((root, None, 0))
             .chain(tag(Chain::Iommu, a))
             .chain(tag(Chain::Domain, b))
             .chain(tag(Chain::Device, c))

@@ -5,33 +5,9 @@ use core::fmt;
 use crate::PhysAddr;
 use crate::abi::v1::IommuTypeSer;
 
-/// The three kinds of record (and of chain) in an image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ObjectKind {
-    /// `struct iommu_hw_ser`, in the chain headed by `iommu_array_phys`.
-    Iommu,
-    /// `struct iommu_domain_ser`, in the chain headed by `iommu_domain_array_phys`.
-    Domain,
-    /// `struct iommu_device_ser`, in the chain headed by `device_array_phys`.
-    Device,
-}
-
-impl ObjectKind {
-    /// The name a log line uses for this kind.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ObjectKind::Iommu => "IOMMU",
-            ObjectKind::Domain => "domain",
-            ObjectKind::Device => "device",
-        }
-    }
-}
-
-impl fmt::Display for ObjectKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// The three kinds of record (and of chain) in an image: the crate's one
+/// [`Chain`](crate::error::Chain) enum, by the name the writer's API uses.
+pub use crate::error::Chain as ObjectKind;
 
 /// What a page was being allocated for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

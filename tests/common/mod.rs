@@ -271,10 +271,7 @@ pub const CHAINS: [Chain; 3] = [Chain::Iommu, Chain::Domain, Chain::Device];
 /// Records per page of `chain` at page size `ps`, by the kernel's formula
 /// written out here again: (page size - 16) / record size.
 pub fn capacity(chain: Chain, ps: PageSize) -> u64 {
-    match chain {
-        Chain::Root => 0,
-        c => ((ps.bytes() - 16) / record_size(c)) as u64,
-    }
+    ((ps.bytes() - 16) / record_size(chain)) as u64
 }
 
 pub fn record_size(chain: Chain) -> usize {
@@ -282,7 +279,6 @@ pub fn record_size(chain: Chain) -> usize {
         Chain::Iommu => HW,
         Chain::Domain => DOM,
         Chain::Device => DEV,
-        Chain::Root => size_of::<IommuFlbSer>(),
     }
 }
 
@@ -291,7 +287,6 @@ fn chain_slot(chain: Chain) -> usize {
         Chain::Iommu => 0,
         Chain::Domain => 1,
         Chain::Device => 2,
-        Chain::Root => panic!("the root is not a chain"),
     }
 }
 

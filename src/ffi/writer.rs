@@ -19,10 +19,10 @@ use crate::abi::v1::{
     IOMMU_ARRAY_HDR_SIZE, IommuArrayHdrSer, IommuDeviceIntelSer, IommuDeviceSer, IommuDomainSer,
     IommuHwVendorSer, IommuIntelSer, IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer,
 };
-use crate::abi::v2::{
-    IOMMU_FLB_V2_PAGE_HDR_SIZE, IOMMU_FLB_V2_VERSION, IommuDeviceV2Ser, IommuDomainV2Ser,
-    IommuHwV2Ser,
-};
+use crate::abi::v2::{IOMMU_FLB_V2_PAGE_HDR_SIZE, IOMMU_FLB_V2_VERSION};
+use crate::format::Format;
+use crate::format::v1::V1;
+use crate::format::v2::V2;
 use crate::writer::{
     Config, DeviceHandle, DeviceIndex, DeviceInit, DeviceKey, DevicePayloadInit, DomainHandle,
     DomainInit, IndexSlot, IntelDeviceInit, IntelIommuInit, IommuHandle, IommuPayloadInit, Lookup,
@@ -850,14 +850,13 @@ const KINDS: [ObjectKind; 3] = [ObjectKind::Iommu, ObjectKind::Domain, ObjectKin
 fn slots(version: u64, kind: ObjectKind) -> (u64, u64) {
     let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     if version == IOMMU_FLB_V2_VERSION {
-        let size = match kind {
-            ObjectKind::Iommu => size_of::<IommuHwV2Ser>(),
-            ObjectKind::Domain => size_of::<IommuDomainV2Ser>(),
-            ObjectKind::Device => size_of::<IommuDeviceV2Ser>(),
-        };
+        let size = <V2 as Format>::record_size(kind);
         (wide(IOMMU_FLB_V2_PAGE_HDR_SIZE), wide(size))
     } else {
-        (IOMMU_ARRAY_HDR_SIZE, wide(kind.record_size()))
+        (
+            IOMMU_ARRAY_HDR_SIZE,
+            wide(<V1 as Format>::record_size(kind)),
+        )
     }
 }
 

@@ -127,6 +127,16 @@ pub(crate) trait Format {
     /// The root field that holds the head of `chain`.
     fn head_field(chain: Chain) -> &'static str;
 
+    /// The size of a record of `chain` this version defines (version 2's
+    /// smallest stride): what the reader checks and the writer writes.
+    fn record_size(chain: Chain) -> usize {
+        match chain {
+            Chain::Iommu => Self::HW,
+            Chain::Domain => Self::DOM,
+            Chain::Device => Self::DEV,
+        }
+    }
+
     /// Checks the root and returns what it says. `first` is the root's
     /// page as [`Version::detect`] read it (`None`: it could not).
     fn root<'m, M: Memory + ?Sized>(

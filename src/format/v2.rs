@@ -43,21 +43,17 @@ pub(crate) const fn chain_fields(chain: Chain) -> [&'static str; 3] {
     }
 }
 
-/// The `chain` value of a page of `chain`.
-const fn chain_code(chain: Chain) -> u16 {
-    match chain {
-        Chain::Iommu => 1,
-        Chain::Domain => 2,
-        _ => 3,
-    }
-}
+use crate::abi::v2::{
+    IOMMU_FLB_V2_CHAIN_DEVICE, IOMMU_FLB_V2_CHAIN_DOMAIN, IOMMU_FLB_V2_CHAIN_IOMMU,
+};
 
-/// The size of a version-2 record of `chain`.
-pub(crate) const fn record_size(chain: Chain) -> usize {
+/// The `chain` value of a page of `chain` (`IOMMU_FLB_V2_CHAIN_*`), for
+/// the reader and the writer.
+pub(crate) const fn chain_code(chain: Chain) -> u16 {
     match chain {
-        Chain::Iommu => size_of::<IommuHwV2Ser>(),
-        Chain::Domain => size_of::<IommuDomainV2Ser>(),
-        _ => size_of::<IommuDeviceV2Ser>(),
+        Chain::Iommu => IOMMU_FLB_V2_CHAIN_IOMMU,
+        Chain::Domain => IOMMU_FLB_V2_CHAIN_DOMAIN,
+        Chain::Device => IOMMU_FLB_V2_CHAIN_DEVICE,
     }
 }
 
@@ -255,7 +251,7 @@ impl Format for V2 {
             return err(ErrorKind::NonZeroPadding, "reserved");
         }
         let stride = h.stride.get();
-        let min = record_size(chain);
+        let min = <V2 as Format>::record_size(chain);
         let max = root
             .page_size
             .bytes()

@@ -128,6 +128,7 @@ impl<'m> PutShape<'m> for Option<Shape<'m>> {
 
 /// Validates the image at `root`, leaving its indexes in `scratch`, and
 /// puts what the view needs besides them into `out`.
+#[inline(always)]
 pub(crate) fn validate_into<'m, M: Memory + ?Sized, O: PutShape<'m>>(
     mem: &'m M,
     root: PhysAddr,

@@ -12,18 +12,7 @@ use super::record::Rec;
 use super::{PageAlloc, WriteError};
 use crate::PhysAddr;
 use crate::abi::PageSize;
-use crate::abi::v1::{IommuArrayHdrSer, IommuDeviceSer, IommuDomainSer, IommuHdrSer, IommuHwSer};
-
-impl ObjectKind {
-    /// Size of one version-1 record in bytes.
-    pub(crate) const fn record_size(self) -> usize {
-        match self {
-            ObjectKind::Iommu => size_of::<IommuHwSer>(),
-            ObjectKind::Domain => size_of::<IommuDomainSer>(),
-            ObjectKind::Device => size_of::<IommuDeviceSer>(),
-        }
-    }
-}
+use crate::abi::v1::{IommuArrayHdrSer, IommuHdrSer};
 
 /// Takes one page from the allocator and proves it fresh: non-zero,
 /// aligned, not the root or a tail (`in_use`), accessible and all zeroes.

@@ -27,13 +27,15 @@ use crate::abi::v1::{
     IommuDomainSer, IommuFlbSer, IommuHdrSer, IommuHwSer, objects_per_page,
 };
 use crate::abi::v2::{
-    IOMMU_FLB_V2_CHAIN_DEVICE, IOMMU_FLB_V2_CHAIN_DOMAIN, IOMMU_FLB_V2_CHAIN_IOMMU,
     IOMMU_FLB_V2_FLAG_DELETED, IOMMU_FLB_V2_PAGE_CRC_OFFSET, IOMMU_FLB_V2_PAGE_HDR_SIZE,
     IOMMU_FLB_V2_PAGE_MAGIC, IOMMU_FLB_V2_ROOT_CRC_OFFSET, IOMMU_FLB_V2_ROOT_MAGIC,
     IOMMU_FLB_V2_VERSION, IommuArrayV2HdrSer, IommuDeviceV2Ser, IommuDomainV2Ser,
     IommuFlbV2ChainSer, IommuFlbV2Ser, IommuHwV2Ser, records_per_page,
 };
 use crate::crc::Crc32;
+use crate::format::Format;
+use crate::format::v1::V1;
+use crate::format::v2::V2;
 
 /// The format an image is written in, chosen when it is started
 /// ([`Writer::with_config`](super::Writer::with_config)).
@@ -304,19 +306,15 @@ impl Encoding {
     }
 
     /// Size of one record of `kind` (version 2's stride).
-    pub(crate) const fn record_size(self, kind: ObjectKind) -> usize {
+    pub(crate) fn record_size(self, kind: ObjectKind) -> usize {
         match self {
-            Encoding::V1 => kind.record_size(),
-            Encoding::V2 { .. } => match kind {
-                ObjectKind::Iommu => size_of::<IommuHwV2Ser>(),
-                ObjectKind::Domain => size_of::<IommuDomainV2Ser>(),
-                ObjectKind::Device => size_of::<IommuDeviceV2Ser>(),
-            },
+            Encoding::V1 => <V1 as Format>::record_size(kind),
+            Encoding::V2 { .. } => <V2 as Format>::record_size(kind),
         }
     }
 
     /// Records of `kind` per array page of size `page`.
-    pub(crate) const fn capacity(self, kind: ObjectKind, page: PageSize) -> u64 {
+    pub(crate) fn capacity(self, kind: ObjectKind, page: PageSize) -> u64 {
         let size = self.record_size(kind);
         match self {
             Encoding::V1 => objects_per_page(page, size),
@@ -470,11 +468,7 @@ impl Encoding {
         match self {
             Encoding::V1 => Some(ArrayHdr::V1(blk)),
             Encoding::V2 { generation, .. } => {
-                let chain = match kind {
-                    ObjectKind::Iommu => IOMMU_FLB_V2_CHAIN_IOMMU,
-                    ObjectKind::Domain => IOMMU_FLB_V2_CHAIN_DOMAIN,
-                    ObjectKind::Device => IOMMU_FLB_V2_CHAIN_DEVICE,
-                };
+                let chain = crate::format::v2::chain_code(kind);
                 let stride = u16::try_from(self.record_size(kind)).ok()?;
                 Some(ArrayHdr::V2(IommuArrayV2HdrSer {
                     blk,

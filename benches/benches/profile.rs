@@ -5,14 +5,15 @@
 //! valgrind --tool=callgrind target/release/deps/profile-* validate b 3
 //! ```
 //!
-//! Arguments: what to run (`validate`, `validate_only`, `kho`, `kernel`,
-//! `writer`), the image
+//! Arguments: what to run (`validate`, `validate_v2` (the same image
+//! written in version 2, every page's CRC checked), `validate_only`, `kho`,
+//! `kernel`, `writer`), the image
 //! (`a` or `b`), and how many times. Without arguments (as `cargo bench` runs
 //! it, passing only `--bench`) it does nothing.
 
 use std::hint::black_box;
 
-use iommu_flb_abi::writer::SliceIndex;
+use iommu_flb_abi::writer::{Config, SliceIndex};
 use iommu_flb_bench::image::{self, Built, Prepared};
 use iommu_flb_bench::plan::{IMAGE_A, IMAGE_B, Plan};
 use iommu_flb_bench::pool::ScrambledPool;
@@ -43,7 +44,10 @@ fn main() {
         }
         return;
     }
-    let built = Built::new(shape);
+    let built = match what {
+        "validate_v2" => Built::with_config(shape, Config::v2(0x2026)),
+        _ => Built::new(shape),
+    };
     let mem = built.memory();
     let root = built.root();
     let mut scratch = validate::scratch_for(&built);
@@ -52,6 +56,9 @@ fn main() {
     for _ in 0..times {
         sum = match what {
             "validate" => validate::validate_and_visit(&mem, root, &mut scratch).expect("valid"),
+            "validate_v2" => {
+                validate::validate_and_visit_any(&mem, root, &mut scratch).expect("valid")
+            }
             "validate_only" => validate::validate_only(&mem, root, &mut scratch)
                 .map(|n| n as u64)
                 .expect("valid"),

@@ -253,6 +253,14 @@ fn read_fail(e: crate::Error, root: u64, got: usize) -> Fail {
     }
 }
 
+/// Runs `f` in a frame of its own: the work of a call whose refusal
+/// [`report`] then formats, so that the message's `core::fmt` frames are
+/// not stacked on the work's (the kernel's stack is small).
+#[inline(never)]
+fn apart<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// iommu_flb_scratch_size() - Size the scratch for iommu_flb_validate().
 /// @mem: How to read pages.
 /// @root: Physical address of the root struct iommu_flb_ser (the FLB's data).
@@ -312,7 +320,7 @@ pub unsafe extern "C" fn iommu_flb_scratch_size(
     };
     // SAFETY: `err` is non-NULL and aligned (checked above) and, by the
     // contract, writable.
-    unsafe { report(err, run()) }
+    unsafe { report(err, apart(run)) }
 }
 
 /// iommu_flb_validate() - Validate a handover image (phase one).

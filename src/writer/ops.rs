@@ -171,6 +171,39 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
         domain: DomainHandle,
         iommu: IommuHandle,
     ) -> Result<DeviceHandle, WriteError> {
+        let enc = self.enc;
+        let (new_count, domain_ref, iommu_ref, key) = self.device_checks(&d, domain, iommu)?;
+        let image = self.image();
+        let index = &mut self.index;
+        let phys = self.devices.append(
+            enc,
+            &mut self.alloc,
+            &image,
+            Some((iommu.phys(), hdr(new_count, 0))),
+            |r| enc.device_record(r, &d, domain_ref, iommu_ref, hdr(1, 0)),
+            // A failed insert leaves the index unchanged.
+            |at| index.insert(key, at),
+        )?;
+        if new_count == 1 {
+            self.counts.live_iommus = self.counts.live_iommus.saturating_add(1);
+        }
+        self.counts.devices = self.counts.devices.saturating_add(1);
+        self.max_device_key = Some(self.max_device_key.map_or(key, |m| m.max(key)));
+        Ok(DeviceHandle::new(phys, self.id))
+    }
+
+    /// Every check of [`preserve_device`](Self::preserve_device) before
+    /// the append: the IOMMU's new `ref_count`, the references the record
+    /// stores to its domain and IOMMU, and its key. A function of its own,
+    /// so that its stack is gone before the append's (the kernel's stack is
+    /// small).
+    #[inline(never)]
+    fn device_checks(
+        &mut self,
+        d: &DeviceInit,
+        domain: DomainHandle,
+        iommu: IommuHandle,
+    ) -> Result<(u32, u64, u64, DeviceKey), WriteError> {
         check_owner(self.id, domain.writer(), ObjectKind::Domain, domain.phys())?;
         check_owner(self.id, iommu.writer(), ObjectKind::Iommu, iommu.phys())?;
         let enc = self.enc;
@@ -211,23 +244,7 @@ impl<A: PageAlloc, X: DeviceIndex> Writer<A, X> {
         }
         let domain_ref = reference_to(&mut self.alloc, enc, ObjectKind::Domain, domain.phys())?;
         let iommu_ref = reference_to(&mut self.alloc, enc, ObjectKind::Iommu, iommu.phys())?;
-        let image = self.image();
-        let index = &mut self.index;
-        let phys = self.devices.append(
-            enc,
-            &mut self.alloc,
-            &image,
-            Some((iommu.phys(), hdr(new_count, 0))),
-            |r| enc.device_record(r, &d, domain_ref, iommu_ref, hdr(1, 0)),
-            // A failed insert leaves the index unchanged.
-            |at| index.insert(key, at),
-        )?;
-        if new_count == 1 {
-            self.counts.live_iommus = self.counts.live_iommus.saturating_add(1);
-        }
-        self.counts.devices = self.counts.devices.saturating_add(1);
-        self.max_device_key = Some(self.max_device_key.map_or(key, |m| m.max(key)));
-        Ok(DeviceHandle::new(phys, self.id))
+        Ok((new_count, domain_ref, iommu_ref, key))
     }
 
     /// Unpreserves a device (`DELETED`); its IOMMU's `ref_count` falls by

@@ -521,8 +521,12 @@ fn step<T>(
 ) -> (T, BTreeSet<PhysAddr>) {
     let before = w.alloc().map().clone();
     let r = op(w).unwrap_or_else(|e| panic!("{e}"));
-    let d = check(w.alloc(), w.root());
-    assert_eq!(d.pages() as u64, w.counts().pages);
+    // Under miri every page's CRC after every step is too slow: the
+    // sequences check the whole image once at the end there.
+    if !cfg!(miri) {
+        let d = check(w.alloc(), w.root());
+        assert_eq!(d.pages() as u64, w.counts().pages);
+    }
     (r, changed(&before, w.alloc().map()))
 }
 
@@ -635,6 +639,10 @@ fn a_realistic_sequence_keeps_every_rule_at_4k() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "the 4 KiB case's steps on four times the records: about 8 min under miri (the 4 KiB one takes 2); the native run covers it"
+)]
 fn a_realistic_sequence_keeps_every_rule_at_16k() {
     realistic_sequence_keeps_every_rule(K16);
 }
@@ -807,7 +815,11 @@ fn fails_whole<T>(
             .unwrap_or_else(|| panic!("succeeds although call {k} failed"));
         assert!(is_fault(&e), "call {k}: {e}");
         unchanged(&before, w.alloc().inner(), &e).unwrap_or_else(|m| panic!("call {k}: {m}"));
-        check(w.alloc().inner(), w.root());
+        // Every byte is as it was, so every CRC; re-checking them all after
+        // each fault is what makes this slow under miri, which skips it.
+        if !cfg!(miri) {
+            check(w.alloc().inner(), w.root());
+        }
         if matches!(e, WriteError::BadPage { .. }) {
             before = w.alloc().inner().map().clone();
         }

@@ -10,7 +10,7 @@ use super::{Mode, Options};
 use crate::abi::PageSize;
 use crate::abi::records_in_page;
 use crate::abi::v1::IommuTypeSer;
-use crate::chain::{ARRAYS, ChainWalk};
+use crate::chain::{ARRAYS, ChainPage, ChainWalk};
 use crate::error::{Chain, Error, ErrorKind, Location};
 use crate::format::v1::V1;
 use crate::format::v2::{V2, chain_fields};
@@ -188,7 +188,8 @@ fn survey_as<M: Memory + ?Sized, F: Format>(
     let mut total = 0u64;
     for (i, chain) in ARRAYS.into_iter().enumerate() {
         let limits = (max_pages, max_objects, total);
-        let (n, o, stride) = count_chain::<M, F>(mem, root, opts, root_phys, chain, limits)?;
+        let (n, o, stride) =
+            walk_chain::<M, F>(mem, root, opts, root_phys, chain, limits, |_| Ok(()))?;
         check_counts(root, root_phys, i, chain, n, o)?;
         total = total.saturating_add(o);
         if let (Some(p), Some(ob), Some(st)) =
@@ -214,16 +215,18 @@ fn survey_as<M: Memory + ?Sized, F: Format>(
     })
 }
 
-/// Walks `chain` once: its pages, its objects and its stride. `limits` are
-/// the pages limit, the objects limit and the objects earlier chains used
-/// of it.
-fn count_chain<M: Memory + ?Sized, F: Format>(
+/// Walks `chain` once, calling `each` on every page: its pages, its objects
+/// and its stride. `limits` are the pages limit, the objects limit and the
+/// objects earlier chains used of it. Both walks of validation (the
+/// survey's and the one that records the pages) are this one.
+fn walk_chain<M: Memory + ?Sized, F: Format>(
     mem: &M,
     root: &Root<'_>,
     opts: &Options,
     root_phys: PhysAddr,
     chain: Chain,
     (max_pages, max_objects, before): (u64, u64, u64),
+    mut each: impl FnMut(ChainPage) -> Result<(), Error>,
 ) -> Result<(u64, u64, u64), Error> {
     let mut walk = ChainWalk::<M, F>::new(
         mem,
@@ -236,7 +239,8 @@ fn count_chain<M: Memory + ?Sized, F: Format>(
         before,
     );
     let mut n = 0u64;
-    while walk.next_page()?.is_some() {
+    while let Some(page) = walk.next_page()? {
+        each(page)?;
         n = n.saturating_add(1);
     }
     Ok((n, walk.objects().saturating_sub(before), walk.stride()))
@@ -385,27 +389,17 @@ fn record_pages<M: Memory + ?Sized, F: Format>(
 ) -> Result<(), Error> {
     let mut total = 0u64;
     for (chain, region) in ARRAYS.into_iter().zip(walks.iter_mut()) {
-        let mut walk = ChainWalk::<M, F>::new(
-            mem,
-            r,
-            opts.crc,
-            root,
-            chain,
-            s.max_pages,
-            s.max_objects,
-            total,
-        );
         let mut slots = region.iter_mut();
-        while let Some(page) = walk.next_page()? {
-            let Some(slot) = slots.next() else {
-                return Err(too_small(root, s.needed, got));
-            };
+        let limits = (s.max_pages, s.max_objects, total);
+        let (_, objects, _) = walk_chain::<M, F>(mem, r, opts, root, chain, limits, |page| {
+            let slot = slots.next().ok_or_else(|| too_small(root, s.needed, got))?;
             *slot = ScratchElem::new(page.phys.get(), page.nr_objects);
-        }
+            Ok(())
+        })?;
         if slots.next().is_some() {
             return Err(too_small(root, s.needed, got));
         }
-        total = walk.objects();
+        total = total.saturating_add(objects);
     }
     Ok(())
 }

@@ -241,80 +241,39 @@ fn bad_page_size_root_size_and_reserved_are_refused() {
 
 #[test]
 fn root_counts_that_disagree_with_the_chains_are_refused() {
-    // One device page more than there is.
-    let mut img = Img::build(&Spec::typical(4));
-    img.put_u64(56 + 48 + 8, 2);
-    img.seal();
-    expect(
-        &img,
-        ErrorKind::CountMismatch {
-            stored: 2,
-            counted: 1,
-        },
-        root_at(&img, "devices.nr_pages"),
-    );
-    // A record fewer than the pages hold.
-    let mut img = Img::build(&Spec::typical(4));
-    img.put_u64(56 + 48 + 16, 3);
-    img.seal();
-    expect(
-        &img,
-        ErrorKind::CountMismatch {
-            stored: 3,
-            counted: 4,
-        },
-        root_at(&img, "devices.nr_records"),
-    );
-    // A chain cut short: the device page unlinked from the root, its counts kept.
-    let mut img = Img::build(&Spec::typical(4));
-    img.put_u64(56 + 48, 0);
-    img.seal();
-    expect(
-        &img,
-        ErrorKind::CountMismatch {
-            stored: 1,
-            counted: 0,
-        },
-        root_at(&img, "devices.nr_pages"),
-    );
-    // A chain cut inside: its first page made its last.
-    let mut img = Img::build(&Spec::typical(70));
-    let first = img.page(2, 0);
-    img.put_u64(first, 0);
-    img.seal();
-    expect(
-        &img,
-        ErrorKind::CountMismatch {
-            stored: 2,
-            counted: 1,
-        },
-        root_at(&img, "devices.nr_pages"),
-    );
-    // A chain the root says has no pages, though its head leads to two:
-    // the walk's real count is reported, not a guess from the head.
-    let mut img = Img::build(&Spec::typical(70));
-    img.put_u64(56 + 48 + 8, 0);
-    img.seal();
-    expect(
-        &img,
-        ErrorKind::CountMismatch {
-            stored: 0,
-            counted: 2,
-        },
-        root_at(&img, "devices.nr_pages"),
-    );
-    // A chain lengthened: the root knows one page of two.
-    let mut img = Img::build(&Spec::typical(70));
-    img.put_u64(56 + 48 + 8, 1);
-    img.seal();
-    expect(
-        &img,
-        ErrorKind::CountMismatch {
-            stored: 1,
-            counted: 2,
-        },
-        root_at(&img, "devices.nr_pages"),
-    );
+    // The devices' chain entry in the root: head, nr_pages, nr_records.
+    type At = fn(&Img) -> usize;
+    let head: At = |_| 56 + 48;
+    let nr_pages: At = |_| 56 + 48 + 8;
+    let nr_records: At = |_| 56 + 48 + 16;
+    let first_page: At = |img| img.page(2, 0);
+    // (devices, where, the value written there, stored, counted, field)
+    let cases: [(u32, At, u64, u64, u64, &str); 6] = [
+        // One device page more than there is.
+        (4, nr_pages, 2, 2, 1, "devices.nr_pages"),
+        // A record fewer than the pages hold.
+        (4, nr_records, 3, 3, 4, "devices.nr_records"),
+        // A chain cut short: the device page unlinked, its counts kept.
+        (4, head, 0, 1, 0, "devices.nr_pages"),
+        // A chain cut inside: its first page made its last.
+        (70, first_page, 0, 2, 1, "devices.nr_pages"),
+        // A chain the root says has no pages, though its head leads to
+        // two: the walk's real count is reported, not a guess from the head.
+        (70, nr_pages, 0, 0, 2, "devices.nr_pages"),
+        // A chain lengthened: the root knows one page of two.
+        (70, nr_pages, 1, 1, 2, "devices.nr_pages"),
+    ];
+    for (devices, at, value, stored, counted, field) in cases {
+        let mut img = Img::build(&Spec::typical(devices));
+        let addr = at(&img);
+        img.put_u64(addr, value);
+        img.seal();
+        expect(
+            &img,
+            ErrorKind::CountMismatch { stored, counted },
+            root_at(&img, field),
+        );
+    }
 }
 
 // ---- pages ----

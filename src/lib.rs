@@ -32,6 +32,8 @@ extern crate std;
 pub mod abi;
 mod addr;
 mod chain;
+#[cfg(feature = "alloc")]
+pub mod convert;
 pub mod crc;
 mod errno;
 pub mod error;

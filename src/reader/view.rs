@@ -196,6 +196,24 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         self.pages.stride(chain)
     }
 
+    /// The size of a record of `chain` in the image's version (a stride
+    /// may be longer).
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    pub(crate) fn record_size(&self, chain: Chain) -> usize {
+        let ops = self.shape.ops;
+        match chain {
+            Chain::Iommu => ops.hw,
+            Chain::Domain => ops.dom,
+            Chain::Device => ops.dev,
+        }
+    }
+
+    /// The memory the image is in.
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    pub(crate) fn memory(&self) -> &'m M {
+        self.mem
+    }
+
     /// Number of pages: the root's page and every chain page.
     pub fn page_count(&self) -> usize {
         self.pages

@@ -114,6 +114,22 @@ pub fn report<S: Source>(
     opts: &ReadOptions,
     what: Report,
 ) -> Result<String, Failure> {
+    with_image(name, data, opts, |image| {
+        Ok(match what {
+            Report::Summary => format!("{name}: {}\n", render::summary(&Records::count(image))),
+            Report::Listing { all, json } => listing(image, all, json),
+        })
+    })
+}
+
+/// Loads the container, finds the root, validates the image and hands it
+/// to `f`: the read path every command that reads an image shares.
+fn with_image<S: Source, R>(
+    name: &str,
+    data: S,
+    opts: &ReadOptions,
+    f: impl FnOnce(&Image<'_, '_, crate::load::Dump<S>>) -> Result<R, Failure>,
+) -> Result<R, Failure> {
     let load_opts = LoadOptions {
         format: opts.format,
         base: opts.base,
@@ -155,18 +171,11 @@ pub fn report<S: Source>(
             None => refused(name, &e),
         }
     })?;
-    let image = owned.image();
-    Ok(match what {
-        Report::Summary => format!("{name}: {}\n", render::summary(&Records::count(&image))),
-        Report::Listing { all, json } => listing(&image, all, json),
-    })
+    f(&owned.image())
 }
 
-/// Reads `opts.file` on demand: only the ELF headers (and notes, without
-/// `--root`) and the pages the reader asks for are read, and only those
-/// pages are kept, so a dump of many gigabytes, or a hostile one, is
-/// inspected in the memory its image needs.
-fn report_file(opts: &ReadOptions, what: Report) -> Result<String, Failure> {
+/// Opens `opts.file` for reading on demand, refusing a directory.
+fn open_input(opts: &ReadOptions) -> Result<(String, File), Failure> {
     let name = opts.file.display().to_string();
     let cannot = |e: std::io::Error| Failure::Usage(format!("cannot read {name}: {e}"));
     let file = File::open(&opts.file).map_err(cannot)?;
@@ -175,6 +184,15 @@ fn report_file(opts: &ReadOptions, what: Report) -> Result<String, Failure> {
             "cannot read {name}: it is a directory"
         )));
     }
+    Ok((name, file))
+}
+
+/// Reads `opts.file` on demand: only the ELF headers (and notes, without
+/// `--root`) and the pages the reader asks for are read, and only those
+/// pages are kept, so a dump of many gigabytes, or a hostile one, is
+/// inspected in the memory its image needs.
+fn report_file(opts: &ReadOptions, what: Report) -> Result<String, Failure> {
+    let (name, file) = open_input(opts)?;
     report(&name, &file, opts, what)
 }
 
@@ -348,21 +366,40 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
 /// `gen`: writes an image built with the writer.
 pub fn gen_image(opts: &GenOptions) -> Result<String, Failure> {
     let (root, pages) = build_image_at(&opts.spec, opts.page_size, opts.version)?;
-    let name = opts.output.display();
-    let what = describe(&opts.spec);
-    match opts.format {
+    emit(
+        "gen",
+        opts.format,
+        &opts.output,
+        &pages,
+        root,
+        &describe(&opts.spec),
+    )
+}
+
+/// Writes `pages` to `output` in `format` and says what it wrote; a flat
+/// dump's message ends with the root's address on a line of its own.
+fn emit(
+    cmd: &str,
+    format: GenFormat,
+    output: &Path,
+    pages: &PageMap,
+    root: PhysAddr,
+    what: &str,
+) -> Result<String, Failure> {
+    let name = output.display();
+    match format {
         GenFormat::Elf => {
-            let bytes =
-                write_core(pages.iter(), root).map_err(|e| Failure::Usage(format!("gen: {e}")))?;
-            write_file(&opts.output, &bytes)?;
+            let bytes = write_core(pages.iter(), root)
+                .map_err(|e| Failure::Usage(format!("{cmd}: {e}")))?;
+            write_file(output, &bytes)?;
             Ok(format!(
                 "wrote {name}: ELF64 core file, {what}, {} pages, root {root} (in its IOMMUFLB note)\n",
                 pages.len()
             ))
         }
         GenFormat::Phys => {
-            let bytes = flat_dump(&pages)?;
-            write_file(&opts.output, &bytes)?;
+            let bytes = flat_dump(pages)?;
+            write_file(output, &bytes)?;
             Ok(format!(
                 "wrote {name}: flat physical dump from 0x0, {} bytes, {what}, {} pages; root:\n{root}\n",
                 bytes.len(),
@@ -370,6 +407,81 @@ pub fn gen_image(opts: &GenOptions) -> Result<String, Failure> {
             ))
         }
     }
+}
+
+/// Options of `convert`.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    /// The image to read.
+    pub read: ReadOptions,
+    /// The format version to write (1 or 2).
+    pub to: u64,
+    /// Version 2's `generation`; by default the source's plus one (a
+    /// version-2 source) or 1.
+    pub generation: Option<u64>,
+    /// Output format.
+    pub format: GenFormat,
+    /// Output file.
+    pub output: PathBuf,
+}
+
+/// `convert`: reads and validates an image, rewrites its live objects in
+/// version `opts.to` with the library's writer (`convert::convert`), checks
+/// the result with the reader and writes it. An image the target version
+/// cannot express is refused (exit 1), naming what.
+pub fn convert(opts: &ConvertOptions) -> Result<String, Failure> {
+    let (name, file) = open_input(&opts.read)?;
+    let ps = opts.read.page_size;
+    match (opts.to, opts.generation) {
+        (1, None) | (2, None) => {}
+        (1, Some(_)) => {
+            return Err(Failure::Usage(
+                "convert: version 1 has no generation: drop --generation".into(),
+            ));
+        }
+        (2, Some(0)) => return Err(Failure::Usage("convert: generation 0 is reserved".into())),
+        (2, Some(_)) => {}
+        (v, _) => {
+            return Err(Failure::Usage(format!(
+                "convert: no format version {v} (1 or 2)"
+            )));
+        }
+    }
+    let (root, pages, from, counts) = with_image(&name, &file, &opts.read, |image| {
+        let config = if opts.to == 1 {
+            Config::v1()
+        } else {
+            // A new handover: a generation the source's pages do not carry.
+            let next = image.generation().map_or(1, |g| g.wrapping_add(1)).max(1);
+            Config::v2(opts.generation.unwrap_or(next))
+        };
+        let devices = image.devices().count();
+        let mut slots = vec![IndexSlot::empty(); devices.saturating_mul(2).saturating_add(1)];
+        let alloc = MapAlloc::sequential(PhysAddr::new(WINDOW)).with_page_size(ps);
+        let mut w = Writer::with_config_and_index(alloc, config, SliceIndex::new(&mut slots))
+            .map_err(writer_failure)?;
+        let counts = iommu_flb_abi::convert::convert(image, &mut w).map_err(|e| {
+            Failure::Refused(format!(
+                "{name}: cannot convert to version {}: {e}",
+                opts.to
+            ))
+        })?;
+        let (root, alloc) = w.finish();
+        Ok((root, alloc.into_map(), image.version(), counts))
+    })?;
+    // The writer never writes an image the reader refuses; check it anyway
+    // before the file exists.
+    let check = Options {
+        page_size: ps,
+        ..Options::default()
+    };
+    reader::validate_alloc(&pages, root, &check)
+        .map_err(|e| refused("convert (the converted image)", &e))?;
+    let what = format!(
+        "version {from} to {}, {} IOMMUs, {} domains, {} devices",
+        opts.to, counts.iommus, counts.domains, counts.devices
+    );
+    emit("convert", opts.format, &opts.output, &pages, root, &what)
 }
 
 fn describe(spec: &Spec) -> String {

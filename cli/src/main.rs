@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use iommu_flb_abi::PhysAddr;
 use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::reader::Mode;
-use iommu_flb_cli::cmd::{self, GenFormat, GenOptions, ReadOptions};
+use iommu_flb_cli::cmd::{self, ConvertOptions, GenFormat, GenOptions, ReadOptions};
 use iommu_flb_cli::load::Format;
 use iommu_flb_cli::num::{parse_page_size, parse_phys, parse_u64};
 use iommu_flb_cli::plan::{Spec, Vendor};
@@ -49,6 +49,31 @@ enum Command {
     },
     /// Write an image built with the writer to a file.
     Gen(GenArgs),
+    /// Rewrite a valid image in another format version (a version-2 image
+    /// for a kernel that reads only version 1, or the other way): the same
+    /// live objects, deleted slots dropped. Refused (exit 1), naming what,
+    /// when the target version cannot express the image.
+    Convert(ConvertArgs),
+}
+
+#[derive(Args, Debug)]
+struct ConvertArgs {
+    /// The format version to write: 1 or 2.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=2))]
+    to: u64,
+    /// Version 2's generation (nonzero); by default the source's plus one,
+    /// or 1 for a version-1 source.
+    #[arg(long, value_name = "G", value_parser = parse_u64)]
+    generation: Option<u64>,
+    /// File format to write; for `phys` the last line printed is the root's
+    /// physical address.
+    #[arg(long, value_enum, default_value_t = GenFormatArg::Elf)]
+    output_format: GenFormatArg,
+    /// Output file.
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    output: PathBuf,
+    #[command(flatten)]
+    read: ReadArgs,
 }
 
 /// Options of every command that reads an image.
@@ -147,6 +172,15 @@ enum GenFormatArg {
     Phys,
 }
 
+impl From<GenFormatArg> for GenFormat {
+    fn from(f: GenFormatArg) -> Self {
+        match f {
+            GenFormatArg::Elf => GenFormat::Elf,
+            GenFormatArg::Phys => GenFormat::Phys,
+        }
+    }
+}
+
 impl ReadArgs {
     fn options(&self) -> ReadOptions {
         ReadOptions {
@@ -184,10 +218,7 @@ impl GenArgs {
                 },
                 seed: self.seed,
             },
-            format: match self.format {
-                GenFormatArg::Elf => GenFormat::Elf,
-                GenFormatArg::Phys => GenFormat::Phys,
-            },
+            format: self.format.into(),
             output: self.output.clone(),
             page_size: self.page_size,
             version: self.abi_version,
@@ -203,6 +234,13 @@ fn main() -> ExitCode {
         Command::Validate(read) => cmd::validate(&read.options()),
         Command::Inspect { read, all, json } => cmd::inspect(&read.options(), *all, *json),
         Command::Gen(args) => cmd::gen_image(&args.options()),
+        Command::Convert(args) => cmd::convert(&ConvertOptions {
+            read: args.read.options(),
+            to: args.to,
+            generation: args.generation,
+            format: args.output_format.into(),
+            output: args.output.clone(),
+        }),
     };
     match result {
         Ok(out) => {

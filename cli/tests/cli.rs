@@ -1102,3 +1102,261 @@ fn version_2_images_give_their_page_size_and_refuse_any_flipped_byte() {
     assert_exit(&o, 1);
     assert!(stderr(&o).contains(" crc: checksum 0x"), "{}", stderr(&o));
 }
+
+// --- convert ---------------------------------------------------------------
+
+/// `inspect --json`'s live objects with what depends on where the writer put
+/// them taken out: no `phys`, and a device names its domain and IOMMU by
+/// their place among the live ones (from `domain_phys`/`iommu_phys` in
+/// version 1, `domain_index`/`iommu_index` in version 2). Version 1's
+/// next-kernel state (`restored`, `restored_domain`) must be 0 and is left
+/// out, as version 2 has none.
+fn live_objects(json: &str) -> Value {
+    let v: Value = serde_json::from_str(json).expect("inspect --json is JSON");
+    let list = |k: &str| v[k].as_array().expect("a list").clone();
+    let place = |k: &str, phys: &Value| {
+        list(k)
+            .iter()
+            .position(|o| &o["phys"] == phys)
+            .unwrap_or_else(|| panic!("{phys} is not a live {k}"))
+    };
+    fn strip(o: &mut Value) {
+        let m = o.as_object_mut().expect("an object");
+        for k in ["phys", "restored", "restored_domain"] {
+            if let Some(x) = m.remove(k) {
+                assert!(k == "phys" || x == 0, "{k} is {x}");
+            }
+        }
+        for vendor in ["intel", "smmuv3"] {
+            if let Some(p) = m.get_mut(vendor) {
+                strip(p);
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for k in ["iommus", "domains", "devices"] {
+        let mut objs = list(k);
+        for o in &mut objs {
+            if k == "devices" {
+                let m = o.as_object_mut().expect("an object");
+                for (by_phys, by_index, chain) in [
+                    ("domain_phys", "domain_index", "domains"),
+                    ("iommu_phys", "iommu_index", "iommus"),
+                ] {
+                    let at = match (m.remove(by_phys), m.remove(by_index)) {
+                        (Some(p), None) => place(chain, &p),
+                        (None, Some(i)) => usize::try_from(i.as_u64().unwrap()).unwrap(),
+                        other => panic!("device names its {chain} as {other:?}"),
+                    };
+                    m.insert(chain.into(), at.into());
+                }
+            }
+            strip(o);
+        }
+        out.insert(k.into(), Value::Array(objs));
+    }
+    Value::Object(out)
+}
+
+/// `inspect --json` of `file` (extra read options first).
+fn inspect_json(file: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["inspect", "--json"];
+    args.extend_from_slice(extra);
+    args.push(path(file));
+    let o = run(&args);
+    assert_exit(&o, 0);
+    stdout(&o)
+}
+
+/// `convert --to to` of `from` into `to_file`; returns its output.
+fn convert(from: &Path, to: &str, to_file: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["convert", "--to", to, "-o", path(to_file)];
+    args.extend_from_slice(extra);
+    args.push(path(from));
+    let o = run(&args);
+    assert_exit(&o, 0);
+    stdout(&o)
+}
+
+fn version_of(file: &Path, extra: &[&str]) -> u64 {
+    let v: Value = serde_json::from_str(&inspect_json(file, extra)).unwrap();
+    v["version"].as_u64().unwrap()
+}
+
+#[test]
+fn convert_round_trips_v1_v2_v1_and_v2_v1_v2_to_the_same_live_objects() {
+    let dir = tmp("convert_round_trip");
+    for (start, there, page_size) in [("1", "2", "4096"), ("2", "1", "4096"), ("1", "2", "16384")] {
+        let a = dir.join(format!("a{start}-{page_size}.elf"));
+        let b = dir.join(format!("b{there}-{page_size}.elf"));
+        let c = dir.join(format!("c{start}-{page_size}.elf"));
+        let ps = ["--page-size", page_size];
+        generate(
+            &a,
+            &[
+                "--abi-version",
+                start,
+                "--page-size",
+                page_size,
+                "--devices",
+                "300",
+                "--deleted",
+                "40",
+                "--seed",
+                "7",
+            ],
+        );
+        convert(&a, there, &b, &ps);
+        convert(&b, start, &c, &ps);
+        assert_eq!(version_of(&b, &ps).to_string(), there);
+        assert_eq!(version_of(&c, &ps).to_string(), start);
+        let want = live_objects(&inspect_json(&a, &ps));
+        assert_eq!(want["devices"].as_array().unwrap().len(), 300);
+        assert_eq!(
+            live_objects(&inspect_json(&b, &ps)),
+            want,
+            "{start} -> {there}"
+        );
+        assert_eq!(
+            live_objects(&inspect_json(&c, &ps)),
+            want,
+            "{start} -> {there} -> {start}"
+        );
+        // Deleted slots are not carried over.
+        let mut all = vec!["--all"];
+        all.extend_from_slice(&ps);
+        let listed: Value = serde_json::from_str(&inspect_json(&b, &all)).unwrap();
+        assert_eq!(listed["devices"].as_array().unwrap().len(), 300);
+    }
+}
+
+#[test]
+fn convert_to_phys_prints_the_root_last_and_the_dump_reads_there() {
+    let dir = tmp("convert_phys");
+    let a = dir.join("a.elf");
+    generate(&a, &["--abi-version", "2"]);
+    let out_file = dir.join("b.bin");
+    let out = convert(&a, "1", &out_file, &["--output-format", "phys"]);
+    let root = out.lines().last().unwrap();
+    assert!(root.starts_with("0x"), "last line is the root: {out}");
+    let o = run(&[
+        "validate",
+        "--format",
+        "phys",
+        "--root",
+        root,
+        path(&out_file),
+    ]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("valid: version 1"), "{}", stdout(&o));
+}
+
+#[test]
+fn convert_sets_the_generation_it_is_given_or_the_next_one() {
+    let dir = tmp("convert_generation");
+    let a = dir.join("a.elf");
+    generate(&a, &["--abi-version", "2", "--seed", "41"]);
+    let generation = |f: &Path| {
+        let v: Value = serde_json::from_str(&inspect_json(f, &[])).unwrap();
+        v["generation"].as_u64().unwrap()
+    };
+    let g = generation(&a);
+    let b = dir.join("b.elf");
+    convert(&a, "2", &b, &[]);
+    assert_eq!(generation(&b), g + 1);
+    convert(&a, "2", &b, &["--generation", "0x99"]);
+    assert_eq!(generation(&b), 0x99);
+    let v1 = dir.join("v1.elf");
+    convert(&a, "1", &v1, &[]);
+    convert(&v1, "2", &b, &[]);
+    assert_eq!(generation(&b), 1);
+    assert_fails(
+        &[
+            "convert",
+            "--to",
+            "2",
+            "--generation",
+            "0",
+            "-o",
+            path(&b),
+            path(&a),
+        ],
+        2,
+        "generation 0 is reserved",
+    );
+    assert_fails(
+        &[
+            "convert",
+            "--to",
+            "1",
+            "--generation",
+            "5",
+            "-o",
+            path(&b),
+            path(&a),
+        ],
+        2,
+        "version 1 has no generation",
+    );
+    assert_fails(&["convert", "--to", "3", "-o", path(&b), path(&a)], 2, "3");
+}
+
+#[test]
+fn convert_refuses_an_image_with_a_compatible_feature_the_target_would_drop() {
+    use iommu_flb_abi::crc::Crc32;
+    let dir = tmp("convert_compat");
+    let (file, root) = phys_image(&dir, &["--abi-version", "2"]);
+    let at = parse_root(&root);
+    let mut bytes = std::fs::read(&file).unwrap();
+    // compat_features at offset 32 of the root, its CRC at 48.
+    write_u64(&mut bytes, at + 32, 1 << 5);
+    let page = usize::try_from(at).unwrap();
+    let crc = Crc32::FAST.page(&bytes[page..page + 4096], 48).unwrap();
+    write_u32(&mut bytes, at + 48, crc);
+    std::fs::write(&file, &bytes).unwrap();
+    // The reader accepts the unknown compatible bit...
+    let o = run(&["validate", "--root", &root, path(&file)]);
+    assert_exit(&o, 0);
+    // ...but neither version's writer can carry it.
+    let out = dir.join("out.elf");
+    for to in ["1", "2"] {
+        let args = [
+            "convert",
+            "--to",
+            to,
+            "--root",
+            &root,
+            "-o",
+            path(&out),
+            path(&file),
+        ];
+        assert_fails(&args, 1, "cannot convert to version");
+        assert_fails(&args, 1, "compat_features 0x20");
+    }
+    assert!(!out.exists(), "nothing is written for a refused image");
+}
+
+#[test]
+fn convert_refuses_a_corrupt_image_as_validate_does() {
+    let dir = tmp("convert_corrupt");
+    let (file, root) = phys_image(&dir, &[]);
+    let mut bytes = std::fs::read(&file).unwrap();
+    write_u64(&mut bytes, parse_root(&root), 99);
+    std::fs::write(&file, &bytes).unwrap();
+    let out = dir.join("out.elf");
+    assert_fails(
+        &[
+            "convert",
+            "--to",
+            "2",
+            "--root",
+            &root,
+            "-o",
+            path(&out),
+            path(&file),
+        ],
+        1,
+        "invalid image: root",
+    );
+    assert!(!out.exists());
+}

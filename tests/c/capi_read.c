@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "iommu_flb_api.h"
+#include "read_dump.h"
 
 /* The image's page size (the PAGE_SIZE argument). */
 static size_t page_size = 4096;
@@ -260,8 +261,6 @@ int main(int argc, char **argv)
 	unsigned long long root, mode = 0, short_by = 0;
 	void *scratch = NULL;
 	size_t size;
-	FILE *f;
-	long len;
 	int ret;
 
 	if (argc < 4 || argc > 7) {
@@ -278,18 +277,9 @@ int main(int argc, char **argv)
 	if (argc > 6)
 		page_size = strtoull(argv[6], NULL, 0);
 	mem.page_size = page_size;
-	f = fopen(argv[1], "rb");
-	if (!f || fseek(f, 0, SEEK_END) || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
-		perror(argv[1]);
+	dump = read_dump(argv[1], &dump_len);
+	if (!dump)
 		return 2;
-	}
-	dump_len = (size_t)len;
-	dump = malloc(dump_len ? dump_len : 1);
-	if (!dump || fread(dump, 1, dump_len, f) != dump_len) {
-		perror(argv[1]);
-		return 2;
-	}
-	fclose(f);
 
 	ret = iommu_flb_scratch_size(&mem, root, &size, &err);
 	if (!ret) {

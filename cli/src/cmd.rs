@@ -19,6 +19,7 @@ use crate::load::{Container, Format, LoadOptions, load};
 use crate::plan::{Plan, Spec, Step, Vendor, plan};
 use crate::render::{self, Records};
 use crate::rng::Rng;
+use crate::scan;
 use crate::source::Source;
 
 /// Why a command failed, and so its exit code.
@@ -134,15 +135,25 @@ fn with_image<S: Source, R>(
         format: opts.format,
         base: opts.base,
     };
-    let dump = load(data, load_opts).map_err(|e| Failure::Usage(format!("{name}: {e}")))?;
-    let root = match opts.root {
-        Some(root) => root,
+    let mut dump = load(data, load_opts).map_err(|e| Failure::Usage(format!("{name}: {e}")))?;
+    let vopts = Options {
+        mode: opts.mode,
+        page_size: opts.page_size,
+        ..Options::default()
+    };
+    let note = match opts.root {
+        Some(_) => None,
         None => dump
             .root_note()
-            .map_err(|e| Failure::Usage(format!("{name}: {e}")))?
-            .ok_or_else(|| {
+            .map_err(|e| Failure::Usage(format!("{name}: {e}")))?,
+    };
+    let root = match opts.root.or(note) {
+        Some(root) => root,
+        None => scan::scan(&mut dump, &vopts, &mut |_, _| {})
+            .choose()
+            .map_err(|why| {
                 Failure::Usage(format!(
-                    "{name}: no root address: pass --root PHYS ({})",
+                    "{name}: no root address ({}), and {why}\npass --root PHYS",
                     match dump.container() {
                         Container::Elf | Container::FlattenedElf =>
                             "this ELF file has no IOMMUFLB note",
@@ -152,11 +163,6 @@ fn with_image<S: Source, R>(
                     }
                 ))
             })?,
-    };
-    let vopts = Options {
-        mode: opts.mode,
-        page_size: opts.page_size,
-        ..Options::default()
     };
     let owned = reader::validate_alloc(&dump, root, &vopts).map_err(|e| {
         // A page the container could not give (a malformed kdump page
@@ -172,6 +178,31 @@ fn with_image<S: Source, R>(
         }
     })?;
     f(&owned.image())
+}
+
+/// `scan`: every root in the dump that validates, and LUO's FLB table if
+/// the dump holds it. `progress(done, total)` hears of the bytes read.
+pub fn scan_file(
+    opts: &ReadOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<String, Failure> {
+    if opts.root.is_some() {
+        return Err(Failure::Usage(
+            "scan finds roots itself: --root is for validate and inspect".into(),
+        ));
+    }
+    let (name, file) = open_input(opts)?;
+    let load_opts = LoadOptions {
+        format: opts.format,
+        base: opts.base,
+    };
+    let mut dump = load(&file, load_opts).map_err(|e| Failure::Usage(format!("{name}: {e}")))?;
+    let vopts = Options {
+        mode: opts.mode,
+        page_size: opts.page_size,
+        ..Options::default()
+    };
+    Ok(scan::scan(&mut dump, &vopts, progress).text(&name))
 }
 
 /// Opens `opts.file` for reading on demand, refusing a directory.

@@ -19,6 +19,9 @@
 //!   seed;
 //! - [`elfcore`]: writes the minimal ELF64 core files `gen --format elf`
 //!   produces, with the root address in an `IOMMUFLB` note;
+//! - [`scan`]: finds the roots in a dump (by magic, by structure, by
+//!   LUO's FLB table) for `scan` and for `validate`/`inspect` without
+//!   `--root`;
 //! - [`num`]: the address and number syntax every option accepts.
 #![cfg_attr(
     not(test),
@@ -39,4 +42,5 @@ pub mod num;
 pub mod plan;
 pub mod render;
 pub mod rng;
+pub mod scan;
 pub mod source;

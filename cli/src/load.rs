@@ -470,6 +470,55 @@ impl<S: Source> Dump<S> {
         }
     }
 
+    /// The physical ranges `[start, end)` the dump may hold bytes of, in
+    /// ascending order: a flat dump's whole file, an ELF file's segments
+    /// (their file bytes), a kdump dump's page frames up to `max_mapnr`
+    /// (those its bitmap excludes read as unreadable). Where `scan` looks.
+    pub fn extents(&self) -> Vec<(u64, u64)> {
+        match &self.layout {
+            Layout::Flat { base } => vec![(base.get(), base.get().saturating_add(self.len))],
+            Layout::Elf(e) | Layout::Flattened(_, Inner::Elf(e)) => e.extents().collect(),
+            Layout::Kdump(k) | Layout::Flattened(_, Inner::Kdump(k)) => vec![(0, k.end())],
+        }
+    }
+
+    /// The most 4 KiB pages with distinct file bytes the dump can hold, so
+    /// a scan never reads more: a flat dump's pages; for an ELF file, its
+    /// size in pages plus one partial page per segment (segments that
+    /// share file bytes claim more pages than that, and a scan stops
+    /// there); a kdump dump's extents are already bounded by its file (a
+    /// bitmap bit and a 24-byte descriptor per page frame).
+    pub fn scan_limit(&self) -> u64 {
+        let pages = self.len.div_ceil(4096);
+        match &self.layout {
+            Layout::Flat { .. } => pages,
+            Layout::Elf(e) | Layout::Flattened(_, Inner::Elf(e)) => {
+                pages.saturating_add(u64::try_from(e.segments()).unwrap_or(u64::MAX))
+            }
+            Layout::Kdump(_) | Layout::Flattened(_, Inner::Kdump(_)) => u64::MAX,
+        }
+    }
+
+    /// Reads the page of `buf.len()` bytes at `phys` into `buf` without
+    /// keeping it; `true` if it was read (zero tails read as zeros).
+    pub fn read_uncached(&self, phys: PhysAddr, buf: &mut [u8]) -> bool {
+        match self.read_page(phys, buf) {
+            PageRead::Data => true,
+            PageRead::Zero => {
+                buf.fill(0);
+                true
+            }
+            PageRead::Unreadable => false,
+        }
+    }
+
+    /// Drops every page kept so far, so a reader that asks for pages again
+    /// reads them again: `scan` validates one candidate after another in
+    /// the memory of one.
+    pub fn forget_pages(&mut self) {
+        self.cache = PageCache::default();
+    }
+
     /// How many pages the dump holds in memory: each distinct page the
     /// reader asked for that has file bytes in it, and nothing else.
     pub fn pages_held(&self) -> usize {

@@ -1,7 +1,7 @@
 //! `iommu-flb`: inspect, validate and generate IOMMU live-update FLB
 //! handover images. See the README for commands, formats and exit codes.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -47,6 +47,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List every root in a dump that validates (version 2 by its magic,
+    /// version 1 by its structure, or named by LUO's FLB table), with its
+    /// version and counts. Needs no --root.
+    Scan(ReadArgs),
     /// Write an image built with the writer to a file.
     Gen(GenArgs),
     /// Rewrite a valid image in another format version (a version-2 image
@@ -226,6 +230,23 @@ impl GenArgs {
     }
 }
 
+/// `scan`'s progress on standard error when it is a terminal; nothing
+/// otherwise.
+fn progress_bar() -> impl FnMut(u64, u64) {
+    let tty = std::io::stderr().is_terminal();
+    move |done: u64, total: u64| {
+        if !tty || total == 0 {
+            return;
+        }
+        let pct = done.saturating_mul(100) / total;
+        let mib = |b: u64| b >> 20;
+        eprint!("\rscanning: {pct:3}% ({} of {} MiB)", mib(done), mib(total));
+        if done >= total {
+            eprintln!();
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // Usage errors exit with 2 inside `parse`; `--help`/`--version` with 0.
     let cli = Cli::parse();
@@ -233,6 +254,7 @@ fn main() -> ExitCode {
         Command::Demo { page_size } => cmd::demo(*page_size),
         Command::Validate(read) => cmd::validate(&read.options()),
         Command::Inspect { read, all, json } => cmd::inspect(&read.options(), *all, *json),
+        Command::Scan(read) => cmd::scan_file(&read.options(), &mut progress_bar()),
         Command::Gen(args) => cmd::gen_image(&args.options()),
         Command::Convert(args) => cmd::convert(&ConvertOptions {
             read: args.read.options(),

@@ -248,8 +248,14 @@ fn gen_phys_prints_the_root_last_and_validate_needs_it() {
     let dec = parse_root(&root).to_string();
     assert_exit(&run(&["validate", "--root", &dec, path(&file)]), 0);
 
-    // Without --root: a usage error.
-    assert_fails(&["validate", path(&file)], 2, "no root address");
+    // Without --root: the scan finds it.
+    let o = run(&["validate", path(&file)]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains(&format!("root {root}")),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -710,7 +716,7 @@ fn truncated_flat_dump_is_refused_at_the_missing_page() {
 }
 
 #[test]
-fn elf_without_a_root_note_needs_root() {
+fn elf_without_a_root_note_is_read_at_the_root_the_scan_finds() {
     let dir = tmp("no_note");
     let file = dir.join("image.elf");
     let out = generate(&file, &[]);
@@ -729,7 +735,13 @@ fn elf_without_a_root_note_needs_root() {
     bytes[at] = b'X';
     let renamed = dir.join("renamed.elf");
     std::fs::write(&renamed, &bytes).unwrap();
-    assert_fails(&["validate", path(&renamed)], 2, "no IOMMUFLB note");
+    let o = run(&["validate", path(&renamed)]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains(&format!("root {root}")),
+        "{}",
+        stdout(&o)
+    );
     assert_exit(&run(&["validate", "--root", &root, path(&renamed)]), 0);
 }
 
@@ -832,13 +844,22 @@ fn an_image_in_a_kdump_file_reads_exactly_like_the_same_image_in_an_elf_file() {
 }
 
 #[test]
-fn a_kdump_file_needs_root_and_says_why() {
+fn a_kdump_file_is_read_at_the_root_the_scan_finds() {
     let dir = tmp("kdump_no_root");
-    let (kdump, _, _, _) = kdump_and_elf(&dir, Comp::Zlib, &[]);
-    assert_fails(
-        &["validate", path(&kdump)],
-        2,
-        "image.kdump: no root address: pass --root PHYS (kdump-compressed dumps do not record it)",
+    let (kdump, _, root, _) = kdump_and_elf(&dir, Comp::Zlib, &[]);
+    let o = run(&["validate", path(&kdump)]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains(&format!("root {root}")),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&["scan", path(&kdump)]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains(&format!("root {root} (version-1 root structure): valid")),
+        "{}",
+        stdout(&o)
     );
 }
 
@@ -1359,4 +1380,206 @@ fn convert_refuses_a_corrupt_image_as_validate_does() {
         "invalid image: root",
     );
     assert!(!out.exists());
+}
+
+// --- scan ------------------------------------------------------------------
+
+/// A small image written by the library's writer at pages from `base` up
+/// (two IOMMUs, a domain, `devices` devices), in `version`; its pages
+/// and root.
+fn image_at(
+    base: u64,
+    version: u64,
+    devices: u32,
+) -> (iommu_flb_abi::PageMap, iommu_flb_abi::PhysAddr) {
+    use iommu_flb_abi::PhysAddr;
+    use iommu_flb_abi::writer::{
+        Config, DeviceInit, DevicePayloadInit, DomainInit, IntelDeviceInit, IntelIommuInit,
+        IommuPayloadInit, MapAlloc, Writer,
+    };
+    let config = if version == 1 {
+        Config::v1()
+    } else {
+        Config::v2(9)
+    };
+    let mut w = Writer::with_config(MapAlloc::sequential(PhysAddr::new(base)), config).unwrap();
+    let hw = w
+        .preserve_iommu(
+            0xfed9_0000,
+            IommuPayloadInit::Intel(IntelIommuInit {
+                phys_addr: PhysAddr::new(0xfed9_0000),
+                root_table: PhysAddr::new(0x70_0000),
+                context_tables_bitmap: [1, 0, 0, 0, 0, 0, 0, 0],
+            }),
+        )
+        .unwrap();
+    let dom = w
+        .preserve_domain(DomainInit {
+            top_table_phys: PhysAddr::new(0x3000_0000),
+            top_level: 4,
+            vasz: 48,
+            sign_extend: 0,
+        })
+        .unwrap();
+    for i in 0..devices {
+        let d = DeviceInit {
+            pci_domain_nr: 0,
+            devid: i,
+            dma_owner_token: 1,
+            attachment_id: 1,
+            payload: DevicePayloadInit::Intel(IntelDeviceInit {
+                pasid_table: PhysAddr::new(0x4000_0000),
+                max_pasid: 1 << 20,
+            }),
+        };
+        w.preserve_device(d, dom, hw).unwrap();
+    }
+    let (root, alloc) = w.finish();
+    (alloc.into_map(), root)
+}
+
+/// A flat dump from 0 holding `images`' pages.
+fn flat_of(images: &[&iommu_flb_abi::PageMap], len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    for map in images {
+        for (phys, page) in map.iter() {
+            let at = usize::try_from(phys.get()).unwrap();
+            bytes[at..at + page.len()].copy_from_slice(page);
+        }
+    }
+    bytes
+}
+
+#[test]
+fn scan_lists_every_valid_root_and_validate_without_root_refuses_to_guess() {
+    let dir = tmp("scan_two");
+    let (v1, r1) = image_at(0x10_0000, 1, 5);
+    let (v2, r2) = image_at(0x20_0000, 2, 7);
+    let file = dir.join("two.bin");
+    std::fs::write(&file, flat_of(&[&v1, &v2], 0x30_0000)).unwrap();
+    let o = run(&["scan", "--format", "phys", path(&file)]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("; 2 valid root(s)"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "root {r1} (version-1 root structure): valid: version 1"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "root {r2} (version-2 root magic): valid: version 2"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("5 devices live") && out.contains("7 devices live"),
+        "{out}"
+    );
+    let o = run(&["validate", "--format", "phys", path(&file)]);
+    assert_exit(&o, 2);
+    let err = stderr(&o);
+    assert!(
+        err.contains("scan found 2 valid roots; pass --root"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&r1.to_string()) && err.contains(&r2.to_string()),
+        "{err}"
+    );
+    // --root picks one.
+    let o = run(&[
+        "validate",
+        "--format",
+        "phys",
+        "--root",
+        &r2.to_string(),
+        path(&file),
+    ]);
+    assert_exit(&o, 0);
+    assert_fails(
+        &["scan", "--root", "0x1000", path(&file)],
+        2,
+        "scan finds roots itself",
+    );
+}
+
+#[test]
+fn a_refused_v2_root_is_listed_with_its_error_and_a_dump_with_none_says_so() {
+    let dir = tmp("scan_none");
+    let (v2, r2) = image_at(0x10_0000, 2, 3);
+    let mut bytes = flat_of(&[&v2], 0x20_0000);
+    // Flip a byte in the root after its magic: the CRC no longer matches.
+    let at = usize::try_from(r2.get()).unwrap() + 60;
+    bytes[at] ^= 1;
+    let file = dir.join("bad.bin");
+    std::fs::write(&file, &bytes).unwrap();
+    let o = run(&["scan", "--format", "phys", path(&file)]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("; 0 valid root(s)"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "root {r2} (version-2 root magic): refused: root at {r2} crc"
+        )),
+        "{out}"
+    );
+    let o = run(&["inspect", "--format", "phys", path(&file)]);
+    assert_exit(&o, 2);
+    let err = stderr(&o);
+    assert!(
+        err.contains("flat dumps do not record it), and scan found no valid root"),
+        "{err}"
+    );
+    assert!(err.contains("refused: root at"), "{err}");
+    let zeros = dir.join("zeros.bin");
+    std::fs::write(&zeros, vec![0u8; 1 << 16]).unwrap();
+    let o = run(&["scan", "--format", "phys", path(&zeros)]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("scanned 16 pages of 4 KiB (0 unreadable)"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn luo_flb_table_names_the_root_and_wins_over_other_valid_roots() {
+    let dir = tmp("scan_luo");
+    let (named, r1) = image_at(0x10_0000, 2, 4);
+    let (other, r2) = image_at(0x20_0000, 1, 6);
+    let mut bytes = flat_of(&[&named, &other], 0x30_0000);
+    // LUO's FLB table at 0x5000: { pgcnt 1, count 2 }, then an entry for
+    // another subsystem and the IOMMU's.
+    let table = 0x5000usize;
+    bytes[table..table + 8].copy_from_slice(&1u64.to_le_bytes());
+    bytes[table + 8..table + 16].copy_from_slice(&2u64.to_le_bytes());
+    let entry = |bytes: &mut Vec<u8>, i: usize, name: &[u8], data: u64| {
+        let at = table + 16 + 64 * i;
+        bytes[at..at + name.len()].copy_from_slice(name);
+        bytes[at + 48..at + 56].copy_from_slice(&data.to_le_bytes());
+        bytes[at + 56..at + 64].copy_from_slice(&1u64.to_le_bytes());
+    };
+    entry(&mut bytes, 0, b"pci", 0x9000);
+    entry(&mut bytes, 1, b"iommu-liveupdate", r1.get());
+    let file = dir.join("luo.bin");
+    std::fs::write(&file, &bytes).unwrap();
+    let o = run(&["scan", "--format", "phys", path(&file)]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "root {r1} (named by LUO's FLB table entry at 0x5050): valid: version 2"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("root {r2} (version-1 root structure): valid")),
+        "{out}"
+    );
+    assert!(!out.contains("no LUO FLB table"), "{out}");
+    let o = run(&["validate", "--format", "phys", path(&file)]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains(&format!("root {r1}")), "{}", stdout(&o));
 }

@@ -847,3 +847,28 @@ proptest! {
         exercise(&bytes);
     }
 }
+
+#[test]
+fn scan_of_segments_sharing_file_bytes_stops_at_the_files_size() {
+    use iommu_flb_abi::reader::Options;
+    use iommu_flb_cli::scan::scan;
+    // 64 segments of 16 pages each, all over the same 16 pages of file:
+    // 1024 pages claimed, 16 held.
+    let payload: Vec<u8> = (0..16u8).flat_map(page).collect();
+    let off = common::data_offset(64);
+    let len = payload.len() as u64;
+    let phdrs: Vec<Ph> = (0..64u64)
+        .map(|i| load_seg(off, 0x100_0000 + i * len, len, len))
+        .collect();
+    let bytes = hand_made(LittleEndian, elf::ET_CORE.0, &phdrs, &payload);
+    let mut dump = load(bytes.as_slice(), AUTO).unwrap();
+    let limit = dump.scan_limit();
+    assert!(limit < 200, "limit {limit}");
+    let mut calls = 0;
+    let report = scan(&mut dump, &Options::default(), &mut |_, _| calls += 1);
+    assert!(report.stopped);
+    assert_eq!(report.pages, limit);
+    assert!(report.found.is_empty());
+    assert!(calls >= 1);
+    assert!(report.text("f").contains("the scan stopped early"));
+}

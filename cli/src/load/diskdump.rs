@@ -388,6 +388,12 @@ impl Kdump {
         self.status
     }
 
+    /// One past the last physical address the dump may hold
+    /// (`max_mapnr` pages of `block_size`), saturating.
+    pub fn end(&self) -> u64 {
+        self.max_mapnr.saturating_mul(u64::from(self.block_size))
+    }
+
     /// How many pages the dump holds (bits set in the 2nd bitmap).
     pub fn pages(&self) -> u64 {
         self.ndescs

@@ -145,6 +145,15 @@ impl Elf {
         })
     }
 
+    /// The physical ranges `[start, end)` that have file bytes, in
+    /// ascending order (segments do not overlap).
+    pub fn extents(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.segments
+            .iter()
+            .filter(|s| s.file_end > s.paddr)
+            .map(|s| (s.paddr, s.file_end))
+    }
+
     /// The number of `PT_LOAD` segments with memory.
     pub fn segments(&self) -> usize {
         self.segments.len()

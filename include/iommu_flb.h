@@ -21,9 +21,13 @@
 #ifdef __KERNEL__
 #include <linux/types.h>
 #else
-/* Userspace: only compiler-provided headers. The typedefs match the uapi
- * <linux/types.h> ones on LP64 (x86-64, arm64), so both may be included. */
-#include <stdint.h>
+/* Userspace: no header at all. The typedefs are the uapi <linux/types.h>
+ * ones (asm-generic/int-ll64.h, which x86-64 and arm64 use), so both may be
+ * included; __u64 is unsigned long long, as in the kernel, not __u64. */
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
 typedef unsigned short __le16;
 typedef unsigned int __le32;
 typedef unsigned long long __le64;
@@ -225,11 +229,11 @@ struct iommu_domain_ser {
   /**
    * @sign_extend: Whether addresses are sign-extended (0 or 1).
    */
-  uint8_t sign_extend;
+  __u8 sign_extend;
   /**
    * @padding: Always zero.
    */
-  uint8_t padding[3];
+  __u8 padding[3];
   /**
    * @restored_domain: Kernel pointer the next kernel stores after restore; 0 at handover.
    */
@@ -262,11 +266,11 @@ struct iommu_device_intel_ser {
   /**
    * @restored: Set by the next kernel after restore; 0 at handover.
    */
-  uint8_t restored;
+  __u8 restored;
   /**
    * @padding: Always zero.
    */
-  uint8_t padding[7];
+  __u8 padding[7];
   /**
    * @pasid_table: Physical address of the PASID table.
    */
@@ -352,11 +356,11 @@ struct iommu_intel_ser {
   /**
    * @restored: Set by the next kernel after restore; 0 at handover.
    */
-  uint8_t restored;
+  __u8 restored;
   /**
    * @padding: Always zero.
    */
-  uint8_t padding[7];
+  __u8 padding[7];
   /**
    * @phys_addr: MMIO base of the unit.
    */
@@ -634,11 +638,11 @@ struct iommu_domain_v2_ser {
   /**
    * @sign_extend: Whether addresses are sign-extended (0 or 1).
    */
-  uint8_t sign_extend;
+  __u8 sign_extend;
   /**
    * @padding: Zero.
    */
-  uint8_t padding[3];
+  __u8 padding[3];
 } __attribute__((__packed__));
 
 /**

@@ -542,7 +542,7 @@ struct iommu_flb_mem {
    * reads pages; when others may write them is in "Concurrency and
    * writes" at the top of this header. Must not be NULL.
    */
-  const uint8_t *(*page)(void *ctx, uint64_t phys);
+  const __u8 *(*page)(void *ctx, __u64 phys);
   /**
    * @ctx: Passed to @page unchanged; may be NULL.
    */
@@ -566,7 +566,7 @@ struct iommu_flb_mem {
    * it must only read @buf, which is inside an image page. NULL: the
    * library's own (crc32fast). Unused for version-1 images.
    */
-  uint32_t (*crc32)(void *ctx, uint32_t crc, const void *buf, size_t len);
+  __u32 (*crc32)(void *ctx, __u32 crc, const void *buf, size_t len);
 };
 
 /**
@@ -585,27 +585,27 @@ struct iommu_flb_error {
   /**
    * @kind: An enum iommu_flb_error_kind value.
    */
-  uint32_t kind;
+  __u32 kind;
   /**
    * @chain: An enum iommu_flb_chain value: where the error is. For the
    * writer's errors, the kind of object concerned.
    */
-  uint32_t chain;
+  __u32 chain;
   /**
    * @page: Index of the page in its chain (0 is the head), or
    * IOMMU_FLB_NONE for the root and for errors not in a chain page.
    */
-  uint64_t page;
+  __u64 page;
   /**
    * @page_phys: Physical address of that page; for the root, the root's
    * address; for the writer's errors, the object's record or the page
    * concerned; IOMMU_FLB_NONE if none applies.
    */
-  uint64_t page_phys;
+  __u64 page_phys;
   /**
    * @object: Slot of the record in its page (0-based), or IOMMU_FLB_NONE.
    */
-  uint64_t object;
+  __u64 object;
   /**
    * @field: The C name of the offending field or argument (a static
    * string), or NULL.
@@ -634,12 +634,12 @@ struct iommu_flb_cursor {
    * @pos: Private: the index of the next record slot (or page) to look
    * at.
    */
-  uint64_t pos;
+  __u64 pos;
   /**
    * @owner: Private: the image and walk the cursor belongs to; 0 until
    * its first use.
    */
-  uint64_t owner;
+  __u64 owner;
 };
 
 /**
@@ -659,7 +659,7 @@ struct iommu_flb_iommu_ref {
   /**
    * @phys: Its physical address (what devices' iommu_phys holds).
    */
-  uint64_t phys;
+  __u64 phys;
 };
 
 /**
@@ -679,7 +679,7 @@ struct iommu_flb_domain_ref {
   /**
    * @phys: Its physical address (what devices' domain_phys holds).
    */
-  uint64_t phys;
+  __u64 phys;
 };
 
 /**
@@ -700,7 +700,7 @@ struct iommu_flb_device_ref {
    * @phys: Its physical address; iommu_flb_device_domain() and
    * iommu_flb_device_iommu() find the device by it.
    */
-  uint64_t phys;
+  __u64 phys;
 };
 
 /**
@@ -710,40 +710,40 @@ struct iommu_flb_image_info {
   /**
    * @root_phys: The root's physical address.
    */
-  uint64_t root_phys;
+  __u64 root_phys;
   /**
    * @version: The format version (IOMMU_LUO_FLB_VERSION).
    */
-  uint64_t version;
+  __u64 version;
   /**
    * @page_size: The page size the image was validated with, in bytes.
    */
-  uint64_t page_size;
+  __u64 page_size;
   /**
    * @pages: Pages iommu_flb_restore() visits: the root's and every chain
    * page.
    */
-  uint64_t pages;
+  __u64 pages;
   /**
    * @iommu_pages: Pages in the IOMMU chain.
    */
-  uint64_t iommu_pages;
+  __u64 iommu_pages;
   /**
    * @domain_pages: Pages in the domain chain.
    */
-  uint64_t domain_pages;
+  __u64 domain_pages;
   /**
    * @device_pages: Pages in the device chain.
    */
-  uint64_t device_pages;
+  __u64 device_pages;
   /**
    * @live_iommus: Live IOMMUs.
    */
-  uint64_t live_iommus;
+  __u64 live_iommus;
   /**
    * @live_devices: Live devices.
    */
-  uint64_t live_devices;
+  __u64 live_devices;
 };
 
 /**
@@ -754,11 +754,11 @@ struct iommu_flb_restore_status {
    * @restored: Pages restored: all of them on success, else those before
    * the failed one (the first @restored of iommu_flb_next_page()).
    */
-  uint64_t restored;
+  __u64 restored;
   /**
    * @failed_phys: The page whose restore failed, or IOMMU_FLB_NONE.
    */
-  uint64_t failed_phys;
+  __u64 failed_phys;
   /**
    * @ret: What the callback returned for it (0 on success).
    */
@@ -785,7 +785,7 @@ struct iommu_flb_writer {
   /**
    * @opaque: Private.
    */
-  uint64_t opaque[IOMMU_FLB_WRITER_WORDS];
+  __u64 opaque[IOMMU_FLB_WRITER_WORDS];
 };
 
 /**
@@ -807,7 +807,7 @@ struct iommu_flb_page_alloc {
    * @alloc_page: Returns the physical address of a zeroed, preserved
    * page of @page_size bytes, or 0 when none is available.
    */
-  uint64_t (*alloc_page)(void *ctx);
+  __u64 (*alloc_page)(void *ctx);
   /**
    * @page: Returns the writable mapping of the page at @phys. The
    * library only asks for pages @alloc_page returned and @free_page has
@@ -820,11 +820,11 @@ struct iommu_flb_page_alloc {
    * overlap the struct iommu_flb_writer or its device index (such a page
    * is refused).
    */
-  uint8_t *(*page)(void *ctx, uint64_t phys);
+  __u8 *(*page)(void *ctx, __u64 phys);
   /**
    * @free_page: Takes back a page @alloc_page handed out.
    */
-  void (*free_page)(void *ctx, uint64_t phys);
+  void (*free_page)(void *ctx, __u64 phys);
   /**
    * @ctx: Passed to the callbacks unchanged; may be NULL.
    */
@@ -851,7 +851,7 @@ struct iommu_flb_page_alloc {
    * must not call the library on that writer (-EBUSY). NULL: the
    * library's own (crc32fast). Unused by version 1.
    */
-  uint32_t (*crc32)(void *ctx, uint32_t crc, const void *buf, size_t len);
+  __u32 (*crc32)(void *ctx, __u32 crc, const void *buf, size_t len);
 };
 
 /**
@@ -866,18 +866,18 @@ struct iommu_flb_writer_config {
    * kernels read today) or 2 (IOMMU_FLB_V2_VERSION, whose pages carry
    * a CRC-32, computed by &struct iommu_flb_page_alloc.crc32).
    */
-  uint32_t version;
+  __u32 version;
   /**
    * @reserved: Must be 0.
    */
-  uint32_t reserved;
+  __u32 reserved;
   /**
    * @generation: Version 2: this handover's generation, which the root
    * and every array page record, so that a page left from another
    * handover is refused (e.g. a counter kept across kexecs, or random
    * bits). Version 1 has none: must be 0.
    */
-  uint64_t generation;
+  __u64 generation;
 };
 
 /**
@@ -895,12 +895,12 @@ struct iommu_flb_handle {
   /**
    * @phys: Physical address of the object's record in the image.
    */
-  uint64_t phys;
+  __u64 phys;
   /**
    * @check: Private: a keyed check value over the object's kind and
    * @phys, keyed by a secret of the writer that handed it out.
    */
-  uint64_t check;
+  __u64 check;
 };
 
 /**
@@ -910,23 +910,23 @@ struct iommu_flb_counts {
   /**
    * @pages: Pages taken: the root and every array page.
    */
-  uint64_t pages;
+  __u64 pages;
   /**
    * @iommus: IOMMUs preserved and not unpreserved (with devices or not).
    */
-  uint64_t iommus;
+  __u64 iommus;
   /**
    * @live_iommus: IOMMUs with at least one live device: what readers see.
    */
-  uint64_t live_iommus;
+  __u64 live_iommus;
   /**
    * @domains: Live domains.
    */
-  uint64_t domains;
+  __u64 domains;
   /**
    * @devices: Live devices.
    */
-  uint64_t devices;
+  __u64 devices;
 };
 
 #ifdef __cplusplus
@@ -953,7 +953,7 @@ extern "C" {
  * iommu_flb_error_kind); -EINVAL without touching @err if @err is NULL.
  */
 int iommu_flb_scratch_size(const struct iommu_flb_mem *mem,
-                           uint64_t root,
+                           __u64 root,
                            size_t *size,
                            struct iommu_flb_error *err);
 
@@ -994,8 +994,8 @@ int iommu_flb_scratch_size(const struct iommu_flb_mem *mem,
  * -ESTALE. -EINVAL without touching @err if @err is NULL.
  */
 int iommu_flb_validate(const struct iommu_flb_mem *mem,
-                       uint64_t root,
-                       uint32_t mode,
+                       __u64 root,
+                       __u32 mode,
                        void *scratch,
                        size_t scratch_size,
                        const struct iommu_flb_image **image,
@@ -1070,8 +1070,8 @@ int iommu_flb_next_device(const struct iommu_flb_image *img,
  * root page can no longer be read.
  */
 int iommu_flb_find_iommu(const struct iommu_flb_image *img,
-                         uint64_t token,
-                         uint64_t iommu_type,
+                         __u64 token,
+                         __u64 iommu_type,
                          struct iommu_flb_iommu_ref *out);
 
 /**
@@ -1091,8 +1091,8 @@ int iommu_flb_find_iommu(const struct iommu_flb_image *img,
  * page can no longer be read.
  */
 int iommu_flb_find_device(const struct iommu_flb_image *img,
-                          uint32_t segment,
-                          uint32_t devid,
+                          __u32 segment,
+                          __u32 devid,
                           struct iommu_flb_device_ref *out);
 
 /**
@@ -1161,7 +1161,7 @@ int iommu_flb_image_info(const struct iommu_flb_image *img, struct iommu_flb_ima
  */
 int iommu_flb_next_page(const struct iommu_flb_image *img,
                         struct iommu_flb_cursor *cursor,
-                        uint64_t *phys);
+                        __u64 *phys);
 
 /**
  * iommu_flb_restore() - Restore every page of a validated image (phase two).
@@ -1188,7 +1188,7 @@ int iommu_flb_next_page(const struct iommu_flb_image *img,
  * page can no longer be read (nothing restored).
  */
 int iommu_flb_restore(const struct iommu_flb_image *img,
-                      int (*restore)(void *ctx, uint64_t phys),
+                      int (*restore)(void *ctx, __u64 phys),
                       void *ctx,
                       struct iommu_flb_restore_status *status);
 
@@ -1216,7 +1216,7 @@ int iommu_flb_restore(const struct iommu_flb_image *img,
  */
 int iommu_flb_writer_start(struct iommu_flb_writer *w,
                            const struct iommu_flb_page_alloc *alloc,
-                           uint64_t *root);
+                           __u64 *root);
 
 /**
  * iommu_flb_writer_index_size() - Size the storage of a device index.
@@ -1251,7 +1251,7 @@ int iommu_flb_writer_start_indexed(struct iommu_flb_writer *w,
                                    const struct iommu_flb_page_alloc *alloc,
                                    void *index,
                                    size_t index_size,
-                                   uint64_t *root);
+                                   __u64 *root);
 
 /**
  * iommu_flb_writer_start_config() - Start an image in a chosen format.
@@ -1282,7 +1282,7 @@ int iommu_flb_writer_start_config(struct iommu_flb_writer *w,
                                   const struct iommu_flb_writer_config *cfg,
                                   void *index,
                                   size_t index_size,
-                                  uint64_t *root);
+                                  __u64 *root);
 
 /**
  * iommu_flb_preserve_iommu() - Preserve an IOMMU unit.
@@ -1308,8 +1308,8 @@ int iommu_flb_writer_start_config(struct iommu_flb_writer *w,
  * failure leaves the image unchanged (every page holds the bytes it held).
  */
 int iommu_flb_preserve_iommu(struct iommu_flb_writer *w,
-                             uint64_t token,
-                             uint64_t iommu_type,
+                             __u64 token,
+                             __u64 iommu_type,
                              const union iommu_hw_vendor_ser *vendor,
                              struct iommu_flb_handle *out);
 
@@ -1432,7 +1432,7 @@ int iommu_flb_writer_last_error(const struct iommu_flb_writer *w, struct iommu_f
  * already finished or aborted, or a copy), -EBUSY while another call on
  * @w runs.
  */
-int iommu_flb_writer_finish(struct iommu_flb_writer *w, uint64_t *root);
+int iommu_flb_writer_finish(struct iommu_flb_writer *w, __u64 *root);
 
 /**
  * iommu_flb_writer_abort() - Abandon the image and free its pages.

@@ -74,3 +74,22 @@ fn header_compatible_string_matches_rust_constant() {
     );
     assert!(header.contains(&want), "header lacks `{want}`");
 }
+
+/// Both headers name integers as the kernel's shared headers do (`__u8`
+/// ... `__u64`, `__le16` ... `__le64`), never with `<stdint.h>`'s names,
+/// and include nothing in userspace but `<stddef.h>` (for `size_t`).
+#[test]
+fn headers_spell_integers_with_the_kernels_names() {
+    for header in ["include/iommu_flb.h", "include/iommu_flb_api.h"] {
+        let text = std::fs::read_to_string(repo_root().join(header)).unwrap();
+        for word in ["uint8_t", "uint16_t", "uint32_t", "uint64_t", "stdint.h"] {
+            assert!(!text.contains(word), "{header} uses {word}");
+        }
+        for line in text.lines().filter(|l| l.starts_with("#include <")) {
+            assert!(
+                ["#include <linux/types.h>", "#include <stddef.h>"].contains(&line),
+                "{header}: {line}"
+            );
+        }
+    }
+}

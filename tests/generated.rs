@@ -38,12 +38,21 @@ fn check(config: &str, header: &str, builder: impl FnOnce(cbindgen::Builder) -> 
     );
 }
 
-/// The one rewrite of cbindgen's output, so that `scripts/kernel-doc` can
-/// parse the header: cbindgen writes the packed attribute between the tag
-/// and the name (`struct ATTR name {`), which kernel-doc does not
-/// recognize as a struct; the kernel's style puts it after the closing
-/// brace (`} ATTR;`), which means the same to the compiler.
+/// The two rewrites of cbindgen's output, into the kernel's style:
+///
+/// - the fixed-width integers C's `<stdint.h>` names (`uint8_t` ...
+///   `uint64_t`, which cbindgen writes for Rust's `u8` ... `u64`) are
+///   spelled as the kernel's headers shared with userspace spell them
+///   (`__u8` ... `__u64`): `<linux/types.h>` defines them in kernel mode,
+///   and the header's userspace branch defines them as uapi's
+///   `<linux/types.h>` does, so both may be included;
+/// - so that `scripts/kernel-doc` can parse the header: cbindgen writes the
+///   packed attribute between the tag and the name (`struct ATTR name {`),
+///   which kernel-doc does not recognize as a struct; the kernel's style
+///   puts it after the closing brace (`} ATTR;`), which means the same to
+///   the compiler.
 fn kernel_style(header: &str) -> String {
+    let header = kernel_types(header);
     const ATTR: &str = "__attribute__((__packed__))";
     let mut out = String::with_capacity(header.len());
     let mut packed_open = false;
@@ -72,6 +81,40 @@ fn kernel_style(header: &str) -> String {
         !packed_open,
         "unterminated packed definition in cbindgen output"
     );
+    out
+}
+
+/// `uintN_t` -> `__uN` wherever cbindgen wrote it as a whole word.
+fn kernel_types(header: &str) -> String {
+    let mut out = String::with_capacity(header.len());
+    let mut rest = header;
+    while let Some(at) = rest.find("uint") {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        let word_start = !before
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        let bits = ["8", "16", "32", "64"].into_iter().find(|b| {
+            from[4..].starts_with(&format!("{b}_t"))
+                && !from[4 + b.len() + 2..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        match bits {
+            Some(b) if word_start => {
+                out.push_str("__u");
+                out.push_str(b);
+                rest = &from[4 + b.len() + 2..];
+            }
+            _ => {
+                out.push_str("uint");
+                rest = &from[4..];
+            }
+        }
+    }
+    out.push_str(rest);
     out
 }
 

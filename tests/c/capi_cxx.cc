@@ -16,7 +16,7 @@
 
 namespace {
 
-constexpr uint64_t kBase = 0x50000000ULL;
+constexpr __u64 kBase = 0x50000000ULL;
 constexpr unsigned kPages = 8;
 constexpr size_t kPage = 4096;
 alignas(kPage) unsigned char mem[kPages * kPage];
@@ -29,15 +29,15 @@ void die(const char *what, int ret)
 }
 
 // Pool index of a page-aligned address inside the pool, or -1.
-int slot(uint64_t phys)
+int slot(__u64 phys)
 {
 	if (phys < kBase || phys % kPage)
 		return -1;
-	uint64_t i = (phys - kBase) / kPage;
+	__u64 i = (phys - kBase) / kPage;
 	return i < kPages ? static_cast<int>(i) : -1;
 }
 
-uint64_t alloc_page(void *)
+__u64 alloc_page(void *)
 {
 	for (unsigned i = 0; i < kPages; i++)
 		if (!used[i]) {
@@ -49,7 +49,7 @@ uint64_t alloc_page(void *)
 }
 
 // The writer asks only for pages alloc_page() handed out.
-uint8_t *write_page(void *, uint64_t phys)
+__u8 *write_page(void *, __u64 phys)
 {
 	int i = slot(phys);
 	if (i < 0 || !used[i])
@@ -57,7 +57,7 @@ uint8_t *write_page(void *, uint64_t phys)
 	return mem + i * kPage;
 }
 
-void free_page(void *, uint64_t phys)
+void free_page(void *, __u64 phys)
 {
 	int i = slot(phys);
 	if (i >= 0)
@@ -65,7 +65,7 @@ void free_page(void *, uint64_t phys)
 }
 
 // The reader's addresses come from the image: only pool pages in use.
-const uint8_t *read_page(void *, uint64_t phys)
+const __u8 *read_page(void *, __u64 phys)
 {
 	int i = slot(phys);
 	return i >= 0 && used[i] ? mem + i * kPage : nullptr;
@@ -82,7 +82,7 @@ int main()
 	alloc.page_size = kPage;
 	struct iommu_flb_writer w = IOMMU_FLB_WRITER_INIT;
 	struct iommu_flb_handle hw, dom, dev;
-	uint64_t root;
+	__u64 root;
 	int ret;
 
 	if ((ret = iommu_flb_writer_start(&w, &alloc, &root)))
@@ -125,7 +125,7 @@ int main()
 	struct iommu_flb_domain_ref dr;
 	struct iommu_flb_device_ref vr;
 	unsigned iommus = 0, domains = 0, devices = 0, pages = 0;
-	uint64_t phys;
+	__u64 phys;
 	iommu_flb_for_each_iommu(img, cur, hr, ret)
 		iommus += hr.phys == hw.phys;
 	if (ret)

@@ -51,7 +51,7 @@ static size_t dump_len;
  * handover (here: of the dump) and NULL for anything else. The library
  * promises page-aligned addresses; anything else fails the test.
  */
-static const uint8_t *dump_page(void *ctx, uint64_t phys)
+static const __u8 *dump_page(void *ctx, __u64 phys)
 {
 	unsigned long long off;
 
@@ -108,7 +108,7 @@ static unsigned long long pages[1 << 16];
 static size_t nr_pages;
 
 /* iommu_flb_restore()'s callback: records the order. */
-static int restore_page(void *ctx, uint64_t phys)
+static int restore_page(void *ctx, __u64 phys)
 {
 	(void)ctx;
 	if (nr_pages == sizeof(pages) / sizeof(pages[0]))
@@ -163,7 +163,7 @@ static void walk_api(const struct iommu_flb_image *img)
 	struct iommu_flb_device_ref dev, found_dev;
 	struct iommu_flb_restore_status status;
 	struct iommu_flb_image_info info;
-	uint64_t phys;
+	__u64 phys;
 	unsigned long lookups = 0;
 	size_t i;
 	int ret;
@@ -290,7 +290,7 @@ int main(int argc, char **argv)
 		scratch = aligned_alloc(IOMMU_FLB_SCRATCH_ALIGN, size ? (size + 7) / 8 * 8 : 8);
 		if (!scratch)
 			return 2;
-		ret = iommu_flb_validate(&mem, root, (uint32_t)mode, scratch, size, &img, &err);
+		ret = iommu_flb_validate(&mem, root, (__u32)mode, scratch, size, &img, &err);
 	}
 	if (ret) {
 		if (ret != err.error)

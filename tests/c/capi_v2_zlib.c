@@ -51,7 +51,7 @@ static void die(const char *what, long v)
 	exit(1);
 }
 
-static uint64_t pool_alloc(void *ctx)
+static __u64 pool_alloc(void *ctx)
 {
 	struct pool *p = ctx;
 	unsigned int k, idx;
@@ -61,36 +61,36 @@ static uint64_t pool_alloc(void *ctx)
 		if (!p->used[idx]) {
 			p->used[idx] = 1;
 			memset(mem + (size_t)idx * PAGE, 0, PAGE);
-			return MEM_BASE + (uint64_t)idx * PAGE;
+			return MEM_BASE + (__u64)idx * PAGE;
 		}
 	}
 	return 0;
 }
 
-static uint8_t *pool_page(void *ctx, uint64_t phys)
+static __u8 *pool_page(void *ctx, __u64 phys)
 {
 	struct pool *p = ctx;
-	uint64_t idx = (phys - MEM_BASE) / PAGE;
+	__u64 idx = (phys - MEM_BASE) / PAGE;
 
 	if (phys < MEM_BASE || phys % PAGE || idx >= NR_PAGES || !p->used[idx])
 		die("page(): not a page of the pool", (long)phys);
 	return mem + idx * PAGE;
 }
 
-static void pool_free(void *ctx, uint64_t phys)
+static void pool_free(void *ctx, __u64 phys)
 {
 	struct pool *p = ctx;
-	uint64_t idx = (phys - MEM_BASE) / PAGE;
+	__u64 idx = (phys - MEM_BASE) / PAGE;
 
 	if (phys >= MEM_BASE && idx < NR_PAGES)
 		p->used[idx] = 0;
 }
 
 /* The reader's page callback: only pages of the pool in use. */
-static const uint8_t *pool_read(void *ctx, uint64_t phys)
+static const __u8 *pool_read(void *ctx, __u64 phys)
 {
 	struct pool *p = ctx;
-	uint64_t idx = (phys - MEM_BASE) / PAGE;
+	__u64 idx = (phys - MEM_BASE) / PAGE;
 
 	if (phys < MEM_BASE || phys % PAGE || idx >= NR_PAGES || !p->used[idx])
 		return NULL;
@@ -102,7 +102,7 @@ static const uint8_t *pool_read(void *ctx, uint64_t phys)
  * (The kernel's is ~crc32_le(~crc, buf, len).) It must run only inside a
  * library call on the writer, when one is named: that writer is busy then.
  */
-static uint32_t zlib_crc(void *ctx, uint32_t crc, const void *buf, size_t len)
+static __u32 zlib_crc(void *ctx, __u32 crc, const void *buf, size_t len)
 {
 	struct pool *p = ctx;
 	struct iommu_flb_error err;
@@ -110,33 +110,33 @@ static uint32_t zlib_crc(void *ctx, uint32_t crc, const void *buf, size_t len)
 	p->crc_calls++;
 	if (p->writer && iommu_flb_writer_last_error(p->writer, &err) != -EBUSY)
 		p->not_busy++;
-	return (uint32_t)crc32_z(crc, buf, len);
+	return (__u32)crc32_z(crc, buf, len);
 }
 
-static uint32_t le32(const unsigned char *p)
+static __u32 le32(const unsigned char *p)
 {
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+	return (__u32)p[0] | (__u32)p[1] << 8 | (__u32)p[2] << 16 | (__u32)p[3] << 24;
 }
 
 /* The page's CRC, with zlib alone: the bytes before the field, then after. */
-static uint32_t page_crc(const unsigned char *page, size_t off)
+static __u32 page_crc(const unsigned char *page, size_t off)
 {
 	uLong c = crc32(0L, Z_NULL, 0);
 
 	c = crc32(c, page, (uInt)off);
-	return (uint32_t)crc32(c, page + off + 4, (uInt)(PAGE - off - 4));
+	return (__u32)crc32(c, page + off + 4, (uInt)(PAGE - off - 4));
 }
 
 static const struct {
-	uint64_t token;
-	uint64_t type;
+	__u64 token;
+	__u64 type;
 } units[3] = {
 	{ 0xfed90000ULL, IOMMU_INTEL },
 	{ 0x09050000ULL, IOMMU_ARM_SMMUV3 },
 	{ 0xfed91000ULL, IOMMU_INTEL }, /* preserved, never used: invisible */
 };
 
-static int validate(const struct iommu_flb_mem *m, uint64_t root, void **scratch,
+static int validate(const struct iommu_flb_mem *m, __u64 root, void **scratch,
 		    const struct iommu_flb_image **img, struct iommu_flb_error *err)
 {
 	size_t size;
@@ -167,7 +167,7 @@ int main(int argc, char **argv)
 	struct iommu_flb_handle hw[3], dom[NR_DOMAINS], dev[NR_DEVICES];
 	unsigned char dev_live[NR_DEVICES];
 	unsigned int refs[3] = { 0 }, n, pages;
-	uint64_t index[2 * 2 * NR_DEVICES + 2];
+	__u64 index[2 * 2 * NR_DEVICES + 2];
 	const struct iommu_flb_image *img;
 	struct iommu_flb_image_info info;
 	struct iommu_flb_error err;
@@ -176,7 +176,7 @@ int main(int argc, char **argv)
 	struct iommu_flb_domain_ref dr;
 	struct iommu_flb_device_ref vr;
 	void *scratch = NULL;
-	uint64_t root, phys;
+	__u64 root, phys;
 	unsigned long writer_calls;
 	FILE *out;
 	int i, ret;
@@ -218,7 +218,7 @@ int main(int argc, char **argv)
 		memset(&v, 0, sizeof(v));
 		if (units[i].type == IOMMU_INTEL) {
 			v.intel.phys_addr = units[i].token;
-			v.intel.root_table = 0x7000000ULL + (uint64_t)i * PAGE;
+			v.intel.root_table = 0x7000000ULL + (__u64)i * PAGE;
 			v.intel.context_tables_bitmap[7] = 0x80;
 		} else {
 			v.smmuv3.phys_addr = units[i].token;
@@ -230,7 +230,7 @@ int main(int argc, char **argv)
 	}
 	for (i = 0; i < NR_DOMAINS; i++) {
 		struct iommu_domain_ser d = {
-			.top_table_phys = 0x20000000ULL + (uint64_t)i * PAGE,
+			.top_table_phys = 0x20000000ULL + (__u64)i * PAGE,
 			.top_level = 4,
 			.vasz = 39 + (unsigned int)i % 10,
 		};
@@ -246,13 +246,13 @@ int main(int argc, char **argv)
 		memset(&d, 0, sizeof(d));
 		d.devid = (unsigned int)(NR_DEVICES - i) << 3; /* descending: the index finds duplicates */
 		d.pci_domain_nr = (unsigned int)i % 3;
-		d.dma_owner_token = 0xd000 + (uint64_t)i;
+		d.dma_owner_token = 0xd000 + (__u64)i;
 		if (units[unit].type == IOMMU_INTEL) {
-			d.domain_iommu_ser.attachment_id = (uint64_t)i % 7 + 1;
-			d.vendor.intel.pasid_table = 0x9000000ULL + (uint64_t)i * PAGE;
+			d.domain_iommu_ser.attachment_id = (__u64)i % 7 + 1;
+			d.vendor.intel.pasid_table = 0x9000000ULL + (__u64)i * PAGE;
 			d.vendor.intel.max_pasid = 1u << 20;
 		} else {
-			d.vendor.smmuv3.l1_cdtab_lu_state = 0xa000000ULL + (uint64_t)i;
+			d.vendor.smmuv3.l1_cdtab_lu_state = 0xa000000ULL + (__u64)i;
 			d.vendor.smmuv3.num_l2_cdtables = 2;
 		}
 		ret = iommu_flb_preserve_device(&w, &d, &dom[(i * 7) % NR_DOMAINS], &hw[unit],
@@ -284,9 +284,9 @@ int main(int argc, char **argv)
 	/* Every page's crc, with zlib alone. */
 	for (i = 0, pages = 0; i < NR_PAGES; i++) {
 		const unsigned char *page = mem + (size_t)i * PAGE;
-		int is_root = MEM_BASE + (uint64_t)i * PAGE == root;
+		int is_root = MEM_BASE + (__u64)i * PAGE == root;
 		size_t off = is_root ? IOMMU_FLB_V2_ROOT_CRC_OFFSET : IOMMU_FLB_V2_PAGE_CRC_OFFSET;
-		uint32_t magic = is_root ? IOMMU_FLB_V2_ROOT_MAGIC : IOMMU_FLB_V2_PAGE_MAGIC;
+		__u32 magic = is_root ? IOMMU_FLB_V2_ROOT_MAGIC : IOMMU_FLB_V2_PAGE_MAGIC;
 
 		if (!pool.used[i])
 			continue;
@@ -370,7 +370,7 @@ int main(int argc, char **argv)
 	/* A flipped bit in the last page is refused as a checksum mismatch. */
 	{
 		struct iommu_flb_cursor pc = IOMMU_FLB_CURSOR_INIT;
-		uint64_t last = 0;
+		__u64 last = 0;
 		unsigned char *byte;
 
 		while (iommu_flb_next_page(img, &pc, &phys) == 1)

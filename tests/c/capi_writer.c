@@ -36,7 +36,7 @@ struct pool {
 	int fail;
 };
 
-static uint64_t pool_alloc(void *ctx)
+static __u64 pool_alloc(void *ctx)
 {
 	struct pool *p = ctx;
 	unsigned int k, idx;
@@ -48,7 +48,7 @@ static uint64_t pool_alloc(void *ctx)
 		if (!p->used[idx]) {
 			p->used[idx] = 1;
 			memset(mem + (size_t)idx * PAGE, 0, PAGE);
-			return MEM_BASE + (uint64_t)idx * PAGE;
+			return MEM_BASE + (__u64)idx * PAGE;
 		}
 	}
 	return 0;
@@ -60,10 +60,10 @@ static uint64_t pool_alloc(void *ctx)
  * is what lets the kernel use plain phys_to_virt(). Anything else fails
  * the test.
  */
-static uint8_t *pool_page(void *ctx, uint64_t phys)
+static __u8 *pool_page(void *ctx, __u64 phys)
 {
 	struct pool *p = ctx;
-	uint64_t idx = (phys - MEM_BASE) / PAGE;
+	__u64 idx = (phys - MEM_BASE) / PAGE;
 
 	if (phys < MEM_BASE || phys % PAGE || idx >= NR_PAGES || !p->used[idx]) {
 		fprintf(stderr, "capi_writer: page(%#llx): not a page of the pool\n",
@@ -82,10 +82,10 @@ static unsigned int pages_used(const struct pool *p)
 	return n;
 }
 
-static void pool_free(void *ctx, uint64_t phys)
+static void pool_free(void *ctx, __u64 phys)
 {
 	struct pool *p = ctx;
-	uint64_t idx = (phys - MEM_BASE) / PAGE;
+	__u64 idx = (phys - MEM_BASE) / PAGE;
 
 	if (phys >= MEM_BASE && idx < NR_PAGES)
 		p->used[idx] = 0;
@@ -123,8 +123,8 @@ static void expect(const char *check, struct iommu_flb_writer *w, int ret, int w
 }
 
 static const struct {
-	uint64_t token;
-	uint64_t type;
+	__u64 token;
+	__u64 type;
 } units[4] = {
 	{ 0xfed90000ULL, IOMMU_INTEL },
 	{ 0x09050000ULL, IOMMU_ARM_SMMUV3 },
@@ -144,8 +144,8 @@ int main(int argc, char **argv)
 	struct iommu_flb_handle hw[4], dom[110], dev[130], h;
 	unsigned int refs[4] = { 0 };
 	unsigned char dev_live[130], dom_live[110];
-	uint64_t index[8];
-	uint64_t root, root2;
+	__u64 index[8];
+	__u64 root, root2;
 	FILE *out;
 	int i, ret;
 
@@ -169,7 +169,7 @@ int main(int argc, char **argv)
 		memset(&v, 0, sizeof(v));
 		if (units[i].type == IOMMU_INTEL) {
 			v.intel.phys_addr = units[i].token;
-			v.intel.root_table = 0x7000000ULL + (uint64_t)i * PAGE;
+			v.intel.root_table = 0x7000000ULL + (__u64)i * PAGE;
 			v.intel.context_tables_bitmap[0] = 0x5;
 		} else {
 			v.smmuv3.phys_addr = units[i].token;
@@ -190,7 +190,7 @@ int main(int argc, char **argv)
 
 	for (i = 0; i < 110; i++) { /* two domain pages: 102 + 8 */
 		struct iommu_domain_ser d = {
-			.top_table_phys = 0x20000000ULL + (uint64_t)i * PAGE,
+			.top_table_phys = 0x20000000ULL + (__u64)i * PAGE,
 			.top_level = 4,
 			.vasz = 48,
 		};
@@ -213,13 +213,13 @@ int main(int argc, char **argv)
 		memset(&d, 0, sizeof(d));
 		d.devid = (unsigned int)(130 - i) << 3;
 		d.pci_domain_nr = (unsigned int)i % 2;
-		d.dma_owner_token = 0xd000 + (uint64_t)i;
+		d.dma_owner_token = 0xd000 + (__u64)i;
 		if (units[unit].type == IOMMU_INTEL) {
-			d.domain_iommu_ser.attachment_id = (uint64_t)i % 7 + 1;
-			d.vendor.intel.pasid_table = 0x9000000ULL + (uint64_t)i * PAGE;
+			d.domain_iommu_ser.attachment_id = (__u64)i % 7 + 1;
+			d.vendor.intel.pasid_table = 0x9000000ULL + (__u64)i * PAGE;
 			d.vendor.intel.max_pasid = 1u << 20;
 		} else {
-			d.vendor.smmuv3.l1_cdtab_lu_state = 0xa000000ULL + (uint64_t)i;
+			d.vendor.smmuv3.l1_cdtab_lu_state = 0xa000000ULL + (__u64)i;
 			d.vendor.smmuv3.num_l2_cdtables = 2;
 		}
 		ret = iommu_flb_preserve_device(&w, &d, &dom[i % 110], &hw[unit], &dev[i]);
@@ -256,7 +256,7 @@ int main(int argc, char **argv)
 		       "EINVAL", -1, NULL, NULL);
 		/* A domain handle moved onto device 0's slot. */
 		forged = dom[1];
-		forged.phys = (dev[0].phys & ~(uint64_t)(PAGE - 1)) + 16;
+		forged.phys = (dev[0].phys & ~(__u64)(PAGE - 1)) + 16;
 		expect("forged-handle", &w, iommu_flb_unpreserve_domain(&w, &forged), -EINVAL,
 		       "EINVAL", IOMMU_FLB_ERR_FOREIGN_HANDLE, "foreign-handle", NULL);
 		/* An IOMMU handle naming a page the pool never handed out. */

@@ -45,7 +45,7 @@ _Static_assert(IOMMU_FLB_SCRATCH_ALIGN <= 8, "kvmalloc() alignment suffices");
  * so only a page KHO preserved for this handover is mapped; anything else
  * (a hole in the memory map included) is NULL.
  */
-static const uint8_t *flb_page(void *ctx, uint64_t phys)
+static const __u8 *flb_page(void *ctx, __u64 phys)
 {
 	(void)ctx;
 	if (!kho_is_preserved_page(phys))
@@ -64,7 +64,7 @@ static u32 flb_crc32(void *ctx, u32 crc, const void *buf, size_t len)
 	return ~crc32_le(~crc, buf, len);
 }
 
-static int flb_restore_page(void *ctx, uint64_t phys)
+static int flb_restore_page(void *ctx, __u64 phys)
 {
 	(void)ctx;
 	return kho_restore_page(phys);
@@ -74,7 +74,7 @@ static int flb_restore_page(void *ctx, uint64_t phys)
 static void flb_unwind(const struct iommu_flb_image *img, u64 n)
 {
 	struct iommu_flb_cursor cur = IOMMU_FLB_CURSOR_INIT;
-	uint64_t phys;
+	__u64 phys;
 
 	while (n-- && iommu_flb_next_page(img, &cur, &phys) > 0)
 		kho_unrestore_page(phys);
@@ -154,7 +154,7 @@ refuse:
 }
 
 /* The outgoing kernel's page allocator. */
-static uint64_t flb_alloc(void *ctx)
+static __u64 flb_alloc(void *ctx)
 {
 	void *p = kho_alloc_preserve_page();
 
@@ -167,20 +167,20 @@ static uint64_t flb_alloc(void *ctx)
  * flb_alloc() handed out and flb_free() did not take back, so plain
  * phys_to_virt() is enough.
  */
-static uint8_t *flb_map(void *ctx, uint64_t phys)
+static __u8 *flb_map(void *ctx, __u64 phys)
 {
 	(void)ctx;
 	return phys_to_virt(phys);
 }
 
-static void flb_free(void *ctx, uint64_t phys)
+static void flb_free(void *ctx, __u64 phys)
 {
 	(void)ctx;
 	kho_unpreserve_free_page(phys_to_virt(phys));
 }
 
 static struct iommu_flb_writer flb_writer = IOMMU_FLB_WRITER_INIT;
-static uint64_t flb_index[64];
+static __u64 flb_index[64];
 
 /*
  * The outgoing kernel: preserve one device, then hand over (or abort), in

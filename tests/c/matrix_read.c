@@ -33,7 +33,7 @@ static unsigned long long dump_base;
 static size_t dump_len;
 
 /* struct iommu_flb_mem.page: only pages of the dump, NULL for the rest. */
-static const uint8_t *dump_page(void *ctx, uint64_t phys)
+static const __u8 *dump_page(void *ctx, __u64 phys)
 {
 	unsigned long long off;
 
@@ -52,12 +52,12 @@ static void fail(const char *what)
 	exit(1);
 }
 
-static uint64_t iommu_token(const struct iommu_flb_iommu_ref *r)
+static __u64 iommu_token(const struct iommu_flb_iommu_ref *r)
 {
 	return r->ser ? r->ser->token : r->ser_v2->token;
 }
 
-static uint64_t top_table(const struct iommu_flb_domain_ref *r)
+static __u64 top_table(const struct iommu_flb_domain_ref *r)
 {
 	return r->ser ? r->ser->top_table_phys : r->ser_v2->top_table_phys;
 }
@@ -76,7 +76,7 @@ static void walk(const struct iommu_flb_image *img)
 	printf("version %llu\n", (unsigned long long)info.version);
 	iommu_flb_for_each_iommu(img, cur, hw, ret) {
 		const struct iommu_hdr_ser *h = hw.ser ? &hw.ser->hdr : &hw.ser_v2->hdr;
-		uint64_t type = hw.ser ? hw.ser->type : hw.ser_v2->type;
+		__u64 type = hw.ser ? hw.ser->type : hw.ser_v2->type;
 
 		printf("iommu %#llx %llu %u\n", (unsigned long long)iommu_token(&hw),
 		       (unsigned long long)type, h->ref_count);

@@ -5,8 +5,11 @@
 //! the image in its own RAM and names its root by guest physical address.
 //! [`GuestImage`] is the [`Memory`] through which
 //! [`iommu_flb_abi::reader`] reads that image out of any
-//! [`GuestMemory`]: `GuestMemoryMmap`, a Xen mapping, an `IommuMemory`
-//! view, or the VMM's own backend.
+//! [`GuestMemory`]: `GuestMemoryMmap`, a Xen mapping, or the VMM's own
+//! backend. It reads at the `GuestMemory`'s addresses: for the guest's RAM
+//! itself (not an `IommuMemory` view of it, whose addresses are I/O
+//! virtual) those are the guest physical addresses the guest's kernel wrote
+//! into the image.
 //!
 //! # Example
 //!

@@ -90,14 +90,14 @@
 //!   validation that validation never saw. With one copy per page, the
 //!   checks and the view see the same bytes.
 //!
-//! The cost is one copy per page the reader needs (the reader's own checks
-//! cost more) and holding those copies until the `GuestImage` is dropped;
-//! the validated image borrows it. Each page is a snapshot of the moment it
-//! was first asked for: a guest that keeps running may change a page after
-//! another was copied, and the image is then a consistent mix the reader
-//! validated as a whole. For one point in time, pause the vCPUs while
-//! validating, as a VMM does for a live update anyway. Restoring reads the
-//! copies too, so what is restored is what was validated.
+//! The cost is one copy of each page the reader needs, held until the
+//! `GuestImage` is dropped (the validated image borrows it). Each page is a
+//! snapshot of the moment it was first asked for: a guest that keeps
+//! running may change a page after another was copied, and the image is
+//! then a consistent mix the reader validated as a whole. For one point in
+//! time, pause the vCPUs while validating, as a VMM does for a live update
+//! anyway. The image's page list (`pages`, `restore`) comes from the copies
+//! too, so it is the list that was validated.
 //!
 //! The crate has no `unsafe` code (`#![forbid(unsafe_code)]`): the copies
 //! live in write-once cells ([`OnceLock`]) that are never moved or freed

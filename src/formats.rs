@@ -19,12 +19,10 @@
 //! ```
 //! use iommu_flb_abi::formats::{FORMATS, Formats, negotiate};
 //! use iommu_flb_abi::writer::Config;
-//! use zerocopy::IntoBytes;
 //!
 //! // The next kernel's descriptor, as read from its ELF section (here:
 //! // one like ours).
-//! let stored = FORMATS.to_ser();
-//! let theirs = Formats::parse(stored.as_bytes()).unwrap();
+//! let theirs = Formats::parse(&FORMATS.to_bytes()).unwrap();
 //! let agreed = negotiate(&FORMATS, &theirs).unwrap();
 //! assert_eq!(agreed.version, 2);
 //! let config = Config::negotiated(&agreed, 0x2a);
@@ -87,6 +85,18 @@ impl FormatSupport {
         compat: 0,
         incompat: 0,
     };
+
+    /// An entry that reads and writes `version` and knows none of its
+    /// feature bits.
+    pub const fn read_write(version: u32) -> Self {
+        FormatSupport {
+            version,
+            read: true,
+            write: true,
+            compat: 0,
+            incompat: 0,
+        }
+    }
 
     /// The entry's `flags` (`IOMMU_FLB_FORMATS_READ`, `..._WRITE`).
     pub const fn flags(&self) -> u32 {
@@ -257,6 +267,13 @@ impl Formats {
             count: Le32::new(version_u32(self.len as u64)),
             entries,
         }
+    }
+
+    /// The descriptor as stored, as bytes: what
+    /// `IOMMU_FLB_DECLARE_FORMATS()` puts in the ELF section for
+    /// [`FORMATS`].
+    pub fn to_bytes(&self) -> [u8; SIZE] {
+        zerocopy::transmute!(self.to_ser())
     }
 
     /// The used entries, in stored order.
@@ -795,12 +812,12 @@ impl std::error::Error for NegotiateError {}
 /// use iommu_flb_abi::formats::{FORMATS, FormatSupport, Formats, NegotiateError, negotiate};
 ///
 /// // Rolling back to a kernel that reads only version 1.
-/// let v1 = FormatSupport { version: 1, read: true, write: true, compat: 0, incompat: 0 };
+/// let v1 = FormatSupport::read_write(1);
 /// let old = Formats::new(&[v1]).unwrap();
 /// assert_eq!(negotiate(&FORMATS, &old).unwrap().version, 1);
 ///
 /// // A kernel that reads only a version this one does not write.
-/// let v7 = FormatSupport { version: 7, ..v1 };
+/// let v7 = FormatSupport::read_write(7);
 /// let err = negotiate(&FORMATS, &Formats::new(&[v7]).unwrap()).unwrap_err();
 /// assert_eq!(
 ///     err.to_string(),

@@ -54,7 +54,7 @@ fn support(version: u32, read: bool, write: bool) -> FormatSupport {
 }
 
 fn rw(version: u32) -> FormatSupport {
-    support(version, true, true)
+    FormatSupport::read_write(version)
 }
 
 fn formats(entries: &[FormatSupport]) -> Formats {

@@ -221,9 +221,9 @@ impl Formats {
     /// Refuses, in this order: fewer bytes than descriptor version 1
     /// ([`Short`](FormatsError::Short)), a wrong `magic`, a descriptor
     /// `version` other than 1, a `size` below descriptor version 1's or
-    /// beyond `bytes`, a `count` beyond the entry array, then per entry a
-    /// used one with version 0, unknown flags or a version an earlier entry
-    /// has, and an unused one that is not zero.
+    /// beyond `bytes`, a `count` beyond the entry array, then entry by
+    /// entry: a used one with version 0 or the version of an earlier entry,
+    /// or with unknown flags, and an unused one that is not zero.
     pub fn parse_prefix(bytes: &[u8]) -> Result<(Formats, &[u8]), FormatsError> {
         let (ser, _) = IommuFlbFormats::ref_from_prefix(bytes)
             .map_err(|_| FormatsError::Short { len: bytes.len() })?;
@@ -419,13 +419,15 @@ fn check_entries(ser: &IommuFlbFormats) -> Result<Formats, FormatsError> {
         .filter(|&n| n <= MAX)
         .ok_or(FormatsError::TooManyEntries { count, max: MAX })?;
     let mut entries = [FormatSupport::NONE; MAX];
-    for ((entry, e), slot) in (0usize..).zip(&ser.entries).zip(entries.iter_mut()) {
+    for (entry, e) in (0usize..).zip(&ser.entries) {
         if entry >= len {
             if e.as_bytes().iter().any(|&b| b != 0) {
                 return Err(FormatsError::UnusedEntryNotZero { entry });
             }
             continue;
         }
+        let version = e.version.get();
+        check_entry(entries.get(..entry).unwrap_or(&[]), entry, version)?;
         let flags = e.flags.get();
         let unknown = flags & !IOMMU_FLB_FORMATS_FLAGS_KNOWN;
         if unknown != 0 {
@@ -434,23 +436,21 @@ fn check_entries(ser: &IommuFlbFormats) -> Result<Formats, FormatsError> {
                 bits: unknown,
             });
         }
-        *slot = FormatSupport {
-            version: e.version.get(),
-            read: flags & IOMMU_FLB_FORMATS_READ != 0,
-            write: flags & IOMMU_FLB_FORMATS_WRITE != 0,
-            compat: e.compat_known.get(),
-            incompat: e.incompat_known.get(),
-        };
-    }
-    let used = entries.get(..len).unwrap_or(&[]);
-    for (entry, e) in (0usize..).zip(used) {
-        check_entry(used, entry, e.version)?;
+        if let Some(slot) = entries.get_mut(entry) {
+            *slot = FormatSupport {
+                version,
+                read: flags & IOMMU_FLB_FORMATS_READ != 0,
+                write: flags & IOMMU_FLB_FORMATS_WRITE != 0,
+                compat: e.compat_known.get(),
+                incompat: e.incompat_known.get(),
+            };
+        }
     }
     Ok(Formats { entries, len })
 }
 
-/// Checks the version of entry `entry` of `all`: not 0, not an earlier
-/// entry's.
+/// Checks the version of entry `entry`: not 0, not one of the entries
+/// before it (the first `entry` of `all`).
 fn check_entry(all: &[FormatSupport], entry: usize, version: u32) -> Result<(), FormatsError> {
     if version == 0 {
         return Err(FormatsError::ZeroVersion { entry });

@@ -613,3 +613,30 @@ fn the_writer_writes_the_negotiated_version() {
         Some(WriteError::BadConfig { field: "version" })
     );
 }
+
+#[test]
+fn entries_are_checked_in_order_each_version_before_its_flags() {
+    // Entry 0's flags are refused before entry 1's version.
+    let e = parse_edited(|b| {
+        put_u32(b, entry(0, 4), 1 << 9);
+        put_u32(b, entry(1, 0), 0);
+    })
+    .unwrap_err();
+    assert_eq!(
+        e,
+        FormatsError::UnknownFlags {
+            entry: 0,
+            bits: 1 << 9
+        }
+    );
+    // Within one entry, its version comes first.
+    let e = parse_edited(|b| {
+        put_u32(b, entry(1, 0), 1);
+        put_u32(b, entry(1, 4), 1 << 9);
+    })
+    .unwrap_err();
+    assert!(
+        matches!(e, FormatsError::DuplicateVersion { entry: 1, .. }),
+        "{e:?}"
+    );
+}

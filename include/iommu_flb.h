@@ -35,6 +35,56 @@ typedef unsigned long long __le64;
 
 
 /**
+ * IOMMU_FLB_FORMATS_MAGIC - `iommu_flb_formats.magic`: the bytes "IFLF" read as a little-endian u32.
+ */
+#define IOMMU_FLB_FORMATS_MAGIC 1179403849
+
+/**
+ * IOMMU_FLB_FORMATS_VERSION - `iommu_flb_formats.version`: the descriptor layout this header defines.
+ */
+#define IOMMU_FLB_FORMATS_VERSION 1
+
+/**
+ * IOMMU_FLB_FORMATS_SIZE - sizeof(struct iommu_flb_formats): the least `iommu_flb_formats.size`.
+ */
+#define IOMMU_FLB_FORMATS_SIZE 208
+
+/**
+ * IOMMU_FLB_FORMATS_MAX_ENTRIES - Entries in `iommu_flb_formats.entries`: the most format versions one descriptor names.
+ */
+#define IOMMU_FLB_FORMATS_MAX_ENTRIES 8
+
+/**
+ * IOMMU_FLB_FORMATS_READ - Entry flag: the kernel reads images of this format version.
+ */
+#define IOMMU_FLB_FORMATS_READ (1 << 0)
+
+/**
+ * IOMMU_FLB_FORMATS_WRITE - Entry flag: the kernel writes images of this format version.
+ */
+#define IOMMU_FLB_FORMATS_WRITE (1 << 1)
+
+/**
+ * IOMMU_FLB_FORMATS_FLAGS_KNOWN - Every entry flag descriptor version 1 defines; any other bit is refused.
+ */
+#define IOMMU_FLB_FORMATS_FLAGS_KNOWN (IOMMU_FLB_FORMATS_READ | IOMMU_FLB_FORMATS_WRITE)
+
+/**
+ * IOMMU_FLB_V1_COMPAT_KNOWN - Compatible feature bits of version 1: none (version 1 has no feature fields).
+ */
+#define IOMMU_FLB_V1_COMPAT_KNOWN 0
+
+/**
+ * IOMMU_FLB_V1_INCOMPAT_KNOWN - Incompatible feature bits of version 1: none.
+ */
+#define IOMMU_FLB_V1_INCOMPAT_KNOWN 0
+
+/**
+ * IOMMU_FLB_FORMATS_COUNT - Entries the library's own descriptor uses: versions 1 and 2.
+ */
+#define IOMMU_FLB_FORMATS_COUNT 2
+
+/**
  * IOMMU_LUO_FLB_VERSION - The format version stored in `iommu_flb_ser.version`.
  */
 #define IOMMU_LUO_FLB_VERSION 1
@@ -713,6 +763,61 @@ struct iommu_device_v2_ser {
   union iommu_device_vendor_v2_ser vendor;
 } __attribute__((__packed__));
 
+/**
+ * struct iommu_flb_formats_entry - What a kernel supports of one format version.
+ */
+struct iommu_flb_formats_entry {
+  /**
+   * @version: The format version (`iommu_flb_ser.version`): 1, 2, ...;
+   * never 0 in a used entry.
+   */
+  __le32 version;
+  /**
+   * @flags: `IOMMU_FLB_FORMATS_READ` and/or `IOMMU_FLB_FORMATS_WRITE`;
+   * other bits zero.
+   */
+  __le32 flags;
+  /**
+   * @compat_known: The version's compatible feature bits the kernel knows.
+   */
+  __le64 compat_known;
+  /**
+   * @incompat_known: The version's incompatible feature bits the kernel
+   * knows: an image with any other one set is refused (reading), or never
+   * written (writing).
+   */
+  __le64 incompat_known;
+} __attribute__((__packed__));
+
+/**
+ * struct iommu_flb_formats - A kernel's formats descriptor, in the ELF
+ * section `IOMMU_FLB_FORMATS_SECTION`.
+ */
+struct iommu_flb_formats {
+  /**
+   * @magic: `IOMMU_FLB_FORMATS_MAGIC`.
+   */
+  __le32 magic;
+  /**
+   * @version: `IOMMU_FLB_FORMATS_VERSION`.
+   */
+  __le32 version;
+  /**
+   * @size: Bytes of the descriptor: at least `IOMMU_FLB_FORMATS_SIZE`; a
+   * later producer may append fields, which a reader skips.
+   */
+  __le32 size;
+  /**
+   * @count: Entries used, at most `IOMMU_FLB_FORMATS_MAX_ENTRIES`.
+   */
+  __le32 count;
+  /**
+   * @entries: The first @count describe one format version each, no
+   * version twice; the rest are zero.
+   */
+  struct iommu_flb_formats_entry entries[IOMMU_FLB_FORMATS_MAX_ENTRIES];
+} __attribute__((__packed__));
+
 
 
 /**
@@ -758,5 +863,76 @@ struct iommu_device_array_ser {
 	struct iommu_array_hdr_ser hdr;
 	struct iommu_device_ser objects[];
 } __attribute__((__packed__));
+
+/**
+ * IOMMU_FLB_FORMATS_SECTION - The ELF section that holds a kernel's formats
+ * descriptor (struct iommu_flb_formats): where IOMMU_FLB_DECLARE_FORMATS()
+ * puts it, and where tools look for it in a .o, .ko or vmlinux.
+ */
+#define IOMMU_FLB_FORMATS_SECTION ".iommu_flb_formats"
+
+/*
+ * IOMMU_FLB_RETAIN: the descriptor also survives a link with --gc-sections
+ * where the compiler can mark its section so (SHF_GNU_RETAIN: GCC 11,
+ * Clang 13 and later); with older compilers only KEEP() in a linker script
+ * keeps it from such a link.
+ */
+#if defined(__has_attribute)
+#if __has_attribute(__retain__)
+#define IOMMU_FLB_RETAIN __retain__,
+#endif
+#endif
+#ifndef IOMMU_FLB_RETAIN
+#define IOMMU_FLB_RETAIN
+#endif
+
+/**
+ * IOMMU_FLB_DECLARE_FORMATS() - Define the formats descriptor of the
+ * library this header belongs to.
+ *
+ * Use once, at file scope, in one C file of the kernel or module that links
+ * libiommu_flb.a: "IOMMU_FLB_DECLARE_FORMATS();". It defines the static
+ * const struct iommu_flb_formats iommu_flb_formats_descriptor, 8-byte
+ * aligned and kept although nothing refers to it (used, and retain where
+ * the compiler has it), in the section
+ * IOMMU_FLB_FORMATS_SECTION: the object file then says which image format
+ * versions this kernel reads and writes (1 and 2) and which feature bits it
+ * knows of each, exactly what iommu_flb_library_formats() returns, as it is
+ * built from the same constants. Before kexec, the outgoing kernel (or a
+ * tool) reads the section out of the next kernel's ELF file and calls
+ * iommu_flb_negotiate() with its own. A vmlinux linker script that refuses
+ * orphan sections needs the section as an output section of its own,
+ * ".iommu_flb_formats : { KEEP(*(.iommu_flb_formats)) }", so that its name
+ * survives the link.
+ */
+#define IOMMU_FLB_DECLARE_FORMATS()                                            \
+	_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,                \
+		       "the formats descriptor is stored little-endian");      \
+	_Static_assert(sizeof(struct iommu_flb_formats) == IOMMU_FLB_FORMATS_SIZE, \
+		       "struct iommu_flb_formats is descriptor version 1");    \
+	static const struct iommu_flb_formats iommu_flb_formats_descriptor      \
+	__attribute__((__used__, IOMMU_FLB_RETAIN                                \
+		       __section__(IOMMU_FLB_FORMATS_SECTION), __aligned__(8))) = { \
+		.magic = IOMMU_FLB_FORMATS_MAGIC,                              \
+		.version = IOMMU_FLB_FORMATS_VERSION,                          \
+		.size = IOMMU_FLB_FORMATS_SIZE,                                \
+		.count = IOMMU_FLB_FORMATS_COUNT,                              \
+		.entries = {                                                   \
+			{                                                      \
+				.version = IOMMU_LUO_FLB_VERSION,                \
+				.flags = IOMMU_FLB_FORMATS_READ |                \
+					 IOMMU_FLB_FORMATS_WRITE,                \
+				.compat_known = IOMMU_FLB_V1_COMPAT_KNOWN,       \
+				.incompat_known = IOMMU_FLB_V1_INCOMPAT_KNOWN,   \
+			},                                                     \
+			{                                                      \
+				.version = IOMMU_FLB_V2_VERSION,                 \
+				.flags = IOMMU_FLB_FORMATS_READ |                \
+					 IOMMU_FLB_FORMATS_WRITE,                \
+				.compat_known = IOMMU_FLB_V2_COMPAT_KNOWN,       \
+				.incompat_known = IOMMU_FLB_V2_INCOMPAT_KNOWN,   \
+			},                                                     \
+		},                                                             \
+	}
 
 #endif /* _IOMMU_FLB_H */

@@ -517,6 +517,59 @@ enum iommu_flb_mode {
 struct iommu_flb_image;
 
 /**
+ * struct iommu_flb_negotiated - What iommu_flb_negotiate() agreed: the
+ * image the outgoing kernel writes for the next one.
+ */
+struct iommu_flb_negotiated {
+  /**
+   * @version: The format version to write: the newest one the outgoing
+   * kernel writes and the next one reads; 0 after a failed negotiation.
+   */
+  __u32 version;
+  /**
+   * @reserved: Zero.
+   */
+  __u32 reserved;
+  /**
+   * @compat: The version's compatible feature bits both kernels know
+   * (those the next kernel acts on).
+   */
+  __u64 compat;
+  /**
+   * @incompat: The version's incompatible feature bits both kernels know:
+   * the only ones the writer may set. The library's writer sets none
+   * (versions 1 and 2 define none).
+   */
+  __u64 incompat;
+};
+
+/**
+ * struct iommu_flb_writer_config - The format a writer writes.
+ *
+ * For iommu_flb_writer_start_config(). iommu_flb_writer_start() and
+ * iommu_flb_writer_start_indexed() write version 1, as { 1, 0, 0 } does.
+ */
+struct iommu_flb_writer_config {
+  /**
+   * @version: The format version: 1 (IOMMU_LUO_FLB_VERSION, what
+   * kernels read today) or 2 (IOMMU_FLB_V2_VERSION, whose pages carry
+   * a CRC-32, computed by &struct iommu_flb_page_alloc.crc32).
+   */
+  __u32 version;
+  /**
+   * @reserved: Must be 0.
+   */
+  __u32 reserved;
+  /**
+   * @generation: Version 2: this handover's generation, which the root
+   * and every array page record, so that a page left from another
+   * handover is refused (e.g. a counter kept across kexecs, or random
+   * bits). Version 1 has none: must be 0.
+   */
+  __u64 generation;
+};
+
+/**
  * struct iommu_flb_mem - How the library reads the image's pages.
  *
  * The library never dereferences a physical address itself: it asks
@@ -855,32 +908,6 @@ struct iommu_flb_page_alloc {
 };
 
 /**
- * struct iommu_flb_writer_config - The format a writer writes.
- *
- * For iommu_flb_writer_start_config(). iommu_flb_writer_start() and
- * iommu_flb_writer_start_indexed() write version 1, as { 1, 0, 0 } does.
- */
-struct iommu_flb_writer_config {
-  /**
-   * @version: The format version: 1 (IOMMU_LUO_FLB_VERSION, what
-   * kernels read today) or 2 (IOMMU_FLB_V2_VERSION, whose pages carry
-   * a CRC-32, computed by &struct iommu_flb_page_alloc.crc32).
-   */
-  __u32 version;
-  /**
-   * @reserved: Must be 0.
-   */
-  __u32 reserved;
-  /**
-   * @generation: Version 2: this handover's generation, which the root
-   * and every array page record, so that a page left from another
-   * handover is refused (e.g. a counter kept across kexecs, or random
-   * bits). Version 1 has none: must be 0.
-   */
-  __u64 generation;
-};
-
-/**
  * struct iommu_flb_handle - A preserved object, as the writer hands it out.
  *
  * Pass it back unchanged; only @phys is meant to be read. A handle is
@@ -932,6 +959,78 @@ struct iommu_flb_counts {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * iommu_flb_library_formats() - The formats descriptor of this library.
+ *
+ * The image format versions it reads and writes (1 and 2) and the feature
+ * bits it knows of each: the descriptor IOMMU_FLB_DECLARE_FORMATS() puts in
+ * the section IOMMU_FLB_FORMATS_SECTION, byte for byte. The outgoing
+ * kernel passes it as @ours to iommu_flb_negotiate().
+ *
+ * Context: Any context.
+ *
+ * Return: A pointer to the library's static, read-only descriptor; never
+ * NULL.
+ */
+const struct iommu_flb_formats *iommu_flb_library_formats(void);
+
+/**
+ * iommu_flb_negotiate() - Agree on the image format to write for the next
+ * kernel.
+ * @ours: The outgoing kernel's descriptor: iommu_flb_library_formats().
+ * @theirs: The next kernel's descriptor, as read from the section
+ *          IOMMU_FLB_FORMATS_SECTION of its ELF file (vmlinux or module).
+ *          Untrusted: every field is checked. A later descriptor may be
+ *          longer (its size says so); only the fields of struct
+ *          iommu_flb_formats are read.
+ * @out: Where to store the result.
+ *
+ * Picks the newest format version @ours writes and @theirs reads, and the
+ * feature bits of that version both know. Before kexec, an upgrade to a
+ * kernel that reads version 2 gets version 2, a rollback to one that reads
+ * only version 1 gets version 1; fill the writer's configuration from
+ * @out with iommu_flb_writer_config_negotiated(). Both descriptors are
+ * read whole before @out is written.
+ *
+ * Context: Any context; reads only its arguments.
+ *
+ * Return: 0 with @out filled; on failure @out (if usable) is zeroed, which
+ * iommu_flb_writer_config_negotiated() refuses, and the return is
+ * -EINVAL for a NULL @ours, @theirs or @out (or a misaligned @out);
+ * -EPROTO for a descriptor whose magic is wrong; -EOPNOTSUPP for one of a
+ * descriptor version this library does not know or with unknown entry
+ * flags; -EBADMSG for one that is otherwise malformed (size below
+ * IOMMU_FLB_FORMATS_SIZE, count above IOMMU_FLB_FORMATS_MAX_ENTRIES, a
+ * version 0 or twice, an unused entry not zero); -EPROTONOSUPPORT when no
+ * version is written by @ours and read by @theirs.
+ */
+int iommu_flb_negotiate(const struct iommu_flb_formats *ours,
+                        const struct iommu_flb_formats *theirs,
+                        struct iommu_flb_negotiated *out);
+
+/**
+ * iommu_flb_writer_config_negotiated() - Fill a writer configuration from
+ * a negotiation.
+ * @agreed: What iommu_flb_negotiate() stored, with @ours the library's
+ *          descriptor.
+ * @generation: This handover's generation, for version 2 (see
+ *              &struct iommu_flb_writer_config.generation); dropped for
+ *              version 1, which has none, so the caller need not know in
+ *              advance which version is agreed.
+ * @cfg: The configuration to fill, for iommu_flb_writer_start_config().
+ *
+ * Context: Any context; reads and writes only its arguments.
+ *
+ * Return: 0 with @cfg filled; -EINVAL for a NULL or misaligned @agreed or
+ * @cfg, a non-zero @agreed->reserved, or feature bits the library does not
+ * know for the version; -EPROTONOSUPPORT for a version this library does
+ * not write (0 after a failed negotiation included). @cfg is written only
+ * on success.
+ */
+int iommu_flb_writer_config_negotiated(const struct iommu_flb_negotiated *agreed,
+                                       __u64 generation,
+                                       struct iommu_flb_writer_config *cfg);
 
 /**
  * iommu_flb_scratch_size() - Size the scratch for iommu_flb_validate().

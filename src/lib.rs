@@ -40,6 +40,7 @@ pub mod error;
 #[cfg(feature = "ffi")]
 pub mod ffi;
 mod format;
+pub mod formats;
 pub mod mem;
 pub mod reader;
 pub mod writer;

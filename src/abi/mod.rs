@@ -3,8 +3,11 @@
 //! Nothing in here reads or writes an image: these modules hold only
 //! `#[repr(C)]` types, constants and compile-time layout assertions. The
 //! layouts are frozen in `abi/vN.txt` at the repository root; a test renders
-//! [`LAYOUTS`] and compares it with those snapshots.
+//! [`LAYOUTS`] and compares it with those snapshots. The [`formats`]
+//! descriptor (which versions a kernel reads and writes) is a wire format
+//! of its own, frozen in `abi/formats-v1.txt`.
 
+pub mod formats;
 pub mod v1;
 pub mod v2;
 

@@ -21,6 +21,8 @@ pub(super) mod errno {
     pub(in crate::ffi) const EBUSY: c_int = -positive::EBUSY;
     /// `-EINVAL`: a bad argument.
     pub(in crate::ffi) const EINVAL: c_int = -positive::EINVAL;
+    /// `-EPROTONOSUPPORT`: a format version the library does not write.
+    pub(in crate::ffi) const EPROTONOSUPPORT: c_int = -positive::EPROTONOSUPPORT;
     /// `-ENOSPC`: the scratch is too small.
     pub(in crate::ffi) const ENOSPC: c_int = -positive::ENOSPC;
     /// `-EOVERFLOW`: a size does not fit `size_t`.

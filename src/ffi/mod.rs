@@ -38,6 +38,11 @@
 //! `iommu_flb_writer_finish()` / `iommu_flb_writer_abort()` over the
 //! caller's page-allocator callbacks, in a `struct iommu_flb_writer` the
 //! caller owns (its size is the header constant `IOMMU_FLB_WRITER_WORDS`).
+//! Before kexec it can agree with the next kernel on the format to write:
+//! `iommu_flb_negotiate()` of `iommu_flb_library_formats()` and the next
+//! kernel's descriptor (read from its ELF file), then
+//! `iommu_flb_writer_config_negotiated()` and
+//! `iommu_flb_writer_start_config()`.
 //!
 //! # What every function here guarantees
 //!
@@ -76,6 +81,7 @@
 
 mod crc;
 mod error;
+mod formats;
 mod mac;
 mod reader;
 mod walk;
@@ -83,6 +89,10 @@ mod writer;
 
 pub use error::{
     IOMMU_FLB_MESSAGE_LEN, IOMMU_FLB_NONE, IommuFlbChain, IommuFlbError, IommuFlbErrorKind,
+};
+pub use formats::{
+    IommuFlbNegotiated, iommu_flb_library_formats, iommu_flb_negotiate,
+    iommu_flb_writer_config_negotiated,
 };
 pub use reader::{
     IOMMU_FLB_SCRATCH_ALIGN, IommuFlbImage, IommuFlbMem, IommuFlbMode, iommu_flb_scratch_size,

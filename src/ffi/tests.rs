@@ -2358,3 +2358,198 @@ fn v1_through_start_config_is_start() {
     assert_eq!(run(true), (root, pages.clone()));
     assert_eq!(pages.iter().filter(|p| !p.is_empty()).count(), 4);
 }
+
+// ---- formats: the library's descriptor, negotiation, writer config ----
+
+use crate::abi::formats::IommuFlbFormats;
+use crate::formats::{FORMATS, FormatSupport, Formats};
+use zerocopy::IntoBytes;
+
+/// A stored descriptor of `entries`.
+fn formats_ser(entries: &[FormatSupport]) -> IommuFlbFormats {
+    Formats::new(entries).expect("valid entries").to_ser()
+}
+
+/// `iommu_flb_negotiate(ours, theirs)`: its return and what it stored.
+fn c_negotiate(
+    ours: *const IommuFlbFormats,
+    theirs: *const IommuFlbFormats,
+) -> (c_int, IommuFlbNegotiated) {
+    let mut out = IommuFlbNegotiated {
+        version: 0xdead,
+        reserved: 1,
+        compat: 1,
+        incompat: 1,
+    };
+    // SAFETY: each pointer is NULL or a descriptor of the calling test.
+    let r = unsafe { iommu_flb_negotiate(ours, theirs, &mut out) };
+    (r, out)
+}
+
+#[test]
+fn library_formats_is_the_crates_descriptor() {
+    // SAFETY: a pointer to the library's static.
+    let own = unsafe { &*iommu_flb_library_formats() };
+    assert_eq!(own.as_bytes(), FORMATS.to_ser().as_bytes());
+    assert_eq!(Formats::from_ser(own), Ok(FORMATS));
+}
+
+#[test]
+fn negotiate_agrees_on_the_newest_common_version() {
+    let own = iommu_flb_library_formats();
+    let agreed = |version| IommuFlbNegotiated {
+        version,
+        reserved: 0,
+        compat: 0,
+        incompat: 0,
+    };
+    assert_eq!(c_negotiate(own, own), (0, agreed(2)));
+    let v1 = formats_ser(&[FormatSupport::read_write(1)]);
+    assert_eq!(c_negotiate(own, &v1), (0, agreed(1)));
+    assert_eq!(c_negotiate(&v1, own), (0, agreed(1)));
+    // Disjoint: -EPROTONOSUPPORT, and the result zeroed.
+    let v5 = formats_ser(&[FormatSupport::read_write(5)]);
+    assert_eq!(c_negotiate(own, &v5), (-93, IommuFlbNegotiated::default()));
+}
+
+#[test]
+fn negotiate_reads_only_the_struct_of_a_longer_later_descriptor() {
+    // A later kernel's descriptor says 256 bytes; the caller's copy holds
+    // only the struct's 208 (miri would see a read past them).
+    let mut later = formats_ser(&[
+        FormatSupport::read_write(1),
+        FormatSupport::read_write(2),
+        FormatSupport::read_write(3),
+    ]);
+    later.size.set(256);
+    let boxed = Box::new(later);
+    let (r, out) = c_negotiate(iommu_flb_library_formats(), &*boxed);
+    assert_eq!((r, out.version), (0, 2));
+}
+
+#[test]
+fn negotiate_refuses_null_and_forged_descriptors_with_their_errno() {
+    let own = iommu_flb_library_formats();
+    let zero = IommuFlbNegotiated::default();
+    assert_eq!(c_negotiate(ptr::null(), own), (-22, zero));
+    assert_eq!(c_negotiate(own, ptr::null()), (-22, zero));
+    // SAFETY: a valid descriptor; the NULL out is refused before use.
+    let r = unsafe { iommu_flb_negotiate(own, own, ptr::null_mut()) };
+    assert_eq!(r, -22);
+    // Misaligned out (align 8).
+    let mut buf = [0u64; 4];
+    let odd = buf.as_mut_ptr().cast::<u8>().wrapping_add(4).cast();
+    // SAFETY: as above; the misaligned out is refused before use.
+    assert_eq!(unsafe { iommu_flb_negotiate(own, own, odd) }, -22);
+    assert_eq!(buf, [0; 4]);
+
+    let forged = |edit: fn(&mut IommuFlbFormats)| {
+        let mut f = FORMATS.to_ser();
+        edit(&mut f);
+        let theirs = c_negotiate(own, &f);
+        let ours = c_negotiate(&f, own);
+        assert_eq!(theirs, ours, "both arguments are checked alike");
+        assert_eq!(theirs.1, zero);
+        theirs.0
+    };
+    assert_eq!(forged(|f| f.magic.set(0)), -71);
+    assert_eq!(forged(|f| f.version.set(2)), -95);
+    assert_eq!(forged(|f| f.entries[0].flags.set(0x10)), -95);
+    assert_eq!(forged(|f| f.size.set(207)), -74);
+    assert_eq!(forged(|f| f.count.set(9)), -74);
+    assert_eq!(forged(|f| f.count.set(u32::MAX)), -74);
+    assert_eq!(forged(|f| f.entries[1].version.set(1)), -74);
+    assert_eq!(forged(|f| f.entries[0].version.set(0)), -74);
+    assert_eq!(forged(|f| f.entries[7].incompat_known.set(1)), -74);
+}
+
+#[test]
+fn writer_config_from_a_negotiation_and_its_refusals() {
+    let fill = |agreed: IommuFlbNegotiated, generation| {
+        let mut cfg = IommuFlbWriterConfig {
+            version: 0xee,
+            reserved: 0xee,
+            generation: 0xee,
+        };
+        // SAFETY: valid pointers to locals.
+        let r = unsafe { iommu_flb_writer_config_negotiated(&agreed, generation, &mut cfg) };
+        (r, cfg.version, cfg.reserved, cfg.generation)
+    };
+    let v2 = IommuFlbNegotiated {
+        version: 2,
+        ..IommuFlbNegotiated::default()
+    };
+    assert_eq!(fill(v2, 0x55), (0, 2, 0, 0x55));
+    let v1 = IommuFlbNegotiated { version: 1, ..v2 };
+    assert_eq!(fill(v1, 0x55), (0, 1, 0, 0), "version 1 has no generation");
+    // Refused, and the config untouched.
+    let untouched = (0xee, 0xee, 0xee);
+    let refused = |agreed, errno| {
+        let (r, a, b, c) = fill(agreed, 0x55);
+        assert_eq!((r, (a, b, c)), (errno, untouched), "{agreed:?}");
+    };
+    refused(IommuFlbNegotiated::default(), -93);
+    refused(IommuFlbNegotiated { version: 3, ..v2 }, -93);
+    refused(IommuFlbNegotiated { reserved: 1, ..v2 }, -22);
+    refused(IommuFlbNegotiated { compat: 1, ..v2 }, -22);
+    refused(
+        IommuFlbNegotiated {
+            incompat: 1 << 63,
+            ..v1
+        },
+        -22,
+    );
+    let mut cfg = IommuFlbWriterConfig {
+        version: 0,
+        reserved: 0,
+        generation: 0,
+    };
+    // SAFETY: NULL arguments are refused before use.
+    unsafe {
+        assert_eq!(
+            iommu_flb_writer_config_negotiated(ptr::null(), 1, &mut cfg),
+            -22
+        );
+        assert_eq!(
+            iommu_flb_writer_config_negotiated(&v2, 1, ptr::null_mut()),
+            -22
+        );
+    }
+}
+
+#[test]
+fn a_writer_started_from_a_negotiation_writes_the_agreed_version() {
+    for (theirs, version) in [
+        (formats_ser(&[FormatSupport::read_write(1)]), 1),
+        (FORMATS.to_ser(), 2),
+    ] {
+        let (r, agreed) = c_negotiate(iommu_flb_library_formats(), &theirs);
+        assert_eq!(r, 0);
+        let mut cfg = IommuFlbWriterConfig {
+            version: 0,
+            reserved: 0,
+            generation: 0,
+        };
+        // SAFETY: valid pointers to locals.
+        let r = unsafe { iommu_flb_writer_config_negotiated(&agreed, 0x77, &mut cfg) };
+        assert_eq!(r, 0);
+        let mut pool = PoolRef::new();
+        let mut w = zeroed_writer();
+        let mut root = 0;
+        let alloc = pool.alloc_crc();
+        // SAFETY: valid pointers; `pool` outlives the writer.
+        let r = unsafe {
+            iommu_flb_writer_start_config(&mut *w, &alloc, &cfg, ptr::null_mut(), 0, &mut root)
+        };
+        assert_eq!(r, 0);
+        assert_eq!(preserve_domain(&mut *w, 1).0, 0);
+        // SAFETY: as above.
+        assert_eq!(unsafe { iommu_flb_writer_finish(&mut *w, &mut root) }, 0);
+        let mut scratch = Vec::new();
+        let img = validate(&mut pool, root, &mut scratch);
+        let mut info = IommuFlbImageInfo::default();
+        // SAFETY: `img` points into `scratch`, which is live.
+        assert_eq!(unsafe { iommu_flb_image_info(img, &mut info) }, 0);
+        assert_eq!(info.version, version);
+    }
+}

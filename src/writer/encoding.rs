@@ -36,6 +36,7 @@ use crate::crc::Crc32;
 use crate::format::Format;
 use crate::format::v1::V1;
 use crate::format::v2::V2;
+use crate::formats::Negotiated;
 
 /// The format an image is written in, chosen when it is started
 /// ([`Writer::with_config`](super::Writer::with_config)).
@@ -69,6 +70,36 @@ impl Config {
             version: IOMMU_FLB_V2_VERSION,
             generation,
             crc: Crc32::FAST,
+        }
+    }
+
+    /// What [`negotiate`](crate::formats::negotiate) agreed with the next
+    /// kernel: its version, with this handover's `generation` for version
+    /// 2 (version 1 has none, so it is dropped there: the caller need not
+    /// know in advance which version is agreed). The writer sets no feature
+    /// bits (versions 1 and 2 define none), so those of `agreed` change
+    /// nothing yet. A version the writer does not write is refused by
+    /// [`Writer::with_config`](super::Writer::with_config)
+    /// ([`WriteError::BadConfig`]).
+    ///
+    /// ```
+    /// use iommu_flb_abi::formats::Negotiated;
+    /// use iommu_flb_abi::writer::Config;
+    ///
+    /// let v1 = Negotiated { version: 1, compat: 0, incompat: 0 };
+    /// assert_eq!(Config::negotiated(&v1, 7).generation, 0);
+    /// let v2 = Negotiated { version: 2, ..v1 };
+    /// assert_eq!(Config::negotiated(&v2, 7).generation, 7);
+    /// ```
+    pub fn negotiated(agreed: &Negotiated, generation: u64) -> Self {
+        let version = u64::from(agreed.version);
+        if version == IOMMU_LUO_FLB_VERSION {
+            Config::v1()
+        } else {
+            Config {
+                version,
+                ..Config::v2(generation)
+            }
         }
     }
 

@@ -179,6 +179,29 @@ static void flb_free(void *ctx, __u64 phys)
 	kho_unpreserve_free_page(phys_to_virt(phys));
 }
 
+/* This kernel's formats descriptor, in its .iommu_flb_formats section. */
+IOMMU_FLB_DECLARE_FORMATS();
+
+/*
+ * Before kexec: the writer configuration for the next kernel, whose
+ * descriptor (read from the .iommu_flb_formats section of its image) is
+ * @next: the newest format both kernels know, or a refusal before anything
+ * is handed over.
+ */
+int iommu_flb_choose_format(const struct iommu_flb_formats *next, u64 generation,
+			    struct iommu_flb_writer_config *cfg)
+{
+	struct iommu_flb_negotiated agreed;
+	int ret;
+
+	ret = iommu_flb_negotiate(iommu_flb_library_formats(), next, &agreed);
+	if (ret) {
+		_printk("iommu-flb: the next kernel reads no format this one writes: %d\n", ret);
+		return ret;
+	}
+	return iommu_flb_writer_config_negotiated(&agreed, generation, cfg);
+}
+
 static struct iommu_flb_writer flb_writer = IOMMU_FLB_WRITER_INIT;
 static __u64 flb_index[64];
 

@@ -11,12 +11,7 @@
  */
 #include "iommu_flb.h"
 
-#define OFF(type, field) __builtin_offsetof(type, field)
-#define FSIZE(type, field) sizeof(((type *)0)->field)
-#define CHECK(cond) _Static_assert(cond, #cond)
-#define FIELD(type, field, off, size) \
-	CHECK(OFF(type, field) == (off)); CHECK(FSIZE(type, field) == (size))
-#define LAYOUT(type, size) CHECK(sizeof(type) == (size)); CHECK(_Alignof(type) == 1)
+#include "layout_check.h"
 
 LAYOUT(struct iommu_flb_v2_chain_ser, 24);
 FIELD(struct iommu_flb_v2_chain_ser, head_phys, 0, 8);

@@ -33,6 +33,25 @@ static unsigned long long manifest;
 module_param(manifest, ullong, 0644);
 MODULE_PARM_DESC(manifest, "phase 2: the manifest's address; phase 1 sets it");
 
+/*
+ * The descriptor of the library this module links, in .iommu_flb_formats:
+ * scripts/kernel-test reads it back from the .ko with `iommu-flb formats`,
+ * and kernel 1 negotiates with it as the next kernel's.
+ */
+IOMMU_FLB_DECLARE_FORMATS();
+
+/* A kernel that reads and writes version 1 only: today's kernels. */
+static const struct iommu_flb_formats flb_v1_only = {
+	.magic = IOMMU_FLB_FORMATS_MAGIC,
+	.version = IOMMU_FLB_FORMATS_VERSION,
+	.size = IOMMU_FLB_FORMATS_SIZE,
+	.count = 1,
+	.entries = { {
+		.version = IOMMU_LUO_FLB_VERSION,
+		.flags = IOMMU_FLB_FORMATS_READ | IOMMU_FLB_FORMATS_WRITE,
+	} },
+};
+
 u64 flb_region_phys;
 void *flb_region;
 static unsigned int passed, failed;
@@ -157,6 +176,35 @@ void flb_report_stack(void)
 		  flb_stack_skipped);
 }
 
+/*
+ * Kernel 1, before writing: what the next kernel reads decides what to
+ * write. An upgrade (its descriptor is this module's) agrees on version 2,
+ * a rollback to a version-1 kernel on version 1, and the writer
+ * configuration follows.
+ */
+static void flb_negotiate_checks(void)
+{
+	const struct iommu_flb_formats *ours;
+	struct iommu_flb_negotiated agreed = { 0 };
+	struct iommu_flb_writer_config cfg = { 0 };
+	int ret;
+
+	ours = FLB_CALL(iommu_flb_library_formats, iommu_flb_library_formats());
+	ret = FLB_CALL(iommu_flb_negotiate,
+		       iommu_flb_negotiate(ours, &iommu_flb_formats_descriptor, &agreed));
+	flb_check(!ret && agreed.version == 2,
+		  "negotiate with the next kernel's descriptor (the module's .iommu_flb_formats): version %u (ret %d)",
+		  agreed.version, ret);
+	ret = FLB_CALL(iommu_flb_negotiate, iommu_flb_negotiate(ours, &flb_v1_only, &agreed));
+	flb_check(!ret && agreed.version == 1,
+		  "negotiate with a kernel that reads version 1 only: version %u (ret %d)",
+		  agreed.version, ret);
+	ret = FLB_CALL(iommu_flb_writer_config_negotiated,
+		       iommu_flb_writer_config_negotiated(&agreed, 0, &cfg));
+	flb_check(!ret && cfg.version == 1, "writer config from the agreement: version %u (ret %d)",
+		  cfg.version, ret);
+}
+
 static int __init flb_init(void)
 {
 	struct flb_manifest *m;
@@ -175,6 +223,7 @@ static int __init flb_init(void)
 		goto out;
 
 	if (phase == 1) {
+		flb_negotiate_checks();
 		m = flb_region;
 		memset(m, 0, sizeof(*m));
 		ret = flb_write_image(m);

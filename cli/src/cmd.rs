@@ -15,6 +15,7 @@ use iommu_flb_abi::writer::{
 use iommu_flb_abi::{Memory, PageMap, PhysAddr};
 
 use crate::elfcore::write_core;
+use crate::formats;
 use crate::load::{Container, Format, LoadOptions, load};
 use crate::plan::{Plan, Spec, Step, Vendor, plan};
 use crate::render::{self, Records};
@@ -240,6 +241,52 @@ fn refused(name: &str, e: &iommu_flb_abi::Error) -> Failure {
 /// `validate`: one summary line.
 pub fn validate(opts: &ReadOptions) -> Result<String, Failure> {
     report_file(opts, Report::Summary)
+}
+
+/// `validate --for KERNEL`: the summary line, and whether the kernel file
+/// `kernel` (its formats descriptor; a file without one is taken to read
+/// version 1 only, as kernels before the descriptor do) reads the image.
+/// Refused (exit 1), saying why, if it does not.
+pub fn validate_for(opts: &ReadOptions, kernel: &Path) -> Result<String, Failure> {
+    let (theirs, note) = formats::kernel_formats(kernel)?;
+    let kname = kernel.display().to_string();
+    let (name, file) = open_input(opts)?;
+    with_image(&name, &file, opts, |image| {
+        let summary = render::summary(&Records::count(image));
+        let mut out = String::new();
+        if let Some(note) = &note {
+            out.push_str(&format!("{note}\n"));
+        }
+        match theirs.accepts_image(image) {
+            Ok(v) => {
+                out.push_str(&format!(
+                    "{name}: {summary}; {kname} reads it (by the rules of version {v})\n"
+                ));
+                Ok(out)
+            }
+            Err(e) => Err(Failure::Refused(format!(
+                "{out}{name}: {kname} cannot read this image: {e}"
+            ))),
+        }
+    })
+}
+
+/// `formats`: the formats descriptor of an ELF file, as text or JSON.
+pub fn formats_file(path: &Path, json: bool) -> Result<String, Failure> {
+    let name = path.display().to_string();
+    let bytes =
+        std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read {name}: {e}")))?;
+    let f = formats::read_formats(&name, &bytes)?.ok_or_else(|| {
+        Failure::Usage(format!(
+            "{name}: no {} section (a kernel built without IOMMU_FLB_DECLARE_FORMATS(), such as every kernel before it, reads version 1 only)",
+            iommu_flb_abi::formats::IOMMU_FLB_FORMATS_SECTION
+        ))
+    })?;
+    Ok(if json {
+        formats::json(&f)
+    } else {
+        formats::text(&name, &f)
+    })
 }
 
 /// `inspect`: the listing, as text or JSON.

@@ -22,6 +22,8 @@
 //! - [`scan`]: finds the roots in a dump (by magic, by structure, by
 //!   LUO's FLB table) for `scan` and for `validate`/`inspect` without
 //!   `--root`;
+//! - [`formats`]: a kernel file's formats descriptor (`formats`,
+//!   `validate --for`);
 //! - [`num`]: the address and number syntax every option accepts.
 #![cfg_attr(
     not(test),
@@ -37,6 +39,7 @@
 
 pub mod cmd;
 pub mod elfcore;
+pub mod formats;
 pub mod load;
 pub mod num;
 pub mod plan;

@@ -35,7 +35,27 @@ enum Command {
         page_size: PageSize,
     },
     /// Check an image; print one summary line if it is valid.
-    Validate(ReadArgs),
+    Validate {
+        #[command(flatten)]
+        read: ReadArgs,
+        /// Also check that the kernel in this ELF file (vmlinux, a module
+        /// or an object with the library's formats descriptor) can read the
+        /// image; refused (exit 1) if it cannot. A file without the
+        /// descriptor is taken to read version 1 only.
+        #[arg(long = "for", value_name = "KERNEL")]
+        for_kernel: Option<PathBuf>,
+    },
+    /// Print the image format versions a kernel reads and writes, from the
+    /// formats descriptor in its ELF file (vmlinux, .ko, .o).
+    Formats {
+        /// Print one JSON object (`versions`: what it reads) instead of
+        /// text.
+        #[arg(long)]
+        json: bool,
+        /// The ELF file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// List the IOMMUs, domains and devices of a valid image.
     Inspect {
         #[command(flatten)]
@@ -252,7 +272,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Demo { page_size } => cmd::demo(*page_size),
-        Command::Validate(read) => cmd::validate(&read.options()),
+        Command::Validate { read, for_kernel } => match for_kernel {
+            Some(kernel) => cmd::validate_for(&read.options(), kernel),
+            None => cmd::validate(&read.options()),
+        },
+        Command::Formats { json, file } => cmd::formats_file(file, *json),
         Command::Inspect { read, all, json } => cmd::inspect(&read.options(), *all, *json),
         Command::Scan(read) => cmd::scan_file(&read.options(), &mut progress_bar()),
         Command::Gen(args) => cmd::gen_image(&args.options()),

@@ -1583,3 +1583,132 @@ fn luo_flb_table_names_the_root_and_wins_over_other_valid_roots() {
     assert_exit(&o, 0);
     assert!(stdout(&o).contains(&format!("root {r1}")), "{}", stdout(&o));
 }
+
+// --- formats and validate --for --------------------------------------------
+
+/// Compiles C `source` (with the repository's headers) into the object
+/// `dir/name.o`, as kernel code would contribute it to vmlinux or a module.
+fn c_object(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let obj = dir.join(format!("{name}.o"));
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../include");
+    let o = Command::new("gcc")
+        .args([
+            "-std=gnu11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-O2",
+            "-c",
+            "-I",
+        ])
+        .arg(&include)
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .expect("gcc must be installed to run this test");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    obj
+}
+
+/// A kernel object built with the library's header: the descriptor of the
+/// library it links.
+const LIBRARY_KERNEL: &str = "#include \"iommu_flb.h\"\nIOMMU_FLB_DECLARE_FORMATS();\n";
+
+/// An older kernel's descriptor: reads and writes version 1 only.
+const V1_KERNEL: &str = r#"#include "iommu_flb.h"
+__attribute__((used, section(".iommu_flb_formats"), aligned(8)))
+static const struct iommu_flb_formats old = {
+	.magic = IOMMU_FLB_FORMATS_MAGIC,
+	.version = IOMMU_FLB_FORMATS_VERSION,
+	.size = IOMMU_FLB_FORMATS_SIZE,
+	.count = 1,
+	.entries = { { .version = 1, .flags = IOMMU_FLB_FORMATS_READ | IOMMU_FLB_FORMATS_WRITE } },
+};
+"#;
+
+#[test]
+fn formats_reads_the_descriptor_the_header_macro_compiles_into_an_object() {
+    let dir = tmp("formats_macro");
+    let obj = c_object(&dir, "kernel", LIBRARY_KERNEL);
+    let o = run(&["formats", "--json", path(&obj)]);
+    assert_exit(&o, 0);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["versions"], serde_json::json!([1, 2]));
+    assert_eq!(v["writes"], serde_json::json!([1, 2]));
+    assert_eq!(v["entries"].as_array().unwrap().len(), 2);
+    let o = run(&["formats", path(&obj)]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("reads format versions 1, 2; writes 1, 2"),
+        "{}",
+        stdout(&o)
+    );
+    let old = c_object(&dir, "old", V1_KERNEL);
+    let o = run(&["formats", "--json", path(&old)]);
+    assert_exit(&o, 0);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["versions"], serde_json::json!([1]));
+    let none = c_object(&dir, "none", "int unrelated;\n");
+    assert_fails(
+        &["formats", path(&none)],
+        2,
+        "no .iommu_flb_formats section",
+    );
+    assert_fails(
+        &["formats", path(&dir.join("kernel.c"))],
+        2,
+        "not an ELF file",
+    );
+}
+
+#[test]
+fn validate_for_refuses_an_image_the_kernel_cannot_read_and_says_why() {
+    let dir = tmp("validate_for");
+    let new = c_object(&dir, "new", LIBRARY_KERNEL);
+    let old = c_object(&dir, "old", V1_KERNEL);
+    let none = c_object(&dir, "none", "int unrelated;\n");
+    let v1 = dir.join("v1.elf");
+    let v2 = dir.join("v2.elf");
+    generate(&v1, &["--abi-version", "1"]);
+    generate(&v2, &["--abi-version", "2"]);
+    for (kernel, image, ok) in [
+        (&new, &v1, true),
+        (&new, &v2, true),
+        (&old, &v1, true),
+        (&old, &v2, false),
+        (&none, &v1, true),
+        (&none, &v2, false),
+    ] {
+        let o = run(&["validate", "--for", path(kernel), path(image)]);
+        if ok {
+            assert_exit(&o, 0);
+            assert!(
+                stdout(&o).contains("reads it (by the rules of version"),
+                "{}",
+                stdout(&o)
+            );
+        } else {
+            assert_exit(&o, 1);
+            assert!(
+                stderr(&o).contains("cannot read this image"),
+                "{}",
+                stderr(&o)
+            );
+            assert!(stderr(&o).contains("reads 1"), "{}", stderr(&o));
+        }
+        if kernel == &none {
+            let all = format!("{}{}", stdout(&o), stderr(&o));
+            assert!(
+                all.contains("taken as a kernel that reads version 1 only"),
+                "{all}"
+            );
+        }
+    }
+    // The way back: convert the image for the old kernel, which then reads it.
+    let back = dir.join("back.elf");
+    convert(&v2, "1", &back, &[]);
+    assert_exit(&run(&["validate", "--for", path(&old), path(&back)]), 0);
+}

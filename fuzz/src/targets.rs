@@ -188,7 +188,7 @@ pub fn load(input: &LoadInput<'_>) {
             json: true,
         }),
     ];
-    let dump = match cli::load::load(input.file, LoadOptions { format, base }) {
+    let mut dump = match cli::load::load(input.file, LoadOptions { format, base }) {
         Ok(d) => d,
         Err(e) => {
             assert!(!e.to_string().is_empty());
@@ -217,9 +217,24 @@ pub fn load(input: &LoadInput<'_>) {
     if flat {
         assert_eq!(note, Ok(None), "flat dumps carry no root");
     }
-    let root = match (root_opt, note) {
-        (Some(r), _) | (None, Ok(Some(r))) => r,
-        (None, _) => {
+    // Without a root from the input or the note, the tool scans the dump
+    // and uses the one root it finds (LUO's, or the only valid one); with
+    // none or several, and for a malformed note, it is a usage error.
+    let scanned = match (root_opt, &note) {
+        (None, Ok(None)) => {
+            let opts = Options {
+                mode: Mode::Handover,
+                ..Options::default()
+            };
+            let report = cli::scan::scan(&mut dump, &opts, &mut |_, _| {});
+            assert!(!report.text("fuzz").is_empty());
+            report.choose().ok()
+        }
+        _ => None,
+    };
+    let root = match (root_opt, note, scanned) {
+        (Some(r), _, _) | (None, Ok(Some(r)), _) | (None, Ok(None), Some(r)) => r,
+        (None, _, _) => {
             for r in reports {
                 assert!(matches!(r, Err(Failure::Usage(_))), "{r:?}");
             }
@@ -251,4 +266,79 @@ pub fn load(input: &LoadInput<'_>) {
 /// the input's calls; see [`crate::capi`] for what is checked.
 pub fn capi(input: &CapiInput) {
     let _ = crate::capi::run(input);
+}
+
+/// Target `formats`: a formats descriptor as a kernel file carries it,
+/// from arbitrary bytes: the first byte chooses between the bytes as they
+/// are and the library's own descriptor with the rest XORed over it (so
+/// the magic and sizes hold and the fuzzer reaches the entries). A parsed
+/// descriptor must serialize and parse back to itself; negotiation with
+/// the library's either way must agree with the versions each side reads
+/// and writes; `accepts` must only name a version the descriptor reads;
+/// the C API must refuse exactly what `Formats::from_ser` refuses. The
+/// same bytes go through the tool's ELF section reader, which must refuse
+/// or read without panicking.
+pub fn formats(data: &[u8]) {
+    use iommu_flb_abi::abi::formats::IommuFlbFormats;
+    use iommu_flb_abi::formats::{FORMATS, Formats, negotiate};
+    use zerocopy::FromBytes;
+
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let bytes: Vec<u8> = if mode & 1 == 0 {
+        rest.to_vec()
+    } else {
+        let mut b = FORMATS.to_bytes().to_vec();
+        for (x, y) in b.iter_mut().zip(rest) {
+            *x ^= y;
+        }
+        b.extend(rest.iter().skip(FORMATS.to_bytes().len()));
+        b
+    };
+    let _ = cli::formats::read_formats("fuzz", &bytes);
+    let parsed = Formats::parse_prefix(&bytes);
+    if let Err(e) = &parsed {
+        assert!(!e.to_string().is_empty());
+        assert!(e.errno() < 0);
+    }
+    if let Ok((f, _)) = &parsed {
+        assert_eq!(Formats::parse(&f.to_bytes()), Ok(*f), "round trip");
+        for (ours, theirs) in [(&FORMATS, f), (f, &FORMATS)] {
+            match negotiate(ours, theirs) {
+                Ok(n) => {
+                    assert!(ours.writes().as_slice().contains(&n.version));
+                    assert!(theirs.reads().as_slice().contains(&n.version));
+                }
+                Err(e) => assert!(!e.to_string().is_empty() && e.errno() < 0),
+            }
+        }
+        for version in [1u64, 2, 3, u64::from(u32::MAX) + 1] {
+            for last in [0u32, 1, 2, 3] {
+                if let Ok(v) = f.accepts(version, last, 0) {
+                    assert!(f.reads().as_slice().contains(&v));
+                }
+            }
+        }
+    }
+    if let Ok((ser, _)) = IommuFlbFormats::read_from_prefix(&bytes) {
+        let rust = Formats::from_ser(&ser);
+        let mut agreed = iommu_flb_abi::ffi::IommuFlbNegotiated::default();
+        // SAFETY: both pointers are to live descriptors and `agreed` is a
+        // live, writable struct; the call reads and writes nothing else.
+        let ret = unsafe {
+            iommu_flb_abi::ffi::iommu_flb_negotiate(
+                iommu_flb_abi::ffi::iommu_flb_library_formats(),
+                &ser,
+                &mut agreed,
+            )
+        };
+        match rust {
+            Err(e) => assert_eq!(ret, e.errno(), "C refuses what Rust refuses"),
+            Ok(f) => match negotiate(&FORMATS, &f) {
+                Ok(n) => assert_eq!((ret, agreed.version), (0, n.version)),
+                Err(e) => assert_eq!(ret, e.errno()),
+            },
+        }
+    }
 }

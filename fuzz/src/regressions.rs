@@ -65,3 +65,26 @@ fn capi_expectation_is_listed_with_the_memory_whole() {
         crate::input::CapiInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("decodes");
     targets::capi(&input);
 }
+
+/// `load`, found by CI's 15-second run: `--format elf --base B` on a file
+/// that starts with the kdump signature (after the input's option bytes).
+/// The loader refuses it naming what it is (`BaseNotFlat`: a base for a
+/// kdump-compressed dump); the target expected `BaseWithElf`, as if every
+/// file read with `--format elf` were an ELF file. The target's expectation
+/// was wrong: fixed in `targets::load`.
+#[test]
+fn load_elf_format_with_a_base_on_a_kdump_file_names_the_kdump_file() {
+    let bytes = input("load", "elf-format-base-on-a-kdump-file");
+    let input = LoadInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("decodes");
+    assert!(input.file.starts_with(b"KDUMP   ") && input.base.is_some());
+    let opts = iommu_flb_cli::load::LoadOptions {
+        format: iommu_flb_cli::load::Format::Elf,
+        base: input.base.map(iommu_flb_abi::PhysAddr::new),
+    };
+    let got = iommu_flb_cli::load::load(input.file, opts).map(|_| ());
+    assert!(
+        matches!(got, Err(iommu_flb_cli::load::LoadError::BaseNotFlat { .. })),
+        "{got:?}"
+    );
+    targets::load(&input);
+}

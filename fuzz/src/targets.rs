@@ -164,8 +164,10 @@ pub fn load(input: &LoadInput<'_>) {
         Format::Phys | Format::Kdump | Format::Flattened => false,
         Format::Auto => input.file.starts_with(b"\x7fELF"),
     };
-    // Auto reads a kdump-compressed or flattened file as what it is.
-    let dump_file = format == Format::Auto
+    // Auto reads a kdump-compressed or flattened file as what it is, and
+    // `--format elf` refuses one naming what it is (with a base, as a base
+    // given for a file that is not flat).
+    let dump_file = matches!(format, Format::Auto | Format::Elf)
         && (input.file.starts_with(b"KDUMP   ")
             || input.file.starts_with(b"DISKDUMP")
             || input.file.starts_with(b"makedumpfile"));

@@ -98,8 +98,18 @@ fn smmu(n: u64) -> IommuPayloadInit {
     })
 }
 
-/// Three IOMMUs of both vendors, a domain page and a half, devices over
-/// two pages, some of them unpreserved, in `version`.
+/// Domains of [`source`]: a page and a half (one page under miri, where
+/// the multi-page round trips take minutes; the native run covers them).
+const DOMAINS: u64 = if cfg!(miri) { 12 } else { 140 };
+/// Devices of [`source`]: over two pages (one under miri).
+const DEVICES: u32 = if cfg!(miri) { 16 } else { 64 };
+/// The devices [`source`] unpreserves: the first, one inside, the last.
+const UNPRESERVED: [usize; 3] = [0, 5, DEVICES as usize - 1];
+/// Live devices of [`source`].
+const LIVE_DEVICES: usize = DEVICES as usize - UNPRESERVED.len();
+
+/// Three IOMMUs of both vendors, [`DOMAINS`] domains, [`DEVICES`] devices,
+/// [`UNPRESERVED`] of them unpreserved, in `version`.
 fn source(version: u64) -> (PhysAddr, PageMap) {
     let config = if version == 1 {
         Config::v1()
@@ -112,7 +122,7 @@ fn source(version: u64) -> (PhysAddr, PageMap) {
         (w.preserve_iommu(0x2000, smmu(1)).unwrap(), true),
         (w.preserve_iommu(0x3000, intel(2)).unwrap(), false),
     ];
-    let doms: Vec<_> = (0..140u64)
+    let doms: Vec<_> = (0..DOMAINS)
         .map(|n| {
             w.preserve_domain(DomainInit {
                 top_table_phys: p(0x4000_0000 + n * 0x1000),
@@ -124,7 +134,7 @@ fn source(version: u64) -> (PhysAddr, PageMap) {
         })
         .collect();
     let mut devs = Vec::new();
-    for n in 0..64u32 {
+    for n in 0..DEVICES {
         let (hw, is_smmu) = hws[n as usize % 3];
         let payload = if is_smmu {
             DevicePayloadInit::Smmuv3(Smmuv3DeviceInit {
@@ -146,11 +156,11 @@ fn source(version: u64) -> (PhysAddr, PageMap) {
             payload,
         };
         devs.push(
-            w.preserve_device(init, doms[n as usize * 3 % 140], hw)
+            w.preserve_device(init, doms[n as usize * 3 % doms.len()], hw)
                 .unwrap(),
         );
     }
-    for k in [0usize, 17, 63] {
+    for k in UNPRESERVED {
         w.unpreserve_device(devs[k]).unwrap();
     }
     let (root, alloc) = w.finish();
@@ -174,22 +184,22 @@ fn into(root: PhysAddr, mem: &PageMap, config: Config) -> (PhysAddr, PageMap, Co
 fn v1_to_v2_to_v1_keeps_every_live_object() {
     let (root1, mem1) = source(1);
     let want = live(&validated(root1, &mem1).image());
-    assert_eq!(want.len(), 3 + 140 + 61);
+    assert_eq!(want.len(), 3 + DOMAINS as usize + LIVE_DEVICES);
 
     let (root2, mem2, done) = into(root1, &mem1, Config::v2(77));
     assert_eq!(
         done,
         Converted {
             iommus: 3,
-            domains: 140,
-            devices: 61
+            domains: DOMAINS as usize,
+            devices: LIVE_DEVICES
         }
     );
     let v2 = validated(root2, &mem2);
     assert_eq!(v2.image().version(), 2);
     assert_eq!(live(&v2.image()), want);
     // Deleted slots are not carried over.
-    assert_eq!(v2.image().all_devices().count(), 61);
+    assert_eq!(v2.image().all_devices().count(), LIVE_DEVICES);
 
     let (root3, mem3, _) = into(root2, &mem2, Config::v1());
     let back = validated(root3, &mem3);
@@ -331,8 +341,13 @@ fn a_writer_that_already_holds_objects_is_refused() {
 fn running_out_of_pages_names_the_object_and_leaves_a_valid_image() {
     let (root, mem) = source(1);
     let owned = validated(root, &mem);
-    // Pages: the root, one IOMMU page, two domain pages, then none.
-    let alloc = FailingAlloc::new(MapAlloc::scattered(3), |step| step >= 4);
+    // Pages: the root, one IOMMU page, the domain pages, then none.
+    let per_page = iommu_flb_abi::abi::v2::records_per_page(
+        iommu_flb_abi::abi::PageSize::Size4K,
+        size_of::<iommu_flb_abi::abi::v2::IommuDomainV2Ser>(),
+    );
+    let pages = 2 + DOMAINS.div_ceil(per_page);
+    let alloc = FailingAlloc::new(MapAlloc::scattered(3), move |step| step >= pages);
     let mut w = Writer::with_config(alloc, Config::v2(1)).unwrap();
     let e = convert(&owned.image(), &mut w).unwrap_err();
     let ConvertError::Write { chain, error, .. } = e else {
@@ -344,5 +359,5 @@ fn running_out_of_pages_names_the_object_and_leaves_a_valid_image() {
     let map = alloc.into_inner().into_map();
     let img = validated(r, &map);
     assert_eq!(img.image().devices().count(), 0);
-    assert_eq!(img.image().domains().count(), 140);
+    assert_eq!(img.image().domains().count(), DOMAINS as usize);
 }

@@ -9,40 +9,50 @@ use object::{Object, ObjectSection};
 use crate::cmd::Failure;
 
 /// The formats descriptor of the ELF file `bytes` (named `name` in
-/// messages): the contents of its `.iommu_flb_formats` section. A section
-/// that several objects contributed to holds one descriptor each; they must
-/// be the same (one library, one descriptor). `Ok(None)` if the file has no
-/// such section.
+/// messages): the contents of its `.iommu_flb_formats` sections. Several
+/// objects linked together contribute one descriptor each, in one section
+/// or in several of that name (`ld -r` keeps them apart when their flags
+/// differ); they must all be the same (one library, one descriptor).
+/// `Ok(None)` if the file has no such section.
 pub fn read_formats(name: &str, bytes: &[u8]) -> Result<Option<Formats>, Failure> {
     let file = object::File::parse(bytes)
         .map_err(|e| Failure::Usage(format!("{name}: not an ELF file the tool reads: {e}")))?;
-    let Some(section) = file.section_by_name(IOMMU_FLB_FORMATS_SECTION) else {
-        return Ok(None);
-    };
-    let data = section.data().map_err(|e| {
-        Failure::Usage(format!(
-            "{name}: section {IOMMU_FLB_FORMATS_SECTION} cannot be read: {e}"
-        ))
-    })?;
-    let mut rest = data;
+    // A relocatable link (`ld -r`, a module) may keep one section per
+    // object when their flags differ (`SHF_GNU_RETAIN`): read them all.
+    let mut sections = 0usize;
     let mut first: Option<Formats> = None;
-    let mut at = 0usize;
-    while !rest.is_empty() {
-        let (formats, after) = Formats::parse_prefix(rest).map_err(|e| {
+    for section in file
+        .sections()
+        .filter(|s| s.name() == Ok(IOMMU_FLB_FORMATS_SECTION))
+    {
+        sections = sections.saturating_add(1);
+        let data = section.data().map_err(|e| {
             Failure::Usage(format!(
-                "{name}: section {IOMMU_FLB_FORMATS_SECTION}, descriptor at offset {at}: {e}"
+                "{name}: section {IOMMU_FLB_FORMATS_SECTION} cannot be read: {e}"
             ))
         })?;
-        match first {
-            Some(f) if f != formats => {
-                return Err(Failure::Usage(format!(
-                    "{name}: section {IOMMU_FLB_FORMATS_SECTION} holds two different descriptors (at offset 0 and {at}): the file links two versions of the library"
-                )));
+        let mut rest = data;
+        let mut at = 0usize;
+        while !rest.is_empty() {
+            let (formats, after) = Formats::parse_prefix(rest).map_err(|e| {
+                Failure::Usage(format!(
+                    "{name}: section {IOMMU_FLB_FORMATS_SECTION} ({sections}), descriptor at offset {at}: {e}"
+                ))
+            })?;
+            match first {
+                Some(f) if f != formats => {
+                    return Err(Failure::Usage(format!(
+                        "{name}: section {IOMMU_FLB_FORMATS_SECTION} holds two different descriptors: the file links two versions of the library"
+                    )));
+                }
+                _ => first = Some(formats),
             }
-            _ => first = Some(formats),
+            at = at.saturating_add(rest.len().saturating_sub(after.len()));
+            rest = after;
         }
-        at = at.saturating_add(rest.len().saturating_sub(after.len()));
-        rest = after;
+    }
+    if sections == 0 {
+        return Ok(None);
     }
     first.map(Some).ok_or_else(|| {
         Failure::Usage(format!(

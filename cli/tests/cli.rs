@@ -1712,3 +1712,46 @@ fn validate_for_refuses_an_image_the_kernel_cannot_read_and_says_why() {
     convert(&v2, "1", &back, &[]);
     assert_exit(&run(&["validate", "--for", path(&old), path(&back)]), 0);
 }
+
+#[test]
+fn formats_of_a_link_of_several_objects_needs_them_to_agree() {
+    let dir = tmp("formats_link");
+    let a = c_object(&dir, "a", LIBRARY_KERNEL);
+    let b = c_object(&dir, "b", LIBRARY_KERNEL);
+    let old = c_object(&dir, "old", V1_KERNEL);
+    // `ld -r`, as kbuild links a module's objects: the sections are
+    // concatenated, one descriptor per object.
+    let link = |name: &str, objs: &[&Path]| {
+        let out = dir.join(name);
+        let o = Command::new("ld")
+            .arg("-r")
+            .args(objs)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .expect("ld must be installed to run this test");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    };
+    let same = link("same.o", &[&a, &b]);
+    let o = run(&["formats", "--json", path(&same)]);
+    assert_exit(&o, 0);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["versions"], serde_json::json!([1, 2]));
+    let mixed = link("mixed.o", &[&a, &old]);
+    assert_fails(
+        &["formats", path(&mixed)],
+        2,
+        "holds two different descriptors",
+    );
+    assert_fails(
+        &[
+            "validate",
+            "--for",
+            path(&mixed),
+            path(&dir.join("none.elf")),
+        ],
+        2,
+        "holds two different descriptors",
+    );
+}

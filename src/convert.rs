@@ -55,7 +55,7 @@ pub enum Inexpressible {
         offset: u64,
     },
     /// A live record carries state the next kernel wrote after the
-    /// handover (`INCOMING` or `restored`): a restored image, not one to
+    /// handover (`INCOMING`, `restored` or `restored_domain`): a restored image, not one to
     /// hand over.
     RestoredState {
         /// The record's chain.
@@ -87,7 +87,7 @@ impl fmt::Display for Inexpressible {
             ),
             Inexpressible::RestoredState { chain, phys } => write!(
                 f,
-                "{} {phys}: carries state the next kernel wrote (INCOMING or restored): a restored image cannot be handed over",
+                "{} {phys}: carries state the next kernel wrote (INCOMING, restored or restored_domain): a restored image cannot be handed over",
                 chain.noun()
             ),
         }
@@ -238,7 +238,8 @@ fn expressible<M: Memory + ?Sized>(image: &Image<'_, '_, M>) -> Result<(), Inexp
     }
     for d in image.domains() {
         extension(image, Chain::Domain, d.phys())?;
-        if d.flags() & !IOMMU_SER_FLAG_DELETED != 0 {
+        let v1_restored = d.v1().is_some_and(|r| r.restored_domain.get() != 0);
+        if d.flags() & !IOMMU_SER_FLAG_DELETED != 0 || v1_restored {
             return restored(Chain::Domain, d.phys());
         }
     }

@@ -307,25 +307,47 @@ fn a_longer_root_converts_only_when_its_extra_bytes_are_zero() {
     );
 }
 
+/// Every field the next kernel writes after restore (version 1's
+/// `INCOMING` flag, the Intel IOMMU's and device's `restored`, the domain's
+/// `restored_domain`) makes the image one that cannot be handed over again.
 #[test]
-fn a_restored_image_is_refused() {
-    let spec = common::Spec::simple(1, 1, 2);
-    let mut img = spec.build();
-    let dev = img.field(Chain::Device, 1, common::off::FLAGS);
-    img.put_u32(dev, iommu_flb_abi::abi::v1::IOMMU_SER_FLAG_INCOMING);
-    let opts = Options {
-        mode: Mode::Restored,
-        ..Options::default()
-    };
-    let owned = reader::validate_alloc(&img.mem, img.root, &opts).unwrap();
-    let mut w = Writer::with_config(MapAlloc::scattered(3), Config::v2(1)).unwrap();
-    assert_eq!(
-        convert(&owned.image(), &mut w),
-        Err(ConvertError::Inexpressible(Inexpressible::RestoredState {
-            chain: Chain::Device,
-            phys: img.record(Chain::Device, 1)
-        }))
-    );
+fn a_restored_image_is_refused_naming_the_restored_record() {
+    use common::off::{DEV_VENDOR, DOM_RESTORED, FLAGS, HW_VENDOR};
+    let incoming = iommu_flb_abi::abi::v1::IOMMU_SER_FLAG_INCOMING;
+    let cases: [(Chain, usize, usize, bool); 4] = [
+        (Chain::Device, 1, FLAGS, true),
+        (Chain::Iommu, 0, HW_VENDOR, false),
+        (Chain::Domain, 0, DOM_RESTORED, false),
+        (Chain::Device, 0, DEV_VENDOR, false),
+    ];
+    for (chain, index, field, flag) in cases {
+        let spec = common::Spec::simple(1, 1, 2);
+        let mut img = spec.build();
+        let at = img.field(chain, index, field);
+        if flag {
+            img.put_u32(at, incoming);
+        } else {
+            img.put_u8(at, 1);
+        }
+        let opts = Options {
+            mode: Mode::Restored,
+            ..Options::default()
+        };
+        let owned = reader::validate_alloc(&img.mem, img.root, &opts)
+            .unwrap_or_else(|e| panic!("{chain:?} field {field}: {e}"));
+        for config in [Config::v1(), Config::v2(1)] {
+            let mut w = Writer::with_config(MapAlloc::scattered(3), config).unwrap();
+            assert_eq!(
+                convert(&owned.image(), &mut w),
+                Err(ConvertError::Inexpressible(Inexpressible::RestoredState {
+                    chain,
+                    phys: img.record(chain, index)
+                })),
+                "{chain:?} field {field}"
+            );
+            assert_eq!(w.counts().devices, 0, "nothing written");
+        }
+    }
 }
 
 #[test]

@@ -174,15 +174,40 @@ fn le64(page: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
+/// The candidates the pass keeps, at most [`MAX_CANDIDATES`] of each kind
+/// (roots found on their own page, roots named by LUO's table), in the
+/// order found; the others are counted. A dump full of root-like pages
+/// costs this much memory, not a list entry per page.
+#[derive(Default)]
+struct Candidates {
+    pages: Vec<(PhysAddr, How)>,
+    named: Vec<(PhysAddr, How)>,
+    dropped: usize,
+}
+
+impl Candidates {
+    fn push(&mut self, root: PhysAddr, how: How) {
+        let list = match how {
+            How::LuoTable(_) => &mut self.named,
+            How::V2Magic | How::V1Structure => &mut self.pages,
+        };
+        if list.len() < MAX_CANDIDATES {
+            list.push((root, how));
+        } else {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+    }
+}
+
 /// What the page at `phys` is a candidate for.
-fn candidates(phys: u64, page: &[u8], out: &mut Vec<(PhysAddr, How)>) {
+fn candidates(phys: u64, page: &[u8], out: &mut Candidates) {
     let version = le64(page, 0);
     if version >= 2 && page.get(8..12) == Some(&b"IFLR"[..]) {
-        out.push((PhysAddr::new(phys), How::V2Magic));
+        out.push(PhysAddr::new(phys), How::V2Magic);
     } else if version == 1 {
         let heads = [le64(page, 8), le64(page, 16), le64(page, 24)];
         if heads.iter().all(|&h| h % PAGE == 0 && h != phys) && heads.iter().any(|&h| h != 0) {
-            out.push((PhysAddr::new(phys), How::V1Structure));
+            out.push(PhysAddr::new(phys), How::V1Structure);
         }
     }
     let (pgcnt, count) = (le64(page, 0), le64(page, 8));
@@ -204,7 +229,7 @@ fn candidates(phys: u64, page: &[u8], out: &mut Vec<(PhysAddr, How)>) {
         if name.get(..len) == Some(LUO_FLB_NAME) {
             let data = le64(page, at.saturating_add(48));
             let entry = phys.saturating_add(u64::try_from(at).unwrap_or(0));
-            out.push((PhysAddr::new(data), How::LuoTable(PhysAddr::new(entry))));
+            out.push(PhysAddr::new(data), How::LuoTable(PhysAddr::new(entry)));
         }
     }
 }
@@ -222,7 +247,7 @@ pub fn scan<S: Source>(
         .iter()
         .fold(0u64, |t, (a, b)| t.saturating_add(b.saturating_sub(*a)));
     let mut report = ScanReport::default();
-    let mut found = Vec::new();
+    let mut found = Candidates::default();
     let mut buf = vec![0u8; PageSize::Size4K.bytes()];
     let mut done = 0u64;
     let limit = dump.scan_limit();
@@ -250,15 +275,21 @@ pub fn scan<S: Source>(
         }
     }
     progress(total, total);
-    // LUO's names first; then by address, each root once.
-    found.sort_by_key(|(root, how)| (!matches!(how, How::LuoTable(_)), *root));
+    // LUO's names first (by the address they name); then the pages' own
+    // roots, found in ascending address order; each root once.
+    let Candidates {
+        pages,
+        mut named,
+        dropped,
+    } = found;
+    named.sort_by_key(|(root, _)| *root);
+    let mut all = named;
+    all.extend(pages);
     let mut seen = std::collections::BTreeSet::new();
-    found.retain(|(root, _)| seen.insert(*root));
-    if found.len() > MAX_CANDIDATES {
-        report.skipped = found.len().saturating_sub(MAX_CANDIDATES);
-        found.truncate(MAX_CANDIDATES);
-    }
-    for (root, how) in found {
+    all.retain(|(root, _)| seen.insert(*root));
+    report.skipped = dropped.saturating_add(all.len().saturating_sub(MAX_CANDIDATES));
+    all.truncate(MAX_CANDIDATES);
+    for (root, how) in all {
         let result = match reader::validate_alloc(&*dump, root, opts) {
             Ok(owned) => Ok(render::summary(&Records::count(&owned.image()))),
             Err(e) => Err(format!("{}: {}", e.location(), e.kind())),

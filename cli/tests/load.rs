@@ -872,3 +872,42 @@ fn scan_of_segments_sharing_file_bytes_stops_at_the_files_size() {
     assert!(calls >= 1);
     assert!(report.text("f").contains("the scan stopped early"));
 }
+
+#[test]
+fn scan_validates_at_most_max_candidates_and_counts_the_rest() {
+    use iommu_flb_abi::reader::Options;
+    use iommu_flb_cli::scan::{MAX_CANDIDATES, scan};
+    // Every page looks like a version-1 root whose chains are outside the
+    // dump: a candidate that does not validate.
+    let n = MAX_CANDIDATES + 5;
+    let mut bytes = vec![0u8; n * PAGE_SIZE];
+    for page in bytes.chunks_exact_mut(PAGE_SIZE) {
+        page[..8].copy_from_slice(&1u64.to_le_bytes());
+        page[8..16].copy_from_slice(&0x7000_0000u64.to_le_bytes());
+    }
+    // From 1 MiB: physical page 0 is no root (its zero heads would be
+    // itself).
+    let base = 0x10_0000u64;
+    let opts = LoadOptions {
+        format: Format::Phys,
+        base: Some(PhysAddr::new(base)),
+    };
+    let mut dump = load(bytes.as_slice(), opts).unwrap();
+    let report = scan(&mut dump, &Options::default(), &mut |_, _| {});
+    assert_eq!(report.pages, n as u64);
+    assert_eq!(report.found.len(), MAX_CANDIDATES);
+    assert_eq!(report.skipped, 5);
+    assert!(report.found.iter().all(|f| f.result.is_err()));
+    // The first pages by address are the ones validated.
+    assert_eq!(report.found[0].root, PhysAddr::new(base));
+    assert_eq!(
+        report.found.last().unwrap().root,
+        PhysAddr::new(base + ((MAX_CANDIDATES - 1) * PAGE_SIZE) as u64)
+    );
+    assert!(
+        report
+            .text("f")
+            .contains("5 more candidate(s) not validated")
+    );
+    assert_eq!(dump.pages_held(), 0, "the scan keeps no page");
+}

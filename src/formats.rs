@@ -176,6 +176,29 @@ pub const FORMATS: Formats = Formats {
 #[allow(clippy::as_conversions)]
 const _: () = assert!(FORMATS.len == IOMMU_FLB_FORMATS_COUNT as usize);
 
+/// What a kernel without a descriptor reads and writes: version 1 only, as
+/// every kernel built before `IOMMU_FLB_DECLARE_FORMATS()` existed. A tool
+/// that finds no `.iommu_flb_formats` section in a kernel file uses it.
+pub const WITHOUT_DESCRIPTOR: Formats = Formats {
+    entries: [
+        FormatSupport {
+            version: version_u32(IOMMU_LUO_FLB_VERSION),
+            read: true,
+            write: true,
+            compat: IOMMU_FLB_V1_COMPAT_KNOWN,
+            incompat: IOMMU_FLB_V1_INCOMPAT_KNOWN,
+        },
+        FormatSupport::NONE,
+        FormatSupport::NONE,
+        FormatSupport::NONE,
+        FormatSupport::NONE,
+        FormatSupport::NONE,
+        FormatSupport::NONE,
+        FormatSupport::NONE,
+    ],
+    len: 1,
+};
+
 impl Formats {
     /// A descriptor of `entries`, checked as [`Formats::parse`] checks a
     /// stored one.

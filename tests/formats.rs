@@ -640,3 +640,19 @@ fn entries_are_checked_in_order_each_version_before_its_flags() {
         "{e:?}"
     );
 }
+
+#[test]
+fn a_kernel_without_a_descriptor_reads_and_writes_version_1_only() {
+    use iommu_flb_abi::formats::WITHOUT_DESCRIPTOR;
+    assert_eq!(WITHOUT_DESCRIPTOR.reads().as_slice(), &[1]);
+    assert_eq!(WITHOUT_DESCRIPTOR.writes().as_slice(), &[1]);
+    assert_eq!(
+        Formats::parse(&WITHOUT_DESCRIPTOR.to_bytes()),
+        Ok(WITHOUT_DESCRIPTOR)
+    );
+    assert_eq!(
+        negotiate(&FORMATS, &WITHOUT_DESCRIPTOR).map(|n| n.version),
+        Ok(1)
+    );
+    assert!(WITHOUT_DESCRIPTOR.accepts(2, 2, 0).is_err());
+}

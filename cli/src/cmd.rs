@@ -274,9 +274,7 @@ pub fn validate_for(opts: &ReadOptions, kernel: &Path) -> Result<String, Failure
 /// `formats`: the formats descriptor of an ELF file, as text or JSON.
 pub fn formats_file(path: &Path, json: bool) -> Result<String, Failure> {
     let name = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read {name}: {e}")))?;
-    let f = formats::read_formats(&name, &bytes)?.ok_or_else(|| {
+    let f = formats::file_formats(path)?.ok_or_else(|| {
         Failure::Usage(format!(
             "{name}: no {} section (a kernel built without IOMMU_FLB_DECLARE_FORMATS(), such as every kernel before it, reads version 1 only)",
             iommu_flb_abi::formats::IOMMU_FLB_FORMATS_SECTION

@@ -3,7 +3,7 @@
 //! module, an object), and `validate --for`, which checks an image against
 //! it.
 
-use iommu_flb_abi::formats::{FormatSupport, Formats, IOMMU_FLB_FORMATS_SECTION};
+use iommu_flb_abi::formats::{Formats, IOMMU_FLB_FORMATS_SECTION, WITHOUT_DESCRIPTOR};
 use object::{Object, ObjectSection};
 
 use crate::cmd::Failure;
@@ -61,25 +61,25 @@ pub fn read_formats(name: &str, bytes: &[u8]) -> Result<Option<Formats>, Failure
     })
 }
 
-/// What a kernel without a descriptor reads: version 1 only, as every
-/// kernel before the descriptor existed.
-pub fn without_descriptor() -> Formats {
-    // One entry, version 1: `new` refuses only malformed entry lists.
-    Formats::new(&[FormatSupport::read_write(1)]).unwrap_or_default()
-}
-
-/// The descriptor of the kernel file at `path`, or what a kernel without
-/// one reads (and a note saying so).
-pub fn kernel_formats(path: &std::path::Path) -> Result<(Formats, Option<String>), Failure> {
+/// The formats descriptor of the ELF file at `path`, as [`read_formats`]
+/// reads it.
+pub fn file_formats(path: &std::path::Path) -> Result<Option<Formats>, Failure> {
     let name = path.display().to_string();
     let bytes =
         std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read {name}: {e}")))?;
-    Ok(match read_formats(&name, &bytes)? {
+    read_formats(&name, &bytes)
+}
+
+/// The descriptor of the kernel file at `path`, or what a kernel without
+/// one reads ([`WITHOUT_DESCRIPTOR`]) and a note saying so.
+pub fn kernel_formats(path: &std::path::Path) -> Result<(Formats, Option<String>), Failure> {
+    Ok(match file_formats(path)? {
         Some(f) => (f, None),
         None => (
-            without_descriptor(),
+            WITHOUT_DESCRIPTOR,
             Some(format!(
-                "{name} has no {IOMMU_FLB_FORMATS_SECTION} section: taken as a kernel that reads version 1 only"
+                "{} has no {IOMMU_FLB_FORMATS_SECTION} section: taken as a kernel that reads version 1 only",
+                path.display()
             )),
         ),
     })

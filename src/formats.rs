@@ -144,19 +144,22 @@ const fn version_u32(v: u64) -> u32 {
 const_assert!(IOMMU_LUO_FLB_VERSION >> 32 == 0);
 const_assert!(IOMMU_FLB_V2_VERSION >> 32 == 0);
 
+/// Version 1, read and written, with the feature bits it defines (none).
+const V1_SUPPORT: FormatSupport = FormatSupport {
+    version: version_u32(IOMMU_LUO_FLB_VERSION),
+    read: true,
+    write: true,
+    compat: IOMMU_FLB_V1_COMPAT_KNOWN,
+    incompat: IOMMU_FLB_V1_INCOMPAT_KNOWN,
+};
+
 /// The library's own descriptor: it reads and writes versions 1 and 2,
 /// and knows the feature bits each defines (none yet). The C header's
 /// `IOMMU_FLB_DECLARE_FORMATS()` defines the same descriptor from the same
 /// constants.
 pub const FORMATS: Formats = Formats {
     entries: [
-        FormatSupport {
-            version: version_u32(IOMMU_LUO_FLB_VERSION),
-            read: true,
-            write: true,
-            compat: IOMMU_FLB_V1_COMPAT_KNOWN,
-            incompat: IOMMU_FLB_V1_INCOMPAT_KNOWN,
-        },
+        V1_SUPPORT,
         FormatSupport {
             version: version_u32(IOMMU_FLB_V2_VERSION),
             read: true,
@@ -181,13 +184,7 @@ const _: () = assert!(FORMATS.len == IOMMU_FLB_FORMATS_COUNT as usize);
 /// that finds no `.iommu_flb_formats` section in a kernel file uses it.
 pub const WITHOUT_DESCRIPTOR: Formats = Formats {
     entries: [
-        FormatSupport {
-            version: version_u32(IOMMU_LUO_FLB_VERSION),
-            read: true,
-            write: true,
-            compat: IOMMU_FLB_V1_COMPAT_KNOWN,
-            incompat: IOMMU_FLB_V1_INCOMPAT_KNOWN,
-        },
+        V1_SUPPORT,
         FormatSupport::NONE,
         FormatSupport::NONE,
         FormatSupport::NONE,

@@ -38,37 +38,6 @@
 #include "iommu_flb_api.h"
 #include "read_dump.h"
 
-/* The image's page size (the PAGE_SIZE argument). */
-static size_t page_size = 4096;
-
-static unsigned char *dump;
-static unsigned long long dump_base;
-static size_t dump_len;
-
-/*
- * struct iommu_flb_mem.page: the addresses come from the image, so any
- * address may be asked for; the callback hands out only pages of this
- * handover (here: of the dump) and NULL for anything else. The library
- * promises page-aligned addresses; anything else fails the test.
- */
-static const __u8 *dump_page(void *ctx, __u64 phys)
-{
-	unsigned long long off;
-
-	(void)ctx;
-	if (phys % page_size) {
-		fprintf(stderr, "capi_read: page(%#llx): not page-aligned\n",
-			(unsigned long long)phys);
-		exit(1);
-	}
-	if (phys < dump_base)
-		return NULL;
-	off = phys - dump_base;
-	if (off > dump_len || dump_len - off < page_size)
-		return NULL;
-	return dump + off;
-}
-
 /* phys_to_virt() for the raw walk, which trusts the validated image. */
 static const void *virt(unsigned long long phys)
 {

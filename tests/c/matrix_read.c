@@ -26,26 +26,6 @@
 #include "iommu_flb_api.h"
 #include "read_dump.h"
 
-#define PAGE 4096
-
-static unsigned char *dump;
-static unsigned long long dump_base;
-static size_t dump_len;
-
-/* struct iommu_flb_mem.page: only pages of the dump, NULL for the rest. */
-static const __u8 *dump_page(void *ctx, __u64 phys)
-{
-	unsigned long long off;
-
-	(void)ctx;
-	if (phys < dump_base || phys % PAGE)
-		return NULL;
-	off = phys - dump_base;
-	if (off > dump_len || dump_len - off < PAGE)
-		return NULL;
-	return dump + off;
-}
-
 static void fail(const char *what)
 {
 	fprintf(stderr, "matrix_read: %s\n", what);
@@ -102,7 +82,7 @@ static void walk(const struct iommu_flb_image *img)
 
 int main(int argc, char **argv)
 {
-	struct iommu_flb_mem mem = { .page = dump_page, .ctx = NULL, .page_size = PAGE };
+	struct iommu_flb_mem mem = { .page = dump_page, .ctx = NULL, .page_size = page_size };
 	struct iommu_flb_error err;
 	const struct iommu_flb_image *img;
 	unsigned long long root;

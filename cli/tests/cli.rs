@@ -1319,7 +1319,11 @@ fn convert_sets_the_generation_it_is_given_or_the_next_one() {
         2,
         "version 1 has no generation",
     );
-    assert_fails(&["convert", "--to", "3", "-o", path(&b), path(&a)], 2, "3");
+    assert_fails(
+        &["convert", "--to", "3", "-o", path(&b), path(&a)],
+        2,
+        "invalid value '3' for '--to <N>'",
+    );
 }
 
 #[test]

@@ -499,6 +499,19 @@ impl<S: Source> Dump<S> {
         }
     }
 
+    /// The size of the dump's own unit of presence, at least 4 KiB: a
+    /// kdump dump's block (a page frame of the dumped machine), which is in
+    /// the dump whole or not at all. A scan that finds a page unreadable
+    /// skips the rest of its unit.
+    pub fn presence_unit(&self) -> u64 {
+        match &self.layout {
+            Layout::Kdump(k) | Layout::Flattened(_, Inner::Kdump(k)) => {
+                u64::from(k.block_size()).max(4096)
+            }
+            Layout::Flat { .. } | Layout::Elf(_) | Layout::Flattened(_, Inner::Elf(_)) => 4096,
+        }
+    }
+
     /// Reads the page of `buf.len()` bytes at `phys` into `buf` without
     /// keeping it; `true` if it was read (zero tails read as zeros).
     pub fn read_uncached(&self, phys: PhysAddr, buf: &mut [u8]) -> bool {

@@ -251,6 +251,7 @@ pub fn scan<S: Source>(
     let mut buf = vec![0u8; PageSize::Size4K.bytes()];
     let mut done = 0u64;
     let limit = dump.scan_limit();
+    let unit = dump.presence_unit();
     'extents: for (start, end) in extents {
         let mut phys = start.div_ceil(PAGE).saturating_mul(PAGE);
         while phys < end && end.saturating_sub(phys) >= PAGE {
@@ -258,17 +259,25 @@ pub fn scan<S: Source>(
                 report.stopped = true;
                 break 'extents;
             }
-            if dump.read_uncached(PhysAddr::new(phys), &mut buf) {
+            // A page not in the dump: so is the rest of its unit (a kdump
+            // block of up to 1 MiB), which is skipped without asking for
+            // each of its pages.
+            let step = if dump.read_uncached(PhysAddr::new(phys), &mut buf) {
                 report.pages = report.pages.saturating_add(1);
                 candidates(phys, &buf, &mut found);
+                PAGE
             } else {
-                report.unreadable = report.unreadable.saturating_add(1);
-            }
-            done = done.saturating_add(PAGE);
-            if done % (1 << 24) == 0 {
+                let next = phys.saturating_add(1).next_multiple_of(unit).min(end);
+                let step = next.saturating_sub(phys).max(PAGE);
+                report.unreadable = report.unreadable.saturating_add(step / PAGE);
+                step
+            };
+            let before = done;
+            done = done.saturating_add(step);
+            if before >> 24 != done >> 24 {
                 progress(done, total);
             }
-            phys = match phys.checked_add(PAGE) {
+            phys = match phys.checked_add(step) {
                 Some(p) => p,
                 None => break,
             };

@@ -714,3 +714,45 @@ fn elf_file_that_is_not_a_core_is_refused_as_such_in_auto_and_read_flat_in_phys(
     let p = page(&dump, 0, PageSize::Size4K).expect("page 0");
     assert_eq!(&p[..4], b"\x7fELF");
 }
+
+/// A slice that counts the positioned reads made of it.
+struct CountingReads<'a> {
+    bytes: &'a [u8],
+    reads: std::cell::Cell<u64>,
+}
+
+impl iommu_flb_cli::source::Source for CountingReads<'_> {
+    fn size(&self) -> std::io::Result<u64> {
+        self.bytes.size()
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.reads.set(self.reads.get() + 1);
+        self.bytes.read_exact_at(buf, offset)
+    }
+}
+
+#[test]
+fn scan_skips_a_whole_kdump_block_that_is_not_in_the_dump() {
+    use iommu_flb_abi::reader::Options;
+    use iommu_flb_cli::scan::scan;
+    // 1 MiB blocks, 1024 page frames (1 GiB claimed), none dumped: 262,144
+    // pages of 4 KiB, 1024 blocks.
+    let spec = Spec {
+        block_size: 1 << 20,
+        ..Spec::x86_64(Comp::Zlib, 1024)
+    };
+    let built = build(&spec, &BTreeMap::new());
+    let src = CountingReads {
+        bytes: &built.bytes,
+        reads: std::cell::Cell::new(0),
+    };
+    let mut dump = load(&src, AUTO).unwrap();
+    let loaded = src.reads.get();
+    let report = scan(&mut dump, &Options::default(), &mut |_, _| {});
+    assert_eq!(report.pages, 0);
+    assert_eq!(report.unreadable, 1024 * 256);
+    // One bitmap read per block, not per 4 KiB page.
+    let reads = src.reads.get() - loaded;
+    assert!(reads <= 2 * 1024, "{reads} reads for 1024 blocks");
+}

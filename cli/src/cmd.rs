@@ -132,16 +132,7 @@ fn with_image<S: Source, R>(
     opts: &ReadOptions,
     f: impl FnOnce(&Image<'_, '_, crate::load::Dump<S>>) -> Result<R, Failure>,
 ) -> Result<R, Failure> {
-    let load_opts = LoadOptions {
-        format: opts.format,
-        base: opts.base,
-    };
-    let mut dump = load(data, load_opts).map_err(|e| Failure::Usage(format!("{name}: {e}")))?;
-    let vopts = Options {
-        mode: opts.mode,
-        page_size: opts.page_size,
-        ..Options::default()
-    };
+    let (mut dump, vopts) = load_dump(name, data, opts)?;
     let note = match opts.root {
         Some(_) => None,
         None => dump
@@ -193,17 +184,28 @@ pub fn scan_file(
         ));
     }
     let (name, file) = open_input(opts)?;
+    let (mut dump, vopts) = load_dump(&name, &file, opts)?;
+    Ok(scan::scan(&mut dump, &vopts, progress).text(&name))
+}
+
+/// Loads the container of `data` as `opts` say, and the reader's options
+/// they give.
+fn load_dump<S: Source>(
+    name: &str,
+    data: S,
+    opts: &ReadOptions,
+) -> Result<(crate::load::Dump<S>, Options), Failure> {
     let load_opts = LoadOptions {
         format: opts.format,
         base: opts.base,
     };
-    let mut dump = load(&file, load_opts).map_err(|e| Failure::Usage(format!("{name}: {e}")))?;
+    let dump = load(data, load_opts).map_err(|e| Failure::Usage(format!("{name}: {e}")))?;
     let vopts = Options {
         mode: opts.mode,
         page_size: opts.page_size,
         ..Options::default()
     };
-    Ok(scan::scan(&mut dump, &vopts, progress).text(&name))
+    Ok((dump, vopts))
 }
 
 /// Opens `opts.file` for reading on demand, refusing a directory.

@@ -477,7 +477,18 @@ impl<S: Source> Dump<S> {
     pub fn extents(&self) -> Vec<(u64, u64)> {
         match &self.layout {
             Layout::Flat { base } => vec![(base.get(), base.get().saturating_add(self.len))],
-            Layout::Elf(e) | Layout::Flattened(_, Inner::Elf(e)) => e.extents().collect(),
+            Layout::Elf(e) | Layout::Flattened(_, Inner::Elf(e)) => {
+                // Segments that meet are one range, so a page split between
+                // them is scanned.
+                let mut out: Vec<(u64, u64)> = Vec::new();
+                for (start, end) in e.extents() {
+                    match out.last_mut() {
+                        Some(last) if last.1 == start => last.1 = end,
+                        _ => out.push((start, end)),
+                    }
+                }
+                out
+            }
             Layout::Kdump(k) | Layout::Flattened(_, Inner::Kdump(k)) => vec![(0, k.end())],
         }
     }

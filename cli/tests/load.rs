@@ -911,3 +911,25 @@ fn scan_validates_at_most_max_candidates_and_counts_the_rest() {
     );
     assert_eq!(dump.pages_held(), 0, "the scan keeps no page");
 }
+
+#[test]
+fn scan_reads_a_page_split_between_two_segments_that_meet() {
+    use iommu_flb_abi::reader::Options;
+    use iommu_flb_cli::scan::{How, scan};
+    // A page that looks like a version-1 root (its chains outside the
+    // file), its first 1 KiB in one segment and the rest in the next.
+    let mut root = [0u8; PAGE_SIZE];
+    root[..8].copy_from_slice(&1u64.to_le_bytes());
+    root[8..16].copy_from_slice(&0x7000_0000u64.to_le_bytes());
+    let off = common::data_offset(2);
+    let phdrs = [
+        load_seg(off, 0x20_0000, 0x400, 0x400),
+        load_seg(off + 0x400, 0x20_0400, 0xc00, 0xc00),
+    ];
+    let bytes = hand_made(LittleEndian, elf::ET_CORE.0, &phdrs, &root);
+    let mut dump = load(bytes.as_slice(), AUTO).unwrap();
+    let report = scan(&mut dump, &Options::default(), &mut |_, _| {});
+    assert_eq!(report.pages, 1);
+    let roots: Vec<_> = report.found.iter().map(|f| (f.root, f.how)).collect();
+    assert_eq!(roots, [(PhysAddr::new(0x20_0000), How::V1Structure)]);
+}

@@ -227,7 +227,9 @@ impl Version {
 }
 
 /// The view's per-version functions, so that record handles need only a
-/// reference to them.
+/// reference to them. Each dispatches on the version with a `match` the
+/// compiler inlines (a function pointer would be an indirect call on every
+/// field read).
 #[derive(Clone, Copy)]
 pub(crate) struct Ops {
     /// The format version these are the rules of.
@@ -237,16 +239,29 @@ pub(crate) struct Ops {
     pub dom: usize,
     pub dev: usize,
     pub deleted: u32,
-    pub hw_fields: fn(&[u8]) -> (u64, u64),
-    pub hw_payload: for<'a> fn(&'a [u8], IommuTypeSer) -> Option<IommuPayload<'a>>,
-    pub domain: fn(&[u8]) -> DomainFields,
-    pub device: fn(&[u8]) -> DeviceFields,
-    pub dev_payload: for<'a> fn(&'a [u8], IommuTypeSer) -> Option<DevicePayload<'a>>,
+}
+
+/// Evaluates `$e` with `$f` naming the format whose rules `$ops` are: the
+/// one place a new version adds a line to the view.
+macro_rules! by_version {
+    ($ops:expr, $f:ident => $e:expr) => {
+        match $ops.version {
+            1 => {
+                type $f = v1::V1;
+                $e
+            }
+            _ => {
+                type $f = v2::V2;
+                $e
+            }
+        }
+    };
 }
 
 impl core::fmt::Debug for Ops {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Ops")
+            .field("version", &self.version)
             .field("page_hdr", &self.page_hdr)
             .finish_non_exhaustive()
     }
@@ -262,12 +277,45 @@ impl Ops {
             dom: F::DOM,
             dev: F::DEV,
             deleted: F::DELETED,
-            hw_fields: F::hw,
-            hw_payload: F::hw_payload,
-            domain: F::domain,
-            device: F::device,
-            dev_payload: F::dev_payload,
         }
+    }
+
+    /// [`Format::hw`].
+    #[inline(always)]
+    pub(crate) fn hw_fields(&self, rec: &[u8]) -> (u64, u64) {
+        by_version!(self, F => F::hw(rec))
+    }
+
+    /// [`Format::hw_payload`].
+    #[inline(always)]
+    pub(crate) fn hw_payload<'a>(
+        &self,
+        rec: &'a [u8],
+        ty: IommuTypeSer,
+    ) -> Option<IommuPayload<'a>> {
+        by_version!(self, F => F::hw_payload(rec, ty))
+    }
+
+    /// [`Format::domain`].
+    #[inline(always)]
+    pub(crate) fn domain(&self, rec: &[u8]) -> DomainFields {
+        by_version!(self, F => F::domain(rec))
+    }
+
+    /// [`Format::device`].
+    #[inline(always)]
+    pub(crate) fn device(&self, rec: &[u8]) -> DeviceFields {
+        by_version!(self, F => F::device(rec))
+    }
+
+    /// [`Format::dev_payload`].
+    #[inline(always)]
+    pub(crate) fn dev_payload<'a>(
+        &self,
+        rec: &'a [u8],
+        ty: IommuTypeSer,
+    ) -> Option<DevicePayload<'a>> {
+        by_version!(self, F => F::dev_payload(rec, ty))
     }
 }
 

@@ -130,6 +130,7 @@ impl Format for V1 {
         })
     }
 
+    #[inline]
     fn hw(rec: &[u8]) -> (u64, u64) {
         match IommuHwSer::ref_from_prefix(rec) {
             Ok((r, _)) => (r.token.get(), r.r#type.get()),
@@ -141,6 +142,7 @@ impl Format for V1 {
     /// member uses, which the kernel's zeroed slot holds as zeros: they are
     /// padding (a non-zero byte there is corruption, or a longer SMMUv3
     /// struct under the same version).
+    #[inline]
     fn check_hw_vendor(
         rec: &[u8],
         ty: IommuTypeSer,
@@ -155,6 +157,7 @@ impl Format for V1 {
         }
     }
 
+    #[inline]
     fn hw_payload(rec: &[u8], ty: IommuTypeSer) -> Option<IommuPayload<'_>> {
         let vendor = rec.get(HW_VENDOR..)?;
         Some(match ty {
@@ -165,6 +168,7 @@ impl Format for V1 {
         })
     }
 
+    #[inline]
     fn domain(rec: &[u8]) -> DomainFields {
         match IommuDomainSer::ref_from_prefix(rec) {
             Ok((d, _)) => DomainFields {
@@ -179,6 +183,7 @@ impl Format for V1 {
         }
     }
 
+    #[inline]
     fn device(rec: &[u8]) -> DeviceFields {
         match IommuDeviceSer::ref_from_prefix(rec) {
             Ok((d, _)) => {
@@ -196,6 +201,7 @@ impl Format for V1 {
         }
     }
 
+    #[inline]
     fn check_dev_vendor(
         rec: &[u8],
         ty: IommuTypeSer,
@@ -212,6 +218,7 @@ impl Format for V1 {
         }
     }
 
+    #[inline]
     fn dev_payload(rec: &[u8], ty: IommuTypeSer) -> Option<DevicePayload<'_>> {
         let vendor = rec.get(DEV_VENDOR..)?;
         Some(match ty {

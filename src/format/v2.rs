@@ -274,6 +274,7 @@ impl Format for V2 {
         })
     }
 
+    #[inline]
     fn hw(rec: &[u8]) -> (u64, u64) {
         match IommuHwV2Ser::ref_from_prefix(rec) {
             Ok((r, _)) => (r.token.get(), r.r#type.get()),
@@ -282,6 +283,7 @@ impl Format for V2 {
     }
 
     /// Bytes of the union past the member in use are zero (Intel's fills it).
+    #[inline]
     fn check_hw_vendor(
         rec: &[u8],
         ty: IommuTypeSer,
@@ -300,6 +302,7 @@ impl Format for V2 {
         }
     }
 
+    #[inline]
     fn hw_payload(rec: &[u8], ty: IommuTypeSer) -> Option<IommuPayload<'_>> {
         let vendor = rec.get(HW_VENDOR..)?;
         Some(match ty {
@@ -310,6 +313,7 @@ impl Format for V2 {
         })
     }
 
+    #[inline]
     fn domain(rec: &[u8]) -> DomainFields {
         match IommuDomainV2Ser::ref_from_prefix(rec) {
             Ok((d, _)) => DomainFields {
@@ -324,6 +328,7 @@ impl Format for V2 {
         }
     }
 
+    #[inline]
     fn device(rec: &[u8]) -> DeviceFields {
         match IommuDeviceV2Ser::ref_from_prefix(rec) {
             Ok((d, _)) => DeviceFields {
@@ -340,6 +345,7 @@ impl Format for V2 {
 
     /// Intel's member leaves 8 union bytes, which are zero; SMMUv3's
     /// `padding` is zero.
+    #[inline]
     fn check_dev_vendor(
         rec: &[u8],
         ty: IommuTypeSer,
@@ -358,6 +364,7 @@ impl Format for V2 {
         Ok(())
     }
 
+    #[inline]
     fn dev_payload(rec: &[u8], ty: IommuTypeSer) -> Option<DevicePayload<'_>> {
         let vendor = rec.get(DEV_VENDOR..)?;
         Some(match ty {

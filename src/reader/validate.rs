@@ -3,7 +3,7 @@
 
 use super::index::{
     Cursor, Found, LOW_MASK, MAX_OBJECTS, MAX_PAGES, Pages, ScratchElem, TAG_SHIFT, chain_tag,
-    tag_chain,
+    reciprocal, tag_chain,
 };
 use super::view::{Image, Shape};
 use super::{Mode, Options};
@@ -347,6 +347,7 @@ fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
         cap: s
             .strides
             .map(|st| records_in_page(page_size, F::PAGE_HDR, st)),
+        magic: s.strides.map(reciprocal),
         deleted: F::DELETED,
         walk: [&*walk_iommu, &*walk_domain, &*walk_device],
         sorted: &*sorted,
@@ -465,6 +466,32 @@ fn find_reused_pages<F: Format>(
     ))
 }
 
+/// The first `e.lo` records of chain page `e`, located at `at`, each cut
+/// to its first `len` bytes.
+#[inline]
+fn page_records<'m, M: Memory + ?Sized>(
+    mem: &'m M,
+    pages: &Pages<'_>,
+    chain: Chain,
+    len: usize,
+    e: &ScratchElem,
+    at: Location,
+) -> Result<impl Iterator<Item = &'m [u8]> + use<'m, M>, Error> {
+    let phys = PhysAddr::new(e.hi);
+    let bytes = crate::mem::read_page(mem, phys, pages.page_size)
+        .ok_or_else(|| Error::new(ErrorKind::Unreadable { target: phys }, at))?;
+    // The walk refused a count over the capacity, so the records fit.
+    pages.records(chain, bytes, e.lo, len).ok_or_else(|| {
+        Error::new(
+            ErrorKind::CountOverCapacity {
+                nr_objects: e.lo,
+                capacity: pages.capacity(chain),
+            },
+            at.field("nr_objects"),
+        )
+    })
+}
+
 /// Calls `f` on every record of `chain` (its first `len` bytes) with its
 /// location and index.
 fn for_each_record<'m, M: Memory + ?Sized>(
@@ -476,22 +503,9 @@ fn for_each_record<'m, M: Memory + ?Sized>(
 ) -> Result<(), Error> {
     let mut index = 0u64;
     for (p, e) in (0u64..).zip(pages.chain(chain)) {
-        let phys = PhysAddr::new(e.hi);
-        let loc = Location::page(chain, p, phys);
-        let bytes = crate::mem::read_page(mem, phys, pages.page_size)
-            .ok_or_else(|| Error::new(ErrorKind::Unreadable { target: phys }, loc))?;
-        // The walk refused a count over the capacity, so the records fit.
-        let recs = pages.records(chain, bytes, e.lo, len).ok_or_else(|| {
-            Error::new(
-                ErrorKind::CountOverCapacity {
-                    nr_objects: e.lo,
-                    capacity: pages.capacity(chain),
-                },
-                loc.field("nr_objects"),
-            )
-        })?;
-        for (slot, rec) in (0u64..).zip(recs) {
-            f(loc.object(slot), index, rec)?;
+        let at = Location::page(chain, p, PhysAddr::new(e.hi));
+        for (slot, rec) in (0u64..).zip(page_records(mem, pages, chain, len, e, at)?) {
+            f(at.object(slot), index, rec)?;
             index = index.saturating_add(1);
         }
     }
@@ -617,7 +631,7 @@ fn check_domains<M: Memory + ?Sized, F: Format>(
 }
 
 /// Resolves a device's reference to a live record of `chain`: by address
-/// through `cursor`, or by index in O(1).
+/// or by index, through `cursor`.
 #[inline(always)]
 fn resolve<'m, M: Memory + ?Sized>(
     mem: &'m M,
@@ -633,8 +647,34 @@ fn resolve<'m, M: Memory + ?Sized>(
             .locate(mem, chain, target, len, true, cursor)
             .map_err(|fault| Error::new(ErrorKind::BadReference { target, fault }, at)),
         Ref::Index(index) => pages
-            .live_at(mem, chain, index, len)
+            .find_index(mem, chain, index, len, true, cursor)
             .map_err(|fault| Error::new(ErrorKind::BadIndex { index, fault }, at)),
+    }
+}
+
+/// The IOMMU the previous live device named, while devices keep naming
+/// it: its reference, its record index and type, and the devices counted
+/// for it that are not yet added to its element of the IOMMU slots.
+#[derive(Clone, Copy)]
+struct Run {
+    to: Ref,
+    index: u64,
+    ty: IommuTypeSer,
+    devices: u64,
+}
+
+impl Run {
+    /// Adds the run's devices to its IOMMU's count (see `check_iommus`).
+    #[inline]
+    fn flush(self, iommu_slots: &mut [ScratchElem]) {
+        // The index is a slot of the IOMMU chain (`resolve` proved it), so
+        // the element exists; the count cannot reach the tag (2^48 records).
+        if let Some(c) = usize::try_from(self.index)
+            .ok()
+            .and_then(|i| iommu_slots.get_mut(i))
+        {
+            c.lo = c.lo.saturating_add(self.devices);
+        }
     }
 }
 
@@ -643,6 +683,13 @@ fn resolve<'m, M: Memory + ?Sized>(
 /// and writes its key (segment << 32 | devid, device index) into `keys`.
 /// Returns the number of live devices and whether their keys came in
 /// strictly ascending order.
+///
+/// One pass over the device records. The common record (live, `ref_count`
+/// 1, no flag the mode forbids) passes the header checks with one compare;
+/// any other takes the full checks in their order. A device naming the
+/// same IOMMU as the one before it (all devices behind one IOMMU, as
+/// preserved) reuses that lookup: a reference's validity depends on its
+/// value alone.
 #[inline(never)]
 fn check_devices<M: Memory + ?Sized, F: Format>(
     mem: &M,
@@ -653,53 +700,80 @@ fn check_devices<M: Memory + ?Sized, F: Format>(
 ) -> Result<(usize, bool), Error> {
     let mut out = keys.iter_mut();
     let mut live = 0usize;
-    let mut last: Option<u64> = None;
+    let mut last = 0u64;
     let mut ascending = true;
     let (mut dom_cursor, mut hw_cursor) = (Cursor::default(), Cursor::default());
-    for_each_record(mem, pages, Chain::Device, F::DEV, |loc, index, bytes| {
-        if !check_header::<F>(loc, bytes, handover)? {
-            return Ok(());
+    let mut run: Option<Run> = None;
+    let slow = !F::FLAGS_KNOWN | F::DELETED | if handover { F::INCOMING } else { 0 };
+    let mut index = 0u64;
+    for (p, e) in (0u64..).zip(pages.chain(Chain::Device)) {
+        let phys = PhysAddr::new(e.hi);
+        let at = Location::page(Chain::Device, p, phys);
+        let recs = page_records(mem, pages, Chain::Device, F::DEV, e, at)?;
+        for (slot, bytes) in (0u64..).zip(recs) {
+            let this = index;
+            index = index.wrapping_add(1);
+            let loc = at.object(slot);
+            let (ref_count, flags) = record_hdr(bytes);
+            if ref_count != 1 || flags & slow != 0 {
+                if !check_header::<F>(loc, bytes, handover)? {
+                    continue;
+                }
+                check_ref_count_one(loc, bytes)?;
+            }
+            let d = F::device(bytes);
+            resolve(
+                mem,
+                pages,
+                Chain::Domain,
+                d.domain,
+                F::DOM,
+                &mut dom_cursor,
+                loc.field(F::DOMAIN_REF),
+            )?;
+            let r = match run {
+                Some(r) if r.to == d.iommu => r,
+                _ => {
+                    if let Some(r) = run {
+                        r.flush(iommu_slots);
+                    }
+                    let iommu = resolve(
+                        mem,
+                        pages,
+                        Chain::Iommu,
+                        d.iommu,
+                        F::HW,
+                        &mut hw_cursor,
+                        loc.field(F::IOMMU_REF),
+                    )?;
+                    // `resolve` found a live IOMMU, whose type
+                    // `check_iommus` proved.
+                    let ty = iommu_type(F::hw(iommu.bytes).1).unwrap_or(IommuTypeSer::IommuInvalid);
+                    Run {
+                        to: d.iommu,
+                        index: iommu.index,
+                        ty,
+                        devices: 0,
+                    }
+                }
+            };
+            F::check_dev_vendor(bytes, r.ty, loc, handover)?;
+            run = Some(Run {
+                devices: r.devices.wrapping_add(1),
+                ..r
+            });
+            if let Some(k) = out.next() {
+                let key = (u64::from(d.segment) << 32) | u64::from(d.devid);
+                *k = ScratchElem::new(key, this);
+                ascending &= live == 0 || last < key;
+                live = live.wrapping_add(1);
+                last = key;
+            }
         }
-        check_ref_count_one(loc, bytes)?;
-        let d = F::device(bytes);
-        resolve(
-            mem,
-            pages,
-            Chain::Domain,
-            d.domain,
-            F::DOM,
-            &mut dom_cursor,
-            loc.field(F::DOMAIN_REF),
-        )?;
-        let iommu = resolve(
-            mem,
-            pages,
-            Chain::Iommu,
-            d.iommu,
-            F::HW,
-            &mut hw_cursor,
-            loc.field(F::IOMMU_REF),
-        )?;
-        // `resolve` found a live IOMMU, whose type `check_iommus` proved.
-        let ty = iommu_type(F::hw(iommu.bytes).1).unwrap_or(IommuTypeSer::IommuInvalid);
-        F::check_dev_vendor(bytes, ty, loc, handover)?;
-        // `resolve` proved the index is a slot of the IOMMU chain, so the
-        // element exists; the count cannot reach the tag (2^48 records).
-        if let Some(c) = usize::try_from(iommu.index)
-            .ok()
-            .and_then(|i| iommu_slots.get_mut(i))
-        {
-            c.lo = c.lo.saturating_add(1);
-        }
-        if let Some(k) = out.next() {
-            let key = (u64::from(d.segment) << 32) | u64::from(d.devid);
-            *k = ScratchElem::new(key, index);
-            live = live.saturating_add(1);
-            ascending &= last.is_none_or(|l| l < key);
-            last = Some(key);
-        }
-        Ok(())
-    })?;
+    }
+    if let Some(r) = run {
+        r.flush(iommu_slots);
+    }
     Ok((live, ascending))
 }
 

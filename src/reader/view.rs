@@ -106,6 +106,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 hdr,
                 stride: shape.strides,
                 cap: shape.strides.map(|st| records_in_page(ps, hdr, st)),
+                magic: shape.strides.map(super::index::reciprocal),
                 deleted: shape.ops.deleted,
                 walk,
                 sorted,
@@ -290,20 +291,23 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     }
 
     /// The live devices, in chain order.
+    ///
+    /// Each device's domain is looked up through a cursor on the domain
+    /// page the previous one landed on, and a device naming the same IOMMU
+    /// as the one before it shares that IOMMU's handle: devices preserved
+    /// behind one IOMMU cost one IOMMU lookup between them.
     pub fn devices(&self) -> impl Iterator<Item = Device<'m>> + use<'m, 's, M> {
-        let this = *self;
-        let mut cursors = Default::default();
-        let deleted = self.shape.ops.deleted;
-        self.records(Chain::Device, self.shape.ops.dev)
-            .filter_map(move |(phys, bytes)| {
-                if record_hdr(bytes).1 & deleted != 0 {
-                    return None;
-                }
-                this.any_device(phys, bytes, &mut cursors).device()
-            })
+        Devices {
+            image: *self,
+            records: self.records(Chain::Device, self.shape.ops.dev),
+            domains: Cursor::default(),
+            iommus: Cursor::default(),
+            last: None,
+        }
     }
 
     /// The record a device's reference names in `chain`, deleted or not.
+    #[inline(always)]
     fn resolve(
         &self,
         chain: Chain,
@@ -316,7 +320,10 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 .pages
                 .locate(self.mem, chain, phys, len, false, cursor)
                 .ok(),
-            Ref::Index(index) => self.pages.record_at(self.mem, chain, index, len),
+            Ref::Index(index) => self
+                .pages
+                .find_index(self.mem, chain, index, len, false, cursor)
+                .ok(),
         }
     }
 
@@ -331,7 +338,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     ) -> AnyDevice<'m> {
         let [dom_cursor, hw_cursor] = cursors;
         let ops = self.shape.ops;
-        let d = (ops.device)(bytes);
+        let d = ops.device(bytes);
         let domain = self
             .resolve(Chain::Domain, d.domain, ops.dom, dom_cursor)
             .map(|f| Domain {
@@ -483,7 +490,7 @@ struct Records<'m, 's, M: ?Sized> {
 impl<'m, M: Memory + ?Sized> Iterator for Records<'m, '_, M> {
     type Item = (PhysAddr, &'m [u8]);
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         let stride = self.pages.stride(self.chain);
         loop {
@@ -522,6 +529,77 @@ impl<M: ?Sized> Records<'_, '_, M> {
         self.walk = [].iter();
         self.left = 0;
         None
+    }
+}
+
+/// The iterator of [`Image::devices`].
+struct Devices<'m, 's, M: ?Sized> {
+    image: Image<'m, 's, M>,
+    records: Records<'m, 's, M>,
+    domains: Cursor<'m>,
+    iommus: Cursor<'m>,
+    /// The IOMMU reference of the device before, and its handle.
+    last: Option<(Ref, Iommu<'m>)>,
+}
+
+impl<'m, M: Memory + ?Sized> Iterator for Devices<'m, '_, M> {
+    type Item = Device<'m>;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Device<'m>> {
+        let ops = self.image.shape.ops;
+        loop {
+            let (phys, bytes) = self.records.next()?;
+            if record_hdr(bytes).1 & ops.deleted != 0 {
+                continue;
+            }
+            let d = ops.device(bytes);
+            // Validation proved both references of a live device resolve;
+            // one that no longer does (the memory changed) skips it.
+            let Some(f) = self
+                .image
+                .resolve(Chain::Domain, d.domain, ops.dom, &mut self.domains)
+            else {
+                continue;
+            };
+            let domain = Domain {
+                phys: f.phys,
+                bytes: f.bytes,
+                ops,
+            };
+            let iommu = match self.last {
+                Some((to, iommu)) if to == d.iommu => iommu,
+                _ => {
+                    let Some(iommu) = self
+                        .image
+                        .resolve(Chain::Iommu, d.iommu, ops.hw, &mut self.iommus)
+                        .and_then(|f| {
+                            AnyIommu {
+                                phys: f.phys,
+                                bytes: f.bytes,
+                                ops,
+                            }
+                            .iommu()
+                        })
+                    else {
+                        continue;
+                    };
+                    self.last = Some((d.iommu, iommu));
+                    iommu
+                }
+            };
+            let Some(payload) = ops.dev_payload(bytes, iommu.ty) else {
+                continue;
+            };
+            return Some(Device {
+                phys,
+                bytes,
+                ops,
+                domain,
+                iommu,
+                payload,
+            });
+        }
     }
 }
 
@@ -604,11 +682,13 @@ fn as_version<'m, T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(
 macro_rules! versioned {
     ($v1:ty, $v2:ty) => {
         /// The version-1 record, in a version-1 image.
+        #[inline]
         pub fn v1(&self) -> Option<&'m $v1> {
             as_version(self.ops, 1, self.bytes)
         }
 
         /// The version-2 record, in a version-2 image.
+        #[inline]
         pub fn v2(&self) -> Option<&'m $v2> {
             as_version(self.ops, 2, self.bytes)
         }
@@ -627,6 +707,7 @@ pub struct Iommu<'m> {
 
 impl<'m> Iommu<'m> {
     /// The record's physical address.
+    #[inline]
     pub fn phys(&self) -> PhysAddr {
         self.phys
     }
@@ -634,32 +715,38 @@ impl<'m> Iommu<'m> {
     versioned!(IommuHwSer, IommuHwV2Ser);
 
     /// Intel or SMMUv3.
+    #[inline]
     pub fn iommu_type(&self) -> IommuTypeSer {
         self.ty
     }
 
     /// The IOMMU's token (its MMIO base).
+    #[inline]
     pub fn token(&self) -> u64 {
-        (self.ops.hw_fields)(self.bytes).0
+        self.ops.hw_fields(self.bytes).0
     }
 
     /// Live devices behind it.
+    #[inline]
     pub fn ref_count(&self) -> u32 {
         record_hdr(self.bytes).0
     }
 
     /// The record's flag bits.
+    #[inline]
     pub fn flags(&self) -> u32 {
         record_hdr(self.bytes).1
     }
 
     /// Whether the record is deleted (never, for one from
     /// [`Image::iommus`]).
+    #[inline]
     pub fn is_deleted(&self) -> bool {
         self.flags() & self.ops.deleted != 0
     }
 
     /// The vendor state.
+    #[inline]
     pub fn payload(&self) -> IommuPayload<'m> {
         self.payload
     }
@@ -689,6 +776,7 @@ pub struct AnyIommu<'m> {
 
 impl<'m> AnyIommu<'m> {
     /// The record's physical address.
+    #[inline]
     pub fn phys(&self) -> PhysAddr {
         self.phys
     }
@@ -696,27 +784,32 @@ impl<'m> AnyIommu<'m> {
     versioned!(IommuHwSer, IommuHwV2Ser);
 
     /// The stored `token`.
+    #[inline]
     pub fn token(&self) -> u64 {
-        (self.ops.hw_fields)(self.bytes).0
+        self.ops.hw_fields(self.bytes).0
     }
 
     /// The stored `type`, which a deleted record may hold any value in.
+    #[inline]
     pub fn raw_type(&self) -> u64 {
-        (self.ops.hw_fields)(self.bytes).1
+        self.ops.hw_fields(self.bytes).1
     }
 
     /// The record's flag bits.
+    #[inline]
     pub fn flags(&self) -> u32 {
         record_hdr(self.bytes).1
     }
 
     /// Whether the record is deleted.
+    #[inline]
     pub fn is_deleted(&self) -> bool {
         self.flags() & self.ops.deleted != 0
     }
 
     /// The record as an [`Iommu`], if its type is Intel or SMMUv3 (always,
     /// when it is live).
+    #[inline]
     pub fn iommu(&self) -> Option<Iommu<'m>> {
         let ty = iommu_type(self.raw_type())?;
         Some(Iommu {
@@ -724,7 +817,7 @@ impl<'m> AnyIommu<'m> {
             bytes: self.bytes,
             ops: self.ops,
             ty,
-            payload: (self.ops.hw_payload)(self.bytes, ty)?,
+            payload: self.ops.hw_payload(self.bytes, ty)?,
         })
     }
 }
@@ -750,48 +843,57 @@ pub struct Domain<'m> {
 
 impl<'m> Domain<'m> {
     /// The record's physical address.
+    #[inline]
     pub fn phys(&self) -> PhysAddr {
         self.phys
     }
 
     versioned!(IommuDomainSer, IommuDomainV2Ser);
 
+    #[inline]
     fn fields(&self) -> DomainFields {
-        (self.ops.domain)(self.bytes)
+        self.ops.domain(self.bytes)
     }
 
     /// The record's flag bits.
+    #[inline]
     pub fn flags(&self) -> u32 {
         record_hdr(self.bytes).1
     }
 
     /// The stored `ref_count` (1 when live).
+    #[inline]
     pub fn ref_count(&self) -> u32 {
         record_hdr(self.bytes).0
     }
 
     /// Whether the record is deleted (never, for one from
     /// [`Image::domains`] or [`Device::domain`]).
+    #[inline]
     pub fn is_deleted(&self) -> bool {
         self.flags() & self.ops.deleted != 0
     }
 
     /// The top-level page table (non-zero and 4 KiB-aligned when live).
+    #[inline]
     pub fn top_table_phys(&self) -> PhysAddr {
         PhysAddr::new(self.fields().top_table_phys)
     }
 
     /// The level of the top-level table.
+    #[inline]
     pub fn top_level(&self) -> u64 {
         self.fields().top_level
     }
 
     /// The virtual address size in bits.
+    #[inline]
     pub fn vasz(&self) -> u32 {
         self.fields().vasz
     }
 
     /// Whether addresses are sign-extended (0 or 1).
+    #[inline]
     pub fn sign_extend(&self) -> u8 {
         self.fields().sign_extend
     }
@@ -826,47 +928,56 @@ pub struct Device<'m> {
 macro_rules! device_fields {
     () => {
         /// The record's physical address.
+        #[inline]
         pub fn phys(&self) -> PhysAddr {
             self.phys
         }
 
         versioned!(IommuDeviceSer, IommuDeviceV2Ser);
 
+        #[inline]
         fn fields(&self) -> DeviceFields {
-            (self.ops.device)(self.bytes)
+            self.ops.device(self.bytes)
         }
 
         /// The PCI segment (`pci_domain_nr`).
+        #[inline]
         pub fn segment(&self) -> u32 {
             self.fields().segment
         }
 
         /// The PCI requester ID, bus << 8 | devfn.
+        #[inline]
         pub fn devid(&self) -> u32 {
             self.fields().devid
         }
 
         /// The DMA owner's token.
+        #[inline]
         pub fn dma_owner_token(&self) -> u64 {
             self.fields().dma_owner_token
         }
 
         /// The attachment's hardware ID.
+        #[inline]
         pub fn attachment_id(&self) -> u64 {
             self.fields().attachment_id
         }
 
         /// The record's flag bits.
+        #[inline]
         pub fn flags(&self) -> u32 {
             record_hdr(self.bytes).1
         }
 
         /// The stored `ref_count` (1 when live).
+        #[inline]
         pub fn ref_count(&self) -> u32 {
             record_hdr(self.bytes).0
         }
 
         /// Whether the record is deleted.
+        #[inline]
         pub fn is_deleted(&self) -> bool {
             self.flags() & self.ops.deleted != 0
         }
@@ -877,16 +988,19 @@ impl<'m> Device<'m> {
     device_fields!();
 
     /// The domain the device names.
+    #[inline]
     pub fn domain(&self) -> Domain<'m> {
         self.domain
     }
 
     /// The IOMMU the device names.
+    #[inline]
     pub fn iommu(&self) -> Iommu<'m> {
         self.iommu
     }
 
     /// The vendor state, chosen by the IOMMU's type.
+    #[inline]
     pub fn payload(&self) -> DevicePayload<'m> {
         self.payload
     }
@@ -922,23 +1036,27 @@ impl<'m> AnyDevice<'m> {
     device_fields!();
 
     /// The domain record the device names, if it names one.
+    #[inline]
     pub fn domain(&self) -> Option<Domain<'m>> {
         self.domain
     }
 
     /// The IOMMU record the device names, if it names one of a known type.
+    #[inline]
     pub fn iommu(&self) -> Option<Iommu<'m>> {
         self.iommu
     }
 
     /// The vendor state, if the IOMMU resolves.
+    #[inline]
     pub fn payload(&self) -> Option<DevicePayload<'m>> {
         self.iommu
-            .and_then(|i| (self.ops.dev_payload)(self.bytes, i.ty))
+            .and_then(|i| self.ops.dev_payload(self.bytes, i.ty))
     }
 
     /// The record as a [`Device`], if both its domain and its IOMMU resolve
     /// (always, when it is live).
+    #[inline]
     pub fn device(&self) -> Option<Device<'m>> {
         Some(Device {
             phys: self.phys,

@@ -236,15 +236,8 @@ impl<'s> Pages<'s> {
         if slot >= cursor.nr {
             return Err(RefFault::BeyondCount);
         }
-        cursor.found(
-            phys,
-            slot,
-            off,
-            len,
-            live,
-            self.deleted,
-            RefFault::NotInChain,
-        )
+        let at = (phys, slot, off);
+        cursor.found(at, len, live, self.deleted, RefFault::NotInChain)
     }
 
     /// The record with index `index` in `chain`, through `cursor` as
@@ -280,15 +273,8 @@ impl<'s> Pages<'s> {
             .and_then(|o| o.checked_add(self.hdr))
             .ok_or(RefFault::BeyondCount)?;
         let phys = PhysAddr::new(cursor.base.wrapping_add(off));
-        cursor.found(
-            phys,
-            slot,
-            off,
-            len,
-            live,
-            self.deleted,
-            RefFault::BeyondCount,
-        )
+        let at = (phys, slot, off);
+        cursor.found(at, len, live, self.deleted, RefFault::BeyondCount)
     }
 }
 
@@ -308,16 +294,14 @@ pub(crate) struct Cursor<'m> {
 }
 
 impl<'m> Cursor<'m> {
-    /// Record `slot` of the cursor's page, at `off` in it, `len` bytes;
+    /// Record `slot` of the cursor's page, at `phys` and at `off` in the
+    /// page, `len` bytes;
     /// refused if it is deleted and `live` asks for a live one, and with
     /// `unread` if the memory did not serve the page.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
     fn found(
         &self,
-        phys: PhysAddr,
-        slot: u64,
-        off: u64,
+        (phys, slot, off): (PhysAddr, u64, u64),
         len: usize,
         live: bool,
         deleted: u32,

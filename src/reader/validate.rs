@@ -516,7 +516,7 @@ fn for_each_record<'m, M: Memory + ?Sized>(
 /// deleted, so it is checked on deleted records too: known bits only, and
 /// no `INCOMING` at handover, which only the next kernel sets), then for a
 /// live record a non-zero `ref_count`. `Ok(false)` for a deleted one.
-#[inline]
+#[inline(always)]
 fn check_header<F: Format>(loc: Location, bytes: &[u8], handover: bool) -> Result<bool, Error> {
     let (ref_count, flags) = record_hdr(bytes);
     if flags & !F::FLAGS_KNOWN != 0 {
@@ -539,6 +539,7 @@ fn check_header<F: Format>(loc: Location, bytes: &[u8], handover: bool) -> Resul
 
 /// A live domain or device is referenced once: `ref_count` 1 (0 was
 /// refused by `check_header`).
+#[inline(always)]
 fn check_ref_count_one(loc: Location, bytes: &[u8]) -> Result<(), Error> {
     let (stored, _) = record_hdr(bytes);
     if stored == 1 {
@@ -597,11 +598,12 @@ fn check_domains<M: Memory + ?Sized, F: Format>(
     pages: &Pages<'_>,
     handover: bool,
 ) -> Result<(), Error> {
+    let slow = uncommon_flags::<F>(handover);
     for_each_record(mem, pages, Chain::Domain, F::DOM, |loc, _, bytes| {
-        if !check_header::<F>(loc, bytes, handover)? {
+        let (ref_count, flags) = record_hdr(bytes);
+        if (ref_count != 1 || flags & slow != 0) && !uncommon_header::<F>(loc, bytes, handover)? {
             return Ok(());
         }
-        check_ref_count_one(loc, bytes)?;
         let d = F::domain(bytes);
         let err = |kind, field| Err(Error::new(kind, loc.field(field)));
         let top = PhysAddr::new(d.top_table_phys);
@@ -664,6 +666,34 @@ struct Run {
 }
 
 impl Run {
+    /// Ends `before` and starts the run of the IOMMU `to` names, which the
+    /// device at `loc` is the first of: off the per-device path, since
+    /// devices change IOMMUs rarely.
+    #[inline(never)]
+    fn start<'m, M: Memory + ?Sized, F: Format>(
+        mem: &'m M,
+        pages: &Pages<'_>,
+        before: Option<Run>,
+        iommu_slots: &mut [ScratchElem],
+        to: Ref,
+        cursor: &mut Cursor<'m>,
+        loc: Location,
+    ) -> Result<Run, Error> {
+        if let Some(r) = before {
+            r.flush(iommu_slots);
+        }
+        let at = loc.field(F::IOMMU_REF);
+        let iommu = resolve(mem, pages, Chain::Iommu, to, F::HW, cursor, at)?;
+        // `resolve` found a live IOMMU, whose type `check_iommus` proved.
+        let ty = iommu_type(F::hw(iommu.bytes).1).unwrap_or(IommuTypeSer::IommuInvalid);
+        Ok(Run {
+            to,
+            index: iommu.index,
+            ty,
+            devices: 0,
+        })
+    }
+
     /// Adds the run's devices to its IOMMU's count (see `check_iommus`).
     #[inline]
     fn flush(self, iommu_slots: &mut [ScratchElem]) {
@@ -676,6 +706,24 @@ impl Run {
             c.lo = c.lo.saturating_add(self.devices);
         }
     }
+}
+
+/// The flags that take a record off the common path: unknown ones,
+/// `DELETED`, and `INCOMING` at handover.
+const fn uncommon_flags<F: Format>(handover: bool) -> u32 {
+    !F::FLAGS_KNOWN | F::DELETED | if handover { F::INCOMING } else { 0 }
+}
+
+/// The header checks of a domain or device record that is not the common
+/// case (`ref_count` 1, no flag): `Ok(false)` for a deleted one.
+#[cold]
+#[inline(never)]
+fn uncommon_header<F: Format>(loc: Location, bytes: &[u8], handover: bool) -> Result<bool, Error> {
+    if !check_header::<F>(loc, bytes, handover)? {
+        return Ok(false);
+    }
+    check_ref_count_one(loc, bytes)?;
+    Ok(true)
 }
 
 /// Checks the live devices' references and handover state; counts each
@@ -704,7 +752,7 @@ fn check_devices<M: Memory + ?Sized, F: Format>(
     let mut ascending = true;
     let (mut dom_cursor, mut hw_cursor) = (Cursor::default(), Cursor::default());
     let mut run: Option<Run> = None;
-    let slow = !F::FLAGS_KNOWN | F::DELETED | if handover { F::INCOMING } else { 0 };
+    let slow = uncommon_flags::<F>(handover);
     let mut index = 0u64;
     for (p, e) in (0u64..).zip(pages.chain(Chain::Device)) {
         let phys = PhysAddr::new(e.hi);
@@ -715,11 +763,9 @@ fn check_devices<M: Memory + ?Sized, F: Format>(
             index = index.wrapping_add(1);
             let loc = at.object(slot);
             let (ref_count, flags) = record_hdr(bytes);
-            if ref_count != 1 || flags & slow != 0 {
-                if !check_header::<F>(loc, bytes, handover)? {
-                    continue;
-                }
-                check_ref_count_one(loc, bytes)?;
+            if (ref_count != 1 || flags & slow != 0) && !uncommon_header::<F>(loc, bytes, handover)?
+            {
+                continue;
             }
             let d = F::device(bytes);
             resolve(
@@ -734,27 +780,7 @@ fn check_devices<M: Memory + ?Sized, F: Format>(
             let r = match run {
                 Some(r) if r.to == d.iommu => r,
                 _ => {
-                    if let Some(r) = run {
-                        r.flush(iommu_slots);
-                    }
-                    let iommu = resolve(
-                        mem,
-                        pages,
-                        Chain::Iommu,
-                        d.iommu,
-                        F::HW,
-                        &mut hw_cursor,
-                        loc.field(F::IOMMU_REF),
-                    )?;
-                    // `resolve` found a live IOMMU, whose type
-                    // `check_iommus` proved.
-                    let ty = iommu_type(F::hw(iommu.bytes).1).unwrap_or(IommuTypeSer::IommuInvalid);
-                    Run {
-                        to: d.iommu,
-                        index: iommu.index,
-                        ty,
-                        devices: 0,
-                    }
+                    Run::start::<M, F>(mem, pages, run, iommu_slots, d.iommu, &mut hw_cursor, loc)?
                 }
             };
             F::check_dev_vendor(bytes, r.ty, loc, handover)?;

@@ -327,6 +327,20 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         }
     }
 
+    /// The IOMMU a device's reference names, if it names one of a known
+    /// type.
+    #[inline(always)]
+    fn resolve_iommu(&self, to: Ref, cursor: &mut Cursor<'m>) -> Option<Iommu<'m>> {
+        let ops = self.shape.ops;
+        let f = self.resolve(Chain::Iommu, to, ops.hw, cursor)?;
+        AnyIommu {
+            phys: f.phys,
+            bytes: f.bytes,
+            ops,
+        }
+        .iommu()
+    }
+
     /// A device record with its references resolved; `cursors` are the
     /// domain and IOMMU lookup cursors (see `Pages::locate`).
     #[inline]
@@ -346,16 +360,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 bytes: f.bytes,
                 ops,
             });
-        let iommu = self
-            .resolve(Chain::Iommu, d.iommu, ops.hw, hw_cursor)
-            .and_then(|f| {
-                AnyIommu {
-                    phys: f.phys,
-                    bytes: f.bytes,
-                    ops,
-                }
-                .iommu()
-            });
+        let iommu = self.resolve_iommu(d.iommu, hw_cursor);
         AnyDevice {
             phys,
             bytes,
@@ -570,18 +575,7 @@ impl<'m, M: Memory + ?Sized> Iterator for Devices<'m, '_, M> {
             let iommu = match self.last {
                 Some((to, iommu)) if to == d.iommu => iommu,
                 _ => {
-                    let Some(iommu) = self
-                        .image
-                        .resolve(Chain::Iommu, d.iommu, ops.hw, &mut self.iommus)
-                        .and_then(|f| {
-                            AnyIommu {
-                                phys: f.phys,
-                                bytes: f.bytes,
-                                ops,
-                            }
-                            .iommu()
-                        })
-                    else {
+                    let Some(iommu) = self.image.resolve_iommu(d.iommu, &mut self.iommus) else {
                         continue;
                     };
                     self.last = Some((d.iommu, iommu));

@@ -666,8 +666,8 @@ struct Run {
 }
 
 impl Run {
-    /// Ends `before` and starts the run of the IOMMU `to` names, which the
-    /// device at `loc` is the first of: off the per-device path, since
+    /// Ends `before` and starts the run of the IOMMU `to` names with the
+    /// device at `loc`, its first: off the per-device path, since
     /// devices change IOMMUs rarely.
     #[inline(never)]
     fn start<'m, M: Memory + ?Sized, F: Format>(
@@ -690,7 +690,7 @@ impl Run {
             to,
             index: iommu.index,
             ty,
-            devices: 0,
+            devices: 1,
         })
     }
 
@@ -777,17 +777,28 @@ fn check_devices<M: Memory + ?Sized, F: Format>(
                 &mut dom_cursor,
                 loc.field(F::DOMAIN_REF),
             )?;
-            let r = match run {
-                Some(r) if r.to == d.iommu => r,
+            // Counted before the vendor check: an error ends the pass and
+            // leaves the counts unused.
+            let ty = match &mut run {
+                Some(r) if r.to == d.iommu => {
+                    r.devices = r.devices.wrapping_add(1);
+                    r.ty
+                }
                 _ => {
-                    Run::start::<M, F>(mem, pages, run, iommu_slots, d.iommu, &mut hw_cursor, loc)?
+                    let r = Run::start::<M, F>(
+                        mem,
+                        pages,
+                        run,
+                        iommu_slots,
+                        d.iommu,
+                        &mut hw_cursor,
+                        loc,
+                    )?;
+                    run = Some(r);
+                    r.ty
                 }
             };
-            F::check_dev_vendor(bytes, r.ty, loc, handover)?;
-            run = Some(Run {
-                devices: r.devices.wrapping_add(1),
-                ..r
-            });
+            F::check_dev_vendor(bytes, ty, loc, handover)?;
             if let Some(k) = out.next() {
                 let key = (u64::from(d.segment) << 32) | u64::from(d.devid);
                 *k = ScratchElem::new(key, this);

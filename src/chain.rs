@@ -57,7 +57,8 @@ fn header(bytes: &[u8]) -> (PhysAddr, u64) {
 pub(crate) struct ChainWalk<'m, 'r, M: ?Sized, F> {
     mem: &'m M,
     root: &'r Root<'m>,
-    crc: Crc32,
+    /// `None`: page checksums are not computed (see `ChainWalk::new`).
+    crc: Option<Crc32>,
     page_size: PageSize,
     /// The stride of the chain's first page, which every page repeats.
     stride: u64,
@@ -87,12 +88,14 @@ pub(crate) struct ChainWalk<'m, 'r, M: ?Sized, F> {
 impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
     /// A walk of `chain` of the image whose checked root `root` is at
     /// `root_phys`. `objects_before` objects of `max_objects` are already
-    /// used by earlier chains.
+    /// used by earlier chains. Page checksums are computed with `crc`;
+    /// `None` leaves them out, for a walk that repeats one which checked
+    /// them.
     #[allow(clippy::too_many_arguments)] // Each is one fact about the walk.
     pub(crate) fn new(
         mem: &'m M,
         root: &'r Root<'m>,
-        crc: Crc32,
+        crc: Option<Crc32>,
         root_phys: PhysAddr,
         chain: Chain,
         max_pages: u64,
@@ -194,7 +197,14 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
             return Err(self.err(ErrorKind::Unreadable { target }));
         };
         let here = Location::page(self.chain, self.index, target);
-        let hdr = F::page(bytes, self.chain, self.index, self.root, &self.crc, here)?;
+        let hdr = F::page(
+            bytes,
+            self.chain,
+            self.index,
+            self.root,
+            self.crc.as_ref(),
+            here,
+        )?;
         if self.index == 0 {
             self.stride = hdr.stride;
         } else if hdr.stride != self.stride {

@@ -617,3 +617,45 @@ fn every_single_bit_flip_is_refused() {
         bytes[bit / 8] ^= 1 << (bit % 8);
     }
 }
+
+/// Bytes summed by `counting_crc` (a test-wide counter: only the test
+/// below uses it).
+static SUMMED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn counting_crc(crc: u32, bytes: &[u8]) -> u32 {
+    SUMMED.fetch_add(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+    let mut h = crc32fast::Hasher::new_with_initial(crc);
+    h.update(bytes);
+    h.finalize()
+}
+
+#[test]
+fn validation_sums_every_page_once() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let img = Img::build(&Spec::typical(70));
+    let mem = img.mem();
+    let opts = Options {
+        crc: iommu_flb_abi::crc::Crc32::new(counting_crc),
+        ..Options::default()
+    };
+    let pages = 1 + img.pages.iter().map(Vec::len).sum::<usize>();
+    // Every page but its 4-byte `crc` field, the root's as well.
+    let once = pages * (img.ps - 4);
+    let n = reader::scratch_len(&mem, img.root, &opts).unwrap();
+    let mut scratch = vec![ScratchElem::default(); n];
+    SUMMED.store(0, Relaxed);
+    let image = reader::validate(&mem, img.root, &opts, &mut scratch).unwrap();
+    assert_eq!(image.live_devices(), 70);
+    assert_eq!(SUMMED.load(Relaxed), once);
+    // A page corrupted after the survey is still refused by its checksum
+    // on the next validation: the sum is not skipped, only not repeated.
+    let mut bad = img.bytes.clone();
+    let at = (img.pages[2][1] - img.base) as usize + 100;
+    bad[at] ^= 1;
+    let mem = iommu_flb_abi::FlatMemory::new(PhysAddr::new(img.base), &bad);
+    let err = reader::validate(&mem, img.root, &opts, &mut scratch).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::ChecksumMismatch { .. }),
+        "{err}"
+    );
+}

@@ -153,7 +153,7 @@ pub(crate) trait Format {
         chain: Chain,
         index: u64,
         root: &Root<'_>,
-        crc: &Crc32,
+        crc: Option<&Crc32>,
         here: Location,
     ) -> Result<PageHdr, Error>;
 

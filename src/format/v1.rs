@@ -110,7 +110,7 @@ impl Format for V1 {
         chain: Chain,
         _index: u64,
         _root: &Root<'_>,
-        _crc: &Crc32,
+        _crc: Option<&Crc32>,
         _here: Location,
     ) -> Result<PageHdr, Error> {
         let (next, nr_objects) = match IommuArrayHdrSer::read_from_prefix(page) {
@@ -142,7 +142,6 @@ impl Format for V1 {
     /// member uses, which the kernel's zeroed slot holds as zeros: they are
     /// padding (a non-zero byte there is corruption, or a longer SMMUv3
     /// struct under the same version).
-    #[inline]
     fn check_hw_vendor(
         rec: &[u8],
         ty: IommuTypeSer,
@@ -201,7 +200,6 @@ impl Format for V1 {
         }
     }
 
-    #[inline]
     fn check_dev_vendor(
         rec: &[u8],
         ty: IommuTypeSer,

@@ -3,7 +3,7 @@
 
 use super::index::{
     Cursor, Found, LOW_MASK, MAX_OBJECTS, MAX_PAGES, Pages, ScratchElem, TAG_SHIFT, chain_tag,
-    reciprocal, tag_chain,
+    tag_chain,
 };
 use super::view::{Image, Shape};
 use super::{Mode, Options};
@@ -11,6 +11,7 @@ use crate::abi::PageSize;
 use crate::abi::records_in_page;
 use crate::abi::v1::IommuTypeSer;
 use crate::chain::{ARRAYS, ChainPage, ChainWalk};
+use crate::crc::Crc32;
 use crate::error::{Chain, Error, ErrorKind, Location};
 use crate::format::v1::V1;
 use crate::format::v2::{V2, chain_fields};
@@ -189,7 +190,9 @@ fn survey_as<M: Memory + ?Sized, F: Format>(
     for (i, chain) in ARRAYS.into_iter().enumerate() {
         let limits = (max_pages, max_objects, total);
         let (n, o, stride) =
-            walk_chain::<M, F>(mem, root, opts, root_phys, chain, limits, |_| Ok(()))?;
+            walk_chain::<M, F>(mem, root, Some(opts.crc), root_phys, chain, limits, |_| {
+                Ok(())
+            })?;
         check_counts(root, root_phys, i, chain, n, o)?;
         total = total.saturating_add(o);
         if let (Some(p), Some(ob), Some(st)) =
@@ -218,11 +221,12 @@ fn survey_as<M: Memory + ?Sized, F: Format>(
 /// Walks `chain` once, calling `each` on every page: its pages, its objects
 /// and its stride. `limits` are the pages limit, the objects limit and the
 /// objects earlier chains used of it. Both walks of validation (the
-/// survey's and the one that records the pages) are this one.
+/// survey's and the one that records the pages) are this one; page
+/// checksums are computed with `crc`, which only the survey passes.
 fn walk_chain<M: Memory + ?Sized, F: Format>(
     mem: &M,
     root: &Root<'_>,
-    opts: &Options,
+    crc: Option<Crc32>,
     root_phys: PhysAddr,
     chain: Chain,
     (max_pages, max_objects, before): (u64, u64, u64),
@@ -231,7 +235,7 @@ fn walk_chain<M: Memory + ?Sized, F: Format>(
     let mut walk = ChainWalk::<M, F>::new(
         mem,
         root,
-        opts.crc,
+        crc,
         root_phys,
         chain,
         max_pages,
@@ -294,7 +298,7 @@ fn validate_as<'m, 's, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
     let iommu_keys = take(&mut rest, s.objects[0]).ok_or_else(small)?;
     let device_keys = take(&mut rest, s.objects[2]).ok_or_else(small)?;
     let mut walks = [walk_iommu, walk_domain, walk_device];
-    record_pages::<M, F>(mem, r, root, opts, s, got, &mut walks)?;
+    record_pages::<M, F>(mem, r, root, s, got, &mut walks)?;
     let regions = Regions {
         walks,
         sorted,
@@ -347,7 +351,6 @@ fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
         cap: s
             .strides
             .map(|st| records_in_page(page_size, F::PAGE_HDR, st)),
-        magic: s.strides.map(reciprocal),
         deleted: F::DELETED,
         walk: [&*walk_iommu, &*walk_domain, &*walk_device],
         sorted: &*sorted,
@@ -376,14 +379,14 @@ fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
 
 /// Walks every chain again, recording its pages in `walks`, which the
 /// survey sized from the `got` scratch elements. The walk repeats the
-/// survey's checks, so a `Memory` that changed its answers is still
-/// caught.
+/// survey's checks but the page checksums (one pass over every byte of
+/// the image, which the survey made), so a `Memory` that changed its
+/// pointers or counts is still caught.
 #[inline(never)]
 fn record_pages<M: Memory + ?Sized, F: Format>(
     mem: &M,
     r: &Root<'_>,
     root: PhysAddr,
-    opts: &Options,
     s: &Survey,
     got: usize,
     walks: &mut [&mut [ScratchElem]; 3],
@@ -392,7 +395,7 @@ fn record_pages<M: Memory + ?Sized, F: Format>(
     for (chain, region) in ARRAYS.into_iter().zip(walks.iter_mut()) {
         let mut slots = region.iter_mut();
         let limits = (s.max_pages, s.max_objects, total);
-        let (_, objects, _) = walk_chain::<M, F>(mem, r, opts, root, chain, limits, |page| {
+        let (_, objects, _) = walk_chain::<M, F>(mem, r, None, root, chain, limits, |page| {
             let slot = slots.next().ok_or_else(|| too_small(root, s.needed, got))?;
             *slot = ScratchElem::new(page.phys.get(), page.nr_objects);
             Ok(())
@@ -466,32 +469,6 @@ fn find_reused_pages<F: Format>(
     ))
 }
 
-/// The first `e.lo` records of chain page `e`, located at `at`, each cut
-/// to its first `len` bytes.
-#[inline]
-fn page_records<'m, M: Memory + ?Sized>(
-    mem: &'m M,
-    pages: &Pages<'_>,
-    chain: Chain,
-    len: usize,
-    e: &ScratchElem,
-    at: Location,
-) -> Result<impl Iterator<Item = &'m [u8]> + use<'m, M>, Error> {
-    let phys = PhysAddr::new(e.hi);
-    let bytes = crate::mem::read_page(mem, phys, pages.page_size)
-        .ok_or_else(|| Error::new(ErrorKind::Unreadable { target: phys }, at))?;
-    // The walk refused a count over the capacity, so the records fit.
-    pages.records(chain, bytes, e.lo, len).ok_or_else(|| {
-        Error::new(
-            ErrorKind::CountOverCapacity {
-                nr_objects: e.lo,
-                capacity: pages.capacity(chain),
-            },
-            at.field("nr_objects"),
-        )
-    })
-}
-
 /// Calls `f` on every record of `chain` (its first `len` bytes) with its
 /// location and index.
 fn for_each_record<'m, M: Memory + ?Sized>(
@@ -503,9 +480,22 @@ fn for_each_record<'m, M: Memory + ?Sized>(
 ) -> Result<(), Error> {
     let mut index = 0u64;
     for (p, e) in (0u64..).zip(pages.chain(chain)) {
-        let at = Location::page(chain, p, PhysAddr::new(e.hi));
-        for (slot, rec) in (0u64..).zip(page_records(mem, pages, chain, len, e, at)?) {
-            f(at.object(slot), index, rec)?;
+        let phys = PhysAddr::new(e.hi);
+        let loc = Location::page(chain, p, phys);
+        let bytes = crate::mem::read_page(mem, phys, pages.page_size)
+            .ok_or_else(|| Error::new(ErrorKind::Unreadable { target: phys }, loc))?;
+        // The walk refused a count over the capacity, so the records fit.
+        let recs = pages.records(chain, bytes, e.lo, len).ok_or_else(|| {
+            Error::new(
+                ErrorKind::CountOverCapacity {
+                    nr_objects: e.lo,
+                    capacity: pages.capacity(chain),
+                },
+                loc.field("nr_objects"),
+            )
+        })?;
+        for (slot, rec) in (0u64..).zip(recs) {
+            f(loc.object(slot), index, rec)?;
             index = index.saturating_add(1);
         }
     }
@@ -516,7 +506,7 @@ fn for_each_record<'m, M: Memory + ?Sized>(
 /// deleted, so it is checked on deleted records too: known bits only, and
 /// no `INCOMING` at handover, which only the next kernel sets), then for a
 /// live record a non-zero `ref_count`. `Ok(false)` for a deleted one.
-#[inline(always)]
+#[inline]
 fn check_header<F: Format>(loc: Location, bytes: &[u8], handover: bool) -> Result<bool, Error> {
     let (ref_count, flags) = record_hdr(bytes);
     if flags & !F::FLAGS_KNOWN != 0 {
@@ -539,7 +529,6 @@ fn check_header<F: Format>(loc: Location, bytes: &[u8], handover: bool) -> Resul
 
 /// A live domain or device is referenced once: `ref_count` 1 (0 was
 /// refused by `check_header`).
-#[inline(always)]
 fn check_ref_count_one(loc: Location, bytes: &[u8]) -> Result<(), Error> {
     let (stored, _) = record_hdr(bytes);
     if stored == 1 {
@@ -598,12 +587,11 @@ fn check_domains<M: Memory + ?Sized, F: Format>(
     pages: &Pages<'_>,
     handover: bool,
 ) -> Result<(), Error> {
-    let slow = uncommon_flags::<F>(handover);
     for_each_record(mem, pages, Chain::Domain, F::DOM, |loc, _, bytes| {
-        let (ref_count, flags) = record_hdr(bytes);
-        if (ref_count != 1 || flags & slow != 0) && !uncommon_header::<F>(loc, bytes, handover)? {
+        if !check_header::<F>(loc, bytes, handover)? {
             return Ok(());
         }
+        check_ref_count_one(loc, bytes)?;
         let d = F::domain(bytes);
         let err = |kind, field| Err(Error::new(kind, loc.field(field)));
         let top = PhysAddr::new(d.top_table_phys);
@@ -633,7 +621,7 @@ fn check_domains<M: Memory + ?Sized, F: Format>(
 }
 
 /// Resolves a device's reference to a live record of `chain`: by address
-/// or by index, through `cursor`.
+/// through `cursor`, or by index in O(1).
 #[inline(always)]
 fn resolve<'m, M: Memory + ?Sized>(
     mem: &'m M,
@@ -649,81 +637,9 @@ fn resolve<'m, M: Memory + ?Sized>(
             .locate(mem, chain, target, len, true, cursor)
             .map_err(|fault| Error::new(ErrorKind::BadReference { target, fault }, at)),
         Ref::Index(index) => pages
-            .find_index(mem, chain, index, len, true, cursor)
+            .live_at(mem, chain, index, len)
             .map_err(|fault| Error::new(ErrorKind::BadIndex { index, fault }, at)),
     }
-}
-
-/// The IOMMU the previous live device named, while devices keep naming
-/// it: its reference, its record index and type, and the devices counted
-/// for it that are not yet added to its element of the IOMMU slots.
-#[derive(Clone, Copy)]
-struct Run {
-    to: Ref,
-    index: u64,
-    ty: IommuTypeSer,
-    devices: u64,
-}
-
-impl Run {
-    /// Ends `before` and starts the run of the IOMMU `to` names with the
-    /// device at `loc`, its first: off the per-device path, since
-    /// devices change IOMMUs rarely.
-    #[inline(never)]
-    fn start<'m, M: Memory + ?Sized, F: Format>(
-        mem: &'m M,
-        pages: &Pages<'_>,
-        before: Option<Run>,
-        iommu_slots: &mut [ScratchElem],
-        to: Ref,
-        cursor: &mut Cursor<'m>,
-        loc: Location,
-    ) -> Result<Run, Error> {
-        if let Some(r) = before {
-            r.flush(iommu_slots);
-        }
-        let at = loc.field(F::IOMMU_REF);
-        let iommu = resolve(mem, pages, Chain::Iommu, to, F::HW, cursor, at)?;
-        // `resolve` found a live IOMMU, whose type `check_iommus` proved.
-        let ty = iommu_type(F::hw(iommu.bytes).1).unwrap_or(IommuTypeSer::IommuInvalid);
-        Ok(Run {
-            to,
-            index: iommu.index,
-            ty,
-            devices: 1,
-        })
-    }
-
-    /// Adds the run's devices to its IOMMU's count (see `check_iommus`).
-    #[inline]
-    fn flush(self, iommu_slots: &mut [ScratchElem]) {
-        // The index is a slot of the IOMMU chain (`resolve` proved it), so
-        // the element exists; the count cannot reach the tag (2^48 records).
-        if let Some(c) = usize::try_from(self.index)
-            .ok()
-            .and_then(|i| iommu_slots.get_mut(i))
-        {
-            c.lo = c.lo.saturating_add(self.devices);
-        }
-    }
-}
-
-/// The flags that take a record off the common path: unknown ones,
-/// `DELETED`, and `INCOMING` at handover.
-const fn uncommon_flags<F: Format>(handover: bool) -> u32 {
-    !F::FLAGS_KNOWN | F::DELETED | if handover { F::INCOMING } else { 0 }
-}
-
-/// The header checks of a domain or device record that is not the common
-/// case (`ref_count` 1, no flag): `Ok(false)` for a deleted one.
-#[cold]
-#[inline(never)]
-fn uncommon_header<F: Format>(loc: Location, bytes: &[u8], handover: bool) -> Result<bool, Error> {
-    if !check_header::<F>(loc, bytes, handover)? {
-        return Ok(false);
-    }
-    check_ref_count_one(loc, bytes)?;
-    Ok(true)
 }
 
 /// Checks the live devices' references and handover state; counts each
@@ -731,13 +647,6 @@ fn uncommon_header<F: Format>(loc: Location, bytes: &[u8], handover: bool) -> Re
 /// and writes its key (segment << 32 | devid, device index) into `keys`.
 /// Returns the number of live devices and whether their keys came in
 /// strictly ascending order.
-///
-/// One pass over the device records. The common record (live, `ref_count`
-/// 1, no flag the mode forbids) passes the header checks with one compare;
-/// any other takes the full checks in their order. A device naming the
-/// same IOMMU as the one before it (all devices behind one IOMMU, as
-/// preserved) reuses that lookup: a reference's validity depends on its
-/// value alone.
 #[inline(never)]
 fn check_devices<M: Memory + ?Sized, F: Format>(
     mem: &M,
@@ -748,69 +657,53 @@ fn check_devices<M: Memory + ?Sized, F: Format>(
 ) -> Result<(usize, bool), Error> {
     let mut out = keys.iter_mut();
     let mut live = 0usize;
-    let mut last = 0u64;
+    let mut last: Option<u64> = None;
     let mut ascending = true;
     let (mut dom_cursor, mut hw_cursor) = (Cursor::default(), Cursor::default());
-    let mut run: Option<Run> = None;
-    let slow = uncommon_flags::<F>(handover);
-    let mut index = 0u64;
-    for (p, e) in (0u64..).zip(pages.chain(Chain::Device)) {
-        let phys = PhysAddr::new(e.hi);
-        let at = Location::page(Chain::Device, p, phys);
-        let recs = page_records(mem, pages, Chain::Device, F::DEV, e, at)?;
-        for (slot, bytes) in (0u64..).zip(recs) {
-            let this = index;
-            index = index.wrapping_add(1);
-            let loc = at.object(slot);
-            let (ref_count, flags) = record_hdr(bytes);
-            if (ref_count != 1 || flags & slow != 0) && !uncommon_header::<F>(loc, bytes, handover)?
-            {
-                continue;
-            }
-            let d = F::device(bytes);
-            resolve(
-                mem,
-                pages,
-                Chain::Domain,
-                d.domain,
-                F::DOM,
-                &mut dom_cursor,
-                loc.field(F::DOMAIN_REF),
-            )?;
-            // Counted before the vendor check: an error ends the pass and
-            // leaves the counts unused.
-            let ty = match &mut run {
-                Some(r) if r.to == d.iommu => {
-                    r.devices = r.devices.wrapping_add(1);
-                    r.ty
-                }
-                _ => {
-                    let r = Run::start::<M, F>(
-                        mem,
-                        pages,
-                        run,
-                        iommu_slots,
-                        d.iommu,
-                        &mut hw_cursor,
-                        loc,
-                    )?;
-                    run = Some(r);
-                    r.ty
-                }
-            };
-            F::check_dev_vendor(bytes, ty, loc, handover)?;
-            if let Some(k) = out.next() {
-                let key = (u64::from(d.segment) << 32) | u64::from(d.devid);
-                *k = ScratchElem::new(key, this);
-                ascending &= live == 0 || last < key;
-                live = live.wrapping_add(1);
-                last = key;
-            }
+    for_each_record(mem, pages, Chain::Device, F::DEV, |loc, index, bytes| {
+        if !check_header::<F>(loc, bytes, handover)? {
+            return Ok(());
         }
-    }
-    if let Some(r) = run {
-        r.flush(iommu_slots);
-    }
+        check_ref_count_one(loc, bytes)?;
+        let d = F::device(bytes);
+        resolve(
+            mem,
+            pages,
+            Chain::Domain,
+            d.domain,
+            F::DOM,
+            &mut dom_cursor,
+            loc.field(F::DOMAIN_REF),
+        )?;
+        let iommu = resolve(
+            mem,
+            pages,
+            Chain::Iommu,
+            d.iommu,
+            F::HW,
+            &mut hw_cursor,
+            loc.field(F::IOMMU_REF),
+        )?;
+        // `resolve` found a live IOMMU, whose type `check_iommus` proved.
+        let ty = iommu_type(F::hw(iommu.bytes).1).unwrap_or(IommuTypeSer::IommuInvalid);
+        F::check_dev_vendor(bytes, ty, loc, handover)?;
+        // `resolve` proved the index is a slot of the IOMMU chain, so the
+        // element exists; the count cannot reach the tag (2^48 records).
+        if let Some(c) = usize::try_from(iommu.index)
+            .ok()
+            .and_then(|i| iommu_slots.get_mut(i))
+        {
+            c.lo = c.lo.saturating_add(1);
+        }
+        if let Some(k) = out.next() {
+            let key = (u64::from(d.segment) << 32) | u64::from(d.devid);
+            *k = ScratchElem::new(key, index);
+            live = live.saturating_add(1);
+            ascending &= last.is_none_or(|l| l < key);
+            last = Some(key);
+        }
+        Ok(())
+    })?;
     Ok((live, ascending))
 }
 

@@ -106,7 +106,6 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 hdr,
                 stride: shape.strides,
                 cap: shape.strides.map(|st| records_in_page(ps, hdr, st)),
-                magic: shape.strides.map(super::index::reciprocal),
                 deleted: shape.ops.deleted,
                 walk,
                 sorted,
@@ -320,10 +319,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 .pages
                 .locate(self.mem, chain, phys, len, false, cursor)
                 .ok(),
-            Ref::Index(index) => self
-                .pages
-                .find_index(self.mem, chain, index, len, false, cursor)
-                .ok(),
+            Ref::Index(index) => self.pages.record_at(self.mem, chain, index, len),
         }
     }
 

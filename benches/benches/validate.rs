@@ -22,16 +22,14 @@ mod report;
 mod rkyv_image;
 
 use std::hint::black_box;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use iommu_flb_abi::abi::v1::IOMMU_DEVICE_ARRAY_CAPACITY_4K;
 use iommu_flb_abi::reader::ScratchElem;
-use iommu_flb_abi::writer::{Config, SliceIndex};
-use iommu_flb_bench::image::{self, Built, Prepared};
+use iommu_flb_bench::image::{self, Built};
 use iommu_flb_bench::plan::{IMAGE_A, IMAGE_B, Plan, Shape};
-use iommu_flb_bench::pool::ScrambledPool;
-use iommu_flb_bench::{kernel_walk, kho, validate};
+use iommu_flb_bench::{kernel_walk, kho, validate, work};
 
 /// The block limit passed to the upstream-style check: upstream's 10,000
 /// would refuse image (b)'s 19,018-page device chain, so use the reader's
@@ -118,12 +116,12 @@ fn readers(c: &mut Criterion, shape: Shape) {
     });
     // The same objects written as version 2: every page's CRC checked,
     // references by index.
-    let v2 = Built::with_config(shape, Config::v2(0x2026));
+    let v2 = Built::v2(shape);
     let (mem2, root2) = (v2.memory(), v2.root());
     let mut scratch2 = validate::scratch_for(&v2);
-    assert!(validate::validate_and_visit_any(&mem2, root2, &mut scratch2).is_ok());
+    assert!(validate::validate_any_version_and_visit(&mem2, root2, &mut scratch2).is_ok());
     g.bench_function(IDS[6], |b| {
-        b.iter(|| validate::validate_and_visit_any(black_box(&mem2), root2, &mut scratch2))
+        b.iter(|| validate::validate_any_version_and_visit(black_box(&mem2), root2, &mut scratch2))
     });
     g.bench_function(IDS[7], |b| {
         b.iter(|| validate::validate_only(black_box(&mem2), root2, &mut scratch2))
@@ -180,21 +178,7 @@ fn writer(c: &mut Criterion, shape: Shape) {
             3
         }));
     g.bench_function(BenchmarkId::new("preserve_device", shape.name), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let mut pool =
-                    ScrambledPool::new(image::BASE, image::pages_for(shape), image::SEED);
-                let mut slots = image::index_slots(shape);
-                let mut prepared = Prepared::new(&plan, &mut pool, SliceIndex::new(&mut slots))
-                    .expect("the plan is valid");
-                let t = Instant::now();
-                prepared.preserve_devices(&plan).expect("the plan is valid");
-                total += t.elapsed();
-                black_box(prepared.finish());
-            }
-            total
-        })
+        b.iter_custom(|iters| work::preserve_all(&plan, iters))
     });
     g.finish();
 }

@@ -23,6 +23,7 @@
 //! at the end; then the instruction counts of (3), (6) and (2) on each image
 //! measured, from callgrind runs of this same binary (see `callgrind.rs`).
 
+mod callgrind;
 mod report;
 mod rkyv_image;
 
@@ -196,6 +197,18 @@ fn writer(c: &mut Criterion, shape: Shape) {
 }
 
 fn main() {
+    // Run by the instruction table under callgrind: the one piece of work,
+    // then exit before criterion.
+    if let Some(spec) = std::env::var_os(work::PROFILE_ENV) {
+        let spec = spec.to_string_lossy();
+        let (what, image) = spec.split_once(',').unwrap_or((&spec, "a"));
+        let work = work::Work::parse(what)
+            .unwrap_or_else(|| panic!("{}: unknown work {what:?}", work::PROFILE_ENV));
+        let shape = work::image(image)
+            .unwrap_or_else(|| panic!("{}: unknown image {image:?}", work::PROFILE_ENV));
+        println!("{}", work::run(work, shape, 1));
+        return;
+    }
     let start = SystemTime::now();
     let dir = report::criterion_dir();
     let mut c = Criterion::default()
@@ -210,6 +223,16 @@ fn main() {
     }
     c.final_summary();
     print!("{}", summary(&dir, start, &scratch));
+    // Instruction counts for the images whose readers this run measured
+    // (all of them, unless a filter chose fewer).
+    let measured: Vec<Shape> = [IMAGE_A, IMAGE_B]
+        .into_iter()
+        .filter(|s| {
+            IDS.iter()
+                .any(|id| report::load(&dir, s.name, id, start).is_some())
+        })
+        .collect();
+    print!("{}", callgrind::table(&measured));
 }
 
 /// The scratch one image's validation took, for the summary.

@@ -112,3 +112,10 @@ pub fn target_line(out: &mut String, what: &str, e: Option<Estimate>, max: f64) 
         }
     }
 }
+
+/// A ratio line for the report, with `note` (a former target, or
+/// "(report)") in place of a verdict.
+pub fn report_line(out: &mut String, what: &str, e: Option<Estimate>, note: &str) {
+    let measured = e.map_or_else(|| "not measured in this run".to_owned(), ratio);
+    let _ = writeln!(out, "| {what} | {measured} | {note} |");
+}

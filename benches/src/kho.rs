@@ -71,7 +71,9 @@ impl fmt::Display for KhoError {
 
 /// Checks all three chains of the image whose root is at `root` as upstream
 /// checks a block set, then visits every live record; returns the same
-/// checksum as the kernel's walk ([`crate::kernel_walk`]).
+/// checksum as the kernel's walk ([`crate::kernel_walk`]). Never inlined,
+/// so that callgrind's `--toggle-collect` finds it.
+#[inline(never)]
 pub fn check_and_visit<M: Memory>(
     mem: &M,
     root: PhysAddr,

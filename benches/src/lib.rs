@@ -19,6 +19,7 @@ pub mod kho;
 pub mod plan;
 pub mod pool;
 pub mod validate;
+pub mod work;
 
 pub use image::Built;
 

@@ -284,8 +284,8 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     pub fn all_devices(&self) -> impl Iterator<Item = AnyDevice<'m>> + use<'m, 's, M> {
         let this = *self;
         self.records(Chain::Device, self.shape.ops.dev)
-            .scan(Default::default(), move |cursors, (phys, bytes)| {
-                Some(this.any_device(phys, bytes, cursors))
+            .scan(Lookups::default(), move |lookups, (phys, bytes)| {
+                Some(this.any_device(phys, bytes, lookups))
             })
     }
 
@@ -293,16 +293,20 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     ///
     /// Each device's domain is looked up through a cursor on the domain
     /// page the previous one landed on, and a device naming the same IOMMU
-    /// as the one before it shares that IOMMU's handle: devices preserved
-    /// behind one IOMMU cost one IOMMU lookup between them.
+    /// as the one before it shares that IOMMU's handle (see [`Lookups`]):
+    /// devices preserved behind one IOMMU cost one IOMMU lookup between
+    /// them.
     pub fn devices(&self) -> impl Iterator<Item = Device<'m>> + use<'m, 's, M> {
-        Devices {
-            image: *self,
-            records: self.records(Chain::Device, self.shape.ops.dev),
-            domains: Cursor::default(),
-            iommus: Cursor::default(),
-            last: None,
-        }
+        let this = *self;
+        let mut lookups = Lookups::default();
+        let deleted = self.shape.ops.deleted;
+        self.records(Chain::Device, self.shape.ops.dev)
+            .filter_map(move |(phys, bytes)| {
+                if record_hdr(bytes).1 & deleted != 0 {
+                    return None;
+                }
+                this.any_device(phys, bytes, &mut lookups).device()
+            })
     }
 
     /// The record a device's reference names in `chain`, deleted or not.
@@ -337,26 +341,31 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         .iommu()
     }
 
-    /// A device record with its references resolved; `cursors` are the
-    /// domain and IOMMU lookup cursors (see `Pages::locate`).
-    #[inline]
+    /// A device record with its references resolved through `lookups`.
+    #[inline(always)]
     fn any_device(
         &self,
         phys: PhysAddr,
         bytes: &'m [u8],
-        cursors: &mut [Cursor<'m>; 2],
+        lookups: &mut Lookups<'m>,
     ) -> AnyDevice<'m> {
-        let [dom_cursor, hw_cursor] = cursors;
         let ops = self.shape.ops;
         let d = ops.device(bytes);
         let domain = self
-            .resolve(Chain::Domain, d.domain, ops.dom, dom_cursor)
+            .resolve(Chain::Domain, d.domain, ops.dom, &mut lookups.domains)
             .map(|f| Domain {
                 phys: f.phys,
                 bytes: f.bytes,
                 ops,
             });
-        let iommu = self.resolve_iommu(d.iommu, hw_cursor);
+        let iommu = match lookups.last {
+            Some((to, iommu)) if to == d.iommu => iommu,
+            _ => {
+                let iommu = self.resolve_iommu(d.iommu, &mut lookups.iommus);
+                lookups.last = Some((d.iommu, iommu));
+                iommu
+            }
+        };
         AnyDevice {
             phys,
             bytes,
@@ -418,7 +427,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         let f = self
             .pages
             .record_at(self.mem, Chain::Device, index, self.shape.ops.dev)?;
-        Some(self.any_device(f.phys, f.bytes, &mut Default::default()))
+        Some(self.any_device(f.phys, f.bytes, &mut Lookups::default()))
     }
 
     /// Every page of the image exactly once, in restore order: the root's
@@ -533,64 +542,15 @@ impl<M: ?Sized> Records<'_, '_, M> {
     }
 }
 
-/// The iterator of [`Image::devices`].
-struct Devices<'m, 's, M: ?Sized> {
-    image: Image<'m, 's, M>,
-    records: Records<'m, 's, M>,
+/// The lookups a walk over device records keeps between records: a cursor
+/// per target chain (see `Pages::locate`), and the last IOMMU reference
+/// with what it resolved to. A reference resolves by its value alone, so a
+/// device naming the IOMMU the one before it named reuses that answer.
+#[derive(Default)]
+struct Lookups<'m> {
     domains: Cursor<'m>,
     iommus: Cursor<'m>,
-    /// The IOMMU reference of the device before, and its handle.
-    last: Option<(Ref, Iommu<'m>)>,
-}
-
-impl<'m, M: Memory + ?Sized> Iterator for Devices<'m, '_, M> {
-    type Item = Device<'m>;
-
-    #[inline(always)]
-    fn next(&mut self) -> Option<Device<'m>> {
-        let ops = self.image.shape.ops;
-        loop {
-            let (phys, bytes) = self.records.next()?;
-            if record_hdr(bytes).1 & ops.deleted != 0 {
-                continue;
-            }
-            let d = ops.device(bytes);
-            // Validation proved both references of a live device resolve;
-            // one that no longer does (the memory changed) skips it.
-            let Some(f) = self
-                .image
-                .resolve(Chain::Domain, d.domain, ops.dom, &mut self.domains)
-            else {
-                continue;
-            };
-            let domain = Domain {
-                phys: f.phys,
-                bytes: f.bytes,
-                ops,
-            };
-            let iommu = match self.last {
-                Some((to, iommu)) if to == d.iommu => iommu,
-                _ => {
-                    let Some(iommu) = self.image.resolve_iommu(d.iommu, &mut self.iommus) else {
-                        continue;
-                    };
-                    self.last = Some((d.iommu, iommu));
-                    iommu
-                }
-            };
-            let Some(payload) = ops.dev_payload(bytes, iommu.ty) else {
-                continue;
-            };
-            return Some(Device {
-                phys,
-                bytes,
-                ops,
-                domain,
-                iommu,
-                payload,
-            });
-        }
-    }
+    last: Option<(Ref, Option<Iommu<'m>>)>,
 }
 
 /// A failed [`Image::restore`].
@@ -1185,7 +1145,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 &mut Cursor::default(),
             )
             .ok()?;
-        self.any_device(f.phys, f.bytes, &mut Default::default())
+        self.any_device(f.phys, f.bytes, &mut Lookups::default())
             .device()
     }
 

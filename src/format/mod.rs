@@ -107,6 +107,8 @@ impl DeviceFields {
 pub(crate) trait Format {
     /// The version whose rules these are.
     const VERSION: u64;
+    /// The same, as the reader's enum of versions.
+    const KIND: Version;
     /// Bytes before the first record of an array page.
     const PAGE_HDR: u64;
     /// Bytes of an IOMMU, domain and device record this version defines.
@@ -234,6 +236,8 @@ impl Version {
 pub(crate) struct Ops {
     /// The format version these are the rules of.
     pub version: u64,
+    /// The same, as the enum the view's dispatch matches on exhaustively.
+    pub kind: Version,
     pub page_hdr: u64,
     pub hw: usize,
     pub dom: usize,
@@ -245,12 +249,12 @@ pub(crate) struct Ops {
 /// one place a new version adds a line to the view.
 macro_rules! by_version {
     ($ops:expr, $f:ident => $e:expr) => {
-        match $ops.version {
-            1 => {
+        match $ops.kind {
+            Version::V1 => {
                 type $f = v1::V1;
                 $e
             }
-            _ => {
+            Version::V2 => {
                 type $f = v2::V2;
                 $e
             }
@@ -272,6 +276,7 @@ impl Ops {
     pub(crate) const fn of<F: Format>() -> Ops {
         Ops {
             version: F::VERSION,
+            kind: F::KIND,
             page_hdr: F::PAGE_HDR,
             hw: F::HW,
             dom: F::DOM,

@@ -647,8 +647,8 @@ fn validation_sums_every_page_once() {
     let image = reader::validate(&mem, img.root, &opts, &mut scratch).unwrap();
     assert_eq!(image.live_devices(), 70);
     assert_eq!(SUMMED.load(Relaxed), once);
-    // A page corrupted after the survey is still refused by its checksum
-    // on the next validation: the sum is not skipped, only not repeated.
+    // Summed once is not skipped: a record byte flipped in the second
+    // device page is refused by that page's checksum, at its `crc`.
     let mut bad = img.bytes.clone();
     let at = (img.pages[2][1] - img.base) as usize + 100;
     bad[at] ^= 1;
@@ -658,4 +658,5 @@ fn validation_sums_every_page_once() {
         matches!(err.kind(), ErrorKind::ChecksumMismatch { .. }),
         "{err}"
     );
+    assert_eq!(err.location(), page_at(&img, 2, 1).field("crc"));
 }

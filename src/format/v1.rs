@@ -201,6 +201,7 @@ impl Format for V1 {
         }
     }
 
+    #[inline]
     fn check_dev_vendor(
         rec: &[u8],
         ty: IommuTypeSer,

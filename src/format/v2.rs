@@ -347,6 +347,7 @@ impl Format for V2 {
 
     /// Intel's member leaves 8 union bytes, which are zero; SMMUv3's
     /// `padding` is zero.
+    #[inline]
     fn check_dev_vendor(
         rec: &[u8],
         ty: IommuTypeSer,

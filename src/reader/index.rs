@@ -86,6 +86,8 @@ pub(crate) struct Pages<'s> {
     pub hdr: u64,
     pub stride: [u64; 3],
     pub cap: [u64; 3],
+    /// [`reciprocal`] of each stride.
+    pub magic: [u64; 3],
     /// The format's `DELETED` flag.
     pub deleted: u32,
     pub walk: [&'s [ScratchElem]; 3],
@@ -117,23 +119,6 @@ impl<'s> Pages<'s> {
         self.stride.get(slot_of(chain)).copied().unwrap_or(0)
     }
 
-    /// Byte offset of record `slot` of `chain` from its page's start.
-    fn offset(&self, chain: Chain, slot: u64) -> Option<u64> {
-        slot.checked_mul(self.stride(chain))?.checked_add(self.hdr)
-    }
-
-    /// The first `len` bytes of record `slot` of a page of `chain`.
-    fn record_bytes<'m>(
-        &self,
-        chain: Chain,
-        page: &'m [u8],
-        slot: u64,
-        len: usize,
-    ) -> Option<&'m [u8]> {
-        let off = usize::try_from(self.offset(chain, slot)?).ok()?;
-        page.get(off..off.checked_add(len)?)
-    }
-
     /// The first `nr` records of a page of `chain`, each cut to its first
     /// `len` bytes; `None` if they do not fit.
     pub fn records<'m>(
@@ -163,48 +148,48 @@ impl<'s> Pages<'s> {
         index: u64,
         len: usize,
     ) -> Option<Found<'m>> {
-        let cap = self.capacity(chain);
-        let page = index.checked_div(cap)?;
-        let slot = index.checked_rem(cap)?;
-        let e = self.chain(chain).get(usize::try_from(page).ok()?)?;
-        if slot >= e.lo {
-            return None;
-        }
-        let phys = PhysAddr::new(e.hi);
-        let bytes = self.record_bytes(chain, read_page(mem, phys, self.page_size)?, slot, len)?;
-        Some(Found {
-            index,
-            phys: phys.checked_add(self.offset(chain, slot)?)?,
-            bytes,
-        })
+        self.find_index(mem, chain, index, len, false, &mut Cursor::default())
+            .ok()
     }
 
-    /// The live record with index `index` in `chain` (an O(1) lookup).
-    pub fn live_at<'m, M: Memory + ?Sized>(
+    /// Points `cursor` at page `page` of `chain`, at `base`: the cold half
+    /// of both lookups.
+    #[cold]
+    #[inline(never)]
+    fn fill<'m, M: Memory + ?Sized>(
         &self,
         mem: &'m M,
         chain: Chain,
-        index: u64,
-        len: usize,
-    ) -> Result<Found<'m>, RefFault> {
-        let found = self
-            .record_at(mem, chain, index, len)
-            .ok_or(RefFault::BeyondCount)?;
-        if record_hdr(found.bytes).1 & self.deleted != 0 {
-            return Err(RefFault::Deleted);
-        }
-        Ok(found)
+        page: u64,
+        base: u64,
+        cursor: &mut Cursor<'m>,
+    ) {
+        let nr = usize::try_from(page)
+            .ok()
+            .and_then(|p| self.chain(chain).get(p))
+            .map_or(0, |w| w.lo);
+        let bytes = read_page(mem, PhysAddr::new(base), self.page_size);
+        *cursor = Cursor {
+            base,
+            first: page.saturating_mul(self.capacity(chain)),
+            nr,
+            // A page the memory no longer serves has no bytes: every
+            // record in it is refused as unreadable.
+            bytes: bytes.unwrap_or(&[]),
+        };
     }
 
     /// The record of `chain` that starts at `phys`, deleted or not; with
     /// `live`, a deleted one is refused too.
     ///
-    /// `cursor` remembers the page the last lookup through it landed on:
-    /// records walked in chain order name their targets in clustered order
-    /// (the devices of a page share IOMMUs and mostly domain pages), so with
-    /// one cursor per kind of target the search and the `Memory::page` call
-    /// run only when the target page changes. The checks on the record
-    /// itself run on every lookup.
+    /// `cursor` remembers the page the last lookup through it landed on
+    /// (one cursor per chain): records walked in chain order name their
+    /// targets in clustered order (the devices of a page share IOMMUs and
+    /// mostly domain pages), so the binary search over the page table and
+    /// the `Memory::page` call run only when the target page changes. A hit
+    /// costs a subtraction and a compare to find the page, a multiplication
+    /// by the stride's reciprocal and one back to prove the record start,
+    /// a compare against the count, and the liveness bit.
     #[inline(always)]
     pub fn locate<'m, M: Memory + ?Sized>(
         &self,
@@ -215,10 +200,12 @@ impl<'s> Pages<'s> {
         live: bool,
         cursor: &mut Cursor<'m>,
     ) -> Result<Found<'m>, RefFault> {
-        let base = phys.page_base(self.page_size).get();
-        // Page bases have their low 12 bits clear: the chain's tag fits.
-        let key = base | chain_tag(Some(chain));
-        if cursor.key != key {
+        let size = self.page_size.bytes_u64();
+        let mut off = phys.get().wrapping_sub(cursor.base);
+        // A cursor on no page, or on one without records, never hits (so
+        // the first lookup, and any address near `u64::MAX`, searches).
+        if off >= size || cursor.nr == 0 {
+            let base = phys.page_base(self.page_size).get();
             let pos = self
                 .sorted
                 .binary_search_by(|e| e.hi.cmp(&base))
@@ -227,71 +214,157 @@ impl<'s> Pages<'s> {
             if tag_chain(e.lo >> TAG_SHIFT) != Some(chain) {
                 return Err(RefFault::NotInChain);
             }
-            let page = e.lo & LOW_MASK;
-            let nr = usize::try_from(page)
-                .ok()
-                .and_then(|p| self.chain(chain).get(p))
-                .map_or(0, |w| w.lo);
-            *cursor = Cursor {
-                key,
-                first: page.checked_mul(self.capacity(chain)),
-                nr,
-                bytes: read_page(mem, PhysAddr::new(base), self.page_size),
-            };
+            self.fill(mem, chain, e.lo & LOW_MASK, base, cursor);
+            off = phys.get().wrapping_sub(base);
         }
-        let off = phys.page_offset(self.page_size);
-        // Offsets and strides are below 2^16 (a page is at most 64 KiB):
-        // one 32-bit division, checked by multiplying back, instead of a
-        // 64-bit remainder and quotient.
-        let rel = u32::try_from(off)
-            .ok()
-            .and_then(|o| o.checked_sub(u32::try_from(self.hdr).ok()?))
-            .ok_or(RefFault::NotRecordStart)?;
-        let size = u32::try_from(self.stride(chain)).map_err(|_| RefFault::NotRecordStart)?;
-        let slot = rel.checked_div(size).ok_or(RefFault::NotRecordStart)?;
-        if slot.checked_mul(size) != Some(rel) {
+        // `off` < the page size (at most 2^16), so `rel` is below 2^16
+        // unless the subtraction wrapped, which the bound refuses.
+        let rel = off.wrapping_sub(self.hdr);
+        if rel >= size {
             return Err(RefFault::NotRecordStart);
         }
-        let slot = u64::from(slot);
+        let c = slot_of(chain);
+        let stride = self.stride.get(c).copied().unwrap_or(0);
+        let magic = self.magic.get(c).copied().unwrap_or(0);
+        // rel × ⌈2^32 / stride⌉ / 2^32 is rel / stride exactly for rel and
+        // stride below 2^16 (the error, rel × e / 2^32 with e < stride, is
+        // below 1); multiplying back proves the remainder is 0.
+        let slot = rel.wrapping_mul(magic) >> 32;
+        if slot.wrapping_mul(stride) != rel {
+            return Err(RefFault::NotRecordStart);
+        }
         if slot >= cursor.nr {
             return Err(RefFault::BeyondCount);
         }
-        let index = cursor
-            .first
-            .and_then(|i| i.checked_add(slot))
-            .ok_or(RefFault::BeyondCount)?;
-        let bytes: &'m [u8] = cursor
-            .bytes
-            .and_then(|p| p.get(off..off.checked_add(len)?))
-            .ok_or(RefFault::NotInChain)?;
-        if live && record_hdr(bytes).1 & self.deleted != 0 {
-            return Err(RefFault::Deleted);
+        let at = (phys, slot, off);
+        cursor.found(at, len, live, self.deleted, RefFault::NotInChain)
+    }
+
+    /// The record with index `index` in `chain`, through `cursor` as
+    /// [`locate`](Self::locate): O(1), and no `Memory::page` call while the
+    /// index stays in the cursor's page.
+    #[inline(always)]
+    pub fn find_index<'m, M: Memory + ?Sized>(
+        &self,
+        mem: &'m M,
+        chain: Chain,
+        index: u64,
+        len: usize,
+        live: bool,
+        cursor: &mut Cursor<'m>,
+    ) -> Result<Found<'m>, RefFault> {
+        let mut slot = index.wrapping_sub(cursor.first);
+        if slot >= cursor.nr {
+            let cap = self.capacity(chain);
+            let page = index.checked_div(cap).ok_or(RefFault::BeyondCount)?;
+            let base = usize::try_from(page)
+                .ok()
+                .and_then(|p| self.chain(chain).get(p))
+                .ok_or(RefFault::BeyondCount)?
+                .hi;
+            self.fill(mem, chain, page, base, cursor);
+            slot = index.wrapping_sub(cursor.first);
+            if slot >= cursor.nr {
+                return Err(RefFault::BeyondCount);
+            }
         }
-        Ok(Found { index, phys, bytes })
+        let off = slot
+            .checked_mul(self.stride(chain))
+            .and_then(|o| o.checked_add(self.hdr))
+            .ok_or(RefFault::BeyondCount)?;
+        let phys = PhysAddr::new(cursor.base.wrapping_add(off));
+        let at = (phys, slot, off);
+        cursor.found(at, len, live, self.deleted, RefFault::BeyondCount)
     }
 }
 
-/// The page a [`Pages::locate`] lookup last landed on, in the chain it was
-/// looked up in: the index of its first record in that chain, its
-/// `nr_objects` and its bytes (`None` if the memory did not serve it).
-/// Start with `Cursor::default()`.
+/// The page a [`Pages::locate`] or [`Pages::find_index`] lookup last landed
+/// on, in the chain the cursor is for: its address, the index of its first
+/// record in the chain, its `nr_objects` and its bytes. Start with
+/// `Cursor::default()`, which matches no address and no index.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Cursor<'m> {
-    /// The page's address | the chain's tag (below 4); `u64::MAX`, which no
-    /// such key equals, before any lookup.
-    key: u64,
-    first: Option<u64>,
+    /// The page's address (`u64::MAX` before any lookup: no address is
+    /// within a page of it).
+    base: u64,
+    first: u64,
+    /// The page's `nr_objects`: 0 before any lookup.
     nr: u64,
-    bytes: Option<&'m [u8]>,
+    bytes: &'m [u8],
+}
+
+impl<'m> Cursor<'m> {
+    /// Record `slot` of the cursor's page, at `phys` and at `off` in the
+    /// page, `len` bytes;
+    /// refused if it is deleted and `live` asks for a live one, and with
+    /// `unread` if the memory did not serve the page.
+    #[inline(always)]
+    fn found(
+        &self,
+        (phys, slot, off): (PhysAddr, u64, u64),
+        len: usize,
+        live: bool,
+        deleted: u32,
+        unread: RefFault,
+    ) -> Result<Found<'m>, RefFault> {
+        let bytes: &'m [u8] = usize::try_from(off)
+            .ok()
+            .and_then(|o| self.bytes.get(o..o.checked_add(len)?))
+            .ok_or(unread)?;
+        if live && record_hdr(bytes).1 & deleted != 0 {
+            return Err(RefFault::Deleted);
+        }
+        Ok(Found {
+            index: self.first.wrapping_add(slot),
+            phys,
+            bytes,
+        })
+    }
 }
 
 impl Default for Cursor<'_> {
     fn default() -> Self {
         Cursor {
-            key: u64::MAX,
-            first: None,
+            base: u64::MAX,
+            first: 0,
             nr: 0,
-            bytes: None,
+            bytes: &[],
+        }
+    }
+}
+
+/// ⌈2^32 / stride⌉ (0 for a stride of 0, which matches no record start):
+/// what [`Pages::locate`] multiplies by instead of dividing.
+pub(crate) const fn reciprocal(stride: u64) -> u64 {
+    match stride {
+        0 => 0,
+        s => (1u64 << 32).div_ceil(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reciprocal;
+
+    /// `locate`'s division by multiplication is exact for every offset in
+    /// the largest page (64 KiB) and every stride up to a 4 KiB page's
+    /// size, and for strides as large as the largest page.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "2^28 multiplications: seconds natively, hours under miri"
+    )]
+    fn reciprocal_divides_exactly_below_64k() {
+        let strides = (1..=4096u64).chain([8191, 8192, 65535, 65536]);
+        for stride in strides {
+            let magic = reciprocal(stride);
+            for rel in 0..1u64 << 16 {
+                assert_eq!(
+                    rel.wrapping_mul(magic) >> 32,
+                    rel / stride,
+                    "rel {rel} stride {stride}"
+                );
+            }
         }
     }
 }

@@ -12,8 +12,10 @@
 //! `alloc` feature, [`validate_alloc`] allocates the scratch itself.
 //!
 //! Cost: each chain page is read a constant number of times, each record a
-//! constant number of times plus `O(log n)` lookups; the sorts make the whole
-//! `O(n log n)` in the number of pages and records.
+//! constant number of times, and each reference is one lookup: `O(1)` while
+//! it lands in the page the one before it did, a binary search over the
+//! pages otherwise. The sorts make the whole `O(n log n)` in the number of
+//! pages and records at worst; devices preserved in key order skip theirs.
 
 mod index;
 mod validate;

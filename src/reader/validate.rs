@@ -3,7 +3,7 @@
 
 use super::index::{
     Cursor, Found, LOW_MASK, MAX_OBJECTS, MAX_PAGES, Pages, ScratchElem, TAG_SHIFT, chain_tag,
-    tag_chain,
+    reciprocal, tag_chain,
 };
 use super::view::{Image, Shape};
 use super::{Mode, Options};
@@ -12,10 +12,10 @@ use crate::abi::records_in_page;
 use crate::abi::v1::IommuTypeSer;
 use crate::chain::{ARRAYS, ChainPage, ChainWalk};
 use crate::crc::Crc32;
-use crate::error::{Chain, Error, ErrorKind, Location};
+use crate::error::{Chain, Error, ErrorKind, Location, RefFault};
 use crate::format::v1::V1;
 use crate::format::v2::{V2, chain_fields};
-use crate::format::{Format, Ops, Ref, Root, Version, record_hdr};
+use crate::format::{DeviceFields, Format, Ops, Ref, Root, Version, record_hdr};
 use crate::{Memory, PhysAddr};
 
 /// What the chain walk found, before any record is read.
@@ -27,6 +27,26 @@ pub(crate) struct Survey {
     max_objects: u64,
     /// Scratch elements `validate` needs.
     pub needed: usize,
+}
+
+/// A refusal whose error is already in the slot the check was given: the
+/// functions from `validate_into` down to the record checks return this,
+/// which is empty, instead of a 96-byte `Error` each, and hold no `Error`
+/// temporaries of their own (the kernel's stack is small). Only
+/// [`refuse`] makes one.
+pub(crate) struct Refused(());
+
+/// Puts `e` into `slot` and returns the refusal that says so.
+#[inline(always)]
+fn refuse(slot: &mut Option<Error>, e: Error) -> Refused {
+    *slot = Some(e);
+    Refused(())
+}
+
+/// `r`, with its error put into `slot`.
+#[inline(always)]
+fn kept<T>(slot: &mut Option<Error>, r: Result<T, Error>) -> Result<T, Refused> {
+    r.map_err(|e| refuse(slot, e))
 }
 
 /// The view functions of the format `F`.
@@ -137,9 +157,23 @@ pub(crate) fn validate_into<'m, M: Memory + ?Sized, O: PutShape<'m>>(
     scratch: &mut [ScratchElem],
     out: &mut O,
 ) -> Result<(), Error> {
-    match Version::detect(mem, root, opts) {
-        (Version::V1, first) => validate_as::<M, V1, O>(mem, root, opts, first, scratch, out),
-        (Version::V2, first) => validate_as::<M, V2, O>(mem, root, opts, first, scratch, out),
+    let mut err = None;
+    let checked = match Version::detect(mem, root, opts) {
+        (Version::V1, first) => {
+            validate_as::<M, V1, O>(mem, root, opts, first, scratch, out, &mut err)
+        }
+        (Version::V2, first) => {
+            validate_as::<M, V2, O>(mem, root, opts, first, scratch, out, &mut err)
+        }
+    };
+    match (checked, err) {
+        (Ok(()), _) => Ok(()),
+        (Err(Refused(())), Some(e)) => Err(e),
+        // Never: a `Refused` is made only where its error is put.
+        (Err(Refused(())), None) => Err(Error::new(
+            ErrorKind::RootUnreadable,
+            Location::root(root, None),
+        )),
     }
 }
 
@@ -274,38 +308,45 @@ fn validate_as<'m, 's, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
     first: Option<&'m [u8]>,
     scratch: &'s mut [ScratchElem],
     out: &mut O,
-) -> Result<(), Error> {
+    err: &mut Option<Error>,
+) -> Result<(), Refused> {
     // The root and the survey are borrowed in place, not moved out of
     // their `Result`s: one copy of each on the stack.
     let checked = F::root(mem, root, opts, first);
     let r = match &checked {
         Ok(r) => r,
-        Err(e) => return Err(*e),
+        Err(e) => return Err(refuse(err, *e)),
     };
     let surveyed = survey_as::<M, F>(mem, r, root, opts);
     let s = match &surveyed {
         Ok(s) => s,
-        Err(e) => return Err(*e),
+        Err(e) => return Err(refuse(err, *e)),
     };
     let got = scratch.len();
-    let small = || too_small(root, s.needed, got);
-    let mut rest: &'s mut [ScratchElem] = scratch;
-    let walk_iommu = take(&mut rest, s.pages[0]).ok_or_else(small)?;
-    let walk_domain = take(&mut rest, s.pages[1]).ok_or_else(small)?;
-    let walk_device = take(&mut rest, s.pages[2]).ok_or_else(small)?;
+    let Some(mut regions) = split_scratch(s, scratch) else {
+        return Err(refuse(err, too_small(root, s.needed, got)));
+    };
+    record_pages::<M, F>(mem, r, root, s, got, &mut regions.walks, err)?;
+    finish_as::<M, F, O>(mem, r, root, opts, s, regions, out, err)
+}
+
+/// Splits `scratch` into the regions the survey `s` sized; `None` if it
+/// is too small.
+fn split_scratch<'s>(s: &Survey, scratch: &'s mut [ScratchElem]) -> Option<Regions<'s>> {
+    let mut rest = scratch;
+    let walk_iommu = take(&mut rest, s.pages[0])?;
+    let walk_domain = take(&mut rest, s.pages[1])?;
+    let walk_device = take(&mut rest, s.pages[2])?;
     let all_pages = s.pages.iter().fold(0u64, |a, &p| a.saturating_add(p));
-    let sorted = take(&mut rest, all_pages.saturating_add(1)).ok_or_else(small)?;
-    let iommu_keys = take(&mut rest, s.objects[0]).ok_or_else(small)?;
-    let device_keys = take(&mut rest, s.objects[2]).ok_or_else(small)?;
-    let mut walks = [walk_iommu, walk_domain, walk_device];
-    record_pages::<M, F>(mem, r, root, s, got, &mut walks)?;
-    let regions = Regions {
-        walks,
+    let sorted = take(&mut rest, all_pages.saturating_add(1))?;
+    let iommu_keys = take(&mut rest, s.objects[0])?;
+    let device_keys = take(&mut rest, s.objects[2])?;
+    Some(Regions {
+        walks: [walk_iommu, walk_domain, walk_device],
         sorted,
         iommu_keys,
         device_keys,
-    };
-    finish_as::<M, F, O>(mem, r, root, opts, s, regions, out)
+    })
 }
 
 /// The scratch, split as the survey sized it: the pages of each chain (in
@@ -322,6 +363,7 @@ struct Regions<'s> {
 /// one before has returned, so that the stack holds one at a time (the
 /// kernel's stack is small).
 #[inline(never)]
+#[allow(clippy::too_many_arguments)] // Each is a fact `validate_as` has; a struct of them would be one more copy in its frame.
 fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
     mem: &'m M,
     r: &Root<'m>,
@@ -330,7 +372,8 @@ fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
     s: &Survey,
     regions: Regions<'_>,
     out: &mut O,
-) -> Result<(), Error> {
+    err: &mut Option<Error>,
+) -> Result<(), Refused> {
     let Regions {
         walks: [walk_iommu, walk_domain, walk_device],
         sorted,
@@ -343,6 +386,7 @@ fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
         page_size,
         [&*walk_iommu, &*walk_domain, &*walk_device],
         sorted,
+        err,
     )?;
     let pages = Pages {
         page_size,
@@ -351,26 +395,27 @@ fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
         cap: s
             .strides
             .map(|st| records_in_page(page_size, F::PAGE_HDR, st)),
+        magic: s.strides.map(reciprocal),
         deleted: F::DELETED,
         walk: [&*walk_iommu, &*walk_domain, &*walk_device],
         sorted: &*sorted,
     };
     let handover = opts.mode == Mode::Handover;
-    check_iommus::<M, F>(mem, &pages, handover, iommu_keys)?;
-    check_domains::<M, F>(mem, &pages, handover)?;
+    check_iommus::<M, F>(mem, &pages, handover, iommu_keys, err)?;
+    check_domains::<M, F>(mem, &pages, handover, err)?;
     let (live_devices, ascending) =
-        check_devices::<M, F>(mem, &pages, handover, iommu_keys, device_keys)?;
-    let live_iommus = check_ref_counts::<M, F>(mem, &pages, iommu_keys)?;
+        check_devices::<M, F>(mem, &pages, handover, iommu_keys, device_keys, err)?;
+    let live_iommus = check_ref_counts::<M, F>(mem, &pages, iommu_keys, err)?;
     let iommu_keys = iommu_keys.get_mut(..live_iommus).unwrap_or(&mut []);
     iommu_keys.sort_unstable();
-    find_duplicates(iommu_keys, Chain::Iommu, &pages)?;
+    find_duplicates(iommu_keys, Chain::Iommu, &pages, err)?;
     let device_keys = device_keys.get_mut(..live_devices).unwrap_or(&mut []);
     // Keys written in strictly ascending order are sorted and unique already
     // (devices preserved in PCI enumeration order): one comparison per
     // device in `check_devices` saves the sort and the scan.
     if !ascending {
         device_keys.sort_unstable();
-        find_duplicates(device_keys, Chain::Device, &pages)?;
+        find_duplicates(device_keys, Chain::Device, &pages, err)?;
     }
 
     out.put(<F as HasOps>::OPS, root, r, s, (live_iommus, live_devices));
@@ -390,18 +435,20 @@ fn record_pages<M: Memory + ?Sized, F: Format>(
     s: &Survey,
     got: usize,
     walks: &mut [&mut [ScratchElem]; 3],
-) -> Result<(), Error> {
+    err: &mut Option<Error>,
+) -> Result<(), Refused> {
     let mut total = 0u64;
     for (chain, region) in ARRAYS.into_iter().zip(walks.iter_mut()) {
         let mut slots = region.iter_mut();
         let limits = (s.max_pages, s.max_objects, total);
-        let (_, objects, _) = walk_chain::<M, F>(mem, r, None, root, chain, limits, |page| {
+        let walked = walk_chain::<M, F>(mem, r, None, root, chain, limits, |page| {
             let slot = slots.next().ok_or_else(|| too_small(root, s.needed, got))?;
             *slot = ScratchElem::new(page.phys.get(), page.nr_objects);
             Ok(())
-        })?;
+        });
+        let (_, objects, _) = kept(err, walked)?;
         if slots.next().is_some() {
-            return Err(too_small(root, s.needed, got));
+            return Err(refuse(err, too_small(root, s.needed, got)));
         }
         total = total.saturating_add(objects);
     }
@@ -416,7 +463,8 @@ fn find_reused_pages<F: Format>(
     page_size: PageSize,
     walks: [&[ScratchElem]; 3],
     sorted: &mut [ScratchElem],
-) -> Result<(), Error> {
+    err: &mut Option<Error>,
+) -> Result<(), Refused> {
     let mut out = sorted.iter_mut();
     if let Some(e) = out.next() {
         *e = ScratchElem::new(root.page_base(page_size).get(), 0);
@@ -459,14 +507,38 @@ fn find_reused_pages<F: Format>(
             Location::page(chain, prev, PhysAddr::new(phys)).field("next_array_phys")
         }
     };
-    Err(Error::new(
-        ErrorKind::PageReused {
-            target: PhysAddr::new(later.hi),
-            other_chain,
-            other_page,
-        },
-        holder,
-    ))
+    let reused = ErrorKind::PageReused {
+        target: PhysAddr::new(later.hi),
+        other_chain,
+        other_page,
+    };
+    Err(refuse(err, Error::new(reused, holder)))
+}
+
+/// The first `e.lo` records of chain page `e`, located at `at`, each cut
+/// to its first `len` bytes.
+#[inline]
+fn page_records<'m, M: Memory + ?Sized>(
+    mem: &'m M,
+    pages: &Pages<'_>,
+    chain: Chain,
+    len: usize,
+    e: &ScratchElem,
+    at: Location,
+) -> Result<impl Iterator<Item = &'m [u8]> + use<'m, M>, Error> {
+    let phys = PhysAddr::new(e.hi);
+    let bytes = crate::mem::read_page(mem, phys, pages.page_size)
+        .ok_or_else(|| Error::new(ErrorKind::Unreadable { target: phys }, at))?;
+    // The walk refused a count over the capacity, so the records fit.
+    pages.records(chain, bytes, e.lo, len).ok_or_else(|| {
+        Error::new(
+            ErrorKind::CountOverCapacity {
+                nr_objects: e.lo,
+                capacity: pages.capacity(chain),
+            },
+            at.field("nr_objects"),
+        )
+    })
 }
 
 /// Calls `f` on every record of `chain` (its first `len` bytes) with its
@@ -480,22 +552,9 @@ fn for_each_record<'m, M: Memory + ?Sized>(
 ) -> Result<(), Error> {
     let mut index = 0u64;
     for (p, e) in (0u64..).zip(pages.chain(chain)) {
-        let phys = PhysAddr::new(e.hi);
-        let loc = Location::page(chain, p, phys);
-        let bytes = crate::mem::read_page(mem, phys, pages.page_size)
-            .ok_or_else(|| Error::new(ErrorKind::Unreadable { target: phys }, loc))?;
-        // The walk refused a count over the capacity, so the records fit.
-        let recs = pages.records(chain, bytes, e.lo, len).ok_or_else(|| {
-            Error::new(
-                ErrorKind::CountOverCapacity {
-                    nr_objects: e.lo,
-                    capacity: pages.capacity(chain),
-                },
-                loc.field("nr_objects"),
-            )
-        })?;
-        for (slot, rec) in (0u64..).zip(recs) {
-            f(loc.object(slot), index, rec)?;
+        let at = Location::page(chain, p, PhysAddr::new(e.hi));
+        for (slot, rec) in (0u64..).zip(page_records(mem, pages, chain, len, e, at)?) {
+            f(at.object(slot), index, rec)?;
             index = index.saturating_add(1);
         }
     }
@@ -506,7 +565,7 @@ fn for_each_record<'m, M: Memory + ?Sized>(
 /// deleted, so it is checked on deleted records too: known bits only, and
 /// no `INCOMING` at handover, which only the next kernel sets), then for a
 /// live record a non-zero `ref_count`. `Ok(false)` for a deleted one.
-#[inline]
+#[inline(always)]
 fn check_header<F: Format>(loc: Location, bytes: &[u8], handover: bool) -> Result<bool, Error> {
     let (ref_count, flags) = record_hdr(bytes);
     if flags & !F::FLAGS_KNOWN != 0 {
@@ -529,6 +588,7 @@ fn check_header<F: Format>(loc: Location, bytes: &[u8], handover: bool) -> Resul
 
 /// A live domain or device is referenced once: `ref_count` 1 (0 was
 /// refused by `check_header`).
+#[inline(always)]
 fn check_ref_count_one(loc: Location, bytes: &[u8]) -> Result<(), Error> {
     let (stored, _) = record_hdr(bytes);
     if stored == 1 {
@@ -558,9 +618,10 @@ fn check_iommus<M: Memory + ?Sized, F: Format>(
     pages: &Pages<'_>,
     handover: bool,
     slots: &mut [ScratchElem],
-) -> Result<(), Error> {
+    err: &mut Option<Error>,
+) -> Result<(), Refused> {
     let mut out = slots.iter_mut();
-    for_each_record(mem, pages, Chain::Iommu, F::HW, |loc, _, bytes| {
+    let checked = for_each_record(mem, pages, Chain::Iommu, F::HW, |loc, _, bytes| {
         let slot = out.next();
         if !check_header::<F>(loc, bytes, handover)? {
             if let Some(k) = slot {
@@ -578,7 +639,8 @@ fn check_iommus<M: Memory + ?Sized, F: Format>(
             *k = ScratchElem::new(token, ty.wire() << TAG_SHIFT);
         }
         Ok(())
-    })
+    });
+    kept(err, checked)
 }
 
 #[inline(never)]
@@ -586,42 +648,61 @@ fn check_domains<M: Memory + ?Sized, F: Format>(
     mem: &M,
     pages: &Pages<'_>,
     handover: bool,
-) -> Result<(), Error> {
-    for_each_record(mem, pages, Chain::Domain, F::DOM, |loc, _, bytes| {
-        if !check_header::<F>(loc, bytes, handover)? {
+    err: &mut Option<Error>,
+) -> Result<(), Refused> {
+    let slow = uncommon_flags::<F>(handover);
+    let checked = for_each_record(mem, pages, Chain::Domain, F::DOM, |loc, _, bytes| {
+        let (ref_count, flags) = record_hdr(bytes);
+        if (ref_count != 1 || flags & slow != 0) && !uncommon_header::<F>(loc, bytes, handover)? {
             return Ok(());
         }
-        check_ref_count_one(loc, bytes)?;
         let d = F::domain(bytes);
-        let err = |kind, field| Err(Error::new(kind, loc.field(field)));
+        let fail = |kind, field| Err(Error::new(kind, loc.field(field)));
         let top = PhysAddr::new(d.top_table_phys);
         if top.is_null() {
-            return err(ErrorKind::NullPointer, "top_table_phys");
+            return fail(ErrorKind::NullPointer, "top_table_phys");
         }
         // IOMMU page tables are 4 KiB-aligned whatever the CPU's page size
         // (VT-d tables are always 4 KiB; an SMMU's smallest granule is 4 KiB).
         if !top.is_page_aligned(PageSize::Size4K) {
-            return err(ErrorKind::Unaligned { value: top }, "top_table_phys");
+            return fail(ErrorKind::Unaligned { value: top }, "top_table_phys");
         }
         if d.vasz > 64 {
-            return err(ErrorKind::VaszTooLarge { vasz: d.vasz }, "vasz");
+            return fail(ErrorKind::VaszTooLarge { vasz: d.vasz }, "vasz");
         }
         if d.sign_extend > 1 {
             let value = d.sign_extend;
-            return err(ErrorKind::SignExtendInvalid { value }, "sign_extend");
+            return fail(ErrorKind::SignExtendInvalid { value }, "sign_extend");
         }
         if d.padding != [0; 3] {
-            return err(ErrorKind::NonZeroPadding, "padding");
+            return fail(ErrorKind::NonZeroPadding, "padding");
         }
         if handover && d.restored != 0 {
-            return err(ErrorKind::AlreadyRestored, "restored_domain");
+            return fail(ErrorKind::AlreadyRestored, "restored_domain");
         }
         Ok(())
-    })
+    });
+    kept(err, checked)
 }
 
-/// Resolves a device's reference to a live record of `chain`: by address
-/// through `cursor`, or by index in O(1).
+/// Finds the live record of `chain` a device's reference names: by
+/// address or by index, through `cursor`.
+#[inline(always)]
+fn lookup<'m, M: Memory + ?Sized>(
+    mem: &'m M,
+    pages: &Pages<'_>,
+    chain: Chain,
+    to: Ref,
+    len: usize,
+    cursor: &mut Cursor<'m>,
+) -> Result<Found<'m>, RefFault> {
+    match to {
+        Ref::Phys(target) => pages.locate(mem, chain, target, len, true, cursor),
+        Ref::Index(index) => pages.find_index(mem, chain, index, len, true, cursor),
+    }
+}
+
+/// [`lookup`], with the error for a reference it refuses, at `at`.
 #[inline(always)]
 fn resolve<'m, M: Memory + ?Sized>(
     mem: &'m M,
@@ -632,13 +713,157 @@ fn resolve<'m, M: Memory + ?Sized>(
     cursor: &mut Cursor<'m>,
     at: Location,
 ) -> Result<Found<'m>, Error> {
-    match to {
-        Ref::Phys(target) => pages
-            .locate(mem, chain, target, len, true, cursor)
-            .map_err(|fault| Error::new(ErrorKind::BadReference { target, fault }, at)),
-        Ref::Index(index) => pages
-            .live_at(mem, chain, index, len)
-            .map_err(|fault| Error::new(ErrorKind::BadIndex { index, fault }, at)),
+    lookup(mem, pages, chain, to, len, cursor).map_err(|fault| {
+        let kind = match to {
+            Ref::Phys(target) => ErrorKind::BadReference { target, fault },
+            Ref::Index(index) => ErrorKind::BadIndex { index, fault },
+        };
+        Error::new(kind, at)
+    })
+}
+
+/// The IOMMU the live devices just accepted name, while devices keep
+/// naming it: its reference, its record index and type, and the devices
+/// counted for it that are not yet added to its element of the IOMMU
+/// slots.
+#[derive(Clone, Copy)]
+struct Run {
+    to: Ref,
+    index: u64,
+    ty: IommuTypeSer,
+    devices: u64,
+}
+
+impl Run {
+    /// The run of the live IOMMU `iommu` that `to` resolved to, with no
+    /// device counted yet.
+    fn of<F: Format>(to: Ref, iommu: Found<'_>) -> Run {
+        // `lookup` found a live IOMMU, whose type `check_iommus` proved.
+        let ty = iommu_type(F::hw(iommu.bytes).1).unwrap_or(IommuTypeSer::IommuInvalid);
+        Run {
+            to,
+            index: iommu.index,
+            ty,
+            devices: 0,
+        }
+    }
+
+    /// Adds the run's devices to its IOMMU's count (see `check_iommus`).
+    fn flush(self, iommu_slots: &mut [ScratchElem]) {
+        // The index is a slot of the IOMMU chain (`lookup` proved it), so
+        // the element exists; the count cannot reach the tag (2^48 records).
+        if let Some(c) = usize::try_from(self.index)
+            .ok()
+            .and_then(|i| iommu_slots.get_mut(i))
+        {
+            c.lo = c.lo.saturating_add(self.devices);
+        }
+    }
+}
+
+/// The flags that take a record off the common path: unknown ones,
+/// `DELETED`, and `INCOMING` at handover.
+const fn uncommon_flags<F: Format>(handover: bool) -> u32 {
+    !F::FLAGS_KNOWN | F::DELETED | if handover { F::INCOMING } else { 0 }
+}
+
+/// The header checks of a domain or device record that is not the common
+/// case (`ref_count` 1, no flag): `Ok(false)` for a deleted one.
+#[cold]
+#[inline(never)]
+fn uncommon_header<F: Format>(loc: Location, bytes: &[u8], handover: bool) -> Result<bool, Error> {
+    if !check_header::<F>(loc, bytes, handover)? {
+        return Ok(false);
+    }
+    check_ref_count_one(loc, bytes)?;
+    Ok(true)
+}
+
+/// Where the device pass stands and what it has counted. The pass is two
+/// functions that take turns from here: [`fast_devices`] accepts records
+/// while each is the common case and valid, and [`full_device`] checks
+/// the one it stopped at with every rule, in order. Neither is called from
+/// the other, so the stack holds one at a time (the kernel's is small).
+struct DevicePass<'m> {
+    /// The next record: its page's position in the walk, its slot in the
+    /// page and its index in the chain.
+    page: usize,
+    slot: usize,
+    index: u64,
+    /// Live devices accepted, which is where the next key goes.
+    live: usize,
+    /// The last key written, and whether every key was above the one
+    /// before.
+    last: u64,
+    ascending: bool,
+    run: Option<Run>,
+    domains: Cursor<'m>,
+    iommus: Cursor<'m>,
+}
+
+impl<'m> DevicePass<'m> {
+    fn new() -> Self {
+        DevicePass {
+            page: 0,
+            slot: 0,
+            index: 0,
+            live: 0,
+            last: 0,
+            ascending: true,
+            run: None,
+            domains: Cursor::default(),
+            iommus: Cursor::default(),
+        }
+    }
+
+    /// Counts the live device `d`, of the IOMMU run `run` (the current
+    /// one, or a new one that replaces it), and writes its key (segment <<
+    /// 32 | devid, device index) into `keys`.
+    #[inline(always)]
+    fn accept(
+        &mut self,
+        iommu_slots: &mut [ScratchElem],
+        keys: &mut [ScratchElem],
+        run: Run,
+        d: &DeviceFields,
+    ) {
+        match &mut self.run {
+            Some(r) if r.to == run.to => r.devices = r.devices.wrapping_add(1),
+            current => {
+                if let Some(r) = current.take() {
+                    r.flush(iommu_slots);
+                }
+                *current = Some(Run { devices: 1, ..run });
+            }
+        }
+        if let Some(k) = keys.get_mut(self.live) {
+            let key = (u64::from(d.segment) << 32) | u64::from(d.devid);
+            *k = ScratchElem::new(key, self.index);
+            self.ascending &= self.live == 0 || self.last < key;
+            self.live = self.live.wrapping_add(1);
+            self.last = key;
+        }
+    }
+
+    /// Moves past the record the pass stands at.
+    fn step(&mut self) {
+        self.slot = self.slot.wrapping_add(1);
+        self.index = self.index.wrapping_add(1);
+    }
+
+    /// Moves to the first record of the next page.
+    fn next_page(&mut self) {
+        self.page = self.page.wrapping_add(1);
+        self.slot = 0;
+    }
+
+    /// Ends the pass: the last run's devices are counted, and the result
+    /// is the number of live devices and whether their keys ascend.
+    fn finish(self, iommu_slots: &mut [ScratchElem]) -> (usize, bool) {
+        if let Some(r) = self.run {
+            r.flush(iommu_slots);
+        }
+        (self.live, self.ascending)
     }
 }
 
@@ -647,64 +872,187 @@ fn resolve<'m, M: Memory + ?Sized>(
 /// and writes its key (segment << 32 | devid, device index) into `keys`.
 /// Returns the number of live devices and whether their keys came in
 /// strictly ascending order.
-#[inline(never)]
+///
+/// One pass over the device records, in two halves (see [`DevicePass`]).
+/// Every record either passes the fast checks, which accept only what the
+/// full ones would, or is checked by the full ones: the error, its order
+/// and its location are theirs.
+#[inline(always)]
 fn check_devices<M: Memory + ?Sized, F: Format>(
     mem: &M,
     pages: &Pages<'_>,
     handover: bool,
     iommu_slots: &mut [ScratchElem],
     keys: &mut [ScratchElem],
-) -> Result<(usize, bool), Error> {
-    let mut out = keys.iter_mut();
-    let mut live = 0usize;
-    let mut last: Option<u64> = None;
-    let mut ascending = true;
-    let (mut dom_cursor, mut hw_cursor) = (Cursor::default(), Cursor::default());
-    for_each_record(mem, pages, Chain::Device, F::DEV, |loc, index, bytes| {
-        if !check_header::<F>(loc, bytes, handover)? {
-            return Ok(());
+    err: &mut Option<Error>,
+) -> Result<(usize, bool), Refused> {
+    let mut pass = DevicePass::new();
+    while !fast_devices::<M, F>(mem, pages, handover, iommu_slots, keys, &mut pass) {
+        full_device::<M, F>(mem, pages, handover, iommu_slots, keys, &mut pass, err)?;
+    }
+    Ok(pass.finish(iommu_slots))
+}
+
+/// Accepts device records from where `pass` stands while each is the
+/// common case (live, `ref_count` 1, no flag the mode forbids) or a
+/// deleted one with allowed flags, and valid. `true` at the end of the
+/// chain; `false` at the first record or page it does not accept, where
+/// `pass` then stands. It builds no error: a refused check only stops it.
+///
+/// A device naming the same IOMMU as the one before it reuses that
+/// lookup, since a reference's validity depends on its value alone.
+#[inline(never)]
+fn fast_devices<'m, M: Memory + ?Sized, F: Format>(
+    mem: &'m M,
+    pages: &Pages<'_>,
+    handover: bool,
+    iommu_slots: &mut [ScratchElem],
+    keys: &mut [ScratchElem],
+    pass: &mut DevicePass<'m>,
+) -> bool {
+    let uncommon = uncommon_flags::<F>(handover);
+    let bad = uncommon & !F::DELETED;
+    let walk = pages.chain(Chain::Device);
+    while let Some(e) = walk.get(pass.page) {
+        let phys = PhysAddr::new(e.hi);
+        let Some(recs) = crate::mem::read_page(mem, phys, pages.page_size)
+            .and_then(|bytes| pages.records(Chain::Device, bytes, e.lo, F::DEV))
+        else {
+            return false;
+        };
+        let p = u64::try_from(pass.page).unwrap_or(u64::MAX);
+        let at = Location::page(Chain::Device, p, phys);
+        for bytes in recs.skip(pass.slot) {
+            let (ref_count, flags) = record_hdr(bytes);
+            if ref_count != 1 || flags & uncommon != 0 {
+                if flags & bad == 0 && flags & F::DELETED != 0 {
+                    pass.step();
+                    continue;
+                }
+                return false;
+            }
+            let d = F::device(bytes);
+            if lookup(
+                mem,
+                pages,
+                Chain::Domain,
+                d.domain,
+                F::DOM,
+                &mut pass.domains,
+            )
+            .is_err()
+            {
+                return false;
+            }
+            let run = match pass.run {
+                Some(r) if r.to == d.iommu => r,
+                _ => match new_run::<M, F>(mem, pages, d.iommu, &mut pass.iommus) {
+                    Some(r) => r,
+                    None => return false,
+                },
+            };
+            // Where a refusal would be; only the full checks build one.
+            let loc = at.object(u64::try_from(pass.slot).unwrap_or(u64::MAX));
+            if F::check_dev_vendor(bytes, run.ty, loc, handover).is_err() {
+                return false;
+            }
+            pass.accept(iommu_slots, keys, run, &d);
+            pass.step();
         }
-        check_ref_count_one(loc, bytes)?;
-        let d = F::device(bytes);
-        resolve(
-            mem,
-            pages,
-            Chain::Domain,
-            d.domain,
-            F::DOM,
-            &mut dom_cursor,
-            loc.field(F::DOMAIN_REF),
-        )?;
-        let iommu = resolve(
-            mem,
-            pages,
-            Chain::Iommu,
-            d.iommu,
-            F::HW,
-            &mut hw_cursor,
-            loc.field(F::IOMMU_REF),
-        )?;
-        // `resolve` found a live IOMMU, whose type `check_iommus` proved.
-        let ty = iommu_type(F::hw(iommu.bytes).1).unwrap_or(IommuTypeSer::IommuInvalid);
-        F::check_dev_vendor(bytes, ty, loc, handover)?;
-        // `resolve` proved the index is a slot of the IOMMU chain, so the
-        // element exists; the count cannot reach the tag (2^48 records).
-        if let Some(c) = usize::try_from(iommu.index)
-            .ok()
-            .and_then(|i| iommu_slots.get_mut(i))
-        {
-            c.lo = c.lo.saturating_add(1);
+        pass.next_page();
+    }
+    true
+}
+
+/// The run of the IOMMU `to` names, if it names a live one: off the
+/// per-device path, since devices change IOMMUs rarely.
+#[inline(never)]
+fn new_run<'m, M: Memory + ?Sized, F: Format>(
+    mem: &'m M,
+    pages: &Pages<'_>,
+    to: Ref,
+    cursor: &mut Cursor<'m>,
+) -> Option<Run> {
+    let iommu = lookup(mem, pages, Chain::Iommu, to, F::HW, cursor).ok()?;
+    Some(Run::of::<F>(to, iommu))
+}
+
+/// Checks the device record `pass` stands at with every rule, in order
+/// (its page's readability and count first, at the page's first record),
+/// then counts it as [`fast_devices`] would and moves past it; at the end
+/// of a page, moves to the next.
+#[cold]
+#[inline(never)]
+fn full_device<'m, M: Memory + ?Sized, F: Format>(
+    mem: &'m M,
+    pages: &Pages<'_>,
+    handover: bool,
+    iommu_slots: &mut [ScratchElem],
+    keys: &mut [ScratchElem],
+    pass: &mut DevicePass<'m>,
+    err: &mut Option<Error>,
+) -> Result<(), Refused> {
+    let checked = full_checks::<M, F>(mem, pages, handover, iommu_slots, keys, pass);
+    kept(err, checked)
+}
+
+/// The body of [`full_device`].
+#[inline(always)]
+fn full_checks<'m, M: Memory + ?Sized, F: Format>(
+    mem: &'m M,
+    pages: &Pages<'_>,
+    handover: bool,
+    iommu_slots: &mut [ScratchElem],
+    keys: &mut [ScratchElem],
+    pass: &mut DevicePass<'m>,
+) -> Result<(), Error> {
+    // `fast_devices` stops only at a page of the walk.
+    let Some(e) = pages.chain(Chain::Device).get(pass.page) else {
+        return Ok(());
+    };
+    let p = u64::try_from(pass.page).unwrap_or(u64::MAX);
+    let at = Location::page(Chain::Device, p, PhysAddr::new(e.hi));
+    let Some(bytes) = page_records(mem, pages, Chain::Device, F::DEV, e, at)?.nth(pass.slot) else {
+        pass.next_page();
+        return Ok(());
+    };
+    let loc = at.object(u64::try_from(pass.slot).unwrap_or(u64::MAX));
+    if !check_header::<F>(loc, bytes, handover)? {
+        pass.step();
+        return Ok(());
+    }
+    check_ref_count_one(loc, bytes)?;
+    let d = F::device(bytes);
+    let at_domain = loc.field(F::DOMAIN_REF);
+    resolve(
+        mem,
+        pages,
+        Chain::Domain,
+        d.domain,
+        F::DOM,
+        &mut pass.domains,
+        at_domain,
+    )?;
+    let run = match pass.run {
+        Some(r) if r.to == d.iommu => r,
+        _ => {
+            let at_iommu = loc.field(F::IOMMU_REF);
+            let iommu = resolve(
+                mem,
+                pages,
+                Chain::Iommu,
+                d.iommu,
+                F::HW,
+                &mut pass.iommus,
+                at_iommu,
+            )?;
+            Run::of::<F>(d.iommu, iommu)
         }
-        if let Some(k) = out.next() {
-            let key = (u64::from(d.segment) << 32) | u64::from(d.devid);
-            *k = ScratchElem::new(key, index);
-            live = live.saturating_add(1);
-            ascending &= last.is_none_or(|l| l < key);
-            last = Some(key);
-        }
-        Ok(())
-    })?;
-    Ok((live, ascending))
+    };
+    F::check_dev_vendor(bytes, run.ty, loc, handover)?;
+    pass.accept(iommu_slots, keys, run, &d);
+    pass.step();
+    Ok(())
 }
 
 /// Refuses a live IOMMU whose `ref_count` is not its number of live
@@ -716,9 +1064,10 @@ fn check_ref_counts<M: Memory + ?Sized, F: Format>(
     mem: &M,
     pages: &Pages<'_>,
     slots: &mut [ScratchElem],
-) -> Result<usize, Error> {
+    err: &mut Option<Error>,
+) -> Result<usize, Refused> {
     let mut live = 0usize;
-    for_each_record(mem, pages, Chain::Iommu, F::HW, |loc, index, bytes| {
+    let checked = for_each_record(mem, pages, Chain::Iommu, F::HW, |loc, index, bytes| {
         let (stored, flags) = record_hdr(bytes);
         if flags & F::DELETED != 0 {
             return Ok(());
@@ -741,14 +1090,20 @@ fn check_ref_counts<M: Memory + ?Sized, F: Format>(
             live = live.saturating_add(1);
         }
         Ok(())
-    })?;
+    });
+    kept(err, checked)?;
     Ok(live)
 }
 
 /// In sorted `keys` (key, tag << 56 | index), refuses two live records with
 /// the same key (and tag), reported at the later one.
 #[inline(never)]
-fn find_duplicates(keys: &[ScratchElem], chain: Chain, pages: &Pages<'_>) -> Result<(), Error> {
+fn find_duplicates(
+    keys: &[ScratchElem],
+    chain: Chain,
+    pages: &Pages<'_>,
+    err: &mut Option<Error>,
+) -> Result<(), Refused> {
     let same =
         |a: &ScratchElem, b: &ScratchElem| a.hi == b.hi && a.lo >> TAG_SHIFT == b.lo >> TAG_SHIFT;
     let Some((a, b)) = keys.windows(2).find_map(|w| match w {
@@ -787,10 +1142,8 @@ fn find_duplicates(keys: &[ScratchElem], chain: Chain, pages: &Pages<'_>) -> Res
         .ok()
         .and_then(|p| pages.chain(chain).get(p))
         .map_or(0, |e| e.hi);
-    Err(Error::new(
-        kind,
-        Location::page(chain, page, PhysAddr::new(phys))
-            .object(object)
-            .field(field),
-    ))
+    let at = Location::page(chain, page, PhysAddr::new(phys))
+        .object(object)
+        .field(field);
+    Err(refuse(err, Error::new(kind, at)))
 }

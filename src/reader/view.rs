@@ -106,6 +106,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 hdr,
                 stride: shape.strides,
                 cap: shape.strides.map(|st| records_in_page(ps, hdr, st)),
+                magic: shape.strides.map(super::index::reciprocal),
                 deleted: shape.ops.deleted,
                 walk,
                 sorted,
@@ -323,7 +324,10 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 .pages
                 .locate(self.mem, chain, phys, len, false, cursor)
                 .ok(),
-            Ref::Index(index) => self.pages.record_at(self.mem, chain, index, len),
+            Ref::Index(index) => self
+                .pages
+                .find_index(self.mem, chain, index, len, false, cursor)
+                .ok(),
         }
     }
 

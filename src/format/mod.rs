@@ -106,8 +106,6 @@ impl DeviceFields {
 /// zeros for a shorter slice rather than fail, since the callers cut them.
 pub(crate) trait Format {
     /// The version whose rules these are.
-    const VERSION: u64;
-    /// The same, as the reader's enum of versions.
     const KIND: Version;
     /// Bytes before the first record of an array page.
     const PAGE_HDR: u64;
@@ -226,6 +224,14 @@ impl Version {
         };
         (version, page)
     }
+
+    /// The version's number.
+    pub(crate) const fn number(self) -> u64 {
+        match self {
+            Version::V1 => 1,
+            Version::V2 => 2,
+        }
+    }
 }
 
 /// The view's per-version functions, so that record handles need only a
@@ -234,9 +240,8 @@ impl Version {
 /// field read).
 #[derive(Clone, Copy)]
 pub(crate) struct Ops {
-    /// The format version these are the rules of.
-    pub version: u64,
-    /// The same, as the enum the view's dispatch matches on exhaustively.
+    /// The format version these are the rules of, which the view's
+    /// dispatch matches on exhaustively.
     pub kind: Version,
     pub page_hdr: u64,
     pub hw: usize,
@@ -265,7 +270,7 @@ macro_rules! by_version {
 impl core::fmt::Debug for Ops {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Ops")
-            .field("version", &self.version)
+            .field("version", &self.kind.number())
             .field("page_hdr", &self.page_hdr)
             .finish_non_exhaustive()
     }
@@ -275,7 +280,6 @@ impl Ops {
     /// The functions of format `F`.
     pub(crate) const fn of<F: Format>() -> Ops {
         Ops {
-            version: F::VERSION,
             kind: F::KIND,
             page_hdr: F::PAGE_HDR,
             hw: F::HW,

@@ -37,7 +37,6 @@ fn check_intel_head(loc: Location, head: &[u8], handover: bool) -> Result<(), Er
 }
 
 impl Format for V1 {
-    const VERSION: u64 = 1;
     const KIND: super::Version = super::Version::V1;
     const PAGE_HDR: u64 = IOMMU_ARRAY_HDR_SIZE;
     const HW: usize = size_of::<IommuHwSer>();

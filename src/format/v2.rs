@@ -62,7 +62,6 @@ fn u32_of(n: usize) -> u32 {
 }
 
 impl Format for V2 {
-    const VERSION: u64 = 2;
     const KIND: super::Version = super::Version::V2;
     const PAGE_HDR: u64 = 48;
     const HW: usize = size_of::<IommuHwV2Ser>();

@@ -21,7 +21,7 @@ use crate::abi::v2::{
     IommuIntelV2Ser,
 };
 use crate::error::Chain;
-use crate::format::{DeviceFields, DomainFields, Ops, Ref, Root, record_hdr};
+use crate::format::{DeviceFields, DomainFields, Ops, Ref, Root, Version, record_hdr};
 use crate::mem::read_page;
 use crate::{Memory, PhysAddr};
 
@@ -146,7 +146,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
 
     /// The format version whose rules the image was validated by (1 or 2).
     pub fn format(&self) -> u64 {
-        self.shape.ops.version
+        self.shape.ops.kind.number()
     }
 
     /// The page size of the image: the one validation was given for version
@@ -619,13 +619,13 @@ pub enum DevicePayload<'m> {
     IntelV2(&'m IommuDeviceIntelV2Ser),
 }
 
-/// The version-`V` struct `T` over `bytes`, if the record is of version `V`.
+/// The struct `T` over `bytes`, if the record is of version `version`.
 fn as_version<'m, T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(
     ops: &Ops,
-    version: u64,
+    version: Version,
     bytes: &'m [u8],
 ) -> Option<&'m T> {
-    (ops.version == version)
+    (ops.kind == version)
         .then(|| T::ref_from_prefix(bytes).ok())
         .flatten()
         .map(|(t, _)| t)
@@ -638,13 +638,13 @@ macro_rules! versioned {
         /// The version-1 record, in a version-1 image.
         #[inline]
         pub fn v1(&self) -> Option<&'m $v1> {
-            as_version(self.ops, 1, self.bytes)
+            as_version(self.ops, Version::V1, self.bytes)
         }
 
         /// The version-2 record, in a version-2 image.
         #[inline]
         pub fn v2(&self) -> Option<&'m $v2> {
-            as_version(self.ops, 2, self.bytes)
+            as_version(self.ops, Version::V2, self.bytes)
         }
     };
 }

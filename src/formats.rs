@@ -157,46 +157,52 @@ const V1_SUPPORT: FormatSupport = FormatSupport {
 /// and knows the feature bits each defines (none yet). The C header's
 /// `IOMMU_FLB_DECLARE_FORMATS()` defines the same descriptor from the same
 /// constants.
-pub const FORMATS: Formats = Formats {
-    entries: [
-        V1_SUPPORT,
-        FormatSupport {
-            version: version_u32(IOMMU_FLB_V2_VERSION),
-            read: true,
-            write: true,
-            compat: IOMMU_FLB_V2_COMPAT_KNOWN,
-            incompat: IOMMU_FLB_V2_INCOMPAT_KNOWN,
-        },
-        FormatSupport::NONE,
-        FormatSupport::NONE,
-        FormatSupport::NONE,
-        FormatSupport::NONE,
-        FormatSupport::NONE,
-        FormatSupport::NONE,
-    ],
-    len: 2,
-};
+pub const FORMATS: Formats = Formats::of([
+    V1_SUPPORT,
+    FormatSupport {
+        version: version_u32(IOMMU_FLB_V2_VERSION),
+        read: true,
+        write: true,
+        compat: IOMMU_FLB_V2_COMPAT_KNOWN,
+        incompat: IOMMU_FLB_V2_INCOMPAT_KNOWN,
+    },
+]);
 #[allow(clippy::as_conversions)]
 const _: () = assert!(FORMATS.len == IOMMU_FLB_FORMATS_COUNT as usize);
 
 /// What a kernel without a descriptor reads and writes: version 1 only, as
 /// every kernel built before `IOMMU_FLB_DECLARE_FORMATS()` existed. A tool
 /// that finds no `.iommu_flb_formats` section in a kernel file uses it.
-pub const WITHOUT_DESCRIPTOR: Formats = Formats {
-    entries: [
-        V1_SUPPORT,
-        FormatSupport::NONE,
-        FormatSupport::NONE,
-        FormatSupport::NONE,
-        FormatSupport::NONE,
-        FormatSupport::NONE,
-        FormatSupport::NONE,
-        FormatSupport::NONE,
-    ],
-    len: 1,
-};
+pub const WITHOUT_DESCRIPTOR: Formats = Formats::of([V1_SUPPORT]);
 
 impl Formats {
+    /// The descriptor of the constant `entries`, its other slots unused:
+    /// how the library's own descriptors are written. Meant for constants,
+    /// which are evaluated when the crate is compiled: an entry
+    /// [`Formats::new`] would refuse (version 0, a version twice, too many
+    /// entries) fails the build.
+    #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // In a constant, an index out of range or an overflow fails the build.
+    const fn of<const N: usize>(entries: [FormatSupport; N]) -> Formats {
+        assert!(N <= MAX, "more entries than a descriptor holds");
+        let mut out = [FormatSupport::NONE; MAX];
+        let mut i = 0;
+        while i < N {
+            let version = entries[i].version;
+            assert!(version != 0, "an entry of version 0");
+            let mut j = 0;
+            while j < i {
+                assert!(entries[j].version != version, "a version listed twice");
+                j += 1;
+            }
+            out[i] = entries[i];
+            i += 1;
+        }
+        Formats {
+            entries: out,
+            len: N,
+        }
+    }
+
     /// A descriptor of `entries`, checked as [`Formats::parse`] checks a
     /// stored one.
     pub fn new(entries: &[FormatSupport]) -> Result<Formats, FormatsError> {
@@ -867,6 +873,36 @@ mod tests {
     use alloc::string::ToString;
 
     use super::*;
+
+    #[test]
+    fn the_constant_constructor_is_new_without_the_result() {
+        let v2 = FormatSupport::read_write(2);
+        assert_eq!(
+            Formats::of([V1_SUPPORT, v2]),
+            Formats::new(&[V1_SUPPORT, v2]).unwrap()
+        );
+        assert_eq!(Formats::of([]), Formats::new(&[]).unwrap());
+        assert_eq!(FORMATS, Formats::new(FORMATS.entries()).unwrap());
+        assert_eq!(WITHOUT_DESCRIPTOR.entries(), [V1_SUPPORT]);
+    }
+
+    #[test]
+    #[should_panic(expected = "a version listed twice")]
+    fn the_constant_constructor_refuses_a_version_twice() {
+        Formats::of([V1_SUPPORT, FormatSupport::read_write(2), V1_SUPPORT]);
+    }
+
+    #[test]
+    #[should_panic(expected = "an entry of version 0")]
+    fn the_constant_constructor_refuses_version_0() {
+        Formats::of([FormatSupport::read_write(0)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "more entries than a descriptor holds")]
+    fn the_constant_constructor_refuses_too_many_entries() {
+        Formats::of([(); MAX + 1].map(|()| V1_SUPPORT));
+    }
 
     #[test]
     fn versions_insert_keeps_them_ascending_and_unique() {

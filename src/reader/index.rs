@@ -18,7 +18,7 @@
 
 use crate::abi::PageSize;
 use crate::error::{Chain, RefFault};
-use crate::format::record_hdr;
+use crate::format::{Ref, record_hdr};
 use crate::mem::read_page;
 use crate::{Memory, PhysAddr};
 
@@ -238,6 +238,26 @@ impl<'s> Pages<'s> {
         }
         let at = (phys, slot, off);
         cursor.found(at, len, live, self.deleted, RefFault::NotInChain)
+    }
+
+    /// The record of `chain` a device's reference names, by address
+    /// ([`locate`](Self::locate)) or by index
+    /// ([`find_index`](Self::find_index)), through `cursor`; with `live`, a
+    /// deleted one is refused.
+    #[inline(always)]
+    pub fn find<'m, M: Memory + ?Sized>(
+        &self,
+        mem: &'m M,
+        chain: Chain,
+        to: Ref,
+        len: usize,
+        live: bool,
+        cursor: &mut Cursor<'m>,
+    ) -> Result<Found<'m>, RefFault> {
+        match to {
+            Ref::Phys(phys) => self.locate(mem, chain, phys, len, live, cursor),
+            Ref::Index(index) => self.find_index(mem, chain, index, len, live, cursor),
+        }
     }
 
     /// The record with index `index` in `chain`, through `cursor` as

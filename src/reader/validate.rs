@@ -685,8 +685,7 @@ fn check_domains<M: Memory + ?Sized, F: Format>(
     kept(err, checked)
 }
 
-/// Finds the live record of `chain` a device's reference names: by
-/// address or by index, through `cursor`.
+/// Finds the live record of `chain` a device's reference names.
 #[inline(always)]
 fn lookup<'m, M: Memory + ?Sized>(
     mem: &'m M,
@@ -696,10 +695,7 @@ fn lookup<'m, M: Memory + ?Sized>(
     len: usize,
     cursor: &mut Cursor<'m>,
 ) -> Result<Found<'m>, RefFault> {
-    match to {
-        Ref::Phys(target) => pages.locate(mem, chain, target, len, true, cursor),
-        Ref::Index(index) => pages.find_index(mem, chain, index, len, true, cursor),
-    }
+    pages.find(mem, chain, to, len, true, cursor)
 }
 
 /// [`lookup`], with the error for a reference it refuses, at `at`.

@@ -319,16 +319,9 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         len: usize,
         cursor: &mut Cursor<'m>,
     ) -> Option<Found<'m>> {
-        match to {
-            Ref::Phys(phys) => self
-                .pages
-                .locate(self.mem, chain, phys, len, false, cursor)
-                .ok(),
-            Ref::Index(index) => self
-                .pages
-                .find_index(self.mem, chain, index, len, false, cursor)
-                .ok(),
-        }
+        self.pages
+            .find(self.mem, chain, to, len, false, cursor)
+            .ok()
     }
 
     /// The IOMMU a device's reference names, if it names one of a known

@@ -72,6 +72,10 @@ fn covers_snapshot(snapshot: &str, c: &str) -> usize {
 /// `tests/c/layout_v2.c` asserts every struct and field of the frozen
 /// version-2 snapshot (`abi/v2.txt`), each with the snapshot's numbers.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "compares two files' text, no library code; the native run covers it"
+)]
 fn layout_v2_covers_the_frozen_snapshot() {
     let checked = covers_snapshot("abi/v2.txt", "tests/c/layout_v2.c");
     assert!(checked > 60, "read only {checked} snapshot lines");
@@ -181,6 +185,10 @@ fn header_compatible_string_matches_rust_constant() {
 /// ... `__u64`, `__le16` ... `__le64`), never with `<stdint.h>`'s names,
 /// and include nothing in userspace but `<stddef.h>` (for `size_t`).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "searches the headers' text, most of a minute under miri and no library code"
+)]
 fn headers_spell_integers_with_the_kernels_names() {
     for header in ["include/iommu_flb.h", "include/iommu_flb_api.h"] {
         let text = std::fs::read_to_string(repo_root().join(header)).unwrap();

@@ -533,10 +533,11 @@ fn accepts_refuses_with_the_precise_reason() {
 #[test]
 fn accepts_of_the_own_descriptor_agrees_with_the_reader() {
     let (mut n_read, mut n_refused) = (0, 0);
+    let typical = Img::build(&Spec::typical(3));
     for version in [2u64, 3, 4] {
         for last in 0u32..=5 {
             for incompat in [0u64, 1 << 3] {
-                let mut img = Img::build(&Spec::typical(3));
+                let mut img = typical.clone();
                 img.put_u64(0, version);
                 img.put_u32(16, last);
                 img.put_u64(40, incompat);

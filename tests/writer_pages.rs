@@ -419,15 +419,16 @@ fn pages_hold_the_capacity_of_the_allocators_page_size() {
     // The kernel's (PAGE_SIZE - 16) / size per page, at every page size:
     // the writer fills a page to exactly that and links the next one only
     // for the record after.
-    // Under miri the 64 KiB case alone takes over half an hour; the native
-    // run covers it.
+    // Under miri, 4 KiB only: the 64 KiB case alone takes over half an
+    // hour there and the 16 KiB one minutes, on the same code with larger
+    // counts; the native run covers them.
     for (ps, [hw, dom, dev]) in [
         (PageSize::Size4K, [36u64, 102, 56]),
         (PageSize::Size16K, [146, 409, 227]),
         (PageSize::Size64K, [585, 1638, 910]),
     ]
     .into_iter()
-    .filter(|(ps, _)| !cfg!(miri) || *ps != PageSize::Size64K)
+    .filter(|(ps, _)| !cfg!(miri) || *ps == PageSize::Size4K)
     {
         let alloc = MapAlloc::sequential(p(0x100_0000)).with_page_size(ps);
         let mut w = Writer::start(alloc).unwrap();

@@ -83,8 +83,31 @@ impl Dump {
     }
 }
 
+/// The CRC this file's writers store and its walk and reader check:
+/// CRC-32 natively. Under miri, which checks the code's memory safety
+/// rather than CRC arithmetic, a stand-in that reads only a part's length
+/// and its first and last bytes: every version-2 write re-sums whole pages,
+/// and interpreting CRC-32 for them was two thirds of this file's miri time.
+/// The stand-in differs from CRC-32, so a page summed by anything else
+/// still fails `crc_ok` there too.
+const CRC: Crc32 = if cfg!(miri) {
+    Crc32::new(stand_in_crc)
+} else {
+    Crc32::FAST
+};
+
+fn stand_in_crc(crc: u32, bytes: &[u8]) -> u32 {
+    let byte = |b: Option<&u8>| u32::from(b.copied().unwrap_or(0));
+    crc.rotate_left(7) ^ (bytes.len() as u32) ^ byte(bytes.first()) << 8 ^ byte(bytes.last()) << 16
+}
+
+/// The version-2 configuration of this file's writers, with [`CRC`].
+fn v2_config() -> Config {
+    Config::v2(GEN).with_crc(CRC)
+}
+
 fn crc_ok(page: &[u8], at: usize) -> bool {
-    Crc32::FAST.page(page, at) == Some(le32(page, at))
+    CRC.page(page, at) == Some(le32(page, at))
 }
 
 /// Walks one chain as the root describes it, asserting every page rule.
@@ -223,6 +246,7 @@ type Seen = (
 fn reads_back(mem: &(impl Memory + PageAlloc), d: &Dump) {
     let opts = Options {
         page_size: mem.page_size(),
+        crc: CRC,
         ..Options::default()
     };
     let owned = reader::validate_alloc(mem, d.root, &opts)
@@ -361,7 +385,7 @@ fn check_records(d: &Dump) {
 // ---- what the tests preserve ----
 
 fn v2_writer(alloc: MapAlloc) -> Writer<MapAlloc> {
-    Writer::with_config(alloc, Config::v2(GEN)).unwrap()
+    Writer::with_config(alloc, v2_config()).unwrap()
 }
 
 fn intel_iommu(n: u64) -> IommuPayloadInit {
@@ -443,7 +467,7 @@ fn start_takes_only_the_root_and_writes_every_root_field() {
     want[16] = 2;
     want[20..24].copy_from_slice(&4096u32.to_le_bytes());
     want[24..32].copy_from_slice(&GEN.to_le_bytes());
-    let crc = Crc32::FAST.page(&want, 48).unwrap();
+    let crc = CRC.page(&want, 48).unwrap();
     want[48..52].copy_from_slice(&crc.to_le_bytes());
     assert_eq!(page, &want[..]);
     let d = check(&pages, root);
@@ -789,7 +813,7 @@ fn refused_operations_write_nothing() {
 
 fn faulty_v2(ps: PageSize) -> (Writer<Faulty>, Faults) {
     let (alloc, faults) = Faults::wrap(MapAlloc::sequential(p(0x10_0000)).with_page_size(ps));
-    (Writer::with_config(alloc, Config::v2(GEN)).unwrap(), faults)
+    (Writer::with_config(alloc, v2_config()).unwrap(), faults)
 }
 
 /// Runs `op` failing each allocation and mapping it makes in turn: each
@@ -807,7 +831,11 @@ fn fails_whole<T>(
         if !faults.hit() {
             faults.arm(None);
             let r = r.unwrap_or_else(|e| panic!("fails with nothing failing: {e}"));
-            check(w.alloc().inner(), w.root());
+            // Under miri, as in `step`, the test checks the image once at
+            // the end.
+            if !cfg!(miri) {
+                check(w.alloc().inner(), w.root());
+            }
             return r;
         }
         let e = r
@@ -871,7 +899,7 @@ fn start_fails_whole_when_its_allocation_or_mapping_fails() {
     for k in 0..3 {
         let (mut alloc, faults) = Faults::wrap(MapAlloc::sequential(p(0x10_0000)));
         faults.arm(Some(k));
-        let e = Writer::with_config(&mut alloc, Config::v2(GEN))
+        let e = Writer::with_config(&mut alloc, v2_config())
             .err()
             .expect("fails");
         assert!(faults.hit() && is_fault(&e), "call {k}: {e}");
@@ -888,7 +916,7 @@ fn random_allocator_failures_never_leave_a_broken_image() {
     for seed in 1..=if cfg!(miri) { 1 } else { 12 } {
         let mut alloc = FailingAlloc::new(MapAlloc::scattered(seed), random_failures(seed, 4))
             .failing_maps(random_failures(seed ^ 0x55, 9));
-        let Ok(mut w) = Writer::with_config(&mut alloc, Config::v2(GEN)) else {
+        let Ok(mut w) = Writer::with_config(&mut alloc, v2_config()) else {
             assert!(alloc.inner().map().is_empty());
             continue;
         };
@@ -1008,6 +1036,10 @@ fn script<A: PageAlloc>(mut w: Writer<A>) -> A {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "compares two writers' output byte for byte after 180 operations, most of a minute under miri; the native run covers it"
+)]
 fn start_and_a_v1_config_write_the_same_version_1_bytes() {
     let a = script(Writer::start(MapAlloc::sequential(p(0x10_0000))).unwrap());
     let b = script(Writer::with_config(MapAlloc::sequential(p(0x10_0000)), Config::v1()).unwrap());
@@ -1028,6 +1060,10 @@ fn start_and_a_v1_config_write_the_same_version_1_bytes() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "the same 180 operations in version 2, most of a minute under miri; the native run covers it"
+)]
 fn the_same_operations_in_version_2_differ_only_by_format() {
     let v2 = script(v2_writer(MapAlloc::sequential(p(0x10_0000))));
     let d = check(&v2, p(0x10_0000));

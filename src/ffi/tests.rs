@@ -1083,6 +1083,10 @@ fn header_kinds() -> Vec<(u32, i32)> {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "parses the header's text (safe code, a minute under miri); the native run covers it"
+)]
 fn header_documents_every_error_kind_with_its_value_and_errno() {
     let p = PhysAddr::new(0x1000);
     let read = [

@@ -84,6 +84,7 @@ impl Spec {
 }
 
 /// A built image: flat memory from `base`, the root at `base`.
+#[derive(Clone)]
 pub struct Img {
     pub base: u64,
     pub bytes: Vec<u8>,

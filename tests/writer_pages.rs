@@ -13,7 +13,7 @@ use iommu_flb_abi::abi::v1::*;
 use iommu_flb_abi::reader::{self, Options};
 use iommu_flb_abi::writer::*;
 use iommu_flb_abi::{Memory, PageMap, PhysAddr};
-use writer_support::{Faults, Faulty, is_fault, unchanged, walk};
+use writer_support::{Faults, Faulty, is_fault, unchanged, walk, zeroed};
 
 const K4: PageSize = PageSize::Size4K;
 
@@ -57,10 +57,7 @@ fn start_takes_the_root_then_the_iommu_domain_and_device_heads() {
     want[24..32].copy_from_slice(&0x1000u64.to_le_bytes());
     assert_eq!(flb[..32], want);
     for head in &addrs[1..] {
-        assert!(
-            pages.page(*head, K4).unwrap().iter().all(|b| *b == 0),
-            "{head}"
-        );
+        assert!(zeroed(pages.page(*head, K4).unwrap()), "{head}");
     }
 }
 

@@ -17,7 +17,7 @@ use iommu_flb_abi::crc::Crc32;
 use iommu_flb_abi::reader::{self, Options};
 use iommu_flb_abi::writer::*;
 use iommu_flb_abi::{Memory, PageMap, PhysAddr};
-use writer_support::{Faults, Faulty, is_fault, unchanged};
+use writer_support::{Faults, Faulty, is_fault, unchanged, zeroed};
 use zerocopy::FromBytes;
 
 const K4: PageSize = PageSize::Size4K;
@@ -163,7 +163,7 @@ fn walk_chain(
         );
         let used = IOMMU_FLB_V2_PAGE_HDR_SIZE + nr as usize * stride;
         assert!(
-            page[used..].iter().all(|b| *b == 0),
+            zeroed(&page[used..]),
             "chain {chain} page {i}: unused slots"
         );
         for s in 0..nr as usize {
@@ -198,10 +198,7 @@ fn check(mem: &(impl Memory + PageAlloc), root: PhysAddr) -> Dump {
     assert_eq!(r.compat_features.get(), 0);
     assert_eq!(r.incompat_features.get(), 0);
     assert_eq!(r.reserved.get(), 0);
-    assert!(
-        page[128..].iter().all(|b| *b == 0),
-        "root page past the root"
-    );
+    assert!(zeroed(&page[128..]), "root page past the root");
     assert!(crc_ok(page, IOMMU_FLB_V2_ROOT_CRC_OFFSET), "root CRC");
     let mut seen = HashSet::from([root]);
     let iommus = walk_chain(mem, ps, &r.iommus, IOMMU_FLB_V2_CHAIN_IOMMU, 104, &mut seen);
@@ -1050,7 +1047,7 @@ fn start_and_a_v1_config_write_the_same_version_1_bytes() {
     let root = a.page(p(0x10_0000), K4).unwrap();
     assert_eq!(le64(root, 0), 1);
     assert_eq!(le64(root, 8), 0x10_1000);
-    assert!(root[32..].iter().all(|b| *b == 0));
+    assert!(zeroed(&root[32..]));
     // Version 1 pages carry no version-2 header.
     let head = a.page(p(0x10_1000), K4).unwrap();
     let blk = IommuArrayHdrSer::read_from_prefix(head).unwrap().0;

@@ -42,7 +42,7 @@ pub(crate) fn take_page<A: PageAlloc>(
         return Err(bad(BadPage::InImage));
     }
     let page = mapped(alloc, phys).ok_or(bad(BadPage::Unmapped))?;
-    if page.iter().any(|b| *b != 0) {
+    if !crate::mem::all_zero(page) {
         return Err(bad(BadPage::NotZeroed));
     }
     Ok(phys)

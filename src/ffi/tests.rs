@@ -297,8 +297,14 @@ fn build(pool: &mut PoolRef) -> Built {
     build_in(pool, 1)
 }
 
-/// The format versions the writer tests run in.
+/// The format versions the writer tests run in. Under miri, version 2
+/// alone: the boundary's unsafe code is the same in both (the version
+/// changes only safe encoding), version 2 also calls the CRC callback, and
+/// each version adds over a minute of these tests there.
+#[cfg(not(miri))]
 const VERSIONS: [u32; 2] = [1, 2];
+#[cfg(miri)]
+const VERSIONS: [u32; 1] = [2];
 
 /// The generation of the tests' version-2 images.
 const GENERATION: u64 = 0x2a;
@@ -1800,7 +1806,13 @@ fn forged_handle_is_refused_and_changes_nothing() {
 /// start, must go on refusing it, whatever versions the two starts write.
 #[test]
 fn handle_of_an_earlier_start_is_refused() {
-    for (first, second) in [(1, 1), (2, 2), (1, 2), (2, 1)] {
+    // Under miri, the two pairs that change version (see `VERSIONS`).
+    let pairs: &[(u32, u32)] = if cfg!(miri) {
+        &[(1, 2), (2, 1)]
+    } else {
+        &[(1, 1), (2, 2), (1, 2), (2, 1)]
+    };
+    for &(first, second) in pairs {
         let mut pool = PoolRef::new();
         let mut b = build_in(&mut pool, first);
         let mut root = 0;

@@ -72,6 +72,19 @@ fn typical_image_has_exactly_its_objects() {
             (p, _) => panic!("payload {p:?} for device {i}"),
         }
     }
+    // As stored records, the references are the indexes themselves.
+    let records: Vec<_> = image.device_records().collect();
+    assert_eq!(records.len(), 70);
+    for (i, (r, d)) in records.iter().zip(&devices).enumerate() {
+        assert_eq!((r.phys(), r.devid()), (d.phys(), d.devid()));
+        assert_eq!(
+            (r.domain_ref(), r.iommu_ref()),
+            (i as u64 % 3, i as u64 % 2)
+        );
+        let again = image.resolve_device(r).unwrap();
+        assert_eq!(again.domain().phys(), d.domain().phys());
+        assert_eq!(again.iommu().phys(), d.iommu().phys());
+    }
     let found = image.find_device(0, 8 * 41).unwrap();
     assert_eq!(found.phys(), devices[41].phys());
     assert_eq!(

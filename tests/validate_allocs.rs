@@ -256,6 +256,10 @@ fn validate_and_visit(iommus: u64, domains: u64, devices: u64, ghosts: bool) {
             assert!(image.find_iommu(hw.token(), hw.iommu_type()).is_some());
             visited.2 += 1;
         }
+        for r in image.device_records() {
+            std::hint::black_box((r.domain_ref(), r.iommu_ref()));
+            assert!(image.resolve_device(&r).is_some());
+        }
         assert_eq!(
             image
                 .find_iommu(0xfe00_0000, IommuTypeSer::IommuIntel)

@@ -22,8 +22,13 @@ pub const ENV: &str = "IOMMU_FLB_BENCH_CALLGRIND";
 pub const MAX_PER_OBJECT: f64 = 60.0;
 
 /// What is counted on each image, with the label and the target of its row.
-const ROWS: [(Work, &str, Target); 3] = [
+const ROWS: [(Work, &str, Target); 4] = [
     (Work::Validate, "(3) validate + visit, v1", Target::Max),
+    (
+        Work::ValidateResolving,
+        "(3b) validate + visit resolving devices, v1",
+        Target::Report,
+    ),
     (Work::ValidateV2, "(6) validate + visit, v2", Target::Report),
     (Work::Kernel, "(2) C walk", Target::Reference),
 ];

@@ -13,7 +13,10 @@
 //!    same logical records serialized with rkyv.
 //!
 //! and `3a_validate_only`, (3) without the visit, to split (3) into the
-//! validation and the visit through the view; `6_validate_visit_v2` and
+//! validation and the visit through the view; `3b_validate_visit_resolving`,
+//! (3) with every device's domain, IOMMU and payload resolved
+//! (`Image::devices` instead of `Image::device_records`);
+//! `6_validate_visit_v2` and
 //! `6a_validate_only_v2`, (3) and (3a) on the same objects written as
 //! version 2 (every page's CRC checked).
 //!
@@ -42,7 +45,7 @@ use iommu_flb_bench::{kernel_walk, kho, validate, work};
 /// default page limit instead.
 const KHO_LIMIT: u64 = 1 << 20;
 
-const IDS: [&str; 8] = [
+const IDS: [&str; 9] = [
     "1_memcpy",
     "2_kernel_walk_c",
     "3_validate_visit",
@@ -51,6 +54,7 @@ const IDS: [&str; 8] = [
     "3a_validate_only",
     "6_validate_visit_v2",
     "6a_validate_only_v2",
+    "3b_validate_visit_resolving",
 ];
 
 /// Benchmarks (1) to (6) on the image of `shape`; returns the scratch its
@@ -66,6 +70,10 @@ fn readers(c: &mut Criterion, shape: Shape) -> ScratchUse {
     let want = kernel_walk(&built);
     assert_eq!(
         validate::validate_and_visit(&mem, root, &mut scratch),
+        Ok(want)
+    );
+    assert_eq!(
+        validate::validate_visit_resolving(&mem, root, &mut scratch),
         Ok(want)
     );
     assert_eq!(kho::check_and_visit(&mem, root, KHO_LIMIT), Ok(want));
@@ -121,6 +129,9 @@ fn readers(c: &mut Criterion, shape: Shape) -> ScratchUse {
     });
     g.bench_function(IDS[5], |b| {
         b.iter(|| validate::validate_only(black_box(&mem), root, &mut scratch))
+    });
+    g.bench_function(IDS[8], |b| {
+        b.iter(|| validate::validate_visit_resolving(black_box(&mem), root, &mut scratch))
     });
     // The same objects written as version 2: every page's CRC checked,
     // references by index.
@@ -375,6 +386,15 @@ fn summary(dir: &std::path::Path, since: SystemTime, scratch: &[ScratchUse]) -> 
             &mut out,
             &format!("{}: (6) validate + visit v2 / (3) v1", shape.name),
             r(shape, IDS[6], IDS[2]),
+            "(report)",
+        );
+        report_line(
+            &mut out,
+            &format!(
+                "{}: (3b) visit resolving every device / (3) visit of the records",
+                shape.name
+            ),
+            r(shape, IDS[8], IDS[2]),
             "(report)",
         );
     }

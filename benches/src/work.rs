@@ -31,6 +31,8 @@ pub enum Work {
     ValidateV2,
     /// (3a): `validate` without the visit.
     ValidateOnly,
+    /// (3b): (3) with every device resolved (`Image::devices`).
+    ValidateResolving,
     /// (4): the upstream-style chained-block check plus the visit.
     Kho,
     /// (2): the kernel's unchecked walk, in C.
@@ -42,10 +44,11 @@ pub enum Work {
 
 impl Work {
     /// Every kind of work, in the order the module docs of `profile.rs` list them.
-    pub const ALL: [Work; 6] = [
+    pub const ALL: [Work; 7] = [
         Work::Validate,
         Work::ValidateV2,
         Work::ValidateOnly,
+        Work::ValidateResolving,
         Work::Kho,
         Work::Kernel,
         Work::Writer,
@@ -57,6 +60,7 @@ impl Work {
             Work::Validate => "validate",
             Work::ValidateV2 => "validate_v2",
             Work::ValidateOnly => "validate_only",
+            Work::ValidateResolving => "validate_resolving",
             Work::Kho => "kho",
             Work::Kernel => "kernel",
             Work::Writer => "writer",
@@ -80,6 +84,7 @@ impl Work {
             Work::Validate => "iommu_flb_bench::validate::validate_and_visit",
             Work::ValidateV2 => "iommu_flb_bench::validate::validate_any_version_and_visit",
             Work::ValidateOnly => "iommu_flb_bench::validate::validate_only",
+            Work::ValidateResolving => "iommu_flb_bench::validate::validate_visit_resolving",
             Work::Kho => "iommu_flb_bench::kho::check_and_visit",
             Work::Kernel => "iommu_flb_kernel_walk",
             Work::Writer => "iommu_flb_bench::image::Prepared<X>::preserve_devices",
@@ -152,6 +157,9 @@ pub fn run(work: Work, shape: Shape, times: usize) -> Ran {
         }),
         Work::ValidateOnly => (Config::v1(), |b, s| {
             validate::validate_only(&b.memory(), b.root(), s).expect("valid") as u64
+        }),
+        Work::ValidateResolving => (Config::v1(), |b, s| {
+            validate::validate_visit_resolving(&b.memory(), b.root(), s).expect("valid")
         }),
         Work::Kho => (Config::v1(), |b, _| {
             kho::check_and_visit(&b.memory(), b.root(), 1 << 20).expect("valid")

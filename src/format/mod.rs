@@ -54,6 +54,16 @@ pub(crate) enum Ref {
     Index(u64),
 }
 
+impl Ref {
+    /// The stored value: an address or an index.
+    pub(crate) const fn raw(self) -> u64 {
+        match self {
+            Ref::Phys(p) => p.get(),
+            Ref::Index(i) => i,
+        }
+    }
+}
+
 /// The fields of a domain record the checks and the view read.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DomainFields {

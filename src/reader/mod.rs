@@ -23,8 +23,8 @@ mod view;
 
 pub use index::ScratchElem;
 pub use view::{
-    AnyDevice, AnyIommu, Device, DevicePayload, Domain, Features, Image, Iommu, IommuPayload,
-    RestoreError,
+    AnyDevice, AnyIommu, Device, DevicePayload, DeviceRecord, Domain, Features, Image, Iommu,
+    IommuPayload, RestoreError,
 };
 
 #[cfg(feature = "ffi")]

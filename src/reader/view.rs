@@ -310,6 +310,29 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
             })
     }
 
+    /// The live devices' records, in chain order, as they are stored:
+    /// their own fields, with the domain and IOMMU they name not looked
+    /// up. Validation proved every live device's references, so a caller
+    /// that reads only the records' fields (as the kernel's walk does)
+    /// pays for no lookup; [`resolve_device`](Self::resolve_device)
+    /// resolves one, and [`devices`](Self::devices) resolves them all.
+    pub fn device_records(&self) -> impl Iterator<Item = DeviceRecord<'m>> + use<'m, 's, M> {
+        let ops = self.shape.ops;
+        self.records(Chain::Device, ops.dev)
+            .filter(move |(_, bytes)| record_hdr(bytes).1 & ops.deleted == 0)
+            .map(move |(phys, bytes)| DeviceRecord { phys, bytes, ops })
+    }
+
+    /// A record of [`device_records`](Self::device_records) with its
+    /// domain and IOMMU resolved, as [`devices`](Self::devices) yields it;
+    /// `None` if they do not resolve in this image (a record of another
+    /// image, or a memory that stopped serving the pages). Each call looks
+    /// both up afresh, in `O(log P)`.
+    pub fn resolve_device(&self, record: &DeviceRecord<'m>) -> Option<Device<'m>> {
+        self.any_device(record.phys, record.bytes, &mut Lookups::default())
+            .device()
+    }
+
     /// The record a device's reference names in `chain`, deleted or not.
     #[inline(always)]
     fn resolve(
@@ -911,6 +934,22 @@ macro_rules! device_fields {
             self.fields().attachment_id
         }
 
+        /// The stored reference to the device's domain: the domain
+        /// record's physical address in version 1, its index in the domain
+        /// chain in version 2.
+        #[inline]
+        pub fn domain_ref(&self) -> u64 {
+            self.fields().domain.raw()
+        }
+
+        /// The stored reference to the device's IOMMU: the IOMMU record's
+        /// physical address in version 1, its index in the IOMMU chain in
+        /// version 2.
+        #[inline]
+        pub fn iommu_ref(&self) -> u64 {
+            self.fields().iommu.raw()
+        }
+
         /// The record's flag bits.
         #[inline]
         pub fn flags(&self) -> u32 {
@@ -962,6 +1001,32 @@ impl fmt::Debug for Device<'_> {
             .field("domain", &self.domain.phys)
             .field("iommu", &self.iommu.phys)
             .field("payload", &self.payload())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A live device record as it is stored (from [`Image::device_records`]):
+/// its own fields; the domain and IOMMU it names are not looked up
+/// ([`Image::resolve_device`] does).
+#[derive(Clone, Copy)]
+pub struct DeviceRecord<'m> {
+    phys: PhysAddr,
+    bytes: &'m [u8],
+    ops: &'static Ops,
+}
+
+impl<'m> DeviceRecord<'m> {
+    device_fields!();
+}
+
+impl fmt::Debug for DeviceRecord<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceRecord")
+            .field("phys", &self.phys)
+            .field("segment", &self.segment())
+            .field("devid", &self.devid())
+            .field("domain_ref", &self.domain_ref())
+            .field("iommu_ref", &self.iommu_ref())
             .finish_non_exhaustive()
     }
 }

@@ -496,6 +496,28 @@ pub fn check_view<M: Memory>(spec: &Spec, img: &Img, image: &Image<'_, '_, M>) {
         assert_eq!(found.phys(), d.phys());
     }
     assert_eq!(image.all_devices().count(), spec.devices.len());
+    // The same live devices as stored records: their references are the
+    // addresses the resolved devices landed on, and resolving a record
+    // gives the device `devices` gave.
+    let records: Vec<_> = image.device_records().collect();
+    assert_eq!(
+        records.len(),
+        devices.len(),
+        "device_records skips deleted ones"
+    );
+    for (r, d) in records.iter().zip(&devices) {
+        assert_eq!(
+            (r.phys(), r.segment(), r.devid(), r.is_deleted()),
+            (d.phys(), d.segment(), d.devid(), false)
+        );
+        assert_eq!(r.domain_ref(), d.domain().phys().get());
+        assert_eq!(r.iommu_ref(), d.iommu().phys().get());
+        let again = image.resolve_device(r).expect("a live record resolves");
+        assert_eq!(
+            (again.phys(), again.domain().phys(), again.iommu().phys()),
+            (d.phys(), d.domain().phys(), d.iommu().phys())
+        );
+    }
 
     let mut want = vec![img.root.page_base(img.page_size)];
     for c in CHAINS {

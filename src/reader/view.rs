@@ -294,9 +294,10 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     ///
     /// Each device's domain is looked up through a cursor on the domain
     /// page the previous one landed on, and a device naming the same IOMMU
-    /// as the one before it shares that IOMMU's handle (see [`Lookups`]):
+    /// as the one before it shares that IOMMU's handle:
     /// devices preserved behind one IOMMU cost one IOMMU lookup between
-    /// them.
+    /// them. A caller that reads only the records' own fields skips the
+    /// lookups with [`device_records`](Self::device_records).
     pub fn devices(&self) -> impl Iterator<Item = Device<'m>> + use<'m, 's, M> {
         let this = *self;
         let mut lookups = Lookups::default();

@@ -301,14 +301,8 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     pub fn devices(&self) -> impl Iterator<Item = Device<'m>> + use<'m, 's, M> {
         let this = *self;
         let mut lookups = Lookups::default();
-        let deleted = self.shape.ops.deleted;
-        self.records(Chain::Device, self.shape.ops.dev)
-            .filter_map(move |(phys, bytes)| {
-                if record_hdr(bytes).1 & deleted != 0 {
-                    return None;
-                }
-                this.any_device(phys, bytes, &mut lookups).device()
-            })
+        self.device_records()
+            .filter_map(move |r| this.any_device(r.phys, r.bytes, &mut lookups).device())
     }
 
     /// The live devices' records, in chain order, as they are stored:

@@ -88,8 +88,8 @@ impl Dump {
 /// rather than CRC arithmetic, a stand-in that reads only a part's length
 /// and its first and last bytes: every version-2 write re-sums whole pages,
 /// and interpreting CRC-32 for them was two thirds of this file's miri time.
-/// The stand-in differs from CRC-32, so a page summed by anything else
-/// still fails `crc_ok` there too.
+/// Writer, walk and reader all use it, so a page whose CRC field is wrong
+/// for the stand-in fails `crc_ok` there as it fails CRC-32 natively.
 const CRC: Crc32 = if cfg!(miri) {
     Crc32::new(stand_in_crc)
 } else {

@@ -16,6 +16,8 @@
 //! counted so far) for a live IOMMU, (0, 0) for a deleted one. Once the
 //! counts are checked, the live IOMMUs' keys are moved to its front.
 
+use core::slice::ChunksExact;
+
 use crate::abi::PageSize;
 use crate::error::{Chain, RefFault};
 use crate::format::{Ref, record_hdr};
@@ -128,6 +130,19 @@ impl<'s> Pages<'s> {
         nr: u64,
         len: usize,
     ) -> Option<impl Iterator<Item = &'m [u8]> + use<'m>> {
+        let slots = self.slots(chain, page, nr, len)?;
+        Some(slots.filter_map(move |r| r.get(..len)))
+    }
+
+    /// The first `nr` record slots of a page of `chain`, a stride each;
+    /// `None` if they do not fit or a stride is shorter than `len`.
+    pub fn slots<'m>(
+        &self,
+        chain: Chain,
+        page: &'m [u8],
+        nr: u64,
+        len: usize,
+    ) -> Option<ChunksExact<'m, u8>> {
         let start = usize::try_from(self.hdr).ok()?;
         let stride = usize::try_from(self.stride(chain))
             .ok()
@@ -136,8 +151,7 @@ impl<'s> Pages<'s> {
             .ok()?
             .checked_mul(stride)?
             .checked_add(start)?;
-        let body = page.get(start..end)?;
-        Some(body.chunks_exact(stride).filter_map(move |r| r.get(..len)))
+        Some(page.get(start..end)?.chunks_exact(stride))
     }
 
     /// The record with index `index` in `chain`, `len` bytes of it.
@@ -152,11 +166,27 @@ impl<'s> Pages<'s> {
             .ok()
     }
 
-    /// Points `cursor` at page `page` of `chain`, at `base`: the cold half
-    /// of both lookups.
+    /// [`fill_here`](Self::fill_here) in a function of its own: the cold
+    /// half of [`find_index`](Self::find_index), which is inlined into the
+    /// record passes.
     #[cold]
     #[inline(never)]
     fn fill<'m, M: Memory + ?Sized>(
+        &self,
+        mem: &'m M,
+        chain: Chain,
+        page: u64,
+        base: u64,
+        cursor: &mut Cursor<'m>,
+    ) {
+        self.fill_here(mem, chain, page, base, cursor);
+    }
+
+    /// Points `cursor` at page `page` of `chain`, at `base`. Inlined into
+    /// [`locate_missed`](Self::locate_missed), itself off the hot path, so
+    /// that the kernel's deepest stack holds one frame for both.
+    #[inline(always)]
+    fn fill_here<'m, M: Memory + ?Sized>(
         &self,
         mem: &'m M,
         chain: Chain,
@@ -170,7 +200,9 @@ impl<'s> Pages<'s> {
             .map_or(0, |w| w.lo);
         let bytes = read_page(mem, PhysAddr::new(base), self.page_size);
         *cursor = Cursor {
-            base,
+            start: base.wrapping_add(self.hdr),
+            // Validation proved `hdr + nr × stride` fits the page.
+            span: nr.saturating_mul(self.stride(chain)),
             first: page.saturating_mul(self.capacity(chain)),
             nr,
             // A page the memory no longer serves has no bytes: every
@@ -190,6 +222,11 @@ impl<'s> Pages<'s> {
     /// costs a subtraction and a compare to find the page, a multiplication
     /// by the stride's reciprocal and one back to prove the record start,
     /// a compare against the count, and the liveness bit.
+    ///
+    /// The hit is one compare: whether `phys` falls among the cursor's
+    /// page's records (`start` <= `phys` < `start` + `span`). Anything else
+    /// takes [`locate_missed`](Self::locate_missed), which also tells the
+    /// faults apart.
     #[inline(always)]
     pub fn locate<'m, M: Memory + ?Sized>(
         &self,
@@ -200,8 +237,37 @@ impl<'s> Pages<'s> {
         live: bool,
         cursor: &mut Cursor<'m>,
     ) -> Result<Found<'m>, RefFault> {
+        let rel = phys.get().wrapping_sub(cursor.start);
+        if rel >= cursor.span {
+            return self.locate_missed(mem, chain, phys, len, live, cursor);
+        }
+        // A record start below `span` is a slot below `nr`.
+        let slot = self.slot_at(chain, rel)?;
+        let off = rel.wrapping_add(self.hdr);
+        cursor.found(
+            (phys, slot, off),
+            len,
+            live,
+            self.deleted,
+            RefFault::NotInChain,
+        )
+    }
+
+    /// [`locate`](Self::locate) when `phys` is not among the records of the
+    /// cursor's page: moves the cursor to the page `phys` is in, if that is
+    /// a page of `chain`, and finds the record there or the fault.
+    #[inline(never)]
+    fn locate_missed<'m, M: Memory + ?Sized>(
+        &self,
+        mem: &'m M,
+        chain: Chain,
+        phys: PhysAddr,
+        len: usize,
+        live: bool,
+        cursor: &mut Cursor<'m>,
+    ) -> Result<Found<'m>, RefFault> {
         let size = self.page_size.bytes_u64();
-        let mut off = phys.get().wrapping_sub(cursor.base);
+        let mut off = phys.get().wrapping_sub(cursor.start.wrapping_sub(self.hdr));
         // A cursor on no page, or on one without records, never hits (so
         // the first lookup, and any address near `u64::MAX`, searches).
         if off >= size || cursor.nr == 0 {
@@ -214,7 +280,7 @@ impl<'s> Pages<'s> {
             if tag_chain(e.lo >> TAG_SHIFT) != Some(chain) {
                 return Err(RefFault::NotInChain);
             }
-            self.fill(mem, chain, e.lo & LOW_MASK, base, cursor);
+            self.fill_here(mem, chain, e.lo & LOW_MASK, base, cursor);
             off = phys.get().wrapping_sub(base);
         }
         // `off` < the page size (at most 2^16), so `rel` is below 2^16
@@ -223,6 +289,19 @@ impl<'s> Pages<'s> {
         if rel >= size {
             return Err(RefFault::NotRecordStart);
         }
+        let slot = self.slot_at(chain, rel)?;
+        if slot >= cursor.nr {
+            return Err(RefFault::BeyondCount);
+        }
+        let at = (phys, slot, off);
+        cursor.found(at, len, live, self.deleted, RefFault::NotInChain)
+    }
+
+    /// The slot of the record of `chain` that starts `rel` bytes after a
+    /// page's first record, `rel` below the page size; refused if no record
+    /// starts there.
+    #[inline(always)]
+    fn slot_at(&self, chain: Chain, rel: u64) -> Result<u64, RefFault> {
         let c = slot_of(chain);
         let stride = self.stride.get(c).copied().unwrap_or(0);
         let magic = self.magic.get(c).copied().unwrap_or(0);
@@ -233,11 +312,7 @@ impl<'s> Pages<'s> {
         if slot.wrapping_mul(stride) != rel {
             return Err(RefFault::NotRecordStart);
         }
-        if slot >= cursor.nr {
-            return Err(RefFault::BeyondCount);
-        }
-        let at = (phys, slot, off);
-        cursor.found(at, len, live, self.deleted, RefFault::NotInChain)
+        Ok(slot)
     }
 
     /// The record of `chain` a device's reference names, by address
@@ -292,21 +367,24 @@ impl<'s> Pages<'s> {
             .checked_mul(self.stride(chain))
             .and_then(|o| o.checked_add(self.hdr))
             .ok_or(RefFault::BeyondCount)?;
-        let phys = PhysAddr::new(cursor.base.wrapping_add(off));
+        let phys = PhysAddr::new(cursor.start.wrapping_sub(self.hdr).wrapping_add(off));
         let at = (phys, slot, off);
         cursor.found(at, len, live, self.deleted, RefFault::BeyondCount)
     }
 }
 
 /// The page a [`Pages::locate`] or [`Pages::find_index`] lookup last landed
-/// on, in the chain the cursor is for: its address, the index of its first
-/// record in the chain, its `nr_objects` and its bytes. Start with
+/// on, in the chain the cursor is for: where its records start and how far
+/// they reach, the index of its first record in the chain, its
+/// `nr_objects` and its bytes. Start with
 /// `Cursor::default()`, which matches no address and no index.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Cursor<'m> {
-    /// The page's address (`u64::MAX` before any lookup: no address is
-    /// within a page of it).
-    base: u64,
+    /// The address of the page's first record (its address plus the
+    /// header) and the bytes its `nr` records span (0 before any lookup:
+    /// no address is among them).
+    start: u64,
+    span: u64,
     first: u64,
     /// The page's `nr_objects`: 0 before any lookup.
     nr: u64,
@@ -345,7 +423,8 @@ impl<'m> Cursor<'m> {
 impl Default for Cursor<'_> {
     fn default() -> Self {
         Cursor {
-            base: u64::MAX,
+            start: u64::MAX,
+            span: 0,
             first: 0,
             nr: 0,
             bytes: &[],
@@ -364,7 +443,112 @@ pub(crate) const fn reciprocal(stride: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::reciprocal;
+    use super::{Cursor, Pages, ScratchElem, TAG_SHIFT, chain_tag, reciprocal};
+    use crate::PhysAddr;
+    use crate::abi::PageSize;
+    use crate::error::{Chain, RefFault};
+    use crate::mem::FlatMemory;
+
+    /// A domain chain of two 4 KiB pages at 0x3000 (3 records) and 0x1000
+    /// (2 records), 40-byte records after a 16-byte header, the second
+    /// record of the first page deleted; the page at 0x2000 is the root's.
+    fn two_pages() -> ([u8; 4 * 4096], [ScratchElem; 2], [ScratchElem; 3]) {
+        let mut bytes = [0u8; 4 * 4096];
+        for (base, nr) in [(0x3000usize, 3usize), (0x1000, 2)] {
+            for slot in 0..nr {
+                let at = base + 16 + slot * 40;
+                bytes[at] = 1; // ref_count
+                if (base, slot) == (0x3000, 1) {
+                    bytes[at + 4] = 1; // DELETED
+                }
+            }
+        }
+        let walk = [ScratchElem::new(0x3000, 3), ScratchElem::new(0x1000, 2)];
+        let tag = chain_tag(Some(Chain::Domain)) << TAG_SHIFT;
+        let sorted = [
+            ScratchElem::new(0x1000, tag | 1),
+            ScratchElem::new(0x2000, 0),
+            ScratchElem::new(0x3000, tag),
+        ];
+        (bytes, walk, sorted)
+    }
+
+    fn pages<'s>(walk: &'s [ScratchElem], sorted: &'s [ScratchElem]) -> Pages<'s> {
+        Pages {
+            page_size: PageSize::Size4K,
+            hdr: 16,
+            stride: [0, 40, 0],
+            cap: [0, 102, 0],
+            magic: [0, reciprocal(40), 0],
+            deleted: 1,
+            walk: [&[], walk, &[]],
+            sorted,
+        }
+    }
+
+    /// A lookup of the 40-byte record at `phys` in `p`'s domain chain:
+    /// where it landed, or the fault.
+    fn look<'m>(
+        p: &Pages<'_>,
+        mem: &'m FlatMemory<'_>,
+        phys: u64,
+        live: bool,
+        cursor: &mut Cursor<'m>,
+    ) -> Result<(u64, PhysAddr, *const u8), RefFault> {
+        p.locate(mem, Chain::Domain, PhysAddr::new(phys), 40, live, cursor)
+            .map(|f| (f.index, f.phys, f.bytes.as_ptr()))
+    }
+
+    /// The one-compare hit of `locate` (a cursor already on a page) gives
+    /// what a lookup from a fresh cursor gives, for every address in and
+    /// around both pages and the root's: the same record, or the same fault.
+    #[test]
+    fn locate_from_a_warm_cursor_matches_a_cold_lookup_everywhere() {
+        let (bytes, walk, sorted) = two_pages();
+        let mem = FlatMemory::new(PhysAddr::new(0), &bytes);
+        let p = pages(&walk, &sorted);
+        let mut warm = [Cursor::default(); 3];
+        for (c, on) in warm.iter_mut().zip([0x3010, 0x1010, 0x1038]) {
+            assert!(
+                look(&p, &mem, on, true, c).is_ok(),
+                "{on:#x} is a live record"
+            );
+        }
+        // Under miri, a sample of the addresses (every 7th byte).
+        let step = if cfg!(miri) { 7 } else { 1 };
+        for phys in (0x800..0x4800).step_by(step) {
+            for live in [false, true] {
+                let cold = look(&p, &mem, phys, live, &mut Cursor::default());
+                for c in &warm {
+                    let hit = look(&p, &mem, phys, live, &mut c.clone());
+                    assert_eq!(hit, cold, "{phys:#x} live {live}");
+                }
+            }
+        }
+        // The faults the range covers, and the five records (the deleted
+        // one found only when `live` is off).
+        let fault = |phys| look(&p, &mem, phys, true, &mut warm[0].clone()).err();
+        assert_eq!(
+            fault(0x3008),
+            Some(RefFault::NotRecordStart),
+            "in the header"
+        );
+        assert_eq!(
+            fault(0x3011),
+            Some(RefFault::NotRecordStart),
+            "inside a record"
+        );
+        assert_eq!(
+            fault(0x3088),
+            Some(RefFault::BeyondCount),
+            "past nr_objects"
+        );
+        assert_eq!(fault(0x2010), Some(RefFault::NotInChain), "the root's page");
+        assert_eq!(fault(0x3038), Some(RefFault::Deleted));
+        for start in [0x3010, 0x3060, 0x1010, 0x1038] {
+            assert_eq!(fault(start), None, "{start:#x}");
+        }
+    }
 
     /// `locate`'s division by multiplication is exact for every offset in
     /// the largest page (64 KiB) and every stride up to a 4 KiB page's

@@ -13,7 +13,7 @@ use zerocopy::FromBytes;
 use crate::abi::PageSize;
 use crate::abi::v1::{IommuHdrSer, IommuTypeSer};
 use crate::crc::Crc32;
-use crate::error::{Chain, Error, Location};
+use crate::error::{Chain, Error, ErrorKind, Location};
 use crate::mem::read_page;
 use crate::reader::{DevicePayload, IommuPayload, Options};
 use crate::{Memory, PhysAddr};
@@ -44,6 +44,9 @@ pub(crate) struct PageHdr {
     /// Bytes per record in this page.
     pub stride: u64,
 }
+
+/// What is wrong with a record, and the C name of the field to blame.
+pub(crate) type Fault = (ErrorKind, &'static str);
 
 /// How a device names its domain or IOMMU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,13 +188,9 @@ pub(crate) trait Format {
     /// A device record's fields.
     fn device(rec: &[u8]) -> DeviceFields;
     /// Checks the vendor part of a live device record whose IOMMU has type
-    /// `ty`.
-    fn check_dev_vendor(
-        rec: &[u8],
-        ty: IommuTypeSer,
-        loc: Location,
-        handover: bool,
-    ) -> Result<(), Error>;
+    /// `ty`. The caller, which knows where the record is, makes the error:
+    /// the device pass's fast half then builds nothing for it.
+    fn check_dev_vendor(rec: &[u8], ty: IommuTypeSer, handover: bool) -> Result<(), Fault>;
     /// The vendor part of a valid device record whose IOMMU has type `ty`.
     fn dev_payload(rec: &[u8], ty: IommuTypeSer) -> Option<DevicePayload<'_>>;
 }

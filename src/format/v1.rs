@@ -2,7 +2,7 @@
 
 use zerocopy::FromBytes;
 
-use super::{DeviceFields, DomainFields, Format, PageHdr, Ref, Root, le32, zero_from};
+use super::{DeviceFields, DomainFields, Fault, Format, PageHdr, Ref, Root, le32, zero_from};
 use crate::PhysAddr;
 use crate::abi::v1::{
     IOMMU_ARRAY_HDR_SIZE, IOMMU_LUO_FLB_VERSION, IOMMU_SER_FLAG_DELETED, IOMMU_SER_FLAG_INCOMING,
@@ -22,16 +22,30 @@ const HW_VENDOR: usize = 24;
 const DEV_VENDOR: usize = 48;
 
 /// Checks the first 8 bytes both Intel payloads start with: `restored`,
-/// which only the next kernel sets, and `padding[7]`.
-fn check_intel_head(loc: Location, head: &[u8], handover: bool) -> Result<(), Error> {
+/// which only the next kernel sets, and `padding[7]`. The common case is
+/// one compare, inlined into the record passes: all eight zero (or only
+/// `restored` set, outside a handover).
+#[inline(always)]
+fn check_intel_head(head: &[u8], handover: bool) -> Result<(), Fault> {
+    let word = head
+        .first_chunk()
+        .map_or(u64::MAX, |b| u64::from_le_bytes(*b));
+    let restored = if handover { 0 } else { 0xff };
+    if word & !restored == 0 {
+        return Ok(());
+    }
+    intel_head_fault(head, handover)
+}
+
+/// [`check_intel_head`] off the common case: which byte is wrong.
+#[cold]
+#[inline(never)]
+fn intel_head_fault(head: &[u8], handover: bool) -> Result<(), Fault> {
     if handover && head.first().is_some_and(|b| *b != 0) {
-        return Err(Error::new(
-            ErrorKind::AlreadyRestored,
-            loc.field("restored"),
-        ));
+        return Err((ErrorKind::AlreadyRestored, "restored"));
     }
     if head.get(1..8).is_some_and(|p| p != [0u8; 7]) {
-        return Err(Error::new(ErrorKind::NonZeroPadding, loc.field("padding")));
+        return Err((ErrorKind::NonZeroPadding, "padding"));
     }
     Ok(())
 }
@@ -150,7 +164,8 @@ impl Format for V1 {
     ) -> Result<(), Error> {
         let vendor = rec.get(HW_VENDOR..).unwrap_or(&[]);
         match ty {
-            IommuTypeSer::IommuIntel => check_intel_head(loc, vendor, handover),
+            IommuTypeSer::IommuIntel => check_intel_head(vendor, handover)
+                .map_err(|(kind, field)| Error::new(kind, loc.field(field))),
             _ if zero_from(vendor, size_of::<IommuSmmuv3HwSer>()) => Ok(()),
             _ => Err(Error::new(ErrorKind::NonZeroPadding, loc.field("vendor"))),
         }
@@ -201,17 +216,12 @@ impl Format for V1 {
     }
 
     #[inline]
-    fn check_dev_vendor(
-        rec: &[u8],
-        ty: IommuTypeSer,
-        loc: Location,
-        handover: bool,
-    ) -> Result<(), Error> {
+    fn check_dev_vendor(rec: &[u8], ty: IommuTypeSer, handover: bool) -> Result<(), Fault> {
         let vendor = rec.get(DEV_VENDOR..).unwrap_or(&[]);
         if ty == IommuTypeSer::IommuIntel {
-            check_intel_head(loc, vendor, handover)
+            check_intel_head(vendor, handover)
         } else if le32(vendor, 12) != 0 {
-            Err(Error::new(ErrorKind::NonZeroPadding, loc.field("padding")))
+            Err((ErrorKind::NonZeroPadding, "padding"))
         } else {
             Ok(())
         }

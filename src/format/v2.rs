@@ -2,7 +2,7 @@
 
 use zerocopy::FromBytes;
 
-use super::{DeviceFields, DomainFields, Format, PageHdr, Ref, Root, le32, zero_from};
+use super::{DeviceFields, DomainFields, Fault, Format, PageHdr, Ref, Root, le32, zero_from};
 use crate::PhysAddr;
 use crate::abi::PageSize;
 use crate::abi::v1::{IommuMasterSmmuv3Ser, IommuSmmuv3HwSer, IommuTypeSer};
@@ -347,20 +347,15 @@ impl Format for V2 {
     /// Intel's member leaves 8 union bytes, which are zero; SMMUv3's
     /// `padding` is zero.
     #[inline]
-    fn check_dev_vendor(
-        rec: &[u8],
-        ty: IommuTypeSer,
-        loc: Location,
-        _handover: bool,
-    ) -> Result<(), Error> {
+    fn check_dev_vendor(rec: &[u8], ty: IommuTypeSer, _handover: bool) -> Result<(), Fault> {
         let vendor = rec.get(DEV_VENDOR..).unwrap_or(&[]);
         if ty == IommuTypeSer::IommuIntel {
             let used = size_of::<IommuDeviceIntelV2Ser>();
             if !zero_from(vendor, used) {
-                return Err(Error::new(ErrorKind::NonZeroPadding, loc.field("vendor")));
+                return Err((ErrorKind::NonZeroPadding, "vendor"));
             }
         } else if le32(vendor, 12) != 0 {
-            return Err(Error::new(ErrorKind::NonZeroPadding, loc.field("padding")));
+            return Err((ErrorKind::NonZeroPadding, "padding"));
         }
         Ok(())
     }

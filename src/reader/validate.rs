@@ -719,12 +719,13 @@ fn resolve<'m, M: Memory + ?Sized>(
 }
 
 /// The IOMMU the live devices just accepted name, while devices keep
-/// naming it: its reference, its record index and type, and the devices
+/// naming it: its reference (the stored value: every reference of a
+/// format is of one kind), its record index and type, and the devices
 /// counted for it that are not yet added to its element of the IOMMU
 /// slots.
 #[derive(Clone, Copy)]
 struct Run {
-    to: Ref,
+    to: u64,
     index: u64,
     ty: IommuTypeSer,
     devices: u64,
@@ -737,7 +738,7 @@ impl Run {
         // `lookup` found a live IOMMU, whose type `check_iommus` proved.
         let ty = iommu_type(F::hw(iommu.bytes).1).unwrap_or(IommuTypeSer::IommuInvalid);
         Run {
-            to,
+            to: to.raw(),
             index: iommu.index,
             ty,
             devices: 0,
@@ -788,9 +789,9 @@ struct DevicePass<'m> {
     index: u64,
     /// Live devices accepted, which is where the next key goes.
     live: usize,
-    /// The last key written, and whether every key was above the one
-    /// before.
-    last: u64,
+    /// The least key that keeps the keys strictly ascending (the last key
+    /// written plus one, 0 before the first), and whether they have so far.
+    floor: u64,
     ascending: bool,
     run: Option<Run>,
     domains: Cursor<'m>,
@@ -804,7 +805,7 @@ impl<'m> DevicePass<'m> {
             slot: 0,
             index: 0,
             live: 0,
-            last: 0,
+            floor: 0,
             ascending: true,
             run: None,
             domains: Cursor::default(),
@@ -812,36 +813,43 @@ impl<'m> DevicePass<'m> {
         }
     }
 
-    /// Counts the live device `d`, of the IOMMU run `run` (the current
-    /// one, or a new one that replaces it), and writes its key (segment <<
-    /// 32 | devid, device index) into `keys`.
+    /// The IOMMU type of the live device `d` if `d` names the IOMMU of the
+    /// current run, which then needs no lookup.
     #[inline(always)]
-    fn accept(
-        &mut self,
-        iommu_slots: &mut [ScratchElem],
-        keys: &mut [ScratchElem],
-        run: Run,
-        d: &DeviceFields,
-    ) {
-        match &mut self.run {
-            Some(r) if r.to == run.to => r.devices = r.devices.wrapping_add(1),
-            current => {
-                if let Some(r) = current.take() {
-                    r.flush(iommu_slots);
-                }
-                *current = Some(Run { devices: 1, ..run });
-            }
+    fn run_type(&self, d: &DeviceFields) -> Option<IommuTypeSer> {
+        self.run.filter(|r| r.to == d.iommu.raw()).map(|r| r.ty)
+    }
+
+    /// Makes `run` the current run, counting the devices of the one it
+    /// replaces, and returns its IOMMU type.
+    #[inline(always)]
+    fn start_run(&mut self, iommu_slots: &mut [ScratchElem], run: Run) -> IommuTypeSer {
+        if let Some(r) = self.run.replace(run) {
+            r.flush(iommu_slots);
+        }
+        run.ty
+    }
+
+    /// Counts the live device `d` in the current IOMMU run (the run of
+    /// `d`'s IOMMU) and writes its key
+    /// (segment << 32 | devid, device index) into `keys`.
+    #[inline(always)]
+    fn accept(&mut self, keys: &mut [ScratchElem], d: &DeviceFields) {
+        if let Some(r) = &mut self.run {
+            r.devices = r.devices.wrapping_add(1);
         }
         if let Some(k) = keys.get_mut(self.live) {
+            // Below 2^48, so `key + 1` cannot wrap.
             let key = (u64::from(d.segment) << 32) | u64::from(d.devid);
             *k = ScratchElem::new(key, self.index);
-            self.ascending &= self.live == 0 || self.last < key;
+            self.ascending &= key >= self.floor;
             self.live = self.live.wrapping_add(1);
-            self.last = key;
+            self.floor = key.wrapping_add(1);
         }
     }
 
     /// Moves past the record the pass stands at.
+    #[inline(always)]
     fn step(&mut self) {
         self.slot = self.slot.wrapping_add(1);
         self.index = self.index.wrapping_add(1);
@@ -916,9 +924,12 @@ fn fast_devices<'m, M: Memory + ?Sized, F: Format>(
         else {
             return false;
         };
-        let p = u64::try_from(pass.page).unwrap_or(u64::MAX);
-        let at = Location::page(Chain::Device, p, phys);
         for bytes in recs.skip(pass.slot) {
+            // Always equal (`records` cuts them so); saying it here lets
+            // the compiler drop the length checks of the field reads below.
+            if bytes.len() != F::DEV {
+                return false;
+            }
             let (ref_count, flags) = record_hdr(bytes);
             if ref_count != 1 || flags & uncommon != 0 {
                 if flags & bad == 0 && flags & F::DELETED != 0 {
@@ -928,49 +939,36 @@ fn fast_devices<'m, M: Memory + ?Sized, F: Format>(
                 return false;
             }
             let d = F::device(bytes);
-            if lookup(
+            let domain = lookup(
                 mem,
                 pages,
                 Chain::Domain,
                 d.domain,
                 F::DOM,
                 &mut pass.domains,
-            )
-            .is_err()
-            {
+            );
+            if domain.is_err() {
                 return false;
             }
-            let run = match pass.run {
-                Some(r) if r.to == d.iommu => r,
-                _ => match new_run::<M, F>(mem, pages, d.iommu, &mut pass.iommus) {
-                    Some(r) => r,
-                    None => return false,
+            let ty = match pass.run_type(&d) {
+                Some(ty) => ty,
+                // Only when the IOMMU changes. Inline: a function of its
+                // own, with the lookup's missed half below it, made the
+                // kernel's deepest stack.
+                None => match lookup(mem, pages, Chain::Iommu, d.iommu, F::HW, &mut pass.iommus) {
+                    Ok(iommu) => pass.start_run(iommu_slots, Run::of::<F>(d.iommu, iommu)),
+                    Err(_) => return false,
                 },
             };
-            // Where a refusal would be; only the full checks build one.
-            let loc = at.object(u64::try_from(pass.slot).unwrap_or(u64::MAX));
-            if F::check_dev_vendor(bytes, run.ty, loc, handover).is_err() {
+            if F::check_dev_vendor(bytes, ty, handover).is_err() {
                 return false;
             }
-            pass.accept(iommu_slots, keys, run, &d);
+            pass.accept(keys, &d);
             pass.step();
         }
         pass.next_page();
     }
     true
-}
-
-/// The run of the IOMMU `to` names, if it names a live one: off the
-/// per-device path, since devices change IOMMUs rarely.
-#[inline(never)]
-fn new_run<'m, M: Memory + ?Sized, F: Format>(
-    mem: &'m M,
-    pages: &Pages<'_>,
-    to: Ref,
-    cursor: &mut Cursor<'m>,
-) -> Option<Run> {
-    let iommu = lookup(mem, pages, Chain::Iommu, to, F::HW, cursor).ok()?;
-    Some(Run::of::<F>(to, iommu))
 }
 
 /// Checks the device record `pass` stands at with every rule, in order
@@ -1029,24 +1027,18 @@ fn full_checks<'m, M: Memory + ?Sized, F: Format>(
         &mut pass.domains,
         at_domain,
     )?;
-    let run = match pass.run {
-        Some(r) if r.to == d.iommu => r,
-        _ => {
+    let ty = match pass.run_type(&d) {
+        Some(ty) => ty,
+        None => {
             let at_iommu = loc.field(F::IOMMU_REF);
-            let iommu = resolve(
-                mem,
-                pages,
-                Chain::Iommu,
-                d.iommu,
-                F::HW,
-                &mut pass.iommus,
-                at_iommu,
-            )?;
-            Run::of::<F>(d.iommu, iommu)
+            let cursor = &mut pass.iommus;
+            let iommu = resolve(mem, pages, Chain::Iommu, d.iommu, F::HW, cursor, at_iommu)?;
+            pass.start_run(iommu_slots, Run::of::<F>(d.iommu, iommu))
         }
     };
-    F::check_dev_vendor(bytes, run.ty, loc, handover)?;
-    pass.accept(iommu_slots, keys, run, &d);
+    F::check_dev_vendor(bytes, ty, handover)
+        .map_err(|(kind, field)| Error::new(kind, loc.field(field)))?;
+    pass.accept(keys, &d);
     pass.step();
     Ok(())
 }

@@ -75,6 +75,15 @@ fn typical_image_has_exactly_its_objects() {
     // As stored records, the references are the indexes themselves.
     let records: Vec<_> = image.device_records().collect();
     assert_eq!(records.len(), 70);
+    // `fold` walks the records a page at a time; `collect` one at a time.
+    let by_fold = image.device_records().fold(Vec::new(), |mut v, r| {
+        v.push(r.phys());
+        v
+    });
+    assert_eq!(
+        by_fold,
+        records.iter().map(|r| r.phys()).collect::<Vec<_>>()
+    );
     for (i, (r, d)) in records.iter().zip(&devices).enumerate() {
         assert_eq!((r.phys(), r.devid()), (d.phys(), d.devid()));
         assert_eq!(

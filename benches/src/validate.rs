@@ -39,14 +39,12 @@ pub fn validate_and_visit<M: Memory>(
 /// The fold of the live IOMMUs and domains (the benchmark images are
 /// version 1, which the kernel's walk reads).
 fn iommus_and_domains<M: Memory>(image: &Image<'_, '_, M>) -> u64 {
-    let mut sum = 0u64;
-    for r in image.iommus().filter_map(|i| i.v1()) {
-        sum = fold::iommu(sum, r);
-    }
-    for r in image.domains().filter_map(|d| d.v1()) {
-        sum = fold::domain(sum, r);
-    }
-    sum
+    let iommus = image.iommus().filter_map(|i| i.v1());
+    let sum = iommus.fold(0, fold::iommu);
+    image
+        .domains()
+        .filter_map(|d| d.v1())
+        .fold(sum, fold::domain)
 }
 
 /// [`validate_and_visit`] with every device resolved (`Image::devices`:

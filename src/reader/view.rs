@@ -5,6 +5,7 @@
 //! version's own struct through `v1()` / `v2()`.
 
 use core::fmt;
+use core::slice::ChunksExact;
 
 use zerocopy::FromBytes;
 
@@ -247,9 +248,8 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
             chain,
             len,
             walk: self.pages.chain(chain).iter(),
-            next: None,
-            page: &[],
-            left: 0,
+            next: 0,
+            slots: [].chunks_exact(1),
         }
     }
 
@@ -505,11 +505,10 @@ struct Records<'m, 's, M: ?Sized> {
     chain: Chain,
     len: usize,
     walk: core::slice::Iter<'s, ScratchElem>,
-    /// The address of the next record of `page`.
-    next: Option<PhysAddr>,
-    /// The rest of the current page, from the next record on.
-    page: &'m [u8],
-    left: u64,
+    /// The address of the next record of the current page.
+    next: u64,
+    /// The current page's record slots, from the next one on.
+    slots: ChunksExact<'m, u8>,
 }
 
 impl<'m, M: Memory + ?Sized> Iterator for Records<'m, '_, M> {
@@ -517,32 +516,55 @@ impl<'m, M: Memory + ?Sized> Iterator for Records<'m, '_, M> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
-        let stride = self.pages.stride(self.chain);
         loop {
-            if self.left > 0 {
-                let rec = self.page.get(..self.len);
-                let rest = usize::try_from(stride)
-                    .ok()
-                    .and_then(|s| self.page.get(s..));
-                match (rec, self.next) {
-                    (Some(rec), Some(phys)) => {
-                        self.left = self.left.saturating_sub(1);
-                        self.page = rest.unwrap_or(&[]);
-                        self.next = phys.checked_add(stride);
-                        return Some((phys, rec));
-                    }
-                    _ => return self.stop(),
-                }
+            if let Some(slot) = self.slots.next() {
+                // Validation proved the records fit their page, so the
+                // address after the last is at most the page's end (which
+                // wraps only for the top page, and is not used then).
+                let phys = self.next;
+                self.next = phys.wrapping_add(self.pages.stride(self.chain));
+                // `slots` makes them at least `len` long.
+                return slot.get(..self.len).map(|rec| (PhysAddr::new(phys), rec));
             }
             let e = self.walk.next()?;
             let phys = PhysAddr::new(e.hi);
-            let Some(page) = read_page(self.mem, phys, self.pages.page_size) else {
+            let slots = read_page(self.mem, phys, self.pages.page_size)
+                .and_then(|page| self.pages.slots(self.chain, page, e.lo, self.len));
+            let Some(slots) = slots else {
                 return self.stop();
             };
-            let start = usize::try_from(self.pages.hdr).unwrap_or(usize::MAX);
-            self.page = page.get(start..).unwrap_or(&[]);
-            self.left = e.lo;
-            self.next = phys.checked_add(self.pages.hdr);
+            self.slots = slots;
+            self.next = e.hi.wrapping_add(self.pages.hdr);
+        }
+    }
+
+    /// [`next`](Self::next) page by page, each page's records in a loop of
+    /// their own: what `for_each`, `fold` and `sum` over the records (and
+    /// over `filter` and `map` of them) run, with the iterator's state in
+    /// registers rather than stored back after every record.
+    #[inline(always)]
+    fn fold<B, G: FnMut(B, Self::Item) -> B>(mut self, init: B, mut g: G) -> B {
+        let stride = self.pages.stride(self.chain);
+        let mut acc = init;
+        loop {
+            let mut phys = self.next;
+            for slot in self.slots {
+                let Some(rec) = slot.get(..self.len) else {
+                    return acc;
+                };
+                acc = g(acc, (PhysAddr::new(phys), rec));
+                phys = phys.wrapping_add(stride);
+            }
+            let Some(e) = self.walk.next() else {
+                return acc;
+            };
+            let slots = read_page(self.mem, PhysAddr::new(e.hi), self.pages.page_size)
+                .and_then(|page| self.pages.slots(self.chain, page, e.lo, self.len));
+            let Some(slots) = slots else {
+                return acc;
+            };
+            self.slots = slots;
+            self.next = e.hi.wrapping_add(self.pages.hdr);
         }
     }
 }
@@ -552,7 +574,7 @@ impl<M: ?Sized> Records<'_, '_, M> {
     #[cold]
     fn stop<T>(&mut self) -> Option<T> {
         self.walk = [].iter();
-        self.left = 0;
+        self.slots = [].chunks_exact(1);
         None
     }
 }

@@ -426,6 +426,15 @@ pub fn accept_with(spec: &Spec, img: &Img, opts: &Options) {
     check_view(spec, img, &image);
 }
 
+/// The items of `it` through `fold`, which the record walks run a page at
+/// a time (`collect` runs `next`, one record at a time).
+pub fn folded<T>(it: impl Iterator<Item = T>) -> Vec<T> {
+    it.fold(Vec::new(), |mut v, x| {
+        v.push(x);
+        v
+    })
+}
+
 pub fn check_view<M: Memory>(spec: &Spec, img: &Img, image: &Image<'_, '_, M>) {
     assert_eq!(image.version(), 1);
     assert_eq!(image.root_phys(), img.root);
@@ -440,6 +449,7 @@ pub fn check_view<M: Memory>(spec: &Spec, img: &Img, image: &Image<'_, '_, M>) {
         .map(|&i| img.record(Chain::Iommu, i))
         .collect();
     assert_eq!(got, want, "live IOMMUs in chain order");
+    assert_eq!(folded(image.iommus().map(|m| m.phys())), want, "by fold");
     assert_eq!(image.live_iommus(), live_iommus.len());
     for &i in &live_iommus {
         let s = &spec.iommus[i];
@@ -469,6 +479,7 @@ pub fn check_view<M: Memory>(spec: &Spec, img: &Img, image: &Image<'_, '_, M>) {
         .map(|i| img.record(Chain::Domain, i))
         .collect();
     assert_eq!(got, want, "live domains in chain order");
+    assert_eq!(folded(image.domains().map(|d| d.phys())), want, "by fold");
     assert_eq!(image.all_domains().count(), spec.domains.len());
 
     let live_devices: Vec<usize> = (0..spec.devices.len())
@@ -504,6 +515,16 @@ pub fn check_view<M: Memory>(spec: &Spec, img: &Img, image: &Image<'_, '_, M>) {
         records.len(),
         devices.len(),
         "device_records skips deleted ones"
+    );
+    assert_eq!(
+        folded(image.device_records().map(|r| r.phys())),
+        records.iter().map(|r| r.phys()).collect::<Vec<_>>(),
+        "device_records by fold"
+    );
+    assert_eq!(
+        folded(image.all_devices().map(|d| d.phys())),
+        image.all_devices().map(|d| d.phys()).collect::<Vec<_>>(),
+        "all_devices by fold"
     );
     for (r, d) in records.iter().zip(&devices) {
         assert_eq!(

@@ -103,6 +103,12 @@ pub(crate) struct DeviceFields {
 }
 
 impl DeviceFields {
+    /// The device's key in the duplicate check: segment << 32 | devid.
+    #[inline(always)]
+    pub(crate) fn key(&self) -> u64 {
+        (u64::from(self.segment) << 32) | u64::from(self.devid)
+    }
+
     /// All zero (a record too short to read, which callers never pass).
     pub(crate) const ZERO: DeviceFields = DeviceFields {
         segment: 0,

@@ -207,7 +207,9 @@ impl<'s> Pages<'s> {
             nr,
             // A page the memory no longer serves has no bytes: every
             // record in it is refused as unreadable.
-            bytes: bytes.unwrap_or(&[]),
+            recs: bytes
+                .and_then(|b| b.get(usize::try_from(self.hdr).ok()?..))
+                .unwrap_or(&[]),
         };
     }
 
@@ -242,15 +244,15 @@ impl<'s> Pages<'s> {
             return self.locate_missed(mem, chain, phys, len, live, cursor);
         }
         // A record start below `span` is a slot below `nr`.
-        let slot = self.slot_at(chain, rel)?;
-        let off = rel.wrapping_add(self.hdr);
-        cursor.found(
-            (phys, slot, off),
-            len,
-            live,
-            self.deleted,
-            RefFault::NotInChain,
-        )
+        self.slot_at(chain, rel).and_then(|slot| {
+            cursor.found(
+                (phys, slot, rel),
+                len,
+                live,
+                self.deleted,
+                RefFault::NotInChain,
+            )
+        })
     }
 
     /// [`locate`](Self::locate) when `phys` is not among the records of the
@@ -293,7 +295,7 @@ impl<'s> Pages<'s> {
         if slot >= cursor.nr {
             return Err(RefFault::BeyondCount);
         }
-        let at = (phys, slot, off);
+        let at = (phys, slot, rel);
         cursor.found(at, len, live, self.deleted, RefFault::NotInChain)
     }
 
@@ -363,12 +365,11 @@ impl<'s> Pages<'s> {
                 return Err(RefFault::BeyondCount);
             }
         }
-        let off = slot
+        let rel = slot
             .checked_mul(self.stride(chain))
-            .and_then(|o| o.checked_add(self.hdr))
             .ok_or(RefFault::BeyondCount)?;
-        let phys = PhysAddr::new(cursor.start.wrapping_sub(self.hdr).wrapping_add(off));
-        let at = (phys, slot, off);
+        let phys = PhysAddr::new(cursor.start.wrapping_add(rel));
+        let at = (phys, slot, rel);
         cursor.found(at, len, live, self.deleted, RefFault::BeyondCount)
     }
 }
@@ -388,26 +389,28 @@ pub(crate) struct Cursor<'m> {
     first: u64,
     /// The page's `nr_objects`: 0 before any lookup.
     nr: u64,
-    bytes: &'m [u8],
+    /// The page's bytes from its first record on (none if the memory did
+    /// not serve it).
+    recs: &'m [u8],
 }
 
 impl<'m> Cursor<'m> {
-    /// Record `slot` of the cursor's page, at `phys` and at `off` in the
-    /// page, `len` bytes;
-    /// refused if it is deleted and `live` asks for a live one, and with
-    /// `unread` if the memory did not serve the page.
+    /// Record `slot` of the cursor's page, at `phys` and `rel` bytes after
+    /// the page's first record, `len` bytes; refused if it is deleted and
+    /// `live` asks for a live one, and with `unread` if the memory did not
+    /// serve the page.
     #[inline(always)]
     fn found(
         &self,
-        (phys, slot, off): (PhysAddr, u64, u64),
+        (phys, slot, rel): (PhysAddr, u64, u64),
         len: usize,
         live: bool,
         deleted: u32,
         unread: RefFault,
     ) -> Result<Found<'m>, RefFault> {
-        let bytes: &'m [u8] = usize::try_from(off)
+        let bytes: &'m [u8] = usize::try_from(rel)
             .ok()
-            .and_then(|o| self.bytes.get(o..o.checked_add(len)?))
+            .and_then(|r| self.recs.get(r..)?.get(..len))
             .ok_or(unread)?;
         if live && record_hdr(bytes).1 & deleted != 0 {
             return Err(RefFault::Deleted);
@@ -427,7 +430,7 @@ impl Default for Cursor<'_> {
             span: 0,
             first: 0,
             nr: 0,
-            bytes: &[],
+            recs: &[],
         }
     }
 }

@@ -782,10 +782,10 @@ fn uncommon_header<F: Format>(loc: Location, bytes: &[u8], handover: bool) -> Re
 /// the one it stopped at with every rule, in order. Neither is called from
 /// the other, so the stack holds one at a time (the kernel's is small).
 struct DevicePass<'m> {
-    /// The next record: its page's position in the walk, its slot in the
-    /// page and its index in the chain.
+    /// The next record: its page's position in the walk and its index in
+    /// the chain (page × capacity + slot: the survey proved every page but
+    /// the last full).
     page: usize,
-    slot: usize,
     index: u64,
     /// Live devices accepted, which is where the next key goes.
     live: usize,
@@ -802,7 +802,6 @@ impl<'m> DevicePass<'m> {
     fn new() -> Self {
         DevicePass {
             page: 0,
-            slot: 0,
             index: 0,
             live: 0,
             floor: 0,
@@ -830,17 +829,16 @@ impl<'m> DevicePass<'m> {
         run.ty
     }
 
-    /// Counts the live device `d` in the current IOMMU run (the run of
-    /// `d`'s IOMMU) and writes its key
-    /// (segment << 32 | devid, device index) into `keys`.
+    /// Counts a live device in the current IOMMU run (the run of its
+    /// IOMMU) and writes its key and index, (`key`, device index), into
+    /// `keys`.
     #[inline(always)]
-    fn accept(&mut self, keys: &mut [ScratchElem], d: &DeviceFields) {
+    fn accept(&mut self, keys: &mut [ScratchElem], key: u64) {
         if let Some(r) = &mut self.run {
             r.devices = r.devices.wrapping_add(1);
         }
         if let Some(k) = keys.get_mut(self.live) {
             // Below 2^48, so `key + 1` cannot wrap.
-            let key = (u64::from(d.segment) << 32) | u64::from(d.devid);
             *k = ScratchElem::new(key, self.index);
             self.ascending &= key >= self.floor;
             self.live = self.live.wrapping_add(1);
@@ -851,14 +849,22 @@ impl<'m> DevicePass<'m> {
     /// Moves past the record the pass stands at.
     #[inline(always)]
     fn step(&mut self) {
-        self.slot = self.slot.wrapping_add(1);
         self.index = self.index.wrapping_add(1);
     }
 
-    /// Moves to the first record of the next page.
-    fn next_page(&mut self) {
+    /// The next record's slot in its page.
+    fn slot(&self, pages: &Pages<'_>) -> usize {
+        let page = u64::try_from(self.page).unwrap_or(u64::MAX);
+        let first = page.wrapping_mul(pages.capacity(Chain::Device));
+        usize::try_from(self.index.wrapping_sub(first)).unwrap_or(usize::MAX)
+    }
+
+    /// Moves to the next page: past its last record, the index is its
+    /// first.
+    fn next_page(&mut self, pages: &Pages<'_>) {
         self.page = self.page.wrapping_add(1);
-        self.slot = 0;
+        let page = u64::try_from(self.page).unwrap_or(u64::MAX);
+        self.index = page.wrapping_mul(pages.capacity(Chain::Device));
     }
 
     /// Ends the pass: the last run's devices are counted, and the result
@@ -924,7 +930,7 @@ fn fast_devices<'m, M: Memory + ?Sized, F: Format>(
         else {
             return false;
         };
-        for bytes in recs.skip(pass.slot) {
+        for bytes in recs.skip(pass.slot(pages)) {
             // Always equal (`records` cuts them so); saying it here lets
             // the compiler drop the length checks of the field reads below.
             if bytes.len() != F::DEV {
@@ -939,15 +945,8 @@ fn fast_devices<'m, M: Memory + ?Sized, F: Format>(
                 return false;
             }
             let d = F::device(bytes);
-            let domain = lookup(
-                mem,
-                pages,
-                Chain::Domain,
-                d.domain,
-                F::DOM,
-                &mut pass.domains,
-            );
-            if domain.is_err() {
+            let domains = &mut pass.domains;
+            if lookup(mem, pages, Chain::Domain, d.domain, F::DOM, domains).is_err() {
                 return false;
             }
             let ty = match pass.run_type(&d) {
@@ -963,10 +962,10 @@ fn fast_devices<'m, M: Memory + ?Sized, F: Format>(
             if F::check_dev_vendor(bytes, ty, handover).is_err() {
                 return false;
             }
-            pass.accept(keys, &d);
+            pass.accept(keys, d.key());
             pass.step();
         }
-        pass.next_page();
+        pass.next_page(pages);
     }
     true
 }
@@ -1006,11 +1005,12 @@ fn full_checks<'m, M: Memory + ?Sized, F: Format>(
     };
     let p = u64::try_from(pass.page).unwrap_or(u64::MAX);
     let at = Location::page(Chain::Device, p, PhysAddr::new(e.hi));
-    let Some(bytes) = page_records(mem, pages, Chain::Device, F::DEV, e, at)?.nth(pass.slot) else {
-        pass.next_page();
+    let Some(bytes) = page_records(mem, pages, Chain::Device, F::DEV, e, at)?.nth(pass.slot(pages))
+    else {
+        pass.next_page(pages);
         return Ok(());
     };
-    let loc = at.object(u64::try_from(pass.slot).unwrap_or(u64::MAX));
+    let loc = at.object(u64::try_from(pass.slot(pages)).unwrap_or(u64::MAX));
     if !check_header::<F>(loc, bytes, handover)? {
         pass.step();
         return Ok(());
@@ -1038,7 +1038,7 @@ fn full_checks<'m, M: Memory + ?Sized, F: Format>(
     };
     F::check_dev_vendor(bytes, ty, handover)
         .map_err(|(kind, field)| Error::new(kind, loc.field(field)))?;
-    pass.accept(keys, &d);
+    pass.accept(keys, d.key());
     pass.step();
     Ok(())
 }

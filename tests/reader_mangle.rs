@@ -678,6 +678,27 @@ fn domain_padding_not_zero_is_refused() {
     padding_refused(Chain::Domain, 2, off::DOM_PAD + 2, 1, "padding");
 }
 
+/// `sign_extend` and the padding after it are checked in one compare;
+/// each keeps its own error, `sign_extend` first, and a valid 1 there
+/// does not hide the padding.
+#[test]
+fn domain_sign_extend_is_checked_before_the_padding_beside_it() {
+    let mut img = base();
+    img.put_u8(img.field(Chain::Domain, 0, off::DOM_SIGN), 2);
+    img.put_u8(img.field(Chain::Domain, 0, off::DOM_PAD), 1);
+    expect(
+        &img,
+        ErrorKind::SignExtendInvalid { value: 2 },
+        img.at(Chain::Domain, 0).field("sign_extend"),
+    );
+    img.put_u8(img.field(Chain::Domain, 0, off::DOM_SIGN), 1);
+    expect(
+        &img,
+        ErrorKind::NonZeroPadding,
+        img.at(Chain::Domain, 0).field("padding"),
+    );
+}
+
 #[test]
 fn intel_iommu_padding_not_zero_is_refused() {
     // IOMMU 0 is Intel: restored (1 byte), then padding[7].

@@ -670,11 +670,14 @@ fn check_domains<M: Memory + ?Sized, F: Format>(
         if d.vasz > 64 {
             return fail(ErrorKind::VaszTooLarge { vasz: d.vasz }, "vasz");
         }
-        if d.sign_extend > 1 {
-            let value = d.sign_extend;
-            return fail(ErrorKind::SignExtendInvalid { value }, "sign_extend");
-        }
-        if d.padding != [0; 3] {
+        // `sign_extend` at most 1 and zero padding, the four bytes after
+        // `vasz`, in one compare.
+        let [p0, p1, p2] = d.padding;
+        if u32::from_le_bytes([d.sign_extend, p0, p1, p2]) > 1 {
+            if d.sign_extend > 1 {
+                let value = d.sign_extend;
+                return fail(ErrorKind::SignExtendInvalid { value }, "sign_extend");
+            }
             return fail(ErrorKind::NonZeroPadding, "padding");
         }
         if handover && d.restored != 0 {

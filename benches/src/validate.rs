@@ -74,21 +74,19 @@ pub fn validate_any_version_and_visit<M: Memory>(
     scratch: &mut [ScratchElem],
 ) -> Result<u64, Error> {
     let image = reader::validate(mem, root, &Options::default(), scratch)?;
-    let mut sum = 0u64;
-    for i in image.iommus() {
-        sum = sum.rotate_left(5) ^ i.token() ^ u64::from(i.ref_count());
-    }
-    for d in image.domains() {
-        sum = sum.rotate_left(5) ^ d.top_table_phys().get() ^ u64::from(d.vasz());
-    }
-    for d in image.device_records() {
-        sum = sum.rotate_left(5)
+    let sum = image.iommus().fold(0u64, |sum, i| {
+        sum.rotate_left(5) ^ i.token() ^ u64::from(i.ref_count())
+    });
+    let sum = image.domains().fold(sum, |sum, d| {
+        sum.rotate_left(5) ^ d.top_table_phys().get() ^ u64::from(d.vasz())
+    });
+    Ok(image.device_records().fold(sum, |sum, d| {
+        sum.rotate_left(5)
             ^ u64::from(d.devid())
             ^ d.attachment_id()
             ^ d.domain_ref()
-            ^ d.iommu_ref();
-    }
-    Ok(sum)
+            ^ d.iommu_ref()
+    }))
 }
 
 /// [`validate_and_visit`] without the visit: what validation alone costs.

@@ -220,15 +220,15 @@ impl<'s> Pages<'s> {
     /// (one cursor per chain): records walked in chain order name their
     /// targets in clustered order (the devices of a page share IOMMUs and
     /// mostly domain pages), so the binary search over the page table and
-    /// the `Memory::page` call run only when the target page changes. A hit
-    /// costs a subtraction and a compare to find the page, a multiplication
-    /// by the stride's reciprocal and one back to prove the record start,
-    /// a compare against the count, and the liveness bit.
+    /// the `Memory::page` call run only when the target page changes.
     ///
-    /// The hit is one compare: whether `phys` falls among the cursor's
-    /// page's records (`start` <= `phys` < `start` + `span`). Anything else
-    /// takes [`locate_missed`](Self::locate_missed), which also tells the
-    /// faults apart.
+    /// A hit is a subtraction and one compare, whether `phys` falls among
+    /// the cursor's page's records (`start` <= `phys` < `start` + `span`,
+    /// which also bounds the slot by the count); then a multiplication by
+    /// the stride's reciprocal and one back to prove the record start, the
+    /// bounds check and the liveness bit. Anything else takes
+    /// [`locate_missed`](Self::locate_missed), which also tells the faults
+    /// apart.
     #[inline(always)]
     pub fn locate<'m, M: Memory + ?Sized>(
         &self,

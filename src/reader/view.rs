@@ -311,6 +311,10 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     /// that reads only the records' fields (as the kernel's walk does)
     /// pays for no lookup; [`resolve_device`](Self::resolve_device)
     /// resolves one, and [`devices`](Self::devices) resolves them all.
+    ///
+    /// Like every record iterator of the view, it is fastest driven from
+    /// inside (`fold`, `for_each`, `sum`), which runs one loop per page; a
+    /// `for` loop steps through `next`, one record at a time.
     pub fn device_records(&self) -> impl Iterator<Item = DeviceRecord<'m>> + use<'m, 's, M> {
         let ops = self.shape.ops;
         self.records(Chain::Device, ops.dev)

@@ -1143,6 +1143,10 @@ int iommu_flb_next_domain(const struct iommu_flb_image *img,
  * @cursor: The walk's position (start with IOMMU_FLB_CURSOR_INIT).
  * @out: Where to store the next live device.
  *
+ * The records as stored: the walk does not look up each device's domain
+ * and IOMMU (validation proved them); iommu_flb_device_domain() and
+ * iommu_flb_device_iommu() do, for the devices the caller asks about.
+ *
  * Context: Any context the image's page callback allows.
  *
  * Return: As iommu_flb_next_iommu().

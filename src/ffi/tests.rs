@@ -47,6 +47,8 @@ struct Pool {
     reentered: Vec<c_int>,
     /// Calls of the CRC callback `pool_crc`.
     crc_calls: usize,
+    /// The pages the reader's `page` callback was asked for.
+    reads: core::cell::RefCell<Vec<u64>>,
     /// XORed into every result of `pool_crc`: a CRC function other than
     /// the library's own.
     crc_flip: u32,
@@ -142,6 +144,7 @@ impl PoolRef {
             writer: ptr::null_mut(),
             reentered: Vec::new(),
             crc_calls: 0,
+            reads: core::cell::RefCell::new(Vec::new()),
             crc_flip: 0,
             crc_probes: Vec::new(),
         })))
@@ -210,7 +213,47 @@ unsafe extern "C" fn pool_page(ctx: *mut c_void, phys: u64) -> *mut u8 {
 unsafe extern "C" fn pool_read(ctx: *mut c_void, phys: u64) -> *const u8 {
     // SAFETY: the tests pass a live `Pool` as `ctx`.
     let pool = unsafe { &*ctx.cast::<Pool>() };
+    pool.reads.borrow_mut().push(phys);
     pool.lookup(phys).cast_const()
+}
+
+/// The device walk hands out the records as stored: it reads the root's
+/// page and the device pages, never a domain's or an IOMMU's (looking them
+/// up is iommu_flb_device_domain()'s and iommu_flb_device_iommu()'s).
+#[test]
+fn device_walk_reads_only_device_pages() {
+    for version in VERSIONS {
+        let mut pool = PoolRef::new();
+        let mut b = build_in(&mut pool, version);
+        let mut root = 0;
+        // SAFETY: valid pointers.
+        assert_eq!(unsafe { iommu_flb_writer_finish(&mut *b.w, &mut root) }, 0);
+        let mut scratch = Vec::new();
+        let img = validate(&mut pool, root, &mut scratch);
+        pool.reads.borrow_mut().clear();
+        let mut cur = IommuFlbCursor::default();
+        let mut dev = IommuFlbDeviceRef {
+            ser: ptr::null(),
+            ser_v2: ptr::null(),
+            phys: 0,
+        };
+        let mut pages = vec![root & !0xfff];
+        // SAFETY: `img` is valid while `scratch` and `pool` live.
+        while unsafe { iommu_flb_next_device(img, &mut cur, &mut dev) } == 1 {
+            pages.push(dev.phys & !0xfff);
+        }
+        // Device 3 was unpreserved.
+        let want: Vec<u64> = b.dev[..3].iter().map(|d| d.phys & !0xfff).collect();
+        assert_eq!(pages[1..], want, "version {version}: every live device");
+        let reads = pool.reads.borrow().clone();
+        assert!(!reads.is_empty());
+        for r in reads {
+            assert!(
+                pages.contains(&r),
+                "version {version}: read {r:#x}, not a device page"
+            );
+        }
+    }
 }
 
 unsafe extern "C" fn pool_free(ctx: *mut c_void, phys: u64) {

@@ -247,10 +247,22 @@ fn iommu_ref(m: reader::Iommu<'_>) -> IommuFlbIommuRef {
 }
 
 fn device_ref(d: reader::Device<'_>) -> IommuFlbDeviceRef {
+    device_ser_ref(d.v1(), d.v2(), d.phys())
+}
+
+fn record_ref(d: reader::DeviceRecord<'_>) -> IommuFlbDeviceRef {
+    device_ser_ref(d.v1(), d.v2(), d.phys())
+}
+
+fn device_ser_ref(
+    v1: Option<&IommuDeviceSer>,
+    v2: Option<&IommuDeviceV2Ser>,
+    phys: PhysAddr,
+) -> IommuFlbDeviceRef {
     IommuFlbDeviceRef {
-        ser: opt_ptr(d.v1()),
-        ser_v2: opt_ptr(d.v2()),
-        phys: d.phys().get(),
+        ser: opt_ptr(v1),
+        ser_v2: opt_ptr(v2),
+        phys: phys.get(),
     }
 }
 
@@ -258,6 +270,10 @@ fn device_ref(d: reader::Device<'_>) -> IommuFlbDeviceRef {
 /// @img: A validated image.
 /// @cursor: The walk's position (start with IOMMU_FLB_CURSOR_INIT).
 /// @out: Where to store the next live device.
+///
+/// The records as stored: the walk does not look up each device's domain
+/// and IOMMU (validation proved them); iommu_flb_device_domain() and
+/// iommu_flb_device_iommu() do, for the devices the caller asks about.
 ///
 /// Context: Any context the image's page callback allows.
 ///
@@ -272,8 +288,8 @@ pub unsafe extern "C" fn iommu_flb_next_device(
     unsafe {
         answer(img, out, |view| {
             step(view, Walk::Device, cursor, NULL_DEVICE, |i| {
-                let d = view.image.device_by_index(i)?;
-                Some(d.device().filter(|_| !d.is_deleted()).map(device_ref))
+                let r = view.image.device_record_by_index(i)?;
+                Some((!r.is_deleted()).then(|| record_ref(r)))
             })
         })
     }

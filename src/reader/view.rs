@@ -443,10 +443,23 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
 
     /// Device record `index` of the chain, deleted or not.
     pub fn device_by_index(&self, index: u64) -> Option<AnyDevice<'m>> {
+        let r = self.device_record_by_index(index)?;
+        Some(self.any_device(r.phys, r.bytes, &mut Lookups::default()))
+    }
+
+    /// Device record `index` of the chain as stored, deleted or not, the
+    /// domain and IOMMU it names not looked up (as
+    /// [`device_records`](Self::device_records) yields the live ones).
+    pub fn device_record_by_index(&self, index: u64) -> Option<DeviceRecord<'m>> {
+        let ops = self.shape.ops;
         let f = self
             .pages
-            .record_at(self.mem, Chain::Device, index, self.shape.ops.dev)?;
-        Some(self.any_device(f.phys, f.bytes, &mut Lookups::default()))
+            .record_at(self.mem, Chain::Device, index, ops.dev)?;
+        Some(DeviceRecord {
+            phys: f.phys,
+            bytes: f.bytes,
+            ops,
+        })
     }
 
     /// Every page of the image exactly once, in restore order: the root's

@@ -546,6 +546,26 @@ fn two_live_devices_with_the_same_segment_and_devid_are_refused() {
     );
 }
 
+/// The largest key there is (segment and devid all ones), twice at the end
+/// of keys that otherwise ascend: the ascending-order shortcut must not
+/// take it for a sorted, unique index.
+#[test]
+fn two_live_devices_with_the_largest_key_are_refused() {
+    let mut img = base();
+    for dev in [2, 3] {
+        img.put_u32(img.field(Chain::Device, dev, off::DEV_SEG), u32::MAX);
+        img.put_u32(img.field(Chain::Device, dev, off::DEV_DEVID), u32::MAX);
+    }
+    expect(
+        &img,
+        ErrorKind::DuplicateDevice {
+            other_page: 0,
+            other_object: 2,
+        },
+        img.at(Chain::Device, 3).field("devid"),
+    );
+}
+
 // ---- device references ----
 
 fn bad_ref(img: &Img, dev: usize, field: &'static str, target: PhysAddr, fault: RefFault) {

@@ -792,9 +792,9 @@ struct DevicePass<'m> {
     index: u64,
     /// Live devices accepted, which is where the next key goes.
     live: usize,
-    /// The least key that keeps the keys strictly ascending (the last key
-    /// written plus one, 0 before the first), and whether they have so far.
-    floor: u64,
+    /// The last key written, and whether every key was above the one
+    /// before.
+    last: u64,
     ascending: bool,
     run: Option<Run>,
     domains: Cursor<'m>,
@@ -807,7 +807,7 @@ impl<'m> DevicePass<'m> {
             page: 0,
             index: 0,
             live: 0,
-            floor: 0,
+            last: 0,
             ascending: true,
             run: None,
             domains: Cursor::default(),
@@ -841,11 +841,10 @@ impl<'m> DevicePass<'m> {
             r.devices = r.devices.wrapping_add(1);
         }
         if let Some(k) = keys.get_mut(self.live) {
-            // Below 2^48, so `key + 1` cannot wrap.
             *k = ScratchElem::new(key, self.index);
-            self.ascending &= key >= self.floor;
+            self.ascending &= self.live == 0 || self.last < key;
             self.live = self.live.wrapping_add(1);
-            self.floor = key.wrapping_add(1);
+            self.last = key;
         }
     }
 

@@ -45,6 +45,13 @@ pub(crate) struct PageHdr {
     pub stride: u64,
 }
 
+/// A device's key in the reader's device index: segment << 32 | devid,
+/// any `u64` (both halves are full `u32`s).
+#[inline(always)]
+pub(crate) fn device_key(segment: u32, devid: u32) -> u64 {
+    (u64::from(segment) << 32) | u64::from(devid)
+}
+
 /// What is wrong with a record, and the C name of the field to blame.
 pub(crate) type Fault = (ErrorKind, &'static str);
 
@@ -103,10 +110,10 @@ pub(crate) struct DeviceFields {
 }
 
 impl DeviceFields {
-    /// The device's key in the duplicate check: segment << 32 | devid.
+    /// The device's key in the duplicate check and the device index.
     #[inline(always)]
     pub(crate) fn key(&self) -> u64 {
-        (u64::from(self.segment) << 32) | u64::from(self.devid)
+        device_key(self.segment, self.devid)
     }
 
     /// All zero (a record too short to read, which callers never pass).

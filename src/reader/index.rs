@@ -548,6 +548,8 @@ mod tests {
         );
         assert_eq!(fault(0x2010), Some(RefFault::NotInChain), "the root's page");
         assert_eq!(fault(0x3038), Some(RefFault::Deleted));
+        let any = look(&p, &mem, 0x3038, false, &mut warm[0].clone());
+        assert!(any.is_ok(), "a deleted record is found when `live` is off");
         for start in [0x3010, 0x3060, 0x1010, 0x1038] {
             assert_eq!(fault(start), None, "{start:#x}");
         }

@@ -22,7 +22,7 @@ use crate::abi::v2::{
     IommuIntelV2Ser,
 };
 use crate::error::Chain;
-use crate::format::{DeviceFields, DomainFields, Ops, Ref, Root, Version, record_hdr};
+use crate::format::{DeviceFields, DomainFields, Ops, Ref, Root, Version, device_key, record_hdr};
 use crate::mem::read_page;
 use crate::{Memory, PhysAddr};
 
@@ -408,7 +408,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     /// The live device with this PCI segment and devid (bus << 8 | devfn),
     /// in `O(log n)`.
     pub fn find_device(&self, segment: u32, devid: u32) -> Option<Device<'m>> {
-        let key = (u64::from(segment) << 32) | u64::from(devid);
+        let key = device_key(segment, devid);
         let i = self.device_keys.binary_search_by(|e| e.hi.cmp(&key)).ok()?;
         let index = self.device_keys.get(i)?.lo;
         self.device_by_index(index)?.device()
@@ -572,6 +572,9 @@ impl<'m, M: Memory + ?Sized> Iterator for Records<'m, '_, M> {
                 acc = g(acc, (PhysAddr::new(phys), rec));
                 phys = phys.wrapping_add(stride);
             }
+            // The page turn of `next`, written out again: a helper shared
+            // by both cost 1.8% more instructions on benchmark (3), image
+            // (a) (callgrind), the loop's state no longer in registers.
             let Some(e) = self.walk.next() else {
                 return acc;
             };

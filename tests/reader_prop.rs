@@ -112,6 +112,7 @@ proptest! {
         let mut scratch = vec![ScratchElem::default(); n];
         let image = reader::validate(&img.mem, img.root, &opts, &mut scratch).expect("valid");
         check_view(&spec, &img, &image);
+        common::check_visiting(&img.mem, img.root, &opts, &image);
     }
 
     #[test]
@@ -147,8 +148,10 @@ proptest! {
         let opts = img.opts();
         let len = reader::scratch_len(&img.mem, img.root, &opts);
         let mut scratch = vec![ScratchElem::default(); *len.as_ref().unwrap_or(&0)];
+        let visiting = common::visit_devices(&img.mem, img.root, &opts);
         match reader::validate(&img.mem, img.root, &opts, &mut scratch) {
             Err(e) => {
+                prop_assert_eq!(visiting.map(|_| ()), Err(e), "the visiting form refuses it alike");
                 prop_assert!(e.errno() < 0);
                 prop_assert!(!e.to_string().is_empty());
                 if let Err(first) = len {
@@ -183,6 +186,11 @@ proptest! {
                 all.sort();
                 all.dedup();
                 prop_assert_eq!(all.len(), n, "every page once");
+                let records: Vec<_> = image
+                    .device_records()
+                    .map(|d| (d.phys(), d.segment(), d.devid()))
+                    .collect();
+                prop_assert_eq!(visiting.map(|(seen, _)| seen), Ok(records), "the visit sees the live records");
             }
         }
     }

@@ -22,14 +22,24 @@ pub const ENV: &str = "IOMMU_FLB_BENCH_CALLGRIND";
 pub const MAX_PER_OBJECT: f64 = 60.0;
 
 /// What is counted on each image, with the label and the target of its row.
-const ROWS: [(Work, &str, Target); 4] = [
+const ROWS: [(Work, &str, Target); 6] = [
     (Work::Validate, "(3) validate + visit, v1", Target::Max),
+    (
+        Work::ValidateVisiting,
+        "(3c) validate while visiting, v1",
+        Target::Max,
+    ),
     (
         Work::ValidateResolving,
         "(3b) validate + visit resolving devices, v1",
         Target::Report,
     ),
     (Work::ValidateV2, "(6) validate + visit, v2", Target::Report),
+    (
+        Work::ValidateVisitingV2,
+        "(6c) validate while visiting, v2",
+        Target::Report,
+    ),
     (Work::Kernel, "(2) C walk", Target::Reference),
 ];
 

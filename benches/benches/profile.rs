@@ -9,7 +9,9 @@
 //!
 //! Arguments: what to run (`validate`, `validate_v2` (the same image
 //! written in version 2, every page's CRC checked), `validate_only`,
-//! `validate_resolving` ((3) with every device resolved), `kho`, `kernel`,
+//! `validate_resolving` ((3) with every device resolved),
+//! `validate_visiting` and `validate_visiting_v2` ((3) and (6) in one pass),
+//! `kho`, `kernel`,
 //! `writer`), the image (`a` or `b`; default `a`), and how many
 //! times (default 3). Without arguments (as `cargo bench` runs it, passing
 //! only `--bench`) it does nothing. The function to give `--toggle-collect`

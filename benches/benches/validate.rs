@@ -16,9 +16,11 @@
 //! validation and the visit through the view; `3b_validate_visit_resolving`,
 //! (3) with every device's domain, IOMMU and payload resolved
 //! (`Image::devices` instead of `Image::device_records`);
-//! `6_validate_visit_v2` and
-//! `6a_validate_only_v2`, (3) and (3a) on the same objects written as
-//! version 2 (every page's CRC checked).
+//! `3c_validate_while_visiting`, (3) in one pass over the device records
+//! (`reader::validate_visiting` hands each to the fold as validation
+//! accepts it); `6_validate_visit_v2`, `6a_validate_only_v2` and
+//! `6c_validate_while_visiting_v2`, (3), (3a) and (3c) on the same objects
+//! written as version 2 (every page's CRC checked).
 //!
 //! Then the writer: `preserve_device` for every device of the image (IOMMUs
 //! and domains already preserved), reported per device. The ratios issue 15
@@ -45,7 +47,7 @@ use iommu_flb_bench::{kernel_walk, kho, validate, work};
 /// default page limit instead.
 const KHO_LIMIT: u64 = 1 << 20;
 
-const IDS: [&str; 9] = [
+const IDS: [&str; 11] = [
     "1_memcpy",
     "2_kernel_walk_c",
     "3_validate_visit",
@@ -55,6 +57,8 @@ const IDS: [&str; 9] = [
     "6_validate_visit_v2",
     "6a_validate_only_v2",
     "3b_validate_visit_resolving",
+    "3c_validate_while_visiting",
+    "6c_validate_while_visiting_v2",
 ];
 
 /// Benchmarks (1) to (6) on the image of `shape`; returns the scratch its
@@ -74,6 +78,10 @@ fn readers(c: &mut Criterion, shape: Shape) -> ScratchUse {
     );
     assert_eq!(
         validate::validate_visit_resolving(&mem, root, &mut scratch),
+        Ok(want)
+    );
+    assert_eq!(
+        validate::validate_while_visiting(&mem, root, &mut scratch),
         Ok(want)
     );
     assert_eq!(kho::check_and_visit(&mem, root, KHO_LIMIT), Ok(want));
@@ -133,17 +141,31 @@ fn readers(c: &mut Criterion, shape: Shape) -> ScratchUse {
     g.bench_function(IDS[8], |b| {
         b.iter(|| validate::validate_visit_resolving(black_box(&mem), root, &mut scratch))
     });
+    g.bench_function(IDS[9], |b| {
+        b.iter(|| validate::validate_while_visiting(black_box(&mem), root, &mut scratch))
+    });
     // The same objects written as version 2: every page's CRC checked,
     // references by index.
     let v2 = Built::v2(shape);
     let (mem2, root2) = (v2.memory(), v2.root());
     let mut scratch2 = validate::scratch_for(&v2);
     assert!(validate::validate_any_version_and_visit(&mem2, root2, &mut scratch2).is_ok());
+    let after = validate::visit_any_version_after(&mem2, root2, &mut scratch2);
+    assert!(after.is_ok());
+    assert_eq!(
+        validate::validate_any_version_while_visiting(&mem2, root2, &mut scratch2),
+        after
+    );
     g.bench_function(IDS[6], |b| {
         b.iter(|| validate::validate_any_version_and_visit(black_box(&mem2), root2, &mut scratch2))
     });
     g.bench_function(IDS[7], |b| {
         b.iter(|| validate::validate_only(black_box(&mem2), root2, &mut scratch2))
+    });
+    g.bench_function(IDS[10], |b| {
+        b.iter(|| {
+            validate::validate_any_version_while_visiting(black_box(&mem2), root2, &mut scratch2)
+        })
     });
     g.finish();
     ScratchUse {
@@ -312,8 +334,20 @@ fn summary(dir: &std::path::Path, since: SystemTime, scratch: &[ScratchUse]) -> 
     );
     target_line(
         &mut out,
+        &format!("{b}: (3c) validate while visiting / (2) C walk"),
+        r(IMAGE_B, IDS[9], IDS[1]),
+        1.5,
+    );
+    target_line(
+        &mut out,
         &format!("{b}: (3) validate + visit / (1) memcpy"),
         r(IMAGE_B, IDS[2], IDS[0]),
+        2.0,
+    );
+    target_line(
+        &mut out,
+        &format!("{b}: (3c) validate while visiting / (1) memcpy"),
+        r(IMAGE_B, IDS[9], IDS[0]),
         2.0,
     );
     target_line(
@@ -324,8 +358,20 @@ fn summary(dir: &std::path::Path, since: SystemTime, scratch: &[ScratchUse]) -> 
     );
     target_line(
         &mut out,
+        &format!("{a}: (3c) validate while visiting / (2) C walk"),
+        r(IMAGE_A, IDS[9], IDS[1]),
+        3.0,
+    );
+    target_line(
+        &mut out,
         &format!("{b}: (6) validate + visit v2 / (2) C walk (v1)"),
         r(IMAGE_B, IDS[6], IDS[1]),
+        2.0,
+    );
+    target_line(
+        &mut out,
+        &format!("{b}: (6c) validate while visiting v2 / (2) C walk (v1)"),
+        r(IMAGE_B, IDS[10], IDS[1]),
         2.0,
     );
     for s in scratch {
@@ -345,7 +391,7 @@ fn summary(dir: &std::path::Path, since: SystemTime, scratch: &[ScratchUse]) -> 
     }
     let _ = writeln!(
         out,
-        "| instructions per live object, (3) on both images | see \"Instructions\" below | <= 60 | |"
+        "| instructions per live object, (3) and (3c) on both images | see \"Instructions\" below | <= 60 | |"
     );
 
     let _ = writeln!(
@@ -395,6 +441,24 @@ fn summary(dir: &std::path::Path, since: SystemTime, scratch: &[ScratchUse]) -> 
                 shape.name
             ),
             r(shape, IDS[8], IDS[2]),
+            "(report)",
+        );
+        report_line(
+            &mut out,
+            &format!(
+                "{}: (3c) validate while visiting / (3a) validate only: the fused visit's cost",
+                shape.name
+            ),
+            r(shape, IDS[9], IDS[5]),
+            "(report)",
+        );
+        report_line(
+            &mut out,
+            &format!(
+                "{}: (3c) validate while visiting / (3) validate, then visit",
+                shape.name
+            ),
+            r(shape, IDS[9], IDS[2]),
             "(report)",
         );
     }

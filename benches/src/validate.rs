@@ -1,7 +1,7 @@
 //! Benchmark (3): the crate's `validate` in handover mode, then a visit of
 //! every live object through the validated view.
 
-use iommu_flb_abi::reader::{self, Image, Options, ScratchElem};
+use iommu_flb_abi::reader::{self, DeviceRecord, Image, Options, ScratchElem};
 use iommu_flb_abi::{Error, Memory, PhysAddr};
 
 use crate::fold;
@@ -74,12 +74,7 @@ pub fn validate_any_version_and_visit<M: Memory>(
     scratch: &mut [ScratchElem],
 ) -> Result<u64, Error> {
     let image = reader::validate(mem, root, &Options::default(), scratch)?;
-    let sum = image.iommus().fold(0u64, |sum, i| {
-        sum.rotate_left(5) ^ i.token() ^ u64::from(i.ref_count())
-    });
-    let sum = image.domains().fold(sum, |sum, d| {
-        sum.rotate_left(5) ^ d.top_table_phys().get() ^ u64::from(d.vasz())
-    });
+    let sum = any_iommus_and_domains(&image);
     Ok(image.device_records().fold(sum, |sum, d| {
         sum.rotate_left(5)
             ^ u64::from(d.devid())
@@ -87,6 +82,80 @@ pub fn validate_any_version_and_visit<M: Memory>(
             ^ d.domain_ref()
             ^ d.iommu_ref()
     }))
+}
+
+/// [`validate_and_visit`] in one pass over the device records:
+/// `reader::validate_visiting` hands each live device record to the fold
+/// as validation accepts it, and the sum is kept only if the image is
+/// valid. The checksum is (3)'s: the fold adds, so its order does not
+/// matter.
+#[inline(never)]
+pub fn validate_while_visiting<M: Memory>(
+    mem: &M,
+    root: PhysAddr,
+    scratch: &mut [ScratchElem],
+) -> Result<u64, Error> {
+    let device = |sum, d: &DeviceRecord<'_>| d.v1().map_or(sum, |d| fold::device(sum, d));
+    while_visiting(mem, root, scratch, device, iommus_and_domains)
+}
+
+/// [`validate_any_version_and_visit`] in one pass over the device records,
+/// as [`validate_while_visiting`]. Its device fold adds (the order of the
+/// visit is validation's), so its checksum is not (6)'s:
+/// [`visit_any_version_after`] computes the same one after validation.
+#[inline(never)]
+pub fn validate_any_version_while_visiting<M: Memory>(
+    mem: &M,
+    root: PhysAddr,
+    scratch: &mut [ScratchElem],
+) -> Result<u64, Error> {
+    while_visiting(mem, root, scratch, any_device, any_iommus_and_domains)
+}
+
+/// Validates while folding the devices with `device` (which adds), then
+/// adds the fold of the IOMMUs and domains by `rest`.
+#[inline(always)]
+fn while_visiting<M: Memory>(
+    mem: &M,
+    root: PhysAddr,
+    scratch: &mut [ScratchElem],
+    device: impl Fn(u64, &DeviceRecord<'_>) -> u64,
+    rest: impl FnOnce(&Image<'_, '_, M>) -> u64,
+) -> Result<u64, Error> {
+    let mut devices = 0u64;
+    let image = reader::validate_visiting(mem, root, &Options::default(), scratch, |d| {
+        devices = device(devices, &d);
+    })?;
+    Ok(rest(&image).wrapping_add(devices))
+}
+
+/// The checksum of [`validate_any_version_while_visiting`], by validating
+/// and then visiting: the reference it is checked against.
+pub fn visit_any_version_after<M: Memory>(
+    mem: &M,
+    root: PhysAddr,
+    scratch: &mut [ScratchElem],
+) -> Result<u64, Error> {
+    let image = reader::validate(mem, root, &Options::default(), scratch)?;
+    let devices = image.device_records().fold(0, |sum, d| any_device(sum, &d));
+    Ok(any_iommus_and_domains(&image).wrapping_add(devices))
+}
+
+/// One device of either version into an adding fold.
+#[inline(always)]
+fn any_device(sum: u64, d: &DeviceRecord<'_>) -> u64 {
+    sum.wrapping_add(u64::from(d.devid()) ^ d.attachment_id() ^ d.domain_ref() ^ d.iommu_ref())
+}
+
+/// The IOMMUs and domains of an image of either version, folded as
+/// [`validate_any_version_and_visit`] folds them.
+fn any_iommus_and_domains<M: Memory>(image: &Image<'_, '_, M>) -> u64 {
+    let sum = image.iommus().fold(0u64, |sum, i| {
+        sum.rotate_left(5) ^ i.token() ^ u64::from(i.ref_count())
+    });
+    image.domains().fold(sum, |sum, d| {
+        sum.rotate_left(5) ^ d.top_table_phys().get() ^ u64::from(d.vasz())
+    })
 }
 
 /// [`validate_and_visit`] without the visit: what validation alone costs.

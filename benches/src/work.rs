@@ -33,6 +33,11 @@ pub enum Work {
     ValidateOnly,
     /// (3b): (3) with every device resolved (`Image::devices`).
     ValidateResolving,
+    /// (3c): (3) in one pass, the devices visited as validation accepts
+    /// them (`reader::validate_visiting`).
+    ValidateVisiting,
+    /// (6c): (6) in one pass, as (3c).
+    ValidateVisitingV2,
     /// (4): the upstream-style chained-block check plus the visit.
     Kho,
     /// (2): the kernel's unchecked walk, in C.
@@ -44,11 +49,13 @@ pub enum Work {
 
 impl Work {
     /// Every kind of work, in the order the module docs of `profile.rs` list them.
-    pub const ALL: [Work; 7] = [
+    pub const ALL: [Work; 9] = [
         Work::Validate,
         Work::ValidateV2,
         Work::ValidateOnly,
         Work::ValidateResolving,
+        Work::ValidateVisiting,
+        Work::ValidateVisitingV2,
         Work::Kho,
         Work::Kernel,
         Work::Writer,
@@ -61,6 +68,8 @@ impl Work {
             Work::ValidateV2 => "validate_v2",
             Work::ValidateOnly => "validate_only",
             Work::ValidateResolving => "validate_resolving",
+            Work::ValidateVisiting => "validate_visiting",
+            Work::ValidateVisitingV2 => "validate_visiting_v2",
             Work::Kho => "kho",
             Work::Kernel => "kernel",
             Work::Writer => "writer",
@@ -85,6 +94,10 @@ impl Work {
             Work::ValidateV2 => "iommu_flb_bench::validate::validate_any_version_and_visit",
             Work::ValidateOnly => "iommu_flb_bench::validate::validate_only",
             Work::ValidateResolving => "iommu_flb_bench::validate::validate_visit_resolving",
+            Work::ValidateVisiting => "iommu_flb_bench::validate::validate_while_visiting",
+            Work::ValidateVisitingV2 => {
+                "iommu_flb_bench::validate::validate_any_version_while_visiting"
+            }
             Work::Kho => "iommu_flb_bench::kho::check_and_visit",
             Work::Kernel => "iommu_flb_kernel_walk",
             Work::Writer => "iommu_flb_bench::image::Prepared<X>::preserve_devices",
@@ -160,6 +173,12 @@ pub fn run(work: Work, shape: Shape, times: usize) -> Ran {
         }),
         Work::ValidateResolving => (Config::v1(), |b, s| {
             validate::validate_visit_resolving(&b.memory(), b.root(), s).expect("valid")
+        }),
+        Work::ValidateVisiting => (Config::v1(), |b, s| {
+            validate::validate_while_visiting(&b.memory(), b.root(), s).expect("valid")
+        }),
+        Work::ValidateVisitingV2 => (Config::v2(image::V2_GENERATION), |b, s| {
+            validate::validate_any_version_while_visiting(&b.memory(), b.root(), s).expect("valid")
         }),
         Work::Kho => (Config::v1(), |b, _| {
             kho::check_and_visit(&b.memory(), b.root(), 1 << 20).expect("valid")

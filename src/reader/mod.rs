@@ -175,7 +175,61 @@ pub fn validate<'m, 's, M: Memory + ?Sized>(
     opts: &Options,
     scratch: &'s mut [ScratchElem],
 ) -> Result<Image<'m, 's, M>, Error> {
-    validate::validate(mem, root, opts, scratch)
+    validate::validate(mem, root, opts, scratch, |_| ())
+}
+
+/// [`validate`], handing each live device record to `visit` as validation
+/// accepts it: one pass over the device records where `validate` and then
+/// [`Image::device_records`] make two.
+///
+/// When it returns `Ok`, `visit` has seen exactly the records
+/// `device_records` yields, in the same order (chain order), each once.
+/// Each record it sees has passed every check of its own (flags,
+/// `ref_count`, its domain and IOMMU references, its vendor fields), but the
+/// checks across records come after the device pass: IOMMU reference
+/// counts and duplicate IOMMUs and devices. So `visit` may have seen
+/// records of an image that is then refused; use it for work whose result
+/// is dropped with the error (a fold, filling a table of your own), never to
+/// act on a device.
+///
+/// On a large image this is what makes the visit cheap: the second pass
+/// over the device records reads them from memory again (benchmark (3c) in
+/// `BENCHMARKS.md`).
+///
+/// # Errors
+///
+/// As [`validate`], the same error for the same image.
+///
+/// # Example
+///
+/// ```
+/// # use iommu_flb_abi::{FlatMemory, PhysAddr};
+/// # use iommu_flb_abi::reader::{self, Options, ScratchElem};
+/// # let mut dump = vec![0u8; 4 * 4096];
+/// # dump[0..8].copy_from_slice(&1u64.to_le_bytes());
+/// # for (i, head) in [0x2000u64, 0x3000, 0x4000].iter().enumerate() {
+/// #     dump[8 + 8 * i..16 + 8 * i].copy_from_slice(&head.to_le_bytes());
+/// # }
+/// # let mem = FlatMemory::new(PhysAddr::new(0x1000), &dump);
+/// # let root = PhysAddr::new(0x1000);
+/// # let opts = Options::default();
+/// let mut scratch = vec![ScratchElem::default(); reader::scratch_len(&mem, root, &opts)?];
+/// let mut seen = 0u64;
+/// let image = reader::validate_visiting(&mem, root, &opts, &mut scratch, |d| {
+///     seen = seen.wrapping_add(u64::from(d.devid()));
+/// })?;
+/// // Only now is `seen` the sum of a valid image's device IDs.
+/// assert_eq!(image.device_records().map(|d| u64::from(d.devid())).sum::<u64>(), seen);
+/// # Ok::<(), iommu_flb_abi::Error>(())
+/// ```
+pub fn validate_visiting<'m, 's, M: Memory + ?Sized>(
+    mem: &'m M,
+    root: PhysAddr,
+    opts: &Options,
+    scratch: &'s mut [ScratchElem],
+    visit: impl FnMut(DeviceRecord<'m>),
+) -> Result<Image<'m, 's, M>, Error> {
+    validate::validate(mem, root, opts, scratch, visit)
 }
 
 /// [`validate`] with scratch it allocates itself.
@@ -191,6 +245,6 @@ pub fn validate_alloc<'m, M: Memory + ?Sized>(
 ) -> Result<OwnedImage<'m, M>, Error> {
     let n = scratch_len(mem, root, opts)?;
     let mut scratch = alloc::vec![ScratchElem::default(); n];
-    let shape = validate::validate_shape(mem, root, opts, &mut scratch)?;
+    let shape = validate::validate_shape(mem, root, opts, &mut scratch, |_| ())?;
     Ok(OwnedImage::new(mem, shape, scratch))
 }

@@ -5,7 +5,7 @@ use super::index::{
     Cursor, Found, LOW_MASK, MAX_OBJECTS, MAX_PAGES, Pages, ScratchElem, TAG_SHIFT, chain_tag,
     reciprocal, tag_chain,
 };
-use super::view::{Image, Shape};
+use super::view::{DeviceRecord, Image, Shape};
 use super::{Mode, Options};
 use crate::abi::PageSize;
 use crate::abi::records_in_page;
@@ -79,26 +79,28 @@ pub(crate) fn survey<M: Memory + ?Sized>(
 }
 
 /// Validates the image at `root` and returns its view.
-pub(crate) fn validate<'m, 's, M: Memory + ?Sized>(
+pub(crate) fn validate<'m, 's, M: Memory + ?Sized, V: FnMut(DeviceRecord<'m>)>(
     mem: &'m M,
     root: PhysAddr,
     opts: &Options,
     scratch: &'s mut [ScratchElem],
+    visit: V,
 ) -> Result<Image<'m, 's, M>, Error> {
-    let shape = validate_shape(mem, root, opts, scratch)?;
+    let shape = validate_shape(mem, root, opts, scratch, visit)?;
     Ok(Image::from_scratch(mem, shape, scratch))
 }
 
 /// Validates the image at `root`, leaving its indexes in `scratch`, and
 /// returns what the view needs besides them.
-pub(crate) fn validate_shape<'m, M: Memory + ?Sized>(
+pub(crate) fn validate_shape<'m, M: Memory + ?Sized, V: FnMut(DeviceRecord<'m>)>(
     mem: &'m M,
     root: PhysAddr,
     opts: &Options,
     scratch: &mut [ScratchElem],
+    visit: V,
 ) -> Result<Shape<'m>, Error> {
     let mut shape = None;
-    validate_into(mem, root, opts, scratch, &mut shape)?;
+    validate_into(mem, root, opts, scratch, &mut shape, visit)?;
     // Never `None`: `validate_into` puts a shape whenever it returns `Ok`.
     shape.ok_or(Error::new(
         ErrorKind::RootUnreadable,
@@ -148,22 +150,25 @@ impl<'m> PutShape<'m> for Option<Shape<'m>> {
 }
 
 /// Validates the image at `root`, leaving its indexes in `scratch`, and
-/// puts what the view needs besides them into `out`.
+/// puts what the view needs besides them into `out`. The device pass hands
+/// each live device record it accepts to `visit`.
 #[inline(always)]
-pub(crate) fn validate_into<'m, M: Memory + ?Sized, O: PutShape<'m>>(
+pub(crate) fn validate_into<'m, M: Memory + ?Sized, O: PutShape<'m>, V: FnMut(DeviceRecord<'m>)>(
     mem: &'m M,
     root: PhysAddr,
     opts: &Options,
     scratch: &mut [ScratchElem],
     out: &mut O,
+    mut visit: V,
 ) -> Result<(), Error> {
     let mut err = None;
+    let v = &mut visit;
     let checked = match Version::detect(mem, root, opts) {
         (Version::V1, first) => {
-            validate_as::<M, V1, O>(mem, root, opts, first, scratch, out, &mut err)
+            validate_as::<M, V1, O, V>(mem, root, opts, first, scratch, out, v, &mut err)
         }
         (Version::V2, first) => {
-            validate_as::<M, V2, O>(mem, root, opts, first, scratch, out, &mut err)
+            validate_as::<M, V2, O, V>(mem, root, opts, first, scratch, out, v, &mut err)
         }
     };
     match (checked, err) {
@@ -301,13 +306,22 @@ fn take<'s>(rest: &mut &'s mut [ScratchElem], n: u64) -> Option<&'s mut [Scratch
 }
 
 #[inline(never)]
-fn validate_as<'m, 's, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
+#[allow(clippy::too_many_arguments)] // As `finish_as`.
+fn validate_as<
+    'm,
+    's,
+    M: Memory + ?Sized,
+    F: Format,
+    O: PutShape<'m>,
+    V: FnMut(DeviceRecord<'m>),
+>(
     mem: &'m M,
     root: PhysAddr,
     opts: &Options,
     first: Option<&'m [u8]>,
     scratch: &'s mut [ScratchElem],
     out: &mut O,
+    visit: &mut V,
     err: &mut Option<Error>,
 ) -> Result<(), Refused> {
     // The root and the survey are borrowed in place, not moved out of
@@ -327,7 +341,7 @@ fn validate_as<'m, 's, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
         return Err(refuse(err, too_small(root, s.needed, got)));
     };
     record_pages::<M, F>(mem, r, root, s, got, &mut regions.walks, err)?;
-    finish_as::<M, F, O>(mem, r, root, opts, s, regions, out, err)
+    finish_as::<M, F, O, V>(mem, r, root, opts, s, regions, out, visit, err)
 }
 
 /// Splits `scratch` into the regions the survey `s` sized; `None` if it
@@ -364,7 +378,7 @@ struct Regions<'s> {
 /// kernel's stack is small).
 #[inline(never)]
 #[allow(clippy::too_many_arguments)] // Each is a fact `validate_as` has; a struct of them would be one more copy in its frame.
-fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
+fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>, V: FnMut(DeviceRecord<'m>)>(
     mem: &'m M,
     r: &Root<'m>,
     root: PhysAddr,
@@ -372,6 +386,7 @@ fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
     s: &Survey,
     regions: Regions<'_>,
     out: &mut O,
+    visit: &mut V,
     err: &mut Option<Error>,
 ) -> Result<(), Refused> {
     let Regions {
@@ -404,7 +419,7 @@ fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
     check_iommus::<M, F>(mem, &pages, handover, iommu_keys, err)?;
     check_domains::<M, F>(mem, &pages, handover, err)?;
     let (live_devices, ascending) =
-        check_devices::<M, F>(mem, &pages, handover, iommu_keys, device_keys, err)?;
+        check_devices::<M, F, V>(mem, &pages, handover, iommu_keys, device_keys, visit, err)?;
     let live_iommus = check_ref_counts::<M, F>(mem, &pages, iommu_keys, err)?;
     let iommu_keys = iommu_keys.get_mut(..live_iommus).unwrap_or(&mut []);
     iommu_keys.sort_unstable();
@@ -880,27 +895,37 @@ impl<'m> DevicePass<'m> {
 }
 
 /// Checks the live devices' references and handover state; counts each
-/// live device in its IOMMU's element of `iommu_slots` (see `check_iommus`)
-/// and writes its key (segment << 32 | devid, device index) into `keys`.
-/// Returns the number of live devices and whether their keys came in
-/// strictly ascending order.
+/// live device in its IOMMU's element of `iommu_slots` (see `check_iommus`),
+/// writes its key (segment << 32 | devid, device index) into `keys` and
+/// hands its record to `visit`. Returns the number of live devices and
+/// whether their keys came in strictly ascending order.
 ///
 /// One pass over the device records, in two halves (see [`DevicePass`]).
 /// Every record either passes the fast checks, which accept only what the
 /// full ones would, or is checked by the full ones: the error, its order
 /// and its location are theirs.
 #[inline(always)]
-fn check_devices<M: Memory + ?Sized, F: Format>(
-    mem: &M,
+fn check_devices<'m, M: Memory + ?Sized, F: Format, V: FnMut(DeviceRecord<'m>)>(
+    mem: &'m M,
     pages: &Pages<'_>,
     handover: bool,
     iommu_slots: &mut [ScratchElem],
     keys: &mut [ScratchElem],
+    visit: &mut V,
     err: &mut Option<Error>,
 ) -> Result<(usize, bool), Refused> {
     let mut pass = DevicePass::new();
-    while !fast_devices::<M, F>(mem, pages, handover, iommu_slots, keys, &mut pass) {
-        full_device::<M, F>(mem, pages, handover, iommu_slots, keys, &mut pass, err)?;
+    while !fast_devices::<M, F, V>(mem, pages, handover, iommu_slots, keys, &mut pass, visit) {
+        full_device::<M, F, V>(
+            mem,
+            pages,
+            handover,
+            iommu_slots,
+            keys,
+            &mut pass,
+            visit,
+            err,
+        )?;
     }
     Ok(pass.finish(iommu_slots))
 }
@@ -914,25 +939,30 @@ fn check_devices<M: Memory + ?Sized, F: Format>(
 /// A device naming the same IOMMU as the one before it reuses that
 /// lookup, since a reference's validity depends on its value alone.
 #[inline(never)]
-fn fast_devices<'m, M: Memory + ?Sized, F: Format>(
+fn fast_devices<'m, M: Memory + ?Sized, F: Format, V: FnMut(DeviceRecord<'m>)>(
     mem: &'m M,
     pages: &Pages<'_>,
     handover: bool,
     iommu_slots: &mut [ScratchElem],
     keys: &mut [ScratchElem],
     pass: &mut DevicePass<'m>,
+    visit: &mut V,
 ) -> bool {
     let uncommon = uncommon_flags::<F>(handover);
     let bad = uncommon & !F::DELETED;
+    let stride = pages.stride(Chain::Device);
     let walk = pages.chain(Chain::Device);
     while let Some(e) = walk.get(pass.page) {
-        let phys = PhysAddr::new(e.hi);
-        let Some(recs) = crate::mem::read_page(mem, phys, pages.page_size)
+        let Some(recs) = crate::mem::read_page(mem, PhysAddr::new(e.hi), pages.page_size)
             .and_then(|bytes| pages.records(Chain::Device, bytes, e.lo, F::DEV))
         else {
             return false;
         };
-        for bytes in recs.skip(pass.slot(pages)) {
+        let slot = pass.slot(pages);
+        // The address of the record at hand, for `visit` (dead code when
+        // it does not read it).
+        let mut phys = record_phys(pages, e, slot);
+        for bytes in recs.skip(slot) {
             // Always equal (`records` cuts them so); saying it here lets
             // the compiler drop the length checks of the field reads below.
             if bytes.len() != F::DEV {
@@ -942,6 +972,7 @@ fn fast_devices<'m, M: Memory + ?Sized, F: Format>(
             if ref_count != 1 || flags & uncommon != 0 {
                 if flags & bad == 0 && flags & F::DELETED != 0 {
                     pass.step();
+                    phys = phys.wrapping_add(stride);
                     continue;
                 }
                 return false;
@@ -965,11 +996,22 @@ fn fast_devices<'m, M: Memory + ?Sized, F: Format>(
                 return false;
             }
             pass.accept(keys, d.key());
+            visit(DeviceRecord::new(PhysAddr::new(phys), bytes, F::OPS));
             pass.step();
+            phys = phys.wrapping_add(stride);
         }
         pass.next_page(pages);
     }
     true
+}
+
+/// The address of record `slot` of the page `e` of the device chain
+/// (validation proved it within the page).
+#[inline(always)]
+fn record_phys(pages: &Pages<'_>, e: &ScratchElem, slot: usize) -> u64 {
+    let slot = u64::try_from(slot).unwrap_or(u64::MAX);
+    let at = slot.wrapping_mul(pages.stride(Chain::Device));
+    e.hi.wrapping_add(pages.hdr).wrapping_add(at)
 }
 
 /// Checks the device record `pass` stands at with every rule, in order
@@ -978,28 +1020,31 @@ fn fast_devices<'m, M: Memory + ?Sized, F: Format>(
 /// of a page, moves to the next.
 #[cold]
 #[inline(never)]
-fn full_device<'m, M: Memory + ?Sized, F: Format>(
+#[allow(clippy::too_many_arguments)] // The pass's state, as `fast_devices` has it, and the error slot.
+fn full_device<'m, M: Memory + ?Sized, F: Format, V: FnMut(DeviceRecord<'m>)>(
     mem: &'m M,
     pages: &Pages<'_>,
     handover: bool,
     iommu_slots: &mut [ScratchElem],
     keys: &mut [ScratchElem],
     pass: &mut DevicePass<'m>,
+    visit: &mut V,
     err: &mut Option<Error>,
 ) -> Result<(), Refused> {
-    let checked = full_checks::<M, F>(mem, pages, handover, iommu_slots, keys, pass);
+    let checked = full_checks::<M, F, V>(mem, pages, handover, iommu_slots, keys, pass, visit);
     kept(err, checked)
 }
 
 /// The body of [`full_device`].
 #[inline(always)]
-fn full_checks<'m, M: Memory + ?Sized, F: Format>(
+fn full_checks<'m, M: Memory + ?Sized, F: Format, V: FnMut(DeviceRecord<'m>)>(
     mem: &'m M,
     pages: &Pages<'_>,
     handover: bool,
     iommu_slots: &mut [ScratchElem],
     keys: &mut [ScratchElem],
     pass: &mut DevicePass<'m>,
+    visit: &mut V,
 ) -> Result<(), Error> {
     // `fast_devices` stops only at a page of the walk.
     let Some(e) = pages.chain(Chain::Device).get(pass.page) else {
@@ -1041,6 +1086,8 @@ fn full_checks<'m, M: Memory + ?Sized, F: Format>(
     F::check_dev_vendor(bytes, ty, handover)
         .map_err(|(kind, field)| Error::new(kind, loc.field(field)))?;
     pass.accept(keys, d.key());
+    let phys = record_phys(pages, e, pass.slot(pages));
+    visit(DeviceRecord::new(PhysAddr::new(phys), bytes, F::OPS));
     pass.step();
     Ok(())
 }

@@ -1053,6 +1053,12 @@ pub struct DeviceRecord<'m> {
 }
 
 impl<'m> DeviceRecord<'m> {
+    /// The record of format `ops` at `phys`, its bytes `bytes`.
+    #[inline(always)]
+    pub(crate) fn new(phys: PhysAddr, bytes: &'m [u8], ops: &'static Ops) -> Self {
+        DeviceRecord { phys, bytes, ops }
+    }
+
     device_fields!();
 }
 

@@ -387,7 +387,14 @@ impl Img {
     pub fn check_with(&self, opts: &Options) -> Result<(), Error> {
         let n = reader::scratch_len(&self.mem, self.root, opts)?;
         let mut scratch = vec![ScratchElem::default(); n];
-        let image = reader::validate(&self.mem, self.root, opts, &mut scratch)?;
+        let image = reader::validate(&self.mem, self.root, opts, &mut scratch);
+        if !cfg!(miri) {
+            // The visiting form refuses the same images with the same
+            // error (not under miri: it is safe code, and doubles the time).
+            let visiting = visit_devices(&self.mem, self.root, opts).map(|_| ());
+            assert_eq!(visiting, image.as_ref().map(|_| ()).map_err(|e| *e));
+        }
+        let image = image?;
         assert_eq!(image.pages().count(), image.page_count());
         Ok(())
     }
@@ -424,6 +431,50 @@ pub fn accept_with(spec: &Spec, img: &Img, opts: &Options) {
     let mut scratch = vec![ScratchElem::default(); n];
     let image = reader::validate(&img.mem, img.root, opts, &mut scratch).expect("valid");
     check_view(spec, img, &image);
+    if !cfg!(miri) {
+        // Not under miri, as in `Img::check_with`.
+        check_visiting(&img.mem, img.root, opts, &image);
+    }
+}
+
+/// A device record as the visiting tests compare them: (address, segment,
+/// devid).
+pub type Seen = (PhysAddr, u32, u32);
+
+/// The device records `reader::validate_visiting` hands its visitor for
+/// the image at `root`, and the view's live device count.
+pub fn visit_devices<M: Memory>(
+    mem: &M,
+    root: PhysAddr,
+    opts: &Options,
+) -> Result<(Vec<Seen>, usize), Error> {
+    let n = reader::scratch_len(mem, root, opts)?;
+    let mut scratch = vec![ScratchElem::default(); n];
+    let mut seen = Vec::new();
+    let image = reader::validate_visiting(mem, root, opts, &mut scratch, |d| {
+        seen.push((d.phys(), d.segment(), d.devid()));
+    })?;
+    Ok((seen, image.live_devices()))
+}
+
+/// Checks that validating the image at `root` while visiting hands the
+/// visitor exactly the records `image.device_records()` yields, in order.
+pub fn check_visiting<M: Memory>(
+    mem: &M,
+    root: PhysAddr,
+    opts: &Options,
+    image: &Image<'_, '_, M>,
+) {
+    let (seen, live) = visit_devices(mem, root, opts).expect("valid while visiting");
+    let records: Vec<_> = image
+        .device_records()
+        .map(|d| (d.phys(), d.segment(), d.devid()))
+        .collect();
+    assert_eq!(
+        seen, records,
+        "the visit sees the live device records in order"
+    );
+    assert_eq!(live, image.live_devices());
 }
 
 /// The items of `it` through `fold`, which the record walks run a page at

@@ -438,8 +438,8 @@ impl Memory for Hiccup {
 /// with every rule and goes on from the next one: a page the memory
 /// misses once and then serves again is still counted exactly once per
 /// device. Device page 1 is read by `scratch_len`'s chain walk and
-/// validation's two (reads 1 to 3), then by the device pass, which misses
-/// it at its start (read 4) and, with read 6 missed too, again after its
+/// validation's (reads 1 and 2), then by the device pass, which misses it
+/// at its start (read 3) and, with read 5 missed too, again after its
 /// first record. So the record after each miss is accepted by the full
 /// checks, not the fast ones: `validate_visiting` still hands every live
 /// record to its visitor exactly once, in order.
@@ -449,10 +449,10 @@ fn device_pass_resumes_after_a_page_the_memory_missed() {
     let img = spec.build();
     assert!(img.pages[2].len() >= 3, "device page 1 has a page after it");
     for (miss, visiting) in [
-        (&[4][..], false),
-        (&[4, 6], false),
-        (&[4], true),
-        (&[4, 6], true),
+        (&[3][..], false),
+        (&[3, 5], false),
+        (&[3], true),
+        (&[3, 5], true),
     ] {
         let mem = Hiccup {
             pages: img.mem.clone(),

@@ -10,8 +10,7 @@ use super::{Mode, Options};
 use crate::abi::PageSize;
 use crate::abi::records_in_page;
 use crate::abi::v1::IommuTypeSer;
-use crate::chain::{ARRAYS, ChainPage, ChainWalk};
-use crate::crc::Crc32;
+use crate::chain::{ARRAYS, ChainWalk};
 use crate::error::{Chain, Error, ErrorKind, Location, RefFault};
 use crate::format::v1::V1;
 use crate::format::v2::{V2, chain_fields};
@@ -23,8 +22,6 @@ pub(crate) struct Survey {
     pub pages: [u64; 3],
     pub objects: [u64; 3],
     pub strides: [u64; 3],
-    max_pages: u64,
-    max_objects: u64,
     /// Scratch elements `validate` needs.
     pub needed: usize,
 }
@@ -70,7 +67,7 @@ pub(crate) fn survey<M: Memory + ?Sized>(
         opts: &Options,
         first: Option<&[u8]>,
     ) -> Result<Survey, Error> {
-        survey_as::<M, F>(mem, &F::root(mem, root, opts, first)?, root, opts)
+        survey_as::<M, F>(mem, &F::root(mem, root, opts, first)?, root, opts, &mut [])
     }
     match Version::detect(mem, root, opts) {
         (Version::V1, first) => of::<M, V1>(mem, root, opts, first),
@@ -212,13 +209,22 @@ fn check_counts(
 }
 
 /// Walks every chain of the image whose checked root `root` is at
-/// `root_phys`, counting pages and records.
+/// `root_phys`, counting pages and records, and records each page,
+/// (address, `nr_objects`), in `walks`: the chains' pages one after the
+/// other, in walk order, as far as `walks` holds them (the rest are
+/// counted, not recorded: `validate` refuses a scratch shorter than
+/// `needed` once the walk is done, so a chain error comes first).
+///
+/// This is the one walk of validation: every later pass reads the pages'
+/// addresses from `walks`, and each page's `nr_objects` as this walk read
+/// it.
 #[inline(never)]
 fn survey_as<M: Memory + ?Sized, F: Format>(
     mem: &M,
     root: &Root<'_>,
     root_phys: PhysAddr,
     opts: &Options,
+    walks: &mut [ScratchElem],
 ) -> Result<Survey, Error> {
     let max_pages = opts.limits.max_pages_per_chain.min(MAX_PAGES);
     let max_objects = opts.limits.max_objects.min(MAX_OBJECTS);
@@ -226,18 +232,32 @@ fn survey_as<M: Memory + ?Sized, F: Format>(
     let mut objects = [0u64; 3];
     let mut strides = [0u64; 3];
     let mut total = 0u64;
+    let mut slots = walks.iter_mut();
     for (i, chain) in ARRAYS.into_iter().enumerate() {
-        let limits = (max_pages, max_objects, total);
-        let (n, o, stride) =
-            walk_chain::<M, F>(mem, root, Some(opts.crc), root_phys, chain, limits, |_| {
-                Ok(())
-            })?;
+        let mut walk = ChainWalk::<M, F>::new(
+            mem,
+            root,
+            Some(opts.crc),
+            root_phys,
+            chain,
+            max_pages,
+            max_objects,
+            total,
+        );
+        let mut n = 0u64;
+        while let Some(page) = walk.next_page()? {
+            if let Some(slot) = slots.next() {
+                *slot = ScratchElem::new(page.phys.get(), page.nr_objects);
+            }
+            n = n.saturating_add(1);
+        }
+        let o = walk.objects().saturating_sub(total);
         check_counts(root, root_phys, i, chain, n, o)?;
         total = total.saturating_add(o);
         if let (Some(p), Some(ob), Some(st)) =
             (pages.get_mut(i), objects.get_mut(i), strides.get_mut(i))
         {
-            (*p, *ob, *st) = (n, o, stride);
+            (*p, *ob, *st) = (n, o, walk.stride());
         }
     }
     // Both sums are bounded by the clamped limits (3 × 2^40, 2^48).
@@ -251,42 +271,8 @@ fn survey_as<M: Memory + ?Sized, F: Format>(
         pages,
         objects,
         strides,
-        max_pages,
-        max_objects,
         needed: usize::try_from(needed).unwrap_or(usize::MAX),
     })
-}
-
-/// Walks `chain` once, calling `each` on every page: its pages, its objects
-/// and its stride. `limits` are the pages limit, the objects limit and the
-/// objects earlier chains used of it. Both walks of validation (the
-/// survey's and the one that records the pages) are this one; page
-/// checksums are computed with `crc`, which only the survey passes.
-fn walk_chain<M: Memory + ?Sized, F: Format>(
-    mem: &M,
-    root: &Root<'_>,
-    crc: Option<Crc32>,
-    root_phys: PhysAddr,
-    chain: Chain,
-    (max_pages, max_objects, before): (u64, u64, u64),
-    mut each: impl FnMut(ChainPage) -> Result<(), Error>,
-) -> Result<(u64, u64, u64), Error> {
-    let mut walk = ChainWalk::<M, F>::new(
-        mem,
-        root,
-        crc,
-        root_phys,
-        chain,
-        max_pages,
-        max_objects,
-        before,
-    );
-    let mut n = 0u64;
-    while let Some(page) = walk.next_page()? {
-        each(page)?;
-        n = n.saturating_add(1);
-    }
-    Ok((n, walk.objects().saturating_sub(before), walk.stride()))
 }
 
 fn too_small(root: PhysAddr, needed: usize, got: usize) -> Error {
@@ -331,16 +317,17 @@ fn validate_as<
         Ok(r) => r,
         Err(e) => return Err(refuse(err, *e)),
     };
-    let surveyed = survey_as::<M, F>(mem, r, root, opts);
+    let surveyed = survey_as::<M, F>(mem, r, root, opts, scratch);
     let s = match &surveyed {
         Ok(s) => s,
         Err(e) => return Err(refuse(err, *e)),
     };
     let got = scratch.len();
-    let Some(mut regions) = split_scratch(s, scratch) else {
+    // The survey recorded the chains' pages at the front of the scratch,
+    // where the walk regions are.
+    let Some(regions) = split_scratch(s, scratch) else {
         return Err(refuse(err, too_small(root, s.needed, got)));
     };
-    record_pages::<M, F>(mem, r, root, s, got, &mut regions.walks, err)?;
     finish_as::<M, F, O, V>(mem, r, root, opts, s, regions, out, visit, err)
 }
 
@@ -434,39 +421,6 @@ fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>, V: FnMut(Device
     }
 
     out.put(<F as HasOps>::OPS, root, r, s, (live_iommus, live_devices));
-    Ok(())
-}
-
-/// Walks every chain again, recording its pages in `walks`, which the
-/// survey sized from the `got` scratch elements. The walk repeats the
-/// survey's checks but the page checksums (one pass over every byte of
-/// the image, which the survey made), so a `Memory` that changed its
-/// pointers or counts is still caught.
-#[inline(never)]
-fn record_pages<M: Memory + ?Sized, F: Format>(
-    mem: &M,
-    r: &Root<'_>,
-    root: PhysAddr,
-    s: &Survey,
-    got: usize,
-    walks: &mut [&mut [ScratchElem]; 3],
-    err: &mut Option<Error>,
-) -> Result<(), Refused> {
-    let mut total = 0u64;
-    for (chain, region) in ARRAYS.into_iter().zip(walks.iter_mut()) {
-        let mut slots = region.iter_mut();
-        let limits = (s.max_pages, s.max_objects, total);
-        let walked = walk_chain::<M, F>(mem, r, None, root, chain, limits, |page| {
-            let slot = slots.next().ok_or_else(|| too_small(root, s.needed, got))?;
-            *slot = ScratchElem::new(page.phys.get(), page.nr_objects);
-            Ok(())
-        });
-        let (_, objects, _) = kept(err, walked)?;
-        if slots.next().is_some() {
-            return Err(refuse(err, too_small(root, s.needed, got)));
-        }
-        total = total.saturating_add(objects);
-    }
     Ok(())
 }
 

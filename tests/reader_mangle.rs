@@ -566,6 +566,36 @@ fn two_live_devices_with_the_largest_key_are_refused() {
     );
 }
 
+/// `validate_visiting` refuses a duplicate device as `validate` does, once
+/// the device pass is over: by then its visitor has seen every live
+/// device, the duplicate too, as its docs warn.
+#[test]
+fn a_visitor_has_seen_every_device_of_an_image_refused_for_a_duplicate() {
+    let mut img = base();
+    for (field, value) in [(off::DEV_SEG, 0x77), (off::DEV_DEVID, 0x100)] {
+        for dev in [1, 3] {
+            img.put_u32(img.field(Chain::Device, dev, field), value);
+        }
+    }
+    let opts = img.opts();
+    let n = reader::scratch_len(&img.mem, img.root, &opts).unwrap();
+    let mut scratch = vec![ScratchElem::default(); n];
+    let mut seen = Vec::new();
+    let visiting = reader::validate_visiting(&img.mem, img.root, &opts, &mut scratch, |d| {
+        seen.push(d.phys());
+    });
+    let want = Error::new(
+        ErrorKind::DuplicateDevice {
+            other_page: 0,
+            other_object: 1,
+        },
+        img.at(Chain::Device, 3).field("devid"),
+    );
+    assert_eq!(visiting.map(|_| ()), Err(want));
+    let all: Vec<_> = (0..4).map(|d| img.record(Chain::Device, d)).collect();
+    assert_eq!(seen, all);
+}
+
 // ---- device references ----
 
 fn bad_ref(img: &Img, dev: usize, field: &'static str, target: PhysAddr, fault: RefFault) {

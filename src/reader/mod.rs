@@ -4,7 +4,10 @@
 //! with no side effect and returns either a validated [`Image`] or an
 //! [`Error`] saying what is wrong and where. Only an `Image` gives access to
 //! records, and only it can [`restore`](Image::restore) pages: every page of
-//! the image, root first, exactly once.
+//! the image, root first, exactly once. [`validate_visiting`] is
+//! `validate` handing each live device record to a closure as the device
+//! pass accepts it, for a caller that reads every device anyway: one pass
+//! over the device records instead of two.
 //!
 //! `validate` allocates nothing. It sorts its indexes in a scratch slice the
 //! caller supplies; [`scratch_len`] says how long it must be (it walks the

@@ -4,10 +4,13 @@
 mod common;
 
 use std::cell::Cell;
+use std::collections::HashMap;
 
 use common::{Spec, off};
 use iommu_flb_abi::abi::PageSize;
-use iommu_flb_abi::abi::v1::{IOMMU_SER_FLAG_DELETED, IOMMU_SER_FLAG_INCOMING, IommuTypeSer};
+use iommu_flb_abi::abi::v1::{
+    IOMMU_DEVICE_ARRAY_CAPACITY_4K, IOMMU_SER_FLAG_DELETED, IOMMU_SER_FLAG_INCOMING, IommuTypeSer,
+};
 use iommu_flb_abi::error::Chain;
 use iommu_flb_abi::reader::{
     self, DevicePayload, IommuPayload, Mode, Options, RestoreError, ScratchElem,
@@ -483,5 +486,54 @@ fn device_pass_resumes_after_a_page_the_memory_missed() {
             "misses {miss:?}: the page was read {reads} times, so not every miss happened"
         );
         check_view(&spec, &img, &image);
+    }
+}
+
+/// `find_device` against a model, on devices whose keys ascend in chain
+/// order (the chain is then its own index, one entry per page) and on the
+/// same devices with two keys swapped (a sorted index of every device):
+/// every live key is found at its record, and no other key is, below the
+/// first, between two in a page or across pages, above the last, or held
+/// only by a deleted record. Four device pages, each with its first and
+/// last slot and one in the middle deleted.
+#[test]
+fn find_device_finds_exactly_the_live_keys_in_either_index() {
+    let cap = IOMMU_DEVICE_ARRAY_CAPACITY_4K as usize;
+    let mut spec = Spec::simple(2, 3, 3 * cap + 10);
+    for (i, d) in spec.devices.iter_mut().enumerate() {
+        d.segment = 1;
+        d.devid = 2 * i as u32 + 2;
+        d.deleted = matches!(i % cap, 0 | 20 | 55);
+    }
+    // Deleted records with a key no live device has, and with the key of
+    // the live device after them, which the page scan must pass over.
+    spec.devices[55].devid = 111;
+    spec.devices[20].devid = spec.devices[21].devid;
+    let mut swapped = spec.clone();
+    let (a, b) = (swapped.devices[3].devid, swapped.devices[100].devid);
+    (swapped.devices[3].devid, swapped.devices[100].devid) = (b, a);
+    for spec in [spec, swapped] {
+        let img = spec.build();
+        let opts = img.opts();
+        let n = reader::scratch_len(&img.mem, img.root, &opts).unwrap();
+        let mut scratch = vec![ScratchElem::default(); n];
+        let image = reader::validate(&img.mem, img.root, &opts, &mut scratch).unwrap();
+        let live: HashMap<(u32, u32), PhysAddr> = (0..spec.devices.len())
+            .filter(|&i| !spec.devices[i].deleted)
+            .map(|i| {
+                let d = &spec.devices[i];
+                ((d.segment, d.devid), img.record(Chain::Device, i))
+            })
+            .collect();
+        let top = 2 * spec.devices.len() as u32 + 4;
+        for segment in 0..3 {
+            for devid in (0..top).chain([u32::MAX]) {
+                assert_eq!(
+                    image.find_device(segment, devid).map(|d| d.phys()),
+                    live.get(&(segment, devid)).copied(),
+                    "segment {segment} devid {devid}"
+                );
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@ use super::index::{
     Cursor, Found, LOW_MASK, MAX_OBJECTS, MAX_PAGES, Pages, ScratchElem, TAG_SHIFT, chain_tag,
     reciprocal, tag_chain,
 };
-use super::view::{DeviceRecord, Image, Shape};
+use super::view::{DeviceIndex, DeviceRecord, Image, Shape};
 use super::{Mode, Options};
 use crate::abi::PageSize;
 use crate::abi::records_in_page;
@@ -113,14 +113,15 @@ pub(crate) fn validate_shape<'m, M: Memory + ?Sized, V: FnMut(DeviceRecord<'m>)>
 pub(crate) trait PutShape<'m> {
     /// Keeps the shape of the image of format `ops` whose checked root `r`
     /// is at `root_phys`, whose chains the survey `s` measured, with
-    /// `live` (IOMMUs, devices) live records.
+    /// `live` (IOMMUs, devices) live records and its devices indexed as
+    /// the last element says.
     fn put(
         &mut self,
         ops: &'static Ops,
         root_phys: PhysAddr,
         r: &Root<'m>,
         s: &Survey,
-        live: (usize, usize),
+        live: (usize, usize, DeviceIndex),
     );
 }
 
@@ -131,7 +132,7 @@ impl<'m> PutShape<'m> for Option<Shape<'m>> {
         root_phys: PhysAddr,
         r: &Root<'m>,
         s: &Survey,
-        (live_iommus, live_devices): (usize, usize),
+        (live_iommus, live_devices, device_index): (usize, usize, DeviceIndex),
     ) {
         *self = Some(Shape {
             ops,
@@ -142,6 +143,7 @@ impl<'m> PutShape<'m> for Option<Shape<'m>> {
             iommu_slots: s.objects[0],
             live_iommus,
             live_devices,
+            device_index,
         });
     }
 }
@@ -405,22 +407,34 @@ fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>, V: FnMut(Device
     let handover = opts.mode == Mode::Handover;
     check_iommus::<M, F>(mem, &pages, handover, iommu_keys, err)?;
     check_domains::<M, F>(mem, &pages, handover, err)?;
-    let (live_devices, ascending) =
+    let (live_devices, keyed) =
         check_devices::<M, F, V>(mem, &pages, handover, iommu_keys, device_keys, visit, err)?;
     let live_iommus = check_ref_counts::<M, F>(mem, &pages, iommu_keys, err)?;
     let iommu_keys = iommu_keys.get_mut(..live_iommus).unwrap_or(&mut []);
     iommu_keys.sort_unstable();
     find_duplicates(iommu_keys, Chain::Iommu, &pages, err)?;
-    let device_keys = device_keys.get_mut(..live_devices).unwrap_or(&mut []);
-    // Keys written in strictly ascending order are sorted and unique already
-    // (devices preserved in PCI enumeration order): one comparison per
-    // device in `check_devices` saves the sort and the scan.
-    if !ascending {
-        device_keys.sort_unstable();
-        find_duplicates(device_keys, Chain::Device, &pages, err)?;
-    }
+    // Keys in strictly ascending chain order are unique, and the chain is
+    // their sorted index (devices preserved in PCI enumeration order): one
+    // comparison per device in `check_devices` saves writing the index,
+    // sorting it and scanning it.
+    let index = match keyed {
+        Keyed::Ascending(n) => DeviceIndex::PerPage(n),
+        Keyed::From(first) => {
+            let device_keys = device_keys.get_mut(..live_devices).unwrap_or(&mut []);
+            key_devices::<M, F>(mem, &pages, device_keys, first, err)?;
+            device_keys.sort_unstable();
+            find_duplicates(device_keys, Chain::Device, &pages, err)?;
+            DeviceIndex::Full
+        }
+    };
 
-    out.put(<F as HasOps>::OPS, root, r, s, (live_iommus, live_devices));
+    out.put(
+        <F as HasOps>::OPS,
+        root,
+        r,
+        s,
+        (live_iommus, live_devices, index),
+    );
     Ok(())
 }
 
@@ -759,12 +773,16 @@ struct DevicePass<'m> {
     /// the last full).
     page: usize,
     index: u64,
-    /// Live devices accepted, which is where the next key goes.
+    /// Live devices accepted.
     live: usize,
-    /// The last key written, and whether every key was above the one
-    /// before.
+    /// The key of the last one.
     last: u64,
-    ascending: bool,
+    /// What the device keys are: ascending so far, with the keys of the
+    /// first live device of each page written at the front of the keys
+    /// (and `page_keyed` the last page that has one); or not ascending
+    /// since the live device named, each from it on written at its place.
+    keyed: Keyed,
+    page_keyed: usize,
     run: Option<Run>,
     domains: Cursor<'m>,
     iommus: Cursor<'m>,
@@ -777,7 +795,8 @@ impl<'m> DevicePass<'m> {
             index: 0,
             live: 0,
             last: 0,
-            ascending: true,
+            keyed: Keyed::Ascending(0),
+            page_keyed: usize::MAX,
             run: None,
             domains: Cursor::default(),
             iommus: Cursor::default(),
@@ -802,19 +821,38 @@ impl<'m> DevicePass<'m> {
     }
 
     /// Counts a live device in the current IOMMU run (the run of its
-    /// IOMMU) and writes its key and index, (`key`, device index), into
-    /// `keys`.
+    /// IOMMU) and indexes its key as [`DevicePass::keyed`] says, (`key`,
+    /// device index) in `keys`.
     #[inline(always)]
     fn accept(&mut self, keys: &mut [ScratchElem], key: u64) {
         if let Some(r) = &mut self.run {
             r.devices = r.devices.wrapping_add(1);
         }
-        if let Some(k) = keys.get_mut(self.live) {
+        let at = match &mut self.keyed {
+            Keyed::Ascending(n) if self.live == 0 || self.last < key => {
+                // Only the page's first: `find_device` scans from it.
+                if self.page_keyed == self.page {
+                    None
+                } else {
+                    self.page_keyed = self.page;
+                    let at = *n;
+                    *n = n.wrapping_add(1);
+                    Some(at)
+                }
+            }
+            Keyed::Ascending(_) => {
+                self.keyed = Keyed::From(self.live);
+                Some(self.live)
+            }
+            Keyed::From(_) => Some(self.live),
+        };
+        // Never `None` for a place: there are as many as device slots, at
+        // most one per live device.
+        if let Some(k) = at.and_then(|at| keys.get_mut(at)) {
             *k = ScratchElem::new(key, self.index);
-            self.ascending &= self.live == 0 || self.last < key;
-            self.live = self.live.wrapping_add(1);
-            self.last = key;
         }
+        self.live = self.live.wrapping_add(1);
+        self.last = key;
     }
 
     /// Moves past the record the pass stands at.
@@ -839,20 +877,56 @@ impl<'m> DevicePass<'m> {
     }
 
     /// Ends the pass: the last run's devices are counted, and the result
-    /// is the number of live devices and whether their keys ascend.
-    fn finish(self, iommu_slots: &mut [ScratchElem]) -> (usize, bool) {
+    /// is the number of live devices and how their keys are indexed.
+    fn finish(self, iommu_slots: &mut [ScratchElem]) -> (usize, Keyed) {
         if let Some(r) = self.run {
             r.flush(iommu_slots);
         }
-        (self.live, self.ascending)
+        (self.live, self.keyed)
     }
+}
+
+/// How the device pass left the device keys (see [`DevicePass::keyed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keyed {
+    /// Strictly ascending in chain order; this many page entries.
+    Ascending(usize),
+    /// Not: every live device from this one on has its entry at its
+    /// place, those before it do not yet.
+    From(usize),
+}
+
+/// Writes the (key, device index) of each live device before the `first`
+/// into its place in `keys` (the front of the region, which held the
+/// pass's page entries), reading them again: the device pass wrote each
+/// only from the first key that did not ascend. A cold path: devices
+/// preserved in key order never take it.
+#[cold]
+#[inline(never)]
+fn key_devices<M: Memory + ?Sized, F: Format>(
+    mem: &M,
+    pages: &Pages<'_>,
+    keys: &mut [ScratchElem],
+    first: usize,
+    err: &mut Option<Error>,
+) -> Result<(), Refused> {
+    let mut places = keys.iter_mut().take(first);
+    let filled = for_each_record(mem, pages, Chain::Device, F::DEV, |_, index, bytes| {
+        if record_hdr(bytes).1 & F::DELETED == 0
+            && let Some(k) = places.next()
+        {
+            *k = ScratchElem::new(F::device(bytes).key(), index);
+        }
+        Ok(())
+    });
+    kept(err, filled)
 }
 
 /// Checks the live devices' references and handover state; counts each
 /// live device in its IOMMU's element of `iommu_slots` (see `check_iommus`),
-/// writes its key (segment << 32 | devid, device index) into `keys` and
-/// hands its record to `visit`. Returns the number of live devices and
-/// whether their keys came in strictly ascending order.
+/// indexes its key (segment << 32 | devid, device index) in `keys` (see
+/// [`Keyed`]) and hands its record to `visit`. Returns the number of live
+/// devices and how their keys are indexed.
 ///
 /// One pass over the device records, in two halves (see [`DevicePass`]).
 /// Every record either passes the fast checks, which accept only what the
@@ -867,7 +941,7 @@ fn check_devices<'m, M: Memory + ?Sized, F: Format, V: FnMut(DeviceRecord<'m>)>(
     keys: &mut [ScratchElem],
     visit: &mut V,
     err: &mut Option<Error>,
-) -> Result<(usize, bool), Refused> {
+) -> Result<(usize, Keyed), Refused> {
     let mut pass = DevicePass::new();
     while !fast_devices::<M, F, V>(mem, pages, handover, iommu_slots, keys, &mut pass, visit) {
         full_device::<M, F, V>(

@@ -38,6 +38,20 @@ pub(crate) struct Shape<'m> {
     pub iommu_slots: u64,
     pub live_iommus: usize,
     pub live_devices: usize,
+    pub device_index: DeviceIndex,
+}
+
+/// What the device-key region of the scratch holds, which `find_device`
+/// searches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeviceIndex {
+    /// Every live device's (key, device index), sorted by key.
+    Full,
+    /// The live devices' keys ascend in chain order (devices preserved in
+    /// PCI enumeration order), so the chain is its own sorted index: the
+    /// region holds the (key, device index) of the first live device of
+    /// each device page that has one, this many, in chain order.
+    PerPage(usize),
 }
 
 /// A validated handover image, of any format version.
@@ -135,7 +149,10 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         let iommu_region = usize::try_from(shape.iommu_slots).unwrap_or(usize::MAX);
         let iommu_keys = take(iommu_region);
         let iommu_keys = iommu_keys.get(..shape.live_iommus).unwrap_or(&[]);
-        let device_keys = take(shape.live_devices);
+        let device_keys = take(match shape.device_index {
+            DeviceIndex::Full => shape.live_devices,
+            DeviceIndex::PerPage(n) => n,
+        });
         Image::from_parts(mem, shape, walk, sorted, iommu_keys, device_keys)
     }
 
@@ -409,9 +426,39 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     /// in `O(log n)`.
     pub fn find_device(&self, segment: u32, devid: u32) -> Option<Device<'m>> {
         let key = device_key(segment, devid);
-        let i = self.device_keys.binary_search_by(|e| e.hi.cmp(&key)).ok()?;
-        let index = self.device_keys.get(i)?.lo;
+        let index = match self.shape.device_index {
+            DeviceIndex::Full => {
+                let i = self.device_keys.binary_search_by(|e| e.hi.cmp(&key)).ok()?;
+                self.device_keys.get(i)?.lo
+            }
+            DeviceIndex::PerPage(_) => self.find_in_page(key)?,
+        };
         self.device_by_index(index)?.device()
+    }
+
+    /// The index of the live device with key `key` when the keys ascend in
+    /// chain order ([`DeviceIndex::PerPage`]): the page whose first live
+    /// device has the largest key not above `key` holds it, if any does
+    /// (a page in between holds none live, or it would have an entry), so
+    /// one binary search and one page's records, `O(log P + capacity)`.
+    fn find_in_page(&self, key: u64) -> Option<u64> {
+        let i = self.device_keys.partition_point(|e| e.hi <= key);
+        let first = self.device_keys.get(i.checked_sub(1)?)?.lo;
+        let cap = self.pages.capacity(Chain::Device);
+        let page = first.checked_div(cap)?;
+        let e = self
+            .pages
+            .chain(Chain::Device)
+            .get(usize::try_from(page).ok()?)?;
+        let bytes = read_page(self.mem, PhysAddr::new(e.hi), self.pages.page_size)?;
+        let ops = self.shape.ops;
+        let skip = usize::try_from(first.checked_rem(cap)?).ok()?;
+        let mut recs = self.pages.records(Chain::Device, bytes, e.lo, ops.dev)?;
+        let at = recs
+            .by_ref()
+            .skip(skip)
+            .position(|rec| record_hdr(rec).1 & ops.deleted == 0 && ops.device(rec).key() == key)?;
+        first.checked_add(u64::try_from(at).ok()?)
     }
 
     /// IOMMU record `index` of the chain (page × capacity + slot), deleted
@@ -1155,6 +1202,7 @@ pub(crate) struct Frozen {
     iommu_slots: u64,
     live_iommus: usize,
     live_devices: usize,
+    device_index: DeviceIndex,
 }
 
 #[cfg(feature = "ffi")]
@@ -1165,7 +1213,7 @@ impl<'m> super::PutShape<'m> for Option<&mut Frozen> {
         root_phys: PhysAddr,
         r: &Root<'m>,
         s: &super::validate::Survey,
-        (live_iommus, live_devices): (usize, usize),
+        (live_iommus, live_devices, device_index): (usize, usize, DeviceIndex),
     ) {
         if let Some(f) = self {
             **f = Frozen {
@@ -1181,6 +1229,7 @@ impl<'m> super::PutShape<'m> for Option<&mut Frozen> {
                 iommu_slots: s.objects[0],
                 live_iommus,
                 live_devices,
+                device_index,
             };
         }
     }
@@ -1204,6 +1253,7 @@ impl Frozen {
         iommu_slots: 0,
         live_iommus: 0,
         live_devices: 0,
+        device_index: DeviceIndex::PerPage(0),
     };
 }
 
@@ -1233,6 +1283,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
             iommu_slots: f.iommu_slots,
             live_iommus: f.live_iommus,
             live_devices: f.live_devices,
+            device_index: f.device_index,
         };
         Some(Image::from_scratch(mem, shape, scratch))
     }

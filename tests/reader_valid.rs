@@ -445,18 +445,23 @@ impl Memory for Hiccup {
 /// at its start (read 3) and, with read 5 missed too, again after its
 /// first record. So the record after each miss is accepted by the full
 /// checks, not the fast ones: `validate_visiting` still hands every live
-/// record to its visitor exactly once, in order.
+/// record to its visitor exactly once, in order. In the second image the
+/// first key that does not ascend is that record's (device 56, the first
+/// of page 1, swapped with device 55), so the full checks also switch the
+/// device index from one entry per page to every key.
 #[test]
 fn device_pass_resumes_after_a_page_the_memory_missed() {
-    let spec = Spec::simple(2, 3, 200);
-    let img = spec.build();
-    assert!(img.pages[2].len() >= 3, "device page 1 has a page after it");
-    for (miss, visiting) in [
-        (&[3][..], false),
-        (&[3, 5], false),
-        (&[3], true),
-        (&[3, 5], true),
-    ] {
+    let ascending = Spec::simple(2, 3, 200);
+    let mut swapped = ascending.clone();
+    let (a, b) = (swapped.devices[55].devid, swapped.devices[56].devid);
+    (swapped.devices[55].devid, swapped.devices[56].devid) = (b, a);
+    for (spec, miss, visiting) in [false, true].into_iter().flat_map(|visiting| {
+        [&ascending, &swapped]
+            .into_iter()
+            .flat_map(move |spec| [(spec, &[3][..], visiting), (spec, &[3, 5], visiting)])
+    }) {
+        let img = spec.build();
+        assert!(img.pages[2].len() >= 3, "device page 1 has a page after it");
         let mem = Hiccup {
             pages: img.mem.clone(),
             page: img.page(Chain::Device, 1),
@@ -485,7 +490,7 @@ fn device_pass_resumes_after_a_page_the_memory_missed() {
             reads > *miss.last().unwrap(),
             "misses {miss:?}: the page was read {reads} times, so not every miss happened"
         );
-        check_view(&spec, &img, &image);
+        check_view(spec, &img, &image);
     }
 }
 
@@ -495,7 +500,8 @@ fn device_pass_resumes_after_a_page_the_memory_missed() {
 /// every live key is found at its record, and no other key is, below the
 /// first, between two in a page or across pages, above the last, or held
 /// only by a deleted record. Four device pages, each with its first and
-/// last slot and one in the middle deleted.
+/// last slot and one in the middle deleted, and the third with every slot
+/// deleted (a page with no entry in the per-page index).
 #[test]
 fn find_device_finds_exactly_the_live_keys_in_either_index() {
     let cap = IOMMU_DEVICE_ARRAY_CAPACITY_4K as usize;
@@ -503,7 +509,7 @@ fn find_device_finds_exactly_the_live_keys_in_either_index() {
     for (i, d) in spec.devices.iter_mut().enumerate() {
         d.segment = 1;
         d.devid = 2 * i as u32 + 2;
-        d.deleted = matches!(i % cap, 0 | 20 | 55);
+        d.deleted = matches!(i % cap, 0 | 20 | 55) || i / cap == 2;
     }
     // Deleted records with a key no live device has, and with the key of
     // the live device after them, which the page scan must pass over.

@@ -11,6 +11,11 @@
 //! | IOMMU keys | `I` | (token, type << 56 \| record index), sorted, live records only |
 //! | device keys | `D` | (segment << 32 \| devid, record index), sorted, live records only |
 //!
+//! When the live devices' keys strictly ascend in chain order, the device
+//! key region holds only the entry of each device page's first live
+//! device, in chain order, and the rest of it is unused (`DeviceIndex` in
+//! `view.rs`).
+//!
 //! During validation the IOMMU region first holds one element per IOMMU
 //! slot, at the slot's record index: (token, type << 56 | live devices
 //! counted so far) for a live IOMMU, (0, 0) for a deleted one. Once the

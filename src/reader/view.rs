@@ -423,7 +423,8 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
     }
 
     /// The live device with this PCI segment and devid (bus << 8 | devfn),
-    /// in `O(log n)`.
+    /// in `O(log n)` (`O(log P + 56)`, a search over the device pages and
+    /// a scan of one, when the keys ascend in chain order).
     pub fn find_device(&self, segment: u32, devid: u32) -> Option<Device<'m>> {
         let key = device_key(segment, devid);
         let index = match self.shape.device_index {

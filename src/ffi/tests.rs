@@ -2046,6 +2046,47 @@ fn next_kernel_fields_may_be_written_between_walk_calls() {
     assert_eq!((r, err.kind), (-114, 22));
 }
 
+/// `iommu_flb_find_device()` on an image whose device keys do not ascend
+/// in chain order (devices 0 and 1 of `build` with their devids swapped):
+/// validation then keeps a sorted index of every key, not one entry per
+/// device page, and the image the C API thaws from its scratch searches
+/// that one.
+#[test]
+fn find_device_finds_every_device_when_keys_do_not_ascend() {
+    let mut pool = PoolRef::new();
+    let b = build(&mut pool);
+    let devid_at = core::mem::offset_of!(IommuDeviceSer, devid);
+    for (phys, devid) in [(b.dev[0].phys, 0x101u32), (b.dev[1].phys, 0x100)] {
+        let page = pool.lookup(phys & !0xfff);
+        let at = (phys & 0xfff) as usize + devid_at;
+        // SAFETY: the record's devid is inside the pool page.
+        unsafe {
+            page.add(at)
+                .cast::<[u8; 4]>()
+                .write_unaligned(devid.to_le_bytes())
+        };
+    }
+    let mut scratch = sized_scratch(&mut pool, b.root);
+    let (r, img, _) = validate_into(&mut pool, b.root, raw(&mut scratch));
+    assert_eq!(r, 0);
+    let want = [
+        (0x100, b.dev[1].phys),
+        (0x101, b.dev[0].phys),
+        (0x102, b.dev[2].phys),
+    ];
+    for (devid, phys) in want {
+        let mut found = no_device();
+        // SAFETY: `img` is in `scratch`, which lives; `pool` lives.
+        let r = unsafe { iommu_flb_find_device(img, 1, devid, &mut found) };
+        assert_eq!((r, found.phys), (0, phys), "devid {devid:#x}");
+    }
+    // Device 3 was unpreserved.
+    let mut found = no_device();
+    // SAFETY: as above.
+    let r = unsafe { iommu_flb_find_device(img, 1, 0x103, &mut found) };
+    assert_eq!(r, -2);
+}
+
 /// Found by the `capi` fuzz target: a device preserved onto an unpreserved
 /// domain while the IOMMU's page cannot be mapped. The writer reads the
 /// domain first and refuses with -ENOENT (ATTACH_TO_DELETED); the C API's

@@ -127,7 +127,9 @@ impl<'s> Pages<'s> {
     }
 
     /// The first `nr` records of a page of `chain`, each cut to its first
-    /// `len` bytes; `None` if they do not fit.
+    /// `len` bytes; `None` if they do not fit. Inlined, so that the record
+    /// passes know `len` and drop their own length checks.
+    #[inline(always)]
     pub fn records<'m>(
         &self,
         chain: Chain,
@@ -279,15 +281,33 @@ impl<'s> Pages<'s> {
         // the first lookup, and any address near `u64::MAX`, searches).
         if off >= size || cursor.nr == 0 {
             let base = phys.page_base(self.page_size).get();
-            let pos = self
-                .sorted
-                .binary_search_by(|e| e.hi.cmp(&base))
-                .map_err(|_| RefFault::NotInChain)?;
-            let e = self.sorted.get(pos).ok_or(RefFault::NotInChain)?;
-            if tag_chain(e.lo >> TAG_SHIFT) != Some(chain) {
-                return Err(RefFault::NotInChain);
-            }
-            self.fill_here(mem, chain, e.lo & LOW_MASK, base, cursor);
+            // The page after the cursor's in chain order first (the first
+            // page for a cursor on none): records walked in chain order
+            // mostly name their targets in chain order. A page is in the
+            // walks once (validation refused one used twice), so this is
+            // the page the search would find.
+            let next = match cursor.first.checked_div(self.capacity(chain)) {
+                Some(page) if cursor.nr != 0 => page.wrapping_add(1),
+                _ => 0,
+            };
+            let hinted = usize::try_from(next)
+                .ok()
+                .and_then(|p| self.chain(chain).get(p))
+                .is_some_and(|w| w.hi == base);
+            let page = if hinted {
+                next
+            } else {
+                let pos = self
+                    .sorted
+                    .binary_search_by(|e| e.hi.cmp(&base))
+                    .map_err(|_| RefFault::NotInChain)?;
+                let e = self.sorted.get(pos).ok_or(RefFault::NotInChain)?;
+                if tag_chain(e.lo >> TAG_SHIFT) != Some(chain) {
+                    return Err(RefFault::NotInChain);
+                }
+                e.lo & LOW_MASK
+            };
+            self.fill_here(mem, chain, page, base, cursor);
             off = phys.get().wrapping_sub(base);
         }
         // `off` < the page size (at most 2^16), so `rel` is below 2^16
@@ -558,6 +578,49 @@ mod tests {
         for start in [0x3010, 0x3060, 0x1010, 0x1038] {
             assert_eq!(fault(start), None, "{start:#x}");
         }
+    }
+
+    /// A cursor that misses tries the page after its own in chain order
+    /// before the binary search: both find the record at its chain index,
+    /// forwards (the hint), backwards and from no page (the first page in
+    /// chain order is tried first).
+    #[test]
+    fn a_missed_lookup_lands_on_the_same_page_by_hint_or_by_search() {
+        let (bytes, walk, sorted) = two_pages();
+        let mem = FlatMemory::new(PhysAddr::new(0), &bytes);
+        let p = pages(&walk, &sorted);
+        let mut c = Cursor::default();
+        assert_eq!(
+            look(&p, &mem, 0x3060, true, &mut c).map(|f| f.0),
+            Ok(2),
+            "no page: the first in chain order"
+        );
+        assert_eq!(
+            look(&p, &mem, 0x1038, true, &mut c).map(|f| f.0),
+            Ok(103),
+            "page 0 to page 1: the hint"
+        );
+        assert_eq!(
+            look(&p, &mem, 0x3010, true, &mut c).map(|f| f.0),
+            Ok(0),
+            "page 1 to page 0: the search"
+        );
+        assert_eq!(
+            look(&p, &mem, 0x1010, true, &mut c).map(|f| f.0),
+            Ok(102),
+            "page 0 to page 1 again"
+        );
+        let mut c = Cursor::default();
+        assert_eq!(
+            look(&p, &mem, 0x1010, true, &mut c).map(|f| f.0),
+            Ok(102),
+            "no page, not the first: the search"
+        );
+        assert_eq!(
+            look(&p, &mem, 0x2010, true, &mut c).map(|f| f.0),
+            Err(RefFault::NotInChain),
+            "past the last page: the search, which refuses the root's page"
+        );
     }
 
     /// `locate`'s division by multiplication is exact for every offset in

@@ -152,6 +152,8 @@ proptest! {
         match reader::validate(&img.mem, img.root, &opts, &mut scratch) {
             Err(e) => {
                 prop_assert_eq!(visiting.map(|_| ()), Err(e), "the visiting form refuses it alike");
+                let with = common::visit_all(&img.mem, img.root, &opts);
+                prop_assert_eq!(with.map(|_| ()), Err(e), "so does a visitor's");
                 prop_assert!(e.errno() < 0);
                 prop_assert!(!e.to_string().is_empty());
                 if let Err(first) = len {

@@ -16,9 +16,9 @@
 //! validation and the visit through the view; `3b_validate_visit_resolving`,
 //! (3) with every device's domain, IOMMU and payload resolved
 //! (`Image::devices` instead of `Image::device_records`);
-//! `3c_validate_while_visiting`, (3) in one pass over the device records
-//! (`reader::validate_visiting` hands each to the fold as validation
-//! accepts it); `6_validate_visit_v2`, `6a_validate_only_v2` and
+//! `3c_validate_while_visiting`, (3) in one pass over the records
+//! (`reader::validate_with` hands each live IOMMU, domain and device to
+//! the fold as validation accepts it); `6_validate_visit_v2`, `6a_validate_only_v2` and
 //! `6c_validate_while_visiting_v2`, (3), (3a) and (3c) on the same objects
 //! written as version 2 (every page's CRC checked).
 //!

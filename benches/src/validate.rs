@@ -1,7 +1,9 @@
 //! Benchmark (3): the crate's `validate` in handover mode, then a visit of
 //! every live object through the validated view.
 
-use iommu_flb_abi::reader::{self, DeviceRecord, Image, Options, ScratchElem};
+use iommu_flb_abi::reader::{
+    self, DeviceRecord, Domain, Image, Iommu, Options, ScratchElem, Visitor,
+};
 use iommu_flb_abi::{Error, Memory, PhysAddr};
 
 use crate::fold;
@@ -84,9 +86,9 @@ pub fn validate_any_version_and_visit<M: Memory>(
     }))
 }
 
-/// [`validate_and_visit`] in one pass over the device records:
-/// `reader::validate_visiting` hands each live device record to the fold
-/// as validation accepts it, and the sum is kept only if the image is
+/// [`validate_and_visit`] in one pass over the records:
+/// `reader::validate_with` hands each live IOMMU, domain and device to the
+/// fold as validation accepts it, and the sum is kept only if the image is
 /// valid. The checksum is (3)'s: the fold adds, so its order does not
 /// matter.
 #[inline(never)]
@@ -95,12 +97,33 @@ pub fn validate_while_visiting<M: Memory>(
     root: PhysAddr,
     scratch: &mut [ScratchElem],
 ) -> Result<u64, Error> {
-    let device = |sum, d: &DeviceRecord<'_>| d.v1().map_or(sum, |d| fold::device(sum, d));
-    while_visiting(mem, root, scratch, device, iommus_and_domains)
+    let mut sum = Sum(0);
+    reader::validate_with(mem, root, &Options::default(), scratch, &mut sum)?;
+    Ok(sum.0)
 }
 
-/// [`validate_any_version_and_visit`] in one pass over the device records,
-/// as [`validate_while_visiting`]. Its device fold adds (the order of the
+/// (3)'s fold of version-1 records, as a visitor.
+struct Sum(u64);
+
+impl<'m> Visitor<'m> for Sum {
+    #[inline(always)]
+    fn iommu(&mut self, i: Iommu<'m>) {
+        self.0 = i.v1().map_or(self.0, |i| fold::iommu(self.0, i));
+    }
+
+    #[inline(always)]
+    fn domain(&mut self, d: Domain<'m>) {
+        self.0 = d.v1().map_or(self.0, |d| fold::domain(self.0, d));
+    }
+
+    #[inline(always)]
+    fn device(&mut self, d: DeviceRecord<'m>) {
+        self.0 = d.v1().map_or(self.0, |d| fold::device(self.0, d));
+    }
+}
+
+/// [`validate_any_version_and_visit`] in one pass over the records, as
+/// [`validate_while_visiting`]. Its device fold adds (the order of the
 /// visit is validation's), so its checksum is not (6)'s:
 /// [`visit_any_version_after`] computes the same one after validation.
 #[inline(never)]
@@ -109,24 +132,36 @@ pub fn validate_any_version_while_visiting<M: Memory>(
     root: PhysAddr,
     scratch: &mut [ScratchElem],
 ) -> Result<u64, Error> {
-    while_visiting(mem, root, scratch, any_device, any_iommus_and_domains)
+    let mut sum = AnySum {
+        ordered: 0,
+        devices: 0,
+    };
+    reader::validate_with(mem, root, &Options::default(), scratch, &mut sum)?;
+    Ok(sum.ordered.wrapping_add(sum.devices))
 }
 
-/// Validates while folding the devices with `device` (which adds), then
-/// adds the fold of the IOMMUs and domains by `rest`.
-#[inline(always)]
-fn while_visiting<M: Memory>(
-    mem: &M,
-    root: PhysAddr,
-    scratch: &mut [ScratchElem],
-    device: impl Fn(u64, &DeviceRecord<'_>) -> u64,
-    rest: impl FnOnce(&Image<'_, '_, M>) -> u64,
-) -> Result<u64, Error> {
-    let mut devices = 0u64;
-    let image = reader::validate_visiting(mem, root, &Options::default(), scratch, |d| {
-        devices = device(devices, &d);
-    })?;
-    Ok(rest(&image).wrapping_add(devices))
+/// The folds of [`visit_any_version_after`], as a visitor: the IOMMUs and
+/// domains in chain order (the visitor's order too), the devices adding.
+struct AnySum {
+    ordered: u64,
+    devices: u64,
+}
+
+impl<'m> Visitor<'m> for AnySum {
+    #[inline(always)]
+    fn iommu(&mut self, i: Iommu<'m>) {
+        self.ordered = any_iommu(self.ordered, &i);
+    }
+
+    #[inline(always)]
+    fn domain(&mut self, d: Domain<'m>) {
+        self.ordered = any_domain(self.ordered, &d);
+    }
+
+    #[inline(always)]
+    fn device(&mut self, d: DeviceRecord<'m>) {
+        self.devices = any_device(self.devices, &d);
+    }
 }
 
 /// The checksum of [`validate_any_version_while_visiting`], by validating
@@ -150,12 +185,20 @@ fn any_device(sum: u64, d: &DeviceRecord<'_>) -> u64 {
 /// The IOMMUs and domains of an image of either version, folded as
 /// [`validate_any_version_and_visit`] folds them.
 fn any_iommus_and_domains<M: Memory>(image: &Image<'_, '_, M>) -> u64 {
-    let sum = image.iommus().fold(0u64, |sum, i| {
-        sum.rotate_left(5) ^ i.token() ^ u64::from(i.ref_count())
-    });
-    image.domains().fold(sum, |sum, d| {
-        sum.rotate_left(5) ^ d.top_table_phys().get() ^ u64::from(d.vasz())
-    })
+    let sum = image.iommus().fold(0u64, |sum, i| any_iommu(sum, &i));
+    image.domains().fold(sum, |sum, d| any_domain(sum, &d))
+}
+
+/// One IOMMU of either version into an ordered fold.
+#[inline(always)]
+fn any_iommu(sum: u64, i: &Iommu<'_>) -> u64 {
+    sum.rotate_left(5) ^ i.token() ^ u64::from(i.ref_count())
+}
+
+/// One domain of either version into an ordered fold.
+#[inline(always)]
+fn any_domain(sum: u64, d: &Domain<'_>) -> u64 {
+    sum.rotate_left(5) ^ d.top_table_phys().get() ^ u64::from(d.vasz())
 }
 
 /// [`validate_and_visit`] without the visit: what validation alone costs.

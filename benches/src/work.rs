@@ -33,8 +33,8 @@ pub enum Work {
     ValidateOnly,
     /// (3b): (3) with every device resolved (`Image::devices`).
     ValidateResolving,
-    /// (3c): (3) in one pass, the devices visited as validation accepts
-    /// them (`reader::validate_visiting`).
+    /// (3c): (3) in one pass, every live record visited as validation
+    /// accepts it (`reader::validate_with`).
     ValidateVisiting,
     /// (6c): (6) in one pass, as (3c).
     ValidateVisitingV2,

@@ -445,7 +445,7 @@ pub unsafe extern "C" fn iommu_flb_validate(
                 &mut (*state).frozen
             });
         }
-        reader::validate_into(&m, PhysAddr::new(root), &opts, slice, &mut frozen, |_| ())
+        reader::validate_into(&m, PhysAddr::new(root), &opts, slice, &mut frozen, ())
             .map_err(|e| read_fail(e, root, scratch_size))?;
         if frozen.take().is_none() {
             // Unreachable: a valid image needs elements, so `elems` was

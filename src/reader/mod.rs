@@ -7,7 +7,8 @@
 //! the image, root first, exactly once. [`validate_visiting`] is
 //! `validate` handing each live device record to a closure as the device
 //! pass accepts it, for a caller that reads every device anyway: one pass
-//! over the device records instead of two.
+//! over the device records instead of two; [`validate_with`] hands every
+//! live record, IOMMUs and domains too, to a [`Visitor`].
 //!
 //! `validate` allocates nothing. It sorts its indexes in a scratch slice the
 //! caller supplies; [`scratch_len`] says how long it must be (it walks the
@@ -23,12 +24,14 @@
 mod index;
 mod validate;
 mod view;
+mod visit;
 
 pub use index::ScratchElem;
 pub use view::{
     AnyDevice, AnyIommu, Device, DevicePayload, DeviceRecord, Domain, Features, Image, Iommu,
     IommuPayload, RestoreError,
 };
+pub use visit::Visitor;
 
 #[cfg(feature = "ffi")]
 pub(crate) use validate::{PutShape, validate_into};
@@ -178,7 +181,7 @@ pub fn validate<'m, 's, M: Memory + ?Sized>(
     opts: &Options,
     scratch: &'s mut [ScratchElem],
 ) -> Result<Image<'m, 's, M>, Error> {
-    validate::validate(mem, root, opts, scratch, |_| ())
+    validate::validate(mem, root, opts, scratch, ())
 }
 
 /// [`validate`], handing each live device record to `visit` as validation
@@ -232,7 +235,69 @@ pub fn validate_visiting<'m, 's, M: Memory + ?Sized>(
     scratch: &'s mut [ScratchElem],
     visit: impl FnMut(DeviceRecord<'m>),
 ) -> Result<Image<'m, 's, M>, Error> {
-    validate::validate(mem, root, opts, scratch, visit)
+    validate::validate(mem, root, opts, scratch, visit::Devices(visit))
+}
+
+/// [`validate`], handing every live record to `visitor` as validation
+/// accepts it: each IOMMU, then each domain, then each device (see
+/// [`Visitor`]). One pass over the records where `validate` and then
+/// [`Image::iommus`], [`Image::domains`] and [`Image::device_records`]
+/// make two.
+///
+/// When it returns `Ok`, `visitor` has seen exactly what those three
+/// yield, in the same order, each record once. As with
+/// [`validate_visiting`], the checks across records come after the last
+/// device, so on `Err` the visitor may have seen records of the refused
+/// image.
+///
+/// # Errors
+///
+/// As [`validate`], the same error for the same image.
+///
+/// # Example
+///
+/// ```
+/// # use iommu_flb_abi::{FlatMemory, PhysAddr};
+/// # use iommu_flb_abi::reader::{self, DeviceRecord, Domain, Options, ScratchElem, Visitor};
+/// # let mut dump = vec![0u8; 4 * 4096];
+/// # dump[0..8].copy_from_slice(&1u64.to_le_bytes());
+/// # for (i, head) in [0x2000u64, 0x3000, 0x4000].iter().enumerate() {
+/// #     dump[8 + 8 * i..16 + 8 * i].copy_from_slice(&head.to_le_bytes());
+/// # }
+/// # let mem = FlatMemory::new(PhysAddr::new(0x1000), &dump);
+/// # let root = PhysAddr::new(0x1000);
+/// # let opts = Options::default();
+/// /// Counts domains and devices.
+/// #[derive(Default)]
+/// struct Count {
+///     domains: usize,
+///     devices: usize,
+/// }
+///
+/// impl<'m> Visitor<'m> for Count {
+///     fn domain(&mut self, _: Domain<'m>) {
+///         self.domains += 1;
+///     }
+///     fn device(&mut self, _: DeviceRecord<'m>) {
+///         self.devices += 1;
+///     }
+/// }
+///
+/// let mut scratch = vec![ScratchElem::default(); reader::scratch_len(&mem, root, &opts)?];
+/// let mut count = Count::default();
+/// let image = reader::validate_with(&mem, root, &opts, &mut scratch, &mut count)?;
+/// // Only now are the counts those of a valid image.
+/// assert_eq!((count.domains, count.devices), (image.domains().count(), image.live_devices()));
+/// # Ok::<(), iommu_flb_abi::Error>(())
+/// ```
+pub fn validate_with<'m, 's, M: Memory + ?Sized>(
+    mem: &'m M,
+    root: PhysAddr,
+    opts: &Options,
+    scratch: &'s mut [ScratchElem],
+    visitor: &mut impl Visitor<'m>,
+) -> Result<Image<'m, 's, M>, Error> {
+    validate::validate(mem, root, opts, scratch, visitor)
 }
 
 /// [`validate`] with scratch it allocates itself.
@@ -248,6 +313,6 @@ pub fn validate_alloc<'m, M: Memory + ?Sized>(
 ) -> Result<OwnedImage<'m, M>, Error> {
     let n = scratch_len(mem, root, opts)?;
     let mut scratch = alloc::vec![ScratchElem::default(); n];
-    let shape = validate::validate_shape(mem, root, opts, &mut scratch, |_| ())?;
+    let shape = validate::validate_shape(mem, root, opts, &mut scratch, ())?;
     Ok(OwnedImage::new(mem, shape, scratch))
 }

@@ -5,8 +5,8 @@ use super::index::{
     Cursor, Found, LOW_MASK, MAX_OBJECTS, MAX_PAGES, Pages, ScratchElem, TAG_SHIFT, chain_tag,
     reciprocal, tag_chain,
 };
-use super::view::{DeviceIndex, DeviceRecord, Image, Shape};
-use super::{Mode, Options};
+use super::view::{AnyIommu, DeviceIndex, DeviceRecord, Domain, Image, Shape};
+use super::{Mode, Options, Visitor};
 use crate::abi::PageSize;
 use crate::abi::records_in_page;
 use crate::abi::v1::IommuTypeSer;
@@ -76,7 +76,7 @@ pub(crate) fn survey<M: Memory + ?Sized>(
 }
 
 /// Validates the image at `root` and returns its view.
-pub(crate) fn validate<'m, 's, M: Memory + ?Sized, V: FnMut(DeviceRecord<'m>)>(
+pub(crate) fn validate<'m, 's, M: Memory + ?Sized, V: Visitor<'m>>(
     mem: &'m M,
     root: PhysAddr,
     opts: &Options,
@@ -89,7 +89,7 @@ pub(crate) fn validate<'m, 's, M: Memory + ?Sized, V: FnMut(DeviceRecord<'m>)>(
 
 /// Validates the image at `root`, leaving its indexes in `scratch`, and
 /// returns what the view needs besides them.
-pub(crate) fn validate_shape<'m, M: Memory + ?Sized, V: FnMut(DeviceRecord<'m>)>(
+pub(crate) fn validate_shape<'m, M: Memory + ?Sized, V: Visitor<'m>>(
     mem: &'m M,
     root: PhysAddr,
     opts: &Options,
@@ -152,7 +152,7 @@ impl<'m> PutShape<'m> for Option<Shape<'m>> {
 /// puts what the view needs besides them into `out`. The device pass hands
 /// each live device record it accepts to `visit`.
 #[inline(always)]
-pub(crate) fn validate_into<'m, M: Memory + ?Sized, O: PutShape<'m>, V: FnMut(DeviceRecord<'m>)>(
+pub(crate) fn validate_into<'m, M: Memory + ?Sized, O: PutShape<'m>, V: Visitor<'m>>(
     mem: &'m M,
     root: PhysAddr,
     opts: &Options,
@@ -295,14 +295,7 @@ fn take<'s>(rest: &mut &'s mut [ScratchElem], n: u64) -> Option<&'s mut [Scratch
 
 #[inline(never)]
 #[allow(clippy::too_many_arguments)] // As `finish_as`.
-fn validate_as<
-    'm,
-    's,
-    M: Memory + ?Sized,
-    F: Format,
-    O: PutShape<'m>,
-    V: FnMut(DeviceRecord<'m>),
->(
+fn validate_as<'m, 's, M: Memory + ?Sized, F: Format, O: PutShape<'m>, V: Visitor<'m>>(
     mem: &'m M,
     root: PhysAddr,
     opts: &Options,
@@ -367,7 +360,7 @@ struct Regions<'s> {
 /// kernel's stack is small).
 #[inline(never)]
 #[allow(clippy::too_many_arguments)] // Each is a fact `validate_as` has; a struct of them would be one more copy in its frame.
-fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>, V: FnMut(DeviceRecord<'m>)>(
+fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>, V: Visitor<'m>>(
     mem: &'m M,
     r: &Root<'m>,
     root: PhysAddr,
@@ -405,8 +398,8 @@ fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>, V: FnMut(Device
         sorted: &*sorted,
     };
     let handover = opts.mode == Mode::Handover;
-    check_iommus::<M, F>(mem, &pages, handover, iommu_keys, err)?;
-    check_domains::<M, F>(mem, &pages, handover, err)?;
+    check_iommus::<M, F, V>(mem, &pages, handover, iommu_keys, visit, err)?;
+    check_domains::<M, F, V>(mem, &pages, handover, visit, err)?;
     let (live_devices, keyed) =
         check_devices::<M, F, V>(mem, &pages, handover, iommu_keys, device_keys, visit, err)?;
     let live_iommus = check_ref_counts::<M, F>(mem, &pages, iommu_keys, err)?;
@@ -525,20 +518,24 @@ fn page_records<'m, M: Memory + ?Sized>(
 }
 
 /// Calls `f` on every record of `chain` (its first `len` bytes) with its
-/// location and index.
+/// location, index and address.
 fn for_each_record<'m, M: Memory + ?Sized>(
     mem: &'m M,
     pages: &Pages<'_>,
     chain: Chain,
     len: usize,
-    mut f: impl FnMut(Location, u64, &'m [u8]) -> Result<(), Error>,
+    mut f: impl FnMut(Location, u64, PhysAddr, &'m [u8]) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let mut index = 0u64;
+    let stride = pages.stride(chain);
     for (p, e) in (0u64..).zip(pages.chain(chain)) {
         let at = Location::page(chain, p, PhysAddr::new(e.hi));
+        // Within the page (`page_records` proved it), so no overflow.
+        let mut phys = e.hi.wrapping_add(pages.hdr);
         for (slot, rec) in (0u64..).zip(page_records(mem, pages, chain, len, e, at)?) {
-            f(at.object(slot), index, rec)?;
+            f(at.object(slot), index, PhysAddr::new(phys), rec)?;
             index = index.saturating_add(1);
+            phys = phys.wrapping_add(stride);
         }
     }
     Ok(())
@@ -596,15 +593,16 @@ pub(crate) fn iommu_type(raw: u64) -> Option<IommuTypeSer> {
 /// index in `slots`, (token, type << 56) for a live one (the low bits count
 /// its devices in `check_devices`) and (0, 0) for a deleted one.
 #[inline(never)]
-fn check_iommus<M: Memory + ?Sized, F: Format>(
-    mem: &M,
+fn check_iommus<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
+    mem: &'m M,
     pages: &Pages<'_>,
     handover: bool,
     slots: &mut [ScratchElem],
+    visit: &mut V,
     err: &mut Option<Error>,
 ) -> Result<(), Refused> {
     let mut out = slots.iter_mut();
-    let checked = for_each_record(mem, pages, Chain::Iommu, F::HW, |loc, _, bytes| {
+    let checked = for_each_record(mem, pages, Chain::Iommu, F::HW, |loc, _, phys, bytes| {
         let slot = out.next();
         if !check_header::<F>(loc, bytes, handover)? {
             if let Some(k) = slot {
@@ -621,20 +619,43 @@ fn check_iommus<M: Memory + ?Sized, F: Format>(
         if let Some(k) = slot {
             *k = ScratchElem::new(token, ty.wire() << TAG_SHIFT);
         }
+        // Always an `Iommu`: its type was just proved.
+        if let Some(iommu) = AnyIommu::new(phys, bytes, F::OPS).iommu() {
+            visit.iommu(iommu);
+        }
         Ok(())
     });
     kept(err, checked)
 }
 
+/// Checks every domain record and hands each live one to `visit`.
 #[inline(never)]
-fn check_domains<M: Memory + ?Sized, F: Format>(
-    mem: &M,
+fn check_domains<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
+    mem: &'m M,
     pages: &Pages<'_>,
     handover: bool,
+    visit: &mut V,
     err: &mut Option<Error>,
 ) -> Result<(), Refused> {
+    // One loop per mode, so that neither tests the mode at every record.
+    if handover {
+        domains_in::<M, F, V, true>(mem, pages, visit, err)
+    } else {
+        domains_in::<M, F, V, false>(mem, pages, visit, err)
+    }
+}
+
+/// [`check_domains`] in one mode.
+#[inline(always)]
+fn domains_in<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>, const HANDOVER: bool>(
+    mem: &'m M,
+    pages: &Pages<'_>,
+    visit: &mut V,
+    err: &mut Option<Error>,
+) -> Result<(), Refused> {
+    let handover = HANDOVER;
     let slow = uncommon_flags::<F>(handover);
-    let checked = for_each_record(mem, pages, Chain::Domain, F::DOM, |loc, _, bytes| {
+    let checked = for_each_record(mem, pages, Chain::Domain, F::DOM, |loc, _, phys, bytes| {
         let (ref_count, flags) = record_hdr(bytes);
         if (ref_count != 1 || flags & slow != 0) && !uncommon_header::<F>(loc, bytes, handover)? {
             return Ok(());
@@ -666,6 +687,7 @@ fn check_domains<M: Memory + ?Sized, F: Format>(
         if handover && d.restored != 0 {
             return fail(ErrorKind::AlreadyRestored, "restored_domain");
         }
+        visit.domain(Domain::new(phys, bytes, F::OPS));
         Ok(())
     });
     kept(err, checked)
@@ -911,7 +933,7 @@ fn key_devices<M: Memory + ?Sized, F: Format>(
     err: &mut Option<Error>,
 ) -> Result<(), Refused> {
     let mut places = keys.iter_mut().take(first);
-    let filled = for_each_record(mem, pages, Chain::Device, F::DEV, |_, index, bytes| {
+    let filled = for_each_record(mem, pages, Chain::Device, F::DEV, |_, index, _, bytes| {
         if record_hdr(bytes).1 & F::DELETED == 0
             && let Some(k) = places.next()
         {
@@ -933,7 +955,7 @@ fn key_devices<M: Memory + ?Sized, F: Format>(
 /// full ones would, or is checked by the full ones: the error, its order
 /// and its location are theirs.
 #[inline(always)]
-fn check_devices<'m, M: Memory + ?Sized, F: Format, V: FnMut(DeviceRecord<'m>)>(
+fn check_devices<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
     mem: &'m M,
     pages: &Pages<'_>,
     handover: bool,
@@ -967,7 +989,7 @@ fn check_devices<'m, M: Memory + ?Sized, F: Format, V: FnMut(DeviceRecord<'m>)>(
 /// A device naming the same IOMMU as the one before it reuses that
 /// lookup, since a reference's validity depends on its value alone.
 #[inline(never)]
-fn fast_devices<'m, M: Memory + ?Sized, F: Format, V: FnMut(DeviceRecord<'m>)>(
+fn fast_devices<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
     mem: &'m M,
     pages: &Pages<'_>,
     handover: bool,
@@ -981,21 +1003,27 @@ fn fast_devices<'m, M: Memory + ?Sized, F: Format, V: FnMut(DeviceRecord<'m>)>(
     let stride = pages.stride(Chain::Device);
     let walk = pages.chain(Chain::Device);
     while let Some(e) = walk.get(pass.page) {
-        let Some(recs) = crate::mem::read_page(mem, PhysAddr::new(e.hi), pages.page_size)
-            .and_then(|bytes| pages.records(Chain::Device, bytes, e.lo, F::DEV))
+        let Some(mut slots) = crate::mem::read_page(mem, PhysAddr::new(e.hi), pages.page_size)
+            .and_then(|bytes| pages.slots(Chain::Device, bytes, e.lo, F::DEV))
         else {
             return false;
         };
         let slot = pass.slot(pages);
+        // Past the records the full checks took, in O(1); not a `skip`,
+        // whose count the loop would test at every record.
+        if let Some(before) = slot.checked_sub(1) {
+            slots.nth(before);
+        }
         // The address of the record at hand, for `visit` (dead code when
         // it does not read it).
         let mut phys = record_phys(pages, e, slot);
-        for bytes in recs.skip(slot) {
-            // Always equal (`records` cuts them so); saying it here lets
-            // the compiler drop the length checks of the field reads below.
-            if bytes.len() != F::DEV {
+        for s in slots {
+            // A slot is at least `F::DEV` long (`slots` proved it): this
+            // never stops the pass, and it lets the compiler drop the
+            // length checks of the field reads below.
+            let Some(bytes) = s.get(..F::DEV) else {
                 return false;
-            }
+            };
             let (ref_count, flags) = record_hdr(bytes);
             if ref_count != 1 || flags & uncommon != 0 {
                 if flags & bad == 0 && flags & F::DELETED != 0 {
@@ -1024,7 +1052,7 @@ fn fast_devices<'m, M: Memory + ?Sized, F: Format, V: FnMut(DeviceRecord<'m>)>(
                 return false;
             }
             pass.accept(keys, d.key());
-            visit(DeviceRecord::new(PhysAddr::new(phys), bytes, F::OPS));
+            visit.device(DeviceRecord::new(PhysAddr::new(phys), bytes, F::OPS));
             pass.step();
             phys = phys.wrapping_add(stride);
         }
@@ -1049,7 +1077,7 @@ fn record_phys(pages: &Pages<'_>, e: &ScratchElem, slot: usize) -> u64 {
 #[cold]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)] // The pass's state, as `fast_devices` has it, and the error slot.
-fn full_device<'m, M: Memory + ?Sized, F: Format, V: FnMut(DeviceRecord<'m>)>(
+fn full_device<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
     mem: &'m M,
     pages: &Pages<'_>,
     handover: bool,
@@ -1065,7 +1093,7 @@ fn full_device<'m, M: Memory + ?Sized, F: Format, V: FnMut(DeviceRecord<'m>)>(
 
 /// The body of [`full_device`].
 #[inline(always)]
-fn full_checks<'m, M: Memory + ?Sized, F: Format, V: FnMut(DeviceRecord<'m>)>(
+fn full_checks<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
     mem: &'m M,
     pages: &Pages<'_>,
     handover: bool,
@@ -1115,7 +1143,7 @@ fn full_checks<'m, M: Memory + ?Sized, F: Format, V: FnMut(DeviceRecord<'m>)>(
         .map_err(|(kind, field)| Error::new(kind, loc.field(field)))?;
     pass.accept(keys, d.key());
     let phys = record_phys(pages, e, pass.slot(pages));
-    visit(DeviceRecord::new(PhysAddr::new(phys), bytes, F::OPS));
+    visit.device(DeviceRecord::new(PhysAddr::new(phys), bytes, F::OPS));
     pass.step();
     Ok(())
 }
@@ -1132,7 +1160,7 @@ fn check_ref_counts<M: Memory + ?Sized, F: Format>(
     err: &mut Option<Error>,
 ) -> Result<usize, Refused> {
     let mut live = 0usize;
-    let checked = for_each_record(mem, pages, Chain::Iommu, F::HW, |loc, index, bytes| {
+    let checked = for_each_record(mem, pages, Chain::Iommu, F::HW, |loc, index, _, bytes| {
         let (stored, flags) = record_hdr(bytes);
         if flags & F::DELETED != 0 {
             return Ok(());

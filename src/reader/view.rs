@@ -830,6 +830,12 @@ pub struct AnyIommu<'m> {
 }
 
 impl<'m> AnyIommu<'m> {
+    /// The record of format `ops` at `phys`, its bytes `bytes`.
+    #[inline(always)]
+    pub(crate) fn new(phys: PhysAddr, bytes: &'m [u8], ops: &'static Ops) -> Self {
+        AnyIommu { phys, bytes, ops }
+    }
+
     /// The record's physical address.
     #[inline]
     pub fn phys(&self) -> PhysAddr {
@@ -897,6 +903,12 @@ pub struct Domain<'m> {
 }
 
 impl<'m> Domain<'m> {
+    /// The record of format `ops` at `phys`, its bytes `bytes`.
+    #[inline(always)]
+    pub(crate) fn new(phys: PhysAddr, bytes: &'m [u8], ops: &'static Ops) -> Self {
+        Domain { phys, bytes, ops }
+    }
+
     /// The record's physical address.
     #[inline]
     pub fn phys(&self) -> PhysAddr {

@@ -13,7 +13,14 @@ use iommu_flb_abi::abi::PageSize;
 use iommu_flb_abi::abi::v1::*;
 use iommu_flb_abi::error::{Chain, Error, Location};
 use iommu_flb_abi::reader::{self, DevicePayload, Image, IommuPayload, Options, ScratchElem};
+
+// A test crate may include this helper and `v2_support`, each with its own
+// copy of `visited` (the lint sees the same file loaded twice).
+#[allow(clippy::duplicate_mod)]
+#[path = "../shared/visited.rs"]
+mod visited;
 use iommu_flb_abi::{PageMap, PhysAddr};
+pub use visited::Visited;
 
 pub const HW: usize = size_of::<IommuHwSer>();
 pub const DOM: usize = size_of::<IommuDomainSer>();
@@ -393,6 +400,8 @@ impl Img {
             // error (not under miri: it is safe code, and doubles the time).
             let visiting = visit_devices(&self.mem, self.root, opts).map(|_| ());
             assert_eq!(visiting, image.as_ref().map(|_| ()).map_err(|e| *e));
+            let with = visit_all(&self.mem, self.root, opts).map(|_| ());
+            assert_eq!(with, image.as_ref().map(|_| ()).map_err(|e| *e));
         }
         let image = image?;
         assert_eq!(image.pages().count(), image.page_count());
@@ -475,6 +484,22 @@ pub fn check_visiting<M: Memory>(
         "the visit sees the live device records in order"
     );
     assert_eq!(live, image.live_devices());
+    let all = visit_all(mem, root, opts).expect("valid with a visitor");
+    assert_eq!(
+        all,
+        Visited::of(image),
+        "a visitor sees the live IOMMUs, domains and devices in order"
+    );
+}
+
+/// What `reader::validate_with` hands its visitor for the image at
+/// `root`.
+pub fn visit_all<M: Memory>(mem: &M, root: PhysAddr, opts: &Options) -> Result<Visited, Error> {
+    let n = reader::scratch_len(mem, root, opts)?;
+    let mut scratch = vec![ScratchElem::default(); n];
+    let mut seen = Visited::default();
+    reader::validate_with(mem, root, opts, &mut scratch, &mut seen)?;
+    Ok(seen)
 }
 
 /// The items of `it` through `fold`, which the record walks run a page at

@@ -9,6 +9,12 @@ use iommu_flb_abi::error::Error;
 use iommu_flb_abi::reader::{self, Options, ScratchElem};
 use iommu_flb_abi::{FlatMemory, PhysAddr};
 
+// A test crate may include this helper and `common`, each with its own
+// copy of `visited` (the lint sees the same file loaded twice).
+#[allow(clippy::duplicate_mod)]
+#[path = "../shared/visited.rs"]
+mod visited;
+
 pub const ROOT_MAGIC: u32 = u32::from_le_bytes(*b"IFLR");
 pub const PAGE_MAGIC: u32 = u32::from_le_bytes(*b"IFLP");
 pub const HW: usize = 104;
@@ -293,6 +299,11 @@ impl Img {
                 records.collect::<Vec<_>>()
             });
             assert_eq!(visiting.map(|_| seen), records.map_err(|e| *e));
+            // A visitor of every kind sees what the image's iterators yield.
+            let mut all = visited::Visited::default();
+            let with = reader::validate_with(&mem, self.root, opts, &mut again, &mut all);
+            let want = image.as_ref().map(visited::Visited::of);
+            assert_eq!(with.map(|_| all), want.map_err(|e| *e));
         }
         let image = image?;
         Ok((

@@ -445,7 +445,8 @@ impl Memory for Hiccup {
 /// at its start (read 3) and, with read 5 missed too, again after its
 /// first record. So the record after each miss is accepted by the full
 /// checks, not the fast ones: `validate_visiting` still hands every live
-/// record to its visitor exactly once, in order. In the second image the
+/// record to its visitor exactly once, in order, and `validate_with` every
+/// live IOMMU, domain and device. In the second image the
 /// first key that does not ascend is that record's (device 56, the first
 /// of page 1, swapped with device 55), so the full checks also switch the
 /// device index from one entry per page to every key.
@@ -455,7 +456,8 @@ fn device_pass_resumes_after_a_page_the_memory_missed() {
     let mut swapped = ascending.clone();
     let (a, b) = (swapped.devices[55].devid, swapped.devices[56].devid);
     (swapped.devices[55].devid, swapped.devices[56].devid) = (b, a);
-    for (spec, miss, visiting) in [false, true].into_iter().flat_map(|visiting| {
+    // 0: `validate`; 1: `validate_visiting`; 2: `validate_with`.
+    for (spec, miss, visiting) in [0, 1, 2].into_iter().flat_map(|visiting| {
         [&ascending, &swapped]
             .into_iter()
             .flat_map(move |spec| [(spec, &[3][..], visiting), (spec, &[3, 5], visiting)])
@@ -472,17 +474,27 @@ fn device_pass_resumes_after_a_page_the_memory_missed() {
         let n = reader::scratch_len(&mem, img.root, &opts).unwrap();
         let mut scratch = vec![ScratchElem::default(); n];
         let mut seen = Vec::new();
-        let image = if visiting {
-            reader::validate_visiting(&mem, img.root, &opts, &mut scratch, |d| seen.push(d.phys()))
-        } else {
-            reader::validate(&mem, img.root, &opts, &mut scratch)
+        let mut all = common::Visited::default();
+        let image = match visiting {
+            1 => reader::validate_visiting(&mem, img.root, &opts, &mut scratch, |d| {
+                seen.push(d.phys())
+            }),
+            2 => reader::validate_with(&mem, img.root, &opts, &mut scratch, &mut all),
+            _ => reader::validate(&mem, img.root, &opts, &mut scratch),
         };
         let image = image.unwrap_or_else(|e| panic!("misses {miss:?}: {e}"));
-        if visiting {
+        if visiting == 1 {
             let records: Vec<_> = image.device_records().map(|d| d.phys()).collect();
             assert_eq!(
                 seen, records,
                 "misses {miss:?}: each live record visited once"
+            );
+        }
+        if visiting == 2 {
+            assert_eq!(
+                all,
+                common::Visited::of(&image),
+                "misses {miss:?}: each live record of every kind visited once"
             );
         }
         let reads = mem.reads.get();

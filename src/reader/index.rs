@@ -621,6 +621,17 @@ mod tests {
             Err(RefFault::NotInChain),
             "past the last page: the search, which refuses the root's page"
         );
+        // With page 1 left out of the sorted table the search cannot find
+        // it: only the hint does.
+        let partial = [sorted[1], sorted[2]];
+        let q = pages(&walk, &partial);
+        let mut c = Cursor::default();
+        assert_eq!(look(&q, &mem, 0x3010, true, &mut c).map(|f| f.0), Ok(0));
+        assert_eq!(
+            look(&q, &mem, 0x1010, true, &mut c).map(|f| f.0),
+            Ok(102),
+            "the hint, not the search, found page 1"
+        );
     }
 
     /// `locate`'s division by multiplication is exact for every offset in

@@ -191,10 +191,11 @@ pub fn validate<'m, 's, M: Memory + ?Sized>(
 /// When it returns `Ok`, `visit` has seen exactly the records
 /// `device_records` yields, in the same order (chain order), each once.
 /// Each record it sees has passed every check of its own (flags,
-/// `ref_count`, its domain and IOMMU references, its vendor fields), but the
-/// checks across records come after the device pass: IOMMU reference
-/// counts and duplicate IOMMUs and devices. So `visit` may have seen
-/// records of an image that is then refused; use it for work whose result
+/// `ref_count`, its domain and IOMMU references, its vendor fields), but a
+/// later device may fail its own, and the checks across records come after
+/// the device pass: IOMMU reference counts and duplicate IOMMUs and
+/// devices. So `visit` may have seen records of an image that is then
+/// refused; use it for work whose result
 /// is dropped with the error (a fold, filling a table of your own), never to
 /// act on a device.
 ///
@@ -245,10 +246,10 @@ pub fn validate_visiting<'m, 's, M: Memory + ?Sized>(
 /// make two.
 ///
 /// When it returns `Ok`, `visitor` has seen exactly what those three
-/// yield, in the same order, each record once. As with
-/// [`validate_visiting`], the checks across records come after the last
-/// device, so on `Err` the visitor may have seen records of the refused
-/// image.
+/// yield, in the same order, each record once. On `Err` it may have seen
+/// records of the refused image: those before the record refused, or all
+/// of them when a check across records (reference counts, duplicates,
+/// after the last device) refuses it.
 ///
 /// # Errors
 ///
@@ -295,7 +296,7 @@ pub fn validate_with<'m, 's, M: Memory + ?Sized>(
     root: PhysAddr,
     opts: &Options,
     scratch: &'s mut [ScratchElem],
-    visitor: &mut impl Visitor<'m>,
+    visitor: &mut (impl Visitor<'m> + ?Sized),
 ) -> Result<Image<'m, 's, M>, Error> {
     validate::validate(mem, root, opts, scratch, visitor)
 }

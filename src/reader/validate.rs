@@ -149,8 +149,8 @@ impl<'m> PutShape<'m> for Option<Shape<'m>> {
 }
 
 /// Validates the image at `root`, leaving its indexes in `scratch`, and
-/// puts what the view needs besides them into `out`. The device pass hands
-/// each live device record it accepts to `visit`.
+/// puts what the view needs besides them into `out`. The IOMMU, domain
+/// and device passes hand each live record they accept to `visit`.
 #[inline(always)]
 pub(crate) fn validate_into<'m, M: Memory + ?Sized, O: PutShape<'m>, V: Visitor<'m>>(
     mem: &'m M,

@@ -7,11 +7,13 @@ use super::view::{DeviceRecord, Domain, Iommu};
 /// order, then the domains, then the devices, each once. Every method does
 /// nothing unless implemented.
 ///
-/// A record handed over has passed every check of its own; the checks
-/// across records (IOMMU reference counts, duplicate IOMMUs and devices)
-/// come after the last device. So a visitor may have seen records of an
-/// image that is then refused: use it for work whose result is dropped
-/// with the error (a fold, a table of your own), never to act on a record.
+/// A record handed over has passed every check of its own. A visitor may
+/// still have seen records of an image that is then refused: one of a
+/// later record's own checks may fail (a device is checked after every
+/// IOMMU and domain was handed over), and the checks across records (IOMMU
+/// reference counts, duplicate IOMMUs and devices) come after the last
+/// device. Use it for work whose result is dropped with the error (a fold,
+/// a table of your own), never to act on a record.
 pub trait Visitor<'m> {
     /// A live IOMMU record, after its header, type and vendor checks.
     #[inline(always)]

@@ -498,7 +498,9 @@ pub fn visit_all<M: Memory>(mem: &M, root: PhysAddr, opts: &Options) -> Result<V
     let n = reader::scratch_len(mem, root, opts)?;
     let mut scratch = vec![ScratchElem::default(); n];
     let mut seen = Visited::default();
-    reader::validate_with(mem, root, opts, &mut scratch, &mut seen)?;
+    // As a trait object: `validate_with` takes one too.
+    let visitor: &mut dyn reader::Visitor<'_> = &mut seen;
+    reader::validate_with(mem, root, opts, &mut scratch, visitor)?;
     Ok(seen)
 }
 

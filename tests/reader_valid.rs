@@ -456,8 +456,10 @@ fn device_pass_resumes_after_a_page_the_memory_missed() {
     let mut swapped = ascending.clone();
     let (a, b) = (swapped.devices[55].devid, swapped.devices[56].devid);
     (swapped.devices[55].devid, swapped.devices[56].devid) = (b, a);
-    // 0: `validate`; 1: `validate_visiting`; 2: `validate_with`.
-    for (spec, miss, visiting) in [0, 1, 2].into_iter().flat_map(|visiting| {
+    // 0: `validate`; 1: `validate_visiting`; 2: `validate_with`. Under
+    // miri not 1, an adapter over 2's code (each mode is minutes there).
+    let modes: &[u8] = if cfg!(miri) { &[0, 2] } else { &[0, 1, 2] };
+    for (spec, miss, visiting) in modes.iter().copied().flat_map(|visiting| {
         [&ascending, &swapped]
             .into_iter()
             .flat_map(move |spec| [(spec, &[3][..], visiting), (spec, &[3, 5], visiting)])

@@ -589,49 +589,49 @@ mod tests {
         let (bytes, walk, sorted) = two_pages();
         let mem = FlatMemory::new(PhysAddr::new(0), &bytes);
         let p = pages(&walk, &sorted);
-        let mut c = Cursor::default();
-        assert_eq!(
-            look(&p, &mem, 0x3060, true, &mut c).map(|f| f.0),
-            Ok(2),
-            "no page: the first in chain order"
-        );
-        assert_eq!(
-            look(&p, &mem, 0x1038, true, &mut c).map(|f| f.0),
-            Ok(103),
-            "page 0 to page 1: the hint"
-        );
-        assert_eq!(
-            look(&p, &mem, 0x3010, true, &mut c).map(|f| f.0),
-            Ok(0),
-            "page 1 to page 0: the search"
-        );
-        assert_eq!(
-            look(&p, &mem, 0x1010, true, &mut c).map(|f| f.0),
-            Ok(102),
-            "page 0 to page 1 again"
-        );
-        let mut c = Cursor::default();
-        assert_eq!(
-            look(&p, &mem, 0x1010, true, &mut c).map(|f| f.0),
-            Ok(102),
-            "no page, not the first: the search"
-        );
-        assert_eq!(
-            look(&p, &mem, 0x2010, true, &mut c).map(|f| f.0),
-            Err(RefFault::NotInChain),
-            "past the last page: the search, which refuses the root's page"
-        );
         // With page 1 left out of the sorted table the search cannot find
         // it: only the hint does.
         let partial = [sorted[1], sorted[2]];
         let q = pages(&walk, &partial);
-        let mut c = Cursor::default();
-        assert_eq!(look(&q, &mem, 0x3010, true, &mut c).map(|f| f.0), Ok(0));
-        assert_eq!(
-            look(&q, &mem, 0x1010, true, &mut c).map(|f| f.0),
-            Ok(102),
-            "the hint, not the search, found page 1"
-        );
+        // Each run from a cursor on no page: (address, chain index or
+        // fault, why).
+        type Step<'a> = (u64, Result<u64, RefFault>, &'a str);
+        let runs: [(&Pages<'_>, &[Step<'_>]); 3] = [
+            (
+                &p,
+                &[
+                    (0x3060, Ok(2), "no page: the first in chain order"),
+                    (0x1038, Ok(103), "page 0 to page 1: the hint"),
+                    (0x3010, Ok(0), "page 1 to page 0: the search"),
+                    (0x1010, Ok(102), "page 0 to page 1 again"),
+                ],
+            ),
+            (
+                &p,
+                &[
+                    (0x1010, Ok(102), "no page, not the first: the search"),
+                    (
+                        0x2010,
+                        Err(RefFault::NotInChain),
+                        "past the last page: the root's",
+                    ),
+                ],
+            ),
+            (
+                &q,
+                &[
+                    (0x3010, Ok(0), "page 0, in the table"),
+                    (0x1010, Ok(102), "the hint, not the search, found page 1"),
+                ],
+            ),
+        ];
+        for (pages, steps) in runs {
+            let mut c = Cursor::default();
+            for &(phys, want, why) in steps {
+                let got = look(pages, &mem, phys, true, &mut c).map(|f| f.0);
+                assert_eq!(got, want, "{phys:#x}: {why}");
+            }
+        }
     }
 
     /// `locate`'s division by multiplication is exact for every offset in

@@ -187,6 +187,20 @@ pub fn validate_checked<M: Memory + ?Sized>(
     assert_eq!(exact, more, "spare scratch changes nothing");
     let owned = reader::validate_alloc(mem, root, &opts).map(|owned| summarize(&owned.image()));
     assert_eq!(exact, owned, "validate_alloc agrees with validate");
+    // Validation with a visitor refuses alike and, on a valid image, hands
+    // over what the view's iterators yield, in their order.
+    let mut seen = Seen(Vec::new());
+    let visited = reader::validate_with(mem, root, &opts, &mut roomy, &mut seen).map(|image| {
+        let iommus = image.iommus().map(|i| ('i', i.phys()));
+        let domains = image.domains().map(|d| ('d', d.phys()));
+        let devices = image.device_records().map(|d| ('v', d.phys()));
+        iommus.chain(domains).chain(devices).collect::<Vec<_>>()
+    });
+    match (&exact, visited) {
+        (Ok(_), Ok(want)) => assert_eq!(seen.0, want, "a visitor sees every live record in order"),
+        (Err(e), Err(v)) => assert_eq!(*e, v, "validate_with refuses as validate does"),
+        (e, v) => panic!("validate {e:?}, validate_with {v:?}"),
+    }
     if let Err(e) = &exact {
         check_refusal(mem, root, e);
         assert!(
@@ -195,6 +209,24 @@ pub fn validate_checked<M: Memory + ?Sized>(
         );
     }
     exact
+}
+
+/// What a visitor was handed: each record's kind (`i`, `d`, `v`) and
+/// address, in order.
+struct Seen(Vec<(char, PhysAddr)>);
+
+impl<'m> reader::Visitor<'m> for Seen {
+    fn iommu(&mut self, i: reader::Iommu<'m>) {
+        self.0.push(('i', i.phys()));
+    }
+
+    fn domain(&mut self, d: reader::Domain<'m>) {
+        self.0.push(('d', d.phys()));
+    }
+
+    fn device(&mut self, d: reader::DeviceRecord<'m>) {
+        self.0.push(('v', d.phys()));
+    }
 }
 
 /// Validates in both modes and asserts that handover mode is the stricter:

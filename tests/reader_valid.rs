@@ -415,6 +415,42 @@ fn memory_that_loses_pages_after_validation_ends_iteration_without_panic() {
     );
 }
 
+/// A `Memory` that notes every page it is asked for.
+struct Noting {
+    pages: PageMap,
+    asked: std::cell::RefCell<std::collections::BTreeSet<u64>>,
+}
+
+impl Memory for Noting {
+    fn page(&self, phys: PhysAddr, size: PageSize) -> Option<&[u8]> {
+        self.asked.borrow_mut().insert(phys.get());
+        self.pages.page(phys, size)
+    }
+}
+
+/// The reader asks the memory only for pages it has proven it needs (the
+/// root's and the chains' pages), and for each of them: on an image of
+/// enough device pages that the device pass reads pages ahead of the one
+/// it checks, and through every kind of the view after validation.
+#[test]
+fn validation_asks_the_memory_for_the_image_pages_only() {
+    let spec = Spec::simple(2, 3, 350);
+    let img = spec.build();
+    assert!(img.pages[2].len() >= 6, "device pages past the read-ahead");
+    let mem = Noting {
+        pages: img.mem.clone(),
+        asked: Default::default(),
+    };
+    let owned = reader::validate_alloc(&mem, img.root, &Options::default()).unwrap();
+    let image = owned.image();
+    assert_eq!(image.all_devices().count(), 350);
+    assert_eq!(image.domains().count(), 3);
+    let mut expected: std::collections::BTreeSet<u64> =
+        img.pages.iter().flatten().map(|p| p.get()).collect();
+    expected.insert(img.root.page_base(img.page_size).get());
+    assert_eq!(*mem.asked.borrow(), expected);
+}
+
 /// A `Memory` that breaks its contract once or twice: the reads of one
 /// page whose numbers (counted from 1) are in `miss` find nothing.
 struct Hiccup {

@@ -983,9 +983,9 @@ fn check_devices<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
 /// How many device pages ahead of the one it checks [`fast_devices`]
 /// touches (`crate::mem::touch`): far enough that the page's lines have
 /// arrived when the pass reaches it, near enough that they are still
-/// cached then. On image (b), measured in one process against no touch:
-/// 1 and 2 pages ahead gained less than 3, 4 and 5, which gained alike
-/// (BENCHMARKS.md, round 8).
+/// cached then. On image (b), each timed against no touch in one
+/// process: 1 and 2 pages ahead gained less than 3 to 9, and over eight
+/// processes 3, 4 and 5 gained alike (BENCHMARKS.md, round 8).
 const TOUCH_AHEAD: usize = 4;
 
 /// Accepts device records from where `pass` stands while each is the

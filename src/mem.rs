@@ -48,10 +48,12 @@ pub(crate) fn read_page<M: Memory + ?Sized>(
 /// step at which [`touch`] reads.
 const CACHE_LINE: usize = 64;
 
-/// Reads one byte of each cache line of `bytes` and discards them: every
-/// line's load is issued at once, so the lines of a page read soon arrive
-/// in the time of one miss, not one after the other as the hardware
-/// prefetcher, which does not cross a page, would fetch them. A load the
+/// Reads one byte of each cache line of `bytes` and discards them: the
+/// loads are issued back to back, as many in flight as the core's miss
+/// buffers hold, so the lines of a page read soon arrive together, not one
+/// after the other as the hardware prefetcher, which does not cross a
+/// page, would fetch them. (A 4 KiB page is 64 loads; a 64 KiB one 1024,
+/// a case not measured.) A load the
 /// compiler must keep, not a prefetch instruction: those need `unsafe`
 /// (or are unstable), and this changes no result, only when lines arrive.
 #[inline(always)]

@@ -415,40 +415,83 @@ fn memory_that_loses_pages_after_validation_ends_iteration_without_panic() {
     );
 }
 
-/// A `Memory` that notes every page it is asked for.
+/// A `Memory` that notes every page it is asked for, in order.
 struct Noting {
     pages: PageMap,
-    asked: std::cell::RefCell<std::collections::BTreeSet<u64>>,
+    asked: std::cell::RefCell<Vec<u64>>,
 }
 
 impl Memory for Noting {
     fn page(&self, phys: PhysAddr, size: PageSize) -> Option<&[u8]> {
-        self.asked.borrow_mut().insert(phys.get());
+        self.asked.borrow_mut().push(phys.get());
         self.pages.page(phys, size)
     }
 }
 
+impl Noting {
+    fn new(img: &common::Img) -> Self {
+        Noting {
+            pages: img.mem.clone(),
+            asked: Default::default(),
+        }
+    }
+
+    /// How many times `phys` was asked for.
+    fn times(&self, phys: PhysAddr) -> usize {
+        self.asked
+            .borrow()
+            .iter()
+            .filter(|&&p| p == phys.get())
+            .count()
+    }
+}
+
 /// The reader asks the memory only for pages it has proven it needs (the
-/// root's and the chains' pages), and for each of them: on an image of
-/// enough device pages that the device pass reads pages ahead of the one
-/// it checks, and through every kind of the view after validation.
+/// root's and the chains' pages), and for each of them, through
+/// validation (its device pass reading pages ahead of the one it checks)
+/// and the view's iterators and lookups.
 #[test]
 fn validation_asks_the_memory_for_the_image_pages_only() {
     let spec = Spec::simple(2, 3, 350);
     let img = spec.build();
     assert!(img.pages[2].len() >= 6, "device pages past the read-ahead");
-    let mem = Noting {
-        pages: img.mem.clone(),
-        asked: Default::default(),
-    };
+    let mem = Noting::new(&img);
     let owned = reader::validate_alloc(&mem, img.root, &Options::default()).unwrap();
     let image = owned.image();
-    assert_eq!(image.all_devices().count(), 350);
+    assert_eq!(image.iommus().count(), 2);
     assert_eq!(image.domains().count(), 3);
+    assert_eq!(image.all_devices().count(), 350);
+    assert_eq!(image.devices().count(), 350);
+    let d = &spec.devices[349];
+    assert!(image.find_device(d.segment, d.devid).is_some());
     let mut expected: std::collections::BTreeSet<u64> =
         img.pages.iter().flatten().map(|p| p.get()).collect();
     expected.insert(img.root.page_base(img.page_size).get());
-    assert_eq!(*mem.asked.borrow(), expected);
+    let asked: std::collections::BTreeSet<u64> = mem.asked.borrow().iter().copied().collect();
+    assert_eq!(asked, expected);
+}
+
+/// The device pass reads each device page four pages before it checks it,
+/// once: after validation, device page k (k >= 4) has been asked for once
+/// more than the first four, which only the walks and the pass read.
+#[test]
+fn device_pass_reads_each_page_once_four_pages_ahead() {
+    let img = Spec::simple(2, 3, 350).build();
+    let device_pages = img.chain(Chain::Device).len();
+    assert!(device_pages >= 6, "device pages past the read-ahead");
+    let mem = Noting::new(&img);
+    let opts = Options::default();
+    let mut scratch = vec![ScratchElem::default(); 1024];
+    reader::validate(&mem, img.root, &opts, &mut scratch).unwrap();
+    let base = mem.times(img.page(Chain::Device, 0));
+    for k in 0..device_pages {
+        let extra = usize::from(k >= 4);
+        assert_eq!(
+            mem.times(img.page(Chain::Device, k)),
+            base + extra,
+            "device page {k}"
+        );
+    }
 }
 
 /// A `Memory` that breaks its contract once or twice: the reads of one

@@ -984,8 +984,9 @@ fn check_devices<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
 /// touches (`crate::mem::touch`): far enough that the page's lines have
 /// arrived when the pass reaches it, near enough that they are still
 /// cached then. On image (b), each timed against no touch in one
-/// process: 1 and 2 pages ahead gained less than 3 to 9, and over eight
-/// processes 3, 4 and 5 gained alike (BENCHMARKS.md, round 8).
+/// process: 1 and 2 pages ahead gained less than 3 to 9 (one process
+/// each), and over eight processes 3, 4 and 5 gained alike, in a range
+/// that overlaps 1 and 2's (BENCHMARKS.md, round 8).
 const TOUCH_AHEAD: usize = 4;
 
 /// Accepts device records from where `pass` stands while each is the
@@ -1016,20 +1017,21 @@ fn fast_devices<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
         else {
             return false;
         };
-        // The page `TOUCH_AHEAD` on is read, its lines at once, while this
-        // one is checked: the chain's pages are scattered, so each would
-        // otherwise start with misses the prefetcher cannot hide.
-        if let Some(ahead) = walk.get(pass.page.wrapping_add(TOUCH_AHEAD))
+        let slot = pass.slot(pages);
+        // Past the records the full checks took, in O(1); not a `skip`,
+        // whose count the loop would test at every record. At a page's
+        // start instead, the page `TOUCH_AHEAD` on is read, its lines at
+        // once, while this one is checked: the chain's pages are
+        // scattered, so each would otherwise start with misses the
+        // prefetcher cannot hide. Once per page: not again when the pass
+        // comes back from the full checks.
+        if let Some(before) = slot.checked_sub(1) {
+            slots.nth(before);
+        } else if let Some(ahead) = walk.get(pass.page.wrapping_add(TOUCH_AHEAD))
             && let Some(bytes) =
                 crate::mem::read_page(mem, PhysAddr::new(ahead.hi), pages.page_size)
         {
             crate::mem::touch(bytes);
-        }
-        let slot = pass.slot(pages);
-        // Past the records the full checks took, in O(1); not a `skip`,
-        // whose count the loop would test at every record.
-        if let Some(before) = slot.checked_sub(1) {
-            slots.nth(before);
         }
         // The address of the record at hand, for `visit` (dead code when
         // it does not read it).

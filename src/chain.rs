@@ -53,19 +53,27 @@ fn header(bytes: &[u8]) -> (PhysAddr, u64) {
     }
 }
 
+/// A refusal of [`ChainWalk::step`] whose exact error takes a search.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deferred {
+    None,
+    /// The page visited next is the saved one, `lam` hops on.
+    Cycle,
+    /// Visiting the page `next` would pass the page limit.
+    Limit,
+}
+
 /// Walks one chain from its head; see the module documentation.
 pub(crate) struct ChainWalk<'m, 'r, M: ?Sized, F> {
     mem: &'m M,
     root: &'r Root<'m>,
     /// `None`: page checksums are not computed (see `ChainWalk::new`).
-    crc: Option<Crc32>,
+    crc: Option<&'r Crc32>,
     page_size: PageSize,
     /// The stride of the chain's first page, which every page repeats.
     stride: u64,
     chain: Chain,
     head: PhysAddr,
-    /// The root's page, which no chain may use.
-    root_page: PhysAddr,
     max_pages: u64,
     /// The objects limit, and how many objects earlier chains used of it.
     max_objects: u64,
@@ -74,14 +82,21 @@ pub(crate) struct ChainWalk<'m, 'r, M: ?Sized, F> {
     next: PhysAddr,
     /// Its index.
     index: u64,
-    /// Where the pointer to `next` is stored.
-    holder: Location,
+    /// The root's address, and the page visited last (where the pointer
+    /// to `next` is stored, the root's head field before the first).
+    root_phys: PhysAddr,
+    last: PhysAddr,
     /// Brent's cycle detection: the saved page, the power of two, and the
     /// distance from the saved page to `next`.
     tortoise: PhysAddr,
     power: u64,
     lam: u64,
     done: bool,
+    /// Whether each page's cache lines are all read as it is visited
+    /// ([`ChainWalk::touching`]).
+    touch: bool,
+    /// A refusal whose exact error is still to be found ([`ChainWalk::settle`]).
+    deferred: Deferred,
     format: PhantomData<F>,
 }
 
@@ -95,7 +110,7 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
     pub(crate) fn new(
         mem: &'m M,
         root: &'r Root<'m>,
-        crc: Option<Crc32>,
+        crc: Option<&'r Crc32>,
         root_phys: PhysAddr,
         chain: Chain,
         max_pages: u64,
@@ -115,19 +130,30 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
             stride: 0,
             chain,
             head,
-            root_page: root_phys.page_base(root.page_size),
             max_pages,
             max_objects,
             objects: objects_before,
             next: head,
             index: 0,
-            holder: Location::root(root_phys, Some(F::head_field(chain))),
+            root_phys,
+            last: PhysAddr::NULL,
             tortoise: head,
             power: 1,
             lam: 0,
             done: false,
+            touch: false,
+            deferred: Deferred::None,
             format: PhantomData,
         }
+    }
+
+    /// The same walk, reading one byte of every cache line of each page it
+    /// visits before it checks the page's header ([`crate::mem::touch`]):
+    /// for a walk run ahead of a pass over the records, whose pages then
+    /// arrive in the cache together with the header the walk needs.
+    pub(crate) fn touching(mut self) -> Self {
+        self.touch = true;
+        self
     }
 
     /// The chain's stride (0 before its first page).
@@ -140,38 +166,119 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
         self.objects
     }
 
+    /// Pages visited so far.
+    pub(crate) fn pages(&self) -> u64 {
+        self.index
+    }
+
     /// The next page, `Ok(None)` at the end of the chain. After an error
     /// every further call returns `Ok(None)`.
     pub(crate) fn next_page(&mut self) -> Result<Option<ChainPage>, Error> {
+        let mut slot = None;
+        self.next_page_into(&mut slot).map_err(|()| {
+            // Never the limit's error below: `step` puts one where it
+            // refuses.
+            self.settle()
+                .or(slot)
+                .unwrap_or(self.err(ErrorKind::LimitExceeded {
+                    what: Limit::PagesPerChain,
+                    limit: self.max_pages,
+                }))
+        })
+    }
+
+    /// [`next_page`](Self::next_page), except that a loop or a chain over
+    /// the page limit is refused with the limit's error until
+    /// [`settle`](Self::settle) searches the loop: a search that reads the
+    /// chain again, kept off a deep stack.
+    #[inline(always)]
+    fn next_page_deferring(&mut self, slot: &mut Option<Error>) -> Result<Option<ChainPage>, ()> {
         if self.done {
             return Ok(None);
         }
-        let r = self.step();
+        let r = self.step(slot);
         if !matches!(r, Ok(Some(_))) {
             self.done = true;
         }
         r
     }
 
-    fn err(&self, kind: ErrorKind) -> Error {
-        Error::new(kind, self.holder)
+    /// Where the pointer to `next` is stored: the previous page's
+    /// `next_array_phys`, or the root's head field.
+    fn holder(&self) -> Location {
+        match self.index.checked_sub(1) {
+            Some(prev) => Location::page(self.chain, prev, self.last).field("next_array_phys"),
+            None => Location::root(self.root_phys, Some(F::head_field(self.chain))),
+        }
     }
 
-    fn step(&mut self) -> Result<Option<ChainPage>, Error> {
+    /// [`next_page`](Self::next_page), with its error put into `slot`
+    /// (`Err(())` then): not inlined, so that a caller deep in the stack
+    /// holds no `Error` of its own for it. A loop or a chain over the page
+    /// limit is put as the limit's error: [`settle`](Self::settle) then
+    /// gives the exact one.
+    #[inline(always)]
+    pub(crate) fn next_page_into(
+        &mut self,
+        slot: &mut Option<Error>,
+    ) -> Result<Option<ChainPage>, ()> {
+        self.next_page_deferring(slot)
+    }
+
+    /// The exact error of a refusal the walk deferred (a loop, or a chain
+    /// over the page limit that may be one); `None` if there is none.
+    #[inline(never)]
+    pub(crate) fn settle(&self) -> Option<Error> {
+        // `step` refused before it moved on: `lam` and `next` are the
+        // refusal's.
+        match self.deferred {
+            Deferred::None => None,
+            Deferred::Cycle => Some(self.cycle_of_length(self.lam)),
+            Deferred::Limit => Some(self.over_page_limit(self.next)),
+        }
+    }
+
+    /// Defers `d`, returning the error that stands for it until
+    /// [`settle`](Self::settle).
+    fn defer(&mut self, d: Deferred) -> Error {
+        self.deferred = d;
+        self.err(ErrorKind::LimitExceeded {
+            what: Limit::PagesPerChain,
+            limit: self.max_pages,
+        })
+    }
+
+    fn err(&self, kind: ErrorKind) -> Error {
+        Error::new(kind, self.holder())
+    }
+
+    /// Visits the next page, its error put into `slot`: the caller holds
+    /// no `Error` for it.
+    #[inline(never)]
+    fn step(&mut self, slot: &mut Option<Error>) -> Result<Option<ChainPage>, ()> {
+        // Each refusal goes straight into `slot`: no `Result` with an
+        // `Error` in this frame, which is below the device pass's in
+        // validation (and above a C caller's CRC callback).
+        macro_rules! refuse {
+            ($e:expr) => {{
+                *slot = Some($e);
+                return Err(());
+            }};
+        }
         let target = self.next;
         if target.is_null() {
             if self.index == 0 && !F::EMPTY_CHAINS {
-                return Err(self.err(ErrorKind::NullPointer));
+                refuse!(self.err(ErrorKind::NullPointer));
             }
             return Ok(None);
         }
         if !target.is_page_aligned(self.page_size) {
-            return Err(self.err(ErrorKind::Unaligned { value: target }));
+            refuse!(self.err(ErrorKind::Unaligned { value: target }));
         }
         // Read as an array page, the root's page would fail on its
         // nr_objects (a head address, above every capacity): say what it is.
-        if target == self.root_page {
-            return Err(self.err(ErrorKind::PageReused {
+        if target == self.root_phys.page_base(self.page_size) {
+            refuse!(self.err(ErrorKind::PageReused {
                 target,
                 other_chain: None,
                 other_page: None,
@@ -179,10 +286,10 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
         }
         if self.index > 0 {
             if target == self.tortoise {
-                return Err(self.cycle_of_length(self.lam));
+                refuse!(self.defer(Deferred::Cycle));
             }
             if self.index >= self.max_pages {
-                return Err(self.over_page_limit(target));
+                refuse!(self.defer(Deferred::Limit));
             }
             if self.power == self.lam {
                 self.tortoise = target;
@@ -190,25 +297,24 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
                 self.lam = 0;
             }
         } else if self.max_pages == 0 {
-            return Err(self.over_page_limit(target));
+            refuse!(self.defer(Deferred::Limit));
         }
         self.lam = self.lam.saturating_add(1);
         let Some(bytes) = read_page(self.mem, target, self.page_size) else {
-            return Err(self.err(ErrorKind::Unreadable { target }));
+            refuse!(self.err(ErrorKind::Unreadable { target }));
         };
+        if self.touch {
+            crate::mem::touch(bytes);
+        }
         let here = Location::page(self.chain, self.index, target);
-        let hdr = F::page(
-            bytes,
-            self.chain,
-            self.index,
-            self.root,
-            self.crc.as_ref(),
-            here,
-        )?;
+        let hdr = match F::page(bytes, self.chain, self.index, self.root, self.crc, here) {
+            Ok(hdr) => hdr,
+            Err(e) => refuse!(e),
+        };
         if self.index == 0 {
             self.stride = hdr.stride;
         } else if hdr.stride != self.stride {
-            return Err(Error::new(
+            refuse!(Error::new(
                 ErrorKind::StrideChanged {
                     stride: u16::try_from(hdr.stride).unwrap_or(u16::MAX),
                     first: u16::try_from(self.stride).unwrap_or(u16::MAX),
@@ -219,7 +325,7 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
         let (next, nr_objects) = (hdr.next, hdr.nr_objects);
         let cap = records_in_page(self.page_size, F::PAGE_HDR, self.stride);
         if nr_objects > cap {
-            return Err(Error::new(
+            refuse!(Error::new(
                 ErrorKind::CountOverCapacity {
                     nr_objects,
                     capacity: cap,
@@ -228,10 +334,10 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
             ));
         }
         if F::EMPTY_CHAINS && nr_objects == 0 {
-            return Err(Error::new(ErrorKind::EmptyPage, here.field("nr_objects")));
+            refuse!(Error::new(ErrorKind::EmptyPage, here.field("nr_objects")));
         }
         if !next.is_null() && nr_objects != cap {
-            return Err(Error::new(
+            refuse!(Error::new(
                 ErrorKind::PartialPage {
                     nr_objects,
                     capacity: cap,
@@ -242,7 +348,7 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
         match self.objects.checked_add(nr_objects) {
             Some(n) if n <= self.max_objects => self.objects = n,
             _ => {
-                return Err(Error::new(
+                refuse!(Error::new(
                     ErrorKind::LimitExceeded {
                         what: Limit::Objects,
                         limit: self.max_objects,
@@ -255,7 +361,7 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
             phys: target,
             nr_objects,
         };
-        self.holder = here.field("next_array_phys");
+        self.last = target;
         self.next = next;
         self.index = self.index.saturating_add(1);
         Ok(Some(page))

@@ -392,6 +392,103 @@ fn scratch_shorter_than_scratch_len_is_refused() {
     );
 }
 
+// ---- the order across chains: the device chain is walked with its records ----
+
+/// 1 IOMMU, 1 domain, 300 devices (six device pages, the last partial),
+/// with a zero `ref_count` on the first device and, if `iommu`, an unknown
+/// flag on the IOMMU: record errors the passes meet before the device
+/// chain's walk has gone far (the IOMMU's before it has started).
+fn with_record_errors(iommu: bool) -> Img {
+    let mut img = Spec::simple(1, 1, 300).build();
+    assert_eq!(img.chain(Chain::Device).len(), 6);
+    if iommu {
+        img.put_u32(img.field(Chain::Iommu, 0, off::FLAGS), 1 << 2);
+    }
+    img.put_u32(img.field(Chain::Device, 0, off::REF_COUNT), 0);
+    img
+}
+
+/// `validate` on `img` with room to spare, not through `scratch_len`
+/// (whose walk would refuse a chain error first): the refusal, or `Ok`.
+fn validate_roomy(img: &Img) -> Result<(), Error> {
+    let mut scratch = vec![ScratchElem::default(); 4096];
+    reader::validate(&img.mem, img.root, &img.opts(), &mut scratch).map(|_| ())
+}
+
+#[test]
+fn a_device_chain_error_comes_before_any_record_error() {
+    for iommu in [true, false] {
+        let mut img = with_record_errors(iommu);
+        img.put_u64(plus(img.page(Chain::Device, 4), off::NEXT as u64), 1);
+        let unaligned = Error::new(
+            ErrorKind::Unaligned {
+                value: PhysAddr::new(1),
+            },
+            img.at_page(Chain::Device, 4).field("next_array_phys"),
+        );
+        assert_eq!(validate_roomy(&img), Err(unaligned));
+        assert_eq!(img.check(), Err(unaligned));
+    }
+}
+
+#[test]
+fn a_device_page_used_twice_comes_before_any_record_error() {
+    // Device page 4 pointing back to page 1 is a cycle, found by the walk:
+    // a chain error. Page 3 pointing to the domain page is found by the page
+    // table once the walk ends.
+    for iommu in [true, false] {
+        let img = with_record_errors(iommu);
+        let (first, domain) = (img.page(Chain::Device, 1), img.page(Chain::Domain, 0));
+        let cycle = ErrorKind::Cycle {
+            target: first,
+            earlier: 1,
+        };
+        let reused = ErrorKind::PageReused {
+            target: domain,
+            other_chain: Some(Chain::Domain),
+            other_page: Some(0),
+        };
+        for (page, target, kind) in [(4, first, cycle), (3, domain, reused)] {
+            let mut img = with_record_errors(iommu);
+            let next = plus(img.page(Chain::Device, page), off::NEXT as u64);
+            img.put_u64(next, target.get());
+            let at = img.at_page(Chain::Device, page).field("next_array_phys");
+            assert_eq!(validate_roomy(&img), Err(Error::new(kind, at)));
+            expect(&img, kind, at);
+        }
+    }
+}
+
+#[test]
+fn a_scratch_too_short_comes_before_any_record_error() {
+    let img = with_record_errors(true);
+    let opts = img.opts();
+    let n = reader::scratch_len(&img.mem, img.root, &opts).unwrap();
+    // Too short for the device chain, for the IOMMU and domain chains'
+    // regions, and for anything.
+    for got in [n - 1, n / 2, 3, 0] {
+        let mut scratch = vec![ScratchElem::default(); got];
+        let err = reader::validate(&img.mem, img.root, &opts, &mut scratch).unwrap_err();
+        assert_eq!(
+            err,
+            Error::new(
+                ErrorKind::ScratchTooSmall { needed: n, got },
+                Location::root(img.root, None),
+            ),
+            "{got} elements"
+        );
+    }
+    let mut scratch = vec![ScratchElem::default(); n];
+    let err = reader::validate(&img.mem, img.root, &opts, &mut scratch).unwrap_err();
+    assert_eq!(
+        err,
+        Error::new(
+            ErrorKind::UnknownFlags { flags: 1 << 2 },
+            img.at(Chain::Iommu, 0).field("flags")
+        )
+    );
+}
+
 // ---- every record ----
 
 #[test]

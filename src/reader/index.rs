@@ -1,15 +1,23 @@
 //! The caller's scratch: its element type, how it is laid out, and the
 //! lookups over it (a page by address, a record by its index in the chain).
 //!
-//! Layout, for `P` chain pages, `I` IOMMU slots and `D` device slots (deleted
-//! ones included):
+//! Layout, for `A` IOMMU and domain pages, `V` device pages, `I` IOMMU
+//! slots and `D` device slots (deleted ones included):
 //!
 //! | region | elements | entry |
 //! |---|---|---|
-//! | walk order | `P` | (page phys, `nr_objects`), IOMMU then domain then device chain |
-//! | by address | `P + 1` | (page phys, chain << 56 \| page index), sorted; the root's page too |
+//! | walk order | `A` | (page phys, `nr_objects`), IOMMU then domain chain |
 //! | IOMMU keys | `I` | (token, type << 56 \| record index), sorted, live records only |
+//! | device walk order | `V` | (page phys, `nr_objects`) |
+//! | by address | `A + 1` | (page phys, chain << 56 \| page index), sorted; the root's page too |
+//! | devices by address | `V` | (page phys, chain << 56 \| page index), sorted |
 //! | device keys | `D` | (segment << 32 \| devid, record index), sorted, live records only |
+//!
+//! That is `2 (A + V) + 1 + I + D` elements, what
+//! [`scratch_len`](super::scratch_len) returns (`2 P + 1 + I + D` for `P`
+//! chain pages). While the record passes run,
+//! before the device chain's length is known, the regions after the IOMMU
+//! keys are laid out otherwise (`PassRegions` in `validate.rs`).
 //!
 //! When the live devices' keys strictly ascend in chain order, the device
 //! key region holds only the entry of each device page's first live
@@ -84,7 +92,8 @@ pub(crate) const fn slot_of(chain: Chain) -> usize {
 }
 
 /// The validated page tables: chain pages in walk order, and every page
-/// (root's included) sorted by address, all of size `page_size`, with the
+/// (root's included) sorted by address, in two tables (the device chain's
+/// and the rest), all of size `page_size`, with the
 /// geometry of each chain: records of `stride[c]` bytes from offset `hdr`,
 /// `cap[c]` per page.
 #[derive(Clone, Copy, Debug)]
@@ -98,7 +107,10 @@ pub(crate) struct Pages<'s> {
     /// The format's `DELETED` flag.
     pub deleted: u32,
     pub walk: [&'s [ScratchElem]; 3],
+    /// The root's page and the IOMMU and domain chains' pages, by address.
     pub sorted: &'s [ScratchElem],
+    /// The device chain's pages, by address.
+    pub sorted_devices: &'s [ScratchElem],
 }
 
 /// A record found by address or index: its first `len` bytes.
@@ -297,11 +309,14 @@ impl<'s> Pages<'s> {
             let page = if hinted {
                 next
             } else {
-                let pos = self
-                    .sorted
+                let table = match chain {
+                    Chain::Device => self.sorted_devices,
+                    Chain::Iommu | Chain::Domain => self.sorted,
+                };
+                let pos = table
                     .binary_search_by(|e| e.hi.cmp(&base))
                     .map_err(|_| RefFault::NotInChain)?;
-                let e = self.sorted.get(pos).ok_or(RefFault::NotInChain)?;
+                let e = table.get(pos).ok_or(RefFault::NotInChain)?;
                 if tag_chain(e.lo >> TAG_SHIFT) != Some(chain) {
                     return Err(RefFault::NotInChain);
                 }
@@ -511,6 +526,7 @@ mod tests {
             deleted: 1,
             walk: [&[], walk, &[]],
             sorted,
+            sorted_devices: &[],
         }
     }
 

@@ -105,7 +105,7 @@ pub struct Options {
 /// exactly `2 × P + 1 + I + D` for `P` chain pages, `I` IOMMU slots and `D`
 /// device slots (deleted records included; domains need none). An element
 /// is 16 bytes, so that is 32 bytes per chain page, 16 per IOMMU or device
-/// slot and 16 more (the root's page in the sorted page table). Per record
+/// slot and 16 more (the root's page in the page table). Per record
 /// it is not bounded by 16 bytes: 1 IOMMU, 1 domain and 56 devices fill 3
 /// pages and need 64 elements, 1024 bytes for 58 records.
 ///
@@ -192,10 +192,12 @@ pub fn validate<'m, 's, M: Memory + ?Sized>(
 /// `device_records` yields, in the same order (chain order), each once.
 /// Each record it sees has passed every check of its own (flags,
 /// `ref_count`, its domain and IOMMU references, its vendor fields), but a
-/// later device may fail its own, and the checks across records come after
-/// the device pass: IOMMU reference counts and duplicate IOMMUs and
-/// devices. So `visit` may have seen records of an image that is then
-/// refused; use it for work whose result
+/// later device may fail its own; the device chain is walked as its
+/// records are checked, so a device page further on may be refused, as
+/// may the scratch's length or a page used twice once the walk ends; and
+/// the checks across records come after the device pass: IOMMU reference
+/// counts and duplicate IOMMUs and devices. So `visit` may have seen
+/// records of an image that is then refused; use it for work whose result
 /// is dropped with the error (a fold, filling a table of your own), never to
 /// act on a device.
 ///
@@ -247,9 +249,11 @@ pub fn validate_visiting<'m, 's, M: Memory + ?Sized>(
 ///
 /// When it returns `Ok`, `visitor` has seen exactly what those three
 /// yield, in the same order, each record once. On `Err` it may have seen
-/// records of the refused image: those before the record refused, or all
-/// of them when a check across records (reference counts, duplicates,
-/// after the last device) refuses it.
+/// records of the refused image: those before the record refused, those
+/// before the pass stopped when the device chain, the scratch's length or a
+/// page used twice refuses it (the device chain is walked as its records
+/// are checked), or all of them when a check across records (reference
+/// counts, duplicates, after the last device) refuses it.
 ///
 /// # Errors
 ///

@@ -17,7 +17,9 @@ use crate::format::v2::{V2, chain_fields};
 use crate::format::{DeviceFields, Format, Ops, Ref, Root, Version, record_hdr};
 use crate::{Memory, PhysAddr};
 
-/// What the chain walk found, before any record is read.
+/// What the chain walks found: for [`scratch_len`](super::scratch_len),
+/// before any record is read; for validation, the IOMMU and domain chains
+/// before the passes, and the device chain as its pass goes.
 pub(crate) struct Survey {
     pub pages: [u64; 3],
     pub objects: [u64; 3],
@@ -67,7 +69,14 @@ pub(crate) fn survey<M: Memory + ?Sized>(
         opts: &Options,
         first: Option<&[u8]>,
     ) -> Result<Survey, Error> {
-        survey_as::<M, F>(mem, &F::root(mem, root, opts, first)?, root, opts, &mut [])
+        survey_as::<M, F>(
+            mem,
+            &F::root(mem, root, opts, first)?,
+            root,
+            opts,
+            &mut [],
+            3,
+        )
     }
     match Version::detect(mem, root, opts) {
         (Version::V1, first) => of::<M, V1>(mem, root, opts, first),
@@ -210,16 +219,17 @@ fn check_counts(
     Ok(())
 }
 
-/// Walks every chain of the image whose checked root `root` is at
-/// `root_phys`, counting pages and records, and records each page,
+/// Walks the first `chains` chains of the image whose checked root `root`
+/// is at `root_phys` (all three for [`survey`], the IOMMU and domain
+/// chains for validation, which walks the device chain as its pass goes:
+/// see [`finish_as`]), counting pages and records, and records each page,
 /// (address, `nr_objects`), in `walks`: the chains' pages one after the
 /// other, in walk order, as far as `walks` holds them (the rest are
 /// counted, not recorded: `validate` refuses a scratch shorter than
 /// `needed` once the walk is done, so a chain error comes first).
 ///
-/// This is the one walk of validation: every later pass reads the pages'
-/// addresses from `walks`, and each page's `nr_objects` as this walk read
-/// it.
+/// Every later pass reads the pages' addresses from `walks`, and each
+/// page's `nr_objects` as this walk read it.
 #[inline(never)]
 fn survey_as<M: Memory + ?Sized, F: Format>(
     mem: &M,
@@ -227,19 +237,22 @@ fn survey_as<M: Memory + ?Sized, F: Format>(
     root_phys: PhysAddr,
     opts: &Options,
     walks: &mut [ScratchElem],
+    chains: usize,
 ) -> Result<Survey, Error> {
-    let max_pages = opts.limits.max_pages_per_chain.min(MAX_PAGES);
-    let max_objects = opts.limits.max_objects.min(MAX_OBJECTS);
-    let mut pages = [0u64; 3];
-    let mut objects = [0u64; 3];
-    let mut strides = [0u64; 3];
+    let (max_pages, max_objects) = limits(opts);
+    let mut s = Survey {
+        pages: [0; 3],
+        objects: [0; 3],
+        strides: [0; 3],
+        needed: 0,
+    };
     let mut total = 0u64;
     let mut slots = walks.iter_mut();
-    for (i, chain) in ARRAYS.into_iter().enumerate() {
+    for (i, chain) in ARRAYS.into_iter().enumerate().take(chains) {
         let mut walk = ChainWalk::<M, F>::new(
             mem,
             root,
-            Some(opts.crc),
+            Some(&opts.crc),
             root_phys,
             chain,
             max_pages,
@@ -256,25 +269,41 @@ fn survey_as<M: Memory + ?Sized, F: Format>(
         let o = walk.objects().saturating_sub(total);
         check_counts(root, root_phys, i, chain, n, o)?;
         total = total.saturating_add(o);
-        if let (Some(p), Some(ob), Some(st)) =
-            (pages.get_mut(i), objects.get_mut(i), strides.get_mut(i))
-        {
-            (*p, *ob, *st) = (n, o, walk.stride());
-        }
+        s.set(i, n, o, walk.stride());
     }
-    // Both sums are bounded by the clamped limits (3 × 2^40, 2^48).
-    let all_pages = pages.iter().fold(0u64, |a, &p| a.saturating_add(p));
-    let needed = all_pages
-        .saturating_mul(2)
-        .saturating_add(1)
-        .saturating_add(objects[0])
-        .saturating_add(objects[2]);
-    Ok(Survey {
-        pages,
-        objects,
-        strides,
-        needed: usize::try_from(needed).unwrap_or(usize::MAX),
-    })
+    Ok(s)
+}
+
+/// The page and object limits of `opts`, clamped to what the scratch's
+/// packing holds.
+fn limits(opts: &Options) -> (u64, u64) {
+    (
+        opts.limits.max_pages_per_chain.min(MAX_PAGES),
+        opts.limits.max_objects.min(MAX_OBJECTS),
+    )
+}
+
+impl Survey {
+    /// Records chain `i`'s walk: `pages` pages, `objects` records of
+    /// `stride` bytes; and the scratch elements the chains recorded so far
+    /// need.
+    fn set(&mut self, i: usize, pages: u64, objects: u64, stride: u64) {
+        if let (Some(p), Some(ob), Some(st)) = (
+            self.pages.get_mut(i),
+            self.objects.get_mut(i),
+            self.strides.get_mut(i),
+        ) {
+            (*p, *ob, *st) = (pages, objects, stride);
+        }
+        // Both sums are bounded by the clamped limits (3 × 2^40, 2^48).
+        let all_pages = self.pages.iter().fold(0u64, |a, &p| a.saturating_add(p));
+        let needed = all_pages
+            .saturating_mul(2)
+            .saturating_add(1)
+            .saturating_add(self.objects[0])
+            .saturating_add(self.objects[2]);
+        self.needed = usize::try_from(needed).unwrap_or(usize::MAX);
+    }
 }
 
 fn too_small(root: PhysAddr, needed: usize, got: usize) -> Error {
@@ -312,96 +341,300 @@ fn validate_as<'m, 's, M: Memory + ?Sized, F: Format, O: PutShape<'m>, V: Visito
         Ok(r) => r,
         Err(e) => return Err(refuse(err, *e)),
     };
-    let surveyed = survey_as::<M, F>(mem, r, root, opts, scratch);
-    let s = match &surveyed {
+    // The IOMMU and domain chains; the device chain is walked by the
+    // device pass.
+    let mut surveyed = survey_as::<M, F>(mem, r, root, opts, scratch, 2);
+    let s = match &mut surveyed {
         Ok(s) => s,
         Err(e) => return Err(refuse(err, *e)),
     };
-    let got = scratch.len();
-    // The survey recorded the chains' pages at the front of the scratch,
-    // where the walk regions are.
-    let Some(regions) = split_scratch(s, scratch) else {
-        return Err(refuse(err, too_small(root, s.needed, got)));
-    };
-    finish_as::<M, F, O, V>(mem, r, root, opts, s, regions, out, visit, err)
+    let checked = finish_as::<M, F, V>(mem, r, root, opts, s, scratch, visit, err)?;
+    after_passes::<M, F, O>(mem, r, root, s, scratch, checked, out, err)
 }
 
-/// Splits `scratch` into the regions the survey `s` sized; `None` if it
-/// is too small.
-fn split_scratch<'s>(s: &Survey, scratch: &'s mut [ScratchElem]) -> Option<Regions<'s>> {
-    let mut rest = scratch;
-    let walk_iommu = take(&mut rest, s.pages[0])?;
-    let walk_domain = take(&mut rest, s.pages[1])?;
-    let walk_device = take(&mut rest, s.pages[2])?;
-    let all_pages = s.pages.iter().fold(0u64, |a, &p| a.saturating_add(p));
-    let sorted = take(&mut rest, all_pages.saturating_add(1))?;
-    let iommu_keys = take(&mut rest, s.objects[0])?;
-    let device_keys = take(&mut rest, s.objects[2])?;
-    Some(Regions {
-        walks: [walk_iommu, walk_domain, walk_device],
-        sorted,
-        iommu_keys,
-        device_keys,
-    })
-}
-
-/// The scratch, split as the survey sized it: the pages of each chain (in
-/// walk order, filled), the sorted page table, the IOMMU and device keys.
-struct Regions<'s> {
-    walks: [&'s mut [ScratchElem]; 3],
+/// The scratch while the record passes run, for `A` IOMMU and domain
+/// pages and `I` IOMMU slots: the device chain's length is not known yet.
+///
+/// | region | elements | entry |
+/// |---|---|---|
+/// | walk order | `A` | the IOMMU then the domain chain's pages, as the survey recorded them |
+/// | IOMMU slots | `I` | as in `index.rs` |
+/// | middle | the rest but `A + 1` | the device chain's pages in walk order from the front, at their place in the final layout; device keys (as in `index.rs`) from the back towards the front |
+/// | by address | `A + 1` | the root's, IOMMU and domain pages, sorted |
+///
+/// The device keys never reach the device pages: [`DeviceWalk::advance`]
+/// records a page only while the pages walked and the device slots they
+/// hold, an upper bound on the keys, fit together.
+struct PassRegions<'s> {
+    walk_iommu: &'s mut [ScratchElem],
+    walk_domain: &'s mut [ScratchElem],
+    iommu_slots: &'s mut [ScratchElem],
+    mid: &'s mut [ScratchElem],
     sorted: &'s mut [ScratchElem],
-    iommu_keys: &'s mut [ScratchElem],
-    device_keys: &'s mut [ScratchElem],
 }
 
-/// The rest of [`validate_as`] once the pages are recorded: the page table
-/// and every record check, each a function of its own that runs after the
-/// one before has returned, so that the stack holds one at a time (the
-/// kernel's stack is small).
+impl<'s> PassRegions<'s> {
+    /// The regions of `scratch` for the IOMMU and domain chains `s`
+    /// measured; `None` if it is too short for them.
+    fn split(s: &Survey, scratch: &'s mut [ScratchElem]) -> Option<Self> {
+        let mut rest = scratch;
+        let walk_iommu = take(&mut rest, s.pages[0])?;
+        let walk_domain = take(&mut rest, s.pages[1])?;
+        let iommu_slots = take(&mut rest, s.objects[0])?;
+        let a = s.pages[0].checked_add(s.pages[1])?.checked_add(1)?;
+        let mid_len = u64::try_from(rest.len()).ok()?.checked_sub(a)?;
+        let mid = take(&mut rest, mid_len)?;
+        Some(PassRegions {
+            walk_iommu,
+            walk_domain,
+            iommu_slots,
+            mid,
+            sorted: rest,
+        })
+    }
+}
+
+/// The walk of the device chain, run [`TOUCH_AHEAD`] pages ahead of the
+/// device pass: each page is read once, its cache lines all at once
+/// ([`ChainWalk::touching`]), and its header checked, while the pass
+/// checks the records of a page met earlier; without it, validation
+/// walked the chain first and the pass met every page a second time, with
+/// no other work to hide the walk's misses behind.
+struct DeviceWalk<'m, 'r, M: ?Sized, F> {
+    walk: ChainWalk<'m, 'r, M, F>,
+    /// The objects of the IOMMU and domain chains, which the walk's count
+    /// starts from.
+    before: u64,
+    /// Pages recorded at the front of the middle region ([`PassRegions`]):
+    /// every page walked while they fit.
+    recorded: usize,
+    room: bool,
+    state: WalkState,
+}
+
+/// Where a [`DeviceWalk`] stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WalkState {
+    Walking,
+    /// The chain ended and its counts were checked.
+    Ended,
+    /// A chain error, already in the error slot.
+    Failed,
+}
+
+impl<'m, 'r, M: Memory + ?Sized, F: Format> DeviceWalk<'m, 'r, M, F> {
+    fn new(mem: &'m M, r: &'r Root<'m>, root: PhysAddr, opts: &'r Options, s: &Survey) -> Self {
+        let (max_pages, max_objects) = limits(opts);
+        let before = s.objects[0].saturating_add(s.objects[1]);
+        let walk = ChainWalk::<M, F>::new(
+            mem,
+            r,
+            Some(&opts.crc),
+            root,
+            Chain::Device,
+            max_pages,
+            max_objects,
+            before,
+        );
+        DeviceWalk {
+            walk: walk.touching(),
+            before,
+            recorded: 0,
+            room: true,
+            state: WalkState::Walking,
+        }
+    }
+
+    /// The device records walked so far.
+    fn objects(&self) -> u64 {
+        self.walk.objects().saturating_sub(self.before)
+    }
+
+    /// Walks one page and records it at the front of `mid` if it fits with
+    /// the device slots walked, which bound the keys at its back: `true`
+    /// for a page walked, `false` at the end of the chain (whose counts
+    /// are then checked against the root's). A chain error is put into
+    /// `err`, and every call after it refuses.
+    #[inline(never)]
+    fn advance(
+        &mut self,
+        r: &Root<'_>,
+        root: PhysAddr,
+        mid: &mut [ScratchElem],
+        err: &mut Option<Error>,
+    ) -> Result<bool, Refused> {
+        match self.state {
+            WalkState::Walking => {}
+            WalkState::Ended => return Ok(false),
+            WalkState::Failed => return Err(Refused(())),
+        }
+        let page = match self.walk.next_page_into(err) {
+            Ok(Some(page)) => page,
+            Ok(None) => {
+                let (pages, objects) = (self.walk.pages(), self.objects());
+                end_counts(r, root, pages, objects, err).inspect_err(|_| {
+                    self.state = WalkState::Failed;
+                })?;
+                self.state = WalkState::Ended;
+                return Ok(false);
+            }
+            Err(()) => {
+                self.state = WalkState::Failed;
+                return Err(Refused(()));
+            }
+        };
+        let keys = usize::try_from(self.objects()).unwrap_or(usize::MAX);
+        let fits = mid
+            .len()
+            .checked_sub(keys)
+            .is_some_and(|free| self.recorded < free);
+        match mid.get_mut(self.recorded) {
+            Some(e) if self.room && fits => {
+                *e = ScratchElem::new(page.phys.get(), page.nr_objects);
+                self.recorded = self.recorded.saturating_add(1);
+            }
+            _ => self.room = false,
+        }
+        Ok(true)
+    }
+
+    /// Walks the rest of the chain, recording its pages as `advance` does.
+    #[inline(always)]
+    fn drain(
+        &mut self,
+        r: &Root<'_>,
+        root: PhysAddr,
+        mid: &mut [ScratchElem],
+        err: &mut Option<Error>,
+    ) -> Result<(), Refused> {
+        while self.advance(r, root, mid, err)? {}
+        Ok(())
+    }
+
+    /// A chain error the walk deferred, made exact (`ChainWalk::settle`) in
+    /// `err`, here, high on the stack: the refusal `f` again.
+    fn settle(&self, f: Refused, err: &mut Option<Error>) -> Refused {
+        if let Some(e) = self.walk.settle() {
+            *err = Some(e);
+        }
+        f
+    }
+
+    /// Device page `k` of the walk, once recorded.
+    #[inline(always)]
+    fn entry(&self, mid: &[ScratchElem], k: usize) -> Option<ScratchElem> {
+        mid.get(..self.recorded)?.get(k).copied()
+    }
+}
+
+/// The device chain's counts, `pages` and `objects`, against the root's
+/// (`check_counts`), its error put into `err`.
+#[inline(never)]
+fn end_counts(
+    r: &Root<'_>,
+    root: PhysAddr,
+    pages: u64,
+    objects: u64,
+    err: &mut Option<Error>,
+) -> Result<(), Refused> {
+    let i = super::index::slot_of(Chain::Device);
+    kept(err, check_counts(r, root, i, Chain::Device, pages, objects))
+}
+
+/// The rest of [`validate_as`] once the IOMMU and domain chains are
+/// walked: the record passes, the device chain walked with its own
+/// ([`DeviceWalk`]), then the checks across records. Each is a function of
+/// its own that runs after the one before has returned, so that the stack
+/// holds one at a time (the kernel's stack is small).
+///
+/// The refusals come in the order they would if the device chain were
+/// walked before any record was read: a chain error, then a scratch too
+/// short, then a page used twice, then the first record refused. So a
+/// record refused only stops the passes: the walk goes on to the chain's
+/// end, and the page table is built and checked before the record's error
+/// is returned. (A visitor may then have seen records of an image refused
+/// for its device chain: see [`Visitor`].)
 #[inline(never)]
 #[allow(clippy::too_many_arguments)] // Each is a fact `validate_as` has; a struct of them would be one more copy in its frame.
-fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>, V: Visitor<'m>>(
+fn finish_as<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
     mem: &'m M,
     r: &Root<'m>,
     root: PhysAddr,
     opts: &Options,
-    s: &Survey,
-    regions: Regions<'_>,
-    out: &mut O,
+    s: &mut Survey,
+    scratch: &mut [ScratchElem],
     visit: &mut V,
     err: &mut Option<Error>,
+) -> Result<Result<(usize, Keyed), Refused>, Refused> {
+    let got = scratch.len();
+    let mut dw = DeviceWalk::<M, F>::new(mem, r, root, opts, s);
+    let checked = match PassRegions::split(s, scratch) {
+        Some(regions) => passes::<M, F, V>(mem, r, root, opts, s, regions, &mut dw, visit, err),
+        None => Err(Refused(())),
+    };
+    // The rest of the chain, if the passes stopped (or did not start) before
+    // its end; a chain error the walk met, made exact.
+    dw.drain(r, root, &mut [], err)
+        .map_err(|f| dw.settle(f, err))?;
+    s.set(
+        super::index::slot_of(Chain::Device),
+        dw.walk.pages(),
+        dw.objects(),
+        dw.walk.stride(),
+    );
+    if got < s.needed || dw.recorded != usize::try_from(dw.walk.pages()).unwrap_or(usize::MAX) {
+        return Err(refuse(err, too_small(root, s.needed, got)));
+    }
+    // The device keys go to their place before the page table is built,
+    // which may cover where they are.
+    let keys = match &checked {
+        Ok((_, Keyed::Ascending(pages))) => *pages,
+        Ok((live, Keyed::From(_))) => *live,
+        Err(_) => 0,
+    };
+    if arrange(s, keys, scratch).is_none() {
+        return Err(refuse(err, too_small(root, s.needed, got)));
+    }
+    Ok(checked)
+}
+
+/// The rest of [`finish_as`] once the device chain is walked and the
+/// device keys are in place: the page table, then the first record error
+/// of the passes (`checked`) if there was one, then the checks across
+/// records and the shape put into `out`. A function of its own, so that
+/// the device walk's state is not on the stack below it.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)] // As `finish_as`.
+fn after_passes<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>>(
+    mem: &'m M,
+    r: &Root<'m>,
+    root: PhysAddr,
+    s: &Survey,
+    scratch: &mut [ScratchElem],
+    checked: Result<(usize, Keyed), Refused>,
+    out: &mut O,
+    err: &mut Option<Error>,
 ) -> Result<(), Refused> {
+    let got = scratch.len();
+    let Some(regions) = split_scratch(s, scratch) else {
+        return Err(refuse(err, too_small(root, s.needed, got)));
+    };
     let Regions {
         walks: [walk_iommu, walk_domain, walk_device],
         sorted,
+        sorted_devices,
         iommu_keys,
         device_keys,
     } = regions;
-    let page_size = r.page_size;
-    find_reused_pages::<F>(
-        root,
-        page_size,
-        [&*walk_iommu, &*walk_domain, &*walk_device],
-        sorted,
-        err,
-    )?;
+    let walks = [&*walk_iommu, &*walk_domain, &*walk_device];
+    find_reused_device_pages::<F>(root, walks, sorted, sorted_devices, err)?;
+    let (live_devices, keyed) = checked?;
     let pages = Pages {
-        page_size,
-        hdr: F::PAGE_HDR,
-        stride: s.strides,
-        cap: s
-            .strides
-            .map(|st| records_in_page(page_size, F::PAGE_HDR, st)),
-        magic: s.strides.map(reciprocal),
-        deleted: F::DELETED,
-        walk: [&*walk_iommu, &*walk_domain, &*walk_device],
+        walk: walks,
         sorted: &*sorted,
+        sorted_devices: &*sorted_devices,
+        ..pass_pages::<F>(r.page_size, s.strides)
     };
-    let handover = opts.mode == Mode::Handover;
-    check_iommus::<M, F, V>(mem, &pages, handover, iommu_keys, visit, err)?;
-    check_domains::<M, F, V>(mem, &pages, handover, visit, err)?;
-    let (live_devices, keyed) =
-        check_devices::<M, F, V>(mem, &pages, handover, iommu_keys, device_keys, visit, err)?;
     let live_iommus = check_ref_counts::<M, F>(mem, &pages, iommu_keys, err)?;
     let iommu_keys = iommu_keys.get_mut(..live_iommus).unwrap_or(&mut []);
     iommu_keys.sort_unstable();
@@ -431,8 +664,154 @@ fn finish_as<'m, M: Memory + ?Sized, F: Format, O: PutShape<'m>, V: Visitor<'m>>
     Ok(())
 }
 
-/// Sorts every page by address (the root's page too) and refuses a page
-/// used twice, reported at the later use in walk order.
+/// The page tables of chains of records `strides` bytes long, with no page
+/// in them yet.
+fn pass_pages<'s, F: Format>(page_size: PageSize, strides: [u64; 3]) -> Pages<'s> {
+    Pages {
+        page_size,
+        hdr: F::PAGE_HDR,
+        stride: strides,
+        cap: strides.map(|st| records_in_page(page_size, F::PAGE_HDR, st)),
+        magic: strides.map(reciprocal),
+        deleted: F::DELETED,
+        walk: [&[]; 3],
+        sorted: &[],
+        sorted_devices: &[],
+    }
+}
+
+/// The record passes, the device chain's walk running ahead of its pass:
+/// the IOMMU and domain pages are checked for reuse among themselves and
+/// sorted (all a lookup from a device needs), the IOMMUs, the domains, then
+/// the devices are checked. Returns what [`check_devices`] does.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // As `finish_as`.
+fn passes<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
+    mem: &'m M,
+    r: &Root<'m>,
+    root: PhysAddr,
+    opts: &Options,
+    s: &Survey,
+    regions: PassRegions<'_>,
+    dw: &mut DeviceWalk<'m, '_, M, F>,
+    visit: &mut V,
+    err: &mut Option<Error>,
+) -> Result<(usize, Keyed), Refused> {
+    let PassRegions {
+        walk_iommu,
+        walk_domain,
+        iommu_slots,
+        mid,
+        sorted,
+    } = regions;
+    let page_size = r.page_size;
+    let walks = [&*walk_iommu, &*walk_domain, &[]];
+    let checked = find_reused_pages::<F>(root, page_size, walks, sorted, err).and_then(|()| {
+        for _ in 0..TOUCH_AHEAD {
+            dw.advance(r, root, mid, err)?;
+        }
+        let mut strides = s.strides;
+        if let Some(st) = strides.get_mut(super::index::slot_of(Chain::Device)) {
+            *st = dw.walk.stride();
+        }
+        let pages = Pages {
+            walk: walks,
+            sorted: &*sorted,
+            ..pass_pages::<F>(page_size, strides)
+        };
+        let handover = opts.mode == Mode::Handover;
+        check_iommus::<M, F, V>(mem, &pages, handover, iommu_slots, visit, err)?;
+        check_domains::<M, F, V>(mem, &pages, handover, visit, err)?;
+        check_devices::<M, F, V>(
+            mem,
+            &pages,
+            handover,
+            iommu_slots,
+            mid,
+            dw,
+            r,
+            root,
+            visit,
+            err,
+        )
+    });
+    // After a record refused, the rest of the chain's pages, recorded for
+    // the page table. A chain error stays in the walk for the caller.
+    let _ = dw.drain(r, root, mid, err);
+    checked
+}
+
+/// Moves what the passes left at the back of the scratch ([`PassRegions`])
+/// to its place in the final layout (`index.rs`), once the device chain's
+/// pages are known (`s`): the sorted table of the other pages, then the
+/// `keys` device keys the pass wrote last first, in order, after the room
+/// for the sorted device pages. In O(pages + keys), whatever the scratch's
+/// length; `None` (never, once the scratch holds `s.needed`) if they do not
+/// fit.
+#[inline(never)]
+fn arrange(s: &Survey, keys: usize, scratch: &mut [ScratchElem]) -> Option<()> {
+    let n = |x: u64| usize::try_from(x).ok();
+    let others = n(s.pages[0])?.checked_add(n(s.pages[1])?)?;
+    let table = others.checked_add(1)?;
+    let devices = n(s.pages[2])?;
+    // The scratch from the sorted table's place on: [free][keys, last
+    // first][table] now, [table][room for the devices][keys] then.
+    let start = others.checked_add(n(s.objects[0])?)?.checked_add(devices)?;
+    let tail = scratch.get_mut(start..)?;
+    let len = tail.len();
+    let table_at = len.checked_sub(table)?;
+    let keys_at = table_at.checked_sub(keys)?;
+    tail.get_mut(keys_at..table_at)?.reverse();
+    tail.get_mut(keys_at..)?.rotate_left(keys);
+    // [free][table][keys]: the table to the front, the keys after the
+    // room; both move towards the front (the keys by at least `devices`,
+    // as the scratch is long enough).
+    tail.copy_within(keys_at..keys_at.checked_add(table)?, 0);
+    let keys_to = table.checked_add(devices)?;
+    let keys_from = len.checked_sub(keys)?;
+    if keys_to > keys_from {
+        return None;
+    }
+    tail.copy_within(keys_from.., keys_to);
+    Some(())
+}
+
+/// Splits `scratch` into the regions the walks `s` sized; `None` if it
+/// is too small.
+fn split_scratch<'s>(s: &Survey, scratch: &'s mut [ScratchElem]) -> Option<Regions<'s>> {
+    let mut rest = scratch;
+    let walk_iommu = take(&mut rest, s.pages[0])?;
+    let walk_domain = take(&mut rest, s.pages[1])?;
+    let iommu_keys = take(&mut rest, s.objects[0])?;
+    let walk_device = take(&mut rest, s.pages[2])?;
+    let others = s.pages[0].saturating_add(s.pages[1]);
+    let sorted = take(&mut rest, others.saturating_add(1))?;
+    let sorted_devices = take(&mut rest, s.pages[2])?;
+    let device_keys = take(&mut rest, s.objects[2])?;
+    Some(Regions {
+        walks: [walk_iommu, walk_domain, walk_device],
+        sorted,
+        sorted_devices,
+        iommu_keys,
+        device_keys,
+    })
+}
+
+/// The scratch, split as the walks sized it (the layout in `index.rs`):
+/// the pages of each chain (in walk order, filled), the page tables sorted
+/// by address (the root's, IOMMU and domain pages, filled; the device
+/// pages), the IOMMU and device keys.
+struct Regions<'s> {
+    walks: [&'s mut [ScratchElem]; 3],
+    sorted: &'s mut [ScratchElem],
+    sorted_devices: &'s mut [ScratchElem],
+    iommu_keys: &'s mut [ScratchElem],
+    device_keys: &'s mut [ScratchElem],
+}
+
+/// Sorts the root's page and the IOMMU and domain chains' pages (the
+/// first two `walks`) by address into `sorted` and refuses a page used
+/// twice among them, reported at the later use in walk order.
 #[inline(never)]
 fn find_reused_pages<F: Format>(
     root: PhysAddr,
@@ -445,23 +824,94 @@ fn find_reused_pages<F: Format>(
     if let Some(e) = out.next() {
         *e = ScratchElem::new(root.page_base(page_size).get(), 0);
     }
-    for (chain, walk) in ARRAYS.into_iter().zip(walks) {
-        for (i, (w, e)) in walk.iter().zip(out.by_ref()).enumerate() {
-            let i = u64::try_from(i).unwrap_or(u64::MAX);
-            *e = ScratchElem::new(w.hi, (chain_tag(Some(chain)) << TAG_SHIFT) | i);
-        }
+    for (chain, walk) in ARRAYS.into_iter().zip(walks).take(2) {
+        tag_pages(chain, walk, &mut out);
     }
     sorted.sort_unstable();
-    let first = sorted
+    match reuse_in(sorted) {
+        Some(pair) => Err(refuse(err, reused::<F>(root, walks, pair))),
+        None => Ok(()),
+    }
+}
+
+/// After [`find_reused_pages`] accepted the other pages in `sorted`: sorts
+/// the device chain's pages (`walk_device`) by address into `devices` and
+/// refuses one used twice, or used by another chain too, reported at the
+/// later use. A page the passes refused among the others is refused
+/// again first: its later use comes before any device page's.
+#[inline(never)]
+fn find_reused_device_pages<F: Format>(
+    root: PhysAddr,
+    walks: [&[ScratchElem]; 3],
+    sorted: &[ScratchElem],
+    devices: &mut [ScratchElem],
+    err: &mut Option<Error>,
+) -> Result<(), Refused> {
+    tag_pages(Chain::Device, walks[2], &mut devices.iter_mut());
+    devices.sort_unstable();
+    let first = reuse_in(sorted).or_else(|| {
+        reuse_in(devices)
+            .into_iter()
+            .chain(reuse_across(sorted, devices))
+            .min_by_key(|(_, later)| later.lo)
+    });
+    match first {
+        Some(pair) => Err(refuse(err, reused::<F>(root, walks, pair))),
+        None => Ok(()),
+    }
+}
+
+/// Writes into `out` the page table entry of each page of `walk`, a walk
+/// of `chain`: (address, chain << 56 | page index).
+fn tag_pages<'a>(
+    chain: Chain,
+    walk: &[ScratchElem],
+    out: &mut impl Iterator<Item = &'a mut ScratchElem>,
+) {
+    for (i, (w, e)) in walk.iter().zip(out).enumerate() {
+        let i = u64::try_from(i).unwrap_or(u64::MAX);
+        *e = ScratchElem::new(w.hi, (chain_tag(Some(chain)) << TAG_SHIFT) | i);
+    }
+}
+
+/// In a sorted page table, the two uses of a page whose later use comes
+/// first in walk order (chain, then page index).
+fn reuse_in(sorted: &[ScratchElem]) -> Option<(ScratchElem, ScratchElem)> {
+    sorted
         .windows(2)
         .filter_map(|w| match w {
             [a, b] if a.hi == b.hi => Some((*a, *b)),
             _ => None,
         })
-        .min_by_key(|(_, later)| later.lo);
-    let Some((earlier, later)) = first else {
-        return Ok(());
-    };
+        .min_by_key(|(_, later)| later.lo)
+}
+
+/// In two page tables sorted by address, `a` with no page twice, the use
+/// in `a` and the use in `b` of a page both have whose use in `b` comes
+/// first in walk order.
+fn reuse_across(a: &[ScratchElem], b: &[ScratchElem]) -> Option<(ScratchElem, ScratchElem)> {
+    let mut first: Option<(ScratchElem, ScratchElem)> = None;
+    let mut xs = a.iter().peekable();
+    for y in b {
+        while xs.next_if(|x| x.hi < y.hi).is_some() {}
+        if let Some(&&x) = xs.peek()
+            && x.hi == y.hi
+            && first.is_none_or(|(_, later)| y.lo < later.lo)
+        {
+            first = Some((x, *y));
+        }
+    }
+    first
+}
+
+/// The error for a page used twice, `earlier` and then `later` (page table
+/// entries of a chain in `walks` or of the root's page), at the pointer to
+/// the later use.
+fn reused<F: Format>(
+    root: PhysAddr,
+    walks: [&[ScratchElem]; 3],
+    (earlier, later): (ScratchElem, ScratchElem),
+) -> Error {
     // The later use is a chain page: the root's entry (tag 0) sorts first.
     let chain = tag_chain(later.lo >> TAG_SHIFT).unwrap_or(Chain::Iommu);
     let index = later.lo & LOW_MASK;
@@ -488,7 +938,7 @@ fn find_reused_pages<F: Format>(
         other_chain,
         other_page,
     };
-    Err(refuse(err, Error::new(reused, holder)))
+    Error::new(reused, holder)
 }
 
 /// The first `e.lo` records of chain page `e`, located at `at`, each cut
@@ -706,7 +1156,9 @@ fn lookup<'m, M: Memory + ?Sized>(
     pages.find(mem, chain, to, len, true, cursor)
 }
 
-/// [`lookup`], with the error for a reference it refuses, at `at`.
+/// [`lookup`], with the error for a reference it refuses, at field `field`
+/// of the record at `loc` (made only then: the caller's frame holds one
+/// `Location`, the kernel's stack is small).
 #[inline(always)]
 fn resolve<'m, M: Memory + ?Sized>(
     mem: &'m M,
@@ -715,14 +1167,14 @@ fn resolve<'m, M: Memory + ?Sized>(
     to: Ref,
     len: usize,
     cursor: &mut Cursor<'m>,
-    at: Location,
+    (loc, field): (&Location, &'static str),
 ) -> Result<Found<'m>, Error> {
     lookup(mem, pages, chain, to, len, cursor).map_err(|fault| {
         let kind = match to {
             Ref::Phys(target) => ErrorKind::BadReference { target, fault },
             Ref::Index(index) => ErrorKind::BadIndex { index, fault },
         };
-        Error::new(kind, at)
+        Error::new(kind, loc.field(field))
     })
 }
 
@@ -791,7 +1243,7 @@ fn uncommon_header<F: Format>(loc: Location, bytes: &[u8], handover: bool) -> Re
 /// the other, so the stack holds one at a time (the kernel's is small).
 struct DevicePass<'m> {
     /// The next record: its page's position in the walk and its index in
-    /// the chain (page × capacity + slot: the survey proved every page but
+    /// the chain (page × capacity + slot: the walk proved every page but
     /// the last full).
     page: usize,
     index: u64,
@@ -869,8 +1321,10 @@ impl<'m> DevicePass<'m> {
             Keyed::From(_) => Some(self.live),
         };
         // Never `None` for a place: there are as many as device slots, at
-        // most one per live device.
-        if let Some(k) = at.and_then(|at| keys.get_mut(at)) {
+        // most one per live device. Written from the back of `keys`
+        // ([`PassRegions`]).
+        let place = at.and_then(|at| keys.len().checked_sub(at.checked_add(1)?));
+        if let Some(k) = place.and_then(|p| keys.get_mut(p)) {
             *k = ScratchElem::new(key, self.index);
         }
         self.live = self.live.wrapping_add(1);
@@ -955,127 +1409,124 @@ fn key_devices<M: Memory + ?Sized, F: Format>(
 /// full ones would, or is checked by the full ones: the error, its order
 /// and its location are theirs.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // As `finish_as`.
 fn check_devices<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
     mem: &'m M,
     pages: &Pages<'_>,
     handover: bool,
     iommu_slots: &mut [ScratchElem],
     keys: &mut [ScratchElem],
+    dw: &mut DeviceWalk<'m, '_, M, F>,
+    r: &Root<'_>,
+    root: PhysAddr,
     visit: &mut V,
     err: &mut Option<Error>,
 ) -> Result<(usize, Keyed), Refused> {
     let mut pass = DevicePass::new();
-    while !fast_devices::<M, F, V>(mem, pages, handover, iommu_slots, keys, &mut pass, visit) {
-        full_device::<M, F, V>(
-            mem,
-            pages,
-            handover,
-            iommu_slots,
-            keys,
-            &mut pass,
-            visit,
-            err,
-        )?;
+    let (slots, keys) = (iommu_slots, keys);
+    loop {
+        // The page `TOUCH_AHEAD` on, as this one is started.
+        dw.advance(r, root, keys, err)?;
+        let Some(e) = dw.entry(keys, pass.page) else {
+            break;
+        };
+        while !fast_devices::<M, F, V>(mem, pages, handover, slots, keys, &e, &mut pass, visit) {
+            let p = &mut pass;
+            if full_device::<M, F, V>(mem, pages, handover, slots, keys, &e, p, visit, err)? {
+                break;
+            }
+        }
+        pass.next_page(pages);
     }
-    Ok(pass.finish(iommu_slots))
+    Ok(pass.finish(slots))
 }
 
-/// How many device pages ahead of the one it checks [`fast_devices`]
-/// touches (`crate::mem::touch`): far enough that the page's lines have
-/// arrived when the pass reaches it, near enough that they are still
-/// cached then. On image (b), each timed against no touch in one
-/// process: 1 and 2 pages ahead gained less than 3 to 9 (one process
+/// How many device pages ahead of the one the device pass checks the
+/// device chain's walk reads ([`DeviceWalk`]): far enough that the page's
+/// lines have arrived when the pass reaches it, near enough that they are
+/// still cached then. On image (b), with the pages touched this far ahead
+/// of the pass after a walk of their own, each timed against no touch in
+/// one process: 1 and 2 pages ahead gained less than 3 to 9 (one process
 /// each), and over eight processes 3, 4 and 5 gained alike, in a range
 /// that overlaps 1 and 2's (BENCHMARKS.md, round 8).
 const TOUCH_AHEAD: usize = 4;
 
-/// Accepts device records from where `pass` stands while each is the
-/// common case (live, `ref_count` 1, no flag the mode forbids) or a
-/// deleted one with allowed flags, and valid. `true` at the end of the
-/// chain; `false` at the first record or page it does not accept, where
-/// `pass` then stands. It builds no error: a refused check only stops it.
+/// Accepts the records of device page `e` from where `pass` stands while
+/// each is the common case (live, `ref_count` 1, no flag the mode forbids)
+/// or a deleted one with allowed flags, and valid. `true` at the end of
+/// the page; `false` at the first record it does not accept (or if the
+/// page cannot be read), where `pass` then stands. It builds no error: a
+/// refused check only stops it.
 ///
 /// A device naming the same IOMMU as the one before it reuses that
 /// lookup, since a reference's validity depends on its value alone.
 #[inline(never)]
+#[allow(clippy::too_many_arguments)] // The pass's state, and the page.
 fn fast_devices<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
     mem: &'m M,
     pages: &Pages<'_>,
     handover: bool,
     iommu_slots: &mut [ScratchElem],
     keys: &mut [ScratchElem],
+    e: &ScratchElem,
     pass: &mut DevicePass<'m>,
     visit: &mut V,
 ) -> bool {
     let uncommon = uncommon_flags::<F>(handover);
     let bad = uncommon & !F::DELETED;
     let stride = pages.stride(Chain::Device);
-    let walk = pages.chain(Chain::Device);
-    while let Some(e) = walk.get(pass.page) {
-        let Some(mut slots) = crate::mem::read_page(mem, PhysAddr::new(e.hi), pages.page_size)
-            .and_then(|bytes| pages.slots(Chain::Device, bytes, e.lo, F::DEV))
-        else {
+    let Some(mut slots) = crate::mem::read_page(mem, PhysAddr::new(e.hi), pages.page_size)
+        .and_then(|bytes| pages.slots(Chain::Device, bytes, e.lo, F::DEV))
+    else {
+        return false;
+    };
+    let slot = pass.slot(pages);
+    // Past the records the full checks took, in O(1); not a `skip`, whose
+    // count the loop would test at every record.
+    if let Some(before) = slot.checked_sub(1) {
+        slots.nth(before);
+    }
+    // The address of the record at hand, for `visit` (dead code when it
+    // does not read it).
+    let mut phys = record_phys(pages, e, slot);
+    for s in slots {
+        // A slot is at least `F::DEV` long (`slots` proved it): this never
+        // stops the pass, and it lets the compiler drop the length checks
+        // of the field reads below.
+        let Some(bytes) = s.get(..F::DEV) else {
             return false;
         };
-        let slot = pass.slot(pages);
-        // Past the records the full checks took, in O(1); not a `skip`,
-        // whose count the loop would test at every record. At a page's
-        // start instead, the page `TOUCH_AHEAD` on is read, its lines at
-        // once, while this one is checked: the chain's pages are
-        // scattered, so each would otherwise start with misses the
-        // prefetcher cannot hide. Once per page: not again when the pass
-        // comes back from the full checks.
-        if let Some(before) = slot.checked_sub(1) {
-            slots.nth(before);
-        } else if let Some(ahead) = walk.get(pass.page.wrapping_add(TOUCH_AHEAD))
-            && let Some(bytes) =
-                crate::mem::read_page(mem, PhysAddr::new(ahead.hi), pages.page_size)
-        {
-            crate::mem::touch(bytes);
+        let (ref_count, flags) = record_hdr(bytes);
+        if ref_count != 1 || flags & uncommon != 0 {
+            if flags & bad == 0 && flags & F::DELETED != 0 {
+                pass.step();
+                phys = phys.wrapping_add(stride);
+                continue;
+            }
+            return false;
         }
-        // The address of the record at hand, for `visit` (dead code when
-        // it does not read it).
-        let mut phys = record_phys(pages, e, slot);
-        for s in slots {
-            // A slot is at least `F::DEV` long (`slots` proved it): this
-            // never stops the pass, and it lets the compiler drop the
-            // length checks of the field reads below.
-            let Some(bytes) = s.get(..F::DEV) else {
-                return false;
-            };
-            let (ref_count, flags) = record_hdr(bytes);
-            if ref_count != 1 || flags & uncommon != 0 {
-                if flags & bad == 0 && flags & F::DELETED != 0 {
-                    pass.step();
-                    phys = phys.wrapping_add(stride);
-                    continue;
-                }
-                return false;
-            }
-            let d = F::device(bytes);
-            let domains = &mut pass.domains;
-            if lookup(mem, pages, Chain::Domain, d.domain, F::DOM, domains).is_err() {
-                return false;
-            }
-            let ty = match pass.run_type(&d) {
-                Some(ty) => ty,
-                // Only when the IOMMU changes. Inline: a function of its
-                // own, with the lookup's missed half below it, made the
-                // kernel's deepest stack.
-                None => match lookup(mem, pages, Chain::Iommu, d.iommu, F::HW, &mut pass.iommus) {
-                    Ok(iommu) => pass.start_run(iommu_slots, Run::of::<F>(d.iommu, iommu)),
-                    Err(_) => return false,
-                },
-            };
-            if F::check_dev_vendor(bytes, ty, handover).is_err() {
-                return false;
-            }
-            pass.accept(keys, d.key());
-            visit.device(DeviceRecord::new(PhysAddr::new(phys), bytes, F::OPS));
-            pass.step();
-            phys = phys.wrapping_add(stride);
+        let d = F::device(bytes);
+        let domains = &mut pass.domains;
+        if lookup(mem, pages, Chain::Domain, d.domain, F::DOM, domains).is_err() {
+            return false;
         }
-        pass.next_page(pages);
+        let ty = match pass.run_type(&d) {
+            Some(ty) => ty,
+            // Only when the IOMMU changes. Inline: a function of its own,
+            // with the lookup's missed half below it, made the kernel's
+            // deepest stack.
+            None => match lookup(mem, pages, Chain::Iommu, d.iommu, F::HW, &mut pass.iommus) {
+                Ok(iommu) => pass.start_run(iommu_slots, Run::of::<F>(d.iommu, iommu)),
+                Err(_) => return false,
+            },
+        };
+        if F::check_dev_vendor(bytes, ty, handover).is_err() {
+            return false;
+        }
+        pass.accept(keys, d.key());
+        visit.device(DeviceRecord::new(PhysAddr::new(phys), bytes, F::OPS));
+        pass.step();
+        phys = phys.wrapping_add(stride);
     }
     true
 }
@@ -1089,10 +1540,10 @@ fn record_phys(pages: &Pages<'_>, e: &ScratchElem, slot: usize) -> u64 {
     e.hi.wrapping_add(pages.hdr).wrapping_add(at)
 }
 
-/// Checks the device record `pass` stands at with every rule, in order
-/// (its page's readability and count first, at the page's first record),
-/// then counts it as [`fast_devices`] would and moves past it; at the end
-/// of a page, moves to the next.
+/// Checks the device record of page `e` that `pass` stands at with every
+/// rule, in order (its page's readability and count first, at the page's
+/// first record), then counts it as [`fast_devices`] would and moves past
+/// it. `true` if the page has no record left.
 #[cold]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)] // The pass's state, as `fast_devices` has it, and the error slot.
@@ -1102,44 +1553,42 @@ fn full_device<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
     handover: bool,
     iommu_slots: &mut [ScratchElem],
     keys: &mut [ScratchElem],
+    e: &ScratchElem,
     pass: &mut DevicePass<'m>,
     visit: &mut V,
     err: &mut Option<Error>,
-) -> Result<(), Refused> {
-    let checked = full_checks::<M, F, V>(mem, pages, handover, iommu_slots, keys, pass, visit);
+) -> Result<bool, Refused> {
+    let checked = full_checks::<M, F, V>(mem, pages, handover, iommu_slots, keys, e, pass, visit);
     kept(err, checked)
 }
 
 /// The body of [`full_device`].
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // As `full_device`.
 fn full_checks<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
     mem: &'m M,
     pages: &Pages<'_>,
     handover: bool,
     iommu_slots: &mut [ScratchElem],
     keys: &mut [ScratchElem],
+    e: &ScratchElem,
     pass: &mut DevicePass<'m>,
     visit: &mut V,
-) -> Result<(), Error> {
-    // `fast_devices` stops only at a page of the walk.
-    let Some(e) = pages.chain(Chain::Device).get(pass.page) else {
-        return Ok(());
-    };
+) -> Result<bool, Error> {
     let p = u64::try_from(pass.page).unwrap_or(u64::MAX);
     let at = Location::page(Chain::Device, p, PhysAddr::new(e.hi));
     let Some(bytes) = page_records(mem, pages, Chain::Device, F::DEV, e, at)?.nth(pass.slot(pages))
     else {
-        pass.next_page(pages);
-        return Ok(());
+        return Ok(true);
     };
     let loc = at.object(u64::try_from(pass.slot(pages)).unwrap_or(u64::MAX));
     if !check_header::<F>(loc, bytes, handover)? {
         pass.step();
-        return Ok(());
+        return Ok(false);
     }
     check_ref_count_one(loc, bytes)?;
     let d = F::device(bytes);
-    let at_domain = loc.field(F::DOMAIN_REF);
+    let at_domain = (&loc, F::DOMAIN_REF);
     resolve(
         mem,
         pages,
@@ -1152,7 +1601,7 @@ fn full_checks<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
     let ty = match pass.run_type(&d) {
         Some(ty) => ty,
         None => {
-            let at_iommu = loc.field(F::IOMMU_REF);
+            let at_iommu = (&loc, F::IOMMU_REF);
             let cursor = &mut pass.iommus;
             let iommu = resolve(mem, pages, Chain::Iommu, d.iommu, F::HW, cursor, at_iommu)?;
             pass.start_run(iommu_slots, Run::of::<F>(d.iommu, iommu))
@@ -1164,7 +1613,7 @@ fn full_checks<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
     let phys = record_phys(pages, e, pass.slot(pages));
     visit.device(DeviceRecord::new(PhysAddr::new(phys), bytes, F::OPS));
     pass.step();
-    Ok(())
+    Ok(false)
 }
 
 /// Refuses a live IOMMU whose `ref_count` is not its number of live

@@ -107,7 +107,7 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         mem: &'m M,
         shape: Shape<'m>,
         walk: [&'s [ScratchElem]; 3],
-        sorted: &'s [ScratchElem],
+        sorted: [&'s [ScratchElem]; 2],
         iommu_keys: &'s [ScratchElem],
         device_keys: &'s [ScratchElem],
     ) -> Self {
@@ -124,7 +124,8 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
                 magic: shape.strides.map(super::index::reciprocal),
                 deleted: shape.ops.deleted,
                 walk,
-                sorted,
+                sorted: sorted[0],
+                sorted_devices: sorted[1],
             },
             iommu_keys,
             device_keys,
@@ -144,15 +145,19 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
         let [a, b, c] = shape
             .pages
             .map(|p| usize::try_from(p).unwrap_or(usize::MAX));
-        let walk = [take(a), take(b), take(c)];
-        let sorted = take(a.saturating_add(b).saturating_add(c).saturating_add(1));
+        // The layout in `index.rs`.
+        let (walk_iommu, walk_domain) = (take(a), take(b));
         let iommu_region = usize::try_from(shape.iommu_slots).unwrap_or(usize::MAX);
         let iommu_keys = take(iommu_region);
         let iommu_keys = iommu_keys.get(..shape.live_iommus).unwrap_or(&[]);
+        let walk = [walk_iommu, walk_domain, take(c)];
+        let sorted = take(a.saturating_add(b).saturating_add(1));
+        let sorted_devices = take(c);
         let device_keys = take(match shape.device_index {
             DeviceIndex::Full => shape.live_devices,
             DeviceIndex::PerPage(n) => n,
         });
+        let sorted = [sorted, sorted_devices];
         Image::from_parts(mem, shape, walk, sorted, iommu_keys, device_keys)
     }
 

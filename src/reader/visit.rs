@@ -10,9 +10,11 @@ use super::view::{DeviceRecord, Domain, Iommu};
 /// A record handed over has passed every check of its own. A visitor may
 /// still have seen records of an image that is then refused: one of a
 /// later record's own checks may fail (a device is checked after every
-/// IOMMU and domain was handed over), and the checks across records (IOMMU
-/// reference counts, duplicate IOMMUs and devices) come after the last
-/// device. Use it for work whose result is dropped with the error (a fold,
+/// IOMMU and domain was handed over); the device chain is walked as its
+/// records are checked, so its pages further on, the scratch's length and
+/// pages used twice are refused after records were handed over; and the
+/// checks across records (IOMMU reference counts, duplicate IOMMUs and
+/// devices) come after the last device. Use it for work whose result is dropped with the error (a fold,
 /// a table of your own), never to act on a record.
 pub trait Visitor<'m> {
     /// A live IOMMU record, after its header, type and vendor checks.

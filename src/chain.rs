@@ -213,10 +213,10 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
     }
 
     /// [`next_page`](Self::next_page), with its error put into `slot`
-    /// (`Err(())` then): not inlined, so that a caller deep in the stack
-    /// holds no `Error` of its own for it. A loop or a chain over the page
-    /// limit is put as the limit's error: [`settle`](Self::settle) then
-    /// gives the exact one.
+    /// (`Err(())` then) by `step`, which is not inlined: a caller deep in
+    /// the stack holds no `Error` of its own for it. A loop or a chain over
+    /// the page limit is put as the limit's error: [`settle`](Self::settle)
+    /// then gives the exact one.
     #[inline(always)]
     pub(crate) fn next_page_into(
         &mut self,

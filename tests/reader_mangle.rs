@@ -411,7 +411,7 @@ fn with_record_errors(iommu: bool) -> Img {
 /// `validate` on `img` with room to spare, not through `scratch_len`
 /// (whose walk would refuse a chain error first): the refusal, or `Ok`.
 fn validate_roomy(img: &Img) -> Result<(), Error> {
-    let mut scratch = vec![ScratchElem::default(); 4096];
+    let mut scratch = vec![ScratchElem::default(); common::ROOM];
     reader::validate(&img.mem, img.root, &img.opts(), &mut scratch).map(|_| ())
 }
 
@@ -434,11 +434,12 @@ fn a_device_chain_error_comes_before_any_record_error() {
 #[test]
 fn a_device_page_used_twice_comes_before_any_record_error() {
     // Device page 4 pointing back to page 1 is a cycle, found by the walk:
-    // a chain error. Page 3 pointing to the domain page is found by the page
-    // table once the walk ends.
+    // a chain error. Page 3 pointing to the domain page, or page 2 to the
+    // IOMMU page, is found by the page table once the walk ends.
     for iommu in [true, false] {
         let img = with_record_errors(iommu);
         let (first, domain) = (img.page(Chain::Device, 1), img.page(Chain::Domain, 0));
+        let iommu_page = img.page(Chain::Iommu, 0);
         let cycle = ErrorKind::Cycle {
             target: first,
             earlier: 1,
@@ -448,7 +449,17 @@ fn a_device_page_used_twice_comes_before_any_record_error() {
             other_chain: Some(Chain::Domain),
             other_page: Some(0),
         };
-        for (page, target, kind) in [(4, first, cycle), (3, domain, reused)] {
+        let reused_iommu = ErrorKind::PageReused {
+            target: iommu_page,
+            other_chain: Some(Chain::Iommu),
+            other_page: Some(0),
+        };
+        let cases = [
+            (4, first, cycle),
+            (3, domain, reused),
+            (2, iommu_page, reused_iommu),
+        ];
+        for (page, target, kind) in cases {
             let mut img = with_record_errors(iommu);
             let next = plus(img.page(Chain::Device, page), off::NEXT as u64);
             img.put_u64(next, target.get());
@@ -457,6 +468,29 @@ fn a_device_page_used_twice_comes_before_any_record_error() {
             expect(&img, kind, at);
         }
     }
+}
+
+/// A chain error the device chain's walk meets while the pass runs (the
+/// walk four pages ahead): the devices of the pages before were handed to
+/// the visitor, as `validate_visiting` allows, and the error is the
+/// chain's. Device page 4's `next_array_phys` is read as the pass starts
+/// page 1.
+#[test]
+fn a_device_chain_error_met_during_the_pass_is_refused_after_a_page_was_visited() {
+    let mut img = Spec::simple(1, 1, 300).build();
+    img.put_u64(plus(img.page(Chain::Device, 4), off::NEXT as u64), 1);
+    let mut scratch = vec![ScratchElem::default(); common::ROOM];
+    let mut seen = 0usize;
+    let opts = img.opts();
+    let refused = reader::validate_visiting(&img.mem, img.root, &opts, &mut scratch, |_| seen += 1)
+        .map(|_| ())
+        .unwrap_err();
+    let unaligned = ErrorKind::Unaligned {
+        value: PhysAddr::new(1),
+    };
+    let at = img.at_page(Chain::Device, 4).field("next_array_phys");
+    assert_eq!(refused, Error::new(unaligned, at));
+    assert_eq!(seen, img.cap(Chain::Device));
 }
 
 #[test]

@@ -228,8 +228,9 @@ fn check_counts(
 /// counted, not recorded: `validate` refuses a scratch shorter than
 /// `needed` once the walk is done, so a chain error comes first).
 ///
-/// Every later pass reads the pages' addresses from `walks`, and each
-/// page's `nr_objects` as this walk read it.
+/// Every later pass reads these chains' pages from `walks`, each page's
+/// `nr_objects` as this walk read it (the device pass reads the device
+/// chain's from its own walk's records, [`DeviceWalk`]).
 #[inline(never)]
 fn survey_as<M: Memory + ?Sized, F: Format>(
     mem: &M,

@@ -14,8 +14,9 @@ use super::view::{DeviceRecord, Domain, Iommu};
 /// records are checked, so its pages further on, the scratch's length and
 /// pages used twice are refused after records were handed over; and the
 /// checks across records (IOMMU reference counts, duplicate IOMMUs and
-/// devices) come after the last device. Use it for work whose result is dropped with the error (a fold,
-/// a table of your own), never to act on a record.
+/// devices) come after the last device. Use it for work whose result is
+/// dropped with the error (a fold, a table of your own), never to act on a
+/// record.
 pub trait Visitor<'m> {
     /// A live IOMMU record, after its header, type and vendor checks.
     #[inline(always)]

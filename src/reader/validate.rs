@@ -1445,11 +1445,9 @@ fn check_devices<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
 /// How many device pages ahead of the one the device pass checks the
 /// device chain's walk reads ([`DeviceWalk`]): far enough that the page's
 /// lines have arrived when the pass reaches it, near enough that they are
-/// still cached then. On image (b), with the pages touched this far ahead
-/// of the pass after a walk of their own, each timed against no touch in
-/// one process: 1 and 2 pages ahead gained less than 3 to 9 (one process
-/// each), and over eight processes 3, 4 and 5 gained alike, in a range
-/// that overlaps 1 and 2's (BENCHMARKS.md, round 8).
+/// still cached then. On image (b), 2, 4, 6, 8 and 16 pages did alike
+/// within the machine's noise (alternated processes; BENCHMARKS.md, round
+/// 9), as 3 to 5 did for round 8's touch ahead of a separate walk.
 const TOUCH_AHEAD: usize = 4;
 
 /// Accepts the records of device page `e` from where `pass` stands while

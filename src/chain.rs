@@ -178,29 +178,13 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
         self.next_page_into(&mut slot).map_err(|()| {
             // Never the limit's error below: `step` puts one where it
             // refuses.
-            self.settle()
-                .or(slot)
-                .unwrap_or(self.err(ErrorKind::LimitExceeded {
+            self.settle().or(slot).unwrap_or_else(|| {
+                self.err(ErrorKind::LimitExceeded {
                     what: Limit::PagesPerChain,
                     limit: self.max_pages,
-                }))
+                })
+            })
         })
-    }
-
-    /// [`next_page`](Self::next_page), except that a loop or a chain over
-    /// the page limit is refused with the limit's error until
-    /// [`settle`](Self::settle) searches the loop: a search that reads the
-    /// chain again, kept off a deep stack.
-    #[inline(always)]
-    fn next_page_deferring(&mut self, slot: &mut Option<Error>) -> Result<Option<ChainPage>, ()> {
-        if self.done {
-            return Ok(None);
-        }
-        let r = self.step(slot);
-        if !matches!(r, Ok(Some(_))) {
-            self.done = true;
-        }
-        r
     }
 
     /// Where the pointer to `next` is stored: the previous page's
@@ -215,14 +199,22 @@ impl<'m, 'r, M: crate::Memory + ?Sized, F: Format> ChainWalk<'m, 'r, M, F> {
     /// [`next_page`](Self::next_page), with its error put into `slot`
     /// (`Err(())` then) by `step`, which is not inlined: a caller deep in
     /// the stack holds no `Error` of its own for it. A loop or a chain over
-    /// the page limit is put as the limit's error: [`settle`](Self::settle)
-    /// then gives the exact one.
+    /// the page limit is put as the limit's error until
+    /// [`settle`](Self::settle) searches the loop (a search that reads the
+    /// chain again, kept off a deep stack).
     #[inline(always)]
     pub(crate) fn next_page_into(
         &mut self,
         slot: &mut Option<Error>,
     ) -> Result<Option<ChainPage>, ()> {
-        self.next_page_deferring(slot)
+        if self.done {
+            return Ok(None);
+        }
+        let r = self.step(slot);
+        if !matches!(r, Ok(Some(_))) {
+            self.done = true;
+        }
+        r
     }
 
     /// The exact error of a refusal the walk deferred (a loop, or a chain

@@ -439,8 +439,8 @@ impl Noting {
 
 /// The reader asks the memory only for pages it has proven it needs (the
 /// root's and the chains' pages), and for each of them, through
-/// validation (its device pass reading pages ahead of the one it checks)
-/// and the view's iterators and lookups.
+/// validation (its device chain walked ahead of the pass that checks the
+/// records) and the view's iterators and lookups.
 #[test]
 fn validation_asks_the_memory_for_the_image_pages_only() {
     let spec = Spec::simple(2, 3, 350);
@@ -471,9 +471,7 @@ fn validation_asks_the_memory_for_the_image_pages_only() {
 #[test]
 fn any_scratch_at_least_scratch_len_gives_the_same_view() {
     let ascending = Spec::simple(3, 150, 300);
-    let mut swapped = ascending.clone();
-    let (a, b) = (swapped.devices[100].devid, swapped.devices[7].devid);
-    (swapped.devices[100].devid, swapped.devices[7].devid) = (b, a);
+    let swapped = ascending.with_devids_swapped(100, 7);
     // Under miri (about a minute for each validation and view here), the
     // small image at the longest length only.
     let specs = [ascending, swapped, Spec::simple(1, 1, 120)];
@@ -559,9 +557,7 @@ impl Memory for Hiccup {
 #[test]
 fn device_pass_resumes_after_a_page_the_memory_missed() {
     let ascending = Spec::simple(2, 3, 200);
-    let mut swapped = ascending.clone();
-    let (a, b) = (swapped.devices[55].devid, swapped.devices[56].devid);
-    (swapped.devices[55].devid, swapped.devices[56].devid) = (b, a);
+    let swapped = ascending.with_devids_swapped(55, 56);
     // 0: `validate`; 1: `validate_visiting`; 2: `validate_with`. Under
     // miri not 1, an adapter over 2's code (each mode is minutes there).
     let modes: &[u8] = if cfg!(miri) { &[0, 2] } else { &[0, 1, 2] };
@@ -635,9 +631,7 @@ fn find_device_finds_exactly_the_live_keys_in_either_index() {
     // the live device after them, which the page scan must pass over.
     spec.devices[55].devid = 111;
     spec.devices[20].devid = spec.devices[21].devid;
-    let mut swapped = spec.clone();
-    let (a, b) = (swapped.devices[3].devid, swapped.devices[100].devid);
-    (swapped.devices[3].devid, swapped.devices[100].devid) = (b, a);
+    let swapped = spec.with_devids_swapped(3, 100);
     for spec in [spec, swapped] {
         let img = spec.build();
         let opts = img.opts();

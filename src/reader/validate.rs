@@ -240,7 +240,6 @@ fn survey_as<M: Memory + ?Sized, F: Format>(
     walks: &mut [ScratchElem],
     chains: usize,
 ) -> Result<Survey, Error> {
-    let (max_pages, max_objects) = limits(opts);
     let mut s = Survey {
         pages: [0; 3],
         objects: [0; 3],
@@ -250,16 +249,7 @@ fn survey_as<M: Memory + ?Sized, F: Format>(
     let mut total = 0u64;
     let mut slots = walks.iter_mut();
     for (i, chain) in ARRAYS.into_iter().enumerate().take(chains) {
-        let mut walk = ChainWalk::<M, F>::new(
-            mem,
-            root,
-            Some(&opts.crc),
-            root_phys,
-            chain,
-            max_pages,
-            max_objects,
-            total,
-        );
+        let mut walk = chain_walk::<M, F>(mem, root, root_phys, opts, chain, total);
         let mut n = 0u64;
         while let Some(page) = walk.next_page()? {
             if let Some(slot) = slots.next() {
@@ -275,13 +265,21 @@ fn survey_as<M: Memory + ?Sized, F: Format>(
     Ok(s)
 }
 
-/// The page and object limits of `opts`, clamped to what the scratch's
-/// packing holds.
-fn limits(opts: &Options) -> (u64, u64) {
-    (
-        opts.limits.max_pages_per_chain.min(MAX_PAGES),
-        opts.limits.max_objects.min(MAX_OBJECTS),
-    )
+/// The walk of `chain` of the image whose checked root `r` is at `root`,
+/// with `opts`'s CRC and its limits (clamped to what the scratch's packing
+/// holds), `before` objects of earlier chains already counted.
+fn chain_walk<'m, 'r, M: Memory + ?Sized, F: Format>(
+    mem: &'m M,
+    r: &'r Root<'m>,
+    root: PhysAddr,
+    opts: &'r Options,
+    chain: Chain,
+    before: u64,
+) -> ChainWalk<'m, 'r, M, F> {
+    let max_pages = opts.limits.max_pages_per_chain.min(MAX_PAGES);
+    let max_objects = opts.limits.max_objects.min(MAX_OBJECTS);
+    let crc = Some(&opts.crc);
+    ChainWalk::new(mem, r, crc, root, chain, max_pages, max_objects, before)
 }
 
 impl Survey {
@@ -425,18 +423,8 @@ enum WalkState {
 
 impl<'m, 'r, M: Memory + ?Sized, F: Format> DeviceWalk<'m, 'r, M, F> {
     fn new(mem: &'m M, r: &'r Root<'m>, root: PhysAddr, opts: &'r Options, s: &Survey) -> Self {
-        let (max_pages, max_objects) = limits(opts);
         let before = s.objects[0].saturating_add(s.objects[1]);
-        let walk = ChainWalk::<M, F>::new(
-            mem,
-            r,
-            Some(&opts.crc),
-            root,
-            Chain::Device,
-            max_pages,
-            max_objects,
-            before,
-        );
+        let walk = chain_walk::<M, F>(mem, r, root, opts, Chain::Device, before);
         DeviceWalk {
             walk: walk.touching(),
             before,
@@ -1400,9 +1388,10 @@ fn key_devices<M: Memory + ?Sized, F: Format>(
 }
 
 /// Checks the live devices' references and handover state; counts each
-/// live device in its IOMMU's element of `iommu_slots` (see `check_iommus`),
+/// live device in its IOMMU's element of `slots` (see `check_iommus`),
 /// indexes its key (segment << 32 | devid, device index) in `keys` (see
-/// [`Keyed`]) and hands its record to `visit`. Returns the number of live
+/// [`Keyed`], from the back: [`PassRegions`]) and hands its record to
+/// `visit`. Returns the number of live
 /// devices and how their keys are indexed.
 ///
 /// One pass over the device records, in two halves (see [`DevicePass`]).
@@ -1415,7 +1404,7 @@ fn check_devices<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
     mem: &'m M,
     pages: &Pages<'_>,
     handover: bool,
-    iommu_slots: &mut [ScratchElem],
+    slots: &mut [ScratchElem],
     keys: &mut [ScratchElem],
     dw: &mut DeviceWalk<'m, '_, M, F>,
     r: &Root<'_>,
@@ -1424,7 +1413,6 @@ fn check_devices<'m, M: Memory + ?Sized, F: Format, V: Visitor<'m>>(
     err: &mut Option<Error>,
 ) -> Result<(usize, Keyed), Refused> {
     let mut pass = DevicePass::new();
-    let (slots, keys) = (iommu_slots, keys);
     loop {
         // The page `TOUCH_AHEAD` on, as this one is started.
         dw.advance(r, root, keys, err)?;

@@ -101,6 +101,15 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The same spec with devices `i` and `j`'s devids swapped: still
+    /// valid, the keys no longer ascending in chain order.
+    pub fn with_devids_swapped(&self, i: usize, j: usize) -> Spec {
+        let mut swapped = self.clone();
+        let (a, b) = (swapped.devices[i].devid, swapped.devices[j].devid);
+        (swapped.devices[i].devid, swapped.devices[j].devid) = (b, a);
+        swapped
+    }
+
     /// A valid image: `iommus` IOMMUs alternating Intel / SMMUv3, `domains`
     /// domains, `devices` devices spread over them round-robin. Needs
     /// `devices >= iommus` (a live IOMMU has at least one device) and

@@ -37,6 +37,24 @@ use crate::format::{Ref, record_hdr};
 use crate::mem::read_page;
 use crate::{Memory, PhysAddr};
 
+/// The lengths of the scratch's regions, in the order of the layout above,
+/// for `pages` (IOMMU, domain, device) chain pages and `iommu_slots` IOMMU
+/// slots: walk order, IOMMU keys, device walk order, by address, devices by
+/// address. The device keys follow them. What validation splits the
+/// scratch by and what the view re-slices it by, so the two agree.
+pub(crate) fn region_lens(pages: [u64; 3], iommu_slots: u64) -> [u64; 6] {
+    let [iommu, domain, device] = pages;
+    let others = iommu.saturating_add(domain);
+    [
+        iommu,
+        domain,
+        iommu_slots,
+        device,
+        others.saturating_add(1),
+        device,
+    ]
+}
+
 /// One element of the scratch space [`validate`](super::validate) sorts its
 /// indexes in: 16 bytes, no meaning outside the reader. Make a slice of
 /// [`scratch_len`](super::scratch_len) of them with

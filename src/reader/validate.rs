@@ -3,7 +3,7 @@
 
 use super::index::{
     Cursor, Found, LOW_MASK, MAX_OBJECTS, MAX_PAGES, Pages, ScratchElem, TAG_SHIFT, chain_tag,
-    reciprocal, tag_chain,
+    reciprocal, region_lens, tag_chain,
 };
 use super::view::{AnyIommu, DeviceIndex, DeviceRecord, Domain, Image, Shape};
 use super::{Mode, Options, Visitor};
@@ -377,9 +377,11 @@ impl<'s> PassRegions<'s> {
     /// measured; `None` if it is too short for them.
     fn split(s: &Survey, scratch: &'s mut [ScratchElem]) -> Option<Self> {
         let mut rest = scratch;
-        let walk_iommu = take(&mut rest, s.pages[0])?;
-        let walk_domain = take(&mut rest, s.pages[1])?;
-        let iommu_slots = take(&mut rest, s.objects[0])?;
+        // The final layout's first three regions.
+        let [i, d, slots, ..] = region_lens(s.pages, s.objects[0]);
+        let walk_iommu = take(&mut rest, i)?;
+        let walk_domain = take(&mut rest, d)?;
+        let iommu_slots = take(&mut rest, slots)?;
         let a = s.pages[0].checked_add(s.pages[1])?.checked_add(1)?;
         let mid_len = u64::try_from(rest.len()).ok()?.checked_sub(a)?;
         let mid = take(&mut rest, mid_len)?;
@@ -769,20 +771,20 @@ fn arrange(s: &Survey, keys: usize, scratch: &mut [ScratchElem]) -> Option<()> {
 /// is too small.
 fn split_scratch<'s>(s: &Survey, scratch: &'s mut [ScratchElem]) -> Option<Regions<'s>> {
     let mut rest = scratch;
-    let walk_iommu = take(&mut rest, s.pages[0])?;
-    let walk_domain = take(&mut rest, s.pages[1])?;
-    let iommu_keys = take(&mut rest, s.objects[0])?;
-    let walk_device = take(&mut rest, s.pages[2])?;
-    let others = s.pages[0].saturating_add(s.pages[1]);
-    let sorted = take(&mut rest, others.saturating_add(1))?;
-    let sorted_devices = take(&mut rest, s.pages[2])?;
-    let device_keys = take(&mut rest, s.objects[2])?;
-    Some(Regions {
-        walks: [walk_iommu, walk_domain, walk_device],
+    let [
+        walk_iommu,
+        walk_domain,
+        iommu_keys,
+        walk_device,
         sorted,
         sorted_devices,
-        iommu_keys,
-        device_keys,
+    ] = region_lens(s.pages, s.objects[0]).map(|n| take(&mut rest, n));
+    Some(Regions {
+        walks: [walk_iommu?, walk_domain?, walk_device?],
+        sorted: sorted?,
+        sorted_devices: sorted_devices?,
+        iommu_keys: iommu_keys?,
+        device_keys: take(&mut rest, s.objects[2])?,
     })
 }
 

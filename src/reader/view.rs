@@ -142,17 +142,17 @@ impl<'m, 's, M: Memory + ?Sized> Image<'m, 's, M> {
             at = at.saturating_add(n);
             scratch.get(start..at).unwrap_or(&[])
         };
-        let [a, b, c] = shape
-            .pages
-            .map(|p| usize::try_from(p).unwrap_or(usize::MAX));
-        // The layout in `index.rs`.
-        let (walk_iommu, walk_domain) = (take(a), take(b));
-        let iommu_region = usize::try_from(shape.iommu_slots).unwrap_or(usize::MAX);
-        let iommu_keys = take(iommu_region);
-        let iommu_keys = iommu_keys.get(..shape.live_iommus).unwrap_or(&[]);
-        let walk = [walk_iommu, walk_domain, take(c)];
-        let sorted = take(a.saturating_add(b).saturating_add(1));
-        let sorted_devices = take(c);
+        let len = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let [
+            walk_iommu,
+            walk_domain,
+            iommu_region,
+            walk_device,
+            sorted,
+            sorted_devices,
+        ] = super::index::region_lens(shape.pages, shape.iommu_slots).map(|n| take(len(n)));
+        let iommu_keys = iommu_region.get(..shape.live_iommus).unwrap_or(&[]);
+        let walk = [walk_iommu, walk_domain, walk_device];
         let device_keys = take(match shape.device_index {
             DeviceIndex::Full => shape.live_devices,
             DeviceIndex::PerPage(n) => n,
